@@ -1,0 +1,1 @@
+//! Owned by the codec generator work; placeholder.

@@ -1,0 +1,1 @@
+//! Owned by the record-batch work; placeholder.
