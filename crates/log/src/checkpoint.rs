@@ -1,0 +1,206 @@
+//! Small per-partition files that are replaced atomically (write temp, fsync, rename, fsync dir):
+//! the log checkpoint (recovery point, log start, high watermark), the leader-epoch cache and the
+//! producer-state snapshot. Each is validated on load; an invalid file is treated as absent.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+pub(crate) const LOG_CHECKPOINT_FILE: &str = "log-checkpoint";
+pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+const PRODUCER_SNAPSHOT_EXT: &str = "snapshot";
+
+/// Upper bound on entries read from a leader-epoch file: far above any real epoch history.
+const LEADER_EPOCH_ENTRIES_MAX: usize = 1 << 20;
+
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+        rustix::fs::fdatasync(&f)?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    rustix::fs::fsync(&d)?;
+    Ok(())
+}
+
+/// What survives across restarts about the log as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogCheckpoint {
+    /// Every segment whose data lies wholly below this offset has been synced and (if its index
+    /// files validate) need not be scanned on open. After a clean shutdown it is the log end.
+    pub recovery_point: i64,
+    pub log_start: i64,
+    pub high_watermark: i64,
+}
+
+impl LogCheckpoint {
+    pub fn encode(&self) -> Vec<u8> {
+        let body = format!("weir-log-checkpoint 1 {} {} {}", self.recovery_point, self.log_start, self.high_watermark);
+        let crc = crc32c::crc32c(body.as_bytes());
+        format!("{body} {crc:08x}\n").into_bytes()
+    }
+
+    pub fn decode(b: &[u8]) -> Option<LogCheckpoint> {
+        let s = std::str::from_utf8(b).ok()?.trim_end();
+        let (body, crc) = s.rsplit_once(' ')?;
+        if u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(body.as_bytes()) {
+            return None;
+        }
+        let mut it = body.split(' ');
+        if it.next()? != "weir-log-checkpoint" || it.next()? != "1" {
+            return None;
+        }
+        let cp = LogCheckpoint {
+            recovery_point: it.next()?.parse().ok()?,
+            log_start: it.next()?.parse().ok()?,
+            high_watermark: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(cp)
+    }
+
+    pub fn load(dir: &Path) -> Option<LogCheckpoint> {
+        LogCheckpoint::decode(&std::fs::read(dir.join(LOG_CHECKPOINT_FILE)).ok()?)
+    }
+
+    pub fn store(&self, dir: &Path) -> io::Result<()> {
+        write_atomic(dir, LOG_CHECKPOINT_FILE, &self.encode())
+    }
+}
+
+/// Kafka's text format: version line `0`, entry count, then `epoch start_offset` lines.
+pub(crate) fn encode_leader_epochs(entries: &[(i32, i64)]) -> Vec<u8> {
+    let mut s = format!("0\n{}\n", entries.len());
+    for (epoch, start) in entries {
+        s.push_str(&format!("{epoch} {start}\n"));
+    }
+    s.into_bytes()
+}
+
+pub(crate) fn decode_leader_epochs(b: &[u8]) -> Option<Vec<(i32, i64)>> {
+    let s = std::str::from_utf8(b).ok()?;
+    let mut lines = s.lines();
+    if lines.next()?.trim() != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.trim().parse().ok()?;
+    if count > LEADER_EPOCH_ENTRIES_MAX {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let line = lines.next()?;
+        let (e, o) = line.trim().split_once(' ')?;
+        let entry: (i32, i64) = (e.parse().ok()?, o.parse().ok()?);
+        // Epochs and start offsets only grow.
+        if out.last().is_some_and(|&(pe, po): &(i32, i64)| entry.0 <= pe || entry.1 < po) {
+            return None;
+        }
+        out.push(entry);
+    }
+    Some(out)
+}
+
+/// State kept per producer id for idempotence; persisted in snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStateEntry {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub last_sequence: i32,
+    pub last_offset: i64,
+    pub timestamp_ms: i64,
+}
+
+const PRODUCER_SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRPSS1";
+const PRODUCER_ENTRY_BYTES: usize = 8 + 2 + 4 + 8 + 8;
+
+pub(crate) fn producer_snapshot_name(offset: i64) -> String {
+    format!("{offset:020}.{PRODUCER_SNAPSHOT_EXT}")
+}
+
+/// Parses a snapshot file name back to its offset.
+pub(crate) fn producer_snapshot_offset(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".snapshot")?;
+    (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
+}
+
+/// Format: magic, snapshot offset (i64), entry count (u32), entries, CRC32C of all before it.
+pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerStateEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(24 + entries.len() * PRODUCER_ENTRY_BYTES);
+    b.extend_from_slice(PRODUCER_SNAPSHOT_MAGIC);
+    b.extend_from_slice(&offset.to_be_bytes());
+    b.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for e in entries {
+        b.extend_from_slice(&e.producer_id.to_be_bytes());
+        b.extend_from_slice(&e.producer_epoch.to_be_bytes());
+        b.extend_from_slice(&e.last_sequence.to_be_bytes());
+        b.extend_from_slice(&e.last_offset.to_be_bytes());
+        b.extend_from_slice(&e.timestamp_ms.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    b
+}
+
+pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerStateEntry>)> {
+    let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) || body.get(..8)? != PRODUCER_SNAPSHOT_MAGIC {
+        return None;
+    }
+    let offset = i64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
+    let count = usize::try_from(u32::from_be_bytes(body.get(16..20)?.try_into().ok()?)).ok()?;
+    let entries_bytes = body.get(20..)?;
+    // Bounded by the bytes actually present before allocating.
+    if entries_bytes.len() != count.checked_mul(PRODUCER_ENTRY_BYTES)? {
+        return None;
+    }
+    let mut out = Vec::with_capacity(count);
+    for c in entries_bytes.chunks_exact(PRODUCER_ENTRY_BYTES) {
+        out.push(ProducerStateEntry {
+            producer_id: i64::from_be_bytes(c.get(0..8)?.try_into().ok()?),
+            producer_epoch: i16::from_be_bytes(c.get(8..10)?.try_into().ok()?),
+            last_sequence: i32::from_be_bytes(c.get(10..14)?.try_into().ok()?),
+            last_offset: i64::from_be_bytes(c.get(14..22)?.try_into().ok()?),
+            timestamp_ms: i64::from_be_bytes(c.get(22..30)?.try_into().ok()?),
+        });
+    }
+    Some((offset, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_checkpoint_round_trips_and_rejects_corruption() {
+        let cp = LogCheckpoint { recovery_point: 42, log_start: 7, high_watermark: 40 };
+        let enc = cp.encode();
+        assert_eq!(LogCheckpoint::decode(&enc), Some(cp));
+        let mut bad = enc.clone();
+        bad[20] ^= 1;
+        assert_eq!(LogCheckpoint::decode(&bad), None);
+    }
+
+    #[test]
+    fn leader_epochs_round_trip_and_reject_non_monotonic() {
+        let e = vec![(1, 0), (3, 10), (4, 10)];
+        assert_eq!(decode_leader_epochs(&encode_leader_epochs(&e)), Some(e));
+        assert_eq!(decode_leader_epochs(b"0\n2\n3 10\n2 11\n"), None);
+        assert_eq!(decode_leader_epochs(b"0\n999999999\n"), None);
+    }
+
+    #[test]
+    fn producer_snapshot_round_trips_and_rejects_truncation() {
+        let e = vec![ProducerStateEntry { producer_id: 9, producer_epoch: 2, last_sequence: 5, last_offset: 100, timestamp_ms: 123 }];
+        let enc = encode_producer_snapshot(101, &e);
+        assert_eq!(decode_producer_snapshot(&enc), Some((101, e)));
+        assert_eq!(decode_producer_snapshot(&enc[..enc.len() - 1]), None);
+        assert_eq!(producer_snapshot_offset(&producer_snapshot_name(101)), Some(101));
+    }
+}

@@ -1,0 +1,1104 @@
+//! One partition's log: a directory of segments plus checkpoints.
+//!
+//! Concurrency: `append` (the per-log mutex) serializes appends and structural changes (roll,
+//! truncation, retention). Readers never take it: they snapshot the segment list (`RwLock`, held
+//! only to clone a `Vec` of `Arc`s) and read committed bytes, whose extent is published through
+//! atomics after each write. Durability bookkeeping lives in `durable`, shared with the flusher.
+
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::batch::{self, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES};
+use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry};
+use crate::env::LogEnv;
+use crate::segment::{self, Segment, SegMeta, batch_len, read_header};
+use crate::{FlushPolicy, LogConfig, LogError, lock};
+
+/// Largest number of iovecs per `pwritev` call (Linux IOV_MAX is 1024).
+const IOVECS_PER_WRITE_MAX: usize = 512;
+
+type DurableCallback = Box<dyn FnOnce(Result<(), LogError>) + Send>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AppendOptions {
+    /// Written into each batch's partition leader epoch; a new, higher epoch also starts a
+    /// leader-epoch cache entry at the first appended offset.
+    pub leader_epoch: i32,
+    /// `Some(now)` for topics with `message.timestamp.type=LogAppendTime`.
+    pub log_append_time_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless LogAppendTime was applied.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// A byte range of a segment file, for `sendfile`. The `Arc` keeps the file open even if the
+/// segment is deleted or its descriptor evicted from the cache meanwhile.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReadResult {
+    pub ranges: Vec<FileRange>,
+    pub bytes: usize,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+impl ReadResult {
+    /// Copies the ranges into `out` (the path for TLS connections and tests).
+    pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.reserve(self.bytes);
+        for r in &self.ranges {
+            let at = out.len();
+            out.resize(at + r.len, 0);
+            if let Some(dst) = out.get_mut(at..) {
+                r.file.read_exact_at(dst, r.position)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct AppendState {
+    active: Arc<Segment>,
+    closed: bool,
+    /// Messages appended since the last background flush was requested (`Interval` policy).
+    unflushed_messages: u64,
+}
+
+struct Durable {
+    /// Offset (exclusive) up to which data has been written to segment files.
+    written_end: i64,
+    /// Offset (exclusive) up to which data is known to be on stable storage.
+    synced_end: i64,
+    /// Segments written since the last sync (the active one, plus any rolled meanwhile).
+    unsynced: Vec<Arc<Segment>>,
+    /// A segment file was created or removed: the directory needs an fsync too.
+    dir_dirty: bool,
+    waiters: Vec<(i64, DurableCallback)>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    env: Arc<LogEnv>,
+    append: Mutex<AppendState>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    log_end: AtomicI64,
+    log_start: AtomicI64,
+    high_watermark: AtomicI64,
+    durable: Mutex<Durable>,
+    /// Serializes syncs of this log, and excludes them during truncation (which must not race a
+    /// recovery-point update computed from segments it is removing).
+    flush_lock: Mutex<()>,
+    poisoned: AtomicBool,
+    pub(crate) flush_queued: AtomicBool,
+    pub(crate) flush_timer_armed: AtomicBool,
+    config: Mutex<LogConfig>,
+    epochs: Mutex<Vec<(i32, i64)>>,
+    checkpoint: Mutex<LogCheckpoint>,
+    /// Test hook: the next sync fails as if the device returned EIO.
+    fail_next_sync: AtomicBool,
+}
+
+/// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn rw_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+fn rw_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// Writes all `slices` contiguously at `pos`, resuming after short writes.
+fn write_all_at(file: &File, slices: &[&[u8]], mut pos: u64) -> io::Result<()> {
+    let mut idx = 0usize;
+    let mut skip = 0usize;
+    while idx < slices.len() {
+        let group: Vec<IoSlice<'_>> = slices
+            .iter()
+            .skip(idx)
+            .take(IOVECS_PER_WRITE_MAX)
+            .enumerate()
+            .map(|(k, s)| IoSlice::new(if k == 0 { s.get(skip..).unwrap_or(&[]) } else { s }))
+            .collect();
+        let mut n = match rustix::io::pwritev(file, &group, pos) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+        }
+        pos += n as u64;
+        while n > 0 {
+            let left = slices.get(idx).map_or(0, |s| s.len() - skip);
+            if n >= left {
+                n -= left;
+                idx += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+        // Skip empty slices so the loop ends.
+        while slices.get(idx).is_some_and(|s| s.len() == skip) {
+            idx += 1;
+            skip = 0;
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn log_end(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+    fn log_start(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    fn poison(&self) {
+        let waiters = {
+            let mut d = lock(&self.durable);
+            self.poisoned.store(true, Ordering::SeqCst);
+            std::mem::take(&mut d.waiters)
+        };
+        for (_, cb) in waiters {
+            cb(Err(LogError::Poisoned));
+        }
+    }
+
+    fn store_checkpoint(&self, update: impl FnOnce(&mut LogCheckpoint)) -> io::Result<()> {
+        let mut cp = lock(&self.checkpoint);
+        let mut next = *cp;
+        update(&mut next);
+        if next != *cp {
+            next.store(&self.dir)?;
+            *cp = next;
+        }
+        Ok(())
+    }
+
+    /// Syncs everything written so far, then completes the waiters it covers.
+    pub(crate) fn flush_now(&self) -> Result<(), LogError> {
+        let _g = lock(&self.flush_lock);
+        if self.poisoned.load(Ordering::SeqCst) {
+            self.poison();
+            return Err(LogError::Poisoned);
+        }
+        let (target, segs, dir_dirty) = {
+            let mut d = lock(&self.durable);
+            (d.written_end, std::mem::take(&mut d.unsynced), std::mem::take(&mut d.dir_dirty))
+        };
+        let mut result: io::Result<()> = Ok(());
+        if self.fail_next_sync.swap(false, Ordering::SeqCst) {
+            result = Err(io::Error::other("injected fsync failure"));
+        }
+        for seg in &segs {
+            if result.is_err() {
+                break;
+            }
+            match self.env.files.get(&seg.log_path) {
+                Ok(f) => result = rustix::fs::fdatasync(&*f).map_err(io::Error::from),
+                // Deleted meanwhile (retention or truncation): nothing left to sync.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_ok() && dir_dirty {
+            result = checkpoint::sync_dir(&self.dir);
+        }
+        if let Err(e) = result {
+            tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; poisoning log");
+            self.poison();
+            return Err(LogError::Io(e));
+        }
+        // Sealed segments are now durable: they need no scan on the next open.
+        let active_base = rw_read(&self.segments).last().map_or(i64::MAX, |s| s.base_offset);
+        if let Some(rp) = segs.iter().filter(|s| s.base_offset < active_base).map(|s| s.next_offset()).max() {
+            if let Err(e) = self.store_checkpoint(|cp| cp.recovery_point = cp.recovery_point.max(rp)) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint");
+            }
+        }
+        let ready: Vec<DurableCallback> = {
+            let mut d = lock(&self.durable);
+            d.synced_end = d.synced_end.max(target);
+            let synced = d.synced_end;
+            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut d.waiters).into_iter().partition(|(o, _)| *o <= synced);
+            d.waiters = pending;
+            done.into_iter().map(|(_, cb)| cb).collect()
+        };
+        for cb in ready {
+            cb(Ok(()));
+        }
+        Ok(())
+    }
+
+    fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
+        checkpoint::write_atomic(&self.dir, LEADER_EPOCH_CHECKPOINT_FILE, &checkpoint::encode_leader_epochs(epochs))
+    }
+
+    /// Removes whole segments from the front (never the active one) and advances log start.
+    fn delete_segments(&self, segs: &[Arc<Segment>]) -> Result<(), LogError> {
+        if segs.is_empty() {
+            return Ok(());
+        }
+        let new_first = {
+            let mut list = rw_write(&self.segments);
+            list.retain(|s| !segs.iter().any(|d| Arc::ptr_eq(s, d)));
+            list.first().map(|s| s.base_offset)
+        };
+        if let Some(first) = new_first {
+            let start = self.log_start.fetch_max(first, Ordering::AcqRel).max(first);
+            self.store_checkpoint(|cp| cp.log_start = cp.log_start.max(start))?;
+            self.truncate_epochs_from_start(start)?;
+        }
+        for s in segs {
+            self.env.files.forget(&s.log_path);
+            for p in [s.log_path.clone(), s.index_path(), s.timeindex_path()] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        lock(&self.durable).dir_dirty = true;
+        Ok(())
+    }
+
+    fn truncate_epochs_from_start(&self, start: i64) -> io::Result<()> {
+        let mut e = lock(&self.epochs);
+        let below = e.iter().filter(|(_, s)| *s < start).count();
+        if below == 0 || (below == 1 && e.first().is_some_and(|(_, s)| *s == start)) {
+            return Ok(());
+        }
+        // Keep the latest epoch that started before `start`, now starting at `start`.
+        let keep = e.get(below - 1).map(|&(ep, _)| (ep, start));
+        let mut next: Vec<(i32, i64)> = keep.into_iter().collect();
+        next.extend(e.iter().skip(below).copied().filter(|&(_, s)| s > start));
+        if next != *e {
+            self.persist_epochs(&next)?;
+            *e = next;
+        }
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering anything not covered by the last
+    /// checkpoint: each batch's length, dense offsets and CRC are checked, a torn or corrupt tail
+    /// is cut off (with every later segment), and missing or stale indexes are rebuilt.
+    pub fn open(env: &Arc<LogEnv>, dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        std::fs::create_dir_all(dir)?;
+        let cp = LogCheckpoint::load(dir);
+        let recovery_point = cp.map_or(-1, |c| c.recovery_point);
+        let created_ms = now_ms();
+
+        // Collect segment base offsets; clear leftovers of interrupted file replacements.
+        let mut bases: Vec<i64> = Vec::new();
+        let mut stray_indexes: Vec<(i64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Some((stem, ext)) = name.split_once('.') else { continue };
+            if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(base) = stem.parse::<i64>() else { continue };
+            match ext {
+                "log" => bases.push(base),
+                "index" | "timeindex" => stray_indexes.push((base, entry.path())),
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+        for (base, path) in stray_indexes {
+            if bases.binary_search(&base).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut scanned: Vec<Arc<Segment>> = Vec::new();
+        let mut cut_after: Option<usize> = None;
+        for (i, &base) in bases.iter().enumerate() {
+            let seg = Segment::new(dir, base, created_ms);
+            let file_len = std::fs::metadata(&seg.log_path)?.len();
+            let next_base = bases.get(i + 1).copied();
+            let trusted = segment::load_index_files(&seg).filter(|(sum, _)| {
+                sum.log_bytes == file_len
+                    && sum.next_offset <= recovery_point
+                    && next_base.is_none_or(|n| n == sum.next_offset)
+            });
+            if let Some((sum, meta)) = trusted {
+                seg.size.store(sum.log_bytes, Ordering::Release);
+                seg.next_offset.store(sum.next_offset, Ordering::Release);
+                *lock(&seg.meta) = meta;
+                segments.push(Arc::new(seg));
+                continue;
+            }
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&seg.log_path)?;
+            let scan = segment::scan(&file, base, config.index_interval_bytes, true)?;
+            if scan.truncated {
+                tracing::warn!(dir = %dir.display(), segment = base, valid_bytes = scan.valid_bytes, file_bytes = file_len,
+                    "truncating torn or corrupt log tail");
+                file.set_len(scan.valid_bytes)?;
+            }
+            seg.size.store(scan.valid_bytes, Ordering::Release);
+            seg.next_offset.store(scan.next_offset, Ordering::Release);
+            *lock(&seg.meta) = scan.meta;
+            seg.remove_index_files();
+            let seg = Arc::new(seg);
+            segments.push(Arc::clone(&seg));
+            scanned.push(seg);
+            // A cut (or a gap before the next segment) invalidates everything after it.
+            if scan.truncated || next_base.is_some_and(|n| n != scan.next_offset) {
+                cut_after = Some(i);
+                break;
+            }
+        }
+        if let Some(i) = cut_after {
+            for &base in bases.iter().skip(i + 1) {
+                for ext in ["log", "index", "timeindex"] {
+                    let _ = std::fs::remove_file(dir.join(segment::file_name(base, ext)));
+                }
+            }
+        }
+        // An empty segment at the end of a recovered log is fine; an empty log needs one.
+        if segments.is_empty() {
+            let start = cp.map_or(0, |c| c.log_start.max(0));
+            let seg = Segment::new(dir, start, created_ms);
+            File::create(&seg.log_path)?;
+            segments.push(Arc::new(seg));
+        }
+        // Rebuild sealed segments' index files; fsync what we scanned so it can be trusted.
+        let last_base = segments.last().map_or(0, |s| s.base_offset);
+        for seg in &scanned {
+            let f = File::open(&seg.log_path)?;
+            rustix::fs::fdatasync(&f).map_err(io::Error::from)?;
+            if seg.base_offset != last_base {
+                segment::write_index_files(seg)?;
+            }
+        }
+        let active = Arc::clone(segments.last().ok_or_else(|| LogError::Corrupt("no segments".into()))?);
+        // The active segment's index files (from a clean shutdown) go stale with the next append.
+        active.remove_index_files();
+        checkpoint::sync_dir(dir)?;
+
+        let first_base = segments.first().map_or(0, |s| s.base_offset);
+        let log_end = active.next_offset();
+        let log_start = cp.map_or(first_base, |c| c.log_start).clamp(first_base, log_end);
+        let high_watermark = cp.map_or(log_start, |c| c.high_watermark).clamp(log_start, log_end);
+        let new_cp = LogCheckpoint {
+            recovery_point: active.base_offset,
+            log_start,
+            high_watermark,
+        };
+        new_cp.store(dir)?;
+
+        let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
+            .ok()
+            .and_then(|b| checkpoint::decode_leader_epochs(&b))
+            .unwrap_or_default();
+
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            env: Arc::clone(env),
+            append: Mutex::new(AppendState { active, closed: false, unflushed_messages: 0 }),
+            segments: RwLock::new(segments),
+            log_end: AtomicI64::new(log_end),
+            log_start: AtomicI64::new(log_start),
+            high_watermark: AtomicI64::new(high_watermark),
+            durable: Mutex::new(Durable {
+                written_end: log_end,
+                synced_end: log_end,
+                unsynced: Vec::new(),
+                dir_dirty: false,
+                waiters: Vec::new(),
+            }),
+            flush_lock: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            flush_queued: AtomicBool::new(false),
+            flush_timer_armed: AtomicBool::new(false),
+            config: Mutex::new(config),
+            epochs: Mutex::new(Vec::new()),
+            checkpoint: Mutex::new(new_cp),
+            fail_next_sync: AtomicBool::new(false),
+        });
+        let log = Log { shared };
+        // Drop epochs that point past the recovered end (their data was cut off).
+        {
+            let kept: Vec<(i32, i64)> = epochs.iter().copied().filter(|&(_, s)| s <= log_end).collect();
+            if kept != epochs {
+                log.shared.persist_epochs(&kept)?;
+            }
+            *lock(&log.shared.epochs) = kept;
+            log.shared.truncate_epochs_from_start(log_start)?;
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        *lock(&self.shared.config)
+    }
+
+    pub fn update_config(&self, config: LogConfig) {
+        *lock(&self.shared.config) = config;
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Appends one or more concatenated, already CRC-validated v2 batches, assigning offsets.
+    /// Returns once the bytes are in the page cache; use [`Log::on_durable`] to wait for the sync.
+    pub fn append(&self, batches: &Bytes, opts: &AppendOptions) -> Result<AppendInfo, LogError> {
+        let parsed = batch::split_batches(batches, batches.len()).ok_or(LogError::InvalidBatch("not a sequence of whole v2 batches"))?;
+        if parsed.is_empty() {
+            return Err(LogError::InvalidBatch("no batches"));
+        }
+        let s = &self.shared;
+        let config = self.config();
+        let mut st = lock(&s.append);
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        if s.poisoned.load(Ordering::SeqCst) {
+            return Err(LogError::Poisoned);
+        }
+        let record_span: i64 = parsed.iter().map(|(h, _)| i64::from(h.last_offset_delta) + 1).sum();
+        self.maybe_roll(&mut st, &config, batches.len() as u64, record_span)?;
+        let seg = Arc::clone(&st.active);
+        let file = s.env.files.get(&seg.log_path)?;
+        let start_pos = seg.size();
+        let base_offset = s.log_end();
+
+        // Each batch is written as [rewritten 61-byte header][original bytes after the header]:
+        // the payload is never copied.
+        let mut headers: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(parsed.len());
+        let mut notes: Vec<(u64, i64, i64, u64)> = Vec::with_capacity(parsed.len());
+        let mut next = base_offset;
+        let mut pos = start_pos;
+        for (h, range) in &parsed {
+            let src = batches.get(range.clone()).ok_or(LogError::InvalidBatch("range"))?;
+            let mut hdr = [0u8; BATCH_HEADER_BYTES];
+            hdr.copy_from_slice(src.get(..BATCH_HEADER_BYTES).ok_or(LogError::InvalidBatch("short batch"))?);
+            hdr[batch::OFF_BASE_OFFSET..batch::OFF_BASE_OFFSET + 8].copy_from_slice(&next.to_be_bytes());
+            hdr[batch::OFF_LEADER_EPOCH..batch::OFF_LEADER_EPOCH + 4].copy_from_slice(&opts.leader_epoch.to_be_bytes());
+            let mut max_ts = h.max_timestamp;
+            if let Some(t) = opts.log_append_time_ms {
+                let attrs = h.attributes | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
+                hdr[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+                hdr[batch::OFF_MAX_TIMESTAMP..batch::OFF_MAX_TIMESTAMP + 8].copy_from_slice(&t.to_be_bytes());
+                let crc = crc32c::crc32c(&hdr[batch::CRC_COVERED_START..]);
+                let crc = crc32c::crc32c_append(crc, src.get(BATCH_HEADER_BYTES..).unwrap_or(&[]));
+                hdr[batch::OFF_CRC..batch::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+                max_ts = t;
+            }
+            headers.push(hdr);
+            notes.push((pos, next, max_ts, range.len() as u64));
+            next += i64::from(h.last_offset_delta) + 1;
+            pos += range.len() as u64;
+        }
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(parsed.len() * 2);
+        for (hdr, (_, range)) in headers.iter().zip(&parsed) {
+            slices.push(hdr);
+            slices.push(batches.get(range.start + BATCH_HEADER_BYTES..range.end).unwrap_or(&[]));
+        }
+        if let Err(e) = write_all_at(&file, &slices, start_pos) {
+            // Cut the partial write off; if even that fails, the file state is unknown.
+            if file.set_len(start_pos).is_err() {
+                s.poison();
+            }
+            return Err(e.into());
+        }
+
+        {
+            let mut m = lock(&seg.meta);
+            for &(p, b, ts, len) in &notes {
+                m.note_batch(seg.base_offset, p, b, ts, len, config.index_interval_bytes);
+            }
+        }
+        seg.size.store(pos, Ordering::Release);
+        seg.next_offset.store(next, Ordering::Release);
+        s.log_end.store(next, Ordering::Release);
+        {
+            let mut d = lock(&s.durable);
+            d.written_end = next;
+            if d.unsynced.last().is_none_or(|u| !Arc::ptr_eq(u, &seg)) {
+                d.unsynced.push(Arc::clone(&seg));
+            }
+        }
+        if opts.leader_epoch >= 0 && lock(&s.epochs).last().is_none_or(|&(e, _)| opts.leader_epoch > e) {
+            self.assign_leader_epoch(opts.leader_epoch, base_offset)?;
+        }
+        match config.flush {
+            FlushPolicy::EveryAppend => {}
+            FlushPolicy::Interval { messages, ms } => {
+                let count: u64 = parsed.iter().map(|(h, _)| u64::try_from(h.record_count).unwrap_or(0)).sum();
+                st.unflushed_messages += count;
+                if st.unflushed_messages >= messages {
+                    st.unflushed_messages = 0;
+                    s.env.schedule_flush_now(&self.shared);
+                } else {
+                    s.env.schedule_flush_after(&self.shared, Duration::from_millis(ms));
+                }
+            }
+        }
+        drop(st);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time_ms: opts.log_append_time_ms.unwrap_or(-1),
+            log_start_offset: s.log_start(),
+        })
+    }
+
+    fn maybe_roll(&self, st: &mut AppendState, config: &LogConfig, incoming_bytes: u64, incoming_offsets: i64) -> Result<(), LogError> {
+        let seg = &st.active;
+        let size = seg.size();
+        if size == 0 {
+            return Ok(());
+        }
+        let index_full = (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
+        let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
+        let must_roll = size + incoming_bytes > segment_bytes_max
+            || now_ms().saturating_sub(seg.created_ms) >= config.segment_ms
+            || index_full
+            || self.shared.log_end() + incoming_offsets - seg.base_offset > i64::from(i32::MAX);
+        if must_roll {
+            self.roll_locked(st)?;
+        }
+        Ok(())
+    }
+
+    fn roll_locked(&self, st: &mut AppendState) -> Result<(), LogError> {
+        let s = &self.shared;
+        let base = s.log_end();
+        if st.active.base_offset == base {
+            return Ok(()); // already empty at the end
+        }
+        let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
+        s.env.files.create(&seg.log_path)?;
+        segment::write_index_files(&st.active)?;
+        rw_write(&s.segments).push(Arc::clone(&seg));
+        st.active = seg;
+        lock(&s.durable).dir_dirty = true;
+        // Kafka flushes a rolled segment in the background whatever the policy.
+        s.env.schedule_flush_now(&self.shared);
+        Ok(())
+    }
+
+    /// Starts a new segment at the log end (if the active one is not empty).
+    pub fn roll(&self) -> Result<(), LogError> {
+        let mut st = lock(&self.shared.append);
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        self.roll_locked(&mut st)
+    }
+
+    /// Calls `done` once everything below `offset_exclusive` is durable per the flush policy
+    /// (immediately if it already is; with an error if the log is poisoned). Many waiters share one
+    /// `fdatasync`. Under `Interval`, data in the page cache counts as durable.
+    pub fn on_durable(&self, offset_exclusive: i64, done: Box<dyn FnOnce(Result<(), LogError>) + Send>) {
+        let s = &self.shared;
+        if matches!(self.config().flush, FlushPolicy::Interval { .. }) {
+            done(if s.poisoned.load(Ordering::SeqCst) { Err(LogError::Poisoned) } else { Ok(()) });
+            return;
+        }
+        let mut d = lock(&s.durable);
+        if s.poisoned.load(Ordering::SeqCst) {
+            drop(d);
+            done(Err(LogError::Poisoned));
+            return;
+        }
+        if offset_exclusive <= d.synced_end {
+            drop(d);
+            done(Ok(()));
+            return;
+        }
+        d.waiters.push((offset_exclusive, done));
+        drop(d);
+        s.env.schedule_flush_now(&self.shared);
+    }
+
+    /// Syncs now, in the calling thread.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.shared.flush_now()
+    }
+
+    /// Offset (exclusive) known to be on stable storage.
+    pub fn durable_offset(&self) -> i64 {
+        lock(&self.shared.durable).synced_end
+    }
+
+    /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` (but at
+    /// least one whole batch, KIP-74), never including a batch that reaches `max_offset_exclusive`.
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> Result<ReadResult, LogError> {
+        let s = &self.shared;
+        let segs = rw_read(&s.segments).clone();
+        let log_start = s.log_start();
+        let log_end = s.log_end();
+        let mut out = ReadResult {
+            ranges: Vec::new(),
+            bytes: 0,
+            high_watermark: s.high_watermark.load(Ordering::Acquire),
+            log_start_offset: log_start,
+        };
+        if offset < log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+        }
+        let limit = max_offset_exclusive.min(log_end);
+        if offset >= limit {
+            return Ok(out);
+        }
+        let max_bytes = max_bytes as u64;
+        let mut i = segs.partition_point(|sg| sg.base_offset <= offset).saturating_sub(1);
+        let mut taken: u64 = 0;
+        let mut looking_for_start = true;
+        'segments: while let Some(seg) = segs.get(i) {
+            i += 1;
+            if seg.base_offset >= limit {
+                break;
+            }
+            let file = match s.env.files.get(&seg.log_path) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) && looking_for_start => {
+                    // Deleted by retention since the snapshot.
+                    return Err(LogError::OffsetOutOfRange { offset, log_start: s.log_start(), log_end });
+                }
+                Err(e) if is_not_found(&e) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let size = seg.size();
+            let start = if looking_for_start {
+                let (p, h) = seg.locate(&file, offset)?;
+                if h.is_none() {
+                    continue; // offset lies past this segment's data
+                }
+                looking_for_start = false;
+                p
+            } else {
+                0
+            };
+            let mut pos = start;
+            let mut done = false;
+            while pos < size {
+                let budget_left = max_bytes.saturating_sub(taken + (pos - start));
+                if budget_left > 0 {
+                    // Jump over whole batches using the index: an entry is a batch boundary.
+                    let m = lock(&seg.meta);
+                    let reach = (pos + budget_left).min(size);
+                    let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
+                    let j2 = m.index.partition_point(|e| seg.base_offset + i64::from(e.rel_offset) <= limit);
+                    if let Some(e) = j1.min(j2).checked_sub(1).and_then(|j| m.index.get(j)) {
+                        if u64::from(e.position) > pos {
+                            pos = u64::from(e.position);
+                        }
+                    }
+                }
+                let Some(h) = read_header(&file, pos, size)? else { break };
+                if h.last_offset() >= limit {
+                    done = true;
+                    break;
+                }
+                let len = batch_len(&h);
+                let so_far = taken + (pos - start);
+                if so_far + len > max_bytes && so_far > 0 {
+                    done = true;
+                    break;
+                }
+                pos += len;
+            }
+            if pos > start {
+                let len = usize::try_from(pos - start).map_err(|_| LogError::Corrupt("range too large".into()))?;
+                out.ranges.push(FileRange { file, position: start, len });
+                taken += pos - start;
+            }
+            if done || taken >= max_bytes {
+                break 'segments;
+            }
+        }
+        out.bytes = usize::try_from(taken).unwrap_or(usize::MAX);
+        Ok(out)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.log_start()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.log_end()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.shared.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Raises the high watermark (never lowers it; clamped to the log end).
+    pub fn set_high_watermark(&self, hw: i64) {
+        let hw = hw.min(self.shared.log_end());
+        self.shared.high_watermark.fetch_max(hw, Ordering::AcqRel);
+    }
+
+    /// Hook for transactions; equal to the high watermark for now.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    /// First batch whose max timestamp is `>= ts_ms`, as (offset, that batch's max timestamp).
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let s = &self.shared;
+        let segs = rw_read(&s.segments).clone();
+        let log_start = s.log_start();
+        for seg in segs {
+            if seg.max_ts().0 < ts_ms || seg.next_offset() <= log_start {
+                continue;
+            }
+            let file = match s.env.files.get(&seg.log_path) {
+                Ok(f) => f,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let size = seg.size();
+            let mut pos = {
+                let m = lock(&seg.meta);
+                let j = m.index.partition_point(|e| e.ts_before < ts_ms);
+                j.checked_sub(1).and_then(|j| m.index.get(j)).map_or(0, |e| u64::from(e.position))
+            };
+            while let Some(h) = read_header(&file, pos, size)? {
+                if h.max_timestamp >= ts_ms && h.last_offset() >= log_start {
+                    return Ok(Some((h.base_offset.max(log_start), h.max_timestamp)));
+                }
+                pos += batch_len(&h);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Largest batch max-timestamp in the log and the base offset of its batch.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        rw_read(&self.shared.segments)
+            .iter()
+            .map(|s| s.max_ts())
+            .filter(|(ts, _)| *ts >= 0)
+            .max_by_key(|(ts, _)| *ts)
+    }
+
+    /// DeleteRecords: advances log start to `offset` (at most the high watermark) and removes the
+    /// segments wholly below it.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let s = &self.shared;
+        let st = lock(&s.append);
+        let hw = self.high_watermark();
+        if offset > hw || offset < 0 {
+            return Err(LogError::OffsetOutOfRange { offset, log_start: s.log_start(), log_end: hw });
+        }
+        let new_start = s.log_start.fetch_max(offset, Ordering::AcqRel).max(offset);
+        s.store_checkpoint(|cp| cp.log_start = cp.log_start.max(new_start))?;
+        let doomed: Vec<Arc<Segment>> = rw_read(&s.segments)
+            .iter()
+            .filter(|sg| !Arc::ptr_eq(sg, &st.active) && sg.next_offset() <= new_start)
+            .cloned()
+            .collect();
+        s.delete_segments(&doomed)?;
+        s.truncate_epochs_from_start(new_start)?;
+        Ok(new_start)
+    }
+
+    /// Deletes old segments by `retention.bytes` / `retention.ms` and those below log start.
+    /// Never the active segment, nor one holding offsets at or above the high watermark.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let s = &self.shared;
+        let st = lock(&s.append);
+        let config = self.config();
+        let hw = self.high_watermark();
+        let log_start = s.log_start();
+        let segs = rw_read(&s.segments).clone();
+        let mut total: i64 = segs.iter().map(|sg| sg.size() as i64).sum();
+        let mut doomed = Vec::new();
+        for seg in &segs {
+            if Arc::ptr_eq(seg, &st.active) || seg.next_offset() > hw {
+                break;
+            }
+            let size = seg.size() as i64;
+            let (max_ts, _) = seg.max_ts();
+            let ts = if max_ts >= 0 { max_ts } else { seg.created_ms };
+            let by_size = config.retention_bytes >= 0 && total - size >= config.retention_bytes;
+            let by_time = config.retention_ms >= 0 && now_ms.saturating_sub(ts) > config.retention_ms;
+            let below_start = seg.next_offset() <= log_start;
+            if !(by_size || by_time || below_start) {
+                break;
+            }
+            total -= size;
+            doomed.push(Arc::clone(seg));
+        }
+        s.delete_segments(&doomed)?;
+        Ok(doomed.len())
+    }
+
+    /// Removes every batch at or beyond the one containing `offset` (replication truncation).
+    /// Truncating to at or below the log start empties the log and restarts it at `offset`.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        let s = &self.shared;
+        let mut st = lock(&s.append);
+        if st.closed {
+            return Err(LogError::Closed);
+        }
+        if offset >= s.log_end() {
+            return Ok(());
+        }
+        let _flush = lock(&s.flush_lock);
+        let config = self.config();
+        let segs = rw_read(&s.segments).clone();
+        let keep_idx = segs.partition_point(|sg| sg.base_offset < offset).checked_sub(1);
+        let new_end;
+        let (doomed, keep): (Vec<Arc<Segment>>, Vec<Arc<Segment>>) = match keep_idx {
+            Some(k) if offset > s.log_start() => {
+                let seg = segs.get(k).cloned().ok_or_else(|| LogError::Corrupt("segment index".into()))?;
+                let file = s.env.files.get(&seg.log_path)?;
+                let (cut, _) = seg.locate(&file, offset)?;
+                file.set_len(cut)?;
+                let scan = segment::scan(&file, seg.base_offset, config.index_interval_bytes, false)?;
+                seg.size.store(scan.valid_bytes, Ordering::Release);
+                seg.next_offset.store(scan.next_offset, Ordering::Release);
+                *lock(&seg.meta) = scan.meta;
+                seg.remove_index_files();
+                new_end = scan.next_offset;
+                let doomed = segs.iter().skip(k + 1).cloned().collect();
+                let keep = segs.iter().take(k + 1).cloned().collect();
+                (doomed, keep)
+            }
+            _ => {
+                // Nothing below `offset` survives: restart the log there.
+                let seg = Arc::new(Segment::new(&s.dir, offset, now_ms()));
+                let doomed: Vec<Arc<Segment>> = segs.iter().filter(|sg| sg.base_offset != offset).cloned().collect();
+                if let Some(same) = segs.iter().find(|sg| sg.base_offset == offset) {
+                    s.env.files.forget(&same.log_path);
+                    same.remove_index_files();
+                }
+                s.env.files.create(&seg.log_path)?;
+                *lock(&seg.meta) = SegMeta::empty(offset);
+                new_end = offset;
+                s.log_start.store(offset, Ordering::Release);
+                (doomed, vec![seg])
+            }
+        };
+        *rw_write(&s.segments) = keep.clone();
+        st.active = Arc::clone(keep.last().ok_or_else(|| LogError::Corrupt("no segment left".into()))?);
+        for d in &doomed {
+            s.env.files.forget(&d.log_path);
+            for p in [d.log_path.clone(), d.index_path(), d.timeindex_path()] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        s.log_end.store(new_end, Ordering::Release);
+        let hw = s.high_watermark.load(Ordering::Acquire).min(new_end);
+        s.high_watermark.store(hw, Ordering::Release);
+        {
+            let mut d = lock(&s.durable);
+            d.written_end = new_end;
+            d.synced_end = d.synced_end.min(new_end);
+            d.unsynced.retain(|u| keep.iter().any(|k| Arc::ptr_eq(k, u)));
+            if d.unsynced.last().is_none_or(|u| !Arc::ptr_eq(u, &st.active)) {
+                d.unsynced.push(Arc::clone(&st.active));
+            }
+            d.dir_dirty = true;
+        }
+        let active_base = st.active.base_offset;
+        let log_start = s.log_start();
+        s.store_checkpoint(|cp| {
+            cp.recovery_point = cp.recovery_point.min(active_base);
+            cp.log_start = log_start;
+            cp.high_watermark = cp.high_watermark.min(hw);
+        })?;
+        {
+            let mut e = lock(&s.epochs);
+            let kept: Vec<(i32, i64)> = e.iter().copied().filter(|&(_, so)| so < new_end).collect();
+            if kept != *e {
+                s.persist_epochs(&kept)?;
+                *e = kept;
+            }
+        }
+        self.delete_producer_snapshots_above(new_end)?;
+        drop(_flush);
+        drop(st);
+        // The cut must reach the disk before a replica acts on it.
+        s.flush_now()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        rw_read(&self.shared.segments).iter().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        rw_read(&self.shared.segments).len()
+    }
+
+    /// Flushes and writes the clean-shutdown checkpoint, so the next open scans nothing.
+    pub fn close(&self) -> Result<(), LogError> {
+        let s = &self.shared;
+        let mut st = lock(&s.append);
+        if st.closed {
+            return Ok(());
+        }
+        s.flush_now()?;
+        segment::write_index_files(&st.active)?;
+        let log_end = s.log_end();
+        let hw = self.high_watermark();
+        s.store_checkpoint(|cp| {
+            cp.recovery_point = log_end;
+            cp.high_watermark = hw;
+        })?;
+        st.closed = true;
+        for seg in rw_read(&s.segments).iter() {
+            s.env.files.forget(&seg.log_path);
+        }
+        Ok(())
+    }
+
+    /// Removes the log's directory.
+    pub fn delete(self) -> Result<(), LogError> {
+        let s = &self.shared;
+        let mut st = lock(&s.append);
+        st.closed = true;
+        for seg in rw_read(&s.segments).iter() {
+            s.env.files.forget(&seg.log_path);
+        }
+        std::fs::remove_dir_all(&s.dir)?;
+        s.poison(); // fails any waiters
+        Ok(())
+    }
+
+    // ---- leader epochs -------------------------------------------------------------------
+
+    /// Records that `epoch` starts at `start_offset`; conflicting later entries are dropped.
+    pub fn assign_leader_epoch(&self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
+        let s = &self.shared;
+        let mut e = lock(&s.epochs);
+        if e.last().is_some_and(|&(le, lo)| le == epoch && lo <= start_offset) {
+            return Ok(());
+        }
+        let mut next: Vec<(i32, i64)> = e.iter().copied().filter(|&(ep, so)| ep < epoch && so < start_offset).collect();
+        next.push((epoch, start_offset));
+        s.persist_epochs(&next)?;
+        *e = next;
+        Ok(())
+    }
+
+    /// (epoch, start offset) entries, oldest first.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        lock(&self.shared.epochs).clone()
+    }
+
+    /// OffsetForLeaderEpoch: the largest known epoch `<= epoch` and the offset where it ended
+    /// (the next epoch's start, or the log end for the latest). `None` if `epoch` predates the cache.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let e = lock(&self.shared.epochs);
+        let i = e.partition_point(|&(ep, _)| ep <= epoch);
+        let &(found, _) = e.get(i.checked_sub(1)?)?;
+        let end = e.get(i).map_or_else(|| self.log_end_offset(), |&(_, so)| so);
+        Some((found, end))
+    }
+
+    // ---- producer state snapshots ----------------------------------------------------------
+
+    /// Persists a producer-state snapshot taken at `offset` and removes older snapshots.
+    pub fn write_producer_snapshot(&self, offset: i64, entries: &[ProducerStateEntry]) -> Result<(), LogError> {
+        let s = &self.shared;
+        checkpoint::write_atomic(&s.dir, &checkpoint::producer_snapshot_name(offset), &checkpoint::encode_producer_snapshot(offset, entries))?;
+        for (o, path) in self.producer_snapshot_files()? {
+            if o < offset {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest valid snapshot at or below the log end, as (offset, entries).
+    pub fn load_producer_snapshot(&self) -> Result<Option<(i64, Vec<ProducerStateEntry>)>, LogError> {
+        let mut files = self.producer_snapshot_files()?;
+        files.sort_unstable_by_key(|(o, _)| std::cmp::Reverse(*o));
+        let log_end = self.log_end_offset();
+        for (o, path) in files {
+            if o > log_end {
+                continue;
+            }
+            if let Some(snap) = std::fs::read(&path).ok().and_then(|b| checkpoint::decode_producer_snapshot(&b)) {
+                if snap.0 == o {
+                    return Ok(Some(snap));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn producer_snapshot_files(&self) -> Result<Vec<(i64, PathBuf)>, LogError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.shared.dir)? {
+            let entry = entry?;
+            if let Some(o) = entry.file_name().to_str().and_then(checkpoint::producer_snapshot_offset) {
+                out.push((o, entry.path()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_producer_snapshots_above(&self, offset: i64) -> Result<(), LogError> {
+        for (o, path) in self.producer_snapshot_files()? {
+            if o > offset {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Test hook: makes the next sync fail as a device error would.
+    #[doc(hidden)]
+    pub fn inject_sync_failure_for_test(&self) {
+        self.shared.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+}

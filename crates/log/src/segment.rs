@@ -1,0 +1,360 @@
+//! One segment: a `.log` file of concatenated v2 batches named by its base offset, with a sparse
+//! offset index (`.index`) and time index (`.timeindex`).
+//!
+//! The indexes live in memory while the log is open; they are written to disk when the segment is
+//! sealed (rolled) and at clean shutdown. On-disk index files carry a summary (base, next offset,
+//! `.log` size, max timestamp) and CRCs, so recovery can trust a sealed segment without scanning it,
+//! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
+use crate::lock;
+
+/// One sparse index entry: a batch boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    /// Base offset of the batch, relative to the segment's base offset.
+    pub rel_offset: u32,
+    /// Byte position of the batch in the `.log` file.
+    pub position: u32,
+    /// Largest max-timestamp of all batches before this one in the segment (-1 if none):
+    /// a timestamp search for `ts > ts_before` can start here.
+    pub ts_before: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SegMeta {
+    pub index: Vec<IndexEntry>,
+    pub max_ts: i64,
+    pub max_ts_offset: i64,
+    pub bytes_since_index: u64,
+}
+
+impl SegMeta {
+    pub fn empty(base_offset: i64) -> SegMeta {
+        SegMeta { index: Vec::new(), max_ts: -1, max_ts_offset: base_offset, bytes_since_index: 0 }
+    }
+
+    /// Records one appended batch (position, base offset, max timestamp, size).
+    pub fn note_batch(
+        &mut self,
+        base: i64,
+        position: u64,
+        batch_base: i64,
+        batch_max_ts: i64,
+        batch_bytes: u64,
+        index_interval_bytes: u32,
+    ) {
+        let first = position == 0;
+        if first || self.bytes_since_index >= u64::from(index_interval_bytes) {
+            if let (Ok(rel), Ok(pos)) = (u32::try_from(batch_base - base), u32::try_from(position)) {
+                if !first {
+                    self.index.push(IndexEntry { rel_offset: rel, position: pos, ts_before: self.max_ts });
+                }
+                self.bytes_since_index = 0;
+            }
+        }
+        self.bytes_since_index += batch_bytes;
+        if batch_max_ts > self.max_ts {
+            self.max_ts = batch_max_ts;
+            self.max_ts_offset = batch_base;
+        }
+    }
+
+    /// Last index entry at or before `offset`, as (base offset, position).
+    pub fn floor_by_offset(&self, base: i64, offset: i64) -> (i64, u64) {
+        let rel = offset - base;
+        let i = self.index.partition_point(|e| i64::from(e.rel_offset) <= rel);
+        match i.checked_sub(1).and_then(|j| self.index.get(j)) {
+            Some(e) => (base + i64::from(e.rel_offset), u64::from(e.position)),
+            None => (base, 0),
+        }
+    }
+}
+
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub log_path: PathBuf,
+    /// Committed size: readers never look past it, so they never see a partial write.
+    pub size: AtomicU64,
+    /// One past the last offset stored here (== base_offset while empty).
+    pub next_offset: AtomicI64,
+    /// Wall-clock creation (or open) time, for `segment.ms`.
+    pub created_ms: i64,
+    pub meta: Mutex<SegMeta>,
+}
+
+pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+impl Segment {
+    pub fn new(dir: &Path, base_offset: i64, created_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            log_path: dir.join(file_name(base_offset, "log")),
+            size: AtomicU64::new(0),
+            next_offset: AtomicI64::new(base_offset),
+            created_ms,
+            meta: Mutex::new(SegMeta::empty(base_offset)),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.log_path.with_extension("index")
+    }
+
+    pub fn timeindex_path(&self) -> PathBuf {
+        self.log_path.with_extension("timeindex")
+    }
+
+    pub fn max_ts(&self) -> (i64, i64) {
+        let m = lock(&self.meta);
+        (m.max_ts, m.max_ts_offset)
+    }
+
+    /// Position of the batch containing `offset` (or the first batch after it), walking headers
+    /// from the closest index entry. Returns the position and that batch's header, if any.
+    pub fn locate(&self, file: &File, offset: i64) -> io::Result<(u64, Option<BatchHeader>)> {
+        let size = self.size();
+        let (_, mut pos) = lock(&self.meta).floor_by_offset(self.base_offset, offset);
+        while pos < size {
+            let Some(h) = read_header(file, pos, size)? else { break };
+            if h.last_offset() >= offset {
+                return Ok((pos, Some(h)));
+            }
+            pos += batch_len(&h);
+        }
+        Ok((pos.min(size), None))
+    }
+
+    /// Deletes the index files (they go stale once the segment is written again).
+    pub fn remove_index_files(&self) {
+        let _ = std::fs::remove_file(self.index_path());
+        let _ = std::fs::remove_file(self.timeindex_path());
+    }
+}
+
+pub(crate) fn batch_len(h: &BatchHeader) -> u64 {
+    // Only called on headers that passed `read_header`, whose length is validated.
+    u64::try_from(h.batch_length).unwrap_or(0) + batch::LOG_OVERHEAD_BYTES as u64
+}
+
+/// Reads and validates the header of the batch at `pos`; `None` if it does not fit in `size`.
+pub(crate) fn read_header(file: &File, pos: u64, size: u64) -> io::Result<Option<BatchHeader>> {
+    if pos + BATCH_HEADER_BYTES as u64 > size {
+        return Ok(None);
+    }
+    let mut buf = [0u8; BATCH_HEADER_BYTES];
+    file.read_exact_at(&mut buf, pos)?;
+    let Some(h) = BatchHeader::parse(&buf) else { return Ok(None) };
+    let remaining = usize::try_from(size - pos).unwrap_or(usize::MAX);
+    if !h.is_plausible() || h.total_bytes(remaining).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(h))
+}
+
+/// Result of scanning a segment file from its start.
+pub(crate) struct ScanResult {
+    /// Bytes of valid, whole batches from the start of the file.
+    pub valid_bytes: u64,
+    pub next_offset: i64,
+    pub meta: SegMeta,
+    /// True if the scan stopped before the end of the file (torn or corrupt tail).
+    pub truncated: bool,
+}
+
+/// Scans `file` from position 0: every batch must be whole, have offsets continuing densely from
+/// `base_offset`, and (if `verify_crc`) a matching CRC. Stops at the first batch that is not.
+pub(crate) fn scan(
+    file: &File,
+    base_offset: i64,
+    index_interval_bytes: u32,
+    verify_crc: bool,
+) -> io::Result<ScanResult> {
+    let file_len = file.metadata()?.len();
+    // Reads in large chunks: recovery speed is bounded by sequential read + CRC, not syscalls.
+    const CHUNK_BYTES: usize = 1 << 20;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_pos: u64 = 0; // file position of buf[0]
+    let mut pos: u64 = 0;
+    let mut expected = base_offset;
+    let mut meta = SegMeta::empty(base_offset);
+    let mut truncated = false;
+    loop {
+        if pos >= file_len {
+            break;
+        }
+        // Make sure the header is in the buffer.
+        let want_header = BATCH_HEADER_BYTES as u64;
+        if pos + want_header > file_len {
+            truncated = true;
+            break;
+        }
+        if pos + want_header > buf_pos + buf.len() as u64 {
+            let len = usize::try_from((file_len - pos).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
+            buf.resize(len, 0);
+            file.read_exact_at(&mut buf, pos)?;
+            buf_pos = pos;
+        }
+        let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
+        let Some(h) = buf.get(at..).and_then(BatchHeader::parse) else {
+            truncated = true;
+            break;
+        };
+        let remaining = usize::try_from(file_len - pos).unwrap_or(usize::MAX);
+        let Some(total) = h.total_bytes(remaining).filter(|_| h.is_plausible()) else {
+            truncated = true;
+            break;
+        };
+        if h.base_offset != expected {
+            truncated = true;
+            break;
+        }
+        if verify_crc {
+            if pos + total as u64 > buf_pos + buf.len() as u64 {
+                let len = usize::try_from((file_len - pos).min(CHUNK_BYTES as u64))
+                    .unwrap_or(CHUNK_BYTES)
+                    .max(total);
+                buf.resize(len, 0);
+                file.read_exact_at(&mut buf, pos)?;
+                buf_pos = pos;
+            }
+            let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
+            let ok = buf.get(at..at + total).is_some_and(batch::verify_crc);
+            if !ok {
+                truncated = true;
+                break;
+            }
+        }
+        meta.note_batch(base_offset, pos, h.base_offset, h.max_timestamp, total as u64, index_interval_bytes);
+        expected = h.last_offset() + 1;
+        pos += total as u64;
+    }
+    Ok(ScanResult { valid_bytes: pos, next_offset: expected, meta, truncated })
+}
+
+// ---- index files ----------------------------------------------------------------------------
+
+const INDEX_MAGIC: &[u8; 8] = b"WEIRIDX1";
+const TIMEINDEX_MAGIC: &[u8; 8] = b"WEIRTIX1";
+const INDEX_HEADER_BYTES: usize = 64;
+
+/// What a sealed segment's `.index` header promises about its `.log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexSummary {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub log_bytes: u64,
+}
+
+/// Writes `.index` and `.timeindex` for a segment whose contents are `size` bytes up to `next`.
+pub(crate) fn write_index_files(seg: &Segment) -> io::Result<()> {
+    let meta = lock(&seg.meta).clone();
+    let size = seg.size();
+    let next = seg.next_offset();
+    let mut idx = Vec::with_capacity(INDEX_HEADER_BYTES + meta.index.len() * 8);
+    let mut body = Vec::with_capacity(meta.index.len() * 8);
+    for e in &meta.index {
+        body.extend_from_slice(&e.rel_offset.to_be_bytes());
+        body.extend_from_slice(&e.position.to_be_bytes());
+    }
+    idx.extend_from_slice(INDEX_MAGIC);
+    idx.extend_from_slice(&seg.base_offset.to_be_bytes());
+    idx.extend_from_slice(&next.to_be_bytes());
+    idx.extend_from_slice(&size.to_be_bytes());
+    idx.extend_from_slice(&meta.max_ts.to_be_bytes());
+    idx.extend_from_slice(&meta.max_ts_offset.to_be_bytes());
+    idx.extend_from_slice(&(meta.index.len() as u32).to_be_bytes());
+    idx.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    idx.extend_from_slice(&[0u8; 4]);
+    let header_crc = crc32c::crc32c(&idx);
+    idx.extend_from_slice(&header_crc.to_be_bytes());
+    debug_assert_eq!(idx.len(), INDEX_HEADER_BYTES);
+    idx.extend_from_slice(&body);
+
+    let mut tix = Vec::with_capacity(16 + meta.index.len() * 8);
+    let mut tbody = Vec::with_capacity(meta.index.len() * 8);
+    for e in &meta.index {
+        tbody.extend_from_slice(&e.ts_before.to_be_bytes());
+    }
+    tix.extend_from_slice(TIMEINDEX_MAGIC);
+    tix.extend_from_slice(&(meta.index.len() as u32).to_be_bytes());
+    tix.extend_from_slice(&crc32c::crc32c(&tbody).to_be_bytes());
+    tix.extend_from_slice(&tbody);
+    // No fsync: the files are self-validating, and a torn one is rebuilt on open.
+    std::fs::write(seg.timeindex_path(), tix)?;
+    std::fs::write(seg.index_path(), idx)?;
+    Ok(())
+}
+
+/// Loads and validates both index files; `None` if missing, torn or inconsistent.
+pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)> {
+    let idx = std::fs::read(seg.index_path()).ok()?;
+    let tix = std::fs::read(seg.timeindex_path()).ok()?;
+    let header = idx.get(..INDEX_HEADER_BYTES)?;
+    if header.get(..8)? != INDEX_MAGIC {
+        return None;
+    }
+    let stored_crc = u32::from_be_bytes(header.get(60..64)?.try_into().ok()?);
+    if crc32c::crc32c(header.get(..60)?) != stored_crc {
+        return None;
+    }
+    let i64_at = |b: &[u8], at: usize| -> Option<i64> { Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> { Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?)) };
+    let base = i64_at(header, 8)?;
+    let next = i64_at(header, 16)?;
+    let log_bytes = u64::try_from(i64_at(header, 24)?).ok()?;
+    let max_ts = i64_at(header, 32)?;
+    let max_ts_offset = i64_at(header, 40)?;
+    let count = usize::try_from(u32_at(header, 48)?).ok()?;
+    let body_crc = u32_at(header, 52)?;
+    let body = idx.get(INDEX_HEADER_BYTES..)?;
+    if base != seg.base_offset || next < base || body.len() != count.checked_mul(8)? || crc32c::crc32c(body) != body_crc {
+        return None;
+    }
+    if tix.get(..8)? != TIMEINDEX_MAGIC || usize::try_from(u32_at(&tix, 8)?).ok()? != count {
+        return None;
+    }
+    let tbody = tix.get(16..)?;
+    if tbody.len() != count.checked_mul(8)? || crc32c::crc32c(tbody) != u32_at(&tix, 12)? {
+        return None;
+    }
+    let mut index = Vec::with_capacity(count);
+    let mut prev: Option<IndexEntry> = None;
+    for i in 0..count {
+        let e = IndexEntry {
+            rel_offset: u32_at(body, i * 8)?,
+            position: u32_at(body, i * 8 + 4)?,
+            ts_before: i64_at(tbody, i * 8)?,
+        };
+        // Entries must be strictly increasing and inside the file.
+        if u64::from(e.position) >= log_bytes || i64::from(e.rel_offset) >= next - base {
+            return None;
+        }
+        if let Some(p) = prev {
+            if e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before {
+                return None;
+            }
+        }
+        prev = Some(e);
+        index.push(e);
+    }
+    let meta = SegMeta { index, max_ts, max_ts_offset, bytes_since_index: 0 };
+    Some((IndexSummary { base_offset: base, next_offset: next, log_bytes }, meta))
+}

@@ -1,0 +1,52 @@
+//! Builders for tests and benchmarks (not for production use): valid v2 batches with arbitrary
+//! record bytes. The log never parses records, only the header, so the payload can be anything.
+
+use crate::batch::{self, BATCH_HEADER_BYTES};
+
+/// A v2 batch of `record_count` records whose payload is `payload`, with a correct CRC32C.
+pub fn build_batch(record_count: i32, max_timestamp_ms: i64, payload: &[u8]) -> Vec<u8> {
+    let record_count = record_count.max(1);
+    let total = BATCH_HEADER_BYTES + payload.len();
+    let mut b = Vec::with_capacity(total);
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset: assigned by the log
+    b.extend_from_slice(&((total - batch::LOG_OVERHEAD_BYTES) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(record_count - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&max_timestamp_ms.to_be_bytes()); // base timestamp
+    b.extend_from_slice(&max_timestamp_ms.to_be_bytes()); // max timestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&record_count.to_be_bytes());
+    b.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&b[batch::CRC_COVERED_START..]);
+    b[batch::OFF_CRC..batch::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Decoded essentials of one batch in a read result: (base offset, last offset, CRC ok, bytes).
+pub fn split_read(buf: &[u8]) -> Option<Vec<(i64, i64, bool, Vec<u8>)>> {
+    let parts = batch::split_batches(buf, buf.len())?;
+    Some(
+        parts
+            .into_iter()
+            .map(|(h, r)| {
+                let bytes = buf.get(r).unwrap_or(&[]).to_vec();
+                (h.base_offset, h.last_offset(), batch::verify_crc(&bytes), bytes)
+            })
+            .collect(),
+    )
+}
+
+/// Overwrites the base offset and partition leader epoch as the log does, for comparisons.
+pub fn with_offset_and_epoch(batch_bytes: &[u8], base_offset: i64, leader_epoch: i32) -> Vec<u8> {
+    let mut b = batch_bytes.to_vec();
+    if b.len() >= BATCH_HEADER_BYTES {
+        b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        b[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+    }
+    b
+}
