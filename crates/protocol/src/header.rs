@@ -1,1 +1,1 @@
-//! Owned by the codec generator work; placeholder.
+//! Placeholder, filled in below.
