@@ -202,12 +202,6 @@ impl ErrorCode {
     }
 }
 
-impl Default for ErrorCode {
-    fn default() -> Self {
-        ErrorCode::None
-    }
-}
-
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name(), self.code())
