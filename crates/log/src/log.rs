@@ -115,6 +115,9 @@ pub(crate) struct Shared {
     checkpoint: Mutex<LogCheckpoint>,
     /// Test hook: the next sync fails as if the device returned EIO.
     fail_next_sync: AtomicBool,
+    /// Set when the `Log` handle is closed or dropped: a flush still queued for it must not write
+    /// checkpoints into a directory that may already have been reopened.
+    detached: AtomicBool,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -214,6 +217,13 @@ impl Shared {
     /// Syncs everything written so far, then completes the waiters it covers.
     pub(crate) fn flush_now(&self) -> Result<(), LogError> {
         let _g = lock(&self.flush_lock);
+        if self.detached.load(Ordering::SeqCst) {
+            let waiters = std::mem::take(&mut lock(&self.durable).waiters);
+            for (_, cb) in waiters {
+                cb(Err(LogError::Closed));
+            }
+            return Err(LogError::Closed);
+        }
         if self.poisoned.load(Ordering::SeqCst) {
             self.poison();
             return Err(LogError::Poisoned);
@@ -462,6 +472,7 @@ impl Log {
             epochs: Mutex::new(Vec::new()),
             checkpoint: Mutex::new(new_cp),
             fail_next_sync: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
         });
         let log = Log { shared };
         // Drop epochs that point past the recovered end (their data was cut off).
@@ -936,6 +947,8 @@ impl Log {
             }
         }
         s.log_end.store(new_end, Ordering::Release);
+        // Cutting the batch that contains log start leaves an empty log starting at its end.
+        s.log_start.fetch_min(new_end, Ordering::AcqRel);
         let hw = s.high_watermark.load(Ordering::Acquire).min(new_end);
         s.high_watermark.store(hw, Ordering::Release);
         {
@@ -994,22 +1007,34 @@ impl Log {
             cp.high_watermark = hw;
         })?;
         st.closed = true;
+        drop(st);
+        self.detach();
+        Ok(())
+    }
+
+    /// Stops background work for this handle and waits for an in-flight sync to finish, so the
+    /// directory can be reopened safely.
+    fn detach(&self) {
+        let s = &self.shared;
+        {
+            let _g = lock(&s.flush_lock);
+            s.detached.store(true, Ordering::SeqCst);
+        }
+        let waiters = std::mem::take(&mut lock(&s.durable).waiters);
+        for (_, cb) in waiters {
+            cb(Err(LogError::Closed));
+        }
         for seg in rw_read(&s.segments).iter() {
             s.env.files.forget(&seg.log_path);
         }
-        Ok(())
     }
 
     /// Removes the log's directory.
     pub fn delete(self) -> Result<(), LogError> {
         let s = &self.shared;
-        let mut st = lock(&s.append);
-        st.closed = true;
-        for seg in rw_read(&s.segments).iter() {
-            s.env.files.forget(&seg.log_path);
-        }
+        lock(&s.append).closed = true;
+        self.detach();
         std::fs::remove_dir_all(&s.dir)?;
-        s.poison(); // fails any waiters
         Ok(())
     }
 
@@ -1100,5 +1125,15 @@ impl Log {
     #[doc(hidden)]
     pub fn inject_sync_failure_for_test(&self) {
         self.shared.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Log {
+    /// Dropping without [`Log::close`] is like a crash as far as the files are concerned (no
+    /// clean-shutdown checkpoint), but background syncs for this handle stop first.
+    fn drop(&mut self) {
+        if !self.shared.detached.load(Ordering::SeqCst) {
+            self.detach();
+        }
     }
 }
