@@ -9,6 +9,10 @@ printed at the end of the run when anything failed.
 
 A missing binary or kcat is a failure, not a skip: CI installs both, and a
 suite that silently skips would report green against nothing.
+
+WEIR_COMPAT_BOOTSTRAP=host:port runs the suite against a broker that is
+already running instead (Apache Kafka, to check the suite's own expectations;
+or a Weir started by hand). Nothing is started or stopped then.
 """
 
 from __future__ import annotations
@@ -46,16 +50,13 @@ class Broker:
     host: str
     port: int
     data_dir: Path
-    log_path: Path
-    process: subprocess.Popen
+    log_path: Path | None
+    # None for an external broker (WEIR_COMPAT_BOOTSTRAP).
+    process: subprocess.Popen | None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
-
-    def log_tail(self) -> str:
-        return _read_tail(self.log_path)
-
 
 def _read_tail(path: Path) -> str:
     try:
@@ -145,19 +146,35 @@ def start_broker(binary: Path, work_dir: Path) -> Broker:
         if process.poll() is None:
             process.kill()
             process.wait()
-        failures.append(f"attempt {attempt} on port {port}: {problem}")
+        failures.append(f"attempt {attempt} on port {port}: {problem} (log: {log_path})")
         log_text = _read_tail(log_path).lower()
         if "address already in use" not in log_text and "addrinuse" not in log_text:
             break
-    pytest.fail(
-        "could not start weir:\n  " + "\n  ".join(failures) + f"\n--- log {log_path} ---\n{_read_tail(log_path)}",
-        pytrace=False,
-    )
+    # The logs themselves are printed once, in the terminal summary.
+    pytest.fail("could not start weir:\n  " + "\n  ".join(failures), pytrace=False)
+
+
+def _external_broker(bootstrap: str) -> Broker:
+    host, _, port = bootstrap.rpartition(":")
+    problem = None
+    try:
+        reply = api_versions_raw(host, int(port), version=0)
+        if reply.error_code != 0:
+            problem = f"ApiVersions v0 error {reply.error_code}"
+    except (OSError, ValueError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    if problem is not None:
+        pytest.fail(f"external broker {bootstrap} not usable: {problem}", pytrace=False)
+    return Broker(host, int(port), Path(), None, None)
 
 
 @pytest.fixture(scope="session")
 def broker(request):
     global _running_broker
+    external = os.environ.get("WEIR_COMPAT_BOOTSTRAP")
+    if external:
+        yield _external_broker(external)
+        return
     binary = weir_binary()
     work_dir = Path(tempfile.mkdtemp(prefix="weir-compat-"))
     started = start_broker(binary, work_dir)
@@ -166,7 +183,7 @@ def broker(request):
     _running_broker = None
     problem = _stop(started.process)
     if problem is not None:
-        pytest.fail(f"{problem}\n--- log {started.log_path} ---\n{started.log_tail()}", pytrace=False)
+        pytest.fail(f"{problem} (log: {started.log_path})", pytrace=False)
     # Keep data and logs after a failure, for the log summary and post-mortems.
     if request.session.testsfailed == 0 and os.environ.get("WEIR_COMPAT_KEEP_DATA") != "1":
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -105,14 +105,14 @@ def test_confluent_offsets_for_times_finds_first_record_of_second_batch(broker, 
 
 
 def test_confluent_admin_list_offsets_earliest_latest_and_by_timestamp(broker, produced):
-    topic, records, probe_ms = produced
+    topic, _, probe_ms = produced
     admin = admin_client(broker)
     tp = TopicPartition(topic, 0)
-    for spec, expected_offset in (
-        (OffsetSpec.earliest(), 0),
-        (OffsetSpec.latest(), RECORD_COUNT),
-        (OffsetSpec.for_timestamp(probe_ms), SPLIT_INDEX),
+    for label, spec, expected_offset in (
+        ("earliest", OffsetSpec.earliest(), 0),
+        ("latest", OffsetSpec.latest(), RECORD_COUNT),
+        (f"timestamp {probe_ms}", OffsetSpec.for_timestamp(probe_ms), SPLIT_INDEX),
     ):
         futures = admin.list_offsets({tp: spec}, request_timeout=CALL_TIMEOUT_S)
         info = futures[tp].result(timeout=CALL_TIMEOUT_S)
-        assert info.offset == expected_offset, f"{spec}: offset {info.offset}, expected {expected_offset}"
+        assert info.offset == expected_offset, f"{label}: offset {info.offset}, expected {expected_offset}"
