@@ -129,7 +129,9 @@ def start_broker(binary: Path, work_dir: Path) -> Broker:
         data_dir.mkdir()
         log_path = work_dir / f"weir-{attempt}.log"
         _broker_logs.append(log_path)
-        env = dict(os.environ)
+        # The broker reads WEIR_* variables as flag defaults; the suite tests
+        # the documented defaults, so none may leak in from the caller.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         with open(log_path, "wb") as log_file:

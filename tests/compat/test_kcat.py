@@ -56,15 +56,12 @@ def produce_lines(kcat: str, broker, topic: str, records: list[Record], header_a
 
 
 def decode_headers(raw) -> tuple[tuple[str, bytes], ...]:
-    """kcat 1.7's -J prints headers as a flat [name, value, name, value, ...]
-    array; its help text describes an object instead, so accept that too."""
+    """kcat 1.7.1's -J prints headers as a flat [name, value, name, value, ...]
+    array (seen on Debian's build), not the object its -h text describes."""
     if raw is None:
         return ()
-    if isinstance(raw, list):
-        assert len(raw) % 2 == 0, f"odd header array {raw!r}"
-        return tuple((raw[i], raw[i + 1].encode("utf-8")) for i in range(0, len(raw), 2))
-    assert isinstance(raw, dict), f"unexpected headers {raw!r}"
-    return tuple((name, value.encode("utf-8")) for name, value in raw.items())
+    assert isinstance(raw, list) and len(raw) % 2 == 0, f"unexpected headers {raw!r}"
+    return tuple((raw[i], raw[i + 1].encode("utf-8")) for i in range(0, len(raw), 2))
 
 
 def consume_all(kcat: str, broker, topic: str) -> list[ConsumedRecord]:
