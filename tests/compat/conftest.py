@@ -85,7 +85,7 @@ def weir_binary() -> Path:
     return path
 
 
-def _wait_until_ready(process: subprocess.Popen, port: int, log_path: Path) -> str | None:
+def _wait_until_ready(process: subprocess.Popen, port: int) -> str | None:
     """None once the broker answers ApiVersions; otherwise why it never did."""
     deadline = time.monotonic() + BROKER_READY_TIMEOUT_S
     last_error = "no attempt made"
@@ -142,7 +142,7 @@ def start_broker(binary: Path, work_dir: Path) -> Broker:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        problem = _wait_until_ready(process, port, log_path)
+        problem = _wait_until_ready(process, port)
         if problem is None:
             return Broker(BROKER_HOST, port, data_dir, log_path, process)
         if process.poll() is None:
