@@ -1,1 +1,211 @@
-//! placeholder
+//! Weir's broker: Kafka API handlers over the topic registry and partition logs.
+//!
+//! Layout:
+//! - [`config`]: the broker's settings.
+//! - [`topic_config`]: per-topic settings under Kafka's names, and validation.
+//! - [`topics`]: the topic registry and its on-disk metadata.
+//! - [`partition`]: one partition (its log).
+//! - `handlers`: one module per group of Kafka APIs.
+//! - [`error`]: broker errors and their single mapping to Kafka error codes.
+//!
+//! Every request is handled in two steps. [`Broker::handle`] does the part
+//! that must happen in request order (decoding, validation, appending to logs,
+//! metadata changes) and returns a [`PendingReply`]: a future for the part that
+//! only waits (fsync, long-poll) and then encodes the response frame. The
+//! server awaits those futures in order, so many requests of one connection
+//! wait for durability together.
+
+pub mod config;
+pub mod error;
+mod handlers;
+pub mod partition;
+pub mod topic_config;
+pub mod topics;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Notify;
+use weir_log::LogEnv;
+use weir_protocol::api::{self, ApiKey};
+use weir_protocol::codec::Encode;
+use weir_protocol::header::RequestHeader;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+use topics::TopicRegistry;
+
+/// The rest of a request's work: resolves to the encoded response frame
+/// (length prefix included), or `None` when the client expects no response
+/// (acks=0 produce).
+pub type PendingReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+
+/// One broker's state.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub cluster_id: String,
+    /// Shared storage resources (fd cache, flusher).
+    env: Arc<LogEnv>,
+    /// Topics; the lock is held only to look up or swap `Arc<Topic>`s, never across I/O waits.
+    topics: RwLock<TopicRegistry>,
+    /// Woken after every append so long-polling fetches re-check without busy-polling.
+    appended: Notify,
+}
+
+impl Broker {
+    /// Opens the data directory, recovering every partition log.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
+        config.validate().map_err(BrokerError::InvalidRequest)?;
+        std::fs::create_dir_all(&config.data_dir)?;
+        let cluster_id = topics::load_or_create_cluster_id(&config.data_dir, &config.cluster_id)?;
+        let env = LogEnv::new(config.open_files_max);
+        let registry = TopicRegistry::load(&config.data_dir, env.clone(), &config.topic_defaults)?;
+        tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
+        Ok(Arc::new(Broker {
+            config,
+            cluster_id,
+            env,
+            topics: RwLock::new(registry),
+            appended: Notify::new(),
+        }))
+    }
+
+    /// Flushes and checkpoints every log. Call after the server has drained.
+    pub fn shutdown(&self) {
+        self.registry().close_all();
+        self.env.shutdown();
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, TopicRegistry> {
+        // A panic while holding the lock would poison it; the registry is still
+        // consistent because every mutation swaps whole Arcs, so carry on.
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, TopicRegistry> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs retention on every partition. Called periodically by the binary.
+    pub fn apply_retention(&self) {
+        let now_ms = now_ms();
+        let partitions: Vec<_> = self
+            .registry()
+            .iter()
+            .flat_map(|t| t.partitions.iter().cloned().collect::<Vec<_>>())
+            .collect();
+        for partition in partitions {
+            match partition.log.apply_retention(now_ms) {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(
+                    topic = %partition.topic, partition = partition.index, deleted,
+                    "retention deleted segments"
+                ),
+                Err(e) => tracing::warn!(
+                    topic = %partition.topic, partition = partition.index, error = %e,
+                    "retention failed"
+                ),
+            }
+        }
+    }
+
+    /// How often the binary should call [`Broker::apply_retention`].
+    pub fn retention_interval(&self) -> Duration {
+        Duration::from_millis(self.config.retention_check_interval_ms.max(100))
+    }
+
+    /// Handles one request. `None` means the connection must be closed.
+    pub async fn handle(self: &Arc<Self>, header: RequestHeader, body: Bytes) -> Option<PendingReply> {
+        let Some(key) = ApiKey::from_i16(header.api_key) else {
+            tracing::debug!(api_key = header.api_key, "unknown api key; closing connection");
+            return None;
+        };
+        let supported = api::SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == header.api_key)
+            .map(|(_, min, max)| (*min, *max));
+        let Some((min, max)) = supported else { return None };
+        if header.api_version < min || header.api_version > max {
+            if key == ApiKey::ApiVersions {
+                // Kafka answers with a v0 body listing what it supports, so the
+                // client can retry with a version both sides know.
+                return Some(ready(handlers::api_versions::unsupported(&header)));
+            }
+            tracing::debug!(?key, version = header.api_version, "unsupported version; closing");
+            return None;
+        }
+        handlers::dispatch(self, key, header, body).await
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A reply that needs no waiting.
+fn ready(frame: Option<Bytes>) -> PendingReply {
+    Box::pin(std::future::ready(frame))
+}
+
+/// Encodes a response frame: length prefix, response header, body.
+fn encode_frame<T: Encode>(header: &RequestHeader, body: &T) -> Option<Bytes> {
+    let header_version = api::response_header_version(header.api_key, header.api_version);
+    let version = header.api_version;
+    let header_len = if header_version >= 1 { 5 } else { 4 };
+    let body_len = body.encoded_len(version);
+    let mut buf = BytesMut::with_capacity(4 + header_len + body_len);
+    buf.put_i32(0); // patched below once the real size is known
+    buf.put_i32(header.correlation_id);
+    if header_version >= 1 {
+        buf.put_u8(0); // empty tagged-field section
+    }
+    if let Err(e) = body.encode(&mut buf, version) {
+        tracing::error!(api_key = header.api_key, version, error = %e, "response encode failed");
+        return None;
+    }
+    let size = i32::try_from(buf.len() - 4).ok()?;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Some(buf.freeze())
+}
+
+impl Broker {
+    /// Looks a topic up, creating it with broker defaults when allowed
+    /// (Kafka's auto.create.topics.enable).
+    pub fn find_or_create_topic(
+        &self,
+        name: &str,
+        allow_create: bool,
+    ) -> Result<Arc<topics::Topic>, BrokerError> {
+        if let Some(topic) = self.registry().get(name) {
+            return Ok(topic.clone());
+        }
+        if !allow_create {
+            topics::validate_topic_name(name).map_err(BrokerError::InvalidTopic)?;
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        }
+        let mut registry = self.registry_mut();
+        if let Some(topic) = registry.get(name) {
+            return Ok(topic.clone()); // created by a racing request
+        }
+        let topic = registry.create(
+            name,
+            self.config.default_partitions,
+            Default::default(),
+            &self.config.topic_defaults,
+        )?;
+        tracing::info!(topic = name, partitions = topic.partitions.len(), "auto-created topic");
+        Ok(topic)
+    }
+
+    /// Looks a topic up without creating it.
+    pub fn topic(&self, name: &str) -> Option<Arc<topics::Topic>> {
+        self.registry().get(name).cloned()
+    }
+}

@@ -1,1 +1,180 @@
-//! placeholder
+//! Weir's network shell: tokio listeners, per-connection framing, pipelining and
+//! the bounds that keep one client from hurting another.
+//!
+//! Owns: accepting connections (capped), reading length-prefixed frames (capped
+//! at `request_frame_bytes_max`), idle timeouts, and writing responses in request
+//! order. It must never interpret Kafka semantics: every request goes to
+//! [`weir_broker::Broker::handle`], which does the ordered part of the work at
+//! once and returns a future for the part that waits (durability, long-poll).
+//! The writer awaits those futures in order, so a connection pipelines up to
+//! `in_flight_requests_max` requests while answering them in order, as Kafka
+//! clients require.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use weir_broker::{Broker, PendingReply};
+use weir_protocol::header::{FrameError, RequestHeader, split_frame};
+
+/// Bytes read from a socket per `read` call when the buffer runs dry.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Responses gathered into one socket write before flushing.
+const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub request_frame_bytes_max: usize,
+    pub in_flight_requests_max: usize,
+    pub idle_ms_max: u64,
+}
+
+/// Accepts connections until `shutdown` turns true, then waits for every
+/// connection to finish the requests it has already read.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    connections_max: usize,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let permits = Arc::new(Semaphore::new(connections_max));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, connections_max, "connection limit reached; refusing");
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let broker = broker.clone();
+                let limits = limits.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    if let Err(e) = run_connection(stream, broker, limits, shutdown).await {
+                        tracing::debug!(%peer, error = %e, "connection closed with error");
+                    }
+                    drop(permit);
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    broker: Arc<Broker>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let (mut reader, mut writer) = stream.into_split();
+    let (pending_tx, mut pending_rx) = mpsc::channel::<PendingReply>(limits.in_flight_requests_max);
+
+    // The writer answers in request order; it gathers whatever responses are
+    // already complete into one write to save syscalls under pipelining.
+    let write_task = tokio::spawn(async move {
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        while let Some(pending) = pending_rx.recv().await {
+            if let Some(frame) = pending.await {
+                out.extend_from_slice(&frame);
+            }
+            while out.len() < WRITE_BATCH_BYTES_MAX {
+                let Ok(next) = pending_rx.try_recv() else { break };
+                if let Some(frame) = next.await {
+                    out.extend_from_slice(&frame);
+                }
+            }
+            if !out.is_empty() {
+                writer.write_all(&out).await?;
+                out.clear();
+            }
+        }
+        writer.shutdown().await.ok();
+        Ok::<(), std::io::Error>(())
+    });
+
+    let idle = Duration::from_millis(limits.idle_ms_max);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let result: Result<(), ServerError> = 'conn: loop {
+        // Answer every complete frame already buffered before reading more.
+        loop {
+            let frame = match split_frame(&mut buf, limits.request_frame_bytes_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(FrameError::TooLarge { .. }) | Err(_) => {
+                    tracing::debug!("bad or oversized frame; closing connection");
+                    break 'conn Ok(());
+                }
+            };
+            match dispatch(&broker, frame).await {
+                Some(pending) => {
+                    if pending_tx.send(pending).await.is_err() {
+                        break 'conn Ok(());
+                    }
+                }
+                None => break 'conn Ok(()),
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => read,
+            _ = shutdown.changed() => break 'conn Ok(()),
+        };
+        match read {
+            Err(_) => break 'conn Ok(()), // idle too long
+            Ok(Ok(0)) => break 'conn Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => break 'conn Err(e.into()),
+        }
+    };
+    drop(pending_tx);
+    match write_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => tracing::error!(error = %e, "connection writer task failed"),
+    }
+    result
+}
+
+/// Decodes one frame's header and hands the request to the broker. `None`
+/// means the connection must close (undecodable header, unknown API).
+async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<PendingReply> {
+    let mut body = frame;
+    let header = match RequestHeader::decode(&mut body) {
+        Ok(header) => header,
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable request header");
+            return None;
+        }
+    };
+    broker.handle(header, body).await
+}

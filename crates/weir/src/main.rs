@@ -1,1 +1,48 @@
-fn main() {}
+//! `weir`: the single binary. `weir serve` runs a broker; the other
+//! subcommands are a small Kafka CLI built on `weir-client`.
+
+mod commands;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: a Kafka-compatible streaming platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker (single node, embedded defaults: 127.0.0.1:9092, ./weir-data).
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(commands::topic::TopicCommand),
+    /// Produce lines from stdin to a topic.
+    Produce(commands::produce::ProduceArgs),
+    /// Consume records from a topic and print them.
+    Consume(commands::consume::ConsumeArgs),
+    /// Cluster information.
+    #[command(subcommand)]
+    Cluster(commands::cluster::ClusterCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Topic(cmd) => commands::run(commands::topic::run(cmd)),
+        Command::Produce(args) => commands::run(commands::produce::run(args)),
+        Command::Consume(args) => commands::run(commands::consume::run(args)),
+        Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Broker configuration: what one `weir serve` process needs to know.
+//!
+//! The binary fills this from a TOML file, `WEIR_*` environment variables and
+//! flags (in that order of precedence, lowest first); this crate only defines
+//! the shape, the defaults and validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic_config::TopicConfig;
+
+/// Everything a single broker needs at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in Metadata responses.
+    pub node_id: i32,
+    /// Where the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// What Metadata tells clients to connect to; defaults to `listen` (but a
+    /// wildcard bind address is replaced by 127.0.0.1, since clients can't dial 0.0.0.0).
+    pub advertised_listen: Option<SocketAddr>,
+    /// Root of all partition directories and broker metadata.
+    pub data_dir: PathBuf,
+    /// Stable id reported in Metadata/DescribeCluster.
+    pub cluster_id: String,
+    /// Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Kafka's `num.partitions`: partitions of an auto-created topic.
+    pub default_partitions: i32,
+    /// Kafka's `socket.request.max.bytes`: frames larger than this close the connection.
+    pub request_frame_bytes_max: usize,
+    /// Connections beyond this are refused at accept.
+    pub connections_max: usize,
+    /// Kafka's `connections.max.idle.ms`.
+    pub connection_idle_ms_max: u64,
+    /// Requests read from one connection but not yet answered.
+    pub in_flight_requests_max: usize,
+    /// Cap on open segment file descriptors across all partitions.
+    pub open_files_max: usize,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// Defaults for every topic (overridable per topic with Kafka config names).
+    pub topic_defaults: TopicConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_listen: None,
+            data_dir: PathBuf::from("weir-data"),
+            cluster_id: String::new(),
+            auto_create_topics: true,
+            default_partitions: 1,
+            request_frame_bytes_max: 100 * 1024 * 1024,
+            connections_max: 10_000,
+            connection_idle_ms_max: 600_000,
+            in_flight_requests_max: 64,
+            open_files_max: 4096,
+            retention_check_interval_ms: 300_000,
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The address clients are told to connect to.
+    pub fn advertised(&self) -> SocketAddr {
+        if let Some(addr) = self.advertised_listen {
+            return addr;
+        }
+        let mut addr = self.listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip([127, 0, 0, 1].into());
+        }
+        addr
+    }
+
+    /// Rejects settings that can't work, with a message that says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id < 0 {
+            return Err(format!("node_id must be >= 0, got {}", self.node_id));
+        }
+        if self.default_partitions < 1 {
+            return Err(format!(
+                "default_partitions must be >= 1, got {}",
+                self.default_partitions
+            ));
+        }
+        if self.request_frame_bytes_max < 1024 {
+            return Err("request_frame_bytes_max must be at least 1024".into());
+        }
+        if self.connections_max == 0 || self.in_flight_requests_max == 0 {
+            return Err("connections_max and in_flight_requests_max must be >= 1".into());
+        }
+        if self.open_files_max < 16 {
+            return Err("open_files_max must be at least 16".into());
+        }
+        self.topic_defaults.validate()
+    }
+}

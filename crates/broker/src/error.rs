@@ -1,0 +1,58 @@
+//! Broker errors, and the one place they become Kafka error codes.
+
+use weir_log::LogError;
+use weir_protocol::error_code::ErrorCode;
+
+use crate::topic_config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("log: {0}")]
+    Log(#[from] LogError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt broker metadata: {0}")]
+    Corrupt(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl BrokerError {
+    /// The Kafka error code a client sees for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BrokerError::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+            BrokerError::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+            BrokerError::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+            BrokerError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+            BrokerError::InvalidReplicationFactor(_) => ErrorCode::InvalidReplicationFactor,
+            BrokerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BrokerError::Log(e) => log_error_code(e),
+            BrokerError::Io(_) => ErrorCode::KafkaStorageError,
+            BrokerError::Corrupt(_) | BrokerError::Internal(_) => ErrorCode::UnknownServerError,
+        }
+    }
+}
+
+/// Storage errors as Kafka codes.
+pub fn log_error_code(error: &LogError) -> ErrorCode {
+    match error {
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        _ => ErrorCode::KafkaStorageError,
+    }
+}

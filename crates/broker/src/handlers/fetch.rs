@@ -1,0 +1,162 @@
+//! Fetch: read whole batches up to the high watermark, long-polling on
+//! min_bytes / max_wait_ms.
+//!
+//! The long-poll waits on the broker's append notification, registered before
+//! each check so an append between check and wait is never missed; it never
+//! busy-polls. Fetch sessions (KIP-227) are answered as full fetches with
+//! session id 0, which tells the client no session was created.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weir_protocol::error_code::ErrorCode;
+use weir_protocol::header::RequestHeader;
+use weir_protocol::messages::fetch::{
+    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+};
+
+use crate::error::log_error_code;
+use crate::{Broker, PendingReply, encode_frame};
+
+/// Kafka's `fetch.max.wait.ms` ceiling: a client can't park a request forever.
+const FETCH_WAIT_MS_MAX: u64 = 30_000;
+/// read_committed (isolation level 1) reads up to the last stable offset.
+const READ_COMMITTED: i8 = 1;
+
+struct Wanted {
+    topic_name: String,
+    topic_id: [u8; 16],
+    partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
+}
+
+/// One pass over every requested partition. Returns the response and the record bytes in it.
+fn read_once(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> (Vec<FetchableTopicResponse>, usize) {
+    let mut total_bytes = 0usize;
+    let mut responses = Vec::with_capacity(wanted.len());
+    for want in wanted {
+        let topic = if want.topic_name.is_empty() {
+            broker.registry().by_id(&want.topic_id).cloned()
+        } else {
+            broker.topic(&want.topic_name)
+        };
+        let mut partitions = Vec::with_capacity(want.partitions.len());
+        for &(index, fetch_offset, partition_max_bytes) in &want.partitions {
+            let mut data = PartitionData {
+                partition_index: index,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Some(Bytes::new()),
+                ..Default::default()
+            };
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
+                data.error_code = if topic.is_none() && want.topic_name.is_empty() {
+                    ErrorCode::UnknownTopicId.code()
+                } else {
+                    ErrorCode::UnknownTopicOrPartition.code()
+                };
+                partitions.push(data);
+                continue;
+            };
+            let log = &partition.log;
+            let high_watermark = log.high_watermark();
+            let stable = log.last_stable_offset();
+            data.high_watermark = high_watermark;
+            data.last_stable_offset = stable;
+            data.log_start_offset = log.log_start_offset();
+            let limit = if read_committed { stable } else { high_watermark };
+            let budget = max_bytes.saturating_sub(total_bytes);
+            let partition_budget = usize::try_from(partition_max_bytes).unwrap_or(0).min(budget);
+            // KIP-74: the first partition with data may exceed the limits by one
+            // whole batch so a big batch can never wedge a consumer; later ones may not.
+            let first_with_data = total_bytes == 0;
+            if partition_budget == 0 && !first_with_data {
+                partitions.push(data);
+                continue;
+            }
+            match log.read(fetch_offset, partition_budget.max(1), limit) {
+                Ok(result) => {
+                    if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
+                        let mut buf = Vec::with_capacity(result.bytes);
+                        match result.read_into(&mut buf) {
+                            Ok(()) => {
+                                total_bytes += buf.len();
+                                data.records = Some(Bytes::from(buf));
+                            }
+                            Err(e) => {
+                                tracing::warn!(topic = %partition.topic, partition = index, error = %e, "segment read failed");
+                                data.error_code = ErrorCode::KafkaStorageError.code();
+                            }
+                        }
+                    }
+                }
+                Err(e) => data.error_code = log_error_code(&e).code(),
+            }
+            partitions.push(data);
+        }
+        responses.push(FetchableTopicResponse {
+            topic: want.topic_name.clone(),
+            topic_id: want.topic_id,
+            partitions,
+        });
+    }
+    (responses, total_bytes)
+}
+
+pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest) -> Option<PendingReply> {
+    // We never create sessions, so a client naming one is asking about something unknown.
+    if request.session_id != 0 {
+        let response = FetchResponse {
+            error_code: ErrorCode::FetchSessionIdNotFound.code(),
+            session_id: 0,
+            ..Default::default()
+        };
+        return Some(crate::ready(encode_frame(&header, &response)));
+    }
+    let wanted: Vec<Wanted> = request
+        .topics
+        .iter()
+        .map(|t| Wanted {
+            topic_name: t.topic.clone(),
+            topic_id: t.topic_id,
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .collect(),
+        })
+        .collect();
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX));
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let broker = broker.clone();
+    Some(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        let responses = loop {
+            let notified = broker.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (responses, bytes) = read_once(&broker, &wanted, max_bytes, read_committed);
+            let has_error = responses
+                .iter()
+                .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
+            if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
+                break responses;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // Timed out: answer with whatever is there now.
+                break read_once(&broker, &wanted, max_bytes, read_committed).0;
+            }
+        };
+        let response = FetchResponse {
+            throttle_time_ms: 0,
+            error_code: 0,
+            session_id: 0,
+            responses,
+            ..Default::default()
+        };
+        encode_frame(&header, &response)
+    }))
+}

@@ -1,0 +1,128 @@
+//! Kafka API handlers. Each module owns one API or a family of them.
+//!
+//! Decoding failures close the connection (Kafka does the same: a body that
+//! doesn't parse leaves no way to know where the next request starts).
+
+pub mod api_versions;
+mod admin;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use weir_protocol::api::ApiKey;
+use weir_protocol::codec::Decode;
+use weir_protocol::header::RequestHeader;
+
+use crate::{Broker, PendingReply, encode_frame, ready};
+
+/// The APIs this broker answers, advertised in ApiVersions. An API with a
+/// schema but no handler is left out so clients never try it.
+pub const HANDLED_APIS: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::DescribeLogDirs,
+    ApiKey::CreatePartitions,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+];
+
+fn decode<T: Decode>(header: &RequestHeader, mut body: Bytes) -> Option<T> {
+    match T::decode(&mut body, header.api_version) {
+        Ok(request) => Some(request),
+        Err(e) => {
+            tracing::debug!(api_key = header.api_key, version = header.api_version, error = %e,
+                "undecodable request body; closing connection");
+            None
+        }
+    }
+}
+
+/// Routes a request whose key and version are known to be supported.
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    header: RequestHeader,
+    body: Bytes,
+) -> Option<PendingReply> {
+    match key {
+        ApiKey::ApiVersions => {
+            let request = decode(&header, body)?;
+            Some(ready(encode_frame(&header, &api_versions::handle(&header, request))))
+        }
+        ApiKey::Metadata => {
+            let request = decode(&header, body)?;
+            let response = metadata::handle(broker, &header, request);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::Produce => {
+            let request = decode(&header, body)?;
+            produce::handle(broker, header, request)
+        }
+        ApiKey::Fetch => {
+            let request = decode(&header, body)?;
+            fetch::handle(broker, header, request)
+        }
+        ApiKey::ListOffsets => {
+            let response = list_offsets::handle(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let response = list_offsets::offset_for_leader_epoch(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::CreateTopics => {
+            let response = admin::create_topics(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DeleteTopics => {
+            let response = admin::delete_topics(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::CreatePartitions => {
+            let response = admin::create_partitions(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DeleteRecords => {
+            let response = admin::delete_records(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeCluster => {
+            let response = admin::describe_cluster(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeLogDirs => {
+            let response = admin::describe_log_dirs(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeConfigs => {
+            let response = configs::describe(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::AlterConfigs => {
+            let response = configs::alter(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let response = configs::incremental_alter(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        _ => {
+            tracing::debug!(?key, "API not handled by this broker; closing connection");
+            None
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The topic registry: which topics exist, their partitions and configs, and
+//! how that survives a restart.
+//!
+//! Layout under the data directory:
+//! - `meta/cluster.json`: the cluster id, made on first start.
+//! - `meta/topics/<topic>.json`: one file per topic (id, partition count,
+//!   config overrides), written atomically (temp file, fsync, rename, fsync dir).
+//! - `<topic>-<partition>/`: each partition's log directory (Kafka's naming).
+//!
+//! A topic exists exactly when its meta file does. Deletion removes the meta
+//! file first, so a crash mid-delete leaves only orphan log directories, which
+//! the next start removes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use weir_log::{Log, LogEnv};
+
+use crate::error::BrokerError;
+use crate::partition::Partition;
+use crate::topic_config::TopicConfig;
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_CHARS_MAX: usize = 249;
+/// A bound on partitions per topic, so a CreateTopics can't ask for a billion directories.
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+/// What is persisted for one topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Kafka topic id (KIP-516), as 32 hex chars on disk.
+    pub id_hex: String,
+    pub partitions: i32,
+    /// Only the configs set explicitly for this topic; the rest follow broker defaults.
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// A live topic.
+pub struct Topic {
+    pub name: String,
+    pub id: [u8; 16],
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            name: self.name.clone(),
+            id_hex: hex(&self.id),
+            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
+            overrides: self.overrides.clone(),
+        }
+    }
+}
+
+/// Checks a topic name the way Kafka does; the error text goes back to the client.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > TOPIC_NAME_CHARS_MAX {
+        return Err(format!(
+            "topic name is {} characters; the limit is {TOPIC_NAME_CHARS_MAX}",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{bad}'; only ASCII letters, digits, '.', '_' and '-' are legal"
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka treats '.' and '_' as the same character when checking collisions,
+/// because both map to '_' in metric names.
+pub fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// 16 random bytes for topic ids and the cluster id.
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let filled = fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id));
+    if filled.is_err() {
+        // Fall back to time and address entropy; ids need only be unique, not secret.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        id = (nanos ^ (&id as *const _ as u128)).to_le_bytes();
+    }
+    id
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// All topics of this broker.
+pub struct TopicRegistry {
+    data_dir: PathBuf,
+    meta_dir: PathBuf,
+    env: Arc<LogEnv>,
+    topics: HashMap<String, Arc<Topic>>,
+}
+
+impl TopicRegistry {
+    /// Loads every topic from disk, opening (and so recovering) its partition logs.
+    pub fn load(
+        data_dir: &Path,
+        env: Arc<LogEnv>,
+        defaults: &TopicConfig,
+    ) -> Result<TopicRegistry, BrokerError> {
+        let meta_dir = data_dir.join("meta").join("topics");
+        fs::create_dir_all(&meta_dir)?;
+        let mut registry = TopicRegistry {
+            data_dir: data_dir.to_path_buf(),
+            meta_dir,
+            env,
+            topics: HashMap::new(),
+        };
+        for entry in fs::read_dir(&registry.meta_dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = fs::read_to_string(&path)?;
+            let meta: TopicMeta = serde_json::from_str(&text).map_err(|e| {
+                BrokerError::Corrupt(format!("topic metadata {}: {e}", path.display()))
+            })?;
+            let topic = registry.open_topic(&meta, defaults)?;
+            registry.topics.insert(meta.name.clone(), Arc::new(topic));
+        }
+        registry.remove_orphan_partitions()?;
+        Ok(registry)
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn open_topic(&self, meta: &TopicMeta, defaults: &TopicConfig) -> Result<Topic, BrokerError> {
+        let config = defaults
+            .with_overrides(meta.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| BrokerError::Corrupt(format!("topic {}: {e}", meta.name)))?;
+        let id = unhex(&meta.id_hex)
+            .ok_or_else(|| BrokerError::Corrupt(format!("topic {} has a bad id", meta.name)))?;
+        let mut partitions = Vec::new();
+        for index in 0..meta.partitions {
+            partitions.push(Arc::new(self.open_partition(&meta.name, index, &config)?));
+        }
+        Ok(Topic {
+            name: meta.name.clone(),
+            id,
+            overrides: meta.overrides.clone(),
+            config,
+            partitions,
+        })
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        config: &TopicConfig,
+    ) -> Result<Partition, BrokerError> {
+        let dir = self.partition_dir(topic, index);
+        let log = Log::open(&self.env, &dir, config.log_config())?;
+        // Recovery keeps only bytes that verified and were synced, so everything
+        // that survived is readable again (the watermark isn't persisted on a crash).
+        log.set_high_watermark(log.log_end_offset());
+        Ok(Partition::new(topic.to_string(), index, Arc::new(log)))
+    }
+
+    /// Removes partition directories whose topic no longer exists (a crash mid-delete).
+    fn remove_orphan_partitions(&self) -> Result<(), BrokerError> {
+        for entry in fs::read_dir(&self.data_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((topic, index)) = name.rsplit_once('-') else { continue };
+            let Ok(index) = index.parse::<i32>() else { continue };
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let live = self
+                .topics
+                .get(topic)
+                .is_some_and(|t| index < i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
+            if !live && validate_topic_name(topic).is_ok() {
+                tracing::warn!(dir = %entry.path().display(), "removing orphan partition directory");
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.topics.get(name)
+    }
+
+    pub fn by_id(&self, id: &[u8; 16]) -> Option<&Arc<Topic>> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.topics.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// Checks a would-be topic without creating it (CreateTopics validate_only).
+    pub fn check_new(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
+        validate_topic_name(name).map_err(BrokerError::InvalidTopic)?;
+        if self.topics.contains_key(name) {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let key = collision_key(name);
+        if let Some(other) = self.topics.keys().find(|t| collision_key(t) == key) {
+            return Err(BrokerError::InvalidTopic(format!(
+                "topic '{name}' collides with existing topic '{other}' ('.' and '_' are treated alike)"
+            )));
+        }
+        if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "partition count must be between 1 and {PARTITIONS_PER_TOPIC_MAX}, got {partitions}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates a topic: meta file first (the commit point), then partition logs.
+    pub fn create(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+        defaults: &TopicConfig,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        self.check_new(name, partitions)?;
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id_hex: hex(&random_id()),
+            partitions,
+            overrides,
+        };
+        // Validate configs before anything touches the disk.
+        defaults
+            .with_overrides(meta.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(BrokerError::InvalidConfig)?;
+        self.persist(&meta)?;
+        let topic = Arc::new(self.open_topic(&meta, defaults)?);
+        self.topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    fn persist(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
+        let json = serde_json::to_vec_pretty(meta)
+            .map_err(|e| BrokerError::Internal(format!("serialize topic meta: {e}")))?;
+        write_atomically(&self.meta_dir.join(format!("{}.json", meta.name)), &json)?;
+        Ok(())
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&mut self, name: &str) -> Result<(), BrokerError> {
+        let Some(topic) = self.topics.remove(name) else {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        };
+        fs::remove_file(self.meta_dir.join(format!("{name}.json")))?;
+        for partition in &topic.partitions {
+            partition.log.close().ok();
+            let dir = self.partition_dir(name, partition.index);
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn add_partitions(
+        &mut self,
+        name: &str,
+        count: i32,
+        defaults: &TopicConfig,
+    ) -> Result<(), BrokerError> {
+        let Some(topic) = self.topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        };
+        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        if count <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic '{name}' has {current} partitions; the new count {count} must be larger"
+            )));
+        }
+        if count > PARTITIONS_PER_TOPIC_MAX {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "partition count must be at most {PARTITIONS_PER_TOPIC_MAX}"
+            )));
+        }
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            partitions.push(Arc::new(self.open_partition(name, index, &topic.config)?));
+        }
+        let grown = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides: topic.overrides.clone(),
+            config: topic.config.clone(),
+            partitions,
+        };
+        self.persist(&grown.meta())?;
+        let _ = defaults;
+        self.topics.insert(name.to_string(), Arc::new(grown));
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides (AlterConfigs semantics: the full set).
+    pub fn set_overrides(
+        &mut self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        defaults: &TopicConfig,
+    ) -> Result<(), BrokerError> {
+        let Some(topic) = self.topics.get(name).cloned() else {
+            return Err(BrokerError::UnknownTopic(name.to_string()));
+        };
+        let config = defaults
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(BrokerError::InvalidConfig)?;
+        let updated = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides,
+            config: config.clone(),
+            partitions: topic.partitions.clone(),
+        };
+        self.persist(&updated.meta())?;
+        for partition in &updated.partitions {
+            partition.log.update_config(config.log_config());
+        }
+        self.topics.insert(name.to_string(), Arc::new(updated));
+        Ok(())
+    }
+
+    /// Flushes and checkpoints every log (clean shutdown).
+    pub fn close_all(&self) {
+        for topic in self.topics.values() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.log.close() {
+                    tracing::error!(topic = %topic.name, partition = partition.index, error = %e, "close failed");
+                }
+            }
+        }
+    }
+}
+
+/// Loads the cluster id, making and persisting one on first start.
+pub fn load_or_create_cluster_id(data_dir: &Path, configured: &str) -> Result<String, BrokerError> {
+    let meta_dir = data_dir.join("meta");
+    fs::create_dir_all(&meta_dir)?;
+    let path = meta_dir.join("cluster.json");
+    if let Ok(text) = fs::read_to_string(&path) {
+        let stored: BTreeMap<String, String> = serde_json::from_str(&text)
+            .map_err(|e| BrokerError::Corrupt(format!("{}: {e}", path.display())))?;
+        if let Some(id) = stored.get("cluster_id") {
+            return Ok(id.clone());
+        }
+    }
+    let id = if configured.is_empty() {
+        // Kafka prints cluster ids as 22-char url-safe base64 of a uuid; hex is
+        // just as opaque to clients and simpler.
+        hex(&random_id())
+    } else {
+        configured.to_string()
+    };
+    let mut stored = BTreeMap::new();
+    stored.insert("cluster_id".to_string(), id.clone());
+    let json = serde_json::to_vec_pretty(&stored)
+        .map_err(|e| BrokerError::Internal(format!("serialize cluster id: {e}")))?;
+    write_atomically(&path, &json)?;
+    Ok(id)
+}

@@ -1,0 +1,172 @@
+//! `weir serve`: configuration loading and the broker's process lifecycle.
+//!
+//! Configuration precedence, lowest first: built-in defaults, the TOML file
+//! (`--config`), `WEIR_*` environment variables, then flags. The effective
+//! configuration is printed at start so what runs is never a guess.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tokio::net::TcpListener;
+use weir_broker::{Broker, BrokerConfig};
+use weir_server::ConnectionLimits;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in the printed effective config).
+    #[arg(long, env = "WEIR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for partition logs and broker metadata.
+    #[arg(long, env = "WEIR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds, HOST:PORT.
+    #[arg(long, env = "WEIR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address advertised to clients in Metadata, HOST:PORT (defaults to --listen).
+    #[arg(long, env = "WEIR_ADVERTISED_LISTEN")]
+    advertised_listen: Option<SocketAddr>,
+    /// This broker's node id.
+    #[arg(long, env = "WEIR_NODE_ID")]
+    node_id: Option<i32>,
+    /// Partitions for auto-created topics (Kafka's num.partitions).
+    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
+    default_partitions: Option<i32>,
+    /// Create topics on first use (Kafka's auto.create.topics.enable).
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS")]
+    auto_create_topics: Option<bool>,
+    /// How often retention runs, in milliseconds (Kafka's log.retention.check.interval.ms).
+    #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// Default topic config, Kafka names, repeatable: --topic-config retention.ms=60000
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_config: Vec<String>,
+}
+
+/// Builds the effective config from file, environment and flags.
+fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            toml::from_str::<BrokerConfig>(&text)
+                .with_context(|| format!("config file {} is not valid", path.display()))?
+        }
+        None => BrokerConfig::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(addr) = args.advertised_listen {
+        config.advertised_listen = Some(addr);
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+    }
+    if let Some(n) = args.default_partitions {
+        config.default_partitions = n;
+    }
+    if let Some(enabled) = args.auto_create_topics {
+        config.auto_create_topics = enabled;
+    }
+    if let Some(ms) = args.retention_check_interval_ms {
+        config.retention_check_interval_ms = ms;
+    }
+    for pair in &args.topic_config {
+        let Some((key, value)) = pair.split_once('=') else {
+            bail!("--topic-config expects KEY=VALUE (for example retention.ms=60000), got '{pair}'");
+        };
+        config
+            .topic_defaults
+            .set(key.trim(), value.trim())
+            .with_context(|| format!("--topic-config {pair}"))?;
+    }
+    if let Err(reason) = config.validate() {
+        bail!("invalid configuration: {reason}");
+    }
+    Ok(config)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = load_config(&args)?;
+    let rendered = toml::to_string(&config).context("rendering effective config")?;
+    eprintln!("weir: effective configuration\n{rendered}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
+        let broker = Broker::open(config.clone()).with_context(|| {
+            format!("opening data directory {}", config.data_dir.display())
+        })?;
+        let limits = ConnectionLimits {
+            request_frame_bytes_max: config.request_frame_bytes_max,
+            in_flight_requests_max: config.in_flight_requests_max,
+            idle_ms_max: config.connection_idle_ms_max,
+        };
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let retention = spawn_retention(broker.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; finishing in-flight requests");
+            let _ = shutdown_tx.send(true);
+        });
+        tracing::info!(listen = %config.listen, advertised = %config.advertised(), "weir is serving");
+        weir_server::serve(listener, broker.clone(), config.connections_max, limits, shutdown_rx)
+            .await
+            .context("serving")?;
+        retention.abort();
+        broker.shutdown();
+        tracing::info!("clean shutdown complete");
+        Ok(())
+    })
+}
+
+fn spawn_retention(
+    broker: Arc<Broker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(broker.retention_interval());
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let broker = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || broker.apply_retention()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the broker still runs; it just can't stop cleanly.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: a real `weir serve` process spoken to by real Kafka
+//! clients (librdkafka through the rdkafka crate) and by raw sockets.
+//! All scenarios build into this one test binary to keep link time down.
+
+mod e2e {
+    pub mod harness;
+    mod crash;
+    mod hostile;
+    mod rdkafka_roundtrip;
+    mod restart;
+    mod retention;
+}

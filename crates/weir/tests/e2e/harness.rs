@@ -1,0 +1,178 @@
+//! Starts and stops real broker processes for tests.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+
+/// How long a broker may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `weir serve` child process with its own data directory and port.
+pub struct Broker {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl Broker {
+    /// Starts a broker on a fresh data dir and a free port.
+    pub fn start(extra_args: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let log_path = tmp.path().join("broker.log");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut broker = Broker {
+            addr,
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log_path,
+            _tmp: Some(tmp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("broker log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .args(&self.extra_args)
+            .env("WEIR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn weir serve");
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(self.addr).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("broker exited at start with {status}; log:\n{}", self.log());
+            }
+            assert!(started.elapsed() < START_TIMEOUT, "broker did not start; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Is the process still alive?
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL: no chance to flush or checkpoint.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        // SAFETY-free: plain kill(2) through the command line tool keeps us off libc.
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same broker again (same port, same data).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker before restarting it");
+        self.spawn();
+    }
+
+    /// Resident set size of the broker process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A librdkafka config pointed at this broker.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.bootstrap())
+            .set("broker.address.family", "v4")
+            .set("log_level", "3");
+        config
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.child.is_some() && !self.stop() {
+            eprintln!("broker did not stop cleanly; log:\n{}", self.log());
+        }
+        if std::thread::panicking() {
+            eprintln!("--- broker log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Creates a topic through librdkafka's admin API and waits for the result.
+pub fn create_topic(broker: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = broker.client_config().create().expect("admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let results = runtime
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create_topics request");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
