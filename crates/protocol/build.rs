@@ -311,7 +311,7 @@ fn parse_file(path: &Path) -> Res<Api> {
             return err(&file, line, "tabs are not allowed; indent with 2 spaces per level");
         }
         let spaces = content.len() - content.trim_start_matches(' ').len();
-        if spaces % 2 != 0 {
+        if !spaces.is_multiple_of(2) {
             return err(&file, line, "indentation must be a multiple of 2 spaces");
         }
         let level = spaces / 2;
@@ -443,10 +443,10 @@ fn parse_file(path: &Path) -> Res<Api> {
         if structs[parent_idx].fields.iter().any(|f| f.name == field.name) {
             return err(&file, line, format!("duplicate field `{}`", field.name));
         }
-        if let Some(t) = field.tag {
-            if structs[parent_idx].fields.iter().any(|f| f.tag == Some(t)) {
-                return err(&file, line, format!("duplicate tag {t}"));
-            }
+        if let Some(t) = field.tag
+            && structs[parent_idx].fields.iter().any(|f| f.tag == Some(t))
+        {
+            return err(&file, line, format!("duplicate tag {t}"));
         }
         if let Some(sname) = struct_of(&field.ty) {
             stack.push((level + 1, Open::Pending { name: sname.to_string(), line }));
@@ -471,10 +471,8 @@ fn parse_file(path: &Path) -> Res<Api> {
                 if !index.contains_key(n) {
                     return err(&file, f.line, format!("struct `{n}` is used but never defined (give it a field block)"));
                 }
-                if n.ends_with("Request") || n.ends_with("Response") {
-                    if index.get(n).is_some_and(|&i| structs[i].top.is_some()) {
-                        return err(&file, f.line, format!("`{n}` is the top-level message and cannot be nested"));
-                    }
+                if index.get(n).is_some_and(|&i| structs[i].top.is_some()) {
+                    return err(&file, f.line, format!("`{n}` is the top-level message and cannot be nested"));
                 }
             }
         }

@@ -173,3 +173,13 @@ fn every_truncation_of_a_valid_body_is_an_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn allocation_tracking_sees_decoder_allocations() {
+    // Guards the guard: if tracking silently recorded nothing, every bound
+    // above would pass vacuously.
+    let (api_key, version) = (3, 12);
+    let bodies = valid_bodies(api_key, version, 11);
+    let largest = bodies.iter().map(|b| decode_both(api_key, version, b)).max().unwrap_or(0);
+    assert!(largest > 0, "no allocation observed while decoding metadata");
+}
