@@ -168,13 +168,35 @@ async fn run_connection(
 /// Decodes one frame's header and hands the request to the broker. `None`
 /// means the connection must close (undecodable header, unknown API).
 async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<PendingReply> {
-    let mut body = frame;
+    let mut body = frame.clone();
     let header = match RequestHeader::decode(&mut body) {
         Ok(header) => header,
         Err(e) => {
+            // An ApiVersions request from a newer client may carry a header shape
+            // we can't parse; its fixed prefix is enough to answer it with our
+            // supported ranges (KIP-511), so the client can downgrade.
+            if let Some(header) = api_versions_prefix(&frame) {
+                return broker.handle(header, Bytes::new()).await;
+            }
             tracing::debug!(error = %e, "undecodable request header");
             return None;
         }
     };
     broker.handle(header, body).await
+}
+
+/// The api key, version and correlation id of an ApiVersions request whose
+/// version we don't support, read from the fixed 8-byte header prefix.
+fn api_versions_prefix(frame: &[u8]) -> Option<RequestHeader> {
+    let prefix: &[u8; 8] = frame.get(..8)?.try_into().ok()?;
+    let api_key = i16::from_be_bytes([prefix[0], prefix[1]]);
+    let api_version = i16::from_be_bytes([prefix[2], prefix[3]]);
+    let correlation_id = i32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+    let unsupported = !weir_protocol::api::is_supported(api_key, api_version);
+    (api_key == weir_protocol::api::API_VERSIONS_KEY && unsupported).then_some(RequestHeader {
+        api_key,
+        api_version,
+        correlation_id,
+        client_id: None,
+    })
 }

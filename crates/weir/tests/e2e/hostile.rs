@@ -44,6 +44,9 @@ fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     if stream.write_all(bytes).is_err() {
         return None;
     }
+    // Half-close so a frame that claims more bytes than we sent ends in EOF
+    // rather than a wait for the idle timeout.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len) {
         Ok(()) => {}
