@@ -1,1 +1,37 @@
-//! placeholder
+//! `weir-client`: a small async Kafka client, used by the `weir` CLI, the
+//! replica fetchers and `weir bench`.
+//!
+//! Layout:
+//! - [`connection`]: one TCP connection to one broker. ApiVersions negotiation,
+//!   correlation ids, pipelining, bounded response frames. [`Request`] ties
+//!   each generated request type to its response type.
+//! - [`client`]: [`Client`], bootstrap plus a metadata cache; admin calls go
+//!   to any broker, partition calls (ListOffsets, Fetch, DeleteRecords) to the
+//!   partition leader. Fetched batches are CRC-checked and decompressed with a cap.
+//! - [`producer`]: [`Producer`], a background task that batches records per
+//!   partition (linger, size), compresses, and resolves one
+//!   [`DeliveryFuture`] per record.
+//! - [`error`]: [`ClientError`], carrying the Kafka [`ErrorCode`] when the
+//!   broker returned one.
+//!
+//! The client never panics on broker input: every frame length is bounded
+//! before allocation and every decode failure is a [`ClientError`].
+//!
+//! [`ErrorCode`]: weir_protocol::error_code::ErrorCode
+
+pub mod client;
+pub mod connection;
+pub mod error;
+pub mod producer;
+
+pub use client::{
+    AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOpType,
+    ConfigResource, ConfigSource, FetchPosition, FetchedPartition, FetchedRecord, ListedOffset, NewTopic, OffsetSpec,
+    PartitionInfo, ResourceType, TopicInfo,
+};
+pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
+pub use error::ClientError;
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use weir_protocol::compression::Compression;
+pub use weir_protocol::error_code::ErrorCode;
+pub use weir_protocol::record::RecordHeader;
