@@ -155,7 +155,7 @@ impl Connection {
             Err(_) => {
                 return Err(ClientError::Timeout { addr: addr.to_owned(), what: "TCP connect", timeout_ms: connect_timeout_ms });
             }
-            Ok(Err(e)) => return Err(ClientError::Connect { addr: addr.to_owned(), source: Arc::new(e) }),
+            Ok(Err(e)) => return Err(ClientError::Connect { addr: addr.to_owned(), error: Arc::new(e) }),
             Ok(Ok(s)) => s,
         };
         // Requests are small and latency-bound; Nagle would delay them.
@@ -314,7 +314,7 @@ impl Connection {
             Ok(Ok(())) => Ok((correlation_id, version)),
             Ok(Err(e)) => {
                 self.broken = true;
-                Err(ClientError::Io { addr: self.addr.clone(), source: Arc::new(e) })
+                Err(ClientError::Io { addr: self.addr.clone(), error: Arc::new(e) })
             }
             Err(_) => {
                 self.broken = true;
@@ -389,7 +389,7 @@ impl Connection {
     }
 
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
-        let io_err = |addr: &str, e: std::io::Error| ClientError::Io { addr: addr.to_owned(), source: Arc::new(e) };
+        let io_err = |addr: &str, e: std::io::Error| ClientError::Io { addr: addr.to_owned(), error: Arc::new(e) };
         let mut prefix = [0u8; 4];
         self.reader.read_exact(&mut prefix).await.map_err(|e| io_err(&self.addr, e))?;
         let length = i32::from_be_bytes(prefix);
@@ -412,7 +412,7 @@ impl Connection {
     fn broken_error(&self) -> ClientError {
         ClientError::Io {
             addr: self.addr.clone(),
-            source: Arc::new(std::io::Error::new(
+            error: Arc::new(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "connection was closed after an earlier error",
             )),

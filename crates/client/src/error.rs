@@ -14,11 +14,11 @@ use weir_protocol::error_code::ErrorCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// No TCP connection could be made.
-    #[error("could not connect to {addr}: {source}; is `weir serve` running and is the address right?")]
-    Connect { addr: String, source: Arc<std::io::Error> },
+    #[error("could not connect to {addr}: {error}; is `weir serve` running and is the address right?")]
+    Connect { addr: String, error: Arc<std::io::Error> },
     /// An established connection failed while sending or receiving.
-    #[error("connection to {addr} failed: {source}")]
-    Io { addr: String, source: Arc<std::io::Error> },
+    #[error("connection to {addr} failed: {error}")]
+    Io { addr: String, error: Arc<std::io::Error> },
     /// A connect or a request did not finish in time. The connection is dropped.
     #[error("timed out after {timeout_ms} ms waiting for {what} from {addr}")]
     Timeout { addr: String, what: &'static str, timeout_ms: u64 },
@@ -123,7 +123,7 @@ mod tests {
     fn connect_error_suggests_starting_the_broker() {
         let e = ClientError::Connect {
             addr: "127.0.0.1:9092".into(),
-            source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+            error: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
         };
         assert!(e.to_string().contains("weir serve"));
     }
