@@ -953,8 +953,7 @@ pub fn decode_fetched_records(
 ) -> Result<(Vec<FetchedRecord>, i64), ClientError> {
     let mut out = Vec::new();
     let mut next_offset = fetch_offset;
-    let mut whole_batches = 0usize;
-    for batch in record::split_batches(records) {
+    for (whole_batches, batch) in record::split_batches(records).enumerate() {
         let batch = match batch {
             Ok(b) => b,
             Err(RecordError::BatchLengthExceedsBuffer { .. } | RecordError::Truncated { .. }) if whole_batches > 0 => break,
@@ -965,7 +964,6 @@ pub fn decode_fetched_records(
             }
             Err(e) => return Err(e.into()),
         };
-        whole_batches += 1;
         let header = BatchHeader::parse(&batch)?;
         if header.last_offset() < fetch_offset {
             continue;

@@ -194,6 +194,9 @@ struct OpenBatch {
     encoded: Option<Bytes>,
 }
 
+/// An open batch with the partition it belongs to.
+type PartitionBatch = ((String, i32), OpenBatch);
+
 struct Worker {
     client: Client,
     config: ProducerConfig,
@@ -321,7 +324,7 @@ impl Worker {
                 *p = p.wrapping_add(1);
             }
         }
-        let mut pending: Vec<((String, i32), OpenBatch)> = self.batches.drain().collect();
+        let mut pending: Vec<PartitionBatch> = self.batches.drain().collect();
         let mut attempt = 0u32;
         while !pending.is_empty() {
             if attempt > 0 {
@@ -329,7 +332,7 @@ impl Worker {
             }
             let may_retry = attempt < self.config.retries;
             let mut retry = Vec::new();
-            let mut by_leader: BTreeMap<i32, Vec<((String, i32), OpenBatch)>> = BTreeMap::new();
+            let mut by_leader: BTreeMap<i32, Vec<PartitionBatch>> = BTreeMap::new();
             for (key, batch) in pending {
                 match self.client.leader_for(&key.0, key.1, self.config.allow_auto_topic_creation).await {
                     Ok(leader) => by_leader.entry(leader).or_default().push((key, batch)),
@@ -352,9 +355,9 @@ impl Worker {
     async fn send_to_leader(
         &mut self,
         leader: i32,
-        items: Vec<((String, i32), OpenBatch)>,
+        items: Vec<PartitionBatch>,
         may_retry: bool,
-    ) -> Vec<((String, i32), OpenBatch)> {
+    ) -> Vec<PartitionBatch> {
         let mut items = items;
         let mut ready = Vec::with_capacity(items.len());
         for (key, mut batch) in items.drain(..) {
