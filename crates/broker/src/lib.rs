@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+pub mod frame;
 mod handlers;
 pub mod partition;
 pub mod topic_config;
@@ -36,12 +37,13 @@ use weir_protocol::header::RequestHeader;
 
 pub use config::BrokerConfig;
 pub use error::BrokerError;
+pub use frame::{Frame, FrameChunk};
 use topics::TopicRegistry;
 
 /// The rest of a request's work: resolves to the encoded response frame
 /// (length prefix included), or `None` when the client expects no response
-/// (acks=0 produce).
-pub type PendingReply = Pin<Box<dyn Future<Output = Option<Bytes>> + Send>>;
+/// (acks=0 produce) or the connection must close.
+pub type PendingReply = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
 
 /// One broker's state.
 pub struct Broker {
@@ -151,7 +153,7 @@ pub fn now_ms() -> i64 {
 
 /// A reply that needs no waiting.
 fn ready(frame: Option<Bytes>) -> PendingReply {
-    Box::pin(std::future::ready(frame))
+    Box::pin(std::future::ready(frame.map(Frame::from)))
 }
 
 /// Encodes a response frame: length prefix, response header, body.

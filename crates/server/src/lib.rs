@@ -18,7 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use weir_broker::{Broker, PendingReply};
+use std::os::fd::AsFd;
+
+use tokio::io::Interest;
+use weir_broker::{Broker, FrameChunk, PendingReply};
+use weir_log::FileRange;
 use weir_protocol::header::{FrameError, RequestHeader, split_frame};
 
 /// Bytes read from a socket per `read` call when the buffer runs dry.
@@ -98,17 +102,29 @@ async fn run_connection(
     let (pending_tx, mut pending_rx) = mpsc::channel::<PendingReply>(limits.in_flight_requests_max);
 
     // The writer answers in request order; it gathers whatever responses are
-    // already complete into one write to save syscalls under pipelining.
+    // already complete into one write to save syscalls under pipelining, and
+    // sends record bytes that live in segment files with sendfile.
     let write_task = tokio::spawn(async move {
         let mut out = BytesMut::with_capacity(64 * 1024);
         while let Some(pending) = pending_rx.recv().await {
-            if let Some(frame) = pending.await {
-                out.extend_from_slice(&frame);
-            }
-            while out.len() < WRITE_BATCH_BYTES_MAX {
-                let Ok(next) = pending_rx.try_recv() else { break };
-                if let Some(frame) = next.await {
-                    out.extend_from_slice(&frame);
+            let mut next = Some(pending);
+            while let Some(pending) = next.take() {
+                if let Some(frame) = pending.await {
+                    for chunk in frame.chunks {
+                        match chunk {
+                            FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
+                            FrameChunk::File(range) => {
+                                if !out.is_empty() {
+                                    writer.write_all(&out).await?;
+                                    out.clear();
+                                }
+                                send_file(writer.as_ref(), &range).await?;
+                            }
+                        }
+                    }
+                }
+                if out.len() < WRITE_BATCH_BYTES_MAX {
+                    next = pending_rx.try_recv().ok();
                 }
             }
             if !out.is_empty() {
@@ -163,6 +179,38 @@ async fn run_connection(
         Err(e) => tracing::error!(error = %e, "connection writer task failed"),
     }
     result
+}
+
+/// Writes a file range to the socket with sendfile(2): the bytes go from the
+/// page cache to the socket without a trip through user space.
+async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    let mut position = range.position;
+    let mut left = range.len;
+    while left > 0 {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut offset = position;
+            rustix::fs::sendfile(stream.as_fd(), range.file.as_fd(), Some(&mut offset), left)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            // The file is shorter than the index said: the frame can't be
+            // completed, so the connection must close rather than send garbage.
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended before the fetched range",
+                ));
+            }
+            Ok(n) => {
+                position += n as u64;
+                left -= n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Decodes one frame's header and hands the request to the broker. `None`

@@ -3,7 +3,9 @@
 //!
 //! The long-poll waits on the broker's append notification, registered before
 //! each check so an append between check and wait is never missed; it never
-//! busy-polls. Fetch sessions (KIP-227) are answered as full fetches with
+//! busy-polls. Record bytes are not copied: each partition's records are
+//! encoded as a placeholder that [`splice`] swaps for segment file ranges, which
+//! the server sends with sendfile. Fetch sessions (KIP-227) are answered as full fetches with
 //! session id 0, which tells the client no session was created.
 
 use std::sync::Arc;
@@ -16,7 +18,10 @@ use weir_protocol::messages::fetch::{
     FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 
+use weir_protocol::api::ApiKey;
+
 use crate::error::log_error_code;
+use crate::frame::{Placeholders, splice};
 use crate::{Broker, PendingReply, encode_frame};
 
 /// Kafka's `fetch.max.wait.ms` ceiling: a client can't park a request forever.
@@ -30,8 +35,15 @@ struct Wanted {
     partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
 }
 
-/// One pass over every requested partition. Returns the response and the record bytes in it.
-fn read_once(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committed: bool) -> (Vec<FetchableTopicResponse>, usize) {
+/// One pass over every requested partition. Returns the response (records
+/// as placeholders for the file ranges in `placeholders`) and the record bytes in it.
+fn read_once(
+    broker: &Broker,
+    wanted: &[Wanted],
+    max_bytes: usize,
+    read_committed: bool,
+    placeholders: &mut Placeholders,
+) -> (Vec<FetchableTopicResponse>, usize) {
     let mut total_bytes = 0usize;
     let mut responses = Vec::with_capacity(wanted.len());
     for want in wanted {
@@ -78,17 +90,8 @@ fn read_once(broker: &Broker, wanted: &[Wanted], max_bytes: usize, read_committe
             match log.read(fetch_offset, partition_budget.max(1), limit) {
                 Ok(result) => {
                     if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
-                        let mut buf = Vec::with_capacity(result.bytes);
-                        match result.read_into(&mut buf) {
-                            Ok(()) => {
-                                total_bytes += buf.len();
-                                data.records = Some(Bytes::from(buf));
-                            }
-                            Err(e) => {
-                                tracing::warn!(topic = %partition.topic, partition = index, error = %e, "segment read failed");
-                                data.error_code = ErrorCode::KafkaStorageError.code();
-                            }
-                        }
+                        total_bytes += result.bytes;
+                        data.records = Some(placeholders.add(result));
                     }
                 }
                 Err(e) => data.error_code = log_error_code(&e).code(),
@@ -134,11 +137,13 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
     let broker = broker.clone();
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut placeholders;
         let responses = loop {
             let notified = broker.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (responses, bytes) = read_once(&broker, &wanted, max_bytes, read_committed);
+            placeholders = Placeholders::new();
+            let (responses, bytes) = read_once(&broker, &wanted, max_bytes, read_committed, &mut placeholders);
             let has_error = responses
                 .iter()
                 .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
@@ -147,7 +152,8 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 // Timed out: answer with whatever is there now.
-                break read_once(&broker, &wanted, max_bytes, read_committed).0;
+                placeholders = Placeholders::new();
+                break read_once(&broker, &wanted, max_bytes, read_committed, &mut placeholders).0;
             }
         };
         let response = FetchResponse {
@@ -157,6 +163,12 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
             responses,
             ..Default::default()
         };
-        encode_frame(&header, &response)
+        let encoded = encode_frame(&header, &response)?;
+        let compact = header.api_version >= ApiKey::Fetch.response_flexible_min_version();
+        let frame = splice(encoded, placeholders, compact);
+        if frame.is_none() {
+            tracing::error!("could not splice record ranges into a fetch response; closing connection");
+        }
+        frame
     }))
 }

@@ -233,6 +233,6 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: ProduceReque
             responses.push(TopicProduceResponse { name, partition_responses, ..Default::default() });
         }
         let response = ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() };
-        encode_frame(&header, &response)
+        encode_frame(&header, &response).map(crate::Frame::from)
     }))
 }
