@@ -4,6 +4,7 @@
 
 mod e2e {
     pub mod harness;
+    mod admin;
     mod crash;
     mod hostile;
     mod rdkafka_roundtrip;

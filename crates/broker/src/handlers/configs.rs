@@ -252,6 +252,9 @@ pub fn incremental_alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsR
                             overrides.insert(c.name.clone(), value);
                         }
                         OP_DELETE => {
+                            if TopicConfig::default().get(&c.name).is_none() {
+                                return Err(crate::topic_config::ConfigError::Unknown(c.name.clone()).into());
+                            }
                             overrides.remove(&c.name);
                         }
                         OP_APPEND | OP_SUBTRACT if c.name == "cleanup.policy" => {
