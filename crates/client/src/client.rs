@@ -380,6 +380,11 @@ impl Client {
         }
     }
 
+    /// The bootstrap address this client was given.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap_addr
+    }
+
     /// Sends a request to any broker (the bootstrap one, reconnecting once).
     pub async fn send_any<R: Request>(&mut self, request: &R) -> Result<R::Response, ClientError> {
         let addr = self.bootstrap_addr.clone();

@@ -64,6 +64,12 @@ requests! {
     incremental_alter_configs::IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
     describe_cluster::DescribeClusterRequest => DescribeClusterResponse;
     describe_log_dirs::DescribeLogDirsRequest => DescribeLogDirsResponse;
+    find_coordinator::FindCoordinatorRequest => FindCoordinatorResponse;
+    list_groups::ListGroupsRequest => ListGroupsResponse;
+    describe_groups::DescribeGroupsRequest => DescribeGroupsResponse;
+    offset_fetch::OffsetFetchRequest => OffsetFetchResponse;
+    offset_commit::OffsetCommitRequest => OffsetCommitResponse;
+    delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
 }
 
 /// The Kafka name of an API, for messages.

@@ -11,6 +11,8 @@
 //! - [`producer`]: [`Producer`], a background task that batches records per
 //!   partition (linger, size), compresses, and resolves one
 //!   [`DeliveryFuture`] per record.
+//! - [`groups`]: consumer-group administration (list, describe, offsets,
+//!   delete, reset) through the group's coordinator.
 //! - [`error`]: [`ClientError`], carrying the Kafka [`ErrorCode`] when the
 //!   broker returned one.
 //!
@@ -22,6 +24,7 @@
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod groups;
 pub mod producer;
 
 pub use client::{
@@ -31,6 +34,7 @@ pub use client::{
 };
 pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
 pub use error::ClientError;
+pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
 pub use weir_protocol::compression::Compression;
 pub use weir_protocol::error_code::ErrorCode;
