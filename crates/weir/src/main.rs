@@ -24,9 +24,14 @@ enum Command {
     Produce(commands::produce::ProduceArgs),
     /// Consume records from a topic and print them.
     Consume(commands::consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    #[command(subcommand)]
+    Group(commands::group::GroupCommand),
     /// Cluster information.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
+    /// Measure produce/consume throughput and latency against any broker.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +42,8 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => commands::run(commands::produce::run(args)),
         Command::Consume(args) => commands::run(commands::consume::run(args)),
         Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
+        Command::Bench(args) => commands::bench::run(args),
+        Command::Group(cmd) => commands::run(commands::group::run(cmd)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

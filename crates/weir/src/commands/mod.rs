@@ -3,8 +3,10 @@
 //! Data goes to stdout (one line per record for `consume`); progress, rates
 //! and summaries go to stderr, so pipelines stay clean.
 
+pub mod bench;
 pub mod cluster;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
