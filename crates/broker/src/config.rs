@@ -44,6 +44,24 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Defaults for every topic (overridable per topic with Kafka config names).
     pub topic_defaults: TopicConfig,
+    /// Kafka's `group.initial.rebalance.delay.ms`: the first JoinGroup round of
+    /// an empty group waits this long for more members.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka's `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// Kafka's `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// Kafka's `group.max.size`.
+    pub group_max_size: usize,
+    /// Kafka's `offsets.topic.num.partitions`: partitions of `__consumer_offsets`
+    /// when it is created (later changes don't move existing groups).
+    pub offsets_topic_partitions: i32,
+    /// Kafka's `offsets.retention.minutes`: how long an empty group's offsets are kept.
+    pub offsets_retention_minutes: i64,
+    /// Kafka's `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Kafka's `offset.metadata.max.bytes`: the longest commit metadata string.
+    pub offset_metadata_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +81,14 @@ impl Default for BrokerConfig {
             open_files_max: 4096,
             retention_check_interval_ms: 300_000,
             topic_defaults: TopicConfig::default(),
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 10_000,
+            offsets_topic_partitions: 50,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_bytes_max: 4096,
         }
     }
 }
@@ -99,6 +125,19 @@ impl BrokerConfig {
         }
         if self.open_files_max < 16 {
             return Err("open_files_max must be at least 16".into());
+        }
+        if !(1..=crate::topics::PARTITIONS_PER_TOPIC_MAX).contains(&self.offsets_topic_partitions) {
+            return Err(format!(
+                "offsets_topic_partitions must be between 1 and {}, got {}",
+                crate::topics::PARTITIONS_PER_TOPIC_MAX,
+                self.offsets_topic_partitions
+            ));
+        }
+        if self.group_min_session_timeout_ms <= 0 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err("group_min_session_timeout_ms must be > 0 and <= group_max_session_timeout_ms".into());
+        }
+        if self.group_max_size == 0 {
+            return Err("group_max_size must be >= 1".into());
         }
         self.topic_defaults.validate()
     }

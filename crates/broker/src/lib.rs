@@ -18,6 +18,7 @@
 pub mod config;
 pub mod error;
 pub mod frame;
+pub mod groups;
 mod handlers;
 pub mod partition;
 pub mod topic_config;
@@ -55,6 +56,8 @@ pub struct Broker {
     topics: RwLock<TopicRegistry>,
     /// Woken after every append so long-polling fetches re-check without busy-polling.
     appended: Notify,
+    /// Consumer groups and committed offsets (state in `__consumer_offsets`).
+    pub groups: groups::GroupCoordinator,
 }
 
 impl Broker {
@@ -65,6 +68,7 @@ impl Broker {
         let cluster_id = topics::load_or_create_cluster_id(&config.data_dir, &config.cluster_id)?;
         let env = LogEnv::new(config.open_files_max);
         let registry = TopicRegistry::load(&config.data_dir, env.clone(), &config.topic_defaults)?;
+        let groups = groups::GroupCoordinator::open(&config, &registry)?;
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
         Ok(Arc::new(Broker {
             config,
@@ -72,11 +76,13 @@ impl Broker {
             env,
             topics: RwLock::new(registry),
             appended: Notify::new(),
+            groups,
         }))
     }
 
     /// Flushes and checkpoints every log. Call after the server has drained.
     pub fn shutdown(&self) {
+        self.groups.shutdown();
         self.registry().close_all();
         self.env.shutdown();
     }

@@ -40,6 +40,13 @@ pub struct ServeArgs {
     /// How often retention runs, in milliseconds (Kafka's log.retention.check.interval.ms).
     #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// How long the first JoinGroup round of an empty consumer group waits for
+    /// more members, in ms (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
+    /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
+    #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
+    offsets_topic_partitions: Option<i32>,
     /// Default topic config, Kafka names, repeatable: --topic-config retention.ms=60000
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     topic_config: Vec<String>,
@@ -76,6 +83,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.retention_check_interval_ms {
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(ms) = args.group_initial_rebalance_delay_ms {
+        config.group_initial_rebalance_delay_ms = ms;
+    }
+    if let Some(n) = args.offsets_topic_partitions {
+        config.offsets_topic_partitions = n;
     }
     for pair in &args.topic_config {
         let Some((key, value)) = pair.split_once('=') else {
@@ -122,9 +135,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let retention = spawn_retention(broker.clone(), shutdown_rx.clone());
+        let signalled = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown requested; finishing in-flight requests");
+            // Parked JoinGroup/SyncGroup requests would otherwise hold their
+            // connections open until the rebalance timeout.
+            signalled.groups.abandon_waiters();
             let _ = shutdown_tx.send(true);
         });
         tracing::info!(listen = %config.listen, advertised = %config.advertised(), "weir is serving");

@@ -7,6 +7,7 @@ pub mod api_versions;
 mod admin;
 mod configs;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -38,6 +39,17 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::OffsetDelete,
+    ApiKey::ListGroups,
+    ApiKey::DescribeGroups,
+    ApiKey::DeleteGroups,
 ];
 
 fn decode<T: Decode>(header: &RequestHeader, mut body: Bytes) -> Option<T> {
@@ -120,6 +132,35 @@ pub async fn dispatch(
             let response = configs::incremental_alter(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
+        ApiKey::FindCoordinator => {
+            let response = groups::find_coordinator(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::JoinGroup => Some(groups::join_group(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::SyncGroup => Some(groups::sync_group(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::Heartbeat => {
+            let response = groups::heartbeat(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::LeaveGroup => {
+            let response = groups::leave_group(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::OffsetCommit => Some(groups::offset_commit(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::OffsetFetch => {
+            let response = groups::offset_fetch(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::OffsetDelete => Some(groups::offset_delete(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::ListGroups => {
+            let response = groups::list_groups(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeGroups => {
+            let response = groups::describe_groups(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DeleteGroups => Some(groups::delete_groups(broker, header.clone(), decode(&header, body)?)),
         _ => {
             tracing::debug!(?key, "API not handled by this broker; closing connection");
             None

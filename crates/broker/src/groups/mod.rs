@@ -1,0 +1,675 @@
+//! The group coordinator: classic consumer groups and committed offsets.
+//!
+//! - [`group`]: one group as a sans-I/O state machine (join/sync/heartbeat/
+//!   leave/timeouts → replies to deliver). All the protocol rules live there.
+//! - [`records`]: the key/value layouts of `__consumer_offsets` (Kafka's).
+//! - this module: the async shell. It owns the groups behind one mutex, turns
+//!   parked JoinGroup/SyncGroup requests into oneshot channels, appends state
+//!   changes to `__consumer_offsets`, and runs one timer task that drives
+//!   [`group::Group::tick`] at the next deadline (never polling).
+//!
+//! Durability: a group is stored in partition `hash(group) % partitions` of
+//! `__consumer_offsets` (Kafka's placement, with Java's `String.hashCode`).
+//! Offset commits and the group's membership (written when it becomes Stable
+//! or Empty) are appended there; commits are acknowledged, and SyncGroup
+//! answered, only once their record is fsynced. On start the coordinator
+//! replays every partition to rebuild groups and offsets. The in-memory state
+//! changes when the record is appended, before it is durable: a reader may see
+//! a commit whose fsync later fails (the committer itself gets the error).
+//!
+//! The log has no compactor yet, so the topic is created with
+//! `cleanup.policy=compact` and no retention: nothing is ever deleted by time,
+//! and replay applies tombstones itself.
+
+pub mod group;
+pub mod records;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, oneshot};
+use weir_log::{AppendOptions, LogError};
+use weir_protocol::compression::Compression;
+use weir_protocol::error_code::ErrorCode;
+use weir_protocol::record::{self, BatchHeader, Record, RecordBatchBuilder};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::topics::{Topic, TopicRegistry};
+use crate::{Broker, now_ms};
+pub use group::GroupState;
+use group::{Group, GroupLimits, JoinReply, JoinRequest, OffsetEntry, Outbox, Reply, SyncReply, SyncRequest};
+
+/// Kafka's internal topic for group state.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Read size while replaying a partition at start.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+/// Cap on a decompressed batch during replay (we never compress, but be safe).
+const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+/// The timer wakes at least this often to run offset expiry.
+const IDLE_TICK_MS: u64 = 60_000;
+
+type Waiter = oneshot::Sender<Reply>;
+/// Resolves when an appended group record is durable.
+pub type Durable = oneshot::Receiver<Result<(), LogError>>;
+
+/// A group as DescribeGroups reports it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: GroupState,
+}
+
+pub struct GroupCoordinator {
+    limits: GroupLimits,
+    /// Partitions of `__consumer_offsets` when we create it.
+    partitions_configured: i32,
+    /// Kafka's `offsets.retention.minutes`, in ms.
+    offsets_retention_ms: i64,
+    offsets_retention_check_interval_ms: i64,
+    /// Kafka's `offset.metadata.max.bytes`.
+    pub offset_metadata_bytes_max: usize,
+    groups: Mutex<HashMap<String, Group<Waiter>>>,
+    /// Wakes the timer task when a deadline may have moved earlier.
+    wake: Arc<Notify>,
+    timer_started: AtomicBool,
+    stopped: AtomicBool,
+    next_expiry_check_ms: Mutex<i64>,
+}
+
+/// Java's `String.hashCode`, so groups land on the partitions Kafka would pick.
+fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The `__consumer_offsets` partition that holds `group_id`.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return 0;
+    }
+    // Kafka's Utils.abs: i32::MIN maps to 0.
+    let hash = java_string_hash(group_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions
+}
+
+impl GroupCoordinator {
+    /// Builds the coordinator and replays `__consumer_offsets` if it exists.
+    pub fn open(config: &BrokerConfig, registry: &TopicRegistry) -> Result<GroupCoordinator, BrokerError> {
+        let coordinator = GroupCoordinator {
+            limits: GroupLimits {
+                session_timeout_ms_min: config.group_min_session_timeout_ms,
+                session_timeout_ms_max: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms).unwrap_or(i64::MAX),
+                members_max: config.group_max_size,
+            },
+            partitions_configured: config.offsets_topic_partitions,
+            offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+            offsets_retention_check_interval_ms: i64::try_from(config.offsets_retention_check_interval_ms)
+                .unwrap_or(i64::MAX),
+            offset_metadata_bytes_max: config.offset_metadata_bytes_max,
+            groups: Mutex::new(HashMap::new()),
+            wake: Arc::new(Notify::new()),
+            timer_started: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            next_expiry_check_ms: Mutex::new(0),
+        };
+        if let Some(topic) = registry.get(OFFSETS_TOPIC) {
+            coordinator.replay(topic)?;
+        }
+        Ok(coordinator)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group<Waiter>>> {
+        // Group transitions never leave a half-updated map behind a panic, so carry on.
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn replay(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let now = now_ms();
+        let mut groups = self.lock();
+        let mut records_read = 0usize;
+        for partition in &topic.partitions {
+            let log = &partition.log;
+            let end = log.log_end_offset();
+            let mut offset = log.log_start_offset();
+            while offset < end {
+                let result = log.read(offset, REPLAY_READ_BYTES, end)?;
+                if result.bytes == 0 {
+                    break;
+                }
+                let mut buf = Vec::with_capacity(result.bytes);
+                result.read_into(&mut buf)?;
+                let buf = Bytes::from(buf);
+                let mut progressed = false;
+                for batch in record::split_batches(&buf) {
+                    let batch = batch.map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let header = BatchHeader::parse(&batch).map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let next = header.last_offset().saturating_add(1);
+                    if next <= offset {
+                        continue;
+                    }
+                    offset = next;
+                    progressed = true;
+                    if header.is_control() {
+                        continue;
+                    }
+                    let decoded = record::decode_records(&batch, REPLAY_DECOMPRESSED_BYTES_MAX)
+                        .map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    for rec in decoded {
+                        records_read += 1;
+                        apply_record(&mut groups, rec, now);
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+        tracing::info!(groups = groups.len(), records = records_read, "group coordinator loaded");
+        Ok(())
+    }
+
+    /// Makes sure `__consumer_offsets` exists (created on first use).
+    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>, ErrorCode> {
+        if let Some(topic) = broker.topic(OFFSETS_TOPIC) {
+            return Ok(topic);
+        }
+        let mut registry = broker.registry_mut();
+        if let Some(topic) = registry.get(OFFSETS_TOPIC) {
+            return Ok(topic.clone());
+        }
+        let overrides = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("retention.bytes", "-1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match registry.create(OFFSETS_TOPIC, self.partitions_configured, overrides, &broker.config.topic_defaults) {
+            Ok(topic) => {
+                tracing::info!(partitions = self.partitions_configured, "created {OFFSETS_TOPIC}");
+                Ok(topic)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not create {OFFSETS_TOPIC}");
+                Err(ErrorCode::CoordinatorNotAvailable)
+            }
+        }
+    }
+
+    /// Appends group records to the group's partition and returns when they'll be durable.
+    fn append(&self, broker: &Arc<Broker>, group_id: &str, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<Durable, ErrorCode> {
+        let topic = self.ensure_offsets_topic(broker)?;
+        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let Some(partition) = topic.partition(partition_for(group_id, count)) else {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        };
+        let now = now_ms();
+        let mut builder = RecordBatchBuilder::new(Compression::None).base_timestamp(now);
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            builder.push(Record {
+                offset_delta: i32::try_from(i).unwrap_or(i32::MAX),
+                timestamp_delta: 0,
+                key: Some(key),
+                value,
+                headers: Vec::new(),
+            });
+        }
+        let batch = builder.build().map_err(|e| {
+            tracing::error!(error = %e, "encoding a group record batch failed");
+            ErrorCode::UnknownServerError
+        })?;
+        let options = AppendOptions { leader_epoch: 0, log_append_time_ms: None };
+        let info = partition.log.append(&batch, &options).map_err(|e| {
+            tracing::warn!(error = %e, group = group_id, "appending to {OFFSETS_TOPIC} failed");
+            ErrorCode::CoordinatorNotAvailable
+        })?;
+        let end_offset = info.last_offset + 1;
+        let (tx, rx) = oneshot::channel();
+        let log = partition.log.clone();
+        let waker = broker.clone();
+        partition.log.on_durable(
+            end_offset,
+            Box::new(move |result| {
+                if result.is_ok() && log.high_watermark() < end_offset {
+                    log.set_high_watermark(end_offset);
+                }
+                waker.appended.notify_waiters();
+                let _ = tx.send(result);
+            }),
+        );
+        Ok(rx)
+    }
+
+    /// Runs `f` on a group (creating it if `create`), persists the group if it
+    /// changed, and delivers the replies `f` produced (after the write is durable).
+    fn with_group<R>(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group<Waiter>, &mut Outbox<Waiter>) -> R,
+    ) -> Option<R> {
+        self.start_timer(broker);
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut groups = self.lock();
+        if !groups.contains_key(group_id) {
+            if !create {
+                return None;
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id, now));
+        }
+        let group = groups.get_mut(group_id)?;
+        let result = f(group, &mut out);
+        let durable = self.persist_if_dirty(broker, group);
+        if group.state() == GroupState::Empty
+            && group.member_count() == 0
+            && group.offsets.is_empty()
+            && group.generation() == 0
+            && group.next_deadline_ms().is_none()
+        {
+            // Nothing was ever stored for it (e.g. a refused first join).
+            groups.remove(group_id);
+        }
+        drop(groups);
+        deliver(out, durable);
+        self.wake.notify_one();
+        Some(result)
+    }
+
+    fn persist_if_dirty(&self, broker: &Arc<Broker>, group: &mut Group<Waiter>) -> Option<Durable> {
+        if !group.take_dirty() {
+            return None;
+        }
+        let value = records::group_value(&group.stored());
+        self.append(broker, &group.id, vec![(records::group_key(&group.id), Some(value))]).ok()
+    }
+
+    fn start_timer(&self, broker: &Arc<Broker>) {
+        if self.timer_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Broker> = Arc::downgrade(broker);
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            loop {
+                let next_ms = {
+                    let Some(broker) = weak.upgrade() else { return };
+                    if broker.groups.stopped.load(Ordering::Acquire) {
+                        return;
+                    }
+                    broker.groups.tick(&broker, now_ms())
+                };
+                let wait_ms = u64::try_from(next_ms.saturating_sub(now_ms())).unwrap_or(0).min(IDLE_TICK_MS);
+                let notified = wake.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(wait_ms.max(1)), notified).await;
+            }
+        });
+    }
+
+    /// Runs every group's timers and offset expiry; returns the next deadline.
+    fn tick(&self, broker: &Arc<Broker>, now: i64) -> i64 {
+        let expire = {
+            let mut next_check = self.next_expiry_check_ms.lock().unwrap_or_else(|e| e.into_inner());
+            let due = *next_check <= now;
+            if due {
+                *next_check = now.saturating_add(self.offsets_retention_check_interval_ms.max(1_000));
+            }
+            due
+        };
+        let mut next = now.saturating_add(i64::try_from(IDLE_TICK_MS).unwrap_or(i64::MAX));
+        let mut groups = self.lock();
+        let mut deliveries = Vec::new();
+        let mut dead = Vec::new();
+        for group in groups.values_mut() {
+            if group.next_deadline_ms().is_some_and(|d| d <= now) {
+                let mut out = Vec::new();
+                group.tick(now, &mut out);
+                let durable = self.persist_if_dirty(broker, group);
+                deliveries.push((out, durable));
+            }
+            if expire {
+                let expired = group.expire_offsets(now, self.offsets_retention_ms);
+                let gone = group.state() == GroupState::Empty && group.offsets.is_empty();
+                let mut tombstones: Vec<(Bytes, Option<Bytes>)> =
+                    expired.iter().map(|(t, p)| (records::offset_key(&group.id, t, *p), None)).collect();
+                if gone {
+                    tombstones.push((records::group_key(&group.id), None));
+                    dead.push(group.id.clone());
+                }
+                if !tombstones.is_empty() {
+                    tracing::info!(group = %group.id, offsets = expired.len(), removed = gone, "expired offsets");
+                    let _ = self.append(broker, &group.id, tombstones);
+                }
+            }
+            if let Some(d) = group.next_deadline_ms() {
+                next = next.min(d);
+            }
+        }
+        for id in dead {
+            groups.remove(&id);
+        }
+        drop(groups);
+        for (out, durable) in deliveries {
+            deliver(out, durable);
+        }
+        next
+    }
+
+    /// Answers every parked JoinGroup/SyncGroup with NOT_COORDINATOR so
+    /// connections can drain; call when shutdown begins.
+    pub fn abandon_waiters(&self) {
+        self.stopped.store(true, Ordering::Release);
+        let mut out = Vec::new();
+        for group in self.lock().values_mut() {
+            group.drain_waiters(ErrorCode::NotCoordinator, &mut out);
+        }
+        deliver(out, None);
+        self.wake.notify_one();
+    }
+
+    /// Stops the timer task.
+    pub fn shutdown(&self) {
+        self.abandon_waiters();
+    }
+
+    // ---- requests -------------------------------------------------------
+
+    pub fn join(&self, broker: &Arc<Broker>, group_id: &str, mut req: JoinRequest) -> oneshot::Receiver<Reply> {
+        let (tx, rx) = oneshot::channel();
+        let prefix = req.instance_id.clone().unwrap_or_else(|| req.client_id.clone());
+        req.fresh_member_id = format!("{prefix}-{}", uuid_text());
+        let create = req.member_id.is_empty();
+        let member_id = req.member_id.clone();
+        let limits = self.limits.clone();
+        let handled = self.with_group(broker, group_id, create, |g, out| g.join(req, tx, now_ms(), &limits, out));
+        if handled.is_none() {
+            // Unknown group with a member id: the member belongs to a group that is gone.
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &member_id)));
+            return rx;
+        }
+        rx
+    }
+
+    pub fn sync(&self, broker: &Arc<Broker>, group_id: &str, req: SyncRequest) -> oneshot::Receiver<Reply> {
+        let (tx, rx) = oneshot::channel();
+        if self.with_group(broker, group_id, false, |g, out| g.sync(req, tx, now_ms(), out)).is_none() {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Reply::Sync(SyncReply::error(ErrorCode::UnknownMemberId)));
+            return rx;
+        }
+        rx
+    }
+
+    pub fn heartbeat(&self, broker: &Arc<Broker>, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> ErrorCode {
+        self.with_group(broker, group_id, false, |g, _| g.heartbeat(member_id, instance_id, generation, now_ms()))
+            .unwrap_or(ErrorCode::UnknownMemberId)
+    }
+
+    /// LeaveGroup for several members: one error per member.
+    pub fn leave(&self, broker: &Arc<Broker>, group_id: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
+        self.with_group(broker, group_id, false, |g, out| {
+            members.iter().map(|(m, i)| g.leave(m, i.as_deref(), now_ms(), out)).collect()
+        })
+        .unwrap_or_else(|| vec![ErrorCode::UnknownMemberId; members.len()])
+    }
+
+    /// OffsetCommit: checks the member, applies the offsets and returns when they'll be durable.
+    /// `Err` is the error for every partition.
+    pub fn commit(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<(String, i32, OffsetEntry)>,
+    ) -> Result<Option<Durable>, ErrorCode> {
+        self.ensure_offsets_topic(broker)?;
+        let simple = generation < 0 && member_id.is_empty();
+        self.with_group(broker, group_id, simple, |g, _| {
+            let code = g.check_commit(member_id, instance_id, generation, now_ms());
+            if code != ErrorCode::None {
+                return Err(code);
+            }
+            if offsets.is_empty() {
+                return Ok(None);
+            }
+            let entries = offsets
+                .iter()
+                .map(|(t, p, e)| (records::offset_key(group_id, t, *p), Some(records::offset_value(e))))
+                .collect();
+            let durable = self.append(broker, group_id, entries)?;
+            for (t, p, e) in offsets {
+                g.offsets.insert((t, p), e);
+            }
+            Ok(Some(durable))
+        })
+        .unwrap_or(Err(ErrorCode::UnknownMemberId))
+    }
+
+    /// OffsetFetch for one group. `None` topics means every committed offset.
+    /// Unknown groups and partitions read as offset -1 (no error).
+    pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[(String, Vec<i32>)]>) -> Vec<(String, Vec<(i32, Option<OffsetEntry>)>)> {
+        let groups = self.lock();
+        let group = groups.get(group_id);
+        match topics {
+            Some(wanted) => wanted
+                .iter()
+                .map(|(t, parts)| {
+                    let found = parts
+                        .iter()
+                        .map(|p| (*p, group.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned())))
+                        .collect();
+                    (t.clone(), found)
+                })
+                .collect(),
+            None => {
+                let mut out: Vec<(String, Vec<(i32, Option<OffsetEntry>)>)> = Vec::new();
+                if let Some(g) = group {
+                    for ((t, p), e) in &g.offsets {
+                        match out.last_mut() {
+                            Some((last, list)) if last == t => list.push((*p, Some(e.clone()))),
+                            _ => out.push((t.clone(), vec![(*p, Some(e.clone()))])),
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// OffsetDelete. `Err` is a group-level error; otherwise one code per partition.
+    pub fn delete_offsets(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<(Vec<(String, Vec<(i32, ErrorCode)>)>, Option<Durable>), ErrorCode> {
+        self.ensure_offsets_topic(broker)?;
+        self.with_group(broker, group_id, false, |g, _| {
+            let live = g.state() != GroupState::Empty;
+            let protocol = g.protocol_name().unwrap_or_default().to_string();
+            let subscribed: Vec<String> = if live && g.protocol_type() == Some("consumer") {
+                g.members().flat_map(|m| records::subscribed_topics(&m.metadata_for(&protocol))).collect()
+            } else {
+                Vec::new()
+            };
+            let mut results = Vec::new();
+            let mut tombstones = Vec::new();
+            for (t, parts) in topics {
+                let mut codes = Vec::new();
+                for p in parts {
+                    if live && subscribed.contains(t) {
+                        codes.push((*p, ErrorCode::GroupSubscribedToTopic));
+                        continue;
+                    }
+                    if g.offsets.remove(&(t.clone(), *p)).is_some() {
+                        tombstones.push((records::offset_key(group_id, t, *p), None));
+                    }
+                    codes.push((*p, ErrorCode::None));
+                }
+                results.push((t.clone(), codes));
+            }
+            let durable = if tombstones.is_empty() { None } else { Some(self.append(broker, group_id, tombstones)?) };
+            Ok((results, durable))
+        })
+        .unwrap_or(Err(ErrorCode::GroupIdNotFound))
+    }
+
+    /// DeleteGroups for one group: only an empty group can go.
+    pub fn delete_group(&self, broker: &Arc<Broker>, group_id: &str) -> Result<Option<Durable>, ErrorCode> {
+        self.ensure_offsets_topic(broker)?;
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else { return Err(ErrorCode::GroupIdNotFound) };
+        match group.state() {
+            GroupState::Empty => {}
+            GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
+            _ => return Err(ErrorCode::NonEmptyGroup),
+        }
+        let mut tombstones: Vec<(Bytes, Option<Bytes>)> =
+            group.offsets.keys().map(|(t, p)| (records::offset_key(group_id, t, *p), None)).collect();
+        tombstones.push((records::group_key(group_id), None));
+        let durable = self.append(broker, group_id, tombstones)?;
+        let mut out = Vec::new();
+        group.mark_dead(now_ms());
+        group.drain_waiters(ErrorCode::CoordinatorNotAvailable, &mut out);
+        groups.remove(group_id);
+        drop(groups);
+        deliver(out, None);
+        Ok(Some(durable))
+    }
+
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let mut listed: Vec<ListedGroup> = self
+            .lock()
+            .values()
+            .map(|g| ListedGroup {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                state: g.state(),
+            })
+            .collect();
+        listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listed
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol_name().unwrap_or_default().to_string();
+        let stable = g.state() == GroupState::Stable;
+        Some(GroupDescription {
+            state: g.state(),
+            protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+            protocol_name: protocol.clone(),
+            members: g
+                .members()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    // Kafka shows metadata and assignment only for a settled group.
+                    metadata: if stable { m.metadata_for(&protocol) } else { Bytes::new() },
+                    assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Applies one replayed record to the groups being rebuilt.
+fn apply_record(groups: &mut HashMap<String, Group<Waiter>>, rec: Record, now: i64) {
+    let Some(key) = rec.key else { return };
+    let key = match records::decode_key(key) {
+        Ok(Some(key)) => key,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "skipping undecodable {OFFSETS_TOPIC} key");
+            return;
+        }
+    };
+    match key {
+        records::Key::Offset { group, topic, partition } => match rec.value {
+            Some(value) => match records::decode_offset_value(value) {
+                Ok(entry) => {
+                    groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now)).offsets.insert((topic, partition), entry);
+                }
+                Err(e) => tracing::warn!(error = %e, %group, "skipping undecodable offset record"),
+            },
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        },
+        records::Key::Group { group } => match rec.value {
+            Some(value) => match records::decode_group_value(value) {
+                Ok(stored) => groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now)).restore(stored, now),
+                Err(e) => tracing::warn!(error = %e, %group, "skipping undecodable group record"),
+            },
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+}
+
+/// Sends replies, after `durable` resolves if there is a write to wait for.
+fn deliver(out: Outbox<Waiter>, durable: Option<Durable>) {
+    if out.is_empty() {
+        return;
+    }
+    let Some(durable) = durable else {
+        for (waiter, reply) in out {
+            let _ = waiter.send(reply);
+        }
+        return;
+    };
+    tokio::spawn(async move {
+        let stored = matches!(durable.await, Ok(Ok(())));
+        for (waiter, reply) in out {
+            let reply = match reply {
+                // A SyncGroup success promises the assignment is stored; if it
+                // isn't, the member retries and the group rebalances.
+                Reply::Sync(s) if !stored && s.error == ErrorCode::None => {
+                    Reply::Sync(SyncReply::error(ErrorCode::CoordinatorNotAvailable))
+                }
+                other => other,
+            };
+            let _ = waiter.send(reply);
+        }
+    });
+}
+
+/// A random 128-bit id as 32 hex chars (member ids; Kafka uses UUIDs).
+fn uuid_text() -> String {
+    crate::topics::hex(&crate::topics::random_id())
+}
+
+#[cfg(test)]
+mod tests;

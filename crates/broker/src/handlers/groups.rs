@@ -1,0 +1,486 @@
+//! Group coordinator APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups,
+//! DescribeGroups, DeleteGroups.
+//!
+//! These only translate between wire types and [`crate::groups`]; the rules
+//! live in the coordinator's state machine. JoinGroup and SyncGroup replies
+//! are futures that resolve when the group's round completes; OffsetCommit,
+//! OffsetDelete and DeleteGroups resolve once their records are fsynced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_protocol::error_code::ErrorCode;
+use weir_protocol::header::RequestHeader;
+use weir_protocol::messages::delete_groups::{DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse};
+use weir_protocol::messages::describe_groups::{
+    DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
+};
+use weir_protocol::messages::find_coordinator::{Coordinator, FindCoordinatorRequest, FindCoordinatorResponse};
+use weir_protocol::messages::heartbeat::{HeartbeatRequest, HeartbeatResponse};
+use weir_protocol::messages::join_group::{JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember};
+use weir_protocol::messages::leave_group::{LeaveGroupRequest, LeaveGroupResponse, MemberResponse};
+use weir_protocol::messages::list_groups::{ListGroupsRequest, ListGroupsResponse, ListedGroup};
+use weir_protocol::messages::offset_commit::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use weir_protocol::messages::offset_delete::{
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use weir_protocol::messages::offset_fetch::{
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
+    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use weir_protocol::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
+
+use crate::groups::group::{JoinReply, JoinRequest, OffsetEntry, Reply, SyncReply, SyncRequest};
+use crate::groups::{Durable, GroupState};
+use crate::{Broker, PendingReply, encode_frame, now_ms, ready};
+
+/// How long an acknowledgement may wait for fsync before answering with a timeout.
+const DURABILITY_WAIT_MS: u64 = 30_000;
+/// FindCoordinator key types (KIP-98 transaction coordinators are not served here).
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Waits for a group record to be durable; the error to report if it isn't.
+async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
+    let Some(durable) = durable else { return ErrorCode::None };
+    match tokio::time::timeout(Duration::from_millis(DURABILITY_WAIT_MS), durable).await {
+        Ok(Ok(Ok(()))) => ErrorCode::None,
+        Ok(Ok(Err(_))) | Ok(Err(_)) => ErrorCode::KafkaStorageError,
+        Err(_) => ErrorCode::RequestTimedOut,
+    }
+}
+
+fn invalid_group_id(group_id: &str) -> bool {
+    group_id.is_empty()
+}
+
+pub fn find_coordinator(broker: &Arc<Broker>, header: &RequestHeader, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let advertised = broker.config.advertised();
+    let host = advertised.ip().to_string();
+    let port = i32::from(advertised.port());
+    let node_id = broker.config.node_id;
+    let answer = |key: &str| -> (ErrorCode, Option<String>) {
+        if request.key_type != KEY_TYPE_GROUP {
+            return (ErrorCode::CoordinatorNotAvailable, Some("this broker runs no transaction coordinator".into()));
+        }
+        if key.is_empty() {
+            return (ErrorCode::InvalidRequest, Some("empty group id".into()));
+        }
+        // The coordinator is the leader of the group's __consumer_offsets
+        // partition; on a single node that is always this broker, once the topic exists.
+        match broker.groups.ensure_offsets_topic(broker) {
+            Ok(_) => (ErrorCode::None, None),
+            Err(code) => (code, Some("could not create __consumer_offsets".into())),
+        }
+    };
+    if header.api_version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let (code, message) = answer(key);
+                let ok = code == ErrorCode::None;
+                Coordinator {
+                    key: key.clone(),
+                    node_id: if ok { node_id } else { -1 },
+                    host: if ok { host.clone() } else { String::new() },
+                    port: if ok { port } else { -1 },
+                    error_code: code.code(),
+                    error_message: message,
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse { coordinators, ..Default::default() };
+    }
+    let (code, message) = answer(&request.key);
+    let ok = code == ErrorCode::None;
+    FindCoordinatorResponse {
+        error_code: code.code(),
+        error_message: message,
+        node_id: if ok { node_id } else { -1 },
+        host: if ok { host } else { String::new() },
+        port: if ok { port } else { -1 },
+        ..Default::default()
+    }
+}
+
+fn join_response(version: i16, reply: JoinReply) -> JoinGroupResponse {
+    // Before v7 the protocol name can't be null on the wire.
+    let protocol_name = match reply.protocol_name {
+        None if version < 7 => Some(String::new()),
+        other => other,
+    };
+    JoinGroupResponse {
+        error_code: reply.error.code(),
+        generation_id: reply.generation,
+        protocol_type: reply.protocol_type,
+        protocol_name,
+        leader: reply.leader,
+        skip_assignment: reply.skip_assignment,
+        member_id: reply.member_id,
+        members: reply
+            .members
+            .into_iter()
+            .map(|m| JoinGroupResponseMember {
+                member_id: m.member_id,
+                group_instance_id: m.instance_id,
+                metadata: m.metadata,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn join_group(broker: &Arc<Broker>, header: RequestHeader, request: JoinGroupRequest) -> PendingReply {
+    let version = header.api_version;
+    if invalid_group_id(&request.group_id) {
+        let reply = JoinReply::error(ErrorCode::InvalidGroupId, &request.member_id);
+        return ready(encode_frame(&header, &join_response(version, reply)));
+    }
+    let rebalance_timeout_ms =
+        if request.rebalance_timeout_ms < 0 { request.session_timeout_ms } else { request.rebalance_timeout_ms };
+    let req = JoinRequest {
+        member_id: request.member_id.clone(),
+        instance_id: request.group_instance_id,
+        protocol_type: request.protocol_type,
+        protocols: request.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms,
+        client_id: header.client_id.clone().unwrap_or_default(),
+        // The connection's peer address isn't passed to handlers.
+        client_host: String::from("unknown"),
+        require_known_member_id: version >= 4,
+        fresh_member_id: String::new(),
+    };
+    let rx = broker.groups.join(broker, &request.group_id, req);
+    let member_id = request.member_id;
+    Box::pin(async move {
+        let reply = match rx.await {
+            Ok(Reply::Join(reply)) => reply,
+            // The round was abandoned (shutdown, or a newer join from the same member).
+            _ => JoinReply::error(ErrorCode::NotCoordinator, &member_id),
+        };
+        encode_frame(&header, &join_response(version, reply)).map(Into::into)
+    })
+}
+
+fn sync_response(reply: SyncReply) -> SyncGroupResponse {
+    SyncGroupResponse {
+        error_code: reply.error.code(),
+        protocol_type: reply.protocol_type,
+        protocol_name: reply.protocol_name,
+        assignment: reply.assignment,
+        ..Default::default()
+    }
+}
+
+pub fn sync_group(broker: &Arc<Broker>, header: RequestHeader, request: SyncGroupRequest) -> PendingReply {
+    if invalid_group_id(&request.group_id) {
+        return ready(encode_frame(&header, &sync_response(SyncReply::error(ErrorCode::InvalidGroupId))));
+    }
+    let req = SyncRequest {
+        member_id: request.member_id,
+        instance_id: request.group_instance_id,
+        generation: request.generation_id,
+        protocol_type: request.protocol_type,
+        protocol_name: request.protocol_name,
+        assignments: request.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect(),
+    };
+    let rx = broker.groups.sync(broker, &request.group_id, req);
+    Box::pin(async move {
+        let reply = match rx.await {
+            Ok(Reply::Sync(reply)) => reply,
+            _ => SyncReply::error(ErrorCode::NotCoordinator),
+        };
+        encode_frame(&header, &sync_response(reply)).map(Into::into)
+    })
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let code = if invalid_group_id(&request.group_id) {
+        ErrorCode::InvalidGroupId
+    } else {
+        broker.groups.heartbeat(
+            broker,
+            &request.group_id,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id,
+        )
+    };
+    HeartbeatResponse { error_code: code.code(), ..Default::default() }
+}
+
+pub fn leave_group(broker: &Arc<Broker>, header: &RequestHeader, request: LeaveGroupRequest) -> LeaveGroupResponse {
+    if invalid_group_id(&request.group_id) {
+        return LeaveGroupResponse { error_code: ErrorCode::InvalidGroupId.code(), ..Default::default() };
+    }
+    if header.api_version < 3 {
+        let codes = broker.groups.leave(broker, &request.group_id, &[(request.member_id, None)]);
+        let code = codes.first().copied().unwrap_or(ErrorCode::UnknownMemberId);
+        return LeaveGroupResponse { error_code: code.code(), ..Default::default() };
+    }
+    let wanted: Vec<(String, Option<String>)> =
+        request.members.iter().map(|m| (m.member_id.clone(), m.group_instance_id.clone())).collect();
+    let codes = broker.groups.leave(broker, &request.group_id, &wanted);
+    let members = request
+        .members
+        .into_iter()
+        .zip(codes)
+        .map(|(m, code)| MemberResponse {
+            member_id: m.member_id,
+            group_instance_id: m.group_instance_id,
+            error_code: code.code(),
+        })
+        .collect();
+    LeaveGroupResponse { error_code: ErrorCode::None.code(), members, ..Default::default() }
+}
+
+pub fn offset_commit(broker: &Arc<Broker>, header: RequestHeader, request: OffsetCommitRequest) -> PendingReply {
+    let now = now_ms();
+    let metadata_max = broker.groups.offset_metadata_bytes_max;
+    // Per-partition checks first; only partitions that pass are committed.
+    let mut codes: Vec<(String, Vec<(i32, ErrorCode)>)> = Vec::with_capacity(request.topics.len());
+    let mut accepted = Vec::new();
+    for topic in &request.topics {
+        let known = broker.topic(&topic.name);
+        let mut list = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let code = if known.as_ref().and_then(|t| t.partition(p.partition_index)).is_none() {
+                ErrorCode::UnknownTopicOrPartition
+            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > metadata_max) {
+                ErrorCode::OffsetMetadataTooLarge
+            } else {
+                accepted.push((
+                    topic.name.clone(),
+                    p.partition_index,
+                    OffsetEntry {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.clone().unwrap_or_default(),
+                        commit_ts_ms: now,
+                    },
+                ));
+                ErrorCode::None
+            };
+            list.push((p.partition_index, code));
+        }
+        codes.push((topic.name.clone(), list));
+    }
+    let outcome = if invalid_group_id(&request.group_id) {
+        Err(ErrorCode::InvalidGroupId)
+    } else {
+        broker.groups.commit(
+            broker,
+            &request.group_id,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            request.generation_id_or_member_epoch,
+            accepted,
+        )
+    };
+    Box::pin(async move {
+        let group_code = match outcome {
+            Ok(durable) => wait_durable(durable).await,
+            Err(code) => code,
+        };
+        let topics = codes
+            .into_iter()
+            .map(|(name, list)| OffsetCommitResponseTopic {
+                name,
+                partitions: list
+                    .into_iter()
+                    .map(|(partition_index, code)| OffsetCommitResponsePartition {
+                        partition_index,
+                        error_code: if code == ErrorCode::None { group_code.code() } else { code.code() },
+                    })
+                    .collect(),
+            })
+            .collect();
+        let response = OffsetCommitResponse { topics, ..Default::default() };
+        encode_frame(&header, &response).map(Into::into)
+    })
+}
+
+pub fn offset_fetch(broker: &Arc<Broker>, header: &RequestHeader, request: OffsetFetchRequest) -> OffsetFetchResponse {
+    let fetch = |group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>| {
+        broker.groups.fetch_offsets(group_id, topics.as_deref())
+    };
+    let leader_epoch = |e: &Option<OffsetEntry>| e.as_ref().map_or(-1, |e| e.leader_epoch);
+    if header.api_version < 8 {
+        let wanted = request
+            .topics
+            .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect::<Vec<_>>());
+        let topics = fetch(&request.group_id, wanted)
+            .into_iter()
+            .map(|(name, parts)| OffsetFetchResponseTopic {
+                name,
+                partitions: parts
+                    .into_iter()
+                    .map(|(partition_index, entry)| OffsetFetchResponsePartition {
+                        partition_index,
+                        committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
+                        committed_leader_epoch: leader_epoch(&entry),
+                        metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
+                        error_code: ErrorCode::None.code(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        return OffsetFetchResponse { topics, ..Default::default() };
+    }
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|g| {
+            let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect::<Vec<_>>());
+            let topics = fetch(&g.group_id, wanted)
+                .into_iter()
+                .map(|(name, parts)| OffsetFetchResponseTopics {
+                    name,
+                    partitions: parts
+                        .into_iter()
+                        .map(|(partition_index, entry)| OffsetFetchResponsePartitions {
+                            partition_index,
+                            committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
+                            committed_leader_epoch: leader_epoch(&entry),
+                            metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
+                            error_code: ErrorCode::None.code(),
+                        })
+                        .collect(),
+                })
+                .collect();
+            OffsetFetchResponseGroup { group_id: g.group_id, topics, error_code: ErrorCode::None.code() }
+        })
+        .collect();
+    OffsetFetchResponse { groups, ..Default::default() }
+}
+
+pub fn offset_delete(broker: &Arc<Broker>, header: RequestHeader, request: OffsetDeleteRequest) -> PendingReply {
+    let wanted: Vec<(String, Vec<i32>)> = request
+        .topics
+        .iter()
+        .map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect()))
+        .collect();
+    let outcome = if invalid_group_id(&request.group_id) {
+        Err(ErrorCode::InvalidGroupId)
+    } else {
+        broker.groups.delete_offsets(broker, &request.group_id, &wanted)
+    };
+    Box::pin(async move {
+        let response = match outcome {
+            Err(code) => OffsetDeleteResponse { error_code: code.code(), ..Default::default() },
+            Ok((results, durable)) => {
+                let stored = wait_durable(durable).await;
+                OffsetDeleteResponse {
+                    error_code: stored.code(),
+                    topics: results
+                        .into_iter()
+                        .map(|(name, parts)| OffsetDeleteResponseTopic {
+                            name,
+                            partitions: parts
+                                .into_iter()
+                                .map(|(partition_index, code)| OffsetDeleteResponsePartition {
+                                    partition_index,
+                                    error_code: code.code(),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                }
+            }
+        };
+        encode_frame(&header, &response).map(Into::into)
+    })
+}
+
+pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGroupsResponse {
+    let state_ok = |state: GroupState| {
+        request.states_filter.is_empty() || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(state.name()))
+    };
+    // Only classic groups exist here.
+    let type_ok = request.types_filter.is_empty() || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic"));
+    let groups = if type_ok {
+        broker
+            .groups
+            .list()
+            .into_iter()
+            .filter(|g| state_ok(g.state))
+            .map(|g| ListedGroup {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                group_state: g.state.name().to_string(),
+                group_type: "classic".to_string(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    ListGroupsResponse { error_code: ErrorCode::None.code(), groups, ..Default::default() }
+}
+
+pub fn describe_groups(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|group_id| match broker.groups.describe(&group_id) {
+            Some(d) => DescribedGroup {
+                error_code: ErrorCode::None.code(),
+                group_id,
+                group_state: d.state.name().to_string(),
+                protocol_type: d.protocol_type,
+                protocol_data: d.protocol_name,
+                members: d
+                    .members
+                    .into_iter()
+                    .map(|m| DescribedGroupMember {
+                        member_id: m.member_id,
+                        group_instance_id: m.instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        member_metadata: m.metadata,
+                        member_assignment: m.assignment,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            None => {
+                // v6 (KIP-1043) reports unknown groups as errors; older versions as Dead.
+                let v6 = header.api_version >= 6;
+                DescribedGroup {
+                    error_code: if v6 { ErrorCode::GroupIdNotFound.code() } else { ErrorCode::None.code() },
+                    error_message: v6.then(|| format!("group {group_id} not found")),
+                    group_id,
+                    group_state: GroupState::Dead.name().to_string(),
+                    ..Default::default()
+                }
+            }
+        })
+        .collect();
+    DescribeGroupsResponse { groups, ..Default::default() }
+}
+
+pub fn delete_groups(broker: &Arc<Broker>, header: RequestHeader, request: DeleteGroupsRequest) -> PendingReply {
+    let outcomes: Vec<(String, Result<Option<Durable>, ErrorCode>)> = request
+        .groups_names
+        .into_iter()
+        .map(|g| {
+            let outcome = if invalid_group_id(&g) { Err(ErrorCode::InvalidGroupId) } else { broker.groups.delete_group(broker, &g) };
+            (g, outcome)
+        })
+        .collect();
+    Box::pin(async move {
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (group_id, outcome) in outcomes {
+            let code = match outcome {
+                Ok(durable) => wait_durable(durable).await,
+                Err(code) => code,
+            };
+            results.push(DeletableGroupResult { group_id, error_code: code.code() });
+        }
+        encode_frame(&header, &DeleteGroupsResponse { results, ..Default::default() }).map(Into::into)
+    })
+}
