@@ -43,7 +43,6 @@ fn main() -> std::process::ExitCode {
         Command::Consume(args) => commands::run(commands::consume::run(args)),
         Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
         Command::Bench(args) => commands::bench::run(args),
-        Command::Bench(args) => commands::bench::run(args),
         Command::Group(cmd) => commands::run(commands::group::run(cmd)),
     };
     match result {
