@@ -1,0 +1,133 @@
+//! `weir-limits`: what this machine can do without Weir, so that `bench/run`
+//! can put each Weir figure next to its limit.
+//!
+//! - `disk --dir D [--mib N] [--sync-every-kib K]`: sequential 1 MiB writes
+//!   to a new file in D (the broker's data-dir filesystem), with fdatasync
+//!   every K KiB (0 = never; the figure is then the page-cache write rate).
+//! - `tcp [--mib N]`: a plain socket copy over 127.0.0.1 between two
+//!   processes (this one reads; a child copy of it writes).
+//!
+//! Each prints one JSON object: {"limit":..,"mib":..,"seconds":..,"mib_per_s":..}.
+//! MiB = 1,048,576 bytes, as in `weir bench`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1024 * 1024;
+/// Refuse absurd sizes from a typo rather than filling the disk.
+const MIB_MAX: u64 = 1024 * 1024;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("disk") => disk(&args[1..]),
+        Some("tcp") => tcp(&args[1..]),
+        Some("tcp-send") => tcp_send(&args[1..]),
+        _ => Err("usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N]".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir-limits: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The value after `--name`, if present.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+fn number(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match flag(args, name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| format!("{name} wants a whole number, got '{v}'")),
+    }
+}
+
+fn report(limit: &str, bytes: u64, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let mib = bytes as f64 / MIB as f64;
+    println!("{{\"limit\":\"{limit}\",\"mib\":{mib:.1},\"seconds\":{secs:.4},\"mib_per_s\":{:.1}}}", mib / secs);
+}
+
+fn disk(args: &[String]) -> Result<(), String> {
+    let dir = flag(args, "--dir").ok_or("disk needs --dir")?;
+    let mib = number(args, "--mib", 1024)?.clamp(1, MIB_MAX);
+    let sync_every_bytes = number(args, "--sync-every-kib", 1024)?.saturating_mul(1024);
+    let path = std::path::Path::new(dir).join(format!("weir-limits-{}.tmp", std::process::id()));
+    let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    // Not zeros: some filesystems and devices shortcut them.
+    let chunk: Vec<u8> = (0..MIB).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let started = Instant::now();
+    let mut unsynced_bytes = 0u64;
+    let result = (|| {
+        for _ in 0..mib {
+            file.write_all(&chunk)?;
+            unsynced_bytes += MIB as u64;
+            if sync_every_bytes > 0 && unsynced_bytes >= sync_every_bytes {
+                file.sync_data()?;
+                unsynced_bytes = 0;
+            }
+        }
+        if sync_every_bytes > 0 && unsynced_bytes > 0 {
+            file.sync_data()?;
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let name = if sync_every_bytes > 0 {
+        format!("disk_write_fdatasync_every_{}kib", sync_every_bytes / 1024)
+    } else {
+        "disk_write_no_sync".to_owned()
+    };
+    report(&name, mib * MIB as u64, elapsed);
+    Ok(())
+}
+
+fn tcp(args: &[String]) -> Result<(), String> {
+    let mib = number(args, "--mib", 4096)?.clamp(1, MIB_MAX);
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut sender = Command::new(exe)
+        .args(["tcp-send", "--addr", &addr.to_string(), "--mib", &mib.to_string()])
+        .spawn()
+        .map_err(|e| format!("spawn the sender: {e}"))?;
+    let (mut stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    let mut buf = vec![0u8; MIB];
+    let started = Instant::now();
+    let mut received = 0u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => received += n as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    let status = sender.wait().map_err(|e| e.to_string())?;
+    if !status.success() || received != mib * MIB as u64 {
+        return Err(format!("sender exited with {status} after {received} bytes"));
+    }
+    report("loopback_tcp", received, elapsed);
+    Ok(())
+}
+
+fn tcp_send(args: &[String]) -> Result<(), String> {
+    let addr = flag(args, "--addr").ok_or("tcp-send needs --addr")?;
+    let mib = number(args, "--mib", 4096)?.clamp(1, MIB_MAX);
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let chunk = vec![0x5au8; MIB];
+    for _ in 0..mib {
+        stream.write_all(&chunk).map_err(|e| format!("write: {e}"))?;
+    }
+    Ok(())
+}
