@@ -6,6 +6,7 @@ mod e2e {
     pub mod harness;
     mod admin;
     mod crash;
+    mod groups;
     mod hostile;
     mod rdkafka_roundtrip;
     mod restart;

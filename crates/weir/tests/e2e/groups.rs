@@ -1,0 +1,330 @@
+//! Consumer groups through librdkafka's subscribe(): partitions are split
+//! across members, rebalances follow joins, leaves and members that stop
+//! polling, static members come back without a rebalance, and committed
+//! offsets survive a broker restart.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::harness::{Broker, create_topic};
+
+/// Generous bound for a group to settle; rebalances here take a few seconds.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn start_broker(extra: &[&str]) -> Broker {
+    let mut args = vec!["--group-initial-rebalance-delay-ms", "100"];
+    args.extend_from_slice(extra);
+    Broker::start(&args)
+}
+
+/// Produces records numbered `from..to` round-robin over `partitions`, waiting for every ack.
+fn produce(broker: &Broker, topic: &str, partitions: i32, from: usize, to: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for i in from..to {
+        let payload = i.to_string();
+        let partition = i32::try_from(i).unwrap() % partitions;
+        let record = BaseRecord::<(), str>::to(topic).payload(&payload).partition(partition);
+        producer.send(record).map_err(|(e, _)| e).expect("enqueue");
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// Counts rebalance callbacks so a test can tell whether a group moved.
+#[derive(Default)]
+struct Counting {
+    assigns: AtomicUsize,
+}
+
+impl ClientContext for Counting {}
+impl ConsumerContext for Counting {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            self.assigns.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set("max.poll.interval.ms", "7000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create_with_context(Counting::default()).expect("consumer")
+}
+
+/// One consumer on its own thread: polls, records every record it gets, and
+/// commits it synchronously before taking the next one.
+struct Member {
+    /// Partitions currently assigned, as seen by the member's own thread.
+    assignment: Arc<Mutex<BTreeSet<i32>>>,
+    /// Set to stop polling without leaving (the thread keeps the consumer alive).
+    stall: Arc<AtomicBool>,
+    /// Set to close the consumer cleanly and end the thread.
+    stop: Arc<AtomicBool>,
+    assigns: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+type Seen = Arc<Mutex<Vec<(usize, usize)>>>; // (record number, member index)
+
+impl Member {
+    fn spawn(consumer: BaseConsumer<Counting>, topic: &str, index: usize, seen: Seen) -> Member {
+        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
+        let stall = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let assigns = Arc::new(AtomicUsize::new(0));
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let thread = {
+            let (assignment, stall, stop, assigns) = (assignment.clone(), stall.clone(), stop.clone(), assigns.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if stall.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+                        let message = result.expect("consume");
+                        let number: usize = std::str::from_utf8(message.payload().expect("payload"))
+                            .expect("utf8")
+                            .parse()
+                            .expect("number");
+                        seen.lock().unwrap().push((number, index));
+                        consumer.commit_message(&message, CommitMode::Sync).expect("commit");
+                    }
+                    let current: BTreeSet<i32> =
+                        consumer.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect();
+                    *assignment.lock().unwrap() = current;
+                    assigns.store(consumer.context().assigns.load(Ordering::SeqCst), Ordering::SeqCst);
+                }
+                // Dropping closes the consumer: it commits nothing more and leaves the group.
+                drop(consumer);
+            })
+        };
+        Member { assignment, stall, stop, assigns, thread: Some(thread) }
+    }
+
+    fn assigned(&self) -> BTreeSet<i32> {
+        self.assignment.lock().unwrap().clone()
+    }
+
+    fn close(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("member thread");
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Waits until the given members' assignments are non-empty, disjoint and cover `0..partitions`.
+fn wait_for_split(members: &[&Member], partitions: i32, what: &str) {
+    let started = Instant::now();
+    loop {
+        let sets: Vec<BTreeSet<i32>> = members.iter().map(|m| m.assigned()).collect();
+        let total: usize = sets.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        if sets.iter().all(|s| !s.is_empty()) && total == union.len() && union == (0..partitions).collect() {
+            return;
+        }
+        assert!(started.elapsed() < SETTLE_TIMEOUT, "{what}: group did not settle; assignments {sets:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for_count(seen: &Seen, count: usize, what: &str) {
+    let started = Instant::now();
+    loop {
+        let distinct: BTreeSet<usize> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
+        if distinct.len() >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "{what}: consumed {} distinct records of {count}",
+            distinct.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every record number in `0..count` seen exactly once.
+fn assert_exactly_once(seen: &Seen, count: usize) {
+    let mut times: BTreeMap<usize, usize> = BTreeMap::new();
+    for (n, _) in seen.lock().unwrap().iter() {
+        *times.entry(*n).or_default() += 1;
+    }
+    let missing: Vec<usize> = (0..count).filter(|n| !times.contains_key(n)).collect();
+    let twice: Vec<(usize, usize)> = times.iter().filter(|(_, t)| **t > 1).map(|(n, t)| (*n, *t)).collect();
+    assert!(missing.is_empty(), "records never consumed: {:?}", &missing[..missing.len().min(20)]);
+    assert!(twice.is_empty(), "records consumed more than once: {:?}", &twice[..twice.len().min(20)]);
+    assert_eq!(times.len(), count);
+}
+
+/// Three members split 12 partitions, a fourth joins, one stops polling (and
+/// is pushed out by max.poll.interval.ms); every record is consumed exactly once.
+fn members_share_partitions_through_rebalances(strategy: &str) {
+    const PARTITIONS: i32 = 12;
+    const BATCH: usize = 600;
+    let broker = start_broker(&["--offsets-topic-partitions", "4"]);
+    let topic = format!("groups-{strategy}");
+    let group = format!("group-{strategy}");
+    create_topic(&broker, &topic, PARTITIONS, &[]);
+    let seen: Seen = Arc::default();
+    let settings = [("partition.assignment.strategy", strategy)];
+
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member::spawn(consumer(&broker, &group, &settings), &topic, i, seen.clone()))
+        .collect();
+    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "three members");
+    produce(&broker, &topic, PARTITIONS, 0, BATCH);
+    wait_for_count(&seen, BATCH, "three members");
+
+    members.push(Member::spawn(consumer(&broker, &group, &settings), &topic, 3, seen.clone()));
+    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "four members");
+    produce(&broker, &topic, PARTITIONS, BATCH, 2 * BATCH);
+    wait_for_count(&seen, 2 * BATCH, "four members");
+
+    // Member 0 stops polling but stays alive: it must lose its partitions.
+    members[0].stall.store(true, Ordering::SeqCst);
+    let survivors: Vec<&Member> = members.iter().skip(1).collect();
+    let started = Instant::now();
+    loop {
+        let sets: Vec<BTreeSet<i32>> = survivors.iter().map(|m| m.assigned()).collect();
+        let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        if union.len() == PARTITIONS as usize && sets.iter().map(BTreeSet::len).sum::<usize>() == union.len() {
+            break;
+        }
+        assert!(started.elapsed() < SETTLE_TIMEOUT, "stalled member's partitions never moved: {sets:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce(&broker, &topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
+    wait_for_count(&seen, 3 * BATCH, "after a member stalled");
+
+    for m in members.iter_mut().rev() {
+        m.close();
+    }
+    assert_exactly_once(&seen, 3 * BATCH);
+    let consumers_used: BTreeSet<usize> = seen.lock().unwrap().iter().map(|(_, i)| *i).collect();
+    assert_eq!(consumers_used.len(), 4, "every member consumed something");
+}
+
+#[test]
+fn eager_group_rebalances_on_join_and_stalled_member() {
+    members_share_partitions_through_rebalances("range");
+}
+
+#[test]
+fn cooperative_sticky_group_rebalances_on_join_and_stalled_member() {
+    members_share_partitions_through_rebalances("cooperative-sticky");
+}
+
+#[test]
+fn static_member_restart_within_session_timeout_causes_no_rebalance() {
+    const PARTITIONS: i32 = 4;
+    let broker = start_broker(&["--offsets-topic-partitions", "2"]);
+    let topic = "static-members";
+    create_topic(&broker, topic, PARTITIONS, &[]);
+    let seen: Seen = Arc::default();
+    let static_config =
+        |id: &'static str| [("group.instance.id", id), ("session.timeout.ms", "10000"), ("max.poll.interval.ms", "15000")];
+    let a = Member::spawn(consumer(&broker, "static", &static_config("inst-a")), topic, 0, seen.clone());
+    let mut b = Member::spawn(consumer(&broker, "static", &static_config("inst-b")), topic, 1, seen.clone());
+    wait_for_split(&[&a, &b], PARTITIONS, "two static members");
+    // Let the group settle fully before counting.
+    std::thread::sleep(Duration::from_secs(1));
+    let a_assigns = a.assigns.load(Ordering::SeqCst);
+    let a_partitions = a.assigned();
+    let b_partitions = b.assigned();
+
+    // A static member's close sends no LeaveGroup; its replacement takes over its place.
+    b.close();
+    let b2 = Member::spawn(consumer(&broker, "static", &static_config("inst-b")), topic, 2, seen.clone());
+    let started = Instant::now();
+    while b2.assigned().is_empty() {
+        assert!(started.elapsed() < SETTLE_TIMEOUT, "restarted static member got no assignment");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(b2.assigned(), b_partitions, "the restarted member gets its old partitions back");
+    // Give a rebalance, if one had been triggered, time to reach member a.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.assigns.load(Ordering::SeqCst), a_assigns, "member a saw a rebalance");
+    assert_eq!(a.assigned(), a_partitions);
+
+    produce(&broker, topic, PARTITIONS, 0, 100);
+    wait_for_count(&seen, 100, "static members");
+}
+
+#[test]
+fn independent_groups_each_receive_every_record() {
+    const PARTITIONS: i32 = 3;
+    const RECORDS: usize = 300;
+    let broker = start_broker(&["--offsets-topic-partitions", "3"]);
+    let topic = "two-groups";
+    create_topic(&broker, topic, PARTITIONS, &[]);
+    produce(&broker, topic, PARTITIONS, 0, RECORDS);
+    let seen_one: Seen = Arc::default();
+    let seen_two: Seen = Arc::default();
+    let one = [
+        Member::spawn(consumer(&broker, "group-one", &[]), topic, 0, seen_one.clone()),
+        Member::spawn(consumer(&broker, "group-one", &[]), topic, 1, seen_one.clone()),
+    ];
+    let two = Member::spawn(consumer(&broker, "group-two", &[]), topic, 0, seen_two.clone());
+    wait_for_count(&seen_one, RECORDS, "group-one");
+    wait_for_count(&seen_two, RECORDS, "group-two");
+    drop(one);
+    drop(two);
+    assert_exactly_once(&seen_one, RECORDS);
+    assert_exactly_once(&seen_two, RECORDS);
+}
+
+#[test]
+fn committed_offsets_survive_broker_restart() {
+    const PARTITIONS: i32 = 2;
+    // The default offsets.topic.num.partitions (50) on purpose.
+    let mut broker = start_broker(&[]);
+    let topic = "restart-offsets";
+    create_topic(&broker, topic, PARTITIONS, &[]);
+    produce(&broker, topic, PARTITIONS, 0, 200);
+    let seen: Seen = Arc::default();
+    let mut first = Member::spawn(consumer(&broker, "durable", &[]), topic, 0, seen.clone());
+    wait_for_count(&seen, 200, "before restart");
+    first.close();
+
+    assert!(broker.stop(), "clean stop");
+    broker.restart();
+    produce(&broker, topic, PARTITIONS, 200, 300);
+    let mut second = Member::spawn(consumer(&broker, "durable", &[]), topic, 1, seen.clone());
+    wait_for_count(&seen, 300, "after restart");
+    // Give a consumer that wrongly started from the beginning time to show it.
+    std::thread::sleep(Duration::from_millis(500));
+    second.close();
+    assert_exactly_once(&seen, 300);
+    let after: Vec<usize> = seen.lock().unwrap().iter().filter(|(_, i)| *i == 1).map(|(n, _)| *n).collect();
+    assert!(after.iter().all(|n| *n >= 200), "the restarted consumer resumed at the committed offsets");
+}
