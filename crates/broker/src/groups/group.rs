@@ -423,10 +423,10 @@ impl<W> Group<W> {
             .collect();
         let mut votes: Vec<(&str, usize)> = candidates.iter().map(|c| (*c, 0)).collect();
         for m in self.members.values() {
-            if let Some((name, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p.as_str())) {
-                if let Some(slot) = votes.iter_mut().find(|(c, _)| *c == name) {
-                    slot.1 += 1;
-                }
+            if let Some((name, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p.as_str()))
+                && let Some(slot) = votes.iter_mut().find(|(c, _)| *c == name)
+            {
+                slot.1 += 1;
             }
         }
         let best = votes.iter().map(|(_, n)| *n).max()?;
@@ -515,12 +515,11 @@ impl<W> Group<W> {
             let id = req.member_id.clone();
             return self.add_member_and_join(id, req, waiter, now_ms, limits, out);
         }
-        if let Some(instance) = &req.instance_id {
-            if let Some(current) = self.static_ids.get(instance) {
-                if *current != req.member_id {
-                    return fail(out, waiter, ErrorCode::FencedInstanceId, &req.member_id);
-                }
-            }
+        if let Some(instance) = &req.instance_id
+            && let Some(current) = self.static_ids.get(instance)
+            && *current != req.member_id
+        {
+            return fail(out, waiter, ErrorCode::FencedInstanceId, &req.member_id);
         }
         if !self.members.contains_key(&req.member_id) {
             return fail(out, waiter, ErrorCode::UnknownMemberId, &req.member_id);
@@ -749,10 +748,10 @@ impl<W> Group<W> {
             if let Some(w) = m.sync_waiter.take() {
                 out.push((w, Reply::Sync(SyncReply::error(ErrorCode::UnknownMemberId))));
             }
-            if let Some(instance) = &m.instance_id {
-                if self.static_ids.get(instance).map(String::as_str) == Some(member_id) {
-                    self.static_ids.remove(instance);
-                }
+            if let Some(instance) = &m.instance_id
+                && self.static_ids.get(instance).map(String::as_str) == Some(member_id)
+            {
+                self.static_ids.remove(instance);
             }
         }
     }

@@ -56,6 +56,11 @@ type Waiter = oneshot::Sender<Reply>;
 /// Resolves when an appended group record is durable.
 pub type Durable = oneshot::Receiver<Result<(), LogError>>;
 
+/// Committed offsets by topic, then partition (`None`: nothing committed).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<OffsetEntry>)>)>;
+/// Per-partition outcomes by topic.
+pub type PartitionCodes = Vec<(String, Vec<(i32, ErrorCode)>)>;
+
 /// A group as DescribeGroups reports it.
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
@@ -473,7 +478,7 @@ impl GroupCoordinator {
 
     /// OffsetFetch for one group. `None` topics means every committed offset.
     /// Unknown groups and partitions read as offset -1 (no error).
-    pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[(String, Vec<i32>)]>) -> Vec<(String, Vec<(i32, Option<OffsetEntry>)>)> {
+    pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[(String, Vec<i32>)]>) -> TopicOffsets {
         let groups = self.lock();
         let group = groups.get(group_id);
         match topics {
@@ -488,7 +493,7 @@ impl GroupCoordinator {
                 })
                 .collect(),
             None => {
-                let mut out: Vec<(String, Vec<(i32, Option<OffsetEntry>)>)> = Vec::new();
+                let mut out: TopicOffsets = Vec::new();
                 if let Some(g) = group {
                     for ((t, p), e) in &g.offsets {
                         match out.last_mut() {
@@ -508,7 +513,7 @@ impl GroupCoordinator {
         broker: &Arc<Broker>,
         group_id: &str,
         topics: &[(String, Vec<i32>)],
-    ) -> Result<(Vec<(String, Vec<(i32, ErrorCode)>)>, Option<Durable>), ErrorCode> {
+    ) -> Result<(PartitionCodes, Option<Durable>), ErrorCode> {
         self.ensure_offsets_topic(broker)?;
         self.with_group(broker, group_id, false, |g, _| {
             let live = g.state() != GroupState::Empty;
