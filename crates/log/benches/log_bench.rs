@@ -3,6 +3,8 @@
 //!
 //!   cargo bench -p weir-log --bench log_bench                 # everything
 //!   cargo bench -p weir-log --bench log_bench -- recovery     # only the recovery comparison
+//!   cargo bench -p weir-log --bench log_bench -- append       # only appends without fsync (profiling)
+//!   cargo bench -p weir-log --bench log_bench -- group        # only group commit
 //! Env: WEIR_BENCH_MB (data per case, default 64), WEIR_BENCH_RECOVERY_MB (default 1024),
 //!      WEIR_BENCH_SECS (time cap per case, default 3), WEIR_BENCH_DIR (default: temp dir).
 
@@ -75,16 +77,21 @@ fn append_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64, ca
     Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
 }
 
-fn raw_write_case(dir: &Path, batch_bytes: usize, total: u64, cap: Duration, fsync: bool) -> Case {
+/// Sequential `write`s of `batch_bytes`, with an `fdatasync` whenever `sync_every_bytes` more
+/// bytes were written (`Some(batch_bytes)` = after every batch; `None` = never).
+fn raw_write_case(dir: &Path, batch_bytes: usize, total: u64, cap: Duration, sync_every_bytes: Option<u64>) -> Case {
     let path = fresh(dir, "raw.bin");
     let mut f = File::create(&path).unwrap();
     let buf = vec![7u8; batch_bytes];
     let start = Instant::now();
     let mut n = 0u64;
+    let mut unsynced = 0u64;
     while n * (batch_bytes as u64) < total && start.elapsed() < cap {
         f.write_all(&buf).unwrap();
-        if fsync {
+        unsynced += batch_bytes as u64;
+        if sync_every_bytes.is_some_and(|every| unsynced >= every) {
             rustix::fs::fdatasync(&f).unwrap();
+            unsynced = 0;
         }
         n += 1;
     }
@@ -94,17 +101,30 @@ fn raw_write_case(dir: &Path, batch_bytes: usize, total: u64, cap: Duration, fsy
     Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
 }
 
-fn group_commit_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, writers: usize, cap: Duration) -> Case {
+/// `writers` threads, each appending one batch and waiting for its fsync (as concurrent produce
+/// requests with acks=1 do), until `total` bytes or `cap`.
+fn group_commit_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, writers: usize, total: u64, cap: Duration) -> Case {
     let log = Arc::new(Log::open(env, &fresh(dir, "group"), LogConfig::default()).unwrap());
+    let (n, elapsed) = group_commit_writes(&log, batch_bytes, writers, total, cap);
+    if let Ok(log) = Arc::try_unwrap(log) {
+        log.delete().unwrap();
+    }
+    Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
+}
+
+fn group_commit_writes(log: &Arc<Log>, batch_bytes: usize, writers: usize, total: u64, cap: Duration) -> (u64, Duration) {
     let b = Bytes::from(build_batch(1, 0, &vec![7u8; batch_bytes - 61]));
+    let batches_max = total / batch_bytes as u64;
+    let claimed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|_| {
-            let log = Arc::clone(&log);
+            let log = Arc::clone(log);
             let b = b.clone();
+            let claimed = Arc::clone(&claimed);
             std::thread::spawn(move || {
                 let mut n = 0u64;
-                while start.elapsed() < cap {
+                while start.elapsed() < cap && claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < batches_max {
                     let info = log.append(&b, &AppendOptions::default()).unwrap();
                     let (tx, rx) = mpsc::channel();
                     log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())));
@@ -116,11 +136,7 @@ fn group_commit_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, writers:
         })
         .collect();
     let n: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    let elapsed = start.elapsed();
-    if let Ok(log) = Arc::try_unwrap(log) {
-        log.delete().unwrap();
-    }
-    Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
+    (n, start.elapsed())
 }
 
 fn read_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64) -> (Case, Case) {
@@ -168,23 +184,18 @@ fn read_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64) -> (
     unreachable!()
 }
 
-fn recovery(env: &Arc<LogEnv>, dir: &Path, total: u64) {
-    let path = fresh(dir, "recovery");
-    let config = LogConfig { flush: FlushPolicy::Interval { messages: u64::MAX, ms: 3_600_000 }, ..LogConfig::default() };
-    let batch_bytes = 16 * 1024;
-    {
-        let log = Log::open(env, &path, config).unwrap();
-        let b = Bytes::from(build_batch(1, 0, &vec![7u8; batch_bytes - 61]));
-        for _ in 0..total / batch_bytes as u64 {
-            log.append(&b, &AppendOptions::default()).unwrap();
-        }
-        // Dropped without close(): on disk this is what kill -9 leaves (no clean checkpoint).
-    }
-    // Time to read every segment once (the floor for a full CRC scan).
+/// Empties the page cache (needs root); false if that is not possible here.
+fn drop_caches() -> bool {
+    rustix::fs::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
+}
+
+/// Reads every `.log` file in `dir` once in 1 MiB preads; returns (bytes, time).
+fn read_segments_once(dir: &Path) -> (u64, Duration) {
     let start = Instant::now();
     let mut read = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    for e in std::fs::read_dir(&path).unwrap() {
+    for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "log") {
             let f = File::open(&p).unwrap();
@@ -199,30 +210,61 @@ fn recovery(env: &Arc<LogEnv>, dir: &Path, total: u64) {
             }
         }
     }
-    let read_once = start.elapsed();
+    (read, start.elapsed())
+}
+
+/// Writes `total` bytes as a broker would (default fsync-before-ack policy, 8 concurrent
+/// producers sharing group commits), then drops the log without `close()` (on disk this is what
+/// kill -9 leaves), and times recovery against reading the data once.
+fn recovery(env: &Arc<LogEnv>, dir: &Path, total: u64) {
+    let path = fresh(dir, "recovery");
+    let config = LogConfig::default();
+    let batch_bytes = 16 * 1024;
+    let write_time;
+    {
+        let log = Arc::new(Log::open(env, &path, config).unwrap());
+        let (_, t) = group_commit_writes(&log, batch_bytes, 8, total, Duration::from_secs(3600));
+        write_time = t;
+        // Dropped without close(): no clean-shutdown checkpoint.
+    }
+    let (read, warm_read) = read_segments_once(&path);
+    // On a VM the first read after drop_caches may come from the physical disk and later ones
+    // from the host's cache: read once unmeasured so that both measured runs see the same.
+    let cold = drop_caches();
+    read_segments_once(&path);
+    drop_caches();
+    let (_, cold_read) = read_segments_once(&path);
+    drop_caches();
     let start = Instant::now();
     let log = Log::open(env, &path, config).unwrap();
     let recover = start.elapsed();
     let end = log.log_end_offset();
     log.close().unwrap();
     drop(log);
+    drop_caches();
     let start = Instant::now();
     let log = Log::open(env, &path, config).unwrap();
     let clean = start.elapsed();
     assert_eq!(log.log_end_offset(), end);
     log.delete().unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "recovery of {:.0} MiB after kill -9: {:>8.1} ms | read it once: {:>8.1} ms | ratio {:.2}x | reopen after clean close: {:.1} ms",
+        "recovery of {:.0} MiB (written with group commit in {:.1} s) after kill -9: {:>8.1} ms | read it once: {:>8.1} ms ({}) | ratio {:.2}x | page-cache read once: {:.1} ms | reopen after clean close: {:.1} ms",
         read as f64 / (1024.0 * 1024.0),
-        recover.as_secs_f64() * 1e3,
-        read_once.as_secs_f64() * 1e3,
-        recover.as_secs_f64() / read_once.as_secs_f64(),
-        clean.as_secs_f64() * 1e3
+        write_time.as_secs_f64(),
+        ms(recover),
+        ms(cold_read),
+        if cold { "cold cache, both" } else { "page cache, drop_caches failed" },
+        recover.as_secs_f64() / cold_read.as_secs_f64(),
+        ms(warm_read),
+        ms(clean)
     );
 }
 
 fn main() {
-    let only_recovery = std::env::args().any(|a| a == "recovery");
+    // cargo passes `--bench`; the first plain argument selects a mode.
+    let mode = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let run = |name: &str| mode.as_deref().is_none_or(|m| m == name);
     let total = env_u64("WEIR_BENCH_MB", 64) << 20;
     let recovery_total = env_u64("WEIR_BENCH_RECOVERY_MB", 1024) << 20;
     let cap = Duration::from_secs(env_u64("WEIR_BENCH_SECS", 3));
@@ -233,28 +275,41 @@ fn main() {
     let dir = tmp.path();
     let env = LogEnv::new(1024);
     println!("weir-log bench in {} (each case ≤ {} MiB or {:?})", dir.display(), total >> 20, cap);
-    if !only_recovery {
-        println!("{:<34} {:>25} | {:<30} {:>25} | ours/raw", "case", "weir-log", "raw limit", "");
+    println!("{:<34} {:>25} | {:<30} {:>25} | ours/raw", "case", "weir-log", "raw limit", "");
+    if mode.is_none() {
         for kib in [1usize, 16] {
             let bb = kib * 1024;
             let ours = append_case(&env, dir, bb, total, cap, true);
-            let raw = raw_write_case(dir, bb, total, cap, true);
+            let raw = raw_write_case(dir, bb, total, cap, Some(bb as u64));
             row(&format!("append {kib} KiB, fsync before ack"), &ours, "write+fdatasync per batch", &raw);
-            let ours = append_case(&env, dir, bb, total, cap, false);
-            let raw = raw_write_case(dir, bb, total, cap, false);
-            row(&format!("append {kib} KiB, no fsync"), &ours, "sequential write", &raw);
         }
+    }
+    if run("append") {
         for kib in [1usize, 16] {
             let bb = kib * 1024;
-            let ours = group_commit_case(&env, dir, bb, 8, cap);
-            let raw = raw_write_case(dir, bb, total, cap, true);
-            row(&format!("group commit 8 writers, {kib} KiB"), &ours, "write+fdatasync per batch", &raw);
+            let ours = append_case(&env, dir, bb, total, cap, false);
+            let raw = raw_write_case(dir, bb, total, cap, None);
+            row(&format!("append {kib} KiB, no fsync"), &ours, "sequential write", &raw);
         }
+    }
+    if run("group") {
+        for kib in [1usize, 16] {
+            let bb = kib * 1024;
+            let ours = group_commit_case(&env, dir, bb, 8, total, cap);
+            let raw = raw_write_case(dir, bb, total, cap, Some(bb as u64));
+            row(&format!("group commit 8 writers, {kib} KiB"), &ours, "write+fdatasync per batch", &raw);
+            let raw = raw_write_case(dir, bb, ours.bytes, cap * 10, Some(1 << 20));
+            row(&format!("group commit 8 writers, {kib} KiB"), &ours, "write+fdatasync per 1 MiB", &raw);
+        }
+    }
+    if mode.is_none() {
         for kib in [1usize, 16] {
             let (ours, raw) = read_case(&env, dir, kib * 1024, total);
             row(&format!("read {kib} KiB batches, page cache"), &ours, "sequential 1 MiB pread", &raw);
         }
     }
-    recovery(&env, dir, recovery_total);
+    if run("recovery") {
+        recovery(&env, dir, recovery_total);
+    }
     env.shutdown();
 }

@@ -38,15 +38,42 @@ pub(crate) struct LogCheckpoint {
     pub recovery_point: i64,
     pub log_start: i64,
     pub high_watermark: i64,
+    /// Where the newest synced data ends inside its segment, so that recovery can resume there
+    /// instead of rescanning that segment from its start.
+    pub position: Option<RecoveryPosition>,
+}
+
+/// A synced point inside one segment and the in-memory index state at that point. Everything
+/// in the segment before `position` was fdatasynced before this was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecoveryPosition {
+    pub segment_base: i64,
+    /// Byte position in the segment file: a batch boundary.
+    pub position: u64,
+    /// Offset of the first batch at `position`.
+    pub next_offset: i64,
+    /// Entries of the segment's `.rpindex` file covered (all before `position`), and their CRC32C.
+    pub index_count: u32,
+    pub index_crc: u32,
+    pub max_ts: i64,
+    pub max_ts_offset: i64,
+    pub bytes_since_index: u64,
 }
 
 impl LogCheckpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let body = format!("weir-log-checkpoint 1 {} {} {}", self.recovery_point, self.log_start, self.high_watermark);
+        let mut body = format!("weir-log-checkpoint 2 {} {} {}", self.recovery_point, self.log_start, self.high_watermark);
+        if let Some(p) = &self.position {
+            body.push_str(&format!(
+                " {} {} {} {} {} {} {} {}",
+                p.segment_base, p.position, p.next_offset, p.index_count, p.index_crc, p.max_ts, p.max_ts_offset, p.bytes_since_index
+            ));
+        }
         let crc = crc32c::crc32c(body.as_bytes());
         format!("{body} {crc:08x}\n").into_bytes()
     }
 
+    /// Accepts version 1 (no position) and version 2.
     pub fn decode(b: &[u8]) -> Option<LogCheckpoint> {
         let s = std::str::from_utf8(b).ok()?.trim_end();
         let (body, crc) = s.rsplit_once(' ')?;
@@ -54,14 +81,34 @@ impl LogCheckpoint {
             return None;
         }
         let mut it = body.split(' ');
-        if it.next()? != "weir-log-checkpoint" || it.next()? != "1" {
+        if it.next()? != "weir-log-checkpoint" {
             return None;
         }
-        let cp = LogCheckpoint {
+        let version = it.next()?;
+        if version != "1" && version != "2" {
+            return None;
+        }
+        let mut cp = LogCheckpoint {
             recovery_point: it.next()?.parse().ok()?,
             log_start: it.next()?.parse().ok()?,
             high_watermark: it.next()?.parse().ok()?,
+            position: None,
         };
+        if let Some(first) = it.next() {
+            if version == "1" {
+                return None;
+            }
+            cp.position = Some(RecoveryPosition {
+                segment_base: first.parse().ok()?,
+                position: it.next()?.parse().ok()?,
+                next_offset: it.next()?.parse().ok()?,
+                index_count: it.next()?.parse().ok()?,
+                index_crc: it.next()?.parse().ok()?,
+                max_ts: it.next()?.parse().ok()?,
+                max_ts_offset: it.next()?.parse().ok()?,
+                bytes_since_index: it.next()?.parse().ok()?,
+            });
+        }
         it.next().is_none().then_some(cp)
     }
 
@@ -179,12 +226,34 @@ mod tests {
 
     #[test]
     fn log_checkpoint_round_trips_and_rejects_corruption() {
-        let cp = LogCheckpoint { recovery_point: 42, log_start: 7, high_watermark: 40 };
+        let cp = LogCheckpoint { recovery_point: 42, log_start: 7, high_watermark: 40, position: None };
         let enc = cp.encode();
         assert_eq!(LogCheckpoint::decode(&enc), Some(cp));
         let mut bad = enc.clone();
         bad[20] ^= 1;
         assert_eq!(LogCheckpoint::decode(&bad), None);
+        let with_position = LogCheckpoint {
+            position: Some(RecoveryPosition {
+                segment_base: 30,
+                position: 4096,
+                next_offset: 42,
+                index_count: 3,
+                index_crc: 0xdead_beef,
+                max_ts: 1_700_000_000_000,
+                max_ts_offset: 41,
+                bytes_since_index: 100,
+            }),
+            ..cp
+        };
+        assert_eq!(LogCheckpoint::decode(&with_position.encode()), Some(with_position));
+    }
+
+    #[test]
+    fn version_1_checkpoint_still_loads_without_position() {
+        let body = "weir-log-checkpoint 1 42 7 40";
+        let v1 = format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()));
+        let cp = LogCheckpoint::decode(v1.as_bytes()).expect("v1 decodes");
+        assert_eq!((cp.recovery_point, cp.log_start, cp.high_watermark, cp.position), (42, 7, 40, None));
     }
 
     #[test]

@@ -10,15 +10,15 @@ use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
-use crate::batch::{self, ATTR_TIMESTAMP_TYPE_LOG_APPEND, BATCH_HEADER_BYTES};
-use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry};
+use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry, RecoveryPosition};
 use crate::env::LogEnv;
-use crate::segment::{self, Segment, SegMeta, batch_len, read_header};
+use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
 /// Largest number of iovecs per `pwritev` call (Linux IOV_MAX is 1024).
@@ -76,8 +76,17 @@ impl ReadResult {
     }
 }
 
+/// One batch of an append, parsed before the append lock is taken.
+struct PendingBatch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
 struct AppendState {
     active: Arc<Segment>,
+    /// The active segment's descriptor, without a strong reference: the file cache owns it and
+    /// may evict it (the fd cap holds), but while it is open appends skip the cache lookup.
+    active_file: Weak<File>,
     closed: bool,
     /// Messages appended since the last background flush was requested (`Interval` policy).
     unflushed_messages: u64,
@@ -93,6 +102,43 @@ struct Durable {
     /// A segment file was created or removed: the directory needs an fsync too.
     dir_dirty: bool,
     waiters: Vec<(i64, DurableCallback)>,
+    /// Where `written_end` lies in its segment, with the index state there: what a recovery
+    /// point persisted after the next sync describes.
+    written_point: WrittenPoint,
+    /// Bytes appended since open (for the recovery-point byte interval).
+    written_bytes_total: u64,
+}
+
+/// The end of the written data in its segment, captured atomically with `written_end`.
+#[derive(Clone)]
+struct WrittenPoint {
+    seg: Arc<Segment>,
+    position: u64,
+    next_offset: i64,
+    index_len: usize,
+    max_ts: i64,
+    max_ts_offset: i64,
+    bytes_since_index: u64,
+}
+
+impl WrittenPoint {
+    fn of(seg: &Arc<Segment>, meta: &SegMeta, position: u64, next_offset: i64) -> WrittenPoint {
+        WrittenPoint {
+            seg: Arc::clone(seg),
+            position,
+            next_offset,
+            index_len: meta.index.len(),
+            max_ts: meta.max_ts,
+            max_ts_offset: meta.max_ts_offset,
+            bytes_since_index: meta.bytes_since_index,
+        }
+    }
+}
+
+/// When the recovery point was last persisted, for rate limiting.
+struct RecoveryPointClock {
+    at: Instant,
+    written_bytes_total: u64,
 }
 
 pub(crate) struct Shared {
@@ -118,6 +164,9 @@ pub(crate) struct Shared {
     /// Set when the `Log` handle is closed or dropped: a flush still queued for it must not write
     /// checkpoints into a directory that may already have been reopened.
     detached: AtomicBool,
+    recovery_point_clock: Mutex<RecoveryPointClock>,
+    /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
+    recovery_scanned_bytes: u64,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -143,19 +192,32 @@ fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
-/// Writes all `slices` contiguously at `pos`, resuming after short writes.
-fn write_all_at(file: &File, slices: &[&[u8]], mut pos: u64) -> io::Result<()> {
-    let mut idx = 0usize;
-    let mut skip = 0usize;
-    while idx < slices.len() {
-        let group: Vec<IoSlice<'_>> = slices
-            .iter()
-            .skip(idx)
-            .take(IOVECS_PER_WRITE_MAX)
-            .enumerate()
-            .map(|(k, s)| IoSlice::new(if k == 0 { s.get(skip..).unwrap_or(&[]) } else { s }))
-            .collect();
-        let mut n = match rustix::io::pwritev(file, &group, pos) {
+/// Writes all `slices` contiguously at `pos`, resuming after short writes (rare: only the
+/// slow path rebuilds the iovec list).
+fn write_all_at(file: &File, slices: &[IoSlice<'_>], mut pos: u64) -> io::Result<()> {
+    let total: usize = slices.iter().map(|s| s.len()).sum();
+    let mut done = 0usize;
+    while done < total {
+        let n = if done == 0 && slices.len() <= IOVECS_PER_WRITE_MAX {
+            rustix::io::pwritev(file, slices, pos)
+        } else {
+            // Rebuild the remaining iovecs after `done` bytes.
+            let mut skip = done;
+            let mut rest: Vec<IoSlice<'_>> = Vec::with_capacity(slices.len().min(IOVECS_PER_WRITE_MAX));
+            for s in slices {
+                if rest.len() == IOVECS_PER_WRITE_MAX {
+                    break;
+                }
+                if skip >= s.len() {
+                    skip -= s.len();
+                    continue;
+                }
+                rest.push(IoSlice::new(s.get(skip..).unwrap_or(&[])));
+                skip = 0;
+            }
+            rustix::io::pwritev(file, &rest, pos)
+        };
+        let n = match n {
             Ok(n) => n,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -163,23 +225,8 @@ fn write_all_at(file: &File, slices: &[&[u8]], mut pos: u64) -> io::Result<()> {
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
         }
+        done += n;
         pos += n as u64;
-        while n > 0 {
-            let left = slices.get(idx).map_or(0, |s| s.len() - skip);
-            if n >= left {
-                n -= left;
-                idx += 1;
-                skip = 0;
-            } else {
-                skip += n;
-                n = 0;
-            }
-        }
-        // Skip empty slices so the loop ends.
-        while slices.get(idx).is_some_and(|s| s.len() == skip) {
-            idx += 1;
-            skip = 0;
-        }
     }
     Ok(())
 }
@@ -228,9 +275,9 @@ impl Shared {
             self.poison();
             return Err(LogError::Poisoned);
         }
-        let (target, segs, dir_dirty) = {
+        let (target, segs, dir_dirty, point, written_bytes_total) = {
             let mut d = lock(&self.durable);
-            (d.written_end, std::mem::take(&mut d.unsynced), std::mem::take(&mut d.dir_dirty))
+            (d.written_end, std::mem::take(&mut d.unsynced), std::mem::take(&mut d.dir_dirty), d.written_point.clone(), d.written_bytes_total)
         };
         let mut result: io::Result<()> = Ok(());
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
@@ -255,11 +302,22 @@ impl Shared {
             self.poison();
             return Err(LogError::Io(e));
         }
-        // Sealed segments are now durable: they need no scan on the next open.
+        // Everything up to `point` is durable now. Persist it as the recovery point when a sealed
+        // segment was just synced (so the next open trusts it whole) or when the interval is due.
         let active_base = rw_read(&self.segments).last().map_or(i64::MAX, |s| s.base_offset);
-        if let Some(rp) = segs.iter().filter(|s| s.base_offset < active_base).map(|s| s.next_offset()).max() {
-            if let Err(e) = self.store_checkpoint(|cp| cp.recovery_point = cp.recovery_point.max(rp)) {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint");
+        let sealed_synced = segs.iter().any(|s| s.base_offset < active_base);
+        let config = *lock(&self.config);
+        let due = {
+            let clock = lock(&self.recovery_point_clock);
+            written_bytes_total > clock.written_bytes_total
+                && (sealed_synced
+                    || written_bytes_total - clock.written_bytes_total >= config.recovery_point_interval_bytes
+                    || clock.at.elapsed() >= Duration::from_millis(config.recovery_point_interval_ms))
+        };
+        if due {
+            match self.store_recovery_point(&point) {
+                Ok(()) => *lock(&self.recovery_point_clock) = RecoveryPointClock { at: Instant::now(), written_bytes_total },
+                Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint"),
             }
         }
         let ready: Vec<DurableCallback> = {
@@ -272,6 +330,52 @@ impl Shared {
         };
         for cb in ready {
             cb(Ok(()));
+        }
+        Ok(())
+    }
+
+    /// Appends the index entries before `p` to its segment's `.rpindex` (synced) and returns the
+    /// position to store in the checkpoint. `p` must lie in synced data; callers hold `flush_lock`
+    /// or have exclusive access.
+    fn recovery_position(&self, p: &WrittenPoint) -> io::Result<Option<RecoveryPosition>> {
+        let cp = *lock(&self.checkpoint);
+        let (from, crc_before) = match cp.position {
+            Some(r) if r.segment_base == p.seg.base_offset && usize::try_from(r.index_count).is_ok_and(|c| c <= p.index_len) => {
+                (r.index_count, r.index_crc)
+            }
+            _ => (0, 0),
+        };
+        let Some(entries) = lock(&p.seg.meta).index.get(from as usize..p.index_len).map(<[_]>::to_vec) else {
+            return Ok(None); // the index was rebuilt meanwhile (truncation): skip this one
+        };
+        let Ok(index_count) = u32::try_from(p.index_len) else { return Ok(None) };
+        let index_crc = if entries.is_empty() { crc_before } else { segment::append_rpindex(&p.seg, from, crc_before, &entries)? };
+        Ok(Some(RecoveryPosition {
+            segment_base: p.seg.base_offset,
+            position: p.position,
+            next_offset: p.next_offset,
+            index_count,
+            index_crc,
+            max_ts: p.max_ts,
+            max_ts_offset: p.max_ts_offset,
+            bytes_since_index: p.bytes_since_index,
+        }))
+    }
+
+    /// Persists `p` (synced data) as the recovery point; drops the previous segment's `.rpindex`
+    /// once the checkpoint no longer refers to it.
+    fn store_recovery_point(&self, p: &WrittenPoint) -> io::Result<()> {
+        let before = *lock(&self.checkpoint);
+        if p.next_offset < before.recovery_point {
+            return Ok(());
+        }
+        let Some(position) = self.recovery_position(p)? else { return Ok(()) };
+        self.store_checkpoint(|cp| {
+            cp.recovery_point = p.next_offset;
+            cp.position = Some(position);
+        })?;
+        if let Some(old) = before.position.filter(|o| o.segment_base != position.segment_base) {
+            let _ = std::fs::remove_file(self.dir.join(segment::file_name(old.segment_base, segment::RPINDEX_EXT)));
         }
         Ok(())
     }
@@ -297,7 +401,7 @@ impl Shared {
         }
         for s in segs {
             self.env.files.forget(&s.log_path);
-            for p in [s.log_path.clone(), s.index_path(), s.timeindex_path()] {
+            for p in [s.log_path.clone(), s.index_path(), s.timeindex_path(), s.rpindex_path()] {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
@@ -329,17 +433,20 @@ impl Shared {
 
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering anything not covered by the last
-    /// checkpoint: each batch's length, dense offsets and CRC are checked, a torn or corrupt tail
-    /// is cut off (with every later segment), and missing or stale indexes are rebuilt.
+    /// checkpoint: each batch's length, dense offsets and CRC are checked from the recovery point
+    /// on, a torn or corrupt tail is cut off (with every later segment), and missing or stale
+    /// indexes are rebuilt.
     pub fn open(env: &Arc<LogEnv>, dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
+        let recovery_position = cp.and_then(|c| c.position);
         let created_ms = now_ms();
 
         // Collect segment base offsets; clear leftovers of interrupted file replacements.
         let mut bases: Vec<i64> = Vec::new();
         let mut stray_indexes: Vec<(i64, PathBuf)> = Vec::new();
+        let mut rpindexes: Vec<(i64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -356,6 +463,7 @@ impl Log {
             match ext {
                 "log" => bases.push(base),
                 "index" | "timeindex" => stray_indexes.push((base, entry.path())),
+                segment::RPINDEX_EXT => rpindexes.push((base, entry.path())),
                 _ => {}
             }
         }
@@ -369,6 +477,9 @@ impl Log {
         let mut segments: Vec<Arc<Segment>> = Vec::new();
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut cut_after: Option<usize> = None;
+        let mut scanned_bytes: u64 = 0;
+        // The recovery position we resumed from, if recovery used it.
+        let mut resumed_from: Option<RecoveryPosition> = None;
         for (i, &base) in bases.iter().enumerate() {
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
@@ -386,7 +497,17 @@ impl Log {
                 continue;
             }
             let file = std::fs::OpenOptions::new().read(true).write(true).open(&seg.log_path)?;
-            let scan = segment::scan(&file, base, config.index_interval_bytes, true)?;
+            // Data before the recovery position was synced: resume the CRC scan there.
+            let resume = recovery_position.and_then(|rp| segment::load_recovery_start(&seg, &rp, file_len).map(|start| (rp, start)));
+            let start = match resume {
+                Some((rp, start)) => {
+                    resumed_from = Some(rp);
+                    start
+                }
+                None => ScanStart::file_start(base),
+            };
+            let scan = segment::scan(&file, base, start, config.index_interval_bytes, true)?;
+            scanned_bytes += scan.bytes_read;
             if scan.truncated {
                 tracing::warn!(dir = %dir.display(), segment = base, valid_bytes = scan.valid_bytes, file_bytes = file_len,
                     "truncating torn or corrupt log tail");
@@ -429,21 +550,22 @@ impl Log {
             }
         }
         let active = Arc::clone(segments.last().ok_or_else(|| LogError::Corrupt("no segments".into()))?);
-        // The active segment's index files (from a clean shutdown) go stale with the next append.
-        active.remove_index_files();
         checkpoint::sync_dir(dir)?;
 
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let log_end = active.next_offset();
         let log_start = cp.map_or(first_base, |c| c.log_start).clamp(first_base, log_end);
         let high_watermark = cp.map_or(log_start, |c| c.high_watermark).clamp(log_start, log_end);
-        let new_cp = LogCheckpoint {
+        // In memory until the recovery point below is stored: everything before the active
+        // segment is synced, and the active segment's `.rpindex` holds what `resumed_from` says
+        // only if recovery resumed from it (otherwise it is rewritten from its first entry).
+        let provisional_cp = LogCheckpoint {
             recovery_point: active.base_offset,
             log_start,
             high_watermark,
+            position: resumed_from.filter(|rp| rp.segment_base == active.base_offset),
         };
-        new_cp.store(dir)?;
-
+        let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
             .and_then(|b| checkpoint::decode_leader_epochs(&b))
@@ -452,7 +574,7 @@ impl Log {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             env: Arc::clone(env),
-            append: Mutex::new(AppendState { active, closed: false, unflushed_messages: 0 }),
+            append: Mutex::new(AppendState { active: Arc::clone(&active), active_file: Weak::new(), closed: false, unflushed_messages: 0 }),
             segments: RwLock::new(segments),
             log_end: AtomicI64::new(log_end),
             log_start: AtomicI64::new(log_start),
@@ -463,6 +585,8 @@ impl Log {
                 unsynced: Vec::new(),
                 dir_dirty: false,
                 waiters: Vec::new(),
+                written_point: written_point.clone(),
+                written_bytes_total: 0,
             }),
             flush_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
@@ -470,10 +594,28 @@ impl Log {
             flush_timer_armed: AtomicBool::new(false),
             config: Mutex::new(config),
             epochs: Mutex::new(Vec::new()),
-            checkpoint: Mutex::new(new_cp),
+            checkpoint: Mutex::new(provisional_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
+            recovery_point_clock: Mutex::new(RecoveryPointClock { at: Instant::now(), written_bytes_total: 0 }),
+            recovery_scanned_bytes: scanned_bytes,
         });
+        // Everything recovered is synced: the recovery point is the log end.
+        let position = shared.recovery_position(&written_point)?;
+        let opened_cp = LogCheckpoint { recovery_point: log_end, position, ..provisional_cp };
+        opened_cp.store(dir)?;
+        *lock(&shared.checkpoint) = opened_cp;
+        // Only the active segment's `.rpindex` is referenced now; the sealed-format index files of
+        // the active segment (from a clean shutdown) go stale with the next append.
+        for (base, path) in rpindexes {
+            if base != active.base_offset {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        active.remove_index_files();
+        if scanned_bytes > 0 {
+            tracing::info!(dir = %dir.display(), scanned_bytes, log_end, "recovered log after unclean shutdown");
+        }
         let log = Log { shared };
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -506,10 +648,24 @@ impl Log {
     /// Appends one or more concatenated, already CRC-validated v2 batches, assigning offsets.
     /// Returns once the bytes are in the page cache; use [`Log::on_durable`] to wait for the sync.
     pub fn append(&self, batches: &Bytes, opts: &AppendOptions) -> Result<AppendInfo, LogError> {
-        let parsed = batch::split_batches(batches, batches.len()).ok_or(LogError::InvalidBatch("not a sequence of whole v2 batches"))?;
-        if parsed.is_empty() {
+        const NOT_WHOLE: LogError = LogError::InvalidBatch("not a sequence of whole v2 batches");
+        // Parsed before taking the lock. Each batch is written as [rewritten 61-byte header]
+        // [original bytes after the header]: the payload is never copied (except for
+        // LogAppendTime, whose CRC must be recomputed over a rewritten copy).
+        let mut pending: Vec<PendingBatch> = Vec::with_capacity(1);
+        for b in record::split_batches(batches) {
+            let b = b.map_err(|_| NOT_WHOLE)?;
+            let h = BatchHeader::parse(&b).map_err(|_| NOT_WHOLE)?;
+            if !segment::offsets_plausible(&h) {
+                return Err(NOT_WHOLE);
+            }
+            pending.push(PendingBatch { header: h, bytes: b });
+        }
+        if pending.is_empty() {
             return Err(LogError::InvalidBatch("no batches"));
         }
+        let batches_bytes = batches.len() as u64;
+        let record_span: i64 = pending.iter().map(|p| i64::from(p.header.last_offset_delta) + 1).sum();
         let s = &self.shared;
         let config = self.config();
         let mut st = lock(&s.append);
@@ -519,44 +675,39 @@ impl Log {
         if s.poisoned.load(Ordering::SeqCst) {
             return Err(LogError::Poisoned);
         }
-        let record_span: i64 = parsed.iter().map(|(h, _)| i64::from(h.last_offset_delta) + 1).sum();
-        self.maybe_roll(&mut st, &config, batches.len() as u64, record_span)?;
+        self.maybe_roll(&mut st, &config, batches_bytes, record_span)?;
         let seg = Arc::clone(&st.active);
-        let file = s.env.files.get(&seg.log_path)?;
+        let file = match st.active_file.upgrade() {
+            Some(f) => f,
+            None => {
+                let f = s.env.files.get(&seg.log_path)?;
+                st.active_file = Arc::downgrade(&f);
+                f
+            }
+        };
         let start_pos = seg.size();
         let base_offset = s.log_end();
 
-        // Each batch is written as [rewritten 61-byte header][original bytes after the header]:
-        // the payload is never copied.
-        let mut headers: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(parsed.len());
-        let mut notes: Vec<(u64, i64, i64, u64)> = Vec::with_capacity(parsed.len());
+        let mut headers: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(pending.len());
         let mut next = base_offset;
-        let mut pos = start_pos;
-        for (h, range) in &parsed {
-            let src = batches.get(range.clone()).ok_or(LogError::InvalidBatch("range"))?;
-            let mut hdr = [0u8; BATCH_HEADER_BYTES];
-            hdr.copy_from_slice(src.get(..BATCH_HEADER_BYTES).ok_or(LogError::InvalidBatch("short batch"))?);
-            hdr[batch::OFF_BASE_OFFSET..batch::OFF_BASE_OFFSET + 8].copy_from_slice(&next.to_be_bytes());
-            hdr[batch::OFF_LEADER_EPOCH..batch::OFF_LEADER_EPOCH + 4].copy_from_slice(&opts.leader_epoch.to_be_bytes());
-            let mut max_ts = h.max_timestamp;
+        for p in &mut pending {
             if let Some(t) = opts.log_append_time_ms {
-                let attrs = h.attributes | ATTR_TIMESTAMP_TYPE_LOG_APPEND;
-                hdr[batch::OFF_ATTRIBUTES..batch::OFF_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
-                hdr[batch::OFF_MAX_TIMESTAMP..batch::OFF_MAX_TIMESTAMP + 8].copy_from_slice(&t.to_be_bytes());
-                let crc = crc32c::crc32c(&hdr[batch::CRC_COVERED_START..]);
-                let crc = crc32c::crc32c_append(crc, src.get(BATCH_HEADER_BYTES..).unwrap_or(&[]));
-                hdr[batch::OFF_CRC..batch::OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-                max_ts = t;
+                let mut whole = BytesMut::from(&p.bytes[..]);
+                record::set_log_append_time(&mut whole, t).map_err(|_| NOT_WHOLE)?;
+                p.bytes = whole.freeze();
+                p.header.max_timestamp = t;
             }
+            let mut hdr = [0u8; BATCH_HEADER_BYTES];
+            hdr.copy_from_slice(p.bytes.get(..BATCH_HEADER_BYTES).ok_or(NOT_WHOLE)?);
+            record::set_base_offset(&mut hdr, next).map_err(|_| NOT_WHOLE)?;
+            record::set_partition_leader_epoch(&mut hdr, opts.leader_epoch).map_err(|_| NOT_WHOLE)?;
             headers.push(hdr);
-            notes.push((pos, next, max_ts, range.len() as u64));
-            next += i64::from(h.last_offset_delta) + 1;
-            pos += range.len() as u64;
+            next += i64::from(p.header.last_offset_delta) + 1;
         }
-        let mut slices: Vec<&[u8]> = Vec::with_capacity(parsed.len() * 2);
-        for (hdr, (_, range)) in headers.iter().zip(&parsed) {
-            slices.push(hdr);
-            slices.push(batches.get(range.start + BATCH_HEADER_BYTES..range.end).unwrap_or(&[]));
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() * 2);
+        for (hdr, p) in headers.iter().zip(&pending) {
+            slices.push(IoSlice::new(hdr));
+            slices.push(IoSlice::new(p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[])));
         }
         if let Err(e) = write_all_at(&file, &slices, start_pos) {
             // Cut the partial write off; if even that fails, the file state is unknown.
@@ -565,19 +716,29 @@ impl Log {
             }
             return Err(e.into());
         }
+        drop(slices);
 
-        {
+        let end_pos = start_pos + batches_bytes;
+        let point = {
             let mut m = lock(&seg.meta);
-            for &(p, b, ts, len) in &notes {
-                m.note_batch(seg.base_offset, p, b, ts, len, config.index_interval_bytes);
+            let mut pos = start_pos;
+            let mut batch_base = base_offset;
+            for p in &pending {
+                let len = p.bytes.len() as u64;
+                m.note_batch(seg.base_offset, pos, batch_base, p.header.max_timestamp, len, config.index_interval_bytes);
+                pos += len;
+                batch_base += i64::from(p.header.last_offset_delta) + 1;
             }
-        }
-        seg.size.store(pos, Ordering::Release);
+            WrittenPoint::of(&seg, &m, end_pos, next)
+        };
+        seg.size.store(end_pos, Ordering::Release);
         seg.next_offset.store(next, Ordering::Release);
         s.log_end.store(next, Ordering::Release);
         {
             let mut d = lock(&s.durable);
             d.written_end = next;
+            d.written_point = point;
+            d.written_bytes_total += batches_bytes;
             if d.unsynced.last().is_none_or(|u| !Arc::ptr_eq(u, &seg)) {
                 d.unsynced.push(Arc::clone(&seg));
             }
@@ -588,7 +749,7 @@ impl Log {
         match config.flush {
             FlushPolicy::EveryAppend => {}
             FlushPolicy::Interval { messages, ms } => {
-                let count: u64 = parsed.iter().map(|(h, _)| u64::try_from(h.record_count).unwrap_or(0)).sum();
+                let count: u64 = pending.iter().map(|p| u64::try_from(p.header.record_count).unwrap_or(0)).sum();
                 st.unflushed_messages += count;
                 if st.unflushed_messages >= messages {
                     st.unflushed_messages = 0;
@@ -632,10 +793,11 @@ impl Log {
             return Ok(()); // already empty at the end
         }
         let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
-        s.env.files.create(&seg.log_path)?;
+        let file = s.env.files.create(&seg.log_path)?;
         segment::write_index_files(&st.active)?;
         rw_write(&s.segments).push(Arc::clone(&seg));
         st.active = seg;
+        st.active_file = Arc::downgrade(&file);
         lock(&s.durable).dir_dirty = true;
         // Kafka flushes a rolled segment in the background whatever the policy.
         s.env.schedule_flush_now(&self.shared);
@@ -913,7 +1075,7 @@ impl Log {
                 let file = s.env.files.get(&seg.log_path)?;
                 let (cut, _) = seg.locate(&file, offset)?;
                 file.set_len(cut)?;
-                let scan = segment::scan(&file, seg.base_offset, config.index_interval_bytes, false)?;
+                let scan = segment::scan(&file, seg.base_offset, ScanStart::file_start(seg.base_offset), config.index_interval_bytes, false)?;
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
                 *lock(&seg.meta) = scan.meta;
@@ -940,9 +1102,10 @@ impl Log {
         };
         *rw_write(&s.segments) = keep.clone();
         st.active = Arc::clone(keep.last().ok_or_else(|| LogError::Corrupt("no segment left".into()))?);
+        st.active_file = Weak::new();
         for d in &doomed {
             s.env.files.forget(&d.log_path);
-            for p in [d.log_path.clone(), d.index_path(), d.timeindex_path()] {
+            for p in [d.log_path.clone(), d.index_path(), d.timeindex_path(), d.rpindex_path()] {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -960,11 +1123,15 @@ impl Log {
                 d.unsynced.push(Arc::clone(&st.active));
             }
             d.dir_dirty = true;
+            d.written_point = WrittenPoint::of(&st.active, &lock(&st.active.meta), st.active.size(), new_end);
         }
         let active_base = st.active.base_offset;
         let log_start = s.log_start();
+        // The recovery position may lie in data that was just cut: forget it (the next one is
+        // written from the segment's first index entry).
         s.store_checkpoint(|cp| {
             cp.recovery_point = cp.recovery_point.min(active_base);
+            cp.position = None;
             cp.log_start = log_start;
             cp.high_watermark = cp.high_watermark.min(hw);
         })?;
@@ -1002,10 +1169,15 @@ impl Log {
         segment::write_index_files(&st.active)?;
         let log_end = s.log_end();
         let hw = self.high_watermark();
-        s.store_checkpoint(|cp| {
-            cp.recovery_point = log_end;
-            cp.high_watermark = hw;
-        })?;
+        {
+            let _flush = lock(&s.flush_lock);
+            let point = lock(&s.durable).written_point.clone();
+            s.store_recovery_point(&point)?;
+            s.store_checkpoint(|cp| {
+                cp.recovery_point = log_end;
+                cp.high_watermark = hw;
+            })?;
+        }
         st.closed = true;
         drop(st);
         self.detach();
@@ -1119,6 +1291,21 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean
+    /// shutdown, otherwise about what was written after the last persisted recovery point.
+    pub fn recovery_scanned_bytes(&self) -> u64 {
+        self.shared.recovery_scanned_bytes
+    }
+
+    /// Test hook: drops the handle as a crash would (no clean-shutdown checkpoint) and returns
+    /// the offset below which data had been synced when background syncs stopped, which a crash
+    /// simulation must not damage.
+    #[doc(hidden)]
+    pub fn abandon_for_test(self) -> i64 {
+        self.detach();
+        lock(&self.shared.durable).synced_end
     }
 
     /// Test hook: makes the next sync fail as a device error would.

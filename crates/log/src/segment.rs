@@ -5,6 +5,11 @@
 //! sealed (rolled) and at clean shutdown. On-disk index files carry a summary (base, next offset,
 //! `.log` size, max timestamp) and CRCs, so recovery can trust a sealed segment without scanning it,
 //! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`.
+//!
+//! The active segment's index entries are also appended, as they are made durable, to a
+//! `.rpindex` file ("recovery-point index") that the log checkpoint refers to by entry count and
+//! CRC: after a crash, recovery loads those entries and resumes the CRC scan at the recovery
+//! point instead of reading the whole active segment.
 
 use std::fs::File;
 use std::io;
@@ -13,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
+use weir_protocol::record::{BATCH_HEADER_BYTES, BatchHeader, verify_crc};
+
+use crate::checkpoint::RecoveryPosition;
 use crate::lock;
 
 /// One sparse index entry: a batch boundary.
@@ -122,6 +129,10 @@ impl Segment {
         self.log_path.with_extension("timeindex")
     }
 
+    pub fn rpindex_path(&self) -> PathBuf {
+        self.log_path.with_extension(RPINDEX_EXT)
+    }
+
     pub fn max_ts(&self) -> (i64, i64) {
         let m = lock(&self.meta);
         (m.max_ts, m.max_ts_offset)
@@ -150,8 +161,20 @@ impl Segment {
 }
 
 pub(crate) fn batch_len(h: &BatchHeader) -> u64 {
-    // Only called on headers that passed `read_header`, whose length is validated.
-    u64::try_from(h.batch_length).unwrap_or(0) + batch::LOG_OVERHEAD_BYTES as u64
+    h.total_bytes() as u64
+}
+
+/// Offset checks the codec's header parse leaves to the log: offsets must be non-negative,
+/// dense (a non-negative delta) and must not overflow.
+pub(crate) fn offsets_plausible(h: &BatchHeader) -> bool {
+    h.last_offset_delta >= 0 && h.base_offset >= 0 && h.base_offset.checked_add(i64::from(h.last_offset_delta)).is_some()
+}
+
+/// Parses the header at the start of `b` and checks that the whole batch fits in `b.len()`
+/// bytes (`remaining`), before anything is read or allocated on its behalf.
+pub(crate) fn parse_header(b: &[u8], remaining: u64) -> Option<BatchHeader> {
+    let h = BatchHeader::parse(b).ok()?;
+    (offsets_plausible(&h) && batch_len(&h) <= remaining).then_some(h)
 }
 
 /// Reads and validates the header of the batch at `pos`; `None` if it does not fit in `size`.
@@ -161,15 +184,23 @@ pub(crate) fn read_header(file: &File, pos: u64, size: u64) -> io::Result<Option
     }
     let mut buf = [0u8; BATCH_HEADER_BYTES];
     file.read_exact_at(&mut buf, pos)?;
-    let Some(h) = BatchHeader::parse(&buf) else { return Ok(None) };
-    let remaining = usize::try_from(size - pos).unwrap_or(usize::MAX);
-    if !h.is_plausible() || h.total_bytes(remaining).is_none() {
-        return Ok(None);
-    }
-    Ok(Some(h))
+    Ok(parse_header(&buf, size - pos))
 }
 
-/// Result of scanning a segment file from its start.
+/// Where a scan starts: the file start with an empty index, or a recovery point.
+pub(crate) struct ScanStart {
+    pub position: u64,
+    pub next_offset: i64,
+    pub meta: SegMeta,
+}
+
+impl ScanStart {
+    pub fn file_start(base_offset: i64) -> ScanStart {
+        ScanStart { position: 0, next_offset: base_offset, meta: SegMeta::empty(base_offset) }
+    }
+}
+
+/// Result of scanning a segment file.
 pub(crate) struct ScanResult {
     /// Bytes of valid, whole batches from the start of the file.
     pub valid_bytes: u64,
@@ -177,76 +208,148 @@ pub(crate) struct ScanResult {
     pub meta: SegMeta,
     /// True if the scan stopped before the end of the file (torn or corrupt tail).
     pub truncated: bool,
+    /// Bytes read from the file by the scan (recovery diagnostics).
+    pub bytes_read: u64,
 }
 
-/// Scans `file` from position 0: every batch must be whole, have offsets continuing densely from
-/// `base_offset`, and (if `verify_crc`) a matching CRC. Stops at the first batch that is not.
+/// Scans `file` from `start`: every batch must be whole, have offsets continuing densely from
+/// `start.next_offset`, and (if `verify_crc`) a matching CRC. Stops at the first batch that is
+/// not. Bytes before `start.position` are neither read nor checked.
 pub(crate) fn scan(
     file: &File,
     base_offset: i64,
+    start: ScanStart,
     index_interval_bytes: u32,
-    verify_crc: bool,
+    verify: bool,
 ) -> io::Result<ScanResult> {
     let file_len = file.metadata()?.len();
     // Reads in large chunks: recovery speed is bounded by sequential read + CRC, not syscalls.
     const CHUNK_BYTES: usize = 1 << 20;
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_pos: u64 = 0; // file position of buf[0]
-    let mut pos: u64 = 0;
-    let mut expected = base_offset;
-    let mut meta = SegMeta::empty(base_offset);
+    let mut pos: u64 = start.position;
+    let mut expected = start.next_offset;
+    let mut meta = start.meta;
     let mut truncated = false;
+    let mut bytes_read: u64 = 0;
+    let mut fill = |buf: &mut Vec<u8>, at: u64, min_len: usize| -> io::Result<()> {
+        let len = usize::try_from((file_len - at).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES).max(min_len);
+        buf.resize(len, 0);
+        file.read_exact_at(buf, at)?;
+        bytes_read += len as u64;
+        Ok(())
+    };
     loop {
         if pos >= file_len {
             break;
         }
         // Make sure the header is in the buffer.
-        let want_header = BATCH_HEADER_BYTES as u64;
-        if pos + want_header > file_len {
+        if pos + BATCH_HEADER_BYTES as u64 > file_len {
             truncated = true;
             break;
         }
-        if pos + want_header > buf_pos + buf.len() as u64 {
-            let len = usize::try_from((file_len - pos).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES);
-            buf.resize(len, 0);
-            file.read_exact_at(&mut buf, pos)?;
+        if pos + BATCH_HEADER_BYTES as u64 > buf_pos + buf.len() as u64 || pos < buf_pos {
+            fill(&mut buf, pos, 0)?;
             buf_pos = pos;
         }
         let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
-        let Some(h) = buf.get(at..).and_then(BatchHeader::parse) else {
+        let Some(h) = buf.get(at..).and_then(|b| parse_header(b, file_len - pos)) else {
             truncated = true;
             break;
         };
-        let remaining = usize::try_from(file_len - pos).unwrap_or(usize::MAX);
-        let Some(total) = h.total_bytes(remaining).filter(|_| h.is_plausible()) else {
-            truncated = true;
-            break;
-        };
+        let total = batch_len(&h);
         if h.base_offset != expected {
             truncated = true;
             break;
         }
-        if verify_crc {
-            if pos + total as u64 > buf_pos + buf.len() as u64 {
-                let len = usize::try_from((file_len - pos).min(CHUNK_BYTES as u64))
-                    .unwrap_or(CHUNK_BYTES)
-                    .max(total);
-                buf.resize(len, 0);
-                file.read_exact_at(&mut buf, pos)?;
+        if verify {
+            if pos + total > buf_pos + buf.len() as u64 {
+                // `total` fits in the file (checked by parse_header), so this is bounded.
+                fill(&mut buf, pos, usize::try_from(total).unwrap_or(usize::MAX))?;
                 buf_pos = pos;
             }
             let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
-            let ok = buf.get(at..at + total).is_some_and(batch::verify_crc);
-            if !ok {
+            let end = at.saturating_add(usize::try_from(total).unwrap_or(usize::MAX));
+            if !buf.get(at..end).is_some_and(|b| verify_crc(b).is_ok()) {
                 truncated = true;
                 break;
             }
         }
-        meta.note_batch(base_offset, pos, h.base_offset, h.max_timestamp, total as u64, index_interval_bytes);
+        meta.note_batch(base_offset, pos, h.base_offset, h.max_timestamp, total, index_interval_bytes);
         expected = h.last_offset() + 1;
-        pos += total as u64;
+        pos += total;
     }
-    Ok(ScanResult { valid_bytes: pos, next_offset: expected, meta, truncated })
+    Ok(ScanResult { valid_bytes: pos, next_offset: expected, meta, truncated, bytes_read })
+}
+
+// ---- recovery-point index ---------------------------------------------------------------------
+
+pub(crate) const RPINDEX_EXT: &str = "rpindex";
+/// rel_offset (u32), position (u32), ts_before (i64).
+const RPINDEX_ENTRY_BYTES: usize = 16;
+
+pub(crate) fn encode_rpindex_entries(entries: &[IndexEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(entries.len() * RPINDEX_ENTRY_BYTES);
+    for e in entries {
+        b.extend_from_slice(&e.rel_offset.to_be_bytes());
+        b.extend_from_slice(&e.position.to_be_bytes());
+        b.extend_from_slice(&e.ts_before.to_be_bytes());
+    }
+    b
+}
+
+/// Appends `entries` to the segment's `.rpindex` after the first `from` entries and syncs it.
+/// Returns the CRC32C of all entries `0..from + entries.len()`, continuing from `crc_before`.
+pub(crate) fn append_rpindex(seg: &Segment, from: u32, crc_before: u32, entries: &[IndexEntry]) -> io::Result<u32> {
+    let bytes = encode_rpindex_entries(entries);
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(seg.rpindex_path())?;
+    file.write_all_at(&bytes, u64::from(from) * RPINDEX_ENTRY_BYTES as u64)?;
+    rustix::fs::fdatasync(&file)?;
+    Ok(crc32c::crc32c_append(crc_before, &bytes))
+}
+
+/// Loads the active segment's state at a recovery point: the first `rp.index_count` entries of
+/// its `.rpindex` (checked against the CRC in the checkpoint) plus the scalars stored there.
+/// `None` if anything does not validate; the caller then scans the segment from its start.
+pub(crate) fn load_recovery_start(seg: &Segment, rp: &RecoveryPosition, file_len: u64) -> Option<ScanStart> {
+    let base = seg.base_offset;
+    if rp.segment_base != base || rp.position > file_len || rp.next_offset < base || (rp.position == 0) != (rp.next_offset == base) {
+        return None;
+    }
+    let count = usize::try_from(rp.index_count).ok()?;
+    let want = count.checked_mul(RPINDEX_ENTRY_BYTES)?;
+    let mut bytes = vec![0u8; 0];
+    if count > 0 {
+        let file = File::open(seg.rpindex_path()).ok()?;
+        // Bounded by the file's real size before allocating.
+        if file.metadata().ok()?.len() < want as u64 {
+            return None;
+        }
+        bytes.resize(want, 0);
+        file.read_exact_at(&mut bytes, 0).ok()?;
+    }
+    if crc32c::crc32c(&bytes) != rp.index_crc {
+        return None;
+    }
+    let mut index = Vec::with_capacity(count);
+    let mut prev: Option<IndexEntry> = None;
+    for c in bytes.chunks_exact(RPINDEX_ENTRY_BYTES) {
+        let e = IndexEntry {
+            rel_offset: u32::from_be_bytes(c.get(0..4)?.try_into().ok()?),
+            position: u32::from_be_bytes(c.get(4..8)?.try_into().ok()?),
+            ts_before: i64::from_be_bytes(c.get(8..16)?.try_into().ok()?),
+        };
+        if u64::from(e.position) >= rp.position || i64::from(e.rel_offset) >= rp.next_offset - base {
+            return None;
+        }
+        if prev.is_some_and(|p| e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before) {
+            return None;
+        }
+        prev = Some(e);
+        index.push(e);
+    }
+    let meta = SegMeta { index, max_ts: rp.max_ts, max_ts_offset: rp.max_ts_offset, bytes_since_index: rp.bytes_since_index };
+    Some(ScanStart { position: rp.position, next_offset: rp.next_offset, meta })
 }
 
 // ---- index files ----------------------------------------------------------------------------

@@ -19,7 +19,8 @@ const CHILD_RUN_ENV: &str = "WEIR_LOG_KILL9_RUN";
 const KILLS: u64 = 24;
 
 fn config() -> LogConfig {
-    LogConfig { segment_bytes: 64 * 1024, ..LogConfig::default() }
+    // Frequent recovery points, so kills land both before and after mid-segment ones.
+    LogConfig { segment_bytes: 64 * 1024, recovery_point_interval_bytes: 8 * 1024, ..LogConfig::default() }
 }
 
 fn batch_id(run: u64, k: u64) -> u64 {
