@@ -1,8 +1,9 @@
 """confluent-kafka helpers shared by the confluent test modules.
 
-Consumer groups are not supported by the broker yet, so the consumer uses
-assign() only. confluent-kafka insists on a group.id even then; it is set but
-never used for subscribe or commit."""
+The data-path tests read with assign() so that each check is about one
+partition's bytes, not about group assignment (test_groups.py covers groups).
+confluent-kafka insists on a group.id even for assign(); it is set but never
+used for subscribe or commit."""
 
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ def produce_all(broker, topic: str, records: list[Record], first_offset: int, pa
 def is_group_coordinator_error(msg) -> bool:
     """librdkafka looks up a group coordinator whenever group.id is set, even
     for assign()-only consumers, and may pass a failed lookup on to the
-    application. Groups are outside the broker's contract for now, so such
-    errors (group-level: no topic) are not the data path's failure."""
+    application. Such group-level errors (no topic) are not the data path's
+    failure."""
     err = msg.error()
     return msg.topic() is None and not err.fatal() and "coordinator" in err.str().lower()
 
