@@ -89,7 +89,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             flush: FlushPolicy::EveryAppend,
             segment_index_bytes: 10 * 1024 * 1024,
-            recovery_point_interval_bytes: 64 * 1024 * 1024,
+            recovery_point_interval_bytes: 16 * 1024 * 1024,
             recovery_point_interval_ms: 1000,
         }
     }

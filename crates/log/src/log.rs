@@ -302,6 +302,18 @@ impl Shared {
             self.poison();
             return Err(LogError::Io(e));
         }
+        let ready: Vec<DurableCallback> = {
+            let mut d = lock(&self.durable);
+            d.synced_end = d.synced_end.max(target);
+            let synced = d.synced_end;
+            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut d.waiters).into_iter().partition(|(o, _)| *o <= synced);
+            d.waiters = pending;
+            done.into_iter().map(|(_, cb)| cb).collect()
+        };
+        for cb in ready {
+            cb(Ok(()));
+        }
+        // Waiters first: the checkpoint below must not add to ack latency.
         // Everything up to `point` is durable now. Persist it as the recovery point when a sealed
         // segment was just synced (so the next open trusts it whole) or when the interval is due.
         let active_base = rw_read(&self.segments).last().map_or(i64::MAX, |s| s.base_offset);
@@ -319,17 +331,6 @@ impl Shared {
                 Ok(()) => *lock(&self.recovery_point_clock) = RecoveryPointClock { at: Instant::now(), written_bytes_total },
                 Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint"),
             }
-        }
-        let ready: Vec<DurableCallback> = {
-            let mut d = lock(&self.durable);
-            d.synced_end = d.synced_end.max(target);
-            let synced = d.synced_end;
-            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut d.waiters).into_iter().partition(|(o, _)| *o <= synced);
-            d.waiters = pending;
-            done.into_iter().map(|(_, cb)| cb).collect()
-        };
-        for cb in ready {
-            cb(Ok(()));
         }
         Ok(())
     }
@@ -478,8 +479,11 @@ impl Log {
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut cut_after: Option<usize> = None;
         let mut scanned_bytes: u64 = 0;
-        // The recovery position we resumed from, if recovery used it.
-        let mut resumed_from: Option<RecoveryPosition> = None;
+        // Offset below which recovered data is known to be synced (where the first scan started).
+        let mut synced_end: Option<i64> = None;
+        // Files were cut, created or removed: the directory needs a sync before a checkpoint
+        // relies on it.
+        let mut dir_dirty = false;
         for (i, &base) in bases.iter().enumerate() {
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
@@ -498,14 +502,10 @@ impl Log {
             }
             let file = std::fs::OpenOptions::new().read(true).write(true).open(&seg.log_path)?;
             // Data before the recovery position was synced: resume the CRC scan there.
-            let resume = recovery_position.and_then(|rp| segment::load_recovery_start(&seg, &rp, file_len).map(|start| (rp, start)));
-            let start = match resume {
-                Some((rp, start)) => {
-                    resumed_from = Some(rp);
-                    start
-                }
-                None => ScanStart::file_start(base),
-            };
+            let start = recovery_position
+                .and_then(|rp| segment::load_recovery_start(&seg, &rp, file_len))
+                .unwrap_or_else(|| ScanStart::file_start(base));
+            synced_end.get_or_insert(start.next_offset);
             let scan = segment::scan(&file, base, start, config.index_interval_bytes, true)?;
             scanned_bytes += scan.bytes_read;
             if scan.truncated {
@@ -527,8 +527,9 @@ impl Log {
             }
         }
         if let Some(i) = cut_after {
+            dir_dirty = true;
             for &base in bases.iter().skip(i + 1) {
-                for ext in ["log", "index", "timeindex"] {
+                for ext in ["log", "index", "timeindex", segment::RPINDEX_EXT] {
                     let _ = std::fs::remove_file(dir.join(segment::file_name(base, ext)));
                 }
             }
@@ -539,32 +540,53 @@ impl Log {
             let seg = Segment::new(dir, start, created_ms);
             File::create(&seg.log_path)?;
             segments.push(Arc::new(seg));
+            dir_dirty = true;
         }
-        // Rebuild sealed segments' index files; fsync what we scanned so it can be trusted.
+        // Rebuild sealed segments' index files. What was scanned is not synced here: it joins the
+        // unsynced set, so the first sync after open covers it (and only then does the recovery
+        // point move past it). Open itself needs no fsync after a crash.
         let last_base = segments.last().map_or(0, |s| s.base_offset);
         for seg in &scanned {
-            let f = File::open(&seg.log_path)?;
-            rustix::fs::fdatasync(&f).map_err(io::Error::from)?;
             if seg.base_offset != last_base {
                 segment::write_index_files(seg)?;
             }
         }
         let active = Arc::clone(segments.last().ok_or_else(|| LogError::Corrupt("no segments".into()))?);
-        checkpoint::sync_dir(dir)?;
 
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let log_end = active.next_offset();
         let log_start = cp.map_or(first_base, |c| c.log_start).clamp(first_base, log_end);
         let high_watermark = cp.map_or(log_start, |c| c.high_watermark).clamp(log_start, log_end);
-        // In memory until the recovery point below is stored: everything before the active
-        // segment is synced, and the active segment's `.rpindex` holds what `resumed_from` says
-        // only if recovery resumed from it (otherwise it is rewritten from its first entry).
-        let provisional_cp = LogCheckpoint {
-            recovery_point: active.base_offset,
+        let synced_end = synced_end.unwrap_or(log_end);
+        // The active segment's `.rpindex` is extended rather than rewritten if the entries the
+        // checkpoint says it holds are the first ones in memory (after resuming from it, or after
+        // a clean shutdown).
+        let rpindex_reusable = |rp: &RecoveryPosition| {
+            let m = lock(&active.meta);
+            rp.segment_base == active.base_offset
+                && usize::try_from(rp.index_count)
+                    .ok()
+                    .and_then(|count| m.index.get(..count))
+                    .is_some_and(|entries| segment::rpindex_crc(entries) == rp.index_crc)
+        };
+        // The checkpoint on disk stays valid after recovery (its position precedes anything cut).
+        // It is replaced only if missing, or if it points past the recovered data, or if it names
+        // an active-segment `.rpindex` that did not validate: that file is rewritten from its start
+        // by the next recovery point, and the stale position must not vouch for it meanwhile.
+        let must_store = cp.is_none_or(|c| c.recovery_point > synced_end)
+            || recovery_position.is_some_and(|rp| rp.segment_base == active.base_offset && !rpindex_reusable(&rp));
+        let opened_cp = LogCheckpoint {
+            recovery_point: cp.map_or(synced_end, |c| c.recovery_point.min(synced_end)),
             log_start,
             high_watermark,
-            position: resumed_from.filter(|rp| rp.segment_base == active.base_offset),
+            // Kept as on disk unless replaced (a position in a sealed segment stays valid until
+            // the next recovery point moves past it).
+            position: if must_store { recovery_position.filter(rpindex_reusable) } else { recovery_position },
         };
+        if must_store {
+            opened_cp.store(dir)?;
+            dir_dirty = false;
+        }
         let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
@@ -581,12 +603,14 @@ impl Log {
             high_watermark: AtomicI64::new(high_watermark),
             durable: Mutex::new(Durable {
                 written_end: log_end,
-                synced_end: log_end,
-                unsynced: Vec::new(),
-                dir_dirty: false,
+                synced_end,
+                unsynced: scanned.clone(),
+                dir_dirty,
                 waiters: Vec::new(),
-                written_point: written_point.clone(),
-                written_bytes_total: 0,
+                written_point,
+                // Recovered bytes past the recovery point count as new: the first sync after open
+                // that is due persists a recovery point covering them.
+                written_bytes_total: scanned_bytes,
             }),
             flush_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
@@ -594,27 +618,27 @@ impl Log {
             flush_timer_armed: AtomicBool::new(false),
             config: Mutex::new(config),
             epochs: Mutex::new(Vec::new()),
-            checkpoint: Mutex::new(provisional_cp),
+            checkpoint: Mutex::new(opened_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
             recovery_point_clock: Mutex::new(RecoveryPointClock { at: Instant::now(), written_bytes_total: 0 }),
             recovery_scanned_bytes: scanned_bytes,
         });
-        // Everything recovered is synced: the recovery point is the log end.
-        let position = shared.recovery_position(&written_point)?;
-        let opened_cp = LogCheckpoint { recovery_point: log_end, position, ..provisional_cp };
-        opened_cp.store(dir)?;
-        *lock(&shared.checkpoint) = opened_cp;
-        // Only the active segment's `.rpindex` is referenced now; the sealed-format index files of
-        // the active segment (from a clean shutdown) go stale with the next append.
+        // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
+        // index files of the active segment (from a clean shutdown) go stale with the next append.
+        let named = opened_cp.position.map(|p| p.segment_base);
         for (base, path) in rpindexes {
-            if base != active.base_offset {
+            if base != active.base_offset && Some(base) != named {
                 let _ = std::fs::remove_file(path);
             }
         }
         active.remove_index_files();
         if scanned_bytes > 0 {
             tracing::info!(dir = %dir.display(), scanned_bytes, log_end, "recovered log after unclean shutdown");
+        }
+        if synced_end < log_end {
+            // Make the recovered tail durable soon without making open wait for it.
+            env.schedule_flush_now(&shared);
         }
         let log = Log { shared };
         // Drop epochs that point past the recovered end (their data was cut off).

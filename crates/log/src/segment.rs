@@ -298,6 +298,11 @@ pub(crate) fn encode_rpindex_entries(entries: &[IndexEntry]) -> Vec<u8> {
     b
 }
 
+/// CRC32C of entries as stored in a `.rpindex` file.
+pub(crate) fn rpindex_crc(entries: &[IndexEntry]) -> u32 {
+    crc32c::crc32c(&encode_rpindex_entries(entries))
+}
+
 /// Appends `entries` to the segment's `.rpindex` after the first `from` entries and syncs it.
 /// Returns the CRC32C of all entries `0..from + entries.len()`, continuing from `crc_before`.
 pub(crate) fn append_rpindex(seg: &Segment, from: u32, crc_before: u32, entries: &[IndexEntry]) -> io::Result<u32> {
