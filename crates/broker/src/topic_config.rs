@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use weir_log::{FlushPolicy, LogConfig};
 
+/// Ten years: what `flush.ms` values meaning "never" are capped to.
+const FLUSH_MS_NEVER: u64 = 10 * 365 * 24 * 3600 * 1000;
+
 /// How a produced batch's timestamp is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {
@@ -315,7 +318,9 @@ impl TopicConfig {
         } else {
             FlushPolicy::Interval {
                 messages: u64::try_from(self.flush_messages).unwrap_or(u64::MAX),
-                ms: u64::try_from(self.flush_ms).unwrap_or(u64::MAX),
+                // Kafka spells "never" as Long.MAX_VALUE; a deadline that far out
+                // would overflow a clock, so "never" becomes ten years.
+                ms: u64::try_from(self.flush_ms).unwrap_or(u64::MAX).min(FLUSH_MS_NEVER),
             }
         };
         LogConfig {
@@ -412,5 +417,9 @@ mod tests {
         assert!(matches!(config.log_config().flush, FlushPolicy::EveryAppend));
         let loose = config.with_overrides([("flush.messages", "10000")]).unwrap();
         assert!(matches!(loose.log_config().flush, FlushPolicy::Interval { .. }));
+        // Kafka's "never" must not become a deadline that overflows the clock.
+        let never = config.with_overrides([("flush.messages", "9223372036854775807")]).unwrap();
+        let FlushPolicy::Interval { ms, .. } = never.log_config().flush else { panic!("interval policy") };
+        assert!(std::time::Instant::now().checked_add(std::time::Duration::from_millis(ms)).is_some());
     }
 }

@@ -11,6 +11,7 @@
 //! clients require.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -106,25 +107,42 @@ async fn run_connection(
     // sends record bytes that live in segment files with sendfile.
     let write_task = tokio::spawn(async move {
         let mut out = BytesMut::with_capacity(64 * 1024);
-        while let Some(pending) = pending_rx.recv().await {
-            let mut next = Some(pending);
-            while let Some(pending) = next.take() {
-                if let Some(frame) = pending.await {
-                    for chunk in frame.chunks {
-                        match chunk {
-                            FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
-                            FrameChunk::File(range) => {
-                                if !out.is_empty() {
-                                    writer.write_all(&out).await?;
-                                    out.clear();
-                                }
-                                send_file(writer.as_ref(), &range).await?;
+        while let Some(mut pending) = pending_rx.recv().await {
+            loop {
+                // Responses that are already complete are gathered into one
+                // write; before waiting on one that isn't (fsync, long-poll),
+                // everything gathered so far goes out, so no ack waits behind
+                // a later request's durability.
+                let polled = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+                let frame = match polled {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if !out.is_empty() {
+                            writer.write_all(&out).await?;
+                            out.clear();
+                        }
+                        pending.await
+                    }
+                };
+                for chunk in frame.into_iter().flat_map(|f| f.chunks) {
+                    match chunk {
+                        FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
+                        FrameChunk::File(range) => {
+                            if !out.is_empty() {
+                                writer.write_all(&out).await?;
+                                out.clear();
                             }
+                            send_file(writer.as_ref(), &range).await?;
                         }
                     }
                 }
-                if out.len() < WRITE_BATCH_BYTES_MAX {
-                    next = pending_rx.try_recv().ok();
+                if out.len() >= WRITE_BATCH_BYTES_MAX {
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+                match pending_rx.try_recv() {
+                    Ok(next) => pending = next,
+                    Err(_) => break,
                 }
             }
             if !out.is_empty() {
