@@ -80,13 +80,22 @@ impl ReadResult {
 struct PendingBatch {
     header: BatchHeader,
     bytes: Bytes,
+    /// The header as written: offsets and leader epoch assigned.
+    header_out: [u8; BATCH_HEADER_BYTES],
 }
+
+/// Appends up to this size are copied into one buffer and written with a single-buffer `pwrite`:
+/// for small batches that is cheaper than the kernel walking a header+payload iovec list. Larger
+/// ones are written with `pwritev` straight from the caller's buffers (no copy).
+const APPEND_COPY_BYTES_MAX: usize = 8 * 1024;
 
 struct AppendState {
     active: Arc<Segment>,
     /// The active segment's descriptor, without a strong reference: the file cache owns it and
     /// may evict it (the fd cap holds), but while it is open appends skip the cache lookup.
     active_file: Weak<File>,
+    /// Reused buffer for small appends (see `APPEND_COPY_BYTES_MAX`).
+    scratch: Vec<u8>,
     closed: bool,
     /// Messages appended since the last background flush was requested (`Interval` policy).
     unflushed_messages: u64,
@@ -198,7 +207,9 @@ fn write_all_at(file: &File, slices: &[IoSlice<'_>], mut pos: u64) -> io::Result
     let total: usize = slices.iter().map(|s| s.len()).sum();
     let mut done = 0usize;
     while done < total {
-        let n = if done == 0 && slices.len() <= IOVECS_PER_WRITE_MAX {
+        let n = if let [one] = slices {
+            rustix::io::pwrite(file, one.get(done..).unwrap_or(&[]), pos)
+        } else if done == 0 && slices.len() <= IOVECS_PER_WRITE_MAX {
             rustix::io::pwritev(file, slices, pos)
         } else {
             // Rebuild the remaining iovecs after `done` bytes.
@@ -596,7 +607,13 @@ impl Log {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             env: Arc::clone(env),
-            append: Mutex::new(AppendState { active: Arc::clone(&active), active_file: Weak::new(), closed: false, unflushed_messages: 0 }),
+            append: Mutex::new(AppendState {
+                active: Arc::clone(&active),
+                active_file: Weak::new(),
+                scratch: Vec::new(),
+                closed: false,
+                unflushed_messages: 0,
+            }),
             segments: RwLock::new(segments),
             log_end: AtomicI64::new(log_end),
             log_start: AtomicI64::new(log_start),
@@ -683,7 +700,7 @@ impl Log {
             if !segment::offsets_plausible(&h) {
                 return Err(NOT_WHOLE);
             }
-            pending.push(PendingBatch { header: h, bytes: b });
+            pending.push(PendingBatch { header: h, bytes: b, header_out: [0; BATCH_HEADER_BYTES] });
         }
         if pending.is_empty() {
             return Err(LogError::InvalidBatch("no batches"));
@@ -712,7 +729,6 @@ impl Log {
         let start_pos = seg.size();
         let base_offset = s.log_end();
 
-        let mut headers: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(pending.len());
         let mut next = base_offset;
         for p in &mut pending {
             if let Some(t) = opts.log_append_time_ms {
@@ -721,26 +737,35 @@ impl Log {
                 p.bytes = whole.freeze();
                 p.header.max_timestamp = t;
             }
-            let mut hdr = [0u8; BATCH_HEADER_BYTES];
+            let hdr = &mut p.header_out;
             hdr.copy_from_slice(p.bytes.get(..BATCH_HEADER_BYTES).ok_or(NOT_WHOLE)?);
-            record::set_base_offset(&mut hdr, next).map_err(|_| NOT_WHOLE)?;
-            record::set_partition_leader_epoch(&mut hdr, opts.leader_epoch).map_err(|_| NOT_WHOLE)?;
-            headers.push(hdr);
+            record::set_base_offset(hdr, next).map_err(|_| NOT_WHOLE)?;
+            record::set_partition_leader_epoch(hdr, opts.leader_epoch).map_err(|_| NOT_WHOLE)?;
             next += i64::from(p.header.last_offset_delta) + 1;
         }
-        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() * 2);
-        for (hdr, p) in headers.iter().zip(&pending) {
-            slices.push(IoSlice::new(hdr));
-            slices.push(IoSlice::new(p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[])));
-        }
-        if let Err(e) = write_all_at(&file, &slices, start_pos) {
+        let written = if batches.len() <= APPEND_COPY_BYTES_MAX {
+            let buf = &mut st.scratch;
+            buf.clear();
+            for p in &pending {
+                buf.extend_from_slice(&p.header_out);
+                buf.extend_from_slice(p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[]));
+            }
+            write_all_at(&file, &[IoSlice::new(buf)], start_pos)
+        } else {
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() * 2);
+            for p in &pending {
+                slices.push(IoSlice::new(&p.header_out));
+                slices.push(IoSlice::new(p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[])));
+            }
+            write_all_at(&file, &slices, start_pos)
+        };
+        if let Err(e) = written {
             // Cut the partial write off; if even that fails, the file state is unknown.
             if file.set_len(start_pos).is_err() {
                 s.poison();
             }
             return Err(e.into());
         }
-        drop(slices);
 
         let end_pos = start_pos + batches_bytes;
         let point = {
@@ -931,11 +956,10 @@ impl Log {
                     let reach = (pos + budget_left).min(size);
                     let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
                     let j2 = m.index.partition_point(|e| seg.base_offset + i64::from(e.rel_offset) <= limit);
-                    if let Some(e) = j1.min(j2).checked_sub(1).and_then(|j| m.index.get(j)) {
-                        if u64::from(e.position) > pos {
+                    if let Some(e) = j1.min(j2).checked_sub(1).and_then(|j| m.index.get(j))
+                        && u64::from(e.position) > pos {
                             pos = u64::from(e.position);
                         }
-                    }
                 }
                 let Some(h) = read_header(&file, pos, size)? else { break };
                 if h.last_offset() >= limit {
@@ -1288,11 +1312,10 @@ impl Log {
             if o > log_end {
                 continue;
             }
-            if let Some(snap) = std::fs::read(&path).ok().and_then(|b| checkpoint::decode_producer_snapshot(&b)) {
-                if snap.0 == o {
+            if let Some(snap) = std::fs::read(&path).ok().and_then(|b| checkpoint::decode_producer_snapshot(&b))
+                && snap.0 == o {
                     return Ok(Some(snap));
                 }
-            }
         }
         Ok(None)
     }

@@ -59,14 +59,13 @@ impl SegMeta {
         index_interval_bytes: u32,
     ) {
         let first = position == 0;
-        if first || self.bytes_since_index >= u64::from(index_interval_bytes) {
-            if let (Ok(rel), Ok(pos)) = (u32::try_from(batch_base - base), u32::try_from(position)) {
+        if (first || self.bytes_since_index >= u64::from(index_interval_bytes))
+            && let (Ok(rel), Ok(pos)) = (u32::try_from(batch_base - base), u32::try_from(position)) {
                 if !first {
                     self.index.push(IndexEntry { rel_offset: rel, position: pos, ts_before: self.max_ts });
                 }
                 self.bytes_since_index = 0;
             }
-        }
         self.bytes_since_index += batch_bytes;
         if batch_max_ts > self.max_ts {
             self.max_ts = batch_max_ts;
@@ -270,7 +269,7 @@ pub(crate) fn scan(
             }
             let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
             let end = at.saturating_add(usize::try_from(total).unwrap_or(usize::MAX));
-            if !buf.get(at..end).is_some_and(|b| verify_crc(b).is_ok()) {
+            if buf.get(at..end).is_none_or(|b| verify_crc(b).is_err()) {
                 truncated = true;
                 break;
             }
@@ -455,11 +454,10 @@ pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)>
         if u64::from(e.position) >= log_bytes || i64::from(e.rel_offset) >= next - base {
             return None;
         }
-        if let Some(p) = prev {
-            if e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before {
+        if let Some(p) = prev
+            && (e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before) {
                 return None;
             }
-        }
         prev = Some(e);
         index.push(e);
     }

@@ -32,7 +32,10 @@ pub fn build_batch(record_count: i32, max_timestamp_ms: i64, payload: &[u8]) -> 
 }
 
 /// Decoded essentials of one batch in a read result: (base offset, last offset, CRC ok, bytes).
-pub fn split_read(buf: &[u8]) -> Option<Vec<(i64, i64, bool, Vec<u8>)>> {
+/// (base offset, last offset, CRC ok, bytes) of one batch.
+pub type ReadBatch = (i64, i64, bool, Vec<u8>);
+
+pub fn split_read(buf: &[u8]) -> Option<Vec<ReadBatch>> {
     record::split_batches(&Bytes::copy_from_slice(buf))
         .map(|b| {
             let b = b.ok()?;
