@@ -581,10 +581,11 @@ impl Log {
                     .is_some_and(|entries| segment::rpindex_crc(entries) == rp.index_crc)
         };
         // The checkpoint on disk stays valid after recovery (its position precedes anything cut).
-        // It is replaced only if missing, or if it points past the recovered data, or if it names
+        // It is replaced only if missing, or if it points past the recovered data (recovery point,
+        // log start or high watermark beyond a cut tail), or if it names
         // an active-segment `.rpindex` that did not validate: that file is rewritten from its start
         // by the next recovery point, and the stale position must not vouch for it meanwhile.
-        let must_store = cp.is_none_or(|c| c.recovery_point > synced_end)
+        let must_store = cp.is_none_or(|c| c.recovery_point > synced_end || c.log_start != log_start || c.high_watermark != high_watermark)
             || recovery_position.is_some_and(|rp| rp.segment_base == active.base_offset && !rpindex_reusable(&rp));
         let opened_cp = LogCheckpoint {
             recovery_point: cp.map_or(synced_end, |c| c.recovery_point.min(synced_end)),
