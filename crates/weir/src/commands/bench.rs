@@ -109,9 +109,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub queue_records_max: usize,
     /// Produce requests librdkafka may have outstanding per connection
-    /// (max.in.flight.requests.per.connection). Default: 5 for e2e (the Java
-    /// producer's default; deep pipelines of tiny requests queue behind each
-    /// other and dominate the latency tail), librdkafka's own default otherwise.
+    /// (max.in.flight.requests.per.connection). Default: librdkafka's own.
     #[arg(long)]
     pub max_in_flight: Option<u32>,
     /// Records sent during the first N seconds count for throughput but not

@@ -25,8 +25,6 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A consumer that receives nothing for this long has stalled.
 const CONSUME_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Outstanding produce requests per connection in e2e runs (Java's default).
-const E2E_MAX_IN_FLIGHT: u32 = 5;
 /// Back-off when librdkafka's queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(200);
 
@@ -71,7 +69,7 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "2097151")
         .set("enable.idempotence", "false")
         .set("message.timeout.ms", "120000");
-    let max_in_flight = args.max_in_flight.or((args.workload == Workload::E2e).then_some(E2E_MAX_IN_FLIGHT));
+    let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
         config.set("max.in.flight.requests.per.connection", n.to_string());
     }
