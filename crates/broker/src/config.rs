@@ -51,8 +51,14 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// Kafka's `group.max.session.timeout.ms`.
     pub group_max_session_timeout_ms: i32,
-    /// Kafka's `group.max.size`.
+    /// Kafka's `group.max.size` (also the cap of consumer-protocol groups).
     pub group_max_size: usize,
+    /// Kafka's `group.consumer.heartbeat.interval.ms`: how often members of
+    /// consumer-protocol (KIP-848) groups heartbeat.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Kafka's `group.consumer.session.timeout.ms`: a consumer-protocol member
+    /// silent this long is removed.
+    pub group_consumer_session_timeout_ms: i32,
     /// Kafka's `offsets.topic.num.partitions`: partitions of `__consumer_offsets`
     /// when it is created (later changes don't move existing groups).
     pub offsets_topic_partitions: i32,
@@ -85,6 +91,8 @@ impl Default for BrokerConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_max_size: 10_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
             offsets_topic_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
@@ -135,6 +143,11 @@ impl BrokerConfig {
         }
         if self.group_min_session_timeout_ms <= 0 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
             return Err("group_min_session_timeout_ms must be > 0 and <= group_max_session_timeout_ms".into());
+        }
+        if self.group_consumer_heartbeat_interval_ms <= 0
+            || self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms
+        {
+            return Err("group_consumer_heartbeat_interval_ms must be > 0 and below group_consumer_session_timeout_ms".into());
         }
         if self.group_max_size == 0 {
             return Err("group_max_size must be >= 1".into());

@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// more members, in ms (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// Heartbeat interval of consumer-protocol (KIP-848) group members, in ms
+    /// (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(long, env = "WEIR_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// Session timeout of consumer-protocol group members, in ms
+    /// (Kafka's group.consumer.session.timeout.ms).
+    #[arg(long, env = "WEIR_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
+    group_consumer_session_timeout_ms: Option<i32>,
     /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
     #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<i32>,
@@ -86,6 +94,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.group_initial_rebalance_delay_ms {
         config.group_initial_rebalance_delay_ms = ms;
+    }
+    if let Some(ms) = args.group_consumer_heartbeat_interval_ms {
+        config.group_consumer_heartbeat_interval_ms = ms;
+    }
+    if let Some(ms) = args.group_consumer_session_timeout_ms {
+        config.group_consumer_session_timeout_ms = ms;
     }
     if let Some(n) = args.offsets_topic_partitions {
         config.offsets_topic_partitions = n;

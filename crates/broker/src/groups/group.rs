@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
 
+use super::consumer::ConsumerGroup;
+
 /// Where a group is in its rebalance cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupState {
@@ -251,6 +253,9 @@ pub struct Group<W> {
     state_since_ms: i64,
     /// The group's persisted shape changed and must be written.
     dirty: bool,
+    /// Set while the group speaks the consumer protocol (KIP-848); its
+    /// classic side then stays Empty and the group only holds offsets there.
+    pub consumer: Option<ConsumerGroup>,
 }
 
 impl<W> Group<W> {
@@ -271,6 +276,7 @@ impl<W> Group<W> {
             sync_deadline_ms: None,
             state_since_ms: now_ms,
             dirty: false,
+            consumer: None,
         }
     }
 
@@ -300,6 +306,11 @@ impl<W> Group<W> {
     }
     pub fn state_since_ms(&self) -> i64 {
         self.state_since_ms
+    }
+
+    /// No consumer-protocol member is left (true for classic groups).
+    pub fn consumer_members_gone(&self) -> bool {
+        self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
     }
 
     /// Returns whether the group's persisted shape changed since the last call.
@@ -403,6 +414,9 @@ impl<W> Group<W> {
             if m.join_waiter.is_none() && m.sync_waiter.is_none() {
                 consider(m.heartbeat_deadline_ms);
             }
+        }
+        if let Some(t) = self.consumer.as_ref().and_then(ConsumerGroup::next_deadline_ms) {
+            consider(t);
         }
         next
     }
@@ -938,7 +952,7 @@ impl<W> Group<W> {
     /// for a consumer group the clock starts when it became empty (KIP-211),
     /// for a standalone one at the commit. Returns the removed keys.
     pub fn expire_offsets(&mut self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
-        if self.state != GroupState::Empty || retention_ms < 0 {
+        if self.state != GroupState::Empty || retention_ms < 0 || !self.consumer_members_gone() {
             return Vec::new();
         }
         let empty_since = self.protocol_type.is_some().then_some(self.state_since_ms);
@@ -960,6 +974,11 @@ impl<W> Group<W> {
     /// Time-driven transitions: ends JoinGroup rounds, removes members whose
     /// session or sync deadline passed, forgets unclaimed KIP-394 ids.
     pub fn tick(&mut self, now_ms: i64, out: &mut Outbox<W>) {
+        if let Some(consumer) = &mut self.consumer {
+            for id in consumer.tick(now_ms) {
+                tracing::info!(group = %self.id, member = %id, "consumer group member expired");
+            }
+        }
         let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now_ms);
         if self.pending.len() != before {

@@ -21,6 +21,7 @@
 //! `cleanup.policy=compact` and no retention: nothing is ever deleted by time,
 //! and replay applies tombstones itself.
 
+pub mod consumer;
 pub mod group;
 pub mod records;
 
@@ -40,6 +41,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::topics::{Topic, TopicRegistry};
 use crate::{Broker, now_ms};
+use consumer::{Assignment, ConsumerGroup, ConsumerLimits, ConsumerMember, HeartbeatReply, HeartbeatRequest, TopicCounts};
 pub use group::GroupState;
 use group::{Group, GroupLimits, JoinReply, JoinRequest, OffsetEntry, Outbox, Reply, SyncReply, SyncRequest};
 
@@ -64,7 +66,8 @@ pub type PartitionCodes = Vec<(String, Vec<(i32, ErrorCode)>)>;
 /// A group as DescribeGroups reports it.
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
-    pub state: GroupState,
+    /// Kafka's state name (classic or consumer-protocol states).
+    pub state_name: &'static str,
     pub protocol_type: String,
     pub protocol_name: String,
     pub members: Vec<MemberDescription>,
@@ -85,11 +88,26 @@ pub struct MemberDescription {
 pub struct ListedGroup {
     pub group_id: String,
     pub protocol_type: String,
-    pub state: GroupState,
+    /// Kafka's state name (classic or consumer-protocol states).
+    pub state_name: &'static str,
+    /// "classic" or "consumer" (KIP-848).
+    pub group_type: &'static str,
+}
+
+/// A consumer-protocol group as ConsumerGroupDescribe reports it.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    pub state_name: &'static str,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    /// Each member with its target assignment.
+    pub members: Vec<(ConsumerMember, Assignment)>,
 }
 
 pub struct GroupCoordinator {
     limits: GroupLimits,
+    consumer_limits: ConsumerLimits,
     /// Partitions of `__consumer_offsets` when we create it.
     partitions_configured: i32,
     /// Kafka's `offsets.retention.minutes`, in ms.
@@ -129,6 +147,11 @@ impl GroupCoordinator {
                 session_timeout_ms_min: config.group_min_session_timeout_ms,
                 session_timeout_ms_max: config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms).unwrap_or(i64::MAX),
+                members_max: config.group_max_size,
+            },
+            consumer_limits: ConsumerLimits {
+                heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+                session_timeout_ms: config.group_consumer_session_timeout_ms,
                 members_max: config.group_max_size,
             },
             partitions_configured: config.offsets_topic_partitions,
@@ -293,6 +316,7 @@ impl GroupCoordinator {
             && group.member_count() == 0
             && group.offsets.is_empty()
             && group.generation() == 0
+            && group.consumer_members_gone()
             && group.next_deadline_ms().is_none()
         {
             // Nothing was ever stored for it (e.g. a refused first join).
@@ -357,7 +381,8 @@ impl GroupCoordinator {
             }
             if expire {
                 let expired = group.expire_offsets(now, self.offsets_retention_ms);
-                let gone = group.state() == GroupState::Empty && group.offsets.is_empty();
+                let gone =
+                    group.state() == GroupState::Empty && group.offsets.is_empty() && group.consumer_members_gone();
                 let mut tombstones: Vec<(Bytes, Option<Bytes>)> =
                     expired.iter().map(|(t, p)| (records::offset_key(&group.id, t, *p), None)).collect();
                 if gone {
@@ -409,7 +434,16 @@ impl GroupCoordinator {
         let create = req.member_id.is_empty();
         let member_id = req.member_id.clone();
         let limits = self.limits.clone();
-        let handled = self.with_group(broker, group_id, create, |g, out| g.join(req, tx, now_ms(), &limits, out));
+        let handled = self.with_group(broker, group_id, create, |g, out| {
+            if !g.consumer_members_gone() {
+                // A classic member can't join a group run by the consumer protocol.
+                let reply = JoinReply::error(ErrorCode::InconsistentGroupProtocol, &req.member_id);
+                out.push((tx, Reply::Join(reply)));
+                return;
+            }
+            g.consumer = None;
+            g.join(req, tx, now_ms(), &limits, out)
+        });
         if handled.is_none() {
             // Unknown group with a member id: the member belongs to a group that is gone.
             let (tx, rx) = oneshot::channel();
@@ -456,7 +490,10 @@ impl GroupCoordinator {
         self.ensure_offsets_topic(broker)?;
         let simple = generation < 0 && member_id.is_empty();
         self.with_group(broker, group_id, simple, |g, _| {
-            let code = g.check_commit(member_id, instance_id, generation, now_ms());
+            let code = match &g.consumer {
+                Some(c) => c.check_member_epoch(member_id, generation),
+                None => g.check_commit(member_id, instance_id, generation, now_ms()),
+            };
             if code != ErrorCode::None {
                 return Err(code);
             }
@@ -551,6 +588,7 @@ impl GroupCoordinator {
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else { return Err(ErrorCode::GroupIdNotFound) };
         match group.state() {
+            GroupState::Empty if !group.consumer_members_gone() => return Err(ErrorCode::NonEmptyGroup),
             GroupState::Empty => {}
             GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
             _ => return Err(ErrorCode::NonEmptyGroup),
@@ -572,10 +610,19 @@ impl GroupCoordinator {
         let mut listed: Vec<ListedGroup> = self
             .lock()
             .values()
-            .map(|g| ListedGroup {
-                group_id: g.id.clone(),
-                protocol_type: g.protocol_type().unwrap_or_default().to_string(),
-                state: g.state(),
+            .map(|g| match &g.consumer {
+                Some(c) => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: "consumer".to_string(),
+                    state_name: c.state().name(),
+                    group_type: "consumer",
+                },
+                None => ListedGroup {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                    state_name: g.state().name(),
+                    group_type: "classic",
+                },
             })
             .collect();
         listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
@@ -585,10 +632,30 @@ impl GroupCoordinator {
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let groups = self.lock();
         let g = groups.get(group_id)?;
+        if let Some(c) = &g.consumer {
+            // Best effort for classic tools: members with their subscription
+            // and current assignment in the classic consumer-protocol encoding.
+            return Some(GroupDescription {
+                state_name: c.state().name(),
+                protocol_type: "consumer".to_string(),
+                protocol_name: c.assignor().to_string(),
+                members: c
+                    .members()
+                    .map(|m| MemberDescription {
+                        member_id: m.member_id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: records::consumer_subscription(&m.subscribed_topic_names),
+                        assignment: records::consumer_assignment(&m.assigned),
+                    })
+                    .collect(),
+            });
+        }
         let protocol = g.protocol_name().unwrap_or_default().to_string();
         let stable = g.state() == GroupState::Stable;
         Some(GroupDescription {
-            state: g.state(),
+            state_name: g.state().name(),
             protocol_type: g.protocol_type().unwrap_or_default().to_string(),
             protocol_name: protocol.clone(),
             members: g
@@ -604,6 +671,71 @@ impl GroupCoordinator {
                 })
                 .collect(),
         })
+    }
+}
+
+impl GroupCoordinator {
+    /// Partition counts of every topic, for the consumer groups' assignors.
+    pub fn topic_counts(broker: &Broker) -> TopicCounts {
+        broker
+            .registry()
+            .iter()
+            .map(|t| (t.name.clone(), i32::try_from(t.partitions.len()).unwrap_or(i32::MAX)))
+            .collect()
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). Membership lives in memory only: it
+    /// is not written to `__consumer_offsets`, so after a restart members get
+    /// UNKNOWN_MEMBER_ID and rejoin (committed offsets are durable as usual).
+    pub fn consumer_heartbeat(&self, broker: &Arc<Broker>, group_id: &str, mut req: HeartbeatRequest) -> HeartbeatReply {
+        if let Err(code) = self.ensure_offsets_topic(broker) {
+            return HeartbeatReply { error: code, ..Default::default() };
+        }
+        let topics = Self::topic_counts(broker);
+        req.fresh_member_id = uuid_text();
+        let create = req.member_epoch == 0;
+        let limits = self.consumer_limits.clone();
+        self.with_group(broker, group_id, create, |g, _| {
+            if g.consumer.is_none() {
+                if g.state() != GroupState::Empty || g.member_count() > 0 {
+                    return HeartbeatReply {
+                        error: ErrorCode::GroupIdNotFound,
+                        error_message: Some(format!("group {group_id} is a classic group")),
+                        ..Default::default()
+                    };
+                }
+                g.consumer = Some(ConsumerGroup::new());
+            }
+            match &mut g.consumer {
+                Some(c) => c.heartbeat(req, &topics, &limits, now_ms()),
+                None => HeartbeatReply { error: ErrorCode::UnknownServerError, ..Default::default() },
+            }
+        })
+        .unwrap_or_else(|| HeartbeatReply {
+            error: ErrorCode::UnknownMemberId,
+            error_message: Some(format!("group {group_id} has no members")),
+            ..Default::default()
+        })
+    }
+
+    /// ConsumerGroupDescribe for one group.
+    pub fn consumer_describe(&self, group_id: &str) -> Result<ConsumerGroupDescription, ErrorCode> {
+        let groups = self.lock();
+        let Some(c) = groups.get(group_id).and_then(|g| g.consumer.as_ref()) else {
+            return Err(ErrorCode::GroupIdNotFound);
+        };
+        Ok(ConsumerGroupDescription {
+            state_name: c.state().name(),
+            group_epoch: c.group_epoch(),
+            assignment_epoch: c.assignment_epoch(),
+            assignor: c.assignor().to_string(),
+            members: c.members().map(|m| (m.clone(), c.target_of(&m.member_id))).collect(),
+        })
+    }
+
+    /// Is `group_id` run by the consumer protocol?
+    pub fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.lock().get(group_id).is_some_and(|g| g.consumer.is_some())
     }
 }
 

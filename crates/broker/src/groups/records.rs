@@ -147,6 +147,36 @@ pub fn decode_group_value(mut buf: Bytes) -> Result<StoredGroup, DecodeError> {
     Ok(StoredGroup { protocol_type, generation, protocol_name, leader, state_since_ms, members })
 }
 
+/// Kafka's ConsumerProtocolSubscription v0 (i16 version, [string topic],
+/// null user data), to show a consumer-protocol member to classic tools.
+pub fn consumer_subscription(topics: &[String]) -> Bytes {
+    let mut buf = BytesMut::new();
+    write_i16(&mut buf, 0);
+    write_i32(&mut buf, i32::try_from(topics.len()).unwrap_or(i32::MAX));
+    for t in topics {
+        let _ = write_string(&mut buf, t, false);
+    }
+    write_i32(&mut buf, -1);
+    buf.freeze()
+}
+
+/// Kafka's ConsumerProtocolAssignment v0 (i16 version, [string topic,
+/// [i32 partition]], null user data).
+pub fn consumer_assignment(assignment: &super::consumer::Assignment) -> Bytes {
+    let mut buf = BytesMut::new();
+    write_i16(&mut buf, 0);
+    write_i32(&mut buf, i32::try_from(assignment.len()).unwrap_or(i32::MAX));
+    for (topic, parts) in assignment {
+        let _ = write_string(&mut buf, topic, false);
+        write_i32(&mut buf, i32::try_from(parts.len()).unwrap_or(i32::MAX));
+        for p in parts {
+            write_i32(&mut buf, *p);
+        }
+    }
+    write_i32(&mut buf, -1);
+    buf.freeze()
+}
+
 /// The topics a consumer-protocol subscription names (Kafka's
 /// ConsumerProtocolSubscription: i16 version, then [string topic], ...).
 /// Used only to refuse OffsetDelete for topics a live group still reads.

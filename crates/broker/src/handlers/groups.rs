@@ -1,6 +1,7 @@
 //! Group coordinator APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups,
-//! DescribeGroups, DeleteGroups.
+//! DescribeGroups, DeleteGroups, and the consumer protocol's (KIP-848)
+//! ConsumerGroupHeartbeat and ConsumerGroupDescribe.
 //!
 //! These only translate between wire types and [`crate::groups`]; the rules
 //! live in the coordinator's state machine. JoinGroup and SyncGroup replies
@@ -12,6 +13,12 @@ use std::time::Duration;
 
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
+use weir_protocol::messages::consumer_group_describe::{
+    self as cgd, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+};
+use weir_protocol::messages::consumer_group_heartbeat::{
+    self as cgh, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
+};
 use weir_protocol::messages::delete_groups::{DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse};
 use weir_protocol::messages::describe_groups::{
     DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
@@ -33,6 +40,7 @@ use weir_protocol::messages::offset_fetch::{
 };
 use weir_protocol::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
 
+use crate::groups::consumer::{self, Assignment};
 use crate::groups::group::{JoinReply, JoinRequest, OffsetEntry, Reply, SyncReply, SyncRequest};
 use crate::groups::{Durable, GroupState};
 use crate::{Broker, PendingReply, encode_frame, now_ms, ready};
@@ -398,27 +406,24 @@ pub fn offset_delete(broker: &Arc<Broker>, header: RequestHeader, request: Offse
 }
 
 pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGroupsResponse {
-    let state_ok = |state: GroupState| {
-        request.states_filter.is_empty() || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(state.name()))
+    let state_ok = |state: &str| {
+        request.states_filter.is_empty() || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(state))
     };
-    // Only classic groups exist here.
-    let type_ok = request.types_filter.is_empty() || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic"));
-    let groups = if type_ok {
-        broker
-            .groups
-            .list()
-            .into_iter()
-            .filter(|g| state_ok(g.state))
-            .map(|g| ListedGroup {
-                group_id: g.group_id,
-                protocol_type: g.protocol_type,
-                group_state: g.state.name().to_string(),
-                group_type: "classic".to_string(),
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let type_ok = |group_type: &str| {
+        request.types_filter.is_empty() || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case(group_type))
     };
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| state_ok(g.state_name) && type_ok(g.group_type))
+        .map(|g| ListedGroup {
+            group_id: g.group_id,
+            protocol_type: g.protocol_type,
+            group_state: g.state_name.to_string(),
+            group_type: g.group_type.to_string(),
+        })
+        .collect();
     ListGroupsResponse { error_code: ErrorCode::None.code(), groups, ..Default::default() }
 }
 
@@ -430,7 +435,7 @@ pub fn describe_groups(broker: &Arc<Broker>, header: &RequestHeader, request: De
             Some(d) => DescribedGroup {
                 error_code: ErrorCode::None.code(),
                 group_id,
-                group_state: d.state.name().to_string(),
+                group_state: d.state_name.to_string(),
                 protocol_type: d.protocol_type,
                 protocol_data: d.protocol_name,
                 members: d
@@ -483,4 +488,133 @@ pub fn delete_groups(broker: &Arc<Broker>, header: RequestHeader, request: Delet
         }
         encode_frame(&header, &DeleteGroupsResponse { results, ..Default::default() }).map(Into::into)
     })
+}
+
+/// ConsumerGroupHeartbeat: topic ids on the wire, names inside the coordinator.
+pub fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: ConsumerGroupHeartbeatRequest,
+) -> ConsumerGroupHeartbeatResponse {
+    let fail = |code: ErrorCode, message: &str| ConsumerGroupHeartbeatResponse {
+        error_code: code.code(),
+        error_message: Some(message.to_string()),
+        ..Default::default()
+    };
+    if invalid_group_id(&request.group_id) {
+        return fail(ErrorCode::InvalidRequest, "GroupId can't be empty.");
+    }
+    let owned = request.topic_partitions.map(|list| {
+        let registry = broker.registry();
+        let mut owned = Assignment::new();
+        for tp in list {
+            // Partitions of topics deleted meanwhile are simply no longer owned.
+            if let Some(topic) = registry.by_id(&tp.topic_id) {
+                owned.entry(topic.name.clone()).or_default().extend(tp.partitions);
+            }
+        }
+        owned
+    });
+    let req = consumer::HeartbeatRequest {
+        member_id: request.member_id,
+        member_epoch: request.member_epoch,
+        instance_id: request.instance_id,
+        rack_id: request.rack_id,
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request.subscribed_topic_names,
+        subscribed_topic_regex: request.subscribed_topic_regex,
+        server_assignor: request.server_assignor,
+        owned,
+        client_id: header.client_id.clone().unwrap_or_default(),
+        // The connection's peer address isn't passed to handlers.
+        client_host: String::from("unknown"),
+        client_generates_member_id: header.api_version >= 1,
+        fresh_member_id: String::new(),
+    };
+    let reply = broker.groups.consumer_heartbeat(broker, &request.group_id, req);
+    let assignment = reply.assignment.map(|a| cgh::Assignment {
+        topic_partitions: topic_partitions(broker, &a)
+            .into_iter()
+            .map(|(topic_id, _, partitions)| cgh::TopicPartitions { topic_id, partitions })
+            .collect(),
+    });
+    ConsumerGroupHeartbeatResponse {
+        error_code: reply.error.code(),
+        error_message: reply.error_message,
+        member_id: reply.member_id,
+        member_epoch: reply.member_epoch,
+        heartbeat_interval_ms: reply.heartbeat_interval_ms,
+        assignment,
+        ..Default::default()
+    }
+}
+
+/// (topic id, name, partitions) for the topics of `assignment` that exist.
+fn topic_partitions(broker: &Broker, assignment: &Assignment) -> Vec<([u8; 16], String, Vec<i32>)> {
+    assignment
+        .iter()
+        .filter_map(|(name, parts)| {
+            let topic = broker.topic(name)?;
+            Some((topic.id, name.clone(), parts.iter().copied().collect()))
+        })
+        .collect()
+}
+
+pub fn consumer_group_describe(broker: &Arc<Broker>, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+    let assignment = |a: &Assignment| cgd::Assignment {
+        topic_partitions: topic_partitions(broker, a)
+            .into_iter()
+            .map(|(topic_id, topic_name, partitions)| cgd::TopicPartitions { topic_id, topic_name, partitions })
+            .collect(),
+    };
+    let groups = request
+        .group_ids
+        .into_iter()
+        .map(|group_id| match broker.groups.consumer_describe(&group_id) {
+            Ok(d) => cgd::DescribedGroup {
+                error_code: ErrorCode::None.code(),
+                group_id,
+                group_state: d.state_name.to_string(),
+                group_epoch: d.group_epoch,
+                assignment_epoch: d.assignment_epoch,
+                assignor_name: d.assignor,
+                members: d
+                    .members
+                    .iter()
+                    .map(|(m, target)| cgd::Member {
+                        member_id: m.member_id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        rack_id: m.rack_id.clone(),
+                        member_epoch: m.member_epoch,
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        subscribed_topic_names: m.subscribed_topic_names.clone(),
+                        subscribed_topic_regex: m.subscribed_topic_regex.clone(),
+                        assignment: assignment(&m.assigned),
+                        target_assignment: assignment(target),
+                        // 1: a member speaking the consumer protocol (v1+).
+                        member_type: 1,
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            Err(code) => {
+                let message = if broker.groups.describe(&group_id).is_some() {
+                    format!("group {group_id} is not a consumer group")
+                } else {
+                    format!("group {group_id} not found")
+                };
+                cgd::DescribedGroup {
+                    error_code: code.code(),
+                    error_message: Some(message),
+                    group_id,
+                    group_state: "Dead".to_string(),
+                    group_epoch: -1,
+                    assignment_epoch: -1,
+                    ..Default::default()
+                }
+            }
+        })
+        .collect();
+    ConsumerGroupDescribeResponse { groups, ..Default::default() }
 }

@@ -50,6 +50,8 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DescribeGroups,
     ApiKey::DeleteGroups,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::ConsumerGroupDescribe,
 ];
 
 fn decode<T: Decode>(header: &RequestHeader, mut body: Bytes) -> Option<T> {
@@ -161,6 +163,14 @@ pub async fn dispatch(
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::DeleteGroups => Some(groups::delete_groups(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::ConsumerGroupHeartbeat => {
+            let response = groups::consumer_group_heartbeat(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let response = groups::consumer_group_describe(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
         _ => {
             tracing::debug!(?key, "API not handled by this broker; closing connection");
             None

@@ -328,3 +328,93 @@ fn committed_offsets_survive_broker_restart() {
     let after: Vec<usize> = seen.lock().unwrap().iter().filter(|(_, i)| *i == 1).map(|(n, _)| *n).collect();
     assert!(after.iter().all(|n| *n >= 200), "the restarted consumer resumed at the committed offsets");
 }
+
+// ---- the consumer rebalance protocol (KIP-848, group.protocol=consumer) ----
+
+/// Heartbeats every 500 ms so rebalances take a few hundred ms, not seconds.
+fn start_consumer_protocol_broker() -> Broker {
+    start_broker(&[
+        "--offsets-topic-partitions",
+        "4",
+        "--group-consumer-heartbeat-interval-ms",
+        "500",
+        "--group-consumer-session-timeout-ms",
+        "6000",
+    ])
+}
+
+/// A librdkafka consumer using the consumer protocol: the broker assigns
+/// partitions; session and heartbeat timing come from the broker.
+fn protocol_consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("group.protocol", "consumer")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("max.poll.interval.ms", "7000");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create_with_context(Counting::default()).expect("consumer")
+}
+
+/// The classic churn scenario with server-side assignment: three members
+/// split 12 partitions, a fourth joins, one stops polling (and leaves when
+/// max.poll.interval.ms passes); every record is consumed exactly once.
+fn consumer_protocol_members_share_partitions(assignor: &str) {
+    const PARTITIONS: i32 = 12;
+    const BATCH: usize = 600;
+    let broker = start_consumer_protocol_broker();
+    let topic = format!("kip848-{assignor}");
+    let group = format!("kip848-group-{assignor}");
+    create_topic(&broker, &topic, PARTITIONS, &[]);
+    let seen: Seen = Arc::default();
+    let settings = [("group.remote.assignor", assignor)];
+
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member::spawn(protocol_consumer(&broker, &group, &settings), &topic, i, seen.clone()))
+        .collect();
+    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "three members");
+    produce(&broker, &topic, PARTITIONS, 0, BATCH);
+    wait_for_count(&seen, BATCH, "three members");
+
+    // ListGroups/DescribeGroups show the group with its type and members.
+    let probe: BaseConsumer = broker.client_config().create().expect("probe");
+    let list = probe.fetch_group_list(Some(&group), Duration::from_secs(10)).expect("group list");
+    let described = list.groups().first().expect("the group is listed");
+    assert_eq!(described.protocol_type(), "consumer");
+    assert_eq!(described.members().len(), 3);
+    // The protocol is the server-side assignor: proof the consumer protocol ran.
+    assert_eq!(described.protocol(), assignor);
+
+    members.push(Member::spawn(protocol_consumer(&broker, &group, &settings), &topic, 3, seen.clone()));
+    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "four members");
+    produce(&broker, &topic, PARTITIONS, BATCH, 2 * BATCH);
+    wait_for_count(&seen, 2 * BATCH, "four members");
+
+    // Member 0 stops polling but stays alive: it must lose its partitions.
+    members[0].stall.store(true, Ordering::SeqCst);
+    let survivors: Vec<&Member> = members.iter().skip(1).collect();
+    wait_for_split(&survivors, PARTITIONS, "after a member stalled");
+    produce(&broker, &topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
+    wait_for_count(&seen, 3 * BATCH, "after a member stalled");
+
+    for m in members.iter_mut().rev() {
+        m.close();
+    }
+    assert_exactly_once(&seen, 3 * BATCH);
+    let consumers_used: BTreeSet<usize> = seen.lock().unwrap().iter().map(|(_, i)| *i).collect();
+    assert_eq!(consumers_used.len(), 4, "every member consumed something");
+}
+
+#[test]
+fn consumer_protocol_uniform_group_rebalances_on_join_and_stalled_member() {
+    consumer_protocol_members_share_partitions("uniform");
+}
+
+#[test]
+fn consumer_protocol_range_group_rebalances_on_join_and_stalled_member() {
+    consumer_protocol_members_share_partitions("range");
+}
