@@ -209,11 +209,21 @@ impl TopicRegistry {
         config: &TopicConfig,
     ) -> Result<Partition, BrokerError> {
         let dir = self.partition_dir(topic, index);
-        let log = Log::open(&self.env, &dir, config.log_config())?;
-        // Recovery keeps only bytes that verified and were synced, so everything
-        // that survived is readable again (the watermark isn't persisted on a crash).
-        log.set_high_watermark(log.log_end_offset());
-        Ok(Partition::new(topic.to_string(), index, Arc::new(log)))
+        let log = Arc::new(Log::open(&self.env, &dir, config.log_config())?);
+        // After a crash the recovered tail may not be on disk yet (the log queues
+        // a sync at open); consumers may read it only once it is, so the high
+        // watermark follows durability here just as it does for produce.
+        let end = log.log_end_offset();
+        let weak = Arc::downgrade(&log);
+        log.on_durable(
+            end,
+            Box::new(move |result| {
+                if let (Ok(()), Some(log)) = (result, weak.upgrade()) {
+                    log.set_high_watermark(end);
+                }
+            }),
+        );
+        Ok(Partition::new(topic.to_string(), index, log))
     }
 
     /// Removes partition directories whose topic no longer exists (a crash mid-delete).
