@@ -212,6 +212,30 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Registers for everything below `end_offset` becoming durable; then
+    /// raises the high watermark (consumers may read it from then on) and
+    /// wakes long-polling fetches. The receiver resolves with the flush outcome.
+    pub(crate) fn raise_watermark_when_durable(
+        self: &Arc<Self>,
+        partition: &partition::Partition,
+        end_offset: i64,
+    ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let log = partition.log.clone();
+        let waker = self.clone();
+        partition.log.on_durable(
+            end_offset,
+            Box::new(move |result| {
+                if result.is_ok() && log.high_watermark() < end_offset {
+                    log.set_high_watermark(end_offset);
+                }
+                waker.appended.notify_waiters();
+                let _ = tx.send(result);
+            }),
+        );
+        rx
+    }
+
     /// Looks a topic up without creating it.
     pub fn topic(&self, name: &str) -> Option<Arc<topics::Topic>> {
         self.registry().get(name).cloned()

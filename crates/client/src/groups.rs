@@ -185,35 +185,29 @@ impl Client {
             require_stable: false,
         };
         let response = self.send_to_node(coordinator, &request, 0).await?;
-        let mut out = Vec::new();
+        // (topic, partition, offset, metadata, error code), from either shape.
+        let mut rows: Vec<(String, i32, i64, Option<String>, i16)> = Vec::new();
         if version >= 8 {
             for g in response.groups.into_iter().filter(|g| g.group_id == group) {
                 ClientError::check(g.error_code, None, || format!("fetch offsets of group '{group}'"))?;
                 for t in g.topics {
-                    for p in t.partitions {
-                        ClientError::check(p.error_code, None, || format!("offset of {}-{}", t.name, p.partition_index))?;
-                        out.push(CommittedOffset {
-                            topic: t.name.clone(),
-                            partition: p.partition_index,
-                            offset: p.committed_offset,
-                            metadata: p.metadata,
-                        });
-                    }
+                    rows.extend(t.partitions.into_iter().map(|p| {
+                        (t.name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                    }));
                 }
             }
         } else {
             ClientError::check(response.error_code, None, || format!("fetch offsets of group '{group}'"))?;
             for t in response.topics {
-                for p in t.partitions {
-                    ClientError::check(p.error_code, None, || format!("offset of {}-{}", t.name, p.partition_index))?;
-                    out.push(CommittedOffset {
-                        topic: t.name.clone(),
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        metadata: p.metadata,
-                    });
-                }
+                rows.extend(t.partitions.into_iter().map(|p| {
+                    (t.name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                }));
             }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for (topic, partition, offset, metadata, code) in rows {
+            ClientError::check(code, None, || format!("offset of {topic}-{partition}"))?;
+            out.push(CommittedOffset { topic, partition, offset, metadata });
         }
         out.retain(|o| o.offset >= 0);
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));

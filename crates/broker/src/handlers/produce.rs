@@ -125,20 +125,7 @@ fn append_partition(
             return PartitionOutcome::failed(index, log_error_code(&e), Some(e.to_string()));
         }
     };
-    let end_offset = info.last_offset + 1;
-    let (tx, rx) = oneshot::channel();
-    let waker = broker.clone();
-    let log = partition.log.clone();
-    partition.log.on_durable(
-        end_offset,
-        Box::new(move |result| {
-            if result.is_ok() && log.high_watermark() < end_offset {
-                log.set_high_watermark(end_offset);
-            }
-            waker.appended.notify_waiters();
-            let _ = tx.send(result);
-        }),
-    );
+    let rx = broker.raise_watermark_when_durable(partition, info.last_offset + 1);
     PartitionOutcome {
         index,
         error: ErrorCode::None,
