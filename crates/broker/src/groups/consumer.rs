@@ -868,11 +868,86 @@ fn shorthand_class(c: char) -> Option<Atom> {
     Some(Atom::Class { negated: c.is_ascii_uppercase(), ranges })
 }
 
+/// Splits at top-level `|` (outside parentheses, classes and escapes).
+fn split_alternatives(pattern: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut in_class, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, c) in pattern.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => depth = depth.checked_sub(1).ok_or("unbalanced ')'")?,
+            '|' if !in_class && depth == 0 => {
+                parts.push(pattern.get(start..i).unwrap_or(""));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced '('".into());
+    }
+    parts.push(pattern.get(start..).unwrap_or(""));
+    Ok(parts)
+}
+
+/// The inside of `(...)` / `(?:...)` when those parentheses wrap all of `alt`.
+fn unwrap_group(alt: &str) -> Option<&str> {
+    let inner = alt.strip_prefix('(')?.strip_suffix(')')?;
+    let inner = inner.strip_prefix("?:").unwrap_or(inner);
+    // "(a)(b)" starts and ends with parentheses without being one group.
+    let mut depth = 0i32;
+    let mut escaped = false;
+    for c in inner.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(inner)
+}
+
 impl Regex {
     pub fn parse(pattern: &str) -> Result<Regex, String> {
         if pattern.chars().count() > REGEX_CHARS_MAX {
             return Err(format!("regular expression longer than {REGEX_CHARS_MAX} characters"));
         }
+        // librdkafka sends its subscription patterns as "(p1)|(p2)": a group
+        // wrapping a whole alternative is just that alternative.
+        let mut alternatives = Vec::new();
+        let mut pending: Vec<&str> = vec![pattern];
+        let mut rounds = 0usize;
+        while let Some(piece) = pending.pop() {
+            rounds += 1;
+            if rounds > REGEX_CHARS_MAX {
+                return Err("regular expression nests too deeply".into());
+            }
+            let alts = split_alternatives(piece)?;
+            if alts.len() > 1 {
+                pending.extend(alts);
+                continue;
+            }
+            match unwrap_group(piece) {
+                Some(inner) => pending.push(inner),
+                None => alternatives.extend(Regex::parse_plain(piece)?.alternatives),
+            }
+        }
+        Ok(Regex { alternatives })
+    }
+
+    /// A pattern without groups.
+    fn parse_plain(pattern: &str) -> Result<Regex, String> {
         let mut alternatives = vec![Vec::new()];
         let mut chars = pattern.chars().peekable();
         let mut at_start = true;
@@ -1249,7 +1324,7 @@ mod tests {
         assert_eq!(g.heartbeat(static_leave, &t, &limits(), 0).error, ErrorCode::InvalidRequest);
         let mut regex = join("a", &[]);
         regex.subscribed_topic_names = None;
-        regex.subscribed_topic_regex = Some("(a|b)".into());
+        regex.subscribed_topic_regex = Some("a{2,}".into());
         assert_eq!(g.heartbeat(regex, &t, &limits(), 0).error, ErrorCode::InvalidRegularExpression);
         assert!(g.is_empty());
     }
@@ -1282,6 +1357,11 @@ mod tests {
         assert!(m("[^_].*", "abc") && !m("[^_].*", "_abc"));
         assert!(m("a\\.b", "a.b") && !m("a\\.b", "axb"));
         assert!(Regex::parse("a{2}").is_err() && Regex::parse("[abc").is_err() && Regex::parse("*a").is_err());
+        // librdkafka's shape: each subscribed pattern wrapped, joined with '|'.
+        assert!(m("(^rx-.*)", "rx-orders") && !m("(^rx-.*)", "other"));
+        assert!(m("(^a.*)|(^b[0-9])", "b1") && m("(^a.*)|(^b[0-9])", "axe") && !m("(^a.*)|(^b[0-9])", "c"));
+        assert!(m("(?:x|y)", "y"));
+        assert!(Regex::parse("(a)(b)").is_err() && Regex::parse("a(b").is_err() && Regex::parse("(ab)+").is_err());
     }
 
     #[test]

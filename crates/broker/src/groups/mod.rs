@@ -2,6 +2,10 @@
 //!
 //! - [`group`]: one group as a sans-I/O state machine (join/sync/heartbeat/
 //!   leave/timeouts → replies to deliver). All the protocol rules live there.
+//! - [`consumer`]: one group of the consumer protocol (KIP-848, ConsumerGroupHeartbeat)
+//!   as a sans-I/O state machine with its server-side assignors. Such a group
+//!   lives inside a [`group::Group`] (field `consumer`), whose classic side
+//!   then stays Empty and only holds the committed offsets.
 //! - [`records`]: the key/value layouts of `__consumer_offsets` (Kafka's).
 //! - this module: the async shell. It owns the groups behind one mutex, turns
 //!   parked JoinGroup/SyncGroup requests into oneshot channels, appends state
@@ -16,6 +20,11 @@
 //! replays every partition to rebuild groups and offsets. The in-memory state
 //! changes when the record is appended, before it is durable: a reader may see
 //! a commit whose fsync later fails (the committer itself gets the error).
+//!
+//! Consumer-protocol membership (epochs, members, target assignments) is kept
+//! in memory only; Kafka's ConsumerGroup* records are not written. After a
+//! restart such members get UNKNOWN_MEMBER_ID and rejoin with epoch 0; their
+//! committed offsets are durable like any other.
 //!
 //! The log has no compactor yet, so the topic is created with
 //! `cleanup.policy=compact` and no retention: nothing is ever deleted by time,
@@ -273,21 +282,7 @@ impl GroupCoordinator {
             tracing::warn!(error = %e, group = group_id, "appending to {OFFSETS_TOPIC} failed");
             ErrorCode::CoordinatorNotAvailable
         })?;
-        let end_offset = info.last_offset + 1;
-        let (tx, rx) = oneshot::channel();
-        let log = partition.log.clone();
-        let waker = broker.clone();
-        partition.log.on_durable(
-            end_offset,
-            Box::new(move |result| {
-                if result.is_ok() && log.high_watermark() < end_offset {
-                    log.set_high_watermark(end_offset);
-                }
-                waker.appended.notify_waiters();
-                let _ = tx.send(result);
-            }),
-        );
-        Ok(rx)
+        Ok(broker.raise_watermark_when_durable(partition, info.last_offset + 1))
     }
 
     /// Runs `f` on a group (creating it if `create`), persists the group if it

@@ -418,3 +418,26 @@ fn consumer_protocol_uniform_group_rebalances_on_join_and_stalled_member() {
 fn consumer_protocol_range_group_rebalances_on_join_and_stalled_member() {
     consumer_protocol_members_share_partitions("range");
 }
+
+#[test]
+fn consumer_protocol_regex_subscription_reads_only_matching_topics() {
+    const RECORDS: usize = 50;
+    let broker = start_consumer_protocol_broker();
+    for topic in ["rx-orders", "rx-returns", "other"] {
+        create_topic(&broker, topic, 2, &[]);
+        produce(&broker, topic, 2, 0, RECORDS);
+    }
+    let consumer = protocol_consumer(&broker, "regex-group", &[]);
+    consumer.subscribe(&["^rx-.*"]).expect("subscribe");
+    let mut topics_seen: BTreeMap<String, usize> = BTreeMap::new();
+    let started = Instant::now();
+    while topics_seen.values().sum::<usize>() < 2 * RECORDS {
+        assert!(started.elapsed() < SETTLE_TIMEOUT, "consumed only {topics_seen:?}");
+        if let Some(result) = consumer.poll(Duration::from_millis(100)) {
+            *topics_seen.entry(result.expect("consume").topic().to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(topics_seen.get("rx-orders"), Some(&RECORDS));
+    assert_eq!(topics_seen.get("rx-returns"), Some(&RECORDS));
+    assert!(!topics_seen.contains_key("other"), "a topic the pattern doesn't match was read");
+}
