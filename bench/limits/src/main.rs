@@ -26,7 +26,10 @@ fn main() -> ExitCode {
         Some("disk") => disk(&args[1..]),
         Some("tcp") => tcp(&args[1..]),
         Some("tcp-send") => tcp_send(&args[1..]),
-        _ => Err("usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N]".to_owned()),
+        _ => Err(
+            "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N]"
+                .to_owned(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,20 +42,28 @@ fn main() -> ExitCode {
 
 /// The value after `--name`, if present.
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 fn number(args: &[String], name: &str, default: u64) -> Result<u64, String> {
     match flag(args, name) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| format!("{name} wants a whole number, got '{v}'")),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("{name} wants a whole number, got '{v}'")),
     }
 }
 
 fn report(limit: &str, bytes: u64, elapsed: Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let mib = bytes as f64 / MIB as f64;
-    println!("{{\"limit\":\"{limit}\",\"mib\":{mib:.1},\"seconds\":{secs:.4},\"mib_per_s\":{:.1}}}", mib / secs);
+    println!(
+        "{{\"limit\":\"{limit}\",\"mib\":{mib:.1},\"seconds\":{secs:.4},\"mib_per_s\":{:.1}}}",
+        mib / secs
+    );
 }
 
 fn disk(args: &[String]) -> Result<(), String> {
@@ -62,7 +73,9 @@ fn disk(args: &[String]) -> Result<(), String> {
     let path = std::path::Path::new(dir).join(format!("weir-limits-{}.tmp", std::process::id()));
     let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
     // Not zeros: some filesystems and devices shortcut them.
-    let chunk: Vec<u8> = (0..MIB).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let chunk: Vec<u8> = (0..MIB)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let started = Instant::now();
     let mut unsynced_bytes = 0u64;
     let result = (|| {
@@ -97,7 +110,13 @@ fn tcp(args: &[String]) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut sender = Command::new(exe)
-        .args(["tcp-send", "--addr", &addr.to_string(), "--mib", &mib.to_string()])
+        .args([
+            "tcp-send",
+            "--addr",
+            &addr.to_string(),
+            "--mib",
+            &mib.to_string(),
+        ])
         .spawn()
         .map_err(|e| format!("spawn the sender: {e}"))?;
     let (mut stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
@@ -115,7 +134,9 @@ fn tcp(args: &[String]) -> Result<(), String> {
     let elapsed = started.elapsed();
     let status = sender.wait().map_err(|e| e.to_string())?;
     if !status.success() || received != mib * MIB as u64 {
-        return Err(format!("sender exited with {status} after {received} bytes"));
+        return Err(format!(
+            "sender exited with {status} after {received} bytes"
+        ));
     }
     report("loopback_tcp", received, elapsed);
     Ok(())
@@ -127,7 +148,9 @@ fn tcp_send(args: &[String]) -> Result<(), String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     let chunk = vec![0x5au8; MIB];
     for _ in 0..mib {
-        stream.write_all(&chunk).map_err(|e| format!("write: {e}"))?;
+        stream
+            .write_all(&chunk)
+            .map_err(|e| format!("write: {e}"))?;
     }
     Ok(())
 }

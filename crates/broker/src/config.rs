@@ -141,8 +141,13 @@ impl BrokerConfig {
                 self.offsets_topic_partitions
             ));
         }
-        if self.group_min_session_timeout_ms <= 0 || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
-            return Err("group_min_session_timeout_ms must be > 0 and <= group_max_session_timeout_ms".into());
+        if self.group_min_session_timeout_ms <= 0
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return Err(
+                "group_min_session_timeout_ms must be > 0 and <= group_max_session_timeout_ms"
+                    .into(),
+            );
         }
         if self.group_consumer_heartbeat_interval_ms <= 0
             || self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms

@@ -58,7 +58,9 @@ impl Frame {
 
 impl From<Bytes> for Frame {
     fn from(bytes: Bytes) -> Frame {
-        Frame { chunks: vec![FrameChunk::Bytes(bytes)] }
+        Frame {
+            chunks: vec![FrameChunk::Bytes(bytes)],
+        }
     }
 }
 
@@ -79,7 +81,10 @@ impl Placeholders {
         let random = crate::topics::random_id();
         let mut magic = [0u8; 8];
         magic.copy_from_slice(&random[..8]);
-        Placeholders { magic, results: Vec::new() }
+        Placeholders {
+            magic,
+            results: Vec::new(),
+        }
     }
 
     /// Registers a read; returns the bytes to put in the `records` field.
@@ -152,7 +157,10 @@ pub fn splice(encoded: Bytes, placeholders: Placeholders, compact: bool) -> Opti
     }
     chunks.push(FrameChunk::Bytes(encoded.slice(cursor..)));
     let size = i32::try_from(total).ok()?;
-    chunks.insert(0, FrameChunk::Bytes(Bytes::copy_from_slice(&size.to_be_bytes())));
+    chunks.insert(
+        0,
+        FrameChunk::Bytes(Bytes::copy_from_slice(&size.to_be_bytes())),
+    );
     Some(Frame { chunks })
 }
 
@@ -168,7 +176,11 @@ mod tests {
 
     fn range_of(file: &Arc<std::fs::File>, position: u64, len: usize) -> ReadResult {
         ReadResult {
-            ranges: vec![FileRange { file: file.clone(), position, len }],
+            ranges: vec![FileRange {
+                file: file.clone(),
+                position,
+                len,
+            }],
             bytes: len,
             ..Default::default()
         }
@@ -193,7 +205,11 @@ mod tests {
         let response = FetchResponse {
             responses: vec![FetchableTopicResponse {
                 topic: "t".into(),
-                partitions: vec![partition(0, first), partition(1, Bytes::new()), partition(2, second)],
+                partitions: vec![
+                    partition(0, first),
+                    partition(1, Bytes::new()),
+                    partition(2, second),
+                ],
                 ..Default::default()
             }],
             ..Default::default()
@@ -205,7 +221,10 @@ mod tests {
         buf[0..4].copy_from_slice(&size.to_be_bytes());
         let frame = splice(buf.freeze(), placeholders, version >= 12).expect("splice");
         let wire = frame.to_bytes().unwrap();
-        assert_eq!(i32::from_be_bytes(wire[0..4].try_into().unwrap()) as usize, wire.len() - 4);
+        assert_eq!(
+            i32::from_be_bytes(wire[0..4].try_into().unwrap()) as usize,
+            wire.len() - 4
+        );
         let mut body = wire.slice(4..);
         let decoded = FetchResponse::decode(&mut body, version).unwrap();
         assert!(body.is_empty(), "no trailing bytes");

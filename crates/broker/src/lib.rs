@@ -126,23 +126,36 @@ impl Broker {
     }
 
     /// Handles one request. `None` means the connection must be closed.
-    pub async fn handle(self: &Arc<Self>, header: RequestHeader, body: Bytes) -> Option<PendingReply> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        header: RequestHeader,
+        body: Bytes,
+    ) -> Option<PendingReply> {
         let Some(key) = ApiKey::from_i16(header.api_key) else {
-            tracing::debug!(api_key = header.api_key, "unknown api key; closing connection");
+            tracing::debug!(
+                api_key = header.api_key,
+                "unknown api key; closing connection"
+            );
             return None;
         };
         let supported = api::SUPPORTED_APIS
             .iter()
             .find(|(k, _, _)| *k == header.api_key)
             .map(|(_, min, max)| (*min, *max));
-        let Some((min, max)) = supported else { return None };
+        let Some((min, max)) = supported else {
+            return None;
+        };
         if header.api_version < min || header.api_version > max {
             if key == ApiKey::ApiVersions {
                 // Kafka answers with a v0 body listing what it supports, so the
                 // client can retry with a version both sides know.
                 return Some(ready(handlers::api_versions::unsupported(&header)));
             }
-            tracing::debug!(?key, version = header.api_version, "unsupported version; closing");
+            tracing::debug!(
+                ?key,
+                version = header.api_version,
+                "unsupported version; closing"
+            );
             return None;
         }
         handlers::dispatch(self, key, header, body).await
@@ -208,7 +221,11 @@ impl Broker {
             Default::default(),
             &self.config.topic_defaults,
         )?;
-        tracing::info!(topic = name, partitions = topic.partitions.len(), "auto-created topic");
+        tracing::info!(
+            topic = name,
+            partitions = topic.partitions.len(),
+            "auto-created topic"
+        );
         Ok(topic)
     }
 

@@ -174,8 +174,11 @@ impl TopicConfig {
             "compression.type" | "message.timestamp.type" => ConfigType::String,
             "preallocate" | "unclean.leader.election.enable" => ConfigType::Boolean,
             "min.cleanable.dirty.ratio" => ConfigType::Double,
-            "index.interval.bytes" | "max.message.bytes" | "min.insync.replicas"
-            | "segment.bytes" | "segment.index.bytes" => ConfigType::Int,
+            "index.interval.bytes"
+            | "max.message.bytes"
+            | "min.insync.replicas"
+            | "segment.bytes"
+            | "segment.index.bytes" => ConfigType::Int,
             _ => ConfigType::Long,
         }
     }
@@ -187,9 +190,7 @@ impl TopicConfig {
                 let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
                 parts.sort_unstable();
                 parts.dedup();
-                if parts.is_empty()
-                    || parts.iter().any(|p| *p != "delete" && *p != "compact")
-                {
+                if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
                     return Err(invalid(name, value, "expected delete, compact or both"));
                 }
                 self.cleanup_policy = parts.join(",");
@@ -299,7 +300,9 @@ impl TopicConfig {
         for (name, value) in overrides {
             config.set(name, value)?;
         }
-        config.validate().map_err(|reason| invalid("(combination)", "", reason))?;
+        config
+            .validate()
+            .map_err(|reason| invalid("(combination)", "", reason))?;
         Ok(config)
     }
 
@@ -320,7 +323,9 @@ impl TopicConfig {
                 messages: u64::try_from(self.flush_messages).unwrap_or(u64::MAX),
                 // Kafka spells "never" as Long.MAX_VALUE; a deadline that far out
                 // would overflow a clock, so "never" becomes ten years.
-                ms: u64::try_from(self.flush_ms).unwrap_or(u64::MAX).min(FLUSH_MS_NEVER),
+                ms: u64::try_from(self.flush_ms)
+                    .unwrap_or(u64::MAX)
+                    .min(FLUSH_MS_NEVER),
             }
         };
         LogConfig {
@@ -337,7 +342,9 @@ impl TopicConfig {
 
     /// How long retention waits, for the broker's retention timer.
     pub fn retention(&self) -> Option<Duration> {
-        u64::try_from(self.retention_ms).ok().map(Duration::from_millis)
+        u64::try_from(self.retention_ms)
+            .ok()
+            .map(Duration::from_millis)
     }
 }
 
@@ -414,12 +421,28 @@ mod tests {
     #[test]
     fn flush_messages_one_means_fsync_before_ack() {
         let config = TopicConfig::default();
-        assert!(matches!(config.log_config().flush, FlushPolicy::EveryAppend));
-        let loose = config.with_overrides([("flush.messages", "10000")]).unwrap();
-        assert!(matches!(loose.log_config().flush, FlushPolicy::Interval { .. }));
+        assert!(matches!(
+            config.log_config().flush,
+            FlushPolicy::EveryAppend
+        ));
+        let loose = config
+            .with_overrides([("flush.messages", "10000")])
+            .unwrap();
+        assert!(matches!(
+            loose.log_config().flush,
+            FlushPolicy::Interval { .. }
+        ));
         // Kafka's "never" must not become a deadline that overflows the clock.
-        let never = config.with_overrides([("flush.messages", "9223372036854775807")]).unwrap();
-        let FlushPolicy::Interval { ms, .. } = never.log_config().flush else { panic!("interval policy") };
-        assert!(std::time::Instant::now().checked_add(std::time::Duration::from_millis(ms)).is_some());
+        let never = config
+            .with_overrides([("flush.messages", "9223372036854775807")])
+            .unwrap();
+        let FlushPolicy::Interval { ms, .. } = never.log_config().flush else {
+            panic!("interval policy")
+        };
+        assert!(
+            std::time::Instant::now()
+                .checked_add(std::time::Duration::from_millis(ms))
+                .is_some()
+        );
     }
 }

@@ -51,7 +51,9 @@ pub struct Topic {
 
 impl Topic {
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
     }
 
     fn meta(&self) -> TopicMeta {
@@ -231,8 +233,12 @@ impl TopicRegistry {
         for entry in fs::read_dir(&self.data_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let Some((topic, index)) = name.rsplit_once('-') else { continue };
-            let Ok(index) = index.parse::<i32>() else { continue };
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<i32>() else {
+                continue;
+            };
             if !entry.file_type()?.is_dir() {
                 continue;
             }

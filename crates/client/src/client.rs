@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::messages::{
-    alter_configs, create_partitions, create_topics, delete_records, delete_topics, describe_cluster,
-    describe_configs, fetch, incremental_alter_configs, list_offsets, metadata,
+    alter_configs, create_partitions, create_topics, delete_records, delete_topics,
+    describe_cluster, describe_configs, fetch, incremental_alter_configs, list_offsets, metadata,
 };
 use weir_protocol::record::{self, BatchHeader, RecordError, RecordHeader, TimestampType};
 
@@ -37,7 +37,12 @@ impl ClientConfig {
     /// `bootstrap` is a comma-separated list of "host:port".
     pub fn new(bootstrap: &str) -> ClientConfig {
         ClientConfig {
-            bootstrap: bootstrap.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            bootstrap: bootstrap
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
             connection: ConnectionOptions::default(),
             fetch_decompressed_bytes_max: 64 * 1024 * 1024,
             admin_timeout_ms: 30_000,
@@ -116,7 +121,12 @@ pub struct NewTopic {
 
 impl NewTopic {
     pub fn new(name: impl Into<String>, num_partitions: i32, replication_factor: i16) -> NewTopic {
-        NewTopic { name: name.into(), num_partitions, replication_factor, configs: Vec::new() }
+        NewTopic {
+            name: name.into(),
+            num_partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
     }
 }
 
@@ -144,10 +154,16 @@ pub struct ConfigResource {
 
 impl ConfigResource {
     pub fn topic(name: impl Into<String>) -> ConfigResource {
-        ConfigResource { resource_type: ResourceType::Topic, name: name.into() }
+        ConfigResource {
+            resource_type: ResourceType::Topic,
+            name: name.into(),
+        }
     }
     pub fn broker(node_id: i32) -> ConfigResource {
-        ConfigResource { resource_type: ResourceType::Broker, name: node_id.to_string() }
+        ConfigResource {
+            resource_type: ResourceType::Broker,
+            name: node_id.to_string(),
+        }
     }
 }
 
@@ -214,10 +230,18 @@ pub struct AlterConfigOp {
 
 impl AlterConfigOp {
     pub fn set(name: impl Into<String>, value: impl Into<String>) -> AlterConfigOp {
-        AlterConfigOp { name: name.into(), op: ConfigOpType::Set, value: Some(value.into()) }
+        AlterConfigOp {
+            name: name.into(),
+            op: ConfigOpType::Set,
+            value: Some(value.into()),
+        }
     }
     pub fn delete(name: impl Into<String>) -> AlterConfigOp {
-        AlterConfigOp { name: name.into(), op: ConfigOpType::Delete, value: None }
+        AlterConfigOp {
+            name: name.into(),
+            op: ConfigOpType::Delete,
+            value: None,
+        }
     }
 }
 
@@ -298,7 +322,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("bootstrap_addr", &self.bootstrap_addr).field("brokers", &self.brokers).finish()
+        f.debug_struct("Client")
+            .field("bootstrap_addr", &self.bootstrap_addr)
+            .field("brokers", &self.brokers)
+            .finish()
     }
 }
 
@@ -350,14 +377,20 @@ impl Client {
     // ---- connections and routing -------------------------------------------
 
     async fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
-        if self.connections.get(addr).is_some_and(Connection::is_broken) {
+        if self
+            .connections
+            .get(addr)
+            .is_some_and(Connection::is_broken)
+        {
             self.connections.remove(addr);
         }
         if !self.connections.contains_key(addr) {
             let conn = Connection::connect(addr, self.config.connection.clone()).await?;
             self.connections.insert(addr.to_owned(), conn);
         }
-        self.connections.get_mut(addr).ok_or(ClientError::NoBootstrap)
+        self.connections
+            .get_mut(addr)
+            .ok_or(ClientError::NoBootstrap)
     }
 
     /// Picks the connection for a node: its advertised address, or, for a
@@ -367,9 +400,15 @@ impl Client {
     async fn node_connection(&mut self, node_id: i32) -> Result<&mut Connection, ClientError> {
         let addr = match self.brokers.get(&node_id) {
             Some(b) => b.addr(),
-            None => return Err(ClientError::Protocol { addr: self.bootstrap_addr.clone(), detail: format!("unknown broker id {node_id}") }),
+            None => {
+                return Err(ClientError::Protocol {
+                    addr: self.bootstrap_addr.clone(),
+                    detail: format!("unknown broker id {node_id}"),
+                });
+            }
         };
-        let fallback = (self.brokers.len() == 1 && addr != self.bootstrap_addr).then(|| self.bootstrap_addr.clone());
+        let fallback = (self.brokers.len() == 1 && addr != self.bootstrap_addr)
+            .then(|| self.bootstrap_addr.clone());
         match (self.connection(&addr).await.err(), fallback) {
             (None, _) => self.connection(&addr).await,
             (Some(ClientError::Connect { .. } | ClientError::Timeout { .. }), Some(fallback)) => {
@@ -401,12 +440,22 @@ impl Client {
         request: &R,
         extra_wait_ms: u64,
     ) -> Result<R::Response, ClientError> {
-        self.node_connection(node_id).await?.send_with_extra_wait(request, extra_wait_ms).await
+        self.node_connection(node_id)
+            .await?
+            .send_with_extra_wait(request, extra_wait_ms)
+            .await
     }
 
     /// Writes a request to a node and does not wait for a response (acks=0 produce).
-    pub async fn send_to_node_without_response<R: Request>(&mut self, node_id: i32, request: &R) -> Result<(), ClientError> {
-        self.node_connection(node_id).await?.send_without_response(request).await
+    pub async fn send_to_node_without_response<R: Request>(
+        &mut self,
+        node_id: i32,
+        request: &R,
+    ) -> Result<(), ClientError> {
+        self.node_connection(node_id)
+            .await?
+            .send_without_response(request)
+            .await
     }
 
     /// The version a request would be sent at to the bootstrap broker.
@@ -428,7 +477,10 @@ impl Client {
             topics: topics.map(|names| {
                 names
                     .iter()
-                    .map(|n| metadata::MetadataRequestTopic { name: Some((*n).to_owned()), ..Default::default() })
+                    .map(|n| metadata::MetadataRequestTopic {
+                        name: Some((*n).to_owned()),
+                        ..Default::default()
+                    })
                     .collect()
             }),
             allow_auto_topic_creation,
@@ -437,7 +489,11 @@ impl Client {
         let response = self.send_any(&request).await?;
         ClientError::check(response.error_code, None, || "Metadata".to_owned())?;
         let result = metadata_from_response(response);
-        self.brokers = result.brokers.iter().map(|b| (b.node_id, b.clone())).collect();
+        self.brokers = result
+            .brokers
+            .iter()
+            .map(|b| (b.node_id, b.clone()))
+            .collect();
         self.cluster_id.clone_from(&result.cluster_id);
         self.controller_id = result.controller_id;
         if topics.is_none() {
@@ -454,23 +510,40 @@ impl Client {
     }
 
     /// One topic's metadata, from the cache or the broker.
-    pub async fn topic(&mut self, topic: &str, allow_auto_topic_creation: bool) -> Result<TopicInfo, ClientError> {
+    pub async fn topic(
+        &mut self,
+        topic: &str,
+        allow_auto_topic_creation: bool,
+    ) -> Result<TopicInfo, ClientError> {
         if let Some(t) = self.topics.get(topic) {
             return Ok(t.clone());
         }
-        let result = self.metadata(Some(&[topic]), allow_auto_topic_creation).await?;
+        let result = self
+            .metadata(Some(&[topic]), allow_auto_topic_creation)
+            .await?;
         let Some(info) = result.topics.into_iter().find(|t| t.name == topic) else {
             return Err(ClientError::UnknownTopic(topic.to_owned()));
         };
         match info.error {
             None => Ok(info),
-            Some(ErrorCode::UnknownTopicOrPartition) => Err(ClientError::UnknownTopic(topic.to_owned())),
-            Some(code) => Err(ClientError::Kafka { code, message: None, context: format!("metadata for topic '{topic}'") }),
+            Some(ErrorCode::UnknownTopicOrPartition) => {
+                Err(ClientError::UnknownTopic(topic.to_owned()))
+            }
+            Some(code) => Err(ClientError::Kafka {
+                code,
+                message: None,
+                context: format!("metadata for topic '{topic}'"),
+            }),
         }
     }
 
     /// The leader's node id for a partition.
-    pub async fn leader_for(&mut self, topic: &str, partition: i32, allow_auto_topic_creation: bool) -> Result<i32, ClientError> {
+    pub async fn leader_for(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        allow_auto_topic_creation: bool,
+    ) -> Result<i32, ClientError> {
         let info = self.topic(topic, allow_auto_topic_creation).await?;
         let Some(p) = info.partitions.iter().find(|p| p.partition == partition) else {
             return Err(ClientError::UnknownPartition {
@@ -481,7 +554,10 @@ impl Client {
         };
         if p.leader_id < 0 || !self.brokers.contains_key(&p.leader_id) {
             self.topics.remove(topic);
-            return Err(ClientError::NoLeader { topic: topic.to_owned(), partition });
+            return Err(ClientError::NoLeader {
+                topic: topic.to_owned(),
+                partition,
+            });
         }
         Ok(p.leader_id)
     }
@@ -505,7 +581,10 @@ impl Client {
                     configs: t
                         .configs
                         .iter()
-                        .map(|(k, v)| create_topics::CreatableTopicConfig { name: k.clone(), value: Some(v.clone()) })
+                        .map(|(k, v)| create_topics::CreatableTopicConfig {
+                            name: k.clone(),
+                            value: Some(v.clone()),
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -518,7 +597,9 @@ impl Client {
             .into_iter()
             .map(|t| {
                 let name = t.name;
-                let result = ClientError::check(t.error_code, t.error_message.as_deref(), || format!("create topic '{name}'"));
+                let result = ClientError::check(t.error_code, t.error_message.as_deref(), || {
+                    format!("create topic '{name}'")
+                });
                 (name, result)
             })
             .collect())
@@ -526,19 +607,27 @@ impl Client {
 
     /// Creates one topic; an error if the broker refused it.
     pub async fn create_topic(&mut self, topic: &NewTopic) -> Result<(), ClientError> {
-        let results = self.create_topics(std::slice::from_ref(topic), false).await?;
+        let results = self
+            .create_topics(std::slice::from_ref(topic), false)
+            .await?;
         self.topics.remove(&topic.name);
         single_result(results, &topic.name)
     }
 
     /// Deletes topics by name; one result per topic.
-    pub async fn delete_topics(&mut self, names: &[&str]) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+    pub async fn delete_topics(
+        &mut self,
+        names: &[&str],
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
         let request = delete_topics::DeleteTopicsRequest {
             // Both fields are filled; the encoder writes the one the version has.
             topic_names: names.iter().map(|n| (*n).to_owned()).collect(),
             topics: names
                 .iter()
-                .map(|n| delete_topics::DeleteTopicState { name: Some((*n).to_owned()), ..Default::default() })
+                .map(|n| delete_topics::DeleteTopicState {
+                    name: Some((*n).to_owned()),
+                    ..Default::default()
+                })
                 .collect(),
             timeout_ms: self.config.admin_timeout_ms,
         };
@@ -551,7 +640,9 @@ impl Client {
             .into_iter()
             .map(|r| {
                 let name = r.name.unwrap_or_default();
-                let result = ClientError::check(r.error_code, r.error_message.as_deref(), || format!("delete topic '{name}'"));
+                let result = ClientError::check(r.error_code, r.error_message.as_deref(), || {
+                    format!("delete topic '{name}'")
+                });
                 (name, result)
             })
             .collect())
@@ -563,9 +654,17 @@ impl Client {
     }
 
     /// Grows a topic to `total_count` partitions.
-    pub async fn create_partitions(&mut self, topic: &str, total_count: i32) -> Result<(), ClientError> {
+    pub async fn create_partitions(
+        &mut self,
+        topic: &str,
+        total_count: i32,
+    ) -> Result<(), ClientError> {
         let request = create_partitions::CreatePartitionsRequest {
-            topics: vec![create_partitions::CreatePartitionsTopic { name: topic.to_owned(), count: total_count, assignments: None }],
+            topics: vec![create_partitions::CreatePartitionsTopic {
+                name: topic.to_owned(),
+                count: total_count,
+                assignments: None,
+            }],
             timeout_ms: self.config.admin_timeout_ms,
             validate_only: false,
         };
@@ -600,12 +699,21 @@ impl Client {
             include_synonyms: false,
             include_documentation: false,
         };
-        let version = self.version_for::<describe_configs::DescribeConfigsRequest>().await?;
+        let version = self
+            .version_for::<describe_configs::DescribeConfigsRequest>()
+            .await?;
         let response = self.send_any(&request).await?;
-        let Some(result) = response.results.into_iter().find(|r| r.resource_name == resource.name) else {
+        let Some(result) = response
+            .results
+            .into_iter()
+            .find(|r| r.resource_name == resource.name)
+        else {
             return Err(ClientError::Protocol {
                 addr: self.bootstrap_addr.clone(),
-                detail: format!("DescribeConfigs response lacks resource '{}'", resource.name),
+                detail: format!(
+                    "DescribeConfigs response lacks resource '{}'",
+                    resource.name
+                ),
             });
         };
         ClientError::check(result.error_code, result.error_message.as_deref(), || {
@@ -616,34 +724,58 @@ impl Client {
             .into_iter()
             .map(|c| {
                 let source = ConfigSource(c.config_source);
-                let is_default = if version == 0 { c.is_default } else { source == ConfigSource::DEFAULT };
-                ConfigEntry { name: c.name, value: c.value, read_only: c.read_only, is_sensitive: c.is_sensitive, source, is_default }
+                let is_default = if version == 0 {
+                    c.is_default
+                } else {
+                    source == ConfigSource::DEFAULT
+                };
+                ConfigEntry {
+                    name: c.name,
+                    value: c.value,
+                    read_only: c.read_only,
+                    is_sensitive: c.is_sensitive,
+                    source,
+                    is_default,
+                }
             })
             .collect())
     }
 
     /// Replaces a resource's whole set of dynamic configs (legacy AlterConfigs).
-    pub async fn alter_configs(&mut self, resource: &ConfigResource, entries: &[(String, String)]) -> Result<(), ClientError> {
+    pub async fn alter_configs(
+        &mut self,
+        resource: &ConfigResource,
+        entries: &[(String, String)],
+    ) -> Result<(), ClientError> {
         let request = alter_configs::AlterConfigsRequest {
             resources: vec![alter_configs::AlterConfigsResource {
                 resource_type: resource.resource_type.code(),
                 resource_name: resource.name.clone(),
                 configs: entries
                     .iter()
-                    .map(|(k, v)| alter_configs::AlterableConfig { name: k.clone(), value: Some(v.clone()) })
+                    .map(|(k, v)| alter_configs::AlterableConfig {
+                        name: k.clone(),
+                        value: Some(v.clone()),
+                    })
                     .collect(),
             }],
             validate_only: false,
         };
         let response = self.send_any(&request).await?;
         for r in response.responses {
-            ClientError::check(r.error_code, r.error_message.as_deref(), || format!("alter configs of '{}'", r.resource_name))?;
+            ClientError::check(r.error_code, r.error_message.as_deref(), || {
+                format!("alter configs of '{}'", r.resource_name)
+            })?;
         }
         Ok(())
     }
 
     /// Sets, deletes, appends to or subtracts from individual configs.
-    pub async fn incremental_alter_configs(&mut self, resource: &ConfigResource, ops: &[AlterConfigOp]) -> Result<(), ClientError> {
+    pub async fn incremental_alter_configs(
+        &mut self,
+        resource: &ConfigResource,
+        ops: &[AlterConfigOp],
+    ) -> Result<(), ClientError> {
         let request = incremental_alter_configs::IncrementalAlterConfigsRequest {
             resources: vec![incremental_alter_configs::AlterConfigsResource {
                 resource_type: resource.resource_type.code(),
@@ -661,7 +793,9 @@ impl Client {
         };
         let response = self.send_any(&request).await?;
         for r in response.responses {
-            ClientError::check(r.error_code, r.error_message.as_deref(), || format!("alter configs of '{}'", r.resource_name))?;
+            ClientError::check(r.error_code, r.error_message.as_deref(), || {
+                format!("alter configs of '{}'", r.resource_name)
+            })?;
         }
         Ok(())
     }
@@ -669,7 +803,10 @@ impl Client {
     /// Cluster id, controller and brokers. Falls back to Metadata when the
     /// broker does not serve DescribeCluster.
     pub async fn describe_cluster(&mut self) -> Result<ClusterDescription, ClientError> {
-        match self.version_for::<describe_cluster::DescribeClusterRequest>().await {
+        match self
+            .version_for::<describe_cluster::DescribeClusterRequest>()
+            .await
+        {
             Ok(_) => {}
             Err(ClientError::UnsupportedApi { .. }) => {
                 let m = self.metadata(Some(&[]), false).await?;
@@ -683,14 +820,23 @@ impl Client {
         }
         let request = describe_cluster::DescribeClusterRequest::default();
         let response = self.send_any(&request).await?;
-        ClientError::check(response.error_code, response.error_message.as_deref(), || "describe cluster".to_owned())?;
+        ClientError::check(
+            response.error_code,
+            response.error_message.as_deref(),
+            || "describe cluster".to_owned(),
+        )?;
         Ok(ClusterDescription {
             cluster_id: response.cluster_id,
             controller_id: response.controller_id,
             brokers: response
                 .brokers
                 .into_iter()
-                .map(|b| BrokerInfo { node_id: b.broker_id, host: b.host, port: b.port, rack: b.rack })
+                .map(|b| BrokerInfo {
+                    node_id: b.broker_id,
+                    host: b.host,
+                    port: b.port,
+                    rack: b.rack,
+                })
                 .collect(),
         })
     }
@@ -698,7 +844,12 @@ impl Client {
     // ---- partition-scoped calls ---------------------------------------------------
 
     /// Looks up an offset of one partition at its leader.
-    pub async fn list_offsets(&mut self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<ListedOffset, ClientError> {
+    pub async fn list_offsets(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+    ) -> Result<ListedOffset, ClientError> {
         let leader = self.leader_for(topic, partition, false).await?;
         let request = list_offsets::ListOffsetsRequest {
             replica_id: -1,
@@ -727,15 +878,25 @@ impl Client {
                 detail: format!("ListOffsets response lacks {topic}-{partition}"),
             });
         };
-        if let Err(e) = ClientError::check(p.error_code, None, || format!("list offsets of {topic}-{partition}")) {
+        if let Err(e) = ClientError::check(p.error_code, None, || {
+            format!("list offsets of {topic}-{partition}")
+        }) {
             if e.is_retriable() {
                 self.topics.remove(topic);
             }
             return Err(e);
         }
         // v0 answers with a list of offsets instead of one offset.
-        let offset = if p.old_style_offsets.is_empty() { p.offset } else { p.old_style_offsets.first().copied().unwrap_or(-1) };
-        Ok(ListedOffset { offset, timestamp_ms: p.timestamp, leader_epoch: p.leader_epoch })
+        let offset = if p.old_style_offsets.is_empty() {
+            p.offset
+        } else {
+            p.old_style_offsets.first().copied().unwrap_or(-1)
+        };
+        Ok(ListedOffset {
+            offset,
+            timestamp_ms: p.timestamp,
+            leader_epoch: p.leader_epoch,
+        })
     }
 
     /// Fetches records of one partition from `offset`, waiting up to
@@ -748,9 +909,20 @@ impl Client {
         max_bytes: i32,
         max_wait_ms: i32,
     ) -> Result<FetchedPartition, ClientError> {
-        let position = FetchPosition { topic: topic.to_owned(), partition, offset };
-        let mut results = self.fetch_many(std::slice::from_ref(&position), max_bytes, max_wait_ms).await?;
-        results.pop().unwrap_or_else(|| Err(ClientError::NoLeader { topic: topic.to_owned(), partition }))
+        let position = FetchPosition {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+        };
+        let mut results = self
+            .fetch_many(std::slice::from_ref(&position), max_bytes, max_wait_ms)
+            .await?;
+        results.pop().unwrap_or_else(|| {
+            Err(ClientError::NoLeader {
+                topic: topic.to_owned(),
+                partition,
+            })
+        })
     }
 
     /// Fetches several partitions, one request per leader. Results are in the
@@ -762,7 +934,8 @@ impl Client {
         max_bytes: i32,
         max_wait_ms: i32,
     ) -> Result<Vec<Result<FetchedPartition, ClientError>>, ClientError> {
-        let mut results: Vec<Option<Result<FetchedPartition, ClientError>>> = vec![None; positions.len()];
+        let mut results: Vec<Option<Result<FetchedPartition, ClientError>>> =
+            vec![None; positions.len()];
         let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
         for (i, pos) in positions.iter().enumerate() {
             match self.leader_for(&pos.topic, pos.partition, false).await {
@@ -793,11 +966,15 @@ impl Client {
             for topic in response.responses {
                 for part in topic.partitions {
                     let Some(&i) = indexes.iter().find(|&&i| {
-                        positions.get(i).is_some_and(|p| p.topic == topic.topic && p.partition == part.partition_index)
+                        positions.get(i).is_some_and(|p| {
+                            p.topic == topic.topic && p.partition == part.partition_index
+                        })
                     }) else {
                         continue;
                     };
-                    let Some(pos) = positions.get(i) else { continue };
+                    let Some(pos) = positions.get(i) else {
+                        continue;
+                    };
                     let result = partition_from_fetch(pos, part, decompressed_bytes_max);
                     if let Err(e) = &result
                         && e.is_retriable()
@@ -825,21 +1002,38 @@ impl Client {
     }
 
     /// Deletes records before `offset`; returns the new low watermark.
-    pub async fn delete_records(&mut self, topic: &str, partition: i32, offset: i64) -> Result<i64, ClientError> {
+    pub async fn delete_records(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, ClientError> {
         let leader = self.leader_for(topic, partition, false).await?;
         let request = delete_records::DeleteRecordsRequest {
             topics: vec![delete_records::DeleteRecordsTopic {
                 name: topic.to_owned(),
-                partitions: vec![delete_records::DeleteRecordsPartition { partition_index: partition, offset }],
+                partitions: vec![delete_records::DeleteRecordsPartition {
+                    partition_index: partition,
+                    offset,
+                }],
             }],
             timeout_ms: self.config.admin_timeout_ms,
         };
         let response = self.send_to_node(leader, &request, 0).await?;
-        let found = response.topics.into_iter().flat_map(|t| t.partitions).find(|p| p.partition_index == partition);
+        let found = response
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == partition);
         let Some(p) = found else {
-            return Err(ClientError::Protocol { addr: String::new(), detail: format!("DeleteRecords response lacks {topic}-{partition}") });
+            return Err(ClientError::Protocol {
+                addr: String::new(),
+                detail: format!("DeleteRecords response lacks {topic}-{partition}"),
+            });
         };
-        ClientError::check(p.error_code, None, || format!("delete records of {topic}-{partition} before {offset}"))?;
+        ClientError::check(p.error_code, None, || {
+            format!("delete records of {topic}-{partition} before {offset}")
+        })?;
         Ok(p.low_watermark)
     }
 
@@ -849,10 +1043,16 @@ impl Client {
     }
 }
 
-fn single_result(results: Vec<(String, Result<(), ClientError>)>, name: &str) -> Result<(), ClientError> {
+fn single_result(
+    results: Vec<(String, Result<(), ClientError>)>,
+    name: &str,
+) -> Result<(), ClientError> {
     match results.into_iter().find(|(n, _)| n == name) {
         Some((_, result)) => result,
-        None => Err(ClientError::Protocol { addr: String::new(), detail: format!("response lacks topic '{name}'") }),
+        None => Err(ClientError::Protocol {
+            addr: String::new(),
+            detail: format!("response lacks topic '{name}'"),
+        }),
     }
 }
 
@@ -860,7 +1060,12 @@ fn metadata_from_response(response: metadata::MetadataResponse) -> ClusterMetada
     let brokers = response
         .brokers
         .into_iter()
-        .map(|b| BrokerInfo { node_id: b.node_id, host: b.host, port: b.port, rack: b.rack })
+        .map(|b| BrokerInfo {
+            node_id: b.node_id,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+        })
         .collect();
     let topics = response
         .topics
@@ -889,14 +1094,24 @@ fn metadata_from_response(response: metadata::MetadataResponse) -> ClusterMetada
             }
         })
         .collect();
-    ClusterMetadata { cluster_id: response.cluster_id, controller_id: response.controller_id, brokers, topics }
+    ClusterMetadata {
+        cluster_id: response.cluster_id,
+        controller_id: response.controller_id,
+        brokers,
+        topics,
+    }
 }
 
 fn error_of(code: i16) -> Option<ErrorCode> {
     (code != 0).then(|| ErrorCode::from_code_or_unknown(code))
 }
 
-fn build_fetch_request(positions: &[FetchPosition], indexes: &[usize], max_bytes: i32, max_wait_ms: i32) -> fetch::FetchRequest {
+fn build_fetch_request(
+    positions: &[FetchPosition],
+    indexes: &[usize],
+    max_bytes: i32,
+    max_wait_ms: i32,
+) -> fetch::FetchRequest {
     let mut topics: Vec<fetch::FetchTopic> = Vec::new();
     for pos in indexes.iter().filter_map(|&i| positions.get(i)) {
         let partition = fetch::FetchPartition {
@@ -910,7 +1125,11 @@ fn build_fetch_request(positions: &[FetchPosition], indexes: &[usize], max_bytes
         };
         match topics.iter_mut().find(|t| t.topic == pos.topic) {
             Some(t) => t.partitions.push(partition),
-            None => topics.push(fetch::FetchTopic { topic: pos.topic.clone(), partitions: vec![partition], ..Default::default() }),
+            None => topics.push(fetch::FetchTopic {
+                topic: pos.topic.clone(),
+                partitions: vec![partition],
+                ..Default::default()
+            }),
         }
     }
     fetch::FetchRequest {
@@ -932,9 +1151,17 @@ fn partition_from_fetch(
     part: fetch::PartitionData,
     decompressed_bytes_max: usize,
 ) -> Result<FetchedPartition, ClientError> {
-    ClientError::check(part.error_code, None, || format!("fetch {}-{} at offset {}", pos.topic, pos.partition, pos.offset))?;
-    let (records, next_offset) =
-        decode_fetched_records(&part.records.unwrap_or_default(), pos.offset, decompressed_bytes_max)?;
+    ClientError::check(part.error_code, None, || {
+        format!(
+            "fetch {}-{} at offset {}",
+            pos.topic, pos.partition, pos.offset
+        )
+    })?;
+    let (records, next_offset) = decode_fetched_records(
+        &part.records.unwrap_or_default(),
+        pos.offset,
+        decompressed_bytes_max,
+    )?;
     Ok(FetchedPartition {
         topic: pos.topic.clone(),
         partition: pos.partition,
@@ -961,8 +1188,15 @@ pub fn decode_fetched_records(
     for (whole_batches, batch) in record::split_batches(records).enumerate() {
         let batch = match batch {
             Ok(b) => b,
-            Err(RecordError::BatchLengthExceedsBuffer { .. } | RecordError::Truncated { .. }) if whole_batches > 0 => break,
-            Err(RecordError::BatchLengthExceedsBuffer { batch_bytes, available_bytes }) => {
+            Err(RecordError::BatchLengthExceedsBuffer { .. } | RecordError::Truncated { .. })
+                if whole_batches > 0 =>
+            {
+                break;
+            }
+            Err(RecordError::BatchLengthExceedsBuffer {
+                batch_bytes,
+                available_bytes,
+            }) => {
                 return Err(ClientError::Record(format!(
                     "the batch at offset {fetch_offset} is {batch_bytes} bytes but only {available_bytes} were returned; raise max_bytes"
                 )));
@@ -984,9 +1218,17 @@ pub fn decode_fetched_records(
             }
             let timestamp_ms = match header.timestamp_type() {
                 TimestampType::LogAppendTime => header.max_timestamp,
-                TimestampType::CreateTime => header.base_timestamp.saturating_add(r.timestamp_delta),
+                TimestampType::CreateTime => {
+                    header.base_timestamp.saturating_add(r.timestamp_delta)
+                }
             };
-            out.push(FetchedRecord { offset, timestamp_ms, key: r.key, value: r.value, headers: r.headers });
+            out.push(FetchedRecord {
+                offset,
+                timestamp_ms,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            });
         }
     }
     Ok((out, next_offset))
@@ -999,7 +1241,9 @@ mod tests {
     use weir_protocol::record::{Record, RecordBatchBuilder};
 
     fn batch(base_offset: i64, values: &[&str], compression: Compression) -> Bytes {
-        let mut b = RecordBatchBuilder::new(compression).base_offset(base_offset).base_timestamp(1_000);
+        let mut b = RecordBatchBuilder::new(compression)
+            .base_offset(base_offset)
+            .base_timestamp(1_000);
         for (i, v) in values.iter().enumerate() {
             b.push(Record {
                 offset_delta: i as i32,
@@ -1022,7 +1266,10 @@ mod tests {
 
     #[test]
     fn fetched_records_before_the_fetch_offset_are_skipped() {
-        let data = concat(&[batch(10, &["a", "b", "c"], Compression::Zstd), batch(13, &["d"], Compression::None)]);
+        let data = concat(&[
+            batch(10, &["a", "b", "c"], Compression::Zstd),
+            batch(13, &["d"], Compression::None),
+        ]);
         let (records, next) = decode_fetched_records(&data, 11, 1 << 20).unwrap();
         let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![11, 12, 13]);
@@ -1034,7 +1281,10 @@ mod tests {
     #[test]
     fn partial_trailing_batch_is_dropped() {
         let second = batch(2, &["x"], Compression::None);
-        let data = concat(&[batch(0, &["a", "b"], Compression::Gzip), second.slice(..second.len() - 3)]);
+        let data = concat(&[
+            batch(0, &["a", "b"], Compression::Gzip),
+            second.slice(..second.len() - 3),
+        ]);
         let (records, next) = decode_fetched_records(&data, 0, 1 << 20).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(next, 2);
@@ -1069,7 +1319,12 @@ mod tests {
 
     #[test]
     fn ipv6_broker_address_is_bracketed() {
-        let b = BrokerInfo { node_id: 1, host: "::1".into(), port: 9092, rack: None };
+        let b = BrokerInfo {
+            node_id: 1,
+            host: "::1".into(),
+            port: 9092,
+            rack: None,
+        };
         assert_eq!(b.addr(), "[::1]:9092");
     }
 }

@@ -149,19 +149,39 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("addr", &self.addr).field("broken", &self.broken).finish()
+        f.debug_struct("Connection")
+            .field("addr", &self.addr)
+            .field("broken", &self.broken)
+            .finish()
     }
 }
 
 impl Connection {
     /// Connects to `addr` ("host:port") and negotiates API versions.
-    pub async fn connect(addr: &str, options: ConnectionOptions) -> Result<Connection, ClientError> {
+    pub async fn connect(
+        addr: &str,
+        options: ConnectionOptions,
+    ) -> Result<Connection, ClientError> {
         let connect_timeout_ms = options.connect_timeout_ms;
-        let stream = match tokio::time::timeout(Duration::from_millis(connect_timeout_ms), TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(
+            Duration::from_millis(connect_timeout_ms),
+            TcpStream::connect(addr),
+        )
+        .await
+        {
             Err(_) => {
-                return Err(ClientError::Timeout { addr: addr.to_owned(), what: "TCP connect", timeout_ms: connect_timeout_ms });
+                return Err(ClientError::Timeout {
+                    addr: addr.to_owned(),
+                    what: "TCP connect",
+                    timeout_ms: connect_timeout_ms,
+                });
             }
-            Ok(Err(e)) => return Err(ClientError::Connect { addr: addr.to_owned(), error: Arc::new(e) }),
+            Ok(Err(e)) => {
+                return Err(ClientError::Connect {
+                    addr: addr.to_owned(),
+                    error: Arc::new(e),
+                });
+            }
             Ok(Ok(s)) => s,
         };
         // Requests are small and latency-bound; Nagle would delay them.
@@ -203,13 +223,15 @@ impl Connection {
     /// The version `R` will be sent at: the highest both sides support.
     pub fn version_for<R: Request>(&self) -> Result<i16, ClientError> {
         let client_max = R::CLIENT_MAX_VERSION.min(R::MAX_VERSION);
-        pick_version(self.broker_versions(R::API_KEY), R::MIN_VERSION, client_max).ok_or(ClientError::UnsupportedApi {
-            addr: self.addr.clone(),
-            api: api_name(R::API_KEY),
-            api_key: R::API_KEY,
-            client_min: R::MIN_VERSION,
-            client_max,
-        })
+        pick_version(self.broker_versions(R::API_KEY), R::MIN_VERSION, client_max).ok_or(
+            ClientError::UnsupportedApi {
+                addr: self.addr.clone(),
+                api: api_name(R::API_KEY),
+                api_key: R::API_KEY,
+                client_min: R::MIN_VERSION,
+                client_max,
+            },
+        )
     }
 
     async fn negotiate_versions(&mut self) -> Result<(), ClientError> {
@@ -221,13 +243,18 @@ impl Connection {
         // At most two rounds: our guess, then the broker's advertised maximum.
         for _ in 0..2 {
             let pending = self.write_request_at(&request, version).await?;
-            let frame = self.read_frame_for(pending.correlation_id, pending.version).await?;
-            let response = decode_api_versions(frame, version).map_err(|source| ClientError::Decode {
-                addr: self.addr.clone(),
-                api: "ApiVersions",
-                source,
-            })?;
-            if response.error_code == weir_protocol::error_code::ErrorCode::UnsupportedVersion.code() {
+            let frame = self
+                .read_frame_for(pending.correlation_id, pending.version)
+                .await?;
+            let response =
+                decode_api_versions(frame, version).map_err(|source| ClientError::Decode {
+                    addr: self.addr.clone(),
+                    api: "ApiVersions",
+                    source,
+                })?;
+            if response.error_code
+                == weir_protocol::error_code::ErrorCode::UnsupportedVersion.code()
+            {
                 let broker_max = response
                     .api_keys
                     .iter()
@@ -240,11 +267,20 @@ impl Connection {
                 version = next;
                 continue;
             }
-            ClientError::check(response.error_code, None, || format!("ApiVersions to {}", self.addr))?;
-            self.broker_versions = response.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+            ClientError::check(response.error_code, None, || {
+                format!("ApiVersions to {}", self.addr)
+            })?;
+            self.broker_versions = response
+                .api_keys
+                .iter()
+                .map(|k| (k.api_key, (k.min_version, k.max_version)))
+                .collect();
             return Ok(());
         }
-        Err(ClientError::Protocol { addr: self.addr.clone(), detail: "ApiVersions negotiation failed".to_owned() })
+        Err(ClientError::Protocol {
+            addr: self.addr.clone(),
+            detail: "ApiVersions negotiation failed".to_owned(),
+        })
     }
 
     /// Sends one request and waits for its response.
@@ -260,11 +296,15 @@ impl Connection {
         extra_wait_ms: u64,
     ) -> Result<R::Response, ClientError> {
         let pending = self.write_request(request).await?;
-        self.read_response_with_extra_wait(pending, extra_wait_ms).await
+        self.read_response_with_extra_wait(pending, extra_wait_ms)
+            .await
     }
 
     /// Writes a request for which the broker sends no response (Produce with acks=0).
-    pub async fn send_without_response<R: Request>(&mut self, request: &R) -> Result<(), ClientError> {
+    pub async fn send_without_response<R: Request>(
+        &mut self,
+        request: &R,
+    ) -> Result<(), ClientError> {
         let version = self.version_for::<R>()?;
         let (correlation_id, _) = self.write_raw(request, version).await?;
         let _ = correlation_id;
@@ -272,7 +312,10 @@ impl Connection {
     }
 
     /// Writes a request at the negotiated version; read its response later.
-    pub async fn write_request<R: Request>(&mut self, request: &R) -> Result<PendingResponse<R>, ClientError> {
+    pub async fn write_request<R: Request>(
+        &mut self,
+        request: &R,
+    ) -> Result<PendingResponse<R>, ClientError> {
         let version = self.version_for::<R>()?;
         self.write_request_at(request, version).await
     }
@@ -290,11 +333,23 @@ impl Connection {
             )));
         }
         let (correlation_id, version) = self.write_raw(request, version).await?;
-        self.in_flight.push_back(InFlight { correlation_id, api_key: R::API_KEY, version });
-        Ok(PendingResponse { correlation_id, version, _request: PhantomData })
+        self.in_flight.push_back(InFlight {
+            correlation_id,
+            api_key: R::API_KEY,
+            version,
+        });
+        Ok(PendingResponse {
+            correlation_id,
+            version,
+            _request: PhantomData,
+        })
     }
 
-    async fn write_raw<R: Request>(&mut self, request: &R, version: i16) -> Result<(i32, i16), ClientError> {
+    async fn write_raw<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+    ) -> Result<(i32, i16), ClientError> {
         if self.broken {
             return Err(self.broken_error());
         }
@@ -310,8 +365,12 @@ impl Connection {
         let buf = &mut self.write_buf;
         buf.clear();
         let start = weir_protocol::header::begin_frame(buf);
-        header.encode(buf).map_err(|source| ClientError::Encode { api, source })?;
-        request.encode(buf, version).map_err(|source| ClientError::Encode { api, source })?;
+        header
+            .encode(buf)
+            .map_err(|source| ClientError::Encode { api, source })?;
+        request
+            .encode(buf, version)
+            .map_err(|source| ClientError::Encode { api, source })?;
         weir_protocol::header::finish_frame(buf, start)
             .map_err(|e| ClientError::InvalidArgument(format!("{api} request too large: {e}")))?;
         let timeout_ms = self.options.request_timeout_ms;
@@ -320,18 +379,28 @@ impl Connection {
             Ok(Ok(())) => Ok((correlation_id, version)),
             Ok(Err(e)) => {
                 self.broken = true;
-                Err(ClientError::Io { addr: self.addr.clone(), error: Arc::new(e) })
+                Err(ClientError::Io {
+                    addr: self.addr.clone(),
+                    error: Arc::new(e),
+                })
             }
             Err(_) => {
                 self.broken = true;
-                Err(ClientError::Timeout { addr: self.addr.clone(), what: "request write", timeout_ms })
+                Err(ClientError::Timeout {
+                    addr: self.addr.clone(),
+                    what: "request write",
+                    timeout_ms,
+                })
             }
         }
     }
 
     /// Reads the response to a request written earlier. Responses must be read
     /// in the order their requests were written.
-    pub async fn read_response<R: Request>(&mut self, pending: PendingResponse<R>) -> Result<R::Response, ClientError> {
+    pub async fn read_response<R: Request>(
+        &mut self,
+        pending: PendingResponse<R>,
+    ) -> Result<R::Response, ClientError> {
         self.read_response_with_extra_wait(pending, 0).await
     }
 
@@ -340,29 +409,47 @@ impl Connection {
         pending: PendingResponse<R>,
         extra_wait_ms: u64,
     ) -> Result<R::Response, ClientError> {
-        let timeout_ms = self.options.request_timeout_ms.saturating_add(extra_wait_ms);
+        let timeout_ms = self
+            .options
+            .request_timeout_ms
+            .saturating_add(extra_wait_ms);
         let api = api_name(R::API_KEY);
         let read = self.read_frame_for(pending.correlation_id, pending.version);
         let mut frame = match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
             Ok(result) => result?,
             Err(_) => {
                 self.broken = true;
-                return Err(ClientError::Timeout { addr: self.addr.clone(), what: api, timeout_ms });
+                return Err(ClientError::Timeout {
+                    addr: self.addr.clone(),
+                    what: api,
+                    timeout_ms,
+                });
             }
         };
-        let response = R::Response::decode(&mut frame, pending.version)
-            .map_err(|source| ClientError::Decode { addr: self.addr.clone(), api, source })?;
+        let response = R::Response::decode(&mut frame, pending.version).map_err(|source| {
+            ClientError::Decode {
+                addr: self.addr.clone(),
+                api,
+                source,
+            }
+        })?;
         Ok(response)
     }
 
     /// Reads the next frame, checks it answers `correlation_id`, strips the
     /// response header and returns the body.
-    async fn read_frame_for(&mut self, correlation_id: i32, version: i16) -> Result<Bytes, ClientError> {
+    async fn read_frame_for(
+        &mut self,
+        correlation_id: i32,
+        version: i16,
+    ) -> Result<Bytes, ClientError> {
         if self.broken {
             return Err(self.broken_error());
         }
         let Some(expected) = self.in_flight.front().copied() else {
-            return Err(ClientError::InvalidArgument("read_response without a request in flight".to_owned()));
+            return Err(ClientError::InvalidArgument(
+                "read_response without a request in flight".to_owned(),
+            ));
         };
         if expected.correlation_id != correlation_id || expected.version != version {
             return Err(ClientError::InvalidArgument(format!(
@@ -382,22 +469,35 @@ impl Connection {
         let header_version = response_header_version(expected.api_key, expected.version);
         let header = ResponseHeader::decode(&mut frame, header_version).map_err(|source| {
             self.broken = true;
-            ClientError::Decode { addr: self.addr.clone(), api: api_name(expected.api_key), source }
+            ClientError::Decode {
+                addr: self.addr.clone(),
+                api: api_name(expected.api_key),
+                source,
+            }
         })?;
         if header.correlation_id != correlation_id {
             self.broken = true;
             return Err(ClientError::Protocol {
                 addr: self.addr.clone(),
-                detail: format!("expected correlation id {correlation_id}, got {}", header.correlation_id),
+                detail: format!(
+                    "expected correlation id {correlation_id}, got {}",
+                    header.correlation_id
+                ),
             });
         }
         Ok(frame)
     }
 
     async fn read_frame(&mut self) -> Result<Bytes, ClientError> {
-        let io_err = |addr: &str, e: std::io::Error| ClientError::Io { addr: addr.to_owned(), error: Arc::new(e) };
+        let io_err = |addr: &str, e: std::io::Error| ClientError::Io {
+            addr: addr.to_owned(),
+            error: Arc::new(e),
+        };
         let mut prefix = [0u8; 4];
-        self.reader.read_exact(&mut prefix).await.map_err(|e| io_err(&self.addr, e))?;
+        self.reader
+            .read_exact(&mut prefix)
+            .await
+            .map_err(|e| io_err(&self.addr, e))?;
         let length = i32::from_be_bytes(prefix);
         let length = usize::try_from(length).map_err(|_| ClientError::Protocol {
             addr: self.addr.clone(),
@@ -411,7 +511,10 @@ impl Connection {
             });
         }
         let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body).await.map_err(|e| io_err(&self.addr, e))?;
+        self.reader
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| io_err(&self.addr, e))?;
         Ok(Bytes::from(body))
     }
 
@@ -427,7 +530,11 @@ impl Connection {
 }
 
 /// Highest version in both `[client_min, client_max]` and the broker's range.
-pub(crate) fn pick_version(broker: Option<(i16, i16)>, client_min: i16, client_max: i16) -> Option<i16> {
+pub(crate) fn pick_version(
+    broker: Option<(i16, i16)>,
+    client_min: i16,
+    client_max: i16,
+) -> Option<i16> {
     let (broker_min, broker_max) = broker?;
     let version = broker_max.min(client_max);
     (version >= client_min && version >= broker_min).then_some(version)
@@ -471,7 +578,12 @@ mod tests {
     }
 
     /// A scripted broker: answers ApiVersions, then echoes canned frames.
-    async fn fake_broker(listener: TcpListener, api_versions_max: i16, first_reply_unsupported: bool, extra: Vec<Vec<u8>>) {
+    async fn fake_broker(
+        listener: TcpListener,
+        api_versions_max: i16,
+        first_reply_unsupported: bool,
+        extra: Vec<Vec<u8>>,
+    ) {
         let (mut sock, _) = listener.accept().await.unwrap();
         let mut answered_unsupported = !first_reply_unsupported;
         loop {
@@ -486,8 +598,16 @@ mod tests {
             if header.api_key == 18 {
                 let mut resp = ApiVersionsResponse {
                     api_keys: vec![
-                        ApiVersion { api_key: 18, min_version: 0, max_version: api_versions_max },
-                        ApiVersion { api_key: 3, min_version: 0, max_version: 12 },
+                        ApiVersion {
+                            api_key: 18,
+                            min_version: 0,
+                            max_version: api_versions_max,
+                        },
+                        ApiVersion {
+                            api_key: 3,
+                            min_version: 0,
+                            max_version: 12,
+                        },
                     ],
                     ..Default::default()
                 };
@@ -500,7 +620,10 @@ mod tests {
                 };
                 let mut out = BytesMut::new();
                 let start = weir_protocol::header::begin_frame(&mut out);
-                ResponseHeader { correlation_id: header.correlation_id }.encode(&mut out, 0);
+                ResponseHeader {
+                    correlation_id: header.correlation_id,
+                }
+                .encode(&mut out, 0);
                 resp.encode(&mut out, version).unwrap();
                 weir_protocol::header::finish_frame(&mut out, start).unwrap();
                 sock.write_all(&out).await.unwrap();
@@ -517,11 +640,22 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(fake_broker(listener, 2, true, vec![]));
-        let conn = Connection::connect(&addr, ConnectionOptions::default()).await.unwrap();
+        let conn = Connection::connect(&addr, ConnectionOptions::default())
+            .await
+            .unwrap();
         assert_eq!(conn.broker_versions(3), Some((0, 12)));
-        assert_eq!(conn.version_for::<messages::metadata::MetadataRequest>().unwrap(), 12);
-        let err = conn.version_for::<messages::produce::ProduceRequest>().unwrap_err();
-        assert!(matches!(err, ClientError::UnsupportedApi { api_key: 0, .. }), "{err}");
+        assert_eq!(
+            conn.version_for::<messages::metadata::MetadataRequest>()
+                .unwrap(),
+            12
+        );
+        let err = conn
+            .version_for::<messages::produce::ProduceRequest>()
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::UnsupportedApi { api_key: 0, .. }),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -529,13 +663,27 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         // A frame claiming 2 GiB - 1 bytes.
-        tokio::spawn(fake_broker(listener, 3, false, vec![vec![0x7f, 0xff, 0xff, 0xff]]));
-        let options = ConnectionOptions { frame_bytes_max: 1024, ..Default::default() };
+        tokio::spawn(fake_broker(
+            listener,
+            3,
+            false,
+            vec![vec![0x7f, 0xff, 0xff, 0xff]],
+        ));
+        let options = ConnectionOptions {
+            frame_bytes_max: 1024,
+            ..Default::default()
+        };
         let mut conn = Connection::connect(&addr, options).await.unwrap();
-        let err = conn.send(&messages::metadata::MetadataRequest::default()).await.unwrap_err();
+        let err = conn
+            .send(&messages::metadata::MetadataRequest::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::FrameTooLarge { .. }), "{err}");
         assert!(conn.is_broken());
-        let again = conn.send(&messages::metadata::MetadataRequest::default()).await.unwrap_err();
+        let again = conn
+            .send(&messages::metadata::MetadataRequest::default())
+            .await
+            .unwrap_err();
         assert!(matches!(again, ClientError::Io { .. }), "{again}");
     }
 
@@ -545,12 +693,22 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let mut frame = BytesMut::new();
         let start = weir_protocol::header::begin_frame(&mut frame);
-        ResponseHeader { correlation_id: 999 }.encode(&mut frame, 1);
-        messages::metadata::MetadataResponse::default().encode(&mut frame, 12).unwrap();
+        ResponseHeader {
+            correlation_id: 999,
+        }
+        .encode(&mut frame, 1);
+        messages::metadata::MetadataResponse::default()
+            .encode(&mut frame, 12)
+            .unwrap();
         weir_protocol::header::finish_frame(&mut frame, start).unwrap();
         tokio::spawn(fake_broker(listener, 3, false, vec![frame.to_vec()]));
-        let mut conn = Connection::connect(&addr, ConnectionOptions::default()).await.unwrap();
-        let err = conn.send(&messages::metadata::MetadataRequest::default()).await.unwrap_err();
+        let mut conn = Connection::connect(&addr, ConnectionOptions::default())
+            .await
+            .unwrap();
+        let err = conn
+            .send(&messages::metadata::MetadataRequest::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
     }
 
@@ -559,7 +717,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let err = Connection::connect(&addr, ConnectionOptions::default()).await.unwrap_err();
+        let err = Connection::connect(&addr, ConnectionOptions::default())
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(&addr), "{err}");
     }
 }

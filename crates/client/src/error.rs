@@ -14,32 +14,67 @@ use weir_protocol::error_code::ErrorCode;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// No TCP connection could be made.
-    #[error("could not connect to {addr}: {error}; is `weir serve` running and is the address right?")]
-    Connect { addr: String, error: Arc<std::io::Error> },
+    #[error(
+        "could not connect to {addr}: {error}; is `weir serve` running and is the address right?"
+    )]
+    Connect {
+        addr: String,
+        error: Arc<std::io::Error>,
+    },
     /// An established connection failed while sending or receiving.
     #[error("connection to {addr} failed: {error}")]
-    Io { addr: String, error: Arc<std::io::Error> },
+    Io {
+        addr: String,
+        error: Arc<std::io::Error>,
+    },
     /// A connect or a request did not finish in time. The connection is dropped.
     #[error("timed out after {timeout_ms} ms waiting for {what} from {addr}")]
-    Timeout { addr: String, what: &'static str, timeout_ms: u64 },
+    Timeout {
+        addr: String,
+        what: &'static str,
+        timeout_ms: u64,
+    },
     /// The broker answered with a Kafka error code.
     #[error("{context}: broker returned {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
-    Kafka { code: ErrorCode, message: Option<String>, context: String },
+    Kafka {
+        code: ErrorCode,
+        message: Option<String>,
+        context: String,
+    },
     /// The broker does not serve any version of an API that this client speaks.
-    #[error("broker at {addr} does not support {api} (api key {api_key}) in versions {client_min}-{client_max}")]
-    UnsupportedApi { addr: String, api: &'static str, api_key: i16, client_min: i16, client_max: i16 },
+    #[error(
+        "broker at {addr} does not support {api} (api key {api_key}) in versions {client_min}-{client_max}"
+    )]
+    UnsupportedApi {
+        addr: String,
+        api: &'static str,
+        api_key: i16,
+        client_min: i16,
+        client_max: i16,
+    },
     /// A response frame announced more bytes than the configured cap.
     #[error("response of {length} bytes from {addr} exceeds the {frame_bytes_max}-byte limit")]
-    FrameTooLarge { addr: String, length: usize, frame_bytes_max: usize },
+    FrameTooLarge {
+        addr: String,
+        length: usize,
+        frame_bytes_max: usize,
+    },
     /// The broker sent bytes that do not parse as the expected response.
     #[error("malformed {api} response from {addr}: {source}")]
-    Decode { addr: String, api: &'static str, source: DecodeError },
+    Decode {
+        addr: String,
+        api: &'static str,
+        source: DecodeError,
+    },
     /// The broker broke the protocol in some other way (e.g. wrong correlation id).
     #[error("protocol violation by {addr}: {detail}")]
     Protocol { addr: String, detail: String },
     /// A request could not be encoded (a bug or an out-of-range argument).
     #[error("could not encode {api} request: {source}")]
-    Encode { api: &'static str, source: EncodeError },
+    Encode {
+        api: &'static str,
+        source: EncodeError,
+    },
     /// A record batch could not be built or decoded (includes decompression caps).
     #[error("record batch error: {0}")]
     Record(String),
@@ -48,7 +83,11 @@ pub enum ClientError {
     UnknownTopic(String),
     /// The partition does not exist in the topic.
     #[error("topic '{topic}' has no partition {partition} (it has {partition_count})")]
-    UnknownPartition { topic: String, partition: i32, partition_count: usize },
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+        partition_count: usize,
+    },
     /// The partition has no leader right now, or the leader's address is unknown.
     #[error("partition {topic}-{partition} has no available leader")]
     NoLeader { topic: String, partition: i32 },
@@ -76,13 +115,19 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::Kafka { code, .. } => code.is_retriable(),
-            ClientError::NoLeader { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => true,
+            ClientError::NoLeader { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => {
+                true
+            }
             _ => false,
         }
     }
 
     /// Builds a `Kafka` error from a response's code, or `Ok(())` for NONE.
-    pub fn check(code: i16, message: Option<&str>, context: impl FnOnce() -> String) -> Result<(), ClientError> {
+    pub fn check(
+        code: i16,
+        message: Option<&str>,
+        context: impl FnOnce() -> String,
+    ) -> Result<(), ClientError> {
         if code == 0 {
             return Ok(());
         }
@@ -106,7 +151,10 @@ mod tests {
 
     #[test]
     fn kafka_error_message_names_the_error_and_context() {
-        let e = ClientError::check(36, Some("Topic 'x' already exists."), || "create topic 'x'".into()).unwrap_err();
+        let e = ClientError::check(36, Some("Topic 'x' already exists."), || {
+            "create topic 'x'".into()
+        })
+        .unwrap_err();
         let text = e.to_string();
         assert!(text.contains("TOPIC_ALREADY_EXISTS"), "{text}");
         assert!(text.contains("create topic 'x'"), "{text}");

@@ -77,13 +77,19 @@ pub fn decode_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
     }
     let _version = buf.get_i16();
     let topics = buf.get_i32();
-    let Ok(topics) = usize::try_from(topics) else { return out };
+    let Ok(topics) = usize::try_from(topics) else {
+        return out;
+    };
     for _ in 0..topics.min(ASSIGNMENT_TOPICS_MAX) {
-        let Some(topic) = read_string(&mut buf) else { return out };
+        let Some(topic) = read_string(&mut buf) else {
+            return out;
+        };
         if buf.remaining() < 4 {
             return out;
         }
-        let Ok(count) = usize::try_from(buf.get_i32()) else { return out };
+        let Ok(count) = usize::try_from(buf.get_i32()) else {
+            return out;
+        };
         if buf.remaining() < count.saturating_mul(4) {
             return out;
         }
@@ -96,7 +102,9 @@ pub fn decode_assignment(bytes: &Bytes) -> Vec<(String, Vec<i32>)> {
 impl Client {
     /// The broker id coordinating `group`.
     pub async fn find_coordinator(&mut self, group: &str) -> Result<i32, ClientError> {
-        let version = self.version_for::<find_coordinator::FindCoordinatorRequest>().await?;
+        let version = self
+            .version_for::<find_coordinator::FindCoordinatorRequest>()
+            .await?;
         let request = find_coordinator::FindCoordinatorRequest {
             key: group.to_owned(),
             key_type: 0,
@@ -112,23 +120,39 @@ impl Client {
             };
             (c.error_code, c.error_message, c.node_id)
         } else {
-            (response.error_code, response.error_message, response.node_id)
+            (
+                response.error_code,
+                response.error_message,
+                response.node_id,
+            )
         };
-        ClientError::check(code, message.as_deref(), || format!("find coordinator of group '{group}'"))?;
+        ClientError::check(code, message.as_deref(), || {
+            format!("find coordinator of group '{group}'")
+        })?;
         // Make sure the coordinator's address is known.
         self.metadata(Some(&[]), false).await?;
         Ok(node)
     }
 
     /// Every group the broker knows, optionally only those in the given states.
-    pub async fn list_groups(&mut self, states: &[String]) -> Result<Vec<GroupListing>, ClientError> {
-        let request = list_groups::ListGroupsRequest { states_filter: states.to_vec(), types_filter: Vec::new() };
+    pub async fn list_groups(
+        &mut self,
+        states: &[String],
+    ) -> Result<Vec<GroupListing>, ClientError> {
+        let request = list_groups::ListGroupsRequest {
+            states_filter: states.to_vec(),
+            types_filter: Vec::new(),
+        };
         let response = self.send_any(&request).await?;
         ClientError::check(response.error_code, None, || "list groups".to_owned())?;
         let mut groups: Vec<GroupListing> = response
             .groups
             .into_iter()
-            .map(|g| GroupListing { group_id: g.group_id, protocol_type: g.protocol_type, state: g.group_state })
+            .map(|g| GroupListing {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                state: g.group_state,
+            })
             .collect();
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         Ok(groups)
@@ -148,7 +172,9 @@ impl Client {
                 detail: format!("DescribeGroups response lacks group '{group}'"),
             });
         };
-        ClientError::check(g.error_code, g.error_message.as_deref(), || format!("describe group '{group}'"))?;
+        ClientError::check(g.error_code, g.error_message.as_deref(), || {
+            format!("describe group '{group}'")
+        })?;
         Ok(GroupDescription {
             group_id: g.group_id,
             state: g.group_state,
@@ -169,9 +195,14 @@ impl Client {
     }
 
     /// Every committed offset of a group (empty for a group that has none).
-    pub async fn committed_offsets(&mut self, group: &str) -> Result<Vec<CommittedOffset>, ClientError> {
+    pub async fn committed_offsets(
+        &mut self,
+        group: &str,
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
         let coordinator = self.find_coordinator(group).await?;
-        let version = self.version_for::<offset_fetch::OffsetFetchRequest>().await?;
+        let version = self
+            .version_for::<offset_fetch::OffsetFetchRequest>()
+            .await?;
         // Null topics means "all topics" (v2+); v8+ batches groups.
         let request = offset_fetch::OffsetFetchRequest {
             group_id: group.to_owned(),
@@ -189,25 +220,46 @@ impl Client {
         let mut rows: Vec<(String, i32, i64, Option<String>, i16)> = Vec::new();
         if version >= 8 {
             for g in response.groups.into_iter().filter(|g| g.group_id == group) {
-                ClientError::check(g.error_code, None, || format!("fetch offsets of group '{group}'"))?;
+                ClientError::check(g.error_code, None, || {
+                    format!("fetch offsets of group '{group}'")
+                })?;
                 for t in g.topics {
                     rows.extend(t.partitions.into_iter().map(|p| {
-                        (t.name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                        (
+                            t.name.clone(),
+                            p.partition_index,
+                            p.committed_offset,
+                            p.metadata,
+                            p.error_code,
+                        )
                     }));
                 }
             }
         } else {
-            ClientError::check(response.error_code, None, || format!("fetch offsets of group '{group}'"))?;
+            ClientError::check(response.error_code, None, || {
+                format!("fetch offsets of group '{group}'")
+            })?;
             for t in response.topics {
                 rows.extend(t.partitions.into_iter().map(|p| {
-                    (t.name.clone(), p.partition_index, p.committed_offset, p.metadata, p.error_code)
+                    (
+                        t.name.clone(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.metadata,
+                        p.error_code,
+                    )
                 }));
             }
         }
         let mut out = Vec::with_capacity(rows.len());
         for (topic, partition, offset, metadata, code) in rows {
             ClientError::check(code, None, || format!("offset of {topic}-{partition}"))?;
-            out.push(CommittedOffset { topic, partition, offset, metadata });
+            out.push(CommittedOffset {
+                topic,
+                partition,
+                offset,
+                metadata,
+            });
         }
         out.retain(|o| o.offset >= 0);
         out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
@@ -217,15 +269,25 @@ impl Client {
     /// Deletes a group (it must have no active members).
     pub async fn delete_group(&mut self, group: &str) -> Result<(), ClientError> {
         let coordinator = self.find_coordinator(group).await?;
-        let request = delete_groups::DeleteGroupsRequest { groups_names: vec![group.to_owned()] };
+        let request = delete_groups::DeleteGroupsRequest {
+            groups_names: vec![group.to_owned()],
+        };
         let response = self.send_to_node(coordinator, &request, 0).await?;
-        let code = response.results.iter().find(|r| r.group_id == group).map_or(0, |r| r.error_code);
+        let code = response
+            .results
+            .iter()
+            .find(|r| r.group_id == group)
+            .map_or(0, |r| r.error_code);
         ClientError::check(code, None, || format!("delete group '{group}'"))
     }
 
     /// Commits offsets for a group from outside it (generation -1, no member),
     /// which Kafka allows only while the group has no active members.
-    pub async fn commit_offsets(&mut self, group: &str, offsets: &[(String, i32, i64)]) -> Result<(), ClientError> {
+    pub async fn commit_offsets(
+        &mut self,
+        group: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), ClientError> {
         let coordinator = self.find_coordinator(group).await?;
         let mut topics: Vec<offset_commit::OffsetCommitRequestTopic> = Vec::new();
         for (topic, partition, offset) in offsets {
@@ -238,7 +300,10 @@ impl Client {
             };
             match topics.iter_mut().find(|t| &t.name == topic) {
                 Some(t) => t.partitions.push(partition),
-                None => topics.push(offset_commit::OffsetCommitRequestTopic { name: topic.clone(), partitions: vec![partition] }),
+                None => topics.push(offset_commit::OffsetCommitRequestTopic {
+                    name: topic.clone(),
+                    partitions: vec![partition],
+                }),
             }
         }
         let request = offset_commit::OffsetCommitRequest {
@@ -252,7 +317,9 @@ impl Client {
         let response = self.send_to_node(coordinator, &request, 0).await?;
         for t in response.topics {
             for p in t.partitions {
-                ClientError::check(p.error_code, None, || format!("commit offset of {}-{}", t.name, p.partition_index))?;
+                ClientError::check(p.error_code, None, || {
+                    format!("commit offset of {}-{}", t.name, p.partition_index)
+                })?;
             }
         }
         Ok(())
@@ -276,7 +343,10 @@ mod tests {
         buf.put_i32(4);
         buf.put_i32(7);
         buf.put_i32(-1); // null user data
-        assert_eq!(decode_assignment(&buf.freeze()), vec![("abc".to_owned(), vec![4, 7])]);
+        assert_eq!(
+            decode_assignment(&buf.freeze()),
+            vec![("abc".to_owned(), vec![4, 7])]
+        );
     }
 
     #[test]
@@ -287,6 +357,9 @@ mod tests {
         buf.put_i16(1);
         buf.put_slice(b"x");
         buf.put_i32(i32::MAX);
-        assert_eq!(decode_assignment(&buf.freeze()), Vec::<(String, Vec<i32>)>::new());
+        assert_eq!(
+            decode_assignment(&buf.freeze()),
+            Vec::<(String, Vec<i32>)>::new()
+        );
     }
 }

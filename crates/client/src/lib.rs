@@ -28,14 +28,16 @@ pub mod groups;
 pub mod producer;
 
 pub use client::{
-    AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata, ConfigEntry, ConfigOpType,
-    ConfigResource, ConfigSource, FetchPosition, FetchedPartition, FetchedRecord, ListedOffset, NewTopic, OffsetSpec,
-    PartitionInfo, ResourceType, TopicInfo,
+    AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata,
+    ConfigEntry, ConfigOpType, ConfigResource, ConfigSource, FetchPosition, FetchedPartition,
+    FetchedRecord, ListedOffset, NewTopic, OffsetSpec, PartitionInfo, ResourceType, TopicInfo,
 };
 pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
 pub use error::ClientError;
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
 pub use weir_protocol::compression::Compression;
 pub use weir_protocol::error_code::ErrorCode;
 pub use weir_protocol::record::RecordHeader;

@@ -111,7 +111,11 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
-        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..Default::default() }
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -133,7 +137,9 @@ pub struct DeliveryFuture(oneshot::Receiver<DeliveryResult>);
 impl Future for DeliveryFuture {
     type Output = DeliveryResult;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeliveryResult> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.unwrap_or(Err(ClientError::ProducerClosed)))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::ProducerClosed)))
     }
 }
 
@@ -157,22 +163,33 @@ impl Producer {
             config,
             batches: HashMap::new(),
             sticky: HashMap::new(),
-            sticky_seed: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
+            sticky_seed: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
         };
-        Producer { tx, task: tokio::spawn(worker.run(rx)) }
+        Producer {
+            tx,
+            task: tokio::spawn(worker.run(rx)),
+        }
     }
 
     /// Queues a record; waits only if the queue is full.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Send(record, tx)).await.map_err(|_| ClientError::ProducerClosed)?;
+        self.tx
+            .send(Command::Send(record, tx))
+            .await
+            .map_err(|_| ClientError::ProducerClosed)?;
         Ok(DeliveryFuture(rx))
     }
 
     /// Sends every queued record and waits until all have been answered.
     pub async fn flush(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Command::Flush(tx)).await.map_err(|_| ClientError::ProducerClosed)?;
+        self.tx
+            .send(Command::Flush(tx))
+            .await
+            .map_err(|_| ClientError::ProducerClosed)?;
         rx.await.map_err(|_| ClientError::ProducerClosed)
     }
 
@@ -209,12 +226,18 @@ struct Worker {
 /// Encoded-size guess for batching decisions: fields plus varint overhead.
 fn record_bytes_estimate(r: &ProducerRecord) -> usize {
     let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
-    let headers: usize = r.headers.iter().map(|h| h.key.len() + len(&h.value) + 4).sum();
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + len(&h.value) + 4)
+        .sum();
     len(&r.key) + len(&r.value) + headers + 20
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Worker {
@@ -246,10 +269,16 @@ impl Worker {
     }
 
     async fn choose_partition(&mut self, record: &ProducerRecord) -> Result<i32, ClientError> {
-        let info = self.client.topic(&record.topic, self.config.allow_auto_topic_creation).await?;
+        let info = self
+            .client
+            .topic(&record.topic, self.config.allow_auto_topic_creation)
+            .await?;
         let count = i32::try_from(info.partitions.len()).unwrap_or(i32::MAX);
         if count == 0 {
-            return Err(ClientError::NoLeader { topic: record.topic.clone(), partition: -1 });
+            return Err(ClientError::NoLeader {
+                topic: record.topic.clone(),
+                partition: -1,
+            });
         }
         if let Some(p) = record.partition {
             if p < 0 || p >= count {
@@ -265,7 +294,10 @@ impl Worker {
             return Ok((murmur2(key) & 0x7fff_ffff) % count);
         }
         let seed = self.sticky_seed;
-        let p = *self.sticky.entry(record.topic.clone()).or_insert_with(|| (seed % count.unsigned_abs()) as i32);
+        let p = *self
+            .sticky
+            .entry(record.topic.clone())
+            .or_insert_with(|| (seed % count.unsigned_abs()) as i32);
         Ok(p.rem_euclid(count))
     }
 
@@ -279,11 +311,9 @@ impl Worker {
         };
         let size = record_bytes_estimate(&record);
         let key = (record.topic.clone(), partition);
-        if self
-            .batches
-            .get(&key)
-            .is_some_and(|b| !b.records.is_empty() && b.bytes_estimate + size > self.config.batch_bytes_max)
-        {
+        if self.batches.get(&key).is_some_and(|b| {
+            !b.records.is_empty() && b.bytes_estimate + size > self.config.batch_bytes_max
+        }) {
             self.send_all().await;
         }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
@@ -334,7 +364,11 @@ impl Worker {
             let mut retry = Vec::new();
             let mut by_leader: BTreeMap<i32, Vec<PartitionBatch>> = BTreeMap::new();
             for (key, batch) in pending {
-                match self.client.leader_for(&key.0, key.1, self.config.allow_auto_topic_creation).await {
+                match self
+                    .client
+                    .leader_for(&key.0, key.1, self.config.allow_auto_topic_creation)
+                    .await
+                {
                     Ok(leader) => by_leader.entry(leader).or_default().push((key, batch)),
                     Err(e) if may_retry && e.is_retriable() => {
                         self.client.invalidate_topic(&key.0);
@@ -362,7 +396,8 @@ impl Worker {
         let mut ready = Vec::with_capacity(items.len());
         for (key, mut batch) in items.drain(..) {
             if batch.encoded.is_none() {
-                let mut builder = RecordBatchBuilder::new(self.config.compression).base_timestamp(batch.base_timestamp_ms);
+                let mut builder = RecordBatchBuilder::new(self.config.compression)
+                    .base_timestamp(batch.base_timestamp_ms);
                 for r in batch.records.drain(..) {
                     builder.push(r);
                 }
@@ -381,10 +416,16 @@ impl Worker {
         }
         let mut topic_data: Vec<produce::TopicProduceData> = Vec::new();
         for ((topic, partition), batch) in &ready {
-            let data = produce::PartitionProduceData { index: *partition, records: batch.encoded.clone() };
+            let data = produce::PartitionProduceData {
+                index: *partition,
+                records: batch.encoded.clone(),
+            };
             match topic_data.iter_mut().find(|t| &t.name == topic) {
                 Some(t) => t.partition_data.push(data),
-                None => topic_data.push(produce::TopicProduceData { name: topic.clone(), partition_data: vec![data] }),
+                None => topic_data.push(produce::TopicProduceData {
+                    name: topic.clone(),
+                    partition_data: vec![data],
+                }),
             }
         }
         let request = produce::ProduceRequest {
@@ -394,7 +435,10 @@ impl Worker {
             topic_data,
         };
         if self.config.acks == Acks::None {
-            let result = self.client.send_to_node_without_response(leader, &request).await;
+            let result = self
+                .client
+                .send_to_node_without_response(leader, &request)
+                .await;
             for ((_, partition), batch) in ready {
                 match &result {
                     Ok(()) => succeed(batch, partition, -1),
@@ -404,7 +448,11 @@ impl Worker {
             return Vec::new();
         }
         let extra_wait_ms = u64::try_from(self.config.request_timeout_ms).unwrap_or(0);
-        let response = match self.client.send_to_node(leader, &request, extra_wait_ms).await {
+        let response = match self
+            .client
+            .send_to_node(leader, &request, extra_wait_ms)
+            .await
+        {
             Ok(r) => r,
             Err(e) if may_retry && e.is_retriable() => {
                 for ((topic, _), _) in &ready {
@@ -428,13 +476,18 @@ impl Worker {
                 .flat_map(|t| t.partition_responses.iter())
                 .find(|p| p.index == partition);
             let Some(p) = found else {
-                fail(batch, &ClientError::Protocol {
-                    addr: String::new(),
-                    detail: format!("Produce response lacks {topic}-{partition}"),
-                });
+                fail(
+                    batch,
+                    &ClientError::Protocol {
+                        addr: String::new(),
+                        detail: format!("Produce response lacks {topic}-{partition}"),
+                    },
+                );
                 continue;
             };
-            match ClientError::check(p.error_code, p.error_message.as_deref(), || format!("produce to {topic}-{partition}")) {
+            match ClientError::check(p.error_code, p.error_message.as_deref(), || {
+                format!("produce to {topic}-{partition}")
+            }) {
                 Ok(()) => {
                     let log_append_time_ms = p.log_append_time_ms;
                     let base_offset = p.base_offset;
@@ -471,9 +524,21 @@ fn succeed(batch: OpenBatch, partition: i32, base_offset: i64) {
 /// `log_append_time_ms` is -1 unless the topic uses LogAppendTime.
 fn succeed_with_time(batch: OpenBatch, partition: i32, base_offset: i64, log_append_time_ms: i64) {
     for (i, (tx, timestamp_ms)) in batch.waiters.into_iter().enumerate() {
-        let offset = if base_offset < 0 { -1 } else { base_offset.saturating_add(i as i64) };
-        let timestamp_ms = if log_append_time_ms >= 0 { log_append_time_ms } else { timestamp_ms };
-        let _ = tx.send(Ok(RecordMetadata { partition, offset, timestamp_ms }));
+        let offset = if base_offset < 0 {
+            -1
+        } else {
+            base_offset.saturating_add(i as i64)
+        };
+        let timestamp_ms = if log_append_time_ms >= 0 {
+            log_append_time_ms
+        } else {
+            timestamp_ms
+        };
+        let _ = tx.send(Ok(RecordMetadata {
+            partition,
+            offset,
+            timestamp_ms,
+        }));
     }
 }
 
@@ -517,7 +582,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar"), -790_332_482);
         assert_eq!(murmur2(b"a-little-bit-long-string"), -985_981_536);
         assert_eq!(murmur2(b"a-little-bit-longer-string"), -1_486_304_829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58_897_971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58_897_971
+        );
         assert_eq!(murmur2(b"abc"), 479_470_107);
     }
 
@@ -542,7 +610,14 @@ mod tests {
             encoded: None,
         };
         succeed(batch, 3, 100);
-        assert_eq!(rx1.try_recv().unwrap().unwrap(), RecordMetadata { partition: 3, offset: 100, timestamp_ms: 10 });
+        assert_eq!(
+            rx1.try_recv().unwrap().unwrap(),
+            RecordMetadata {
+                partition: 3,
+                offset: 100,
+                timestamp_ms: 10
+            }
+        );
         assert_eq!(rx2.try_recv().unwrap().unwrap().offset, 101);
     }
 }

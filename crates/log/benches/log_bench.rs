@@ -20,7 +20,10 @@ use weir_log::test_support::build_batch;
 use weir_log::{AppendOptions, FlushPolicy, Log, LogConfig, LogEnv};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Case {
@@ -56,9 +59,31 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-fn append_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64, cap: Duration, fsync: bool) -> Case {
-    let flush = if fsync { FlushPolicy::EveryAppend } else { FlushPolicy::Interval { messages: u64::MAX, ms: 3_600_000 } };
-    let log = Log::open(env, &fresh(dir, "append"), LogConfig { flush, ..LogConfig::default() }).unwrap();
+fn append_case(
+    env: &Arc<LogEnv>,
+    dir: &Path,
+    batch_bytes: usize,
+    total: u64,
+    cap: Duration,
+    fsync: bool,
+) -> Case {
+    let flush = if fsync {
+        FlushPolicy::EveryAppend
+    } else {
+        FlushPolicy::Interval {
+            messages: u64::MAX,
+            ms: 3_600_000,
+        }
+    };
+    let log = Log::open(
+        env,
+        &fresh(dir, "append"),
+        LogConfig {
+            flush,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
     let b = Bytes::from(build_batch(1, 0, &vec![7u8; batch_bytes - 61]));
     let opts = AppendOptions::default();
     let start = Instant::now();
@@ -67,19 +92,32 @@ fn append_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64, ca
         let info = log.append(&b, &opts).unwrap();
         if fsync {
             let (tx, rx) = mpsc::channel();
-            log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())));
+            log.on_durable(
+                info.last_offset + 1,
+                Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())),
+            );
             assert!(rx.recv().unwrap());
         }
         n += 1;
     }
     let elapsed = start.elapsed();
     log.delete().unwrap();
-    Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
+    Case {
+        bytes: n * batch_bytes as u64,
+        batches: n,
+        elapsed,
+    }
 }
 
 /// Sequential `write`s of `batch_bytes`, with an `fdatasync` whenever `sync_every_bytes` more
 /// bytes were written (`Some(batch_bytes)` = after every batch; `None` = never).
-fn raw_write_case(dir: &Path, batch_bytes: usize, total: u64, cap: Duration, sync_every_bytes: Option<u64>) -> Case {
+fn raw_write_case(
+    dir: &Path,
+    batch_bytes: usize,
+    total: u64,
+    cap: Duration,
+    sync_every_bytes: Option<u64>,
+) -> Case {
     let path = fresh(dir, "raw.bin");
     let mut f = File::create(&path).unwrap();
     let buf = vec![7u8; batch_bytes];
@@ -98,21 +136,42 @@ fn raw_write_case(dir: &Path, batch_bytes: usize, total: u64, cap: Duration, syn
     let elapsed = start.elapsed();
     drop(f);
     std::fs::remove_file(&path).unwrap();
-    Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
+    Case {
+        bytes: n * batch_bytes as u64,
+        batches: n,
+        elapsed,
+    }
 }
 
 /// `writers` threads, each appending one batch and waiting for its fsync (as concurrent produce
 /// requests with acks=1 do), until `total` bytes or `cap`.
-fn group_commit_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, writers: usize, total: u64, cap: Duration) -> Case {
+fn group_commit_case(
+    env: &Arc<LogEnv>,
+    dir: &Path,
+    batch_bytes: usize,
+    writers: usize,
+    total: u64,
+    cap: Duration,
+) -> Case {
     let log = Arc::new(Log::open(env, &fresh(dir, "group"), LogConfig::default()).unwrap());
     let (n, elapsed) = group_commit_writes(&log, batch_bytes, writers, total, cap);
     if let Ok(log) = Arc::try_unwrap(log) {
         log.delete().unwrap();
     }
-    Case { bytes: n * batch_bytes as u64, batches: n, elapsed }
+    Case {
+        bytes: n * batch_bytes as u64,
+        batches: n,
+        elapsed,
+    }
 }
 
-fn group_commit_writes(log: &Arc<Log>, batch_bytes: usize, writers: usize, total: u64, cap: Duration) -> (u64, Duration) {
+fn group_commit_writes(
+    log: &Arc<Log>,
+    batch_bytes: usize,
+    writers: usize,
+    total: u64,
+    cap: Duration,
+) -> (u64, Duration) {
     let b = Bytes::from(build_batch(1, 0, &vec![7u8; batch_bytes - 61]));
     let batches_max = total / batch_bytes as u64;
     let claimed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -124,10 +183,15 @@ fn group_commit_writes(log: &Arc<Log>, batch_bytes: usize, writers: usize, total
             let claimed = Arc::clone(&claimed);
             std::thread::spawn(move || {
                 let mut n = 0u64;
-                while start.elapsed() < cap && claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < batches_max {
+                while start.elapsed() < cap
+                    && claimed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < batches_max
+                {
                     let info = log.append(&b, &AppendOptions::default()).unwrap();
                     let (tx, rx) = mpsc::channel();
-                    log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())));
+                    log.on_durable(
+                        info.last_offset + 1,
+                        Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())),
+                    );
                     assert!(rx.recv().unwrap());
                     n += 1;
                 }
@@ -140,7 +204,13 @@ fn group_commit_writes(log: &Arc<Log>, batch_bytes: usize, writers: usize, total
 }
 
 fn read_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64) -> (Case, Case) {
-    let config = LogConfig { flush: FlushPolicy::Interval { messages: u64::MAX, ms: 3_600_000 }, ..LogConfig::default() };
+    let config = LogConfig {
+        flush: FlushPolicy::Interval {
+            messages: u64::MAX,
+            ms: 3_600_000,
+        },
+        ..LogConfig::default()
+    };
     let log = Log::open(env, &fresh(dir, "read"), config).unwrap();
     let b = Bytes::from(build_batch(1, 0, &vec![7u8; batch_bytes - 61]));
     let count = total / batch_bytes as u64;
@@ -164,7 +234,11 @@ fn read_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64) -> (
             next += (r.bytes / batch_bytes) as i64;
         }
         if pass == 1 {
-            let ours = Case { bytes, batches: count, elapsed: start.elapsed() };
+            let ours = Case {
+                bytes,
+                batches: count,
+                elapsed: start.elapsed(),
+            };
             // Raw: sequential 1 MiB preads of the segment file itself.
             let seg = log.dir().join(format!("{:020}.log", 0));
             let f = File::open(&seg).unwrap();
@@ -176,7 +250,11 @@ fn read_case(env: &Arc<LogEnv>, dir: &Path, batch_bytes: usize, total: u64) -> (
                 let n = f.read_at(&mut rbuf, pos).unwrap();
                 pos += n as u64;
             }
-            let raw = Case { bytes: len, batches: count, elapsed: start.elapsed() };
+            let raw = Case {
+                bytes: len,
+                batches: count,
+                elapsed: start.elapsed(),
+            };
             log.delete().unwrap();
             return (ours, raw);
         }
@@ -256,7 +334,11 @@ fn recovery(env: &Arc<LogEnv>, dir: &Path, total: u64) {
         ms(recover),
         scanned as f64 / (1024.0 * 1024.0),
         ms(cold_read),
-        if cold { "cold cache, both" } else { "page cache, drop_caches failed" },
+        if cold {
+            "cold cache, both"
+        } else {
+            "page cache, drop_caches failed"
+        },
         recover.as_secs_f64() / cold_read.as_secs_f64(),
         ms(warm_read),
         ms(clean)
@@ -276,14 +358,27 @@ fn main() {
     };
     let dir = tmp.path();
     let env = LogEnv::new(1024);
-    println!("weir-log bench in {} (each case ≤ {} MiB or {:?})", dir.display(), total >> 20, cap);
-    println!("{:<34} {:>25} | {:<30} {:>25} | ours/raw", "case", "weir-log", "raw limit", "");
+    println!(
+        "weir-log bench in {} (each case ≤ {} MiB or {:?})",
+        dir.display(),
+        total >> 20,
+        cap
+    );
+    println!(
+        "{:<34} {:>25} | {:<30} {:>25} | ours/raw",
+        "case", "weir-log", "raw limit", ""
+    );
     if mode.is_none() {
         for kib in [1usize, 16] {
             let bb = kib * 1024;
             let ours = append_case(&env, dir, bb, total, cap, true);
             let raw = raw_write_case(dir, bb, total, cap, Some(bb as u64));
-            row(&format!("append {kib} KiB, fsync before ack"), &ours, "write+fdatasync per batch", &raw);
+            row(
+                &format!("append {kib} KiB, fsync before ack"),
+                &ours,
+                "write+fdatasync per batch",
+                &raw,
+            );
         }
     }
     if run("append") {
@@ -291,7 +386,12 @@ fn main() {
             let bb = kib * 1024;
             let ours = append_case(&env, dir, bb, total, cap, false);
             let raw = raw_write_case(dir, bb, total, cap, None);
-            row(&format!("append {kib} KiB, no fsync"), &ours, "sequential write", &raw);
+            row(
+                &format!("append {kib} KiB, no fsync"),
+                &ours,
+                "sequential write",
+                &raw,
+            );
         }
     }
     if run("group") {
@@ -299,15 +399,30 @@ fn main() {
             let bb = kib * 1024;
             let ours = group_commit_case(&env, dir, bb, 8, total, cap);
             let raw = raw_write_case(dir, bb, total, cap, Some(bb as u64));
-            row(&format!("group commit 8 writers, {kib} KiB"), &ours, "write+fdatasync per batch", &raw);
+            row(
+                &format!("group commit 8 writers, {kib} KiB"),
+                &ours,
+                "write+fdatasync per batch",
+                &raw,
+            );
             let raw = raw_write_case(dir, bb, ours.bytes, cap * 10, Some(1 << 20));
-            row(&format!("group commit 8 writers, {kib} KiB"), &ours, "write+fdatasync per 1 MiB", &raw);
+            row(
+                &format!("group commit 8 writers, {kib} KiB"),
+                &ours,
+                "write+fdatasync per 1 MiB",
+                &raw,
+            );
         }
     }
     if mode.is_none() {
         for kib in [1usize, 16] {
             let (ours, raw) = read_case(&env, dir, kib * 1024, total);
-            row(&format!("read {kib} KiB batches, page cache"), &ours, "sequential 1 MiB pread", &raw);
+            row(
+                &format!("read {kib} KiB batches, page cache"),
+                &ours,
+                "sequential 1 MiB pread",
+                &raw,
+            );
         }
     }
     if run("recovery") {

@@ -62,11 +62,21 @@ pub(crate) struct RecoveryPosition {
 
 impl LogCheckpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = format!("weir-log-checkpoint 2 {} {} {}", self.recovery_point, self.log_start, self.high_watermark);
+        let mut body = format!(
+            "weir-log-checkpoint 2 {} {} {}",
+            self.recovery_point, self.log_start, self.high_watermark
+        );
         if let Some(p) = &self.position {
             body.push_str(&format!(
                 " {} {} {} {} {} {} {} {}",
-                p.segment_base, p.position, p.next_offset, p.index_count, p.index_crc, p.max_ts, p.max_ts_offset, p.bytes_since_index
+                p.segment_base,
+                p.position,
+                p.next_offset,
+                p.index_count,
+                p.index_crc,
+                p.max_ts,
+                p.max_ts_offset,
+                p.bytes_since_index
             ));
         }
         let crc = crc32c::crc32c(body.as_bytes());
@@ -146,7 +156,10 @@ pub(crate) fn decode_leader_epochs(b: &[u8]) -> Option<Vec<(i32, i64)>> {
         let (e, o) = line.trim().split_once(' ')?;
         let entry: (i32, i64) = (e.parse().ok()?, o.parse().ok()?);
         // Epochs and start offsets only grow.
-        if out.last().is_some_and(|&(pe, po): &(i32, i64)| entry.0 <= pe || entry.1 < po) {
+        if out
+            .last()
+            .is_some_and(|&(pe, po): &(i32, i64)| entry.0 <= pe || entry.1 < po)
+        {
             return None;
         }
         out.push(entry);
@@ -197,7 +210,9 @@ pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerStateEntr
 
 pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerStateEntry>)> {
     let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) || body.get(..8)? != PRODUCER_SNAPSHOT_MAGIC {
+    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?)
+        || body.get(..8)? != PRODUCER_SNAPSHOT_MAGIC
+    {
         return None;
     }
     let offset = i64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
@@ -226,7 +241,12 @@ mod tests {
 
     #[test]
     fn log_checkpoint_round_trips_and_rejects_corruption() {
-        let cp = LogCheckpoint { recovery_point: 42, log_start: 7, high_watermark: 40, position: None };
+        let cp = LogCheckpoint {
+            recovery_point: 42,
+            log_start: 7,
+            high_watermark: 40,
+            position: None,
+        };
         let enc = cp.encode();
         assert_eq!(LogCheckpoint::decode(&enc), Some(cp));
         let mut bad = enc.clone();
@@ -245,7 +265,10 @@ mod tests {
             }),
             ..cp
         };
-        assert_eq!(LogCheckpoint::decode(&with_position.encode()), Some(with_position));
+        assert_eq!(
+            LogCheckpoint::decode(&with_position.encode()),
+            Some(with_position)
+        );
     }
 
     #[test]
@@ -253,7 +276,15 @@ mod tests {
         let body = "weir-log-checkpoint 1 42 7 40";
         let v1 = format!("{body} {:08x}\n", crc32c::crc32c(body.as_bytes()));
         let cp = LogCheckpoint::decode(v1.as_bytes()).expect("v1 decodes");
-        assert_eq!((cp.recovery_point, cp.log_start, cp.high_watermark, cp.position), (42, 7, 40, None));
+        assert_eq!(
+            (
+                cp.recovery_point,
+                cp.log_start,
+                cp.high_watermark,
+                cp.position
+            ),
+            (42, 7, 40, None)
+        );
     }
 
     #[test]
@@ -266,10 +297,19 @@ mod tests {
 
     #[test]
     fn producer_snapshot_round_trips_and_rejects_truncation() {
-        let e = vec![ProducerStateEntry { producer_id: 9, producer_epoch: 2, last_sequence: 5, last_offset: 100, timestamp_ms: 123 }];
+        let e = vec![ProducerStateEntry {
+            producer_id: 9,
+            producer_epoch: 2,
+            last_sequence: 5,
+            last_offset: 100,
+            timestamp_ms: 123,
+        }];
         let enc = encode_producer_snapshot(101, &e);
         assert_eq!(decode_producer_snapshot(&enc), Some((101, e)));
         assert_eq!(decode_producer_snapshot(&enc[..enc.len() - 1]), None);
-        assert_eq!(producer_snapshot_offset(&producer_snapshot_name(101)), Some(101));
+        assert_eq!(
+            producer_snapshot_offset(&producer_snapshot_name(101)),
+            Some(101)
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! it, and then completes all waiters at once (group commit). Appends that arrive while a sync
 //! runs are covered by the next one.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,8 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::log::Shared;
 use crate::lock;
+use crate::log::Shared;
 
 /// Flusher threads per environment: syncs of different partitions run in parallel, which
 /// matters on devices that complete several flushes concurrently (NVMe, most SSDs).
@@ -183,7 +183,10 @@ struct CacheInner {
 
 impl FileCache {
     fn new(open_files_max: usize) -> FileCache {
-        FileCache { open_files_max, inner: Mutex::new(CacheInner::default()) }
+        FileCache {
+            open_files_max,
+            inner: Mutex::new(CacheInner::default()),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -208,7 +211,12 @@ impl FileCache {
     /// Creates (or truncates) a file and caches its handle.
     pub(crate) fn create(&self, path: &Path) -> io::Result<Arc<File>> {
         let file = Arc::new(
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?,
         );
         self.forget(path);
         Ok(self.insert(path, file))

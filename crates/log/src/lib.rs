@@ -98,7 +98,11 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
     #[error("log is poisoned after a failed write or fsync and refuses writes")]
     Poisoned,
     #[error("log is closed")]

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
-use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry, RecoveryPosition};
+use crate::checkpoint::{
+    self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry, RecoveryPosition,
+};
 use crate::env::LogEnv;
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
@@ -214,7 +216,8 @@ fn write_all_at(file: &File, slices: &[IoSlice<'_>], mut pos: u64) -> io::Result
         } else {
             // Rebuild the remaining iovecs after `done` bytes.
             let mut skip = done;
-            let mut rest: Vec<IoSlice<'_>> = Vec::with_capacity(slices.len().min(IOVECS_PER_WRITE_MAX));
+            let mut rest: Vec<IoSlice<'_>> =
+                Vec::with_capacity(slices.len().min(IOVECS_PER_WRITE_MAX));
             for s in slices {
                 if rest.len() == IOVECS_PER_WRITE_MAX {
                     break;
@@ -234,7 +237,10 @@ fn write_all_at(file: &File, slices: &[IoSlice<'_>], mut pos: u64) -> io::Result
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "pwritev wrote nothing"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
         }
         done += n;
         pos += n as u64;
@@ -288,7 +294,13 @@ impl Shared {
         }
         let (target, segs, dir_dirty, point, written_bytes_total) = {
             let mut d = lock(&self.durable);
-            (d.written_end, std::mem::take(&mut d.unsynced), std::mem::take(&mut d.dir_dirty), d.written_point.clone(), d.written_bytes_total)
+            (
+                d.written_end,
+                std::mem::take(&mut d.unsynced),
+                std::mem::take(&mut d.dir_dirty),
+                d.written_point.clone(),
+                d.written_bytes_total,
+            )
         };
         let mut result: io::Result<()> = Ok(());
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
@@ -317,7 +329,9 @@ impl Shared {
             let mut d = lock(&self.durable);
             d.synced_end = d.synced_end.max(target);
             let synced = d.synced_end;
-            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut d.waiters).into_iter().partition(|(o, _)| *o <= synced);
+            let (done, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut d.waiters)
+                .into_iter()
+                .partition(|(o, _)| *o <= synced);
             d.waiters = pending;
             done.into_iter().map(|(_, cb)| cb).collect()
         };
@@ -327,20 +341,31 @@ impl Shared {
         // Waiters first: the checkpoint below must not add to ack latency.
         // Everything up to `point` is durable now. Persist it as the recovery point when a sealed
         // segment was just synced (so the next open trusts it whole) or when the interval is due.
-        let active_base = rw_read(&self.segments).last().map_or(i64::MAX, |s| s.base_offset);
+        let active_base = rw_read(&self.segments)
+            .last()
+            .map_or(i64::MAX, |s| s.base_offset);
         let sealed_synced = segs.iter().any(|s| s.base_offset < active_base);
         let config = *lock(&self.config);
         let due = {
             let clock = lock(&self.recovery_point_clock);
             written_bytes_total > clock.written_bytes_total
                 && (sealed_synced
-                    || written_bytes_total - clock.written_bytes_total >= config.recovery_point_interval_bytes
-                    || clock.at.elapsed() >= Duration::from_millis(config.recovery_point_interval_ms))
+                    || written_bytes_total - clock.written_bytes_total
+                        >= config.recovery_point_interval_bytes
+                    || clock.at.elapsed()
+                        >= Duration::from_millis(config.recovery_point_interval_ms))
         };
         if due {
             match self.store_recovery_point(&point) {
-                Ok(()) => *lock(&self.recovery_point_clock) = RecoveryPointClock { at: Instant::now(), written_bytes_total },
-                Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint"),
+                Ok(()) => {
+                    *lock(&self.recovery_point_clock) = RecoveryPointClock {
+                        at: Instant::now(),
+                        written_bytes_total,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint")
+                }
             }
         }
         Ok(())
@@ -352,16 +377,29 @@ impl Shared {
     fn recovery_position(&self, p: &WrittenPoint) -> io::Result<Option<RecoveryPosition>> {
         let cp = *lock(&self.checkpoint);
         let (from, crc_before) = match cp.position {
-            Some(r) if r.segment_base == p.seg.base_offset && usize::try_from(r.index_count).is_ok_and(|c| c <= p.index_len) => {
+            Some(r)
+                if r.segment_base == p.seg.base_offset
+                    && usize::try_from(r.index_count).is_ok_and(|c| c <= p.index_len) =>
+            {
                 (r.index_count, r.index_crc)
             }
             _ => (0, 0),
         };
-        let Some(entries) = lock(&p.seg.meta).index.get(from as usize..p.index_len).map(<[_]>::to_vec) else {
+        let Some(entries) = lock(&p.seg.meta)
+            .index
+            .get(from as usize..p.index_len)
+            .map(<[_]>::to_vec)
+        else {
             return Ok(None); // the index was rebuilt meanwhile (truncation): skip this one
         };
-        let Ok(index_count) = u32::try_from(p.index_len) else { return Ok(None) };
-        let index_crc = if entries.is_empty() { crc_before } else { segment::append_rpindex(&p.seg, from, crc_before, &entries)? };
+        let Ok(index_count) = u32::try_from(p.index_len) else {
+            return Ok(None);
+        };
+        let index_crc = if entries.is_empty() {
+            crc_before
+        } else {
+            segment::append_rpindex(&p.seg, from, crc_before, &entries)?
+        };
         Ok(Some(RecoveryPosition {
             segment_base: p.seg.base_offset,
             position: p.position,
@@ -381,19 +419,31 @@ impl Shared {
         if p.next_offset < before.recovery_point {
             return Ok(());
         }
-        let Some(position) = self.recovery_position(p)? else { return Ok(()) };
+        let Some(position) = self.recovery_position(p)? else {
+            return Ok(());
+        };
         self.store_checkpoint(|cp| {
             cp.recovery_point = p.next_offset;
             cp.position = Some(position);
         })?;
-        if let Some(old) = before.position.filter(|o| o.segment_base != position.segment_base) {
-            let _ = std::fs::remove_file(self.dir.join(segment::file_name(old.segment_base, segment::RPINDEX_EXT)));
+        if let Some(old) = before
+            .position
+            .filter(|o| o.segment_base != position.segment_base)
+        {
+            let _ = std::fs::remove_file(
+                self.dir
+                    .join(segment::file_name(old.segment_base, segment::RPINDEX_EXT)),
+            );
         }
         Ok(())
     }
 
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
-        checkpoint::write_atomic(&self.dir, LEADER_EPOCH_CHECKPOINT_FILE, &checkpoint::encode_leader_epochs(epochs))
+        checkpoint::write_atomic(
+            &self.dir,
+            LEADER_EPOCH_CHECKPOINT_FILE,
+            &checkpoint::encode_leader_epochs(epochs),
+        )
     }
 
     /// Removes whole segments from the front (never the active one) and advances log start.
@@ -413,7 +463,12 @@ impl Shared {
         }
         for s in segs {
             self.env.files.forget(&s.log_path);
-            for p in [s.log_path.clone(), s.index_path(), s.timeindex_path(), s.rpindex_path()] {
+            for p in [
+                s.log_path.clone(),
+                s.index_path(),
+                s.timeindex_path(),
+                s.rpindex_path(),
+            ] {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
@@ -467,11 +522,15 @@ impl Log {
                 let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Some((stem, ext)) = name.split_once('.') else { continue };
+            let Some((stem, ext)) = name.split_once('.') else {
+                continue;
+            };
             if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
-            let Ok(base) = stem.parse::<i64>() else { continue };
+            let Ok(base) = stem.parse::<i64>() else {
+                continue;
+            };
             match ext {
                 "log" => bases.push(base),
                 "index" | "timeindex" => stray_indexes.push((base, entry.path())),
@@ -511,7 +570,10 @@ impl Log {
                 segments.push(Arc::new(seg));
                 continue;
             }
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(&seg.log_path)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&seg.log_path)?;
             // Data before the recovery position was synced: resume the CRC scan there.
             let start = recovery_position
                 .and_then(|rp| segment::load_recovery_start(&seg, &rp, file_len))
@@ -562,12 +624,20 @@ impl Log {
                 segment::write_index_files(seg)?;
             }
         }
-        let active = Arc::clone(segments.last().ok_or_else(|| LogError::Corrupt("no segments".into()))?);
+        let active = Arc::clone(
+            segments
+                .last()
+                .ok_or_else(|| LogError::Corrupt("no segments".into()))?,
+        );
 
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let log_end = active.next_offset();
-        let log_start = cp.map_or(first_base, |c| c.log_start).clamp(first_base, log_end);
-        let high_watermark = cp.map_or(log_start, |c| c.high_watermark).clamp(log_start, log_end);
+        let log_start = cp
+            .map_or(first_base, |c| c.log_start)
+            .clamp(first_base, log_end);
+        let high_watermark = cp
+            .map_or(log_start, |c| c.high_watermark)
+            .clamp(log_start, log_end);
         let synced_end = synced_end.unwrap_or(log_end);
         // The active segment's `.rpindex` is extended rather than rewritten if the entries the
         // checkpoint says it holds are the first ones in memory (after resuming from it, or after
@@ -585,15 +655,23 @@ impl Log {
         // log start or high watermark beyond a cut tail), or if it names
         // an active-segment `.rpindex` that did not validate: that file is rewritten from its start
         // by the next recovery point, and the stale position must not vouch for it meanwhile.
-        let must_store = cp.is_none_or(|c| c.recovery_point > synced_end || c.log_start != log_start || c.high_watermark != high_watermark)
-            || recovery_position.is_some_and(|rp| rp.segment_base == active.base_offset && !rpindex_reusable(&rp));
+        let must_store = cp.is_none_or(|c| {
+            c.recovery_point > synced_end
+                || c.log_start != log_start
+                || c.high_watermark != high_watermark
+        }) || recovery_position
+            .is_some_and(|rp| rp.segment_base == active.base_offset && !rpindex_reusable(&rp));
         let opened_cp = LogCheckpoint {
             recovery_point: cp.map_or(synced_end, |c| c.recovery_point.min(synced_end)),
             log_start,
             high_watermark,
             // Kept as on disk unless replaced (a position in a sealed segment stays valid until
             // the next recovery point moves past it).
-            position: if must_store { recovery_position.filter(rpindex_reusable) } else { recovery_position },
+            position: if must_store {
+                recovery_position.filter(rpindex_reusable)
+            } else {
+                recovery_position
+            },
         };
         if must_store {
             opened_cp.store(dir)?;
@@ -639,7 +717,10 @@ impl Log {
             checkpoint: Mutex::new(opened_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
-            recovery_point_clock: Mutex::new(RecoveryPointClock { at: Instant::now(), written_bytes_total: 0 }),
+            recovery_point_clock: Mutex::new(RecoveryPointClock {
+                at: Instant::now(),
+                written_bytes_total: 0,
+            }),
             recovery_scanned_bytes: scanned_bytes,
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
@@ -661,7 +742,11 @@ impl Log {
         let log = Log { shared };
         // Drop epochs that point past the recovered end (their data was cut off).
         {
-            let kept: Vec<(i32, i64)> = epochs.iter().copied().filter(|&(_, s)| s <= log_end).collect();
+            let kept: Vec<(i32, i64)> = epochs
+                .iter()
+                .copied()
+                .filter(|&(_, s)| s <= log_end)
+                .collect();
             if kept != epochs {
                 log.shared.persist_epochs(&kept)?;
             }
@@ -701,13 +786,20 @@ impl Log {
             if !segment::offsets_plausible(&h) {
                 return Err(NOT_WHOLE);
             }
-            pending.push(PendingBatch { header: h, bytes: b, header_out: [0; BATCH_HEADER_BYTES] });
+            pending.push(PendingBatch {
+                header: h,
+                bytes: b,
+                header_out: [0; BATCH_HEADER_BYTES],
+            });
         }
         if pending.is_empty() {
             return Err(LogError::InvalidBatch("no batches"));
         }
         let batches_bytes = batches.len() as u64;
-        let record_span: i64 = pending.iter().map(|p| i64::from(p.header.last_offset_delta) + 1).sum();
+        let record_span: i64 = pending
+            .iter()
+            .map(|p| i64::from(p.header.last_offset_delta) + 1)
+            .sum();
         let s = &self.shared;
         let config = self.config();
         let mut st = lock(&s.append);
@@ -756,7 +848,9 @@ impl Log {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pending.len() * 2);
             for p in &pending {
                 slices.push(IoSlice::new(&p.header_out));
-                slices.push(IoSlice::new(p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[])));
+                slices.push(IoSlice::new(
+                    p.bytes.get(BATCH_HEADER_BYTES..).unwrap_or(&[]),
+                ));
             }
             write_all_at(&file, &slices, start_pos)
         };
@@ -775,7 +869,14 @@ impl Log {
             let mut batch_base = base_offset;
             for p in &pending {
                 let len = p.bytes.len() as u64;
-                m.note_batch(seg.base_offset, pos, batch_base, p.header.max_timestamp, len, config.index_interval_bytes);
+                m.note_batch(
+                    seg.base_offset,
+                    pos,
+                    batch_base,
+                    p.header.max_timestamp,
+                    len,
+                    config.index_interval_bytes,
+                );
                 pos += len;
                 batch_base += i64::from(p.header.last_offset_delta) + 1;
             }
@@ -793,19 +894,27 @@ impl Log {
                 d.unsynced.push(Arc::clone(&seg));
             }
         }
-        if opts.leader_epoch >= 0 && lock(&s.epochs).last().is_none_or(|&(e, _)| opts.leader_epoch > e) {
+        if opts.leader_epoch >= 0
+            && lock(&s.epochs)
+                .last()
+                .is_none_or(|&(e, _)| opts.leader_epoch > e)
+        {
             self.assign_leader_epoch(opts.leader_epoch, base_offset)?;
         }
         match config.flush {
             FlushPolicy::EveryAppend => {}
             FlushPolicy::Interval { messages, ms } => {
-                let count: u64 = pending.iter().map(|p| u64::try_from(p.header.record_count).unwrap_or(0)).sum();
+                let count: u64 = pending
+                    .iter()
+                    .map(|p| u64::try_from(p.header.record_count).unwrap_or(0))
+                    .sum();
                 st.unflushed_messages += count;
                 if st.unflushed_messages >= messages {
                     st.unflushed_messages = 0;
                     s.env.schedule_flush_now(&self.shared);
                 } else {
-                    s.env.schedule_flush_after(&self.shared, Duration::from_millis(ms));
+                    s.env
+                        .schedule_flush_after(&self.shared, Duration::from_millis(ms));
                 }
             }
         }
@@ -818,13 +927,20 @@ impl Log {
         })
     }
 
-    fn maybe_roll(&self, st: &mut AppendState, config: &LogConfig, incoming_bytes: u64, incoming_offsets: i64) -> Result<(), LogError> {
+    fn maybe_roll(
+        &self,
+        st: &mut AppendState,
+        config: &LogConfig,
+        incoming_bytes: u64,
+        incoming_offsets: i64,
+    ) -> Result<(), LogError> {
         let seg = &st.active;
         let size = seg.size();
         if size == 0 {
             return Ok(());
         }
-        let index_full = (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
+        let index_full =
+            (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
         let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
         let must_roll = size + incoming_bytes > segment_bytes_max
             || now_ms().saturating_sub(seg.created_ms) >= config.segment_ms
@@ -866,10 +982,18 @@ impl Log {
     /// Calls `done` once everything below `offset_exclusive` is durable per the flush policy
     /// (immediately if it already is; with an error if the log is poisoned). Many waiters share one
     /// `fdatasync`. Under `Interval`, data in the page cache counts as durable.
-    pub fn on_durable(&self, offset_exclusive: i64, done: Box<dyn FnOnce(Result<(), LogError>) + Send>) {
+    pub fn on_durable(
+        &self,
+        offset_exclusive: i64,
+        done: Box<dyn FnOnce(Result<(), LogError>) + Send>,
+    ) {
         let s = &self.shared;
         if matches!(self.config().flush, FlushPolicy::Interval { .. }) {
-            done(if s.poisoned.load(Ordering::SeqCst) { Err(LogError::Poisoned) } else { Ok(()) });
+            done(if s.poisoned.load(Ordering::SeqCst) {
+                Err(LogError::Poisoned)
+            } else {
+                Ok(())
+            });
             return;
         }
         let mut d = lock(&s.durable);
@@ -900,7 +1024,12 @@ impl Log {
 
     /// Reads whole batches starting with the one containing `offset`, up to `max_bytes` (but at
     /// least one whole batch, KIP-74), never including a batch that reaches `max_offset_exclusive`.
-    pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> Result<ReadResult, LogError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, LogError> {
         let s = &self.shared;
         let segs = rw_read(&s.segments).clone();
         let log_start = s.log_start();
@@ -912,14 +1041,20 @@ impl Log {
             log_start_offset: log_start,
         };
         if offset < log_start || offset > log_end {
-            return Err(LogError::OffsetOutOfRange { offset, log_start, log_end });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            });
         }
         let limit = max_offset_exclusive.min(log_end);
         if offset >= limit {
             return Ok(out);
         }
         let max_bytes = max_bytes as u64;
-        let mut i = segs.partition_point(|sg| sg.base_offset <= offset).saturating_sub(1);
+        let mut i = segs
+            .partition_point(|sg| sg.base_offset <= offset)
+            .saturating_sub(1);
         let mut taken: u64 = 0;
         let mut looking_for_start = true;
         'segments: while let Some(seg) = segs.get(i) {
@@ -931,7 +1066,11 @@ impl Log {
                 Ok(f) => f,
                 Err(e) if is_not_found(&e) && looking_for_start => {
                     // Deleted by retention since the snapshot.
-                    return Err(LogError::OffsetOutOfRange { offset, log_start: s.log_start(), log_end });
+                    return Err(LogError::OffsetOutOfRange {
+                        offset,
+                        log_start: s.log_start(),
+                        log_end,
+                    });
                 }
                 Err(e) if is_not_found(&e) => break,
                 Err(e) => return Err(e.into()),
@@ -956,13 +1095,18 @@ impl Log {
                     let m = lock(&seg.meta);
                     let reach = (pos + budget_left).min(size);
                     let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
-                    let j2 = m.index.partition_point(|e| seg.base_offset + i64::from(e.rel_offset) <= limit);
+                    let j2 = m
+                        .index
+                        .partition_point(|e| seg.base_offset + i64::from(e.rel_offset) <= limit);
                     if let Some(e) = j1.min(j2).checked_sub(1).and_then(|j| m.index.get(j))
-                        && u64::from(e.position) > pos {
-                            pos = u64::from(e.position);
-                        }
+                        && u64::from(e.position) > pos
+                    {
+                        pos = u64::from(e.position);
+                    }
                 }
-                let Some(h) = read_header(&file, pos, size)? else { break };
+                let Some(h) = read_header(&file, pos, size)? else {
+                    break;
+                };
                 if h.last_offset() >= limit {
                     done = true;
                     break;
@@ -976,8 +1120,13 @@ impl Log {
                 pos += len;
             }
             if pos > start {
-                let len = usize::try_from(pos - start).map_err(|_| LogError::Corrupt("range too large".into()))?;
-                out.ranges.push(FileRange { file, position: start, len });
+                let len = usize::try_from(pos - start)
+                    .map_err(|_| LogError::Corrupt("range too large".into()))?;
+                out.ranges.push(FileRange {
+                    file,
+                    position: start,
+                    len,
+                });
                 taken += pos - start;
             }
             if done || taken >= max_bytes {
@@ -1029,7 +1178,9 @@ impl Log {
             let mut pos = {
                 let m = lock(&seg.meta);
                 let j = m.index.partition_point(|e| e.ts_before < ts_ms);
-                j.checked_sub(1).and_then(|j| m.index.get(j)).map_or(0, |e| u64::from(e.position))
+                j.checked_sub(1)
+                    .and_then(|j| m.index.get(j))
+                    .map_or(0, |e| u64::from(e.position))
             };
             while let Some(h) = read_header(&file, pos, size)? {
                 if h.max_timestamp >= ts_ms && h.last_offset() >= log_start {
@@ -1057,7 +1208,11 @@ impl Log {
         let st = lock(&s.append);
         let hw = self.high_watermark();
         if offset > hw || offset < 0 {
-            return Err(LogError::OffsetOutOfRange { offset, log_start: s.log_start(), log_end: hw });
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: s.log_start(),
+                log_end: hw,
+            });
         }
         let new_start = s.log_start.fetch_max(offset, Ordering::AcqRel).max(offset);
         s.store_checkpoint(|cp| cp.log_start = cp.log_start.max(new_start))?;
@@ -1090,7 +1245,8 @@ impl Log {
             let (max_ts, _) = seg.max_ts();
             let ts = if max_ts >= 0 { max_ts } else { seg.created_ms };
             let by_size = config.retention_bytes >= 0 && total - size >= config.retention_bytes;
-            let by_time = config.retention_ms >= 0 && now_ms.saturating_sub(ts) > config.retention_ms;
+            let by_time =
+                config.retention_ms >= 0 && now_ms.saturating_sub(ts) > config.retention_ms;
             let below_start = seg.next_offset() <= log_start;
             if !(by_size || by_time || below_start) {
                 break;
@@ -1116,15 +1272,26 @@ impl Log {
         let _flush = lock(&s.flush_lock);
         let config = self.config();
         let segs = rw_read(&s.segments).clone();
-        let keep_idx = segs.partition_point(|sg| sg.base_offset < offset).checked_sub(1);
+        let keep_idx = segs
+            .partition_point(|sg| sg.base_offset < offset)
+            .checked_sub(1);
         let new_end;
         let (doomed, keep): (Vec<Arc<Segment>>, Vec<Arc<Segment>>) = match keep_idx {
             Some(k) if offset > s.log_start() => {
-                let seg = segs.get(k).cloned().ok_or_else(|| LogError::Corrupt("segment index".into()))?;
+                let seg = segs
+                    .get(k)
+                    .cloned()
+                    .ok_or_else(|| LogError::Corrupt("segment index".into()))?;
                 let file = s.env.files.get(&seg.log_path)?;
                 let (cut, _) = seg.locate(&file, offset)?;
                 file.set_len(cut)?;
-                let scan = segment::scan(&file, seg.base_offset, ScanStart::file_start(seg.base_offset), config.index_interval_bytes, false)?;
+                let scan = segment::scan(
+                    &file,
+                    seg.base_offset,
+                    ScanStart::file_start(seg.base_offset),
+                    config.index_interval_bytes,
+                    false,
+                )?;
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
                 *lock(&seg.meta) = scan.meta;
@@ -1137,7 +1304,11 @@ impl Log {
             _ => {
                 // Nothing below `offset` survives: restart the log there.
                 let seg = Arc::new(Segment::new(&s.dir, offset, now_ms()));
-                let doomed: Vec<Arc<Segment>> = segs.iter().filter(|sg| sg.base_offset != offset).cloned().collect();
+                let doomed: Vec<Arc<Segment>> = segs
+                    .iter()
+                    .filter(|sg| sg.base_offset != offset)
+                    .cloned()
+                    .collect();
                 if let Some(same) = segs.iter().find(|sg| sg.base_offset == offset) {
                     s.env.files.forget(&same.log_path);
                     same.remove_index_files();
@@ -1150,11 +1321,19 @@ impl Log {
             }
         };
         *rw_write(&s.segments) = keep.clone();
-        st.active = Arc::clone(keep.last().ok_or_else(|| LogError::Corrupt("no segment left".into()))?);
+        st.active = Arc::clone(
+            keep.last()
+                .ok_or_else(|| LogError::Corrupt("no segment left".into()))?,
+        );
         st.active_file = Weak::new();
         for d in &doomed {
             s.env.files.forget(&d.log_path);
-            for p in [d.log_path.clone(), d.index_path(), d.timeindex_path(), d.rpindex_path()] {
+            for p in [
+                d.log_path.clone(),
+                d.index_path(),
+                d.timeindex_path(),
+                d.rpindex_path(),
+            ] {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -1167,12 +1346,21 @@ impl Log {
             let mut d = lock(&s.durable);
             d.written_end = new_end;
             d.synced_end = d.synced_end.min(new_end);
-            d.unsynced.retain(|u| keep.iter().any(|k| Arc::ptr_eq(k, u)));
-            if d.unsynced.last().is_none_or(|u| !Arc::ptr_eq(u, &st.active)) {
+            d.unsynced
+                .retain(|u| keep.iter().any(|k| Arc::ptr_eq(k, u)));
+            if d.unsynced
+                .last()
+                .is_none_or(|u| !Arc::ptr_eq(u, &st.active))
+            {
                 d.unsynced.push(Arc::clone(&st.active));
             }
             d.dir_dirty = true;
-            d.written_point = WrittenPoint::of(&st.active, &lock(&st.active.meta), st.active.size(), new_end);
+            d.written_point = WrittenPoint::of(
+                &st.active,
+                &lock(&st.active.meta),
+                st.active.size(),
+                new_end,
+            );
         }
         let active_base = st.active.base_offset;
         let log_start = s.log_start();
@@ -1200,7 +1388,10 @@ impl Log {
     }
 
     pub fn size_bytes(&self) -> u64 {
-        rw_read(&self.shared.segments).iter().map(|s| s.size()).sum()
+        rw_read(&self.shared.segments)
+            .iter()
+            .map(|s| s.size())
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -1265,10 +1456,16 @@ impl Log {
     pub fn assign_leader_epoch(&self, epoch: i32, start_offset: i64) -> Result<(), LogError> {
         let s = &self.shared;
         let mut e = lock(&s.epochs);
-        if e.last().is_some_and(|&(le, lo)| le == epoch && lo <= start_offset) {
+        if e.last()
+            .is_some_and(|&(le, lo)| le == epoch && lo <= start_offset)
+        {
             return Ok(());
         }
-        let mut next: Vec<(i32, i64)> = e.iter().copied().filter(|&(ep, so)| ep < epoch && so < start_offset).collect();
+        let mut next: Vec<(i32, i64)> = e
+            .iter()
+            .copied()
+            .filter(|&(ep, so)| ep < epoch && so < start_offset)
+            .collect();
         next.push((epoch, start_offset));
         s.persist_epochs(&next)?;
         *e = next;
@@ -1286,16 +1483,26 @@ impl Log {
         let e = lock(&self.shared.epochs);
         let i = e.partition_point(|&(ep, _)| ep <= epoch);
         let &(found, _) = e.get(i.checked_sub(1)?)?;
-        let end = e.get(i).map_or_else(|| self.log_end_offset(), |&(_, so)| so);
+        let end = e
+            .get(i)
+            .map_or_else(|| self.log_end_offset(), |&(_, so)| so);
         Some((found, end))
     }
 
     // ---- producer state snapshots ----------------------------------------------------------
 
     /// Persists a producer-state snapshot taken at `offset` and removes older snapshots.
-    pub fn write_producer_snapshot(&self, offset: i64, entries: &[ProducerStateEntry]) -> Result<(), LogError> {
+    pub fn write_producer_snapshot(
+        &self,
+        offset: i64,
+        entries: &[ProducerStateEntry],
+    ) -> Result<(), LogError> {
         let s = &self.shared;
-        checkpoint::write_atomic(&s.dir, &checkpoint::producer_snapshot_name(offset), &checkpoint::encode_producer_snapshot(offset, entries))?;
+        checkpoint::write_atomic(
+            &s.dir,
+            &checkpoint::producer_snapshot_name(offset),
+            &checkpoint::encode_producer_snapshot(offset, entries),
+        )?;
         for (o, path) in self.producer_snapshot_files()? {
             if o < offset {
                 let _ = std::fs::remove_file(path);
@@ -1305,7 +1512,9 @@ impl Log {
     }
 
     /// The newest valid snapshot at or below the log end, as (offset, entries).
-    pub fn load_producer_snapshot(&self) -> Result<Option<(i64, Vec<ProducerStateEntry>)>, LogError> {
+    pub fn load_producer_snapshot(
+        &self,
+    ) -> Result<Option<(i64, Vec<ProducerStateEntry>)>, LogError> {
         let mut files = self.producer_snapshot_files()?;
         files.sort_unstable_by_key(|(o, _)| std::cmp::Reverse(*o));
         let log_end = self.log_end_offset();
@@ -1313,10 +1522,13 @@ impl Log {
             if o > log_end {
                 continue;
             }
-            if let Some(snap) = std::fs::read(&path).ok().and_then(|b| checkpoint::decode_producer_snapshot(&b))
-                && snap.0 == o {
-                    return Ok(Some(snap));
-                }
+            if let Some(snap) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
+                && snap.0 == o
+            {
+                return Ok(Some(snap));
+            }
         }
         Ok(None)
     }
@@ -1325,7 +1537,11 @@ impl Log {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.shared.dir)? {
             let entry = entry?;
-            if let Some(o) = entry.file_name().to_str().and_then(checkpoint::producer_snapshot_offset) {
+            if let Some(o) = entry
+                .file_name()
+                .to_str()
+                .and_then(checkpoint::producer_snapshot_offset)
+            {
                 out.push((o, entry.path()));
             }
         }

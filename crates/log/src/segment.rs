@@ -45,7 +45,12 @@ pub(crate) struct SegMeta {
 
 impl SegMeta {
     pub fn empty(base_offset: i64) -> SegMeta {
-        SegMeta { index: Vec::new(), max_ts: -1, max_ts_offset: base_offset, bytes_since_index: 0 }
+        SegMeta {
+            index: Vec::new(),
+            max_ts: -1,
+            max_ts_offset: base_offset,
+            bytes_since_index: 0,
+        }
     }
 
     /// Records one appended batch (position, base offset, max timestamp, size).
@@ -60,12 +65,17 @@ impl SegMeta {
     ) {
         let first = position == 0;
         if (first || self.bytes_since_index >= u64::from(index_interval_bytes))
-            && let (Ok(rel), Ok(pos)) = (u32::try_from(batch_base - base), u32::try_from(position)) {
-                if !first {
-                    self.index.push(IndexEntry { rel_offset: rel, position: pos, ts_before: self.max_ts });
-                }
-                self.bytes_since_index = 0;
+            && let (Ok(rel), Ok(pos)) = (u32::try_from(batch_base - base), u32::try_from(position))
+        {
+            if !first {
+                self.index.push(IndexEntry {
+                    rel_offset: rel,
+                    position: pos,
+                    ts_before: self.max_ts,
+                });
             }
+            self.bytes_since_index = 0;
+        }
         self.bytes_since_index += batch_bytes;
         if batch_max_ts > self.max_ts {
             self.max_ts = batch_max_ts;
@@ -76,7 +86,9 @@ impl SegMeta {
     /// Last index entry at or before `offset`, as (base offset, position).
     pub fn floor_by_offset(&self, base: i64, offset: i64) -> (i64, u64) {
         let rel = offset - base;
-        let i = self.index.partition_point(|e| i64::from(e.rel_offset) <= rel);
+        let i = self
+            .index
+            .partition_point(|e| i64::from(e.rel_offset) <= rel);
         match i.checked_sub(1).and_then(|j| self.index.get(j)) {
             Some(e) => (base + i64::from(e.rel_offset), u64::from(e.position)),
             None => (base, 0),
@@ -143,7 +155,9 @@ impl Segment {
         let size = self.size();
         let (_, mut pos) = lock(&self.meta).floor_by_offset(self.base_offset, offset);
         while pos < size {
-            let Some(h) = read_header(file, pos, size)? else { break };
+            let Some(h) = read_header(file, pos, size)? else {
+                break;
+            };
             if h.last_offset() >= offset {
                 return Ok((pos, Some(h)));
             }
@@ -166,7 +180,11 @@ pub(crate) fn batch_len(h: &BatchHeader) -> u64 {
 /// Offset checks the codec's header parse leaves to the log: offsets must be non-negative,
 /// dense (a non-negative delta) and must not overflow.
 pub(crate) fn offsets_plausible(h: &BatchHeader) -> bool {
-    h.last_offset_delta >= 0 && h.base_offset >= 0 && h.base_offset.checked_add(i64::from(h.last_offset_delta)).is_some()
+    h.last_offset_delta >= 0
+        && h.base_offset >= 0
+        && h.base_offset
+            .checked_add(i64::from(h.last_offset_delta))
+            .is_some()
 }
 
 /// Parses the header at the start of `b` and checks that the whole batch fits in `b.len()`
@@ -195,7 +213,11 @@ pub(crate) struct ScanStart {
 
 impl ScanStart {
     pub fn file_start(base_offset: i64) -> ScanStart {
-        ScanStart { position: 0, next_offset: base_offset, meta: SegMeta::empty(base_offset) }
+        ScanStart {
+            position: 0,
+            next_offset: base_offset,
+            meta: SegMeta::empty(base_offset),
+        }
     }
 }
 
@@ -232,7 +254,9 @@ pub(crate) fn scan(
     let mut truncated = false;
     let mut bytes_read: u64 = 0;
     let mut fill = |buf: &mut Vec<u8>, at: u64, min_len: usize| -> io::Result<()> {
-        let len = usize::try_from((file_len - at).min(CHUNK_BYTES as u64)).unwrap_or(CHUNK_BYTES).max(min_len);
+        let len = usize::try_from((file_len - at).min(CHUNK_BYTES as u64))
+            .unwrap_or(CHUNK_BYTES)
+            .max(min_len);
         buf.resize(len, 0);
         file.read_exact_at(buf, at)?;
         bytes_read += len as u64;
@@ -274,11 +298,24 @@ pub(crate) fn scan(
                 break;
             }
         }
-        meta.note_batch(base_offset, pos, h.base_offset, h.max_timestamp, total, index_interval_bytes);
+        meta.note_batch(
+            base_offset,
+            pos,
+            h.base_offset,
+            h.max_timestamp,
+            total,
+            index_interval_bytes,
+        );
         expected = h.last_offset() + 1;
         pos += total;
     }
-    Ok(ScanResult { valid_bytes: pos, next_offset: expected, meta, truncated, bytes_read })
+    Ok(ScanResult {
+        valid_bytes: pos,
+        next_offset: expected,
+        meta,
+        truncated,
+        bytes_read,
+    })
 }
 
 // ---- recovery-point index ---------------------------------------------------------------------
@@ -304,9 +341,18 @@ pub(crate) fn rpindex_crc(entries: &[IndexEntry]) -> u32 {
 
 /// Appends `entries` to the segment's `.rpindex` after the first `from` entries and syncs it.
 /// Returns the CRC32C of all entries `0..from + entries.len()`, continuing from `crc_before`.
-pub(crate) fn append_rpindex(seg: &Segment, from: u32, crc_before: u32, entries: &[IndexEntry]) -> io::Result<u32> {
+pub(crate) fn append_rpindex(
+    seg: &Segment,
+    from: u32,
+    crc_before: u32,
+    entries: &[IndexEntry],
+) -> io::Result<u32> {
     let bytes = encode_rpindex_entries(entries);
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(seg.rpindex_path())?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(seg.rpindex_path())?;
     file.write_all_at(&bytes, u64::from(from) * RPINDEX_ENTRY_BYTES as u64)?;
     rustix::fs::fdatasync(&file)?;
     Ok(crc32c::crc32c_append(crc_before, &bytes))
@@ -315,9 +361,17 @@ pub(crate) fn append_rpindex(seg: &Segment, from: u32, crc_before: u32, entries:
 /// Loads the active segment's state at a recovery point: the first `rp.index_count` entries of
 /// its `.rpindex` (checked against the CRC in the checkpoint) plus the scalars stored there.
 /// `None` if anything does not validate; the caller then scans the segment from its start.
-pub(crate) fn load_recovery_start(seg: &Segment, rp: &RecoveryPosition, file_len: u64) -> Option<ScanStart> {
+pub(crate) fn load_recovery_start(
+    seg: &Segment,
+    rp: &RecoveryPosition,
+    file_len: u64,
+) -> Option<ScanStart> {
     let base = seg.base_offset;
-    if rp.segment_base != base || rp.position > file_len || rp.next_offset < base || (rp.position == 0) != (rp.next_offset == base) {
+    if rp.segment_base != base
+        || rp.position > file_len
+        || rp.next_offset < base
+        || (rp.position == 0) != (rp.next_offset == base)
+    {
         return None;
     }
     let count = usize::try_from(rp.index_count).ok()?;
@@ -343,17 +397,29 @@ pub(crate) fn load_recovery_start(seg: &Segment, rp: &RecoveryPosition, file_len
             position: u32::from_be_bytes(c.get(4..8)?.try_into().ok()?),
             ts_before: i64::from_be_bytes(c.get(8..16)?.try_into().ok()?),
         };
-        if u64::from(e.position) >= rp.position || i64::from(e.rel_offset) >= rp.next_offset - base {
+        if u64::from(e.position) >= rp.position || i64::from(e.rel_offset) >= rp.next_offset - base
+        {
             return None;
         }
-        if prev.is_some_and(|p| e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before) {
+        if prev.is_some_and(|p| {
+            e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before
+        }) {
             return None;
         }
         prev = Some(e);
         index.push(e);
     }
-    let meta = SegMeta { index, max_ts: rp.max_ts, max_ts_offset: rp.max_ts_offset, bytes_since_index: rp.bytes_since_index };
-    Some(ScanStart { position: rp.position, next_offset: rp.next_offset, meta })
+    let meta = SegMeta {
+        index,
+        max_ts: rp.max_ts,
+        max_ts_offset: rp.max_ts_offset,
+        bytes_since_index: rp.bytes_since_index,
+    };
+    Some(ScanStart {
+        position: rp.position,
+        next_offset: rp.next_offset,
+        meta,
+    })
 }
 
 // ---- index files ----------------------------------------------------------------------------
@@ -422,8 +488,12 @@ pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)>
     if crc32c::crc32c(header.get(..60)?) != stored_crc {
         return None;
     }
-    let i64_at = |b: &[u8], at: usize| -> Option<i64> { Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?)) };
-    let u32_at = |b: &[u8], at: usize| -> Option<u32> { Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?)) };
+    let i64_at = |b: &[u8], at: usize| -> Option<i64> {
+        Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    };
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
     let base = i64_at(header, 8)?;
     let next = i64_at(header, 16)?;
     let log_bytes = u64::try_from(i64_at(header, 24)?).ok()?;
@@ -432,7 +502,11 @@ pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)>
     let count = usize::try_from(u32_at(header, 48)?).ok()?;
     let body_crc = u32_at(header, 52)?;
     let body = idx.get(INDEX_HEADER_BYTES..)?;
-    if base != seg.base_offset || next < base || body.len() != count.checked_mul(8)? || crc32c::crc32c(body) != body_crc {
+    if base != seg.base_offset
+        || next < base
+        || body.len() != count.checked_mul(8)?
+        || crc32c::crc32c(body) != body_crc
+    {
         return None;
     }
     if tix.get(..8)? != TIMEINDEX_MAGIC || usize::try_from(u32_at(&tix, 8)?).ok()? != count {
@@ -455,12 +529,27 @@ pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)>
             return None;
         }
         if let Some(p) = prev
-            && (e.rel_offset <= p.rel_offset || e.position <= p.position || e.ts_before < p.ts_before) {
-                return None;
-            }
+            && (e.rel_offset <= p.rel_offset
+                || e.position <= p.position
+                || e.ts_before < p.ts_before)
+        {
+            return None;
+        }
         prev = Some(e);
         index.push(e);
     }
-    let meta = SegMeta { index, max_ts, max_ts_offset, bytes_since_index: 0 };
-    Some((IndexSummary { base_offset: base, next_offset: next, log_bytes }, meta))
+    let meta = SegMeta {
+        index,
+        max_ts,
+        max_ts_offset,
+        bytes_since_index: 0,
+    };
+    Some((
+        IndexSummary {
+            base_offset: base,
+            next_offset: next,
+            log_bytes,
+        },
+        meta,
+    ))
 }

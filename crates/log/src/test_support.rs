@@ -40,7 +40,12 @@ pub fn split_read(buf: &[u8]) -> Option<Vec<ReadBatch>> {
         .map(|b| {
             let b = b.ok()?;
             let h = BatchHeader::parse(&b).ok()?;
-            Some((h.base_offset, h.last_offset(), record::verify_crc(&b).is_ok(), b.to_vec()))
+            Some((
+                h.base_offset,
+                h.last_offset(),
+                record::verify_crc(&b).is_ok(),
+                b.to_vec(),
+            ))
         })
         .collect()
 }

@@ -20,7 +20,11 @@ const KILLS: u64 = 24;
 
 fn config() -> LogConfig {
     // Frequent recovery points, so kills land both before and after mid-segment ones.
-    LogConfig { segment_bytes: 64 * 1024, recovery_point_interval_bytes: 8 * 1024, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        recovery_point_interval_bytes: 8 * 1024,
+        ..LogConfig::default()
+    }
 }
 
 fn batch_id(run: u64, k: u64) -> u64 {
@@ -38,9 +42,15 @@ fn child(dir: &str, run: u64) {
     let mut k = 0u64;
     loop {
         let id = batch_id(run, k);
-        let info = append(&log, &batch(id, (id % 4) as i32 + 1, batch_len(id), id as i64));
+        let info = append(
+            &log,
+            &batch(id, (id % 4) as i32 + 1, batch_len(id), id as i64),
+        );
         let (tx, rx) = mpsc::channel();
-        log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())));
+        log.on_durable(
+            info.last_offset + 1,
+            Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())),
+        );
         assert!(rx.recv().expect("durable callback"));
         println!("ACK {} {}", info.base_offset, id);
         k += 1;
@@ -50,7 +60,10 @@ fn child(dir: &str, run: u64) {
 #[test]
 fn acked_batches_survive_sigkill_during_appends() {
     if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
-        let run = std::env::var(CHILD_RUN_ENV).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+        let run = std::env::var(CHILD_RUN_ENV)
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
         child(&dir, run);
         return;
     }
@@ -65,7 +78,12 @@ fn acked_batches_survive_sigkill_during_appends() {
         rng ^= rng << 17;
         let run_ms = 30 + rng % 250;
         let mut child = Command::new(&exe)
-            .args(["--exact", "acked_batches_survive_sigkill_during_appends", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "acked_batches_survive_sigkill_during_appends",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR_ENV, dir.path())
             .env(CHILD_RUN_ENV, run.to_string())
             .stdout(Stdio::piped())
@@ -96,10 +114,16 @@ fn acked_batches_survive_sigkill_during_appends() {
         let env = LogEnv::new(64);
         let log = Log::open(&env, dir.path(), config()).unwrap();
         for &(off, id) in &acked {
-            let r = log.read(off, 1, i64::MAX).unwrap_or_else(|e| panic!("run {run}: acked offset {off} unreadable: {e}"));
+            let r = log
+                .read(off, 1, i64::MAX)
+                .unwrap_or_else(|e| panic!("run {run}: acked offset {off} unreadable: {e}"));
             let mut buf = Vec::new();
             r.read_into(&mut buf).unwrap();
-            let expected = with_offset_and_epoch(&batch(id, (id % 4) as i32 + 1, batch_len(id), id as i64), off, 0);
+            let expected = with_offset_and_epoch(
+                &batch(id, (id % 4) as i32 + 1, batch_len(id), id as i64),
+                off,
+                0,
+            );
             assert_eq!(buf, expected, "run {run}: acked batch at {off} differs");
         }
         // Offsets dense and every batch valid.
@@ -114,6 +138,13 @@ fn acked_batches_survive_sigkill_during_appends() {
         drop(log);
         env.shutdown();
     }
-    assert!(acked.len() > KILLS as usize, "children acked too little to mean anything");
-    eprintln!("kill9: {} acked batches over {KILLS} kills in {:?}", acked.len(), started.elapsed());
+    assert!(
+        acked.len() > KILLS as usize,
+        "children acked too little to mean anything"
+    );
+    eprintln!(
+        "kill9: {} acked batches over {KILLS} kills in {:?}",
+        acked.len(),
+        started.elapsed()
+    );
 }

@@ -15,14 +15,31 @@ use weir_log::{Log, LogConfig, LogEnv};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { batches: u8, records: i32, len: usize },
-    Read { at: f64, max_bytes: usize },
+    Append {
+        batches: u8,
+        records: i32,
+        len: usize,
+    },
+    Read {
+        at: f64,
+        max_bytes: usize,
+    },
     Roll,
     Flush,
-    Retention { bytes: i64 },
-    DeleteRecords { at: f64 },
-    Truncate { at: f64 },
-    Crash { cut: f64, garbage_from: Option<f64>, seed: u64 },
+    Retention {
+        bytes: i64,
+    },
+    DeleteRecords {
+        at: f64,
+    },
+    Truncate {
+        at: f64,
+    },
+    Crash {
+        cut: f64,
+        garbage_from: Option<f64>,
+        seed: u64,
+    },
     CleanReopen,
 }
 
@@ -107,17 +124,30 @@ fn check_whole_log(log: &Log, m: &Model) {
 fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
     let env = LogEnv::new(16);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = LogConfig { segment_bytes: 3000, ..no_fsync(small_config()) };
+    let mut config = LogConfig {
+        segment_bytes: 3000,
+        ..no_fsync(small_config())
+    };
     if recovery_point_every_sync {
         // Persist a recovery point after every sync, so crashes land after mid-segment ones.
         config.recovery_point_interval_bytes = 0;
     }
     let mut log = Log::open(&env, dir.path(), config).unwrap();
-    let mut m = Model { batches: Vec::new(), log_start: 0, log_end: 0, synced_offset: 0, synced_segment: (0, 0) };
+    let mut m = Model {
+        batches: Vec::new(),
+        log_start: 0,
+        log_end: 0,
+        synced_offset: 0,
+        synced_segment: (0, 0),
+    };
     let mut n: u64 = 0;
     for op in ops {
         match op {
-            Op::Append { batches, records, len } => {
+            Op::Append {
+                batches,
+                records,
+                len,
+            } => {
                 let mut buf = Vec::new();
                 let mut parts = Vec::new();
                 for _ in 0..batches {
@@ -130,7 +160,11 @@ fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
                 assert_eq!(info.base_offset, m.log_end);
                 let mut next = info.base_offset;
                 for p in parts {
-                    m.batches.push((next, next + i64::from(records) - 1, with_offset_and_epoch(&p, next, 0)));
+                    m.batches.push((
+                        next,
+                        next + i64::from(records) - 1,
+                        with_offset_and_epoch(&p, next, 0),
+                    ));
                     next += i64::from(records);
                 }
                 m.log_end = next;
@@ -158,7 +192,10 @@ fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
             Op::Flush => mark_synced(&log, &mut m),
             Op::Retention { bytes } => {
                 log.set_high_watermark(m.log_end);
-                log.update_config(LogConfig { retention_bytes: bytes, ..config });
+                log.update_config(LogConfig {
+                    retention_bytes: bytes,
+                    ..config
+                });
                 log.apply_retention(0).unwrap();
                 log.update_config(config);
                 let start = log.log_start_offset();
@@ -167,7 +204,10 @@ fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
                 m.log_start = start;
                 m.batches.retain(|b| b.1 >= start);
                 if moved {
-                    assert!(m.batches.first().is_none_or(|b| b.0 == start), "retention removes whole segments");
+                    assert!(
+                        m.batches.first().is_none_or(|b| b.0 == start),
+                        "retention removes whole segments"
+                    );
                 }
             }
             Op::DeleteRecords { at } => {
@@ -194,15 +234,27 @@ fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
                 }
                 mark_synced(&log, &mut m);
             }
-            Op::Crash { cut, garbage_from, seed } => {
+            Op::Crash {
+                cut,
+                garbage_from,
+                seed,
+            } => {
                 // Background syncs (after rolls) may have made more durable than the model's last
                 // explicit flush; a crash cannot damage any of it.
                 let synced = log.abandon_for_test();
                 m.synced_offset = m.synced_offset.max(synced);
                 let (base, path) = last_segment(dir.path());
                 let len = std::fs::metadata(&path).unwrap().len();
-                let lo_model = if base == m.synced_segment.0 { m.synced_segment.1 } else { 0 };
-                let lo_log = if synced > base { position_of(&path, synced) } else { 0 };
+                let lo_model = if base == m.synced_segment.0 {
+                    m.synced_segment.1
+                } else {
+                    0
+                };
+                let lo_log = if synced > base {
+                    position_of(&path, synced)
+                } else {
+                    0
+                };
                 let lo = lo_model.max(lo_log).min(len);
                 let new_len = lo + ((len - lo) as f64 * cut) as u64;
                 let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -216,10 +268,20 @@ fn run(ops: Vec<Op>, recovery_point_every_sync: bool) {
                 drop(f);
                 log = Log::open(&env, dir.path(), config).unwrap();
                 let end = log.log_end_offset();
-                assert!(end >= m.synced_offset, "synced data lost: end {end} < synced {}", m.synced_offset);
+                assert!(
+                    end >= m.synced_offset,
+                    "synced data lost: end {end} < synced {}",
+                    m.synced_offset
+                );
                 assert!(end <= m.log_end);
                 m.batches.retain(|b| b.1 < end);
-                assert_eq!(m.batches.last().map_or(m.log_start, |b| b.1 + 1).max(m.log_start), end.max(m.log_start));
+                assert_eq!(
+                    m.batches
+                        .last()
+                        .map_or(m.log_start, |b| b.1 + 1)
+                        .max(m.log_start),
+                    end.max(m.log_start)
+                );
                 m.log_end = end;
                 if end < m.log_start {
                     // Everything from log start on was torn away: the log restarts at its end.

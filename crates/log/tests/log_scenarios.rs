@@ -1,7 +1,7 @@
 mod common;
 
-use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,15 @@ fn appends_get_dense_offsets_and_read_back_identical_bytes() {
     let mut expected = Vec::new();
     for n in 0..50u64 {
         let b = batch(n, (n % 5 + 1) as i32, 100 + n as usize * 7, 1000 + n as i64);
-        let info = log.append(&b, &AppendOptions { leader_epoch: 3, log_append_time_ms: None }).unwrap();
+        let info = log
+            .append(
+                &b,
+                &AppendOptions {
+                    leader_epoch: 3,
+                    log_append_time_ms: None,
+                },
+            )
+            .unwrap();
         assert_eq!(info.last_offset - info.base_offset, (n % 5) as i64);
         expected.push(with_offset_and_epoch(&b, info.base_offset, 3));
     }
@@ -65,7 +73,10 @@ fn fetch_returns_whole_batch_larger_than_max_bytes() {
     let r = log.read(0, 100, i64::MAX).unwrap();
     assert_eq!(r.bytes, 5061, "KIP-74: first batch returned whole");
     let r = log.read(0, 5061 + 70, i64::MAX).unwrap();
-    assert_eq!(r.bytes, 5061, "second batch (71 bytes) does not fit in 70 extra bytes");
+    assert_eq!(
+        r.bytes, 5061,
+        "second batch (71 bytes) does not fit in 70 extra bytes"
+    );
     assert_eq!(log.read(0, 5061 + 71, i64::MAX).unwrap().bytes, 5061 + 71);
 }
 
@@ -81,10 +92,20 @@ fn read_stops_before_batch_reaching_max_offset_and_at_log_end() {
     let mut buf = Vec::new();
     r.read_into(&mut buf).unwrap();
     let got = split_read(&buf).unwrap();
-    assert_eq!(got.last().unwrap().1, 3, "batch 4..5 reaches offset 5 and is withheld");
+    assert_eq!(
+        got.last().unwrap().1,
+        3,
+        "batch 4..5 reaches offset 5 and is withheld"
+    );
     assert_eq!(log.read(20, 100, i64::MAX).unwrap().bytes, 0);
-    assert!(matches!(log.read(21, 100, i64::MAX), Err(LogError::OffsetOutOfRange { .. })));
-    assert!(matches!(log.read(-1, 100, i64::MAX), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(21, 100, i64::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        log.read(-1, 100, i64::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -127,9 +148,16 @@ fn missing_or_garbled_index_is_rebuilt_on_open() {
         log.close().unwrap();
     }
     std::fs::remove_file(dir.path().join(format!("{:020}.index", 0))).unwrap();
-    let mut entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
-    let second_tix = entries.iter().find(|p| p.extension().is_some_and(|e| e == "timeindex")).unwrap().clone();
+    let second_tix = entries
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "timeindex"))
+        .unwrap()
+        .clone();
     std::fs::write(&second_tix, b"garbage").unwrap();
     let log = open(&env, dir.path(), config);
     assert_eq!(read_all(&log, 0, 40), before);
@@ -149,7 +177,10 @@ fn torn_tail_is_truncated_on_reopen_after_crash() {
         // Dropped without close: a crash.
     }
     let len = std::fs::metadata(&seg_path).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&seg_path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg_path)
+        .unwrap();
     f.set_len(len - 30).unwrap();
     let log = open(&env, dir.path(), LogConfig::default());
     assert_eq!(log.log_end_offset(), 4);
@@ -187,12 +218,26 @@ fn log_append_time_sets_max_timestamp_and_valid_crc() {
     let env = LogEnv::new(64);
     let dir = tempfile::tempdir().unwrap();
     let log = open(&env, dir.path(), LogConfig::default());
-    let info = log.append(&batch(1, 2, 40, 5), &AppendOptions { leader_epoch: 1, log_append_time_ms: Some(777) }).unwrap();
+    let info = log
+        .append(
+            &batch(1, 2, 40, 5),
+            &AppendOptions {
+                leader_epoch: 1,
+                log_append_time_ms: Some(777),
+            },
+        )
+        .unwrap();
     assert_eq!(info.log_append_time_ms, 777);
     let got = read_all(&log, 0, 2);
     assert!(got[0].2, "CRC recomputed");
-    assert_eq!(i64::from_be_bytes(got[0].3[35..43].try_into().unwrap()), 777);
-    assert_eq!(i16::from_be_bytes(got[0].3[21..23].try_into().unwrap()) & 0x08, 0x08);
+    assert_eq!(
+        i64::from_be_bytes(got[0].3[35..43].try_into().unwrap()),
+        777
+    );
+    assert_eq!(
+        i16::from_be_bytes(got[0].3[21..23].try_into().unwrap()) & 0x08,
+        0x08
+    );
     assert_eq!(log.max_timestamp(), Some((777, 0)));
 }
 
@@ -210,7 +255,10 @@ fn concurrent_writers_share_fsyncs_and_all_waiters_complete() {
                 for n in 0..50 {
                     let info = append(&log, &batch(t * 1000 + n, 1, 100, 0));
                     let (dtx, drx) = mpsc::channel();
-                    log.on_durable(info.last_offset + 1, Box::new(move |r| dtx.send(r.is_ok()).unwrap()));
+                    log.on_durable(
+                        info.last_offset + 1,
+                        Box::new(move |r| dtx.send(r.is_ok()).unwrap()),
+                    );
                     assert!(drx.recv_timeout(Duration::from_secs(30)).unwrap());
                     tx.send(info.base_offset).unwrap();
                 }
@@ -235,10 +283,16 @@ fn failed_fsync_poisons_log_fails_waiters_and_refuses_writes() {
     let info = append(&log, &batch(1, 1, 10, 0));
     log.inject_sync_failure_for_test();
     let (tx, rx) = mpsc::channel();
-    log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(matches!(r, Err(LogError::Poisoned))).unwrap()));
+    log.on_durable(
+        info.last_offset + 1,
+        Box::new(move |r| tx.send(matches!(r, Err(LogError::Poisoned))).unwrap()),
+    );
     assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
     assert!(log.is_poisoned());
-    assert!(matches!(log.append(&batch(2, 1, 10, 0), &AppendOptions::default()), Err(LogError::Poisoned)));
+    assert!(matches!(
+        log.append(&batch(2, 1, 10, 0), &AppendOptions::default()),
+        Err(LogError::Poisoned)
+    ));
     let (tx, rx) = mpsc::channel();
     log.on_durable(1, Box::new(move |r| tx.send(r.is_err()).unwrap()));
     assert!(rx.recv().unwrap());
@@ -262,13 +316,20 @@ fn retention_by_bytes_and_time_deletes_whole_old_segments_never_the_active_one()
     assert!(log.size_bytes() >= 2 * 4096);
     let start = log.log_start_offset();
     assert!(start > 0 && start % 15 == 0);
-    assert!(matches!(log.read(start - 1, 100, 60), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(start - 1, 100, 60),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&log, start, 60).len() as i64, 60 - start);
     config.retention_bytes = -1;
     config.retention_ms = 10;
     log.update_config(config);
     log.apply_retention(1_000_000).unwrap();
-    assert_eq!(log.segment_count(), 1, "everything but the active segment is old");
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "everything but the active segment is old"
+    );
     assert_eq!(log.log_end_offset(), 60);
 }
 
@@ -281,7 +342,10 @@ fn delete_records_advances_log_start_and_survives_reopen() {
         for n in 0..60 {
             append(&log, &batch(n, 1, 200, 0));
         }
-        assert!(log.delete_records_before(10).is_err(), "above the high watermark");
+        assert!(
+            log.delete_records_before(10).is_err(),
+            "above the high watermark"
+        );
         log.set_high_watermark(60);
         assert_eq!(log.delete_records_before(37).unwrap(), 37);
         assert_eq!(log.log_start_offset(), 37);
@@ -290,7 +354,10 @@ fn delete_records_advances_log_start_and_survives_reopen() {
     }
     let log = open(&env, dir.path(), small_config());
     assert_eq!(log.log_start_offset(), 37);
-    assert!(matches!(log.read(36, 10, 60), Err(LogError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(36, 10, 60),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -322,7 +389,14 @@ fn leader_epoch_cache_persists_and_answers_end_offset_for_epoch() {
     {
         let log = open(&env, dir.path(), LogConfig::default());
         for (epoch, n) in [(1, 0), (1, 1), (3, 2), (3, 3), (5, 4)] {
-            log.append(&batch(n, 1, 10, 0), &AppendOptions { leader_epoch: epoch, log_append_time_ms: None }).unwrap();
+            log.append(
+                &batch(n, 1, 10, 0),
+                &AppendOptions {
+                    leader_epoch: epoch,
+                    log_append_time_ms: None,
+                },
+            )
+            .unwrap();
         }
         assert_eq!(log.leader_epochs(), vec![(1, 0), (3, 2), (5, 4)]);
         log.close().unwrap();
@@ -341,7 +415,13 @@ fn leader_epoch_cache_persists_and_answers_end_offset_for_epoch() {
 fn producer_snapshot_is_persisted_and_reloaded() {
     let env = LogEnv::new(64);
     let dir = tempfile::tempdir().unwrap();
-    let e = ProducerStateEntry { producer_id: 42, producer_epoch: 1, last_sequence: 9, last_offset: 3, timestamp_ms: 1234 };
+    let e = ProducerStateEntry {
+        producer_id: 42,
+        producer_epoch: 1,
+        last_sequence: 9,
+        last_offset: 3,
+        timestamp_ms: 1234,
+    };
     {
         let log = open(&env, dir.path(), LogConfig::default());
         for n in 0..5 {
@@ -354,7 +434,11 @@ fn producer_snapshot_is_persisted_and_reloaded() {
     let log = open(&env, dir.path(), LogConfig::default());
     assert_eq!(log.load_producer_snapshot().unwrap(), Some((5, vec![e, e])));
     log.truncate_to(4).unwrap();
-    assert_eq!(log.load_producer_snapshot().unwrap(), None, "snapshot beyond the truncated end is gone");
+    assert_eq!(
+        log.load_producer_snapshot().unwrap(),
+        None,
+        "snapshot beyond the truncated end is gone"
+    );
 }
 
 #[test]
@@ -376,7 +460,9 @@ fn offset_for_timestamp_finds_first_batch_at_or_after() {
 fn many_logs_share_a_small_fd_cap() {
     let env = LogEnv::new(8);
     let dir = tempfile::tempdir().unwrap();
-    let logs: Vec<_> = (0..40).map(|i| open(&env, &dir.path().join(format!("p{i}")), small_config())).collect();
+    let logs: Vec<_> = (0..40)
+        .map(|i| open(&env, &dir.path().join(format!("p{i}")), small_config()))
+        .collect();
     for round in 0..3 {
         for (i, log) in logs.iter().enumerate() {
             append(log, &batch((round * 100 + i) as u64, 1, 50, 0));
@@ -393,11 +479,20 @@ fn many_logs_share_a_small_fd_cap() {
 fn interval_policy_acks_from_page_cache_and_flushes_in_background() {
     let env = LogEnv::new(8);
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { flush: weir_log::FlushPolicy::Interval { messages: 1000, ms: 20 }, ..LogConfig::default() };
+    let config = LogConfig {
+        flush: weir_log::FlushPolicy::Interval {
+            messages: 1000,
+            ms: 20,
+        },
+        ..LogConfig::default()
+    };
     let log = open(&env, dir.path(), config);
     let info = append(&log, &batch(1, 1, 10, 0));
     let (tx, rx) = mpsc::channel();
-    log.on_durable(info.last_offset + 1, Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+    log.on_durable(
+        info.last_offset + 1,
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    );
     assert!(rx.try_recv().unwrap(), "acked at once");
     for _ in 0..200 {
         if log.durable_offset() >= 1 {

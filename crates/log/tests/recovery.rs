@@ -33,7 +33,10 @@ fn seg0(dir: &Path) -> PathBuf {
 
 fn wait_durable(log: &Log, offset_exclusive: i64) {
     let (tx, rx) = mpsc::channel();
-    log.on_durable(offset_exclusive, Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())));
+    log.on_durable(
+        offset_exclusive,
+        Box::new(move |r| tx.send(r.is_ok()).unwrap_or(())),
+    );
     assert!(rx.recv().unwrap(), "sync failed");
 }
 
@@ -52,7 +55,8 @@ fn assert_log_holds(log: &Log, count: u64) {
     let got = read_all(log, 0, count as i64);
     assert_eq!(got.len() as u64, count);
     for (n, g) in got.iter().enumerate() {
-        let expected = with_offset_and_epoch(&batch(n as u64, 1, BATCH_BYTES - 61, n as i64), n as i64, 0);
+        let expected =
+            with_offset_and_epoch(&batch(n as u64, 1, BATCH_BYTES - 61, n as i64), n as i64, 0);
         assert!(g.2, "bad CRC at {n}");
         assert_eq!(g.3, expected, "batch {n} differs");
     }
@@ -76,7 +80,10 @@ fn recovery_after_crash_scans_only_past_recovery_point() {
     let scanned = log.recovery_scanned_bytes();
     // At most one interval of synced data plus the three unsynced batches is re-read.
     assert!(scanned > 0, "the unsynced tail must be checked");
-    assert!(scanned <= interval + 3 * BATCH_BYTES as u64, "scanned {scanned} of {file_bytes} bytes");
+    assert!(
+        scanned <= interval + 3 * BATCH_BYTES as u64,
+        "scanned {scanned} of {file_bytes} bytes"
+    );
     assert_log_holds(&log, 259);
     // The index and max timestamp restored from the recovery point answer time lookups.
     assert_eq!(log.offset_for_timestamp(100).unwrap(), Some((100, 100)));
@@ -116,13 +123,20 @@ fn torn_tail_after_recovery_point_is_cut_and_synced_batches_kept() {
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(42 * BATCH_BYTES as u64 + 100).unwrap();
     use std::os::unix::fs::FileExt;
-    f.write_all_at(&[0xAB; 16], 41 * BATCH_BYTES as u64 + 2000).unwrap();
+    f.write_all_at(&[0xAB; 16], 41 * BATCH_BYTES as u64 + 2000)
+        .unwrap();
     drop(f);
     let log = open(&env, dir.path(), config(0));
     assert!(log.recovery_scanned_bytes() <= 3 * BATCH_BYTES as u64);
     assert_log_holds(&log, 41);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 41 * BATCH_BYTES as u64);
-    assert_eq!(append(&log, &batch(41, 1, BATCH_BYTES - 61, 41)).base_offset, 41);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        41 * BATCH_BYTES as u64
+    );
+    assert_eq!(
+        append(&log, &batch(41, 1, BATCH_BYTES - 61, 41)).base_offset,
+        41
+    );
 }
 
 #[test]
@@ -152,7 +166,11 @@ fn recovery_points_carry_over_repeated_crashes_and_clean_reopens() {
         let log = open(&env, dir.path(), config(16 * 1024));
         assert_log_holds(&log, next);
         if round == 3 {
-            assert_eq!(log.recovery_scanned_bytes(), 0, "a clean close leaves nothing to scan");
+            assert_eq!(
+                log.recovery_scanned_bytes(),
+                0,
+                "a clean close leaves nothing to scan"
+            );
         } else {
             assert!(log.recovery_scanned_bytes() <= 16 * 1024, "round {round}");
         }
@@ -168,7 +186,13 @@ fn recovery_points_carry_over_repeated_crashes_and_clean_reopens() {
     // Only the active segment's recovery-point index is kept.
     let rpindexes = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "rpindex"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "rpindex")
+        })
         .count();
     assert!(rpindexes <= 1);
 }
@@ -177,13 +201,20 @@ fn recovery_points_carry_over_repeated_crashes_and_clean_reopens() {
 fn crash_after_roll_resumes_in_sealed_segment_and_scans_the_new_one() {
     let env = LogEnv::new(64);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig { segment_bytes: 40 * BATCH_BYTES as u64, ..config(8 * 1024) };
+    let cfg = LogConfig {
+        segment_bytes: 40 * BATCH_BYTES as u64,
+        ..config(8 * 1024)
+    };
     {
         let log = Arc::new(open(&env, dir.path(), cfg));
         append_durable(&log, 0, 100); // 2.5 segments
     }
     let log = open(&env, dir.path(), cfg);
     assert_eq!(log.segment_count(), 3);
-    assert!(log.recovery_scanned_bytes() <= 8 * 1024, "scanned {}", log.recovery_scanned_bytes());
+    assert!(
+        log.recovery_scanned_bytes() <= 8 * 1024,
+        "scanned {}",
+        log.recovery_scanned_bytes()
+    );
     assert_log_holds(&log, 100);
 }

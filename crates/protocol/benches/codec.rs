@@ -30,7 +30,10 @@ fn produce_request() -> ProduceRequest {
         topic_data: vec![TopicProduceData {
             name: "bench".into(),
             partition_data: (0..PARTITIONS)
-                .map(|p| PartitionProduceData { index: p as i32, records: Some(records_chunk(p as u8)) })
+                .map(|p| PartitionProduceData {
+                    index: p as i32,
+                    records: Some(records_chunk(p as u8)),
+                })
                 .collect(),
         }],
     }
@@ -63,7 +66,9 @@ fn encoded<T: Encode>(value: &T, version: i16) -> Bytes {
 #[divan::bench]
 fn produce_request_encode(bencher: divan::Bencher) {
     let req = produce_request();
-    bencher.counter(BytesCount::new(req.encoded_len(PRODUCE_VERSION))).bench(|| encoded(divan::black_box(&req), PRODUCE_VERSION));
+    bencher
+        .counter(BytesCount::new(req.encoded_len(PRODUCE_VERSION)))
+        .bench(|| encoded(divan::black_box(&req), PRODUCE_VERSION));
 }
 
 #[divan::bench]
@@ -78,7 +83,9 @@ fn produce_request_decode(bencher: divan::Bencher) {
 #[divan::bench]
 fn fetch_response_encode(bencher: divan::Bencher) {
     let resp = fetch_response();
-    bencher.counter(BytesCount::new(resp.encoded_len(FETCH_VERSION))).bench(|| encoded(divan::black_box(&resp), FETCH_VERSION));
+    bencher
+        .counter(BytesCount::new(resp.encoded_len(FETCH_VERSION)))
+        .bench(|| encoded(divan::black_box(&resp), FETCH_VERSION));
 }
 
 #[divan::bench]

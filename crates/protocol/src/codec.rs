@@ -89,7 +89,10 @@ pub const PREALLOC_BYTES_MAX: usize = 64 * 1024;
 #[inline]
 fn need(buf: &Bytes, needed: usize) -> Result<(), DecodeError> {
     if buf.remaining() < needed {
-        Err(DecodeError::Truncated { needed, remaining: buf.remaining() })
+        Err(DecodeError::Truncated {
+            needed,
+            remaining: buf.remaining(),
+        })
     } else {
         Ok(())
     }
@@ -253,21 +256,34 @@ fn read_len(
     let len = raw as u64;
     let remaining = buf.remaining();
     if len > (remaining / elem_len_min.max(1)) as u64 {
-        return Err(DecodeError::LengthTooLarge { length: len, remaining });
+        return Err(DecodeError::LengthTooLarge {
+            length: len,
+            remaining,
+        });
     }
     Ok(Some(len as usize))
 }
 
-fn write_len(buf: &mut BytesMut, len: Option<usize>, compact: bool, classic_i16: bool) -> Result<(), EncodeError> {
+fn write_len(
+    buf: &mut BytesMut,
+    len: Option<usize>,
+    compact: bool,
+    classic_i16: bool,
+) -> Result<(), EncodeError> {
     match (compact, len) {
         (true, None) => write_uvarint(buf, 0),
         (true, Some(n)) => {
-            let v = u32::try_from(n).ok().and_then(|n| n.checked_add(1)).ok_or(EncodeError::TooLong(n))?;
+            let v = u32::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_add(1))
+                .ok_or(EncodeError::TooLong(n))?;
             write_uvarint(buf, v);
         }
         (false, None) if classic_i16 => write_i16(buf, -1),
         (false, None) => write_i32(buf, -1),
-        (false, Some(n)) if classic_i16 => write_i16(buf, i16::try_from(n).map_err(|_| EncodeError::TooLong(n))?),
+        (false, Some(n)) if classic_i16 => {
+            write_i16(buf, i16::try_from(n).map_err(|_| EncodeError::TooLong(n))?)
+        }
         (false, Some(n)) => write_i32(buf, i32::try_from(n).map_err(|_| EncodeError::TooLong(n))?),
     }
     Ok(())
@@ -289,7 +305,9 @@ fn len_len(len: Option<usize>, compact: bool, classic_i16: bool) -> usize {
 // ---- strings ---------------------------------------------------------------
 
 fn bytes_to_string(raw: Bytes) -> Result<String, DecodeError> {
-    std::str::from_utf8(&raw).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8)
+    std::str::from_utf8(&raw)
+        .map(str::to_owned)
+        .map_err(|_| DecodeError::InvalidUtf8)
 }
 
 /// Nullable string: classic (i16 length) or compact (uvarint length + 1).
@@ -301,11 +319,19 @@ pub fn read_nullable_string(buf: &mut Bytes, compact: bool) -> Result<Option<Str
 }
 
 /// Non-nullable string; a null on the wire is an error naming `field`.
-pub fn read_string(buf: &mut Bytes, compact: bool, field: &'static str) -> Result<String, DecodeError> {
+pub fn read_string(
+    buf: &mut Bytes,
+    compact: bool,
+    field: &'static str,
+) -> Result<String, DecodeError> {
     read_nullable_string(buf, compact)?.ok_or(DecodeError::UnexpectedNull { field })
 }
 
-pub fn write_nullable_string(buf: &mut BytesMut, value: Option<&str>, compact: bool) -> Result<(), EncodeError> {
+pub fn write_nullable_string(
+    buf: &mut BytesMut,
+    value: Option<&str>,
+    compact: bool,
+) -> Result<(), EncodeError> {
     write_len(buf, value.map(str::len), compact, true)?;
     if let Some(s) = value {
         buf.put_slice(s.as_bytes());
@@ -335,11 +361,19 @@ pub fn read_nullable_bytes(buf: &mut Bytes, compact: bool) -> Result<Option<Byte
     }
 }
 
-pub fn read_bytes(buf: &mut Bytes, compact: bool, field: &'static str) -> Result<Bytes, DecodeError> {
+pub fn read_bytes(
+    buf: &mut Bytes,
+    compact: bool,
+    field: &'static str,
+) -> Result<Bytes, DecodeError> {
     read_nullable_bytes(buf, compact)?.ok_or(DecodeError::UnexpectedNull { field })
 }
 
-pub fn write_nullable_bytes(buf: &mut BytesMut, value: Option<&[u8]>, compact: bool) -> Result<(), EncodeError> {
+pub fn write_nullable_bytes(
+    buf: &mut BytesMut,
+    value: Option<&[u8]>,
+    compact: bool,
+) -> Result<(), EncodeError> {
     write_len(buf, value.map(<[u8]>::len), compact, false)?;
     if let Some(b) = value {
         buf.put_slice(b);
@@ -363,11 +397,19 @@ pub fn bytes_len(value: &[u8], compact: bool) -> usize {
 
 /// Reads an array count (null = `None`), bounded so that `count * elem_len_min`
 /// fits in what remains.
-pub fn read_array_len(buf: &mut Bytes, compact: bool, elem_len_min: usize) -> Result<Option<usize>, DecodeError> {
+pub fn read_array_len(
+    buf: &mut Bytes,
+    compact: bool,
+    elem_len_min: usize,
+) -> Result<Option<usize>, DecodeError> {
     read_len(buf, compact, false, elem_len_min)
 }
 
-pub fn write_array_len(buf: &mut BytesMut, len: Option<usize>, compact: bool) -> Result<(), EncodeError> {
+pub fn write_array_len(
+    buf: &mut BytesMut,
+    len: Option<usize>,
+    compact: bool,
+) -> Result<(), EncodeError> {
     write_len(buf, len, compact, false)
 }
 
@@ -407,7 +449,8 @@ pub fn read_array<T>(
     field: &'static str,
     read_elem: impl FnMut(&mut Bytes) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
-    read_nullable_array(buf, compact, elem_len_min, read_elem)?.ok_or(DecodeError::UnexpectedNull { field })
+    read_nullable_array(buf, compact, elem_len_min, read_elem)?
+        .ok_or(DecodeError::UnexpectedNull { field })
 }
 
 // ---- tagged fields ---------------------------------------------------------
@@ -418,7 +461,10 @@ pub fn read_tag_count(buf: &mut Bytes) -> Result<usize, DecodeError> {
     let count = read_uvarint(buf)? as usize;
     let remaining = buf.remaining();
     if count > remaining / 2 {
-        return Err(DecodeError::LengthTooLarge { length: count as u64, remaining });
+        return Err(DecodeError::LengthTooLarge {
+            length: count as u64,
+            remaining,
+        });
     }
     Ok(count)
 }
@@ -444,7 +490,10 @@ pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), DecodeError> {
 /// Writes the header of one tagged field.
 pub fn write_tag_header(buf: &mut BytesMut, tag: u32, size: usize) -> Result<(), EncodeError> {
     write_uvarint(buf, tag);
-    write_uvarint(buf, u32::try_from(size).map_err(|_| EncodeError::TooLong(size))?);
+    write_uvarint(
+        buf,
+        u32::try_from(size).map_err(|_| EncodeError::TooLong(size))?,
+    );
     Ok(())
 }
 
@@ -480,7 +529,9 @@ impl TestRng {
     }
     pub fn string(&mut self) -> String {
         let len = self.below(8);
-        (0..len).map(|_| char::from(b'a' + self.below(26) as u8)).collect()
+        (0..len)
+            .map(|_| char::from(b'a' + self.below(26) as u8))
+            .collect()
     }
     pub fn bytes(&mut self) -> Bytes {
         let len = self.below(12);

@@ -33,7 +33,12 @@ impl RequestHeader {
         if api::request_header_version(api_key, api_version) >= 2 {
             codec::skip_tagged_fields(buf)?;
         }
-        Ok(RequestHeader { api_key, api_version, correlation_id, client_id })
+        Ok(RequestHeader {
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+        })
     }
 
     /// 1 or 2, from the api key and version.
@@ -58,7 +63,8 @@ impl RequestHeader {
     }
 
     pub fn encoded_len(&self) -> usize {
-        8 + codec::nullable_string_len(self.client_id.as_deref(), false) + usize::from(self.header_version() >= 2)
+        8 + codec::nullable_string_len(self.client_id.as_deref(), false)
+            + usize::from(self.header_version() >= 2)
     }
 
     /// Decodes the body that follows this header.
@@ -100,7 +106,10 @@ pub enum FrameError {
     #[error("negative frame length {0}")]
     NegativeLength(i32),
     #[error("frame of {length} bytes exceeds the {frame_bytes_max}-byte limit")]
-    TooLarge { length: usize, frame_bytes_max: usize },
+    TooLarge {
+        length: usize,
+        frame_bytes_max: usize,
+    },
 }
 
 /// Bytes in the length prefix of every frame.
@@ -111,14 +120,20 @@ pub const FRAME_PREFIX_BYTES: usize = 4;
 /// A negative length or one above `frame_bytes_max` is an error before any
 /// body byte is buffered for it, so a hostile prefix cannot make the caller
 /// reserve memory.
-pub fn split_frame(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option<Bytes>, FrameError> {
+pub fn split_frame(
+    buf: &mut BytesMut,
+    frame_bytes_max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let Some(prefix) = buf.get(..FRAME_PREFIX_BYTES) else {
         return Ok(None);
     };
     let length = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
     let length = usize::try_from(length).map_err(|_| FrameError::NegativeLength(length))?;
     if length > frame_bytes_max {
-        return Err(FrameError::TooLarge { length, frame_bytes_max });
+        return Err(FrameError::TooLarge {
+            length,
+            frame_bytes_max,
+        });
     }
     if buf.len() < FRAME_PREFIX_BYTES + length {
         return Ok(None);
@@ -129,8 +144,10 @@ pub fn split_frame(buf: &mut BytesMut, frame_bytes_max: usize) -> Result<Option<
 
 /// Appends `payload` as one length-prefixed frame.
 pub fn write_frame(buf: &mut BytesMut, payload: &[u8]) -> Result<(), FrameError> {
-    let length = i32::try_from(payload.len())
-        .map_err(|_| FrameError::TooLarge { length: payload.len(), frame_bytes_max: i32::MAX as usize })?;
+    let length = i32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
+        length: payload.len(),
+        frame_bytes_max: i32::MAX as usize,
+    })?;
     buf.reserve(FRAME_PREFIX_BYTES + payload.len());
     buf.put_i32(length);
     buf.put_slice(payload);
@@ -148,8 +165,10 @@ pub fn begin_frame(buf: &mut BytesMut) -> usize {
 /// Fills in the length prefix reserved by [`begin_frame`] at `start`.
 pub fn finish_frame(buf: &mut BytesMut, start: usize) -> Result<(), FrameError> {
     let body_bytes = buf.len().saturating_sub(start + FRAME_PREFIX_BYTES);
-    let length = i32::try_from(body_bytes)
-        .map_err(|_| FrameError::TooLarge { length: body_bytes, frame_bytes_max: i32::MAX as usize })?;
+    let length = i32::try_from(body_bytes).map_err(|_| FrameError::TooLarge {
+        length: body_bytes,
+        frame_bytes_max: i32::MAX as usize,
+    })?;
     if let Some(prefix) = buf.get_mut(start..start + FRAME_PREFIX_BYTES) {
         prefix.copy_from_slice(&length.to_be_bytes());
     }
@@ -167,7 +186,9 @@ pub fn encode_response_frame(
     let api_key = body.api_key().as_i16();
     let header_version = api::response_header_version(api_key, api_version);
     let header = ResponseHeader { correlation_id };
-    buf.reserve(FRAME_PREFIX_BYTES + header.encoded_len(header_version) + body.encoded_len(api_version));
+    buf.reserve(
+        FRAME_PREFIX_BYTES + header.encoded_len(header_version) + body.encoded_len(api_version),
+    );
     let start = begin_frame(buf);
     header.encode(buf, header_version);
     if let Err(e) = body.encode(api_version, buf) {
@@ -178,10 +199,16 @@ pub fn encode_response_frame(
 }
 
 /// Appends a complete request frame: prefix, header and body.
-pub fn encode_request_frame(buf: &mut BytesMut, header: &RequestHeader, body: &RequestBody) -> Result<(), EncodeError> {
+pub fn encode_request_frame(
+    buf: &mut BytesMut,
+    header: &RequestHeader,
+    body: &RequestBody,
+) -> Result<(), EncodeError> {
     buf.reserve(FRAME_PREFIX_BYTES + header.encoded_len() + body.encoded_len(header.api_version));
     let start = begin_frame(buf);
-    let result = header.encode(buf).and_then(|()| body.encode(header.api_version, buf));
+    let result = header
+        .encode(buf)
+        .and_then(|()| body.encode(header.api_version, buf));
     if let Err(e) = result {
         buf.truncate(start);
         return Err(e);
@@ -198,25 +225,45 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 2][..]);
         assert_eq!(split_frame(&mut buf, 100), Ok(None));
         buf.put_u8(3);
-        assert_eq!(split_frame(&mut buf, 100), Ok(Some(Bytes::from_static(&[1, 2, 3]))));
+        assert_eq!(
+            split_frame(&mut buf, 100),
+            Ok(Some(Bytes::from_static(&[1, 2, 3])))
+        );
         assert!(buf.is_empty());
     }
 
     #[test]
     fn split_frame_rejects_negative_and_oversized_prefixes() {
         let mut neg = BytesMut::from(&[0xffu8, 0xff, 0xff, 0xff][..]);
-        assert_eq!(split_frame(&mut neg, 100), Err(FrameError::NegativeLength(-1)));
+        assert_eq!(
+            split_frame(&mut neg, 100),
+            Err(FrameError::NegativeLength(-1))
+        );
         let mut big = BytesMut::from(&[0u8, 0, 1, 0][..]);
-        assert_eq!(split_frame(&mut big, 100), Err(FrameError::TooLarge { length: 256, frame_bytes_max: 100 }));
+        assert_eq!(
+            split_frame(&mut big, 100),
+            Err(FrameError::TooLarge {
+                length: 256,
+                frame_bytes_max: 100
+            })
+        );
     }
 
     #[test]
     fn flexible_header_keeps_classic_client_id() {
         // ApiVersions v3 uses header v2: classic client id, then tagged fields.
-        let h = RequestHeader { api_key: 18, api_version: 3, correlation_id: 7, client_id: Some("kcat".into()) };
+        let h = RequestHeader {
+            api_key: 18,
+            api_version: 3,
+            correlation_id: 7,
+            client_id: Some("kcat".into()),
+        };
         let mut buf = BytesMut::new();
         h.encode(&mut buf).unwrap();
-        assert_eq!(&buf[..], &[0, 18, 0, 3, 0, 0, 0, 7, 0, 4, b'k', b'c', b'a', b't', 0]);
+        assert_eq!(
+            &buf[..],
+            &[0, 18, 0, 3, 0, 0, 0, 7, 0, 4, b'k', b'c', b'a', b't', 0]
+        );
         assert_eq!(buf.len(), h.encoded_len());
         let mut bytes = buf.freeze();
         assert_eq!(RequestHeader::decode(&mut bytes).unwrap(), h);
@@ -239,6 +286,9 @@ mod tests {
         finish_frame(&mut buf, start).unwrap();
         assert_eq!(&buf[..4], &[0, 0, 0, 5]);
         let mut copy = buf.clone();
-        assert_eq!(split_frame(&mut copy, 10).unwrap().unwrap(), Bytes::from_static(b"hello"));
+        assert_eq!(
+            split_frame(&mut copy, 10).unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
     }
 }

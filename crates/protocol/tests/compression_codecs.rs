@@ -77,15 +77,30 @@ fn zip_bombs_are_rejected_at_the_cap_for_every_codec() {
     for codec in Compression::ALL {
         let bomb = compressed(codec, &zeros);
         if codec != Compression::None {
-            assert!(bomb.len() < 4 * 1024 * 1024, "{codec:?} bomb is {} bytes", bomb.len());
+            assert!(
+                bomb.len() < 4 * 1024 * 1024,
+                "{codec:?} bomb is {} bytes",
+                bomb.len()
+            );
         }
         let (result, peak) = peak_heap_bytes(|| decompress(codec, &bomb, CAP_BYTES));
         assert!(
-            matches!(result, Err(CompressionError::OutputTooLarge { output_bytes_max: CAP_BYTES })),
+            matches!(
+                result,
+                Err(CompressionError::OutputTooLarge {
+                    output_bytes_max: CAP_BYTES
+                })
+            ),
             "{codec:?}: {result:?}"
         );
-        eprintln!("{codec:?}: bomb {} bytes, peak heap {peak} bytes", bomb.len());
-        assert!(peak <= CAP_BYTES + CODEC_SLACK_BYTES, "{codec:?} allocated {peak} bytes for a {CAP_BYTES}-byte cap");
+        eprintln!(
+            "{codec:?}: bomb {} bytes, peak heap {peak} bytes",
+            bomb.len()
+        );
+        assert!(
+            peak <= CAP_BYTES + CODEC_SLACK_BYTES,
+            "{codec:?} allocated {peak} bytes for a {CAP_BYTES}-byte cap"
+        );
     }
 }
 
@@ -94,9 +109,16 @@ fn output_exactly_at_the_cap_is_accepted() {
     let input: Vec<u8> = (0..CAP_BYTES).map(|i| (i % 251) as u8).collect();
     for codec in Compression::ALL {
         let packed = compressed(codec, &input);
-        assert_eq!(decompress(codec, &packed, CAP_BYTES).unwrap(), input, "{codec:?}");
+        assert_eq!(
+            decompress(codec, &packed, CAP_BYTES).unwrap(),
+            input,
+            "{codec:?}"
+        );
         assert!(
-            matches!(decompress(codec, &packed, CAP_BYTES - 1), Err(CompressionError::OutputTooLarge { .. })),
+            matches!(
+                decompress(codec, &packed, CAP_BYTES - 1),
+                Err(CompressionError::OutputTooLarge { .. })
+            ),
             "{codec:?} one byte over the cap"
         );
     }
@@ -114,15 +136,25 @@ fn zstd_frame_demanding_a_huge_window_is_refused() {
     encoder.write_all(&vec![1u8; 4 * 1024 * 1024]).unwrap();
     let frame = encoder.finish().unwrap();
     let result = decompress(Compression::Zstd, &frame, CAP_BYTES);
-    assert!(matches!(result, Err(CompressionError::Malformed { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(CompressionError::Malformed { .. })),
+        "{result:?}"
+    );
     // The same frame is fine when the caller's cap justifies the window.
-    assert_eq!(decompress(Compression::Zstd, &frame, 128 * 1024 * 1024).unwrap().len(), 4 * 1024 * 1024);
+    assert_eq!(
+        decompress(Compression::Zstd, &frame, 128 * 1024 * 1024)
+            .unwrap()
+            .len(),
+        4 * 1024 * 1024
+    );
 }
 
 /// snappy-java framing built by hand from the format, not by our encoder:
 /// magic, version 1, compatible version 1, then two length-prefixed raw blocks.
 fn xerial_hello_world() -> Vec<u8> {
-    let mut frame = vec![0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1];
+    let mut frame = vec![
+        0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+    ];
     // Raw snappy "hello": varint length 5, literal tag (5-1)<<2, bytes.
     frame.extend_from_slice(&[0, 0, 0, 7, 0x05, 0x10]);
     frame.extend_from_slice(b"hello");
@@ -141,7 +173,10 @@ fn xerial_snappy_known_good_frame_decodes() {
 #[test]
 fn raw_snappy_block_decodes() {
     let raw = [0x05, 0x10, b'h', b'e', b'l', b'l', b'o'];
-    assert_eq!(decompress(Compression::Snappy, &raw, 1024).unwrap(), b"hello");
+    assert_eq!(
+        decompress(Compression::Snappy, &raw, 1024).unwrap(),
+        b"hello"
+    );
 }
 
 #[test]
@@ -166,23 +201,36 @@ fn snappy_declared_length_beyond_cap_is_rejected_before_allocating() {
     // A raw block whose varint header claims 4 GiB - 1 of output.
     let lying = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
     let (result, peak) = peak_heap_bytes(|| decompress(Compression::Snappy, &lying, CAP_BYTES));
-    assert!(matches!(result, Err(CompressionError::OutputTooLarge { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(CompressionError::OutputTooLarge { .. })),
+        "{result:?}"
+    );
     assert!(peak < 64 * 1024, "allocated {peak} bytes");
 
     let mut framed = xerial_hello_world()[..16].to_vec();
     framed.extend_from_slice(&(lying.len() as i32).to_be_bytes());
     framed.extend_from_slice(&lying);
-    assert!(matches!(decompress(Compression::Snappy, &framed, CAP_BYTES), Err(CompressionError::OutputTooLarge { .. })));
+    assert!(matches!(
+        decompress(Compression::Snappy, &framed, CAP_BYTES),
+        Err(CompressionError::OutputTooLarge { .. })
+    ));
 }
 
 #[test]
 fn xerial_frames_with_bad_block_lengths_are_malformed() {
     let header = &xerial_hello_world()[..16];
-    for tail in [&[0u8, 0, 0][..], &[0xff, 0xff, 0xff, 0xff], &[0x7f, 0xff, 0xff, 0xff, 0x05]] {
+    for tail in [
+        &[0u8, 0, 0][..],
+        &[0xff, 0xff, 0xff, 0xff],
+        &[0x7f, 0xff, 0xff, 0xff, 0x05],
+    ] {
         let mut frame = header.to_vec();
         frame.extend_from_slice(tail);
         assert!(
-            matches!(decompress(Compression::Snappy, &frame, CAP_BYTES), Err(CompressionError::Malformed { .. })),
+            matches!(
+                decompress(Compression::Snappy, &frame, CAP_BYTES),
+                Err(CompressionError::Malformed { .. })
+            ),
             "tail {tail:?}"
         );
     }
@@ -191,11 +239,16 @@ fn xerial_frames_with_bad_block_lengths_are_malformed() {
 
 #[test]
 fn garbage_input_is_malformed_not_a_panic() {
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     for codec in [Compression::Gzip, Compression::Lz4, Compression::Zstd] {
         assert!(decompress(codec, &garbage, CAP_BYTES).is_err(), "{codec:?}");
         // Empty input may be an error or an empty output, but never more.
-        assert!(decompress(codec, &[], CAP_BYTES).map_or(true, |out| out.is_empty()), "{codec:?} empty");
+        assert!(
+            decompress(codec, &[], CAP_BYTES).map_or(true, |out| out.is_empty()),
+            "{codec:?} empty"
+        );
     }
 }
 

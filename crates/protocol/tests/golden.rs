@@ -16,7 +16,10 @@ fn golden_frames() -> Vec<(String, Bytes)> {
         .filter(|p| p.extension().is_some_and(|x| x == "bin"))
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
-            (name, Bytes::from(std::fs::read(&p).expect("read golden frame")))
+            (
+                name,
+                Bytes::from(std::fs::read(&p).expect("read golden frame")),
+            )
         })
         .collect();
     out.sort();
@@ -26,7 +29,12 @@ fn golden_frames() -> Vec<(String, Bytes)> {
 fn decode(frame: &Bytes) -> (RequestHeader, RequestBody) {
     let mut cursor = frame.clone();
     let header = RequestHeader::decode(&mut cursor).expect("header decodes");
-    assert!(header.is_supported(), "api {} v{} unsupported", header.api_key, header.api_version);
+    assert!(
+        header.is_supported(),
+        "api {} v{} unsupported",
+        header.api_key,
+        header.api_version
+    );
     let body = header.decode_body(&mut cursor).expect("body decodes");
     assert!(cursor.is_empty(), "{} trailing bytes", cursor.len());
     (header, body)
@@ -35,32 +43,54 @@ fn decode(frame: &Bytes) -> (RequestHeader, RequestBody) {
 #[test]
 fn captured_client_requests_decode_and_reencode_identically() {
     let frames = golden_frames();
-    assert!(frames.len() >= 6, "expected captured frames, found {}", frames.len());
+    assert!(
+        frames.len() >= 6,
+        "expected captured frames, found {}",
+        frames.len()
+    );
     for (name, frame) in frames {
         let (header, body) = decode(&frame);
         let mut again = BytesMut::new();
         header.encode(&mut again).unwrap();
         body.encode(header.api_version, &mut again).unwrap();
-        assert_eq!(again.len(), header.encoded_len() + body.encoded_len(header.api_version), "{name}");
+        assert_eq!(
+            again.len(),
+            header.encoded_len() + body.encoded_len(header.api_version),
+            "{name}"
+        );
         assert_eq!(&again[..], &frame[..], "{name} re-encodes differently");
     }
 }
 
 #[test]
 fn kcat_api_versions_v3_carries_client_software_name() {
-    let frame = golden_frames().into_iter().find(|(n, _)| n == "kcat_api_versions_v3.bin").expect("captured").1;
+    let frame = golden_frames()
+        .into_iter()
+        .find(|(n, _)| n == "kcat_api_versions_v3.bin")
+        .expect("captured")
+        .1;
     let (header, body) = decode(&frame);
     assert_eq!(header.client_id.as_deref(), Some("kcat-golden"));
-    let RequestBody::ApiVersions(req) = body else { panic!("not ApiVersions") };
+    let RequestBody::ApiVersions(req) = body else {
+        panic!("not ApiVersions")
+    };
     assert_eq!(req.client_software_name, "librdkafka");
 }
 
 #[test]
 fn captured_produce_requests_carry_record_batch_v2() {
-    for (name, frame) in golden_frames().into_iter().filter(|(n, _)| n.contains("produce")) {
+    for (name, frame) in golden_frames()
+        .into_iter()
+        .filter(|(n, _)| n.contains("produce"))
+    {
         let (_, body) = decode(&frame);
-        let RequestBody::Produce(req) = body else { panic!("{name}: not Produce") };
-        let records = req.topic_data[0].partition_data[0].records.as_ref().expect("records present");
+        let RequestBody::Produce(req) = body else {
+            panic!("{name}: not Produce")
+        };
+        let records = req.topic_data[0].partition_data[0]
+            .records
+            .as_ref()
+            .expect("records present");
         // Record batch v2: magic byte at offset 16.
         assert_eq!(records.get(16), Some(&2), "{name}: magic");
         assert_eq!(req.topic_data[0].name, "golden", "{name}");

@@ -180,6 +180,13 @@ fn allocation_tracking_sees_decoder_allocations() {
     // above would pass vacuously.
     let (api_key, version) = (3, 12);
     let bodies = valid_bodies(api_key, version, 11);
-    let largest = bodies.iter().map(|b| decode_both(api_key, version, b)).max().unwrap_or(0);
-    assert!(largest > 0, "no allocation observed while decoding metadata");
+    let largest = bodies
+        .iter()
+        .map(|b| decode_both(api_key, version, b))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest > 0,
+        "no allocation observed while decoding metadata"
+    );
 }

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use weir_protocol::record::{
-    BATCH_HEADER_BYTES, BatchHeader, Compression, Record, RecordBatchBuilder, RecordError, RecordHeader,
-    TimestampType, compute_crc, decode_records, set_base_offset, set_log_append_time, set_max_timestamp,
-    set_partition_leader_epoch, split_batches, verify_crc,
+    BATCH_HEADER_BYTES, BatchHeader, Compression, Record, RecordBatchBuilder, RecordError,
+    RecordHeader, TimestampType, compute_crc, decode_records, set_base_offset, set_log_append_time,
+    set_max_timestamp, set_partition_leader_epoch, split_batches, verify_crc,
 };
 
 const DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -46,14 +46,25 @@ fn builder_writes_fields_at_kafka_offsets() {
     // Offsets from KIP-98 / DefaultRecordBatch, checked byte by byte rather
     // than through BatchHeader::parse so a shared offset bug cannot hide.
     assert_eq!(&batch[0..8], &100i64.to_be_bytes());
-    assert_eq!(i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize, batch.len() - 12);
-    assert_eq!(&batch[12..16], &(-1i32).to_be_bytes(), "producers send leader epoch -1");
+    assert_eq!(
+        i32::from_be_bytes(batch[8..12].try_into().unwrap()) as usize,
+        batch.len() - 12
+    );
+    assert_eq!(
+        &batch[12..16],
+        &(-1i32).to_be_bytes(),
+        "producers send leader epoch -1"
+    );
     assert_eq!(batch[16], 2, "magic");
     assert_eq!(&batch[17..21], &crc32c::crc32c(&batch[21..]).to_be_bytes());
     assert_eq!(&batch[21..23], &0i16.to_be_bytes(), "attributes");
     assert_eq!(&batch[23..27], &2i32.to_be_bytes(), "last offset delta");
     assert_eq!(&batch[27..35], &1_700_000_000_000i64.to_be_bytes());
-    assert_eq!(&batch[35..43], &1_700_000_000_020i64.to_be_bytes(), "max timestamp");
+    assert_eq!(
+        &batch[35..43],
+        &1_700_000_000_020i64.to_be_bytes(),
+        "max timestamp"
+    );
     assert_eq!(&batch[43..51], &42i64.to_be_bytes());
     assert_eq!(&batch[51..53], &3i16.to_be_bytes());
     assert_eq!(&batch[53..57], &7i32.to_be_bytes());
@@ -81,7 +92,10 @@ fn record_encoding_matches_hand_computed_varints() {
         .unwrap();
     // length 7 -> zigzag 14; attributes 0; ts -1 -> 1; offset 1 -> 2;
     // null key -> 1; value length 1 -> 2, 'v'; zero headers -> 0.
-    assert_eq!(&batch[BATCH_HEADER_BYTES..], &[0x0e, 0x00, 0x01, 0x02, 0x01, 0x02, b'v', 0x00]);
+    assert_eq!(
+        &batch[BATCH_HEADER_BYTES..],
+        &[0x0e, 0x00, 0x01, 0x02, 0x01, 0x02, b'v', 0x00]
+    );
 }
 
 #[test]
@@ -103,19 +117,31 @@ fn attribute_flags_round_trip_through_header() {
 #[test]
 fn parse_rejects_short_buffer_bad_magic_small_length_and_unknown_codec() {
     let batch = sample_batch(Compression::None);
-    assert!(matches!(BatchHeader::parse(&batch[..60]), Err(RecordError::Truncated { .. })));
+    assert!(matches!(
+        BatchHeader::parse(&batch[..60]),
+        Err(RecordError::Truncated { .. })
+    ));
 
     let mut bad_magic = batch.to_vec();
     bad_magic[16] = 1;
-    assert!(matches!(BatchHeader::parse(&bad_magic), Err(RecordError::UnsupportedMagic(1))));
+    assert!(matches!(
+        BatchHeader::parse(&bad_magic),
+        Err(RecordError::UnsupportedMagic(1))
+    ));
 
     let mut small = batch.to_vec();
     small[8..12].copy_from_slice(&48i32.to_be_bytes());
-    assert!(matches!(BatchHeader::parse(&small), Err(RecordError::BatchLengthTooSmall(48))));
+    assert!(matches!(
+        BatchHeader::parse(&small),
+        Err(RecordError::BatchLengthTooSmall(48))
+    ));
 
     let mut codec = batch.to_vec();
     codec[21..23].copy_from_slice(&5i16.to_be_bytes());
-    assert!(matches!(BatchHeader::parse(&codec), Err(RecordError::UnknownCompression(5))));
+    assert!(matches!(
+        BatchHeader::parse(&codec),
+        Err(RecordError::UnknownCompression(5))
+    ));
 }
 
 #[test]
@@ -126,7 +152,10 @@ fn crc_verification_catches_every_single_bit_flip_in_covered_bytes() {
         for bit in 0..8 {
             let mut corrupt = batch.to_vec();
             corrupt[byte] ^= 1 << bit;
-            assert!(verify_crc(&corrupt).is_err(), "flip at byte {byte} bit {bit} went unnoticed");
+            assert!(
+                verify_crc(&corrupt).is_err(),
+                "flip at byte {byte} bit {bit} went unnoticed"
+            );
         }
     }
 }
@@ -134,7 +163,10 @@ fn crc_verification_catches_every_single_bit_flip_in_covered_bytes() {
 #[test]
 fn crc_verification_rejects_truncated_batch() {
     let batch = sample_batch(Compression::None);
-    assert!(matches!(verify_crc(&batch[..batch.len() - 1]), Err(RecordError::BatchLengthExceedsBuffer { .. })));
+    assert!(matches!(
+        verify_crc(&batch[..batch.len() - 1]),
+        Err(RecordError::BatchLengthExceedsBuffer { .. })
+    ));
 }
 
 #[test]
@@ -156,16 +188,28 @@ fn timestamp_rewrites_recompute_crc() {
     let mut batch = sample_batch(Compression::Snappy).to_vec();
     set_max_timestamp(&mut batch, 1_800_000_000_000).unwrap();
     verify_crc(&batch).unwrap();
-    assert_eq!(BatchHeader::parse(&batch).unwrap().max_timestamp, 1_800_000_000_000);
+    assert_eq!(
+        BatchHeader::parse(&batch).unwrap().max_timestamp,
+        1_800_000_000_000
+    );
 
     set_log_append_time(&mut batch, 1_900_000_000_000).unwrap();
     verify_crc(&batch).unwrap();
     let header = BatchHeader::parse(&batch).unwrap();
     assert_eq!(header.max_timestamp, 1_900_000_000_000);
     assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
-    assert_eq!(header.compression(), Compression::Snappy, "other attribute bits are kept");
+    assert_eq!(
+        header.compression(),
+        Compression::Snappy,
+        "other attribute bits are kept"
+    );
     assert_eq!(header.producer_id, 42);
-    assert_eq!(decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).unwrap().len(), 3);
+    assert_eq!(
+        decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX)
+            .unwrap()
+            .len(),
+        3
+    );
 }
 
 #[test]
@@ -188,7 +232,11 @@ fn rewrites_on_short_or_truncated_input_fail_without_writing() {
 
 #[test]
 fn split_batches_yields_each_batch_zero_copy() {
-    let batches = [sample_batch(Compression::None), sample_batch(Compression::Gzip), sample_batch(Compression::Zstd)];
+    let batches = [
+        sample_batch(Compression::None),
+        sample_batch(Compression::Gzip),
+        sample_batch(Compression::Zstd),
+    ];
     let records = Bytes::from(batches.concat());
     let split: Vec<Bytes> = split_batches(&records).collect::<Result<_, _>>().unwrap();
     assert_eq!(split.len(), 3);
@@ -208,10 +256,16 @@ fn split_batches_rejects_truncated_tail_and_stops() {
     let results: Vec<_> = split_batches(&Bytes::from(buf)).collect();
     assert_eq!(results.len(), 2);
     assert!(results[0].is_ok());
-    assert!(matches!(results[1], Err(RecordError::BatchLengthExceedsBuffer { .. })));
+    assert!(matches!(
+        results[1],
+        Err(RecordError::BatchLengthExceedsBuffer { .. })
+    ));
 
     let tail: Vec<_> = split_batches(&Bytes::from(one[..5].to_vec())).collect();
-    assert!(matches!(tail.as_slice(), [Err(RecordError::Truncated { .. })]));
+    assert!(matches!(
+        tail.as_slice(),
+        [Err(RecordError::Truncated { .. })]
+    ));
 }
 
 #[test]
@@ -233,7 +287,10 @@ fn decode_rejects_record_count_mismatch_both_ways() {
         reseal(&mut batch);
         let err = decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).unwrap_err();
         assert!(
-            matches!(err, RecordError::RecordCountMismatch { .. } | RecordError::MalformedRecord(_)),
+            matches!(
+                err,
+                RecordError::RecordCountMismatch { .. } | RecordError::MalformedRecord(_)
+            ),
             "count {count}: {err}"
         );
     }
@@ -245,7 +302,10 @@ fn decode_rejects_huge_and_negative_record_counts_without_allocating() {
         let mut batch = sample_batch(Compression::Gzip).to_vec();
         batch[57..61].copy_from_slice(&count.to_be_bytes());
         reseal(&mut batch);
-        assert!(decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).is_err(), "count {count}");
+        assert!(
+            decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).is_err(),
+            "count {count}"
+        );
     }
 }
 
@@ -262,7 +322,10 @@ fn decode_rejects_bad_crc() {
 
 #[test]
 fn decode_rejects_hostile_field_lengths() {
-    let base = RecordBatchBuilder::new(Compression::None).record(record(0, Some("k"), Some("v"))).build().unwrap();
+    let base = RecordBatchBuilder::new(Compression::None)
+        .record(record(0, Some("k"), Some("v")))
+        .build()
+        .unwrap();
     // Payload: len, attrs, ts, offset, keylen(1)->2, 'k', vallen(1)->2, 'v', headers.
     let hostile: [(usize, &[u8]); 4] = [
         (BATCH_HEADER_BYTES, &[0xfe, 0xff, 0xff, 0xff, 0x07]), // record length i32::MAX
@@ -276,17 +339,29 @@ fn decode_rejects_hostile_field_lengths() {
         let batch_length = (batch.len() - 12) as i32;
         batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
         reseal(&mut batch);
-        assert!(decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).is_err(), "patch at {at}: {bytes:?}");
+        assert!(
+            decode_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX).is_err(),
+            "patch at {at}: {bytes:?}"
+        );
     }
 }
 
 #[test]
 fn decode_rejects_compressed_payload_beyond_cap() {
     let big = "x".repeat(1 << 20);
-    let batch = RecordBatchBuilder::new(Compression::Zstd).record(record(0, None, Some(&big))).build().unwrap();
+    let batch = RecordBatchBuilder::new(Compression::Zstd)
+        .record(record(0, None, Some(&big)))
+        .build()
+        .unwrap();
     assert!(batch.len() < 64 * 1024);
-    assert!(matches!(decode_records(&batch, 64 * 1024), Err(RecordError::Compression(_))));
-    assert_eq!(decode_records(&batch, 2 << 20).unwrap()[0].value.as_deref(), Some(big.as_bytes()));
+    assert!(matches!(
+        decode_records(&batch, 64 * 1024),
+        Err(RecordError::Compression(_))
+    ));
+    assert_eq!(
+        decode_records(&batch, 2 << 20).unwrap()[0].value.as_deref(),
+        Some(big.as_bytes())
+    );
 }
 
 fn arb_bytes(len_max: usize) -> impl Strategy<Value = Option<Bytes>> {
@@ -294,10 +369,21 @@ fn arb_bytes(len_max: usize) -> impl Strategy<Value = Option<Bytes>> {
 }
 
 fn arb_record() -> impl Strategy<Value = Record> {
-    let header = ("[a-zA-Z0-9._\u{e9}-]{0,12}", arb_bytes(16)).prop_map(|(key, value)| RecordHeader { key, value });
-    (any::<i64>(), arb_bytes(64), arb_bytes(512), proptest::collection::vec(header, 0..4)).prop_map(
-        |(timestamp_delta, key, value, headers)| Record { offset_delta: 0, timestamp_delta, key, value, headers },
+    let header = ("[a-zA-Z0-9._\u{e9}-]{0,12}", arb_bytes(16))
+        .prop_map(|(key, value)| RecordHeader { key, value });
+    (
+        any::<i64>(),
+        arb_bytes(64),
+        arb_bytes(512),
+        proptest::collection::vec(header, 0..4),
     )
+        .prop_map(|(timestamp_delta, key, value, headers)| Record {
+            offset_delta: 0,
+            timestamp_delta,
+            key,
+            value,
+            headers,
+        })
 }
 
 fn arb_codec() -> impl Strategy<Value = Compression> {

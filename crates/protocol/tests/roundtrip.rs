@@ -12,22 +12,48 @@ fn check_one(api_key: i16, version: i16, seed: u64) -> Result<(), TestCaseError>
     let mut rng = TestRng::new(seed);
     let req = RequestBody::random_for_version(api_key, version, &mut rng).expect("known key");
     let mut buf = BytesMut::new();
-    req.encode(version, &mut buf).map_err(|e| TestCaseError::fail(format!("{api_key} v{version} request encode: {e}")))?;
-    prop_assert_eq!(buf.len(), req.encoded_len(version), "request encoded_len, key {} v{}", api_key, version);
+    req.encode(version, &mut buf)
+        .map_err(|e| TestCaseError::fail(format!("{api_key} v{version} request encode: {e}")))?;
+    prop_assert_eq!(
+        buf.len(),
+        req.encoded_len(version),
+        "request encoded_len, key {} v{}",
+        api_key,
+        version
+    );
     let mut bytes = buf.freeze();
     let back = RequestBody::decode(api_key, version, &mut bytes)
         .map_err(|e| TestCaseError::fail(format!("{api_key} v{version} request decode: {e}")))?;
-    prop_assert!(bytes.is_empty(), "request left {} bytes, key {} v{}", bytes.len(), api_key, version);
+    prop_assert!(
+        bytes.is_empty(),
+        "request left {} bytes, key {} v{}",
+        bytes.len(),
+        api_key,
+        version
+    );
     prop_assert_eq!(&back, &req, "request key {} v{}", api_key, version);
 
     let resp = ResponseBody::random_for_version(api_key, version, &mut rng).expect("known key");
     let mut buf = BytesMut::new();
-    resp.encode(version, &mut buf).map_err(|e| TestCaseError::fail(format!("{api_key} v{version} response encode: {e}")))?;
-    prop_assert_eq!(buf.len(), resp.encoded_len(version), "response encoded_len, key {} v{}", api_key, version);
+    resp.encode(version, &mut buf)
+        .map_err(|e| TestCaseError::fail(format!("{api_key} v{version} response encode: {e}")))?;
+    prop_assert_eq!(
+        buf.len(),
+        resp.encoded_len(version),
+        "response encoded_len, key {} v{}",
+        api_key,
+        version
+    );
     let mut bytes = buf.freeze();
     let back = ResponseBody::decode(api_key, version, &mut bytes)
         .map_err(|e| TestCaseError::fail(format!("{api_key} v{version} response decode: {e}")))?;
-    prop_assert!(bytes.is_empty(), "response left {} bytes, key {} v{}", bytes.len(), api_key, version);
+    prop_assert!(
+        bytes.is_empty(),
+        "response left {} bytes, key {} v{}",
+        bytes.len(),
+        api_key,
+        version
+    );
     prop_assert_eq!(&back, &resp, "response key {} v{}", api_key, version);
     Ok(())
 }

@@ -14,7 +14,10 @@ fn request_with_records(records_bytes: usize, version: i16) -> Bytes {
         timeout_ms: 30_000,
         topic_data: vec![TopicProduceData {
             name: "orders".into(),
-            partition_data: vec![PartitionProduceData { index: 3, records: Some(records) }],
+            partition_data: vec![PartitionProduceData {
+                index: 3,
+                records: Some(records),
+            }],
         }],
     };
     let mut buf = BytesMut::new();
@@ -37,7 +40,10 @@ fn produce_records_are_a_slice_of_the_request_buffer() {
         let wire = request_with_records(1 << 20, version);
         let mut cursor = wire.clone();
         let req = ProduceRequest::decode(&mut cursor, version).expect("decode");
-        let records = req.topic_data[0].partition_data[0].records.as_ref().expect("records");
+        let records = req.topic_data[0].partition_data[0]
+            .records
+            .as_ref()
+            .expect("records");
         assert_eq!(records.len(), 1 << 20);
         assert_inside(&wire, records);
     }
@@ -50,5 +56,11 @@ fn dispatch_decode_keeps_records_zero_copy() {
     let RequestBody::Produce(req) = RequestBody::decode(0, 12, &mut cursor).expect("decode") else {
         panic!("not a produce request");
     };
-    assert_inside(&wire, req.topic_data[0].partition_data[0].records.as_ref().expect("records"));
+    assert_inside(
+        &wire,
+        req.topic_data[0].partition_data[0]
+            .records
+            .as_ref()
+            .expect("records"),
+    );
 }

@@ -15,11 +15,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use std::os::fd::AsFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
-use std::os::fd::AsFd;
 
 use tokio::io::Interest;
 use weir_broker::{Broker, FrameChunk, PendingReply};
@@ -113,7 +113,8 @@ async fn run_connection(
                 // write; before waiting on one that isn't (fsync, long-poll),
                 // everything gathered so far goes out, so no ack waits behind
                 // a later request's durability.
-                let polled = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+                let polled =
+                    std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
                 let frame = match polled {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {

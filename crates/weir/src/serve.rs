@@ -106,7 +106,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     for pair in &args.topic_config {
         let Some((key, value)) = pair.split_once('=') else {
-            bail!("--topic-config expects KEY=VALUE (for example retention.ms=60000), got '{pair}'");
+            bail!(
+                "--topic-config expects KEY=VALUE (for example retention.ms=60000), got '{pair}'"
+            );
         };
         config
             .topic_defaults
@@ -189,9 +191,10 @@ fn spawn_retention(
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the broker still runs; it just can't stop cleanly.
         std::future::pending::<()>().await;
         return;

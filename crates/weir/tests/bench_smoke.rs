@@ -21,7 +21,13 @@ fn bench(broker: &Broker, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("bench")
         .args(args)
-        .args(["--bootstrap", &broker.bootstrap(), "--json", "--warmup-s", "0"])
+        .args([
+            "--bootstrap",
+            &broker.bootstrap(),
+            "--json",
+            "--warmup-s",
+            "0",
+        ])
         .output()
         .expect("spawn weir bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -31,15 +37,22 @@ fn bench(broker: &Broker, args: &[&str]) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("weir bench {args:?} printed non-JSON ({e}): {stdout}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("weir bench {args:?} printed non-JSON ({e}): {stdout}"))
 }
 
 fn u64_field(report: &Value, name: &str) -> u64 {
-    report.get(name).and_then(Value::as_u64).unwrap_or_else(|| panic!("report lacks {name}: {report}"))
+    report
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
 }
 
 fn f64_field(report: &Value, name: &str) -> f64 {
-    report.get(name).and_then(Value::as_f64).unwrap_or_else(|| panic!("report lacks {name}: {report}"))
+    report
+        .get(name)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report lacks {name}: {report}"))
 }
 
 /// The fields every report has, with values that fit the run.
@@ -47,7 +60,11 @@ fn check_common(report: &Value, workload: &str, driver: &str, records: u64, reco
     assert_eq!(report["workload"], workload, "{report}");
     assert_eq!(report["driver"], driver, "{report}");
     assert_eq!(u64_field(report, "records"), records, "{report}");
-    assert_eq!(u64_field(report, "bytes"), records * record_size, "{report}");
+    assert_eq!(
+        u64_field(report, "bytes"),
+        records * record_size,
+        "{report}"
+    );
     assert_eq!(u64_field(report, "errors"), 0, "{report}");
     assert!(f64_field(report, "elapsed_s") > 0.0, "{report}");
     assert!(f64_field(report, "records_per_s") > 0.0, "{report}");
@@ -62,7 +79,10 @@ fn check_latency(report: &Value, field: &str, samples: u64) {
     let p99 = f64_field(latency, "p99_ms");
     let p999 = f64_field(latency, "p999_ms");
     let max = f64_field(latency, "max_ms");
-    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max, "{report}");
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
+        "{report}"
+    );
 }
 
 fn run_all_workloads(driver: &str) {
@@ -73,7 +93,21 @@ fn run_all_workloads(driver: &str) {
 
     let produced = bench(
         &broker,
-        &["produce", "--driver", driver, "--topic", &topic, "--partitions", "2", "--records", &records, "--record-size", &size, "--acks", "all"],
+        &[
+            "produce",
+            "--driver",
+            driver,
+            "--topic",
+            &topic,
+            "--partitions",
+            "2",
+            "--records",
+            &records,
+            "--record-size",
+            &size,
+            "--acks",
+            "all",
+        ],
     );
     check_common(&produced, "produce", driver, RECORDS, RECORD_SIZE);
     assert_eq!(u64_field(&produced, "partitions"), 2, "{produced}");
@@ -81,14 +115,28 @@ fn run_all_workloads(driver: &str) {
 
     let consumed = bench(&broker, &["consume", "--driver", driver, "--topic", &topic]);
     check_common(&consumed, "consume", driver, RECORDS, RECORD_SIZE);
-    assert!(consumed["latency"].is_null(), "consume has no latency: {consumed}");
+    assert!(
+        consumed["latency"].is_null(),
+        "consume has no latency: {consumed}"
+    );
 
     let e2e_topic = format!("smoke-e2e-{driver}");
     let e2e = bench(
         &broker,
         &[
-            "e2e", "--driver", driver, "--topic", &e2e_topic, "--records", &E2E_RECORDS.to_string(), "--record-size",
-            &E2E_RECORD_SIZE.to_string(), "--target-rate", "5000", "--linger-ms", "0",
+            "e2e",
+            "--driver",
+            driver,
+            "--topic",
+            &e2e_topic,
+            "--records",
+            &E2E_RECORDS.to_string(),
+            "--record-size",
+            &E2E_RECORD_SIZE.to_string(),
+            "--target-rate",
+            "5000",
+            "--linger-ms",
+            "0",
         ],
     );
     check_common(&e2e, "e2e", driver, E2E_RECORDS, E2E_RECORD_SIZE);
@@ -110,9 +158,19 @@ fn bench_workloads_report_json_with_weir_driver() {
 fn bench_rejects_e2e_records_too_small_for_the_timestamp() {
     // Checked before connecting, so no broker is needed.
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["bench", "e2e", "--record-size", "4", "--bootstrap", "127.0.0.1:1"])
+        .args([
+            "bench",
+            "e2e",
+            "--record-size",
+            "4",
+            "--bootstrap",
+            "127.0.0.1:1",
+        ])
         .output()
         .expect("spawn weir bench");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("record-size"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("record-size"),
+        "{out:?}"
+    );
 }

@@ -18,7 +18,11 @@ struct Broker {
 impl Broker {
     fn start() -> Broker {
         let data_dir = tempfile::tempdir().expect("temp dir");
-        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let bootstrap = format!("127.0.0.1:{port}");
         let child = Command::new(WEIR)
             .args(["serve", "--data-dir"])
@@ -31,10 +35,17 @@ impl Broker {
             .expect("spawn weir serve");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&bootstrap).is_err() {
-            assert!(Instant::now() < deadline, "weir serve did not listen on {bootstrap}");
+            assert!(
+                Instant::now() < deadline,
+                "weir serve did not listen on {bootstrap}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { child, bootstrap, _data_dir: data_dir }
+        Broker {
+            child,
+            bootstrap,
+            _data_dir: data_dir,
+        }
     }
 
     /// Runs `weir ARGS --bootstrap ADDR` with `stdin` as input.
@@ -68,7 +79,10 @@ impl Broker {
     /// Runs a command that must fail and returns its stderr.
     fn fails(&self, args: &[&str]) -> String {
         let out = self.weir(args, "");
-        assert!(!out.status.success(), "weir {args:?} unexpectedly succeeded");
+        assert!(
+            !out.status.success(),
+            "weir {args:?} unexpectedly succeeded"
+        );
         String::from_utf8(out.stderr).expect("utf-8 stderr")
     }
 }
@@ -87,7 +101,20 @@ fn lines(s: &str) -> Vec<&str> {
 #[test]
 fn topic_lifecycle_create_list_describe_alter_grow_delete() {
     let broker = Broker::start();
-    broker.ok(&["topic", "create", "orders", "--partitions", "2", "--replication-factor", "1", "--config", "retention.ms=60000"], "");
+    broker.ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    );
     assert!(lines(&broker.ok(&["topic", "list"], "")).contains(&"orders"));
 
     let described = broker.ok(&["topic", "describe", "orders"], "");
@@ -95,13 +122,43 @@ fn topic_lifecycle_create_list_describe_alter_grow_delete() {
     assert!(described.contains("partition 1  leader"), "{described}");
     assert!(described.contains("retention.ms=60000"), "{described}");
 
-    broker.ok(&["topic", "alter", "orders", "--config", "retention.ms=120000"], "");
-    assert!(broker.ok(&["topic", "describe", "orders"], "").contains("retention.ms=120000"));
-    broker.ok(&["topic", "alter", "orders", "--delete-config", "retention.ms"], "");
-    assert!(!broker.ok(&["topic", "describe", "orders"], "").contains("retention.ms=120000"));
+    broker.ok(
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "retention.ms=120000",
+        ],
+        "",
+    );
+    assert!(
+        broker
+            .ok(&["topic", "describe", "orders"], "")
+            .contains("retention.ms=120000")
+    );
+    broker.ok(
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--delete-config",
+            "retention.ms",
+        ],
+        "",
+    );
+    assert!(
+        !broker
+            .ok(&["topic", "describe", "orders"], "")
+            .contains("retention.ms=120000")
+    );
 
     broker.ok(&["topic", "add-partitions", "orders", "--count", "4"], "");
-    assert!(broker.ok(&["topic", "describe", "orders"], "").contains("partitions: 4"));
+    assert!(
+        broker
+            .ok(&["topic", "describe", "orders"], "")
+            .contains("partitions: 4")
+    );
 
     broker.ok(&["topic", "delete", "orders"], "");
     assert!(!lines(&broker.ok(&["topic", "list"], "")).contains(&"orders"));
@@ -119,12 +176,44 @@ fn creating_an_existing_topic_names_the_kafka_error() {
 fn produced_lines_come_back_in_order_with_keys_and_headers() {
     let broker = Broker::start();
     broker.ok(&["topic", "create", "events", "--partitions", "1"], "");
-    let out = broker.weir(&["produce", "events", "--key-separator", ":", "--header", "src=test", "--compression", "zstd"], "k1:one\nk2:two\nthree\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = broker.weir(
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            ":",
+            "--header",
+            "src=test",
+            "--compression",
+            "zstd",
+        ],
+        "k1:one\nk2:two\nthree\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("records/s"));
 
-    let consumed = broker.ok(&["consume", "events", "--print-offsets", "--print-key", "--print-headers"], "");
-    assert_eq!(lines(&consumed), vec!["0:0\tk1\tsrc=test\tone", "0:1\tk2\tsrc=test\ttwo", "0:2\t\tsrc=test\tthree"]);
+    let consumed = broker.ok(
+        &[
+            "consume",
+            "events",
+            "--print-offsets",
+            "--print-key",
+            "--print-headers",
+        ],
+        "",
+    );
+    assert_eq!(
+        lines(&consumed),
+        vec![
+            "0:0\tk1\tsrc=test\tone",
+            "0:1\tk2\tsrc=test\ttwo",
+            "0:2\t\tsrc=test\tthree"
+        ]
+    );
 }
 
 #[test]
@@ -132,13 +221,35 @@ fn consume_start_positions_and_count() {
     let broker = Broker::start();
     broker.ok(&["topic", "create", "nums", "--partitions", "1"], "");
     let input: String = (0..100).map(|i| format!("{i}\n")).collect();
-    broker.ok(&["produce", "nums", "--acks", "1", "--compression", "lz4"], &input);
+    broker.ok(
+        &["produce", "nums", "--acks", "1", "--compression", "lz4"],
+        &input,
+    );
 
     assert_eq!(lines(&broker.ok(&["consume", "nums"], "")).len(), 100);
-    assert_eq!(lines(&broker.ok(&["consume", "nums", "--from", "offset:95"], "")), vec!["95", "96", "97", "98", "99"]);
-    assert_eq!(lines(&broker.ok(&["consume", "nums", "--from", "offset:10", "--count", "3"], "")), vec!["10", "11", "12"]);
-    assert!(broker.ok(&["consume", "nums", "--from", "end"], "").is_empty());
-    assert_eq!(lines(&broker.ok(&["consume", "nums", "--from", "timestamp:0", "--count", "1"], "")), vec!["0"]);
+    assert_eq!(
+        lines(&broker.ok(&["consume", "nums", "--from", "offset:95"], "")),
+        vec!["95", "96", "97", "98", "99"]
+    );
+    assert_eq!(
+        lines(&broker.ok(
+            &["consume", "nums", "--from", "offset:10", "--count", "3"],
+            ""
+        )),
+        vec!["10", "11", "12"]
+    );
+    assert!(
+        broker
+            .ok(&["consume", "nums", "--from", "end"], "")
+            .is_empty()
+    );
+    assert_eq!(
+        lines(&broker.ok(
+            &["consume", "nums", "--from", "timestamp:0", "--count", "1"],
+            ""
+        )),
+        vec!["0"]
+    );
 }
 
 #[test]
@@ -175,7 +286,11 @@ fn cluster_info_reports_one_broker_and_the_topic_count() {
 
 #[test]
 fn unreachable_broker_error_says_to_start_weir_serve() {
-    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let out = Command::new(WEIR)
         .args(["topic", "list", "--bootstrap", &format!("127.0.0.1:{port}")])
         .output()

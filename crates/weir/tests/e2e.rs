@@ -3,10 +3,10 @@
 //! All scenarios build into this one test binary to keep link time down.
 
 mod e2e {
-    pub mod harness;
     mod admin;
     mod crash;
     mod groups;
+    pub mod harness;
     mod hostile;
     mod rdkafka_roundtrip;
     mod restart;

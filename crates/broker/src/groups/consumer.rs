@@ -56,7 +56,11 @@ pub struct ConsumerLimits {
 
 impl Default for ConsumerLimits {
     fn default() -> Self {
-        ConsumerLimits { heartbeat_interval_ms: 5_000, session_timeout_ms: 45_000, members_max: 10_000 }
+        ConsumerLimits {
+            heartbeat_interval_ms: 5_000,
+            session_timeout_ms: 45_000,
+            members_max: 10_000,
+        }
     }
 }
 
@@ -110,7 +114,11 @@ impl Default for HeartbeatReply {
 
 impl HeartbeatReply {
     fn error(error: ErrorCode, message: impl Into<String>) -> HeartbeatReply {
-        HeartbeatReply { error, error_message: Some(message.into()), ..Default::default() }
+        HeartbeatReply {
+            error,
+            error_message: Some(message.into()),
+            ..Default::default()
+        }
     }
 }
 
@@ -187,7 +195,10 @@ pub struct ConsumerGroup {
 
 impl ConsumerGroup {
     pub fn new() -> ConsumerGroup {
-        ConsumerGroup { assignor: default_assignor().to_string(), ..Default::default() }
+        ConsumerGroup {
+            assignor: default_assignor().to_string(),
+            ..Default::default()
+        }
     }
 
     pub fn group_epoch(&self) -> i32 {
@@ -242,7 +253,10 @@ impl ConsumerGroup {
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.session_deadline_ms <= now_ms || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms))
+            .filter(|m| {
+                m.session_deadline_ms <= now_ms
+                    || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+            })
             .map(|m| m.member_id.clone())
             .collect();
         for id in &gone {
@@ -258,10 +272,18 @@ impl ConsumerGroup {
     pub fn check_member_epoch(&self, member_id: &str, member_epoch: i32) -> ErrorCode {
         // Admin tools and assign() consumers commit without a member.
         if member_epoch < 0 && member_id.is_empty() {
-            return if self.members.is_empty() { ErrorCode::None } else { ErrorCode::UnknownMemberId };
+            return if self.members.is_empty() {
+                ErrorCode::None
+            } else {
+                ErrorCode::UnknownMemberId
+            };
         }
-        let Some(m) = self.members.get(member_id) else { return ErrorCode::UnknownMemberId };
-        if member_epoch == m.member_epoch || (member_epoch == m.previous_member_epoch && member_epoch >= 0) {
+        let Some(m) = self.members.get(member_id) else {
+            return ErrorCode::UnknownMemberId;
+        };
+        if member_epoch == m.member_epoch
+            || (member_epoch == m.previous_member_epoch && member_epoch >= 0)
+        {
             ErrorCode::None
         } else {
             ErrorCode::StaleMemberEpoch
@@ -303,7 +325,9 @@ impl ConsumerGroup {
             Err(reply) => return reply,
         };
         let full_request = req.member_epoch == 0
-            || (req.rebalance_timeout_ms != -1 && req.subscribed_topic_names.is_some() && req.owned.is_some());
+            || (req.rebalance_timeout_ms != -1
+                && req.subscribed_topic_names.is_some()
+                && req.owned.is_some());
         let Some(member) = self.members.get_mut(&member_id) else {
             return HeartbeatReply::error(ErrorCode::UnknownMemberId, "member vanished");
         };
@@ -367,23 +391,40 @@ impl ConsumerGroup {
 
     /// Finds or creates the member a (non-leaving) heartbeat is from, checking
     /// its epoch and instance id. Returns its id and whether it is new.
-    fn admit(&mut self, req: &HeartbeatRequest, limits: &ConsumerLimits) -> Result<(String, bool), HeartbeatReply> {
+    fn admit(
+        &mut self,
+        req: &HeartbeatRequest,
+        limits: &ConsumerLimits,
+    ) -> Result<(String, bool), HeartbeatReply> {
         if req.member_epoch != 0 {
             let Some(m) = self.members.get(&req.member_id) else {
-                return Err(HeartbeatReply::error(ErrorCode::UnknownMemberId, "unknown member id"));
+                return Err(HeartbeatReply::error(
+                    ErrorCode::UnknownMemberId,
+                    "unknown member id",
+                ));
             };
             if let Some(instance) = &req.instance_id
                 && self.static_ids.get(instance) != Some(&req.member_id)
             {
-                return Err(HeartbeatReply::error(ErrorCode::FencedInstanceId, "instance id belongs to another member"));
+                return Err(HeartbeatReply::error(
+                    ErrorCode::FencedInstanceId,
+                    "instance id belongs to another member",
+                ));
             }
-            let owned_subset = req.owned.as_ref().is_some_and(|o| is_subset(o, &m.assigned));
+            let owned_subset = req
+                .owned
+                .as_ref()
+                .is_some_and(|o| is_subset(o, &m.assigned));
             let fenced = req.member_epoch > m.member_epoch
-                || (req.member_epoch < m.member_epoch && !(req.member_epoch == m.previous_member_epoch && owned_subset));
+                || (req.member_epoch < m.member_epoch
+                    && !(req.member_epoch == m.previous_member_epoch && owned_subset));
             if fenced {
                 return Err(HeartbeatReply::error(
                     ErrorCode::FencedMemberEpoch,
-                    format!("member epoch {} is not the current {}", req.member_epoch, m.member_epoch),
+                    format!(
+                        "member epoch {} is not the current {}",
+                        req.member_epoch, m.member_epoch
+                    ),
                 ));
             }
             return Ok((req.member_id.clone(), false));
@@ -400,7 +441,10 @@ impl ConsumerGroup {
             && let Some(existing) = self.static_ids.get(instance).cloned()
             && existing != member_id
         {
-            let still_active = self.members.get(&existing).is_some_and(|m| m.member_epoch != STATIC_LEAVE_EPOCH);
+            let still_active = self
+                .members
+                .get(&existing)
+                .is_some_and(|m| m.member_epoch != STATIC_LEAVE_EPOCH);
             if still_active {
                 return Err(HeartbeatReply::error(
                     ErrorCode::UnreleasedInstanceId,
@@ -426,7 +470,10 @@ impl ConsumerGroup {
             }
             None => {
                 if inherited.is_none() && self.members.len() >= limits.members_max {
-                    return Err(HeartbeatReply::error(ErrorCode::GroupMaxSizeReached, "the group is full"));
+                    return Err(HeartbeatReply::error(
+                        ErrorCode::GroupMaxSizeReached,
+                        "the group is full",
+                    ));
                 }
                 let mut member = ConsumerMember {
                     member_id: member_id.clone(),
@@ -471,9 +518,14 @@ impl ConsumerGroup {
     fn leave(&mut self, req: &HeartbeatRequest, now_ms: i64) -> HeartbeatReply {
         let member_id = match &req.instance_id {
             Some(instance) => match self.static_ids.get(instance) {
-                None => return HeartbeatReply::error(ErrorCode::UnknownMemberId, "unknown instance id"),
+                None => {
+                    return HeartbeatReply::error(ErrorCode::UnknownMemberId, "unknown instance id");
+                }
                 Some(current) if current != &req.member_id => {
-                    return HeartbeatReply::error(ErrorCode::FencedInstanceId, "instance id belongs to another member");
+                    return HeartbeatReply::error(
+                        ErrorCode::FencedInstanceId,
+                        "instance id belongs to another member",
+                    );
                 }
                 Some(current) => current.clone(),
             },
@@ -506,11 +558,24 @@ impl ConsumerGroup {
 
     /// The topics a member subscribes to that exist now.
     fn resolved_subscription(member: &ConsumerMember, topics: &TopicCounts) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> =
-            member.subscribed_topic_names.iter().filter(|t| topics.contains_key(*t)).cloned().collect();
-        if let Some(pattern) = member.subscribed_topic_regex.as_deref().and_then(|r| Regex::parse(r).ok()) {
+        let mut out: BTreeSet<String> = member
+            .subscribed_topic_names
+            .iter()
+            .filter(|t| topics.contains_key(*t))
+            .cloned()
+            .collect();
+        if let Some(pattern) = member
+            .subscribed_topic_regex
+            .as_deref()
+            .and_then(|r| Regex::parse(r).ok())
+        {
             // Internal topics are never matched by a pattern (Kafka's rule).
-            out.extend(topics.keys().filter(|t| !t.starts_with("__") && pattern.is_full_match(t)).cloned());
+            out.extend(
+                topics
+                    .keys()
+                    .filter(|t| !t.starts_with("__") && pattern.is_full_match(t))
+                    .cloned(),
+            );
         }
         out
     }
@@ -560,14 +625,21 @@ impl ConsumerGroup {
     fn held_by_other(&self, except: &str, topic: &str, partition: i32) -> bool {
         self.members.values().any(|m| {
             m.member_id != except
-                && (m.assigned.get(topic).is_some_and(|s| s.contains(&partition))
-                    || m.pending_revocation.get(topic).is_some_and(|s| s.contains(&partition)))
+                && (m
+                    .assigned
+                    .get(topic)
+                    .is_some_and(|s| s.contains(&partition))
+                    || m.pending_revocation
+                        .get(topic)
+                        .is_some_and(|s| s.contains(&partition)))
         })
     }
 
     /// Moves one member towards its target (Kafka's CurrentAssignmentBuilder).
     fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now_ms: i64) {
-        let Some(member) = self.members.get(member_id) else { return };
+        let Some(member) = self.members.get(member_id) else {
+            return;
+        };
         let target_epoch = self.assignment_epoch;
         match member.state {
             MemberState::Stable if member.member_epoch == target_epoch => return,
@@ -610,14 +682,17 @@ impl ConsumerGroup {
             }
         }
         let owns_revoked = owned.is_none_or(|o| intersects(o, &revoking));
-        let Some(member) = self.members.get_mut(member_id) else { return };
+        let Some(member) = self.members.get_mut(member_id) else {
+            return;
+        };
         let epoch_before = member.member_epoch;
         if !revoking.is_empty() && owns_revoked {
             member.state = MemberState::UnrevokedPartitions;
             member.assigned = kept;
             member.pending_revocation = revoking;
             if member.revocation_deadline_ms.is_none() {
-                member.revocation_deadline_ms = Some(now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))));
+                member.revocation_deadline_ms =
+                    Some(now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))));
             }
             return;
         }
@@ -627,7 +702,11 @@ impl ConsumerGroup {
         member.assigned = kept;
         member.pending_revocation.clear();
         member.revocation_deadline_ms = None;
-        member.state = if unreleased { MemberState::UnreleasedPartitions } else { MemberState::Stable };
+        member.state = if unreleased {
+            MemberState::UnreleasedPartitions
+        } else {
+            MemberState::Stable
+        };
         if epoch_before != target_epoch {
             member.previous_member_epoch = epoch_before;
             member.member_epoch = target_epoch;
@@ -640,11 +719,14 @@ fn default_assignor() -> &'static str {
 }
 
 fn is_subset(small: &Assignment, big: &Assignment) -> bool {
-    small.iter().all(|(t, ps)| ps.is_empty() || big.get(t).is_some_and(|b| ps.is_subset(b)))
+    small
+        .iter()
+        .all(|(t, ps)| ps.is_empty() || big.get(t).is_some_and(|b| ps.is_subset(b)))
 }
 
 fn intersects(a: &Assignment, b: &Assignment) -> bool {
-    a.iter().any(|(t, ps)| b.get(t).is_some_and(|o| !ps.is_disjoint(o)))
+    a.iter()
+        .any(|(t, ps)| b.get(t).is_some_and(|o| !ps.is_disjoint(o)))
 }
 
 /// Kafka's request checks (INVALID_REQUEST and friends) before any state is touched.
@@ -664,11 +746,17 @@ fn validate(req: &HeartbeatRequest) -> Result<(), HeartbeatReply> {
             if req.rebalance_timeout_ms == -1 {
                 return invalid("RebalanceTimeoutMs must be provided in first request.");
             }
-            if req.owned.as_ref().is_some_and(|o| o.values().any(|p| !p.is_empty())) {
+            if req
+                .owned
+                .as_ref()
+                .is_some_and(|o| o.values().any(|p| !p.is_empty()))
+            {
                 return invalid("TopicPartitions must be empty when (re-)joining.");
             }
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
-                return invalid("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
+                return invalid(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
             }
         }
         STATIC_LEAVE_EPOCH => {
@@ -683,7 +771,11 @@ fn validate(req: &HeartbeatRequest) -> Result<(), HeartbeatReply> {
             }
         }
     }
-    if req.subscribed_topic_names.as_ref().is_some_and(|n| n.len() > SUBSCRIBED_TOPICS_MAX) {
+    if req
+        .subscribed_topic_names
+        .as_ref()
+        .is_some_and(|n| n.len() > SUBSCRIBED_TOPICS_MAX)
+    {
         return invalid("too many subscribed topics");
     }
     if let Some(assignor) = &req.server_assignor
@@ -691,14 +783,20 @@ fn validate(req: &HeartbeatRequest) -> Result<(), HeartbeatReply> {
     {
         return Err(HeartbeatReply::error(
             ErrorCode::UnsupportedAssignor,
-            format!("ServerAssignor {assignor} is not supported; supported: {}", ASSIGNORS.join(", ")),
+            format!(
+                "ServerAssignor {assignor} is not supported; supported: {}",
+                ASSIGNORS.join(", ")
+            ),
         ));
     }
     if let Some(regex) = &req.subscribed_topic_regex
         && !regex.is_empty()
         && let Err(reason) = Regex::parse(regex)
     {
-        return Err(HeartbeatReply::error(ErrorCode::InvalidRegularExpression, reason));
+        return Err(HeartbeatReply::error(
+            ErrorCode::InvalidRegularExpression,
+            reason,
+        ));
     }
     Ok(())
 }
@@ -715,12 +813,20 @@ pub fn assign_uniform(
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
     let mut load: BTreeMap<&str, usize> = subscriptions.keys().map(|m| (m.as_str(), 0)).collect();
     let eligible = |topic: &str| -> Vec<&str> {
-        subscriptions.iter().filter(|(_, s)| s.contains(topic)).map(|(m, _)| m.as_str()).collect()
+        subscriptions
+            .iter()
+            .filter(|(_, s)| s.contains(topic))
+            .map(|(m, _)| m.as_str())
+            .collect()
     };
     for (member, assignment) in previous {
-        let Some(subscribed) = subscriptions.get(member) else { continue };
+        let Some(subscribed) = subscriptions.get(member) else {
+            continue;
+        };
         for (topic, parts) in assignment {
-            let Some(count) = topics.get(topic) else { continue };
+            let Some(count) = topics.get(topic) else {
+                continue;
+            };
             if !subscribed.contains(topic) {
                 continue;
             }
@@ -748,7 +854,9 @@ pub fn assign_uniform(
     }
     unowned.sort();
     for (_, topic, p) in unowned {
-        let best = eligible(&topic).into_iter().min_by_key(|m| (load.get(m).copied().unwrap_or(0), *m));
+        let best = eligible(&topic)
+            .into_iter()
+            .min_by_key(|m| (load.get(m).copied().unwrap_or(0), *m));
         if let Some(m) = best {
             owner.insert((topic, p), m.to_string());
             if let Some(l) = load.get_mut(m) {
@@ -790,9 +898,16 @@ pub fn assign_uniform(
             }
         }
     }
-    let mut out: BTreeMap<String, Assignment> = subscriptions.keys().map(|m| (m.clone(), Assignment::new())).collect();
+    let mut out: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     for ((topic, p), m) in owner {
-        out.entry(m).or_default().entry(topic).or_default().insert(p);
+        out.entry(m)
+            .or_default()
+            .entry(topic)
+            .or_default()
+            .insert(p);
     }
     out
 }
@@ -800,10 +915,20 @@ pub fn assign_uniform(
 /// Per topic, the subscribed members (by member id) get contiguous ranges;
 /// the first `partitions % members` get one extra. Members with the same
 /// subscriptions thus get the same partition numbers of co-partitioned topics.
-pub fn assign_range(subscriptions: &BTreeMap<String, BTreeSet<String>>, topics: &TopicCounts) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = subscriptions.keys().map(|m| (m.clone(), Assignment::new())).collect();
+pub fn assign_range(
+    subscriptions: &BTreeMap<String, BTreeSet<String>>,
+    topics: &TopicCounts,
+) -> BTreeMap<String, Assignment> {
+    let mut out: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
     for (topic, count) in topics {
-        let members: Vec<&String> = subscriptions.iter().filter(|(_, s)| s.contains(topic)).map(|(m, _)| m).collect();
+        let members: Vec<&String> = subscriptions
+            .iter()
+            .filter(|(_, s)| s.contains(topic))
+            .map(|(m, _)| m)
+            .collect();
         let n = i32::try_from(members.len()).unwrap_or(i32::MAX);
         if n == 0 || *count <= 0 {
             continue;
@@ -814,7 +939,9 @@ pub fn assign_range(subscriptions: &BTreeMap<String, BTreeSet<String>>, topics: 
             let i = i32::try_from(i).unwrap_or(i32::MAX);
             let take = quota + i32::from(i < extra);
             if take > 0 {
-                out.entry(m.clone()).or_default().insert(topic.clone(), (next..next + take).collect());
+                out.entry(m.clone())
+                    .or_default()
+                    .insert(topic.clone(), (next..next + take).collect());
             }
             next += take;
         }
@@ -837,7 +964,10 @@ pub struct Regex {
 enum Atom {
     Char(char),
     Any,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -853,7 +983,9 @@ impl Atom {
         match self {
             Atom::Char(x) => *x == c,
             Atom::Any => c != '\n',
-            Atom::Class { negated, ranges } => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated,
+            Atom::Class { negated, ranges } => {
+                ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
+            }
         }
     }
 }
@@ -865,7 +997,10 @@ fn shorthand_class(c: char) -> Option<Atom> {
         's' | 'S' => vec![(' ', ' '), ('\t', '\r')],
         _ => return None,
     };
-    Some(Atom::Class { negated: c.is_ascii_uppercase(), ranges })
+    Some(Atom::Class {
+        negated: c.is_ascii_uppercase(),
+        ranges,
+    })
 }
 
 /// Splits at top-level `|` (outside parentheses, classes and escapes).
@@ -921,7 +1056,9 @@ fn unwrap_group(alt: &str) -> Option<&str> {
 impl Regex {
     pub fn parse(pattern: &str) -> Result<Regex, String> {
         if pattern.chars().count() > REGEX_CHARS_MAX {
-            return Err(format!("regular expression longer than {REGEX_CHARS_MAX} characters"));
+            return Err(format!(
+                "regular expression longer than {REGEX_CHARS_MAX} characters"
+            ));
         }
         // librdkafka sends its subscription patterns as "(p1)|(p2)": a group
         // wrapping a whole alternative is just that alternative.
@@ -965,7 +1102,9 @@ impl Regex {
                     let e = chars.next().ok_or("trailing backslash")?;
                     match shorthand_class(e) {
                         Some(class) => class,
-                        None if e.is_ascii_alphanumeric() => return Err(format!("unsupported escape \\{e}")),
+                        None if e.is_ascii_alphanumeric() => {
+                            return Err(format!("unsupported escape \\{e}"));
+                        }
                         None => Atom::Char(e),
                     }
                 }
@@ -984,7 +1123,11 @@ impl Regex {
                         first = false;
                         let lo = if c == '\\' {
                             let e = chars.next().ok_or("trailing backslash")?;
-                            if let Some(Atom::Class { negated: false, ranges: more }) = shorthand_class(e) {
+                            if let Some(Atom::Class {
+                                negated: false,
+                                ranges: more,
+                            }) = shorthand_class(e)
+                            {
                                 ranges.extend(more);
                                 continue;
                             }
@@ -1016,7 +1159,11 @@ impl Regex {
                     }
                     Atom::Class { negated, ranges }
                 }
-                '(' | ')' | '{' | '}' => return Err(format!("'{c}' (groups and counted repetition) is not supported")),
+                '(' | ')' | '{' | '}' => {
+                    return Err(format!(
+                        "'{c}' (groups and counted repetition) is not supported"
+                    ));
+                }
                 '*' | '+' | '?' => return Err(format!("'{c}' has nothing to repeat")),
                 other => Atom::Char(other),
             };
@@ -1047,7 +1194,9 @@ impl Regex {
             let closure = |mut set: BTreeSet<usize>| {
                 let mut i = 0;
                 while i < alt.len() {
-                    if set.contains(&i) && matches!(alt.get(i), Some((_, Quant::Star | Quant::Optional))) {
+                    if set.contains(&i)
+                        && matches!(alt.get(i), Some((_, Quant::Star | Quant::Optional)))
+                    {
                         set.insert(i + 1);
                     }
                     i += 1;
@@ -1085,7 +1234,11 @@ mod tests {
     const REBALANCE_MS: i32 = 30_000;
 
     fn limits() -> ConsumerLimits {
-        ConsumerLimits { heartbeat_interval_ms: 5_000, session_timeout_ms: SESSION_MS, members_max: 100 }
+        ConsumerLimits {
+            heartbeat_interval_ms: 5_000,
+            session_timeout_ms: SESSION_MS,
+            members_max: 100,
+        }
     }
 
     fn topics(list: &[(&str, i32)]) -> TopicCounts {
@@ -1093,7 +1246,9 @@ mod tests {
     }
 
     fn parts(list: &[(&str, &[i32])]) -> Assignment {
-        list.iter().map(|(t, ps)| (t.to_string(), ps.iter().copied().collect())).collect()
+        list.iter()
+            .map(|(t, ps)| (t.to_string(), ps.iter().copied().collect()))
+            .collect()
     }
 
     fn join(id: &str, subscribed: &[&str]) -> HeartbeatRequest {
@@ -1166,14 +1321,29 @@ mod tests {
         // b joins: the target splits 2/2, but a still holds everything.
         let rb = ok(g.heartbeat(join("b", &["t"]), &t, &limits(), 1));
         assert_eq!(rb.member_epoch, 2, "b reaches the new epoch at once");
-        assert_eq!(rb.assignment, Some(Assignment::new()), "nothing is free yet");
-        assert_eq!(g.member("b").map(|m| m.state), Some(MemberState::UnreleasedPartitions));
+        assert_eq!(
+            rb.assignment,
+            Some(Assignment::new()),
+            "nothing is free yet"
+        );
+        assert_eq!(
+            g.member("b").map(|m| m.state),
+            Some(MemberState::UnreleasedPartitions)
+        );
         let b_target = g.target_of("b");
         assert_eq!(count(&b_target), 2);
         // a is told to drop b's partitions and keeps epoch 1 until it does.
-        let ra = ok(g.heartbeat(beat("a", 1, Some(parts(&[("t", &[0, 1, 2, 3])]))), &t, &limits(), 2));
+        let ra = ok(g.heartbeat(
+            beat("a", 1, Some(parts(&[("t", &[0, 1, 2, 3])]))),
+            &t,
+            &limits(),
+            2,
+        ));
         assert_eq!(ra.member_epoch, 1);
-        let a_kept = ra.assignment.clone().expect("a learns its smaller assignment");
+        let a_kept = ra
+            .assignment
+            .clone()
+            .expect("a learns its smaller assignment");
         assert_eq!(count(&a_kept), 2);
         assert_eq!(g.state(), ConsumerGroupState::Reconciling);
         // b asks again before a confirmed: still nothing.
@@ -1193,15 +1363,29 @@ mod tests {
         let mut g = ConsumerGroup::new();
         let t = topics(&[("t", 2)]);
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
-        assert_eq!(g.heartbeat(beat("a", 5, None), &t, &limits(), 1).error, ErrorCode::FencedMemberEpoch);
+        assert_eq!(
+            g.heartbeat(beat("a", 5, None), &t, &limits(), 1).error,
+            ErrorCode::FencedMemberEpoch
+        );
         // a grows to epoch 2 when the topic grows; its response could be lost.
         let t3 = topics(&[("t", 3)]);
         let r = ok(g.heartbeat(beat("a", 1, None), &t3, &limits(), 2));
         assert_eq!(r.member_epoch, 2);
-        let r = ok(g.heartbeat(beat("a", 1, Some(parts(&[("t", &[0, 1])]))), &t3, &limits(), 3));
+        let r = ok(g.heartbeat(
+            beat("a", 1, Some(parts(&[("t", &[0, 1])]))),
+            &t3,
+            &limits(),
+            3,
+        ));
         assert_eq!(r.member_epoch, 2);
-        assert_eq!(g.heartbeat(beat("a", 1, None), &t3, &limits(), 4).error, ErrorCode::FencedMemberEpoch);
-        assert_eq!(g.heartbeat(beat("zz", 1, None), &t3, &limits(), 4).error, ErrorCode::UnknownMemberId);
+        assert_eq!(
+            g.heartbeat(beat("a", 1, None), &t3, &limits(), 4).error,
+            ErrorCode::FencedMemberEpoch
+        );
+        assert_eq!(
+            g.heartbeat(beat("zz", 1, None), &t3, &limits(), 4).error,
+            ErrorCode::UnknownMemberId
+        );
     }
 
     #[test]
@@ -1210,7 +1394,12 @@ mod tests {
         let t = topics(&[("t", 4)]);
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
         ok(g.heartbeat(join("b", &["t"]), &t, &limits(), 0));
-        let ra = ok(g.heartbeat(beat("a", 1, Some(parts(&[("t", &[0, 1, 2, 3])]))), &t, &limits(), 1));
+        let ra = ok(g.heartbeat(
+            beat("a", 1, Some(parts(&[("t", &[0, 1, 2, 3])]))),
+            &t,
+            &limits(),
+            1,
+        ));
         let kept = ra.assignment.expect("revocation");
         ok(g.heartbeat(beat("a", 1, Some(kept.clone())), &t, &limits(), 2));
         ok(g.heartbeat(beat("b", 2, Some(Assignment::new())), &t, &limits(), 3));
@@ -1232,7 +1421,10 @@ mod tests {
         assert_eq!(g.next_deadline_ms(), Some(i64::from(SESSION_MS)));
         assert!(g.tick(i64::from(SESSION_MS) - 1).is_empty());
         assert_eq!(g.tick(i64::from(SESSION_MS)), vec!["a".to_string()]);
-        assert_eq!(g.heartbeat(beat("a", 1, None), &t, &limits(), 50_000).error, ErrorCode::UnknownMemberId);
+        assert_eq!(
+            g.heartbeat(beat("a", 1, None), &t, &limits(), 50_000).error,
+            ErrorCode::UnknownMemberId
+        );
         let r = ok(g.heartbeat(beat("b", 2, Some(Assignment::new())), &t, &limits(), 50_001));
         assert_eq!(r.assignment, Some(parts(&[("t", &[0, 1])])));
     }
@@ -1244,9 +1436,17 @@ mod tests {
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
         ok(g.heartbeat(join("b", &["t"]), &t, &limits(), 0));
         ok(g.heartbeat(beat("a", 1, None), &t, &limits(), 100));
-        assert_eq!(g.member("a").map(|m| m.state), Some(MemberState::UnrevokedPartitions));
+        assert_eq!(
+            g.member("a").map(|m| m.state),
+            Some(MemberState::UnrevokedPartitions)
+        );
         // Heartbeats alone don't help while the partition is still reported as owned.
-        ok(g.heartbeat(beat("a", 1, Some(parts(&[("t", &[0, 1])]))), &t, &limits(), 20_000));
+        ok(g.heartbeat(
+            beat("a", 1, Some(parts(&[("t", &[0, 1])]))),
+            &t,
+            &limits(),
+            20_000,
+        ));
         ok(g.heartbeat(beat("b", 2, None), &t, &limits(), 20_000));
         let gone = g.tick(100 + i64::from(REBALANCE_MS));
         assert_eq!(gone, vec!["a".to_string()]);
@@ -1254,8 +1454,10 @@ mod tests {
 
     #[test]
     fn uniform_assignor_is_balanced_and_moves_only_what_it_must() {
-        let subs: BTreeMap<String, BTreeSet<String>> =
-            ["a", "b", "c"].iter().map(|m| (m.to_string(), BTreeSet::from(["t".to_string()]))).collect();
+        let subs: BTreeMap<String, BTreeSet<String>> = ["a", "b", "c"]
+            .iter()
+            .map(|m| (m.to_string(), BTreeSet::from(["t".to_string()])))
+            .collect();
         let t = topics(&[("t", 12)]);
         let first = assign_uniform(&subs, &t, &BTreeMap::new());
         assert!(first.values().all(|a| count(a) == 4), "{first:?}");
@@ -1267,7 +1469,10 @@ mod tests {
             let kept = second[m]["t"].intersection(&first[m]["t"]).count();
             assert_eq!(kept, 3, "{m} keeps three of its four partitions");
         }
-        let all: BTreeSet<i32> = second.values().flat_map(|a| a["t"].iter().copied()).collect();
+        let all: BTreeSet<i32> = second
+            .values()
+            .flat_map(|a| a["t"].iter().copied())
+            .collect();
         assert_eq!(all, (0..12).collect());
     }
 
@@ -1275,7 +1480,10 @@ mod tests {
     fn uniform_assignor_respects_different_subscriptions() {
         let subs: BTreeMap<String, BTreeSet<String>> = [
             ("a".to_string(), BTreeSet::from(["x".to_string()])),
-            ("b".to_string(), BTreeSet::from(["x".to_string(), "y".to_string()])),
+            (
+                "b".to_string(),
+                BTreeSet::from(["x".to_string(), "y".to_string()]),
+            ),
         ]
         .into();
         let out = assign_uniform(&subs, &topics(&[("x", 2), ("y", 2)]), &BTreeMap::new());
@@ -1286,8 +1494,10 @@ mod tests {
 
     #[test]
     fn range_assignor_gives_contiguous_ranges_first_members_get_extra() {
-        let subs: BTreeMap<String, BTreeSet<String>> =
-            ["a", "b", "c"].iter().map(|m| (m.to_string(), BTreeSet::from(["t".to_string()]))).collect();
+        let subs: BTreeMap<String, BTreeSet<String>> = ["a", "b", "c"]
+            .iter()
+            .map(|m| (m.to_string(), BTreeSet::from(["t".to_string()])))
+            .collect();
         let out = assign_range(&subs, &topics(&[("t", 7)]));
         assert_eq!(out["a"], parts(&[("t", &[0, 1, 2])]));
         assert_eq!(out["b"], parts(&[("t", &[3, 4])]));
@@ -1303,7 +1513,10 @@ mod tests {
         assert_eq!(g.assignor(), "range");
         let mut bad = join("b", &["t"]);
         bad.server_assignor = Some("sticky".into());
-        assert_eq!(g.heartbeat(bad, &topics(&[("t", 2)]), &limits(), 0).error, ErrorCode::UnsupportedAssignor);
+        assert_eq!(
+            g.heartbeat(bad, &topics(&[("t", 2)]), &limits(), 0).error,
+            ErrorCode::UnsupportedAssignor
+        );
     }
 
     #[test]
@@ -1312,20 +1525,35 @@ mod tests {
         let t = topics(&[("t", 1)]);
         let mut no_timeout = join("a", &["t"]);
         no_timeout.rebalance_timeout_ms = -1;
-        assert_eq!(g.heartbeat(no_timeout, &t, &limits(), 0).error, ErrorCode::InvalidRequest);
+        assert_eq!(
+            g.heartbeat(no_timeout, &t, &limits(), 0).error,
+            ErrorCode::InvalidRequest
+        );
         let mut owning = join("a", &["t"]);
         owning.owned = Some(parts(&[("t", &[0])]));
-        assert_eq!(g.heartbeat(owning, &t, &limits(), 0).error, ErrorCode::InvalidRequest);
+        assert_eq!(
+            g.heartbeat(owning, &t, &limits(), 0).error,
+            ErrorCode::InvalidRequest
+        );
         let mut nothing = join("a", &[]);
         nothing.subscribed_topic_names = None;
-        assert_eq!(g.heartbeat(nothing, &t, &limits(), 0).error, ErrorCode::InvalidRequest);
+        assert_eq!(
+            g.heartbeat(nothing, &t, &limits(), 0).error,
+            ErrorCode::InvalidRequest
+        );
         let mut static_leave = beat("a", STATIC_LEAVE_EPOCH, None);
         static_leave.instance_id = None;
-        assert_eq!(g.heartbeat(static_leave, &t, &limits(), 0).error, ErrorCode::InvalidRequest);
+        assert_eq!(
+            g.heartbeat(static_leave, &t, &limits(), 0).error,
+            ErrorCode::InvalidRequest
+        );
         let mut regex = join("a", &[]);
         regex.subscribed_topic_names = None;
         regex.subscribed_topic_regex = Some("a{2,}".into());
-        assert_eq!(g.heartbeat(regex, &t, &limits(), 0).error, ErrorCode::InvalidRegularExpression);
+        assert_eq!(
+            g.heartbeat(regex, &t, &limits(), 0).error,
+            ErrorCode::InvalidRegularExpression
+        );
         assert!(g.is_empty());
     }
 
@@ -1335,9 +1563,17 @@ mod tests {
         let mut req = join("a", &[]);
         req.subscribed_topic_names = None;
         req.subscribed_topic_regex = Some("^orders-.*".into());
-        let t = topics(&[("orders-eu", 1), ("orders-us", 1), ("returns", 1), ("__consumer_offsets", 3)]);
+        let t = topics(&[
+            ("orders-eu", 1),
+            ("orders-us", 1),
+            ("returns", 1),
+            ("__consumer_offsets", 3),
+        ]);
         let r = ok(g.heartbeat(req, &t, &limits(), 0));
-        assert_eq!(r.assignment, Some(parts(&[("orders-eu", &[0]), ("orders-us", &[0])])));
+        assert_eq!(
+            r.assignment,
+            Some(parts(&[("orders-eu", &[0]), ("orders-us", &[0])]))
+        );
         // A new matching topic bumps the group epoch and is assigned.
         let mut t2 = t.clone();
         t2.insert("orders-apac".into(), 2);
@@ -1356,12 +1592,24 @@ mod tests {
         assert!(m("colou?r", "color") && m("colou?r", "colour"));
         assert!(m("[^_].*", "abc") && !m("[^_].*", "_abc"));
         assert!(m("a\\.b", "a.b") && !m("a\\.b", "axb"));
-        assert!(Regex::parse("a{2}").is_err() && Regex::parse("[abc").is_err() && Regex::parse("*a").is_err());
+        assert!(
+            Regex::parse("a{2}").is_err()
+                && Regex::parse("[abc").is_err()
+                && Regex::parse("*a").is_err()
+        );
         // librdkafka's shape: each subscribed pattern wrapped, joined with '|'.
         assert!(m("(^rx-.*)", "rx-orders") && !m("(^rx-.*)", "other"));
-        assert!(m("(^a.*)|(^b[0-9])", "b1") && m("(^a.*)|(^b[0-9])", "axe") && !m("(^a.*)|(^b[0-9])", "c"));
+        assert!(
+            m("(^a.*)|(^b[0-9])", "b1")
+                && m("(^a.*)|(^b[0-9])", "axe")
+                && !m("(^a.*)|(^b[0-9])", "c")
+        );
         assert!(m("(?:x|y)", "y"));
-        assert!(Regex::parse("(a)(b)").is_err() && Regex::parse("a(b").is_err() && Regex::parse("(ab)+").is_err());
+        assert!(
+            Regex::parse("(a)(b)").is_err()
+                && Regex::parse("a(b").is_err()
+                && Regex::parse("(ab)+").is_err()
+        );
     }
 
     #[test]
@@ -1375,10 +1623,16 @@ mod tests {
         // A second process with the same instance id while the first is active.
         let mut dup = join("a2", &["t"]);
         dup.instance_id = Some("inst".into());
-        assert_eq!(g.heartbeat(dup.clone(), &t, &limits(), 1).error, ErrorCode::UnreleasedInstanceId);
+        assert_eq!(
+            g.heartbeat(dup.clone(), &t, &limits(), 1).error,
+            ErrorCode::UnreleasedInstanceId
+        );
         let mut leave = beat("a1", STATIC_LEAVE_EPOCH, None);
         leave.instance_id = Some("inst".into());
-        assert_eq!(ok(g.heartbeat(leave, &t, &limits(), 2)).member_epoch, STATIC_LEAVE_EPOCH);
+        assert_eq!(
+            ok(g.heartbeat(leave, &t, &limits(), 2)).member_epoch,
+            STATIC_LEAVE_EPOCH
+        );
         let r = ok(g.heartbeat(dup, &t, &limits(), 3));
         assert_eq!(r.member_epoch, 1);
         assert_eq!(r.assignment, Some(parts(&[("t", &[0, 1])])));
@@ -1390,11 +1644,19 @@ mod tests {
     fn commits_need_the_members_current_or_previous_epoch() {
         let mut g = ConsumerGroup::new();
         let t = topics(&[("t", 2)]);
-        assert_eq!(g.check_member_epoch("", -1), ErrorCode::None, "admin commit to an empty group");
+        assert_eq!(
+            g.check_member_epoch("", -1),
+            ErrorCode::None,
+            "admin commit to an empty group"
+        );
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
         assert_eq!(g.check_member_epoch("a", 1), ErrorCode::None);
         assert_eq!(g.check_member_epoch("a", 7), ErrorCode::StaleMemberEpoch);
         assert_eq!(g.check_member_epoch("b", 1), ErrorCode::UnknownMemberId);
-        assert_eq!(g.check_member_epoch("", -1), ErrorCode::UnknownMemberId, "not while members are active");
+        assert_eq!(
+            g.check_member_epoch("", -1),
+            ErrorCode::UnknownMemberId,
+            "not while members are active"
+        );
     }
 }

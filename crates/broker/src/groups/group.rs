@@ -131,7 +131,12 @@ pub struct SyncReply {
 
 impl SyncReply {
     pub fn error(error: ErrorCode) -> SyncReply {
-        SyncReply { error, protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+        SyncReply {
+            error,
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
     }
 }
 
@@ -368,7 +373,8 @@ impl<W> Group<W> {
         let protocol = stored.protocol_name.unwrap_or_default();
         for m in stored.members {
             if let Some(instance) = &m.instance_id {
-                self.static_ids.insert(instance.clone(), m.member_id.clone());
+                self.static_ids
+                    .insert(instance.clone(), m.member_id.clone());
             }
             self.members.insert(
                 m.member_id.clone(),
@@ -389,7 +395,11 @@ impl<W> Group<W> {
                 },
             );
         }
-        let state = if self.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        let state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
         self.state = state;
         self.state_since_ms = stored.state_since_ms;
         self.join_deadline_ms = None;
@@ -415,14 +425,22 @@ impl<W> Group<W> {
                 consider(m.heartbeat_deadline_ms);
             }
         }
-        if let Some(t) = self.consumer.as_ref().and_then(ConsumerGroup::next_deadline_ms) {
+        if let Some(t) = self
+            .consumer
+            .as_ref()
+            .and_then(ConsumerGroup::next_deadline_ms)
+        {
             consider(t);
         }
         next
     }
 
     fn rebalance_timeout_ms(&self) -> i64 {
-        self.members.values().map(|m| i64::from(m.rebalance_timeout_ms.max(0))).max().unwrap_or(0)
+        self.members
+            .values()
+            .map(|m| i64::from(m.rebalance_timeout_ms.max(0)))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Protocols every member supports; each member votes for its most
@@ -433,36 +451,56 @@ impl<W> Group<W> {
             .protocols
             .iter()
             .map(|(n, _)| n.as_str())
-            .filter(|name| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == name)))
+            .filter(|name| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == name))
+            })
             .collect();
         let mut votes: Vec<(&str, usize)> = candidates.iter().map(|c| (*c, 0)).collect();
         for m in self.members.values() {
-            if let Some((name, _)) = m.protocols.iter().find(|(p, _)| candidates.contains(&p.as_str()))
+            if let Some((name, _)) = m
+                .protocols
+                .iter()
+                .find(|(p, _)| candidates.contains(&p.as_str()))
                 && let Some(slot) = votes.iter_mut().find(|(c, _)| *c == name)
             {
                 slot.1 += 1;
             }
         }
         let best = votes.iter().map(|(_, n)| *n).max()?;
-        votes.iter().find(|(_, n)| *n == best).map(|(c, _)| c.to_string())
+        votes
+            .iter()
+            .find(|(_, n)| *n == best)
+            .map(|(c, _)| c.to_string())
     }
 
     /// Would a member with these protocols fit the group?
-    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)], member_id: Option<&str>) -> bool {
+    fn supports(
+        &self,
+        protocol_type: &str,
+        protocols: &[(String, Bytes)],
+        member_id: Option<&str>,
+    ) -> bool {
         if protocols.is_empty() || protocol_type.is_empty() {
             return false;
         }
-        let others: Vec<&Member<W>> =
-            self.members.values().filter(|m| Some(m.member_id.as_str()) != member_id).collect();
+        let others: Vec<&Member<W>> = self
+            .members
+            .values()
+            .filter(|m| Some(m.member_id.as_str()) != member_id)
+            .collect();
         if others.is_empty() {
             return true;
         }
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
-        protocols
-            .iter()
-            .any(|(name, _)| others.iter().all(|m| m.protocols.iter().any(|(p, _)| p == name)))
+        protocols.iter().any(|(name, _)| {
+            others
+                .iter()
+                .all(|m| m.protocols.iter().any(|(p, _)| p == name))
+        })
     }
 
     fn join_reply_for(&self, member_id: &str, skip_assignment: bool) -> JoinReply {
@@ -493,21 +531,43 @@ impl<W> Group<W> {
     }
 
     /// JoinGroup. The reply goes to `out` now or when the round completes.
-    pub fn join(&mut self, req: JoinRequest, waiter: W, now_ms: i64, limits: &GroupLimits, out: &mut Outbox<W>) {
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        waiter: W,
+        now_ms: i64,
+        limits: &GroupLimits,
+        out: &mut Outbox<W>,
+    ) {
         let fail = |out: &mut Outbox<W>, waiter: W, e: ErrorCode, id: &str| {
             out.push((waiter, Reply::Join(JoinReply::error(e, id))));
         };
         if self.state == GroupState::Dead {
-            return fail(out, waiter, ErrorCode::CoordinatorNotAvailable, &req.member_id);
+            return fail(
+                out,
+                waiter,
+                ErrorCode::CoordinatorNotAvailable,
+                &req.member_id,
+            );
         }
         if req.session_timeout_ms < limits.session_timeout_ms_min
             || req.session_timeout_ms > limits.session_timeout_ms_max
         {
-            return fail(out, waiter, ErrorCode::InvalidSessionTimeout, &req.member_id);
+            return fail(
+                out,
+                waiter,
+                ErrorCode::InvalidSessionTimeout,
+                &req.member_id,
+            );
         }
         let existing = (!req.member_id.is_empty()).then_some(req.member_id.as_str());
         if !self.supports(&req.protocol_type, &req.protocols, existing) {
-            return fail(out, waiter, ErrorCode::InconsistentGroupProtocol, &req.member_id);
+            return fail(
+                out,
+                waiter,
+                ErrorCode::InconsistentGroupProtocol,
+                &req.member_id,
+            );
         }
         if req.member_id.is_empty() {
             if let Some(instance) = req.instance_id.clone() {
@@ -519,7 +579,10 @@ impl<W> Group<W> {
             }
             if req.require_known_member_id {
                 let id = req.fresh_member_id.clone();
-                self.pending.insert(id.clone(), now_ms.saturating_add(i64::from(req.session_timeout_ms)));
+                self.pending.insert(
+                    id.clone(),
+                    now_ms.saturating_add(i64::from(req.session_timeout_ms)),
+                );
                 return fail(out, waiter, ErrorCode::MemberIdRequired, &id);
             }
             let id = req.fresh_member_id.clone();
@@ -551,7 +614,10 @@ impl<W> Group<W> {
         out: &mut Outbox<W>,
     ) {
         if self.members.len() >= limits.members_max {
-            out.push((waiter, Reply::Join(JoinReply::error(ErrorCode::GroupMaxSizeReached, &member_id))));
+            out.push((
+                waiter,
+                Reply::Join(JoinReply::error(ErrorCode::GroupMaxSizeReached, &member_id)),
+            ));
             return;
         }
         if self.members.is_empty() {
@@ -583,8 +649,11 @@ impl<W> Group<W> {
                 // A newcomer during the initial delay buys the others more time,
                 // up to the rebalance timeout (Kafka's InitialDelayedJoin).
                 if let Some(end_max) = self.initial_delay_end_max_ms {
-                    let extended = now_ms.saturating_add(limits.initial_rebalance_delay_ms).min(end_max);
-                    self.join_deadline_ms = Some(self.join_deadline_ms.map_or(extended, |d| d.max(extended)));
+                    let extended = now_ms
+                        .saturating_add(limits.initial_rebalance_delay_ms)
+                        .min(end_max);
+                    self.join_deadline_ms =
+                        Some(self.join_deadline_ms.map_or(extended, |d| d.max(extended)));
                 }
             }
             _ => self.prepare_rebalance(now_ms, limits.initial_rebalance_delay_ms, out),
@@ -592,10 +661,19 @@ impl<W> Group<W> {
         self.maybe_complete_join(now_ms, out);
     }
 
-    fn update_member_and_join(&mut self, req: JoinRequest, waiter: W, now_ms: i64, out: &mut Outbox<W>) {
+    fn update_member_and_join(
+        &mut self,
+        req: JoinRequest,
+        waiter: W,
+        now_ms: i64,
+        out: &mut Outbox<W>,
+    ) {
         let id = req.member_id.clone();
         let Some(member) = self.members.get_mut(&id) else {
-            out.push((waiter, Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &id))));
+            out.push((
+                waiter,
+                Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &id)),
+            ));
             return;
         };
         let changed = member.protocols != req.protocols;
@@ -614,7 +692,8 @@ impl<W> Group<W> {
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
                 let is_leader = self.leader.as_deref() == Some(id.as_str());
-                let follower_retry = !changed && (self.state == GroupState::CompletingRebalance || !is_leader);
+                let follower_retry =
+                    !changed && (self.state == GroupState::CompletingRebalance || !is_leader);
                 if follower_retry {
                     // Nothing changed: the member lost its response; resend it.
                     out.push((waiter, Reply::Join(self.join_reply_for(&id, false))));
@@ -625,24 +704,43 @@ impl<W> Group<W> {
                 }
             }
             GroupState::Empty | GroupState::Dead => {
-                out.push((waiter, Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &id))));
+                out.push((
+                    waiter,
+                    Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &id)),
+                ));
             }
         }
     }
 
     /// KIP-345: a static member came back with a new process (empty member id).
     /// It takes over the old member's place under a new id; the old id is fenced.
-    fn replace_static_member(&mut self, old_id: &str, req: JoinRequest, waiter: W, now_ms: i64, out: &mut Outbox<W>) {
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        req: JoinRequest,
+        waiter: W,
+        now_ms: i64,
+        out: &mut Outbox<W>,
+    ) {
         let Some(mut member) = self.members.remove(old_id) else {
-            out.push((waiter, Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, old_id))));
+            out.push((
+                waiter,
+                Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, old_id)),
+            ));
             return;
         };
         let new_id = req.fresh_member_id.clone();
         if let Some(old) = member.join_waiter.take() {
-            out.push((old, Reply::Join(JoinReply::error(ErrorCode::FencedInstanceId, old_id))));
+            out.push((
+                old,
+                Reply::Join(JoinReply::error(ErrorCode::FencedInstanceId, old_id)),
+            ));
         }
         if let Some(old) = member.sync_waiter.take() {
-            out.push((old, Reply::Sync(SyncReply::error(ErrorCode::FencedInstanceId))));
+            out.push((
+                old,
+                Reply::Sync(SyncReply::error(ErrorCode::FencedInstanceId)),
+            ));
         }
         let changed = member.protocols != req.protocols;
         member.member_id = new_id.clone();
@@ -687,7 +785,10 @@ impl<W> Group<W> {
         if self.state == GroupState::CompletingRebalance {
             for m in self.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
-                    out.push((w, Reply::Sync(SyncReply::error(ErrorCode::RebalanceInProgress))));
+                    out.push((
+                        w,
+                        Reply::Sync(SyncReply::error(ErrorCode::RebalanceInProgress)),
+                    ));
                 }
             }
         }
@@ -718,8 +819,12 @@ impl<W> Group<W> {
     fn complete_join(&mut self, now_ms: i64, out: &mut Outbox<W>) {
         // Members that didn't rejoin in time are out (static ones too: they
         // would hold partitions nobody consumes).
-        let gone: Vec<String> =
-            self.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.member_id.clone()).collect();
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.member_id.clone())
+            .collect();
         for id in gone {
             self.forget_member(&id, out);
         }
@@ -734,7 +839,11 @@ impl<W> Group<W> {
             return;
         }
         self.protocol_name = self.select_protocol();
-        if !self.leader.as_ref().is_some_and(|l| self.members.contains_key(l)) {
+        if !self
+            .leader
+            .as_ref()
+            .is_some_and(|l| self.members.contains_key(l))
+        {
             self.leader = self.members.keys().next().cloned();
         }
         self.set_state(GroupState::CompletingRebalance, now_ms);
@@ -757,7 +866,10 @@ impl<W> Group<W> {
     fn forget_member(&mut self, member_id: &str, out: &mut Outbox<W>) {
         if let Some(mut m) = self.members.remove(member_id) {
             if let Some(w) = m.join_waiter.take() {
-                out.push((w, Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, member_id))));
+                out.push((
+                    w,
+                    Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, member_id)),
+                ));
             }
             if let Some(w) = m.sync_waiter.take() {
                 out.push((w, Reply::Sync(SyncReply::error(ErrorCode::UnknownMemberId))));
@@ -785,7 +897,9 @@ impl<W> Group<W> {
 
     /// SyncGroup. The reply goes to `out` now or once the leader's assignment arrives.
     pub fn sync(&mut self, req: SyncRequest, waiter: W, now_ms: i64, out: &mut Outbox<W>) {
-        let fail = |out: &mut Outbox<W>, waiter: W, e: ErrorCode| out.push((waiter, Reply::Sync(SyncReply::error(e))));
+        let fail = |out: &mut Outbox<W>, waiter: W, e: ErrorCode| {
+            out.push((waiter, Reply::Sync(SyncReply::error(e))))
+        };
         if self.state == GroupState::Dead {
             return fail(out, waiter, ErrorCode::CoordinatorNotAvailable);
         }
@@ -798,8 +912,14 @@ impl<W> Group<W> {
         if req.generation != self.generation {
             return fail(out, waiter, ErrorCode::IllegalGeneration);
         }
-        let type_mismatch = req.protocol_type.as_ref().is_some_and(|t| Some(t) != self.protocol_type.as_ref());
-        let name_mismatch = req.protocol_name.as_ref().is_some_and(|n| Some(n) != self.protocol_name.as_ref());
+        let type_mismatch = req
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| Some(t) != self.protocol_type.as_ref());
+        let name_mismatch = req
+            .protocol_name
+            .as_ref()
+            .is_some_and(|n| Some(n) != self.protocol_name.as_ref());
         if type_mismatch || name_mismatch {
             return fail(out, waiter, ErrorCode::InconsistentGroupProtocol);
         }
@@ -808,9 +928,13 @@ impl<W> Group<W> {
             GroupState::CompletingRebalance => {
                 if let Some(m) = self.members.get_mut(&req.member_id) {
                     m.synced = true;
-                    m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+                    m.heartbeat_deadline_ms =
+                        now_ms.saturating_add(i64::from(m.session_timeout_ms));
                     if let Some(old) = m.sync_waiter.replace(waiter) {
-                        out.push((old, Reply::Sync(SyncReply::error(ErrorCode::RebalanceInProgress))));
+                        out.push((
+                            old,
+                            Reply::Sync(SyncReply::error(ErrorCode::RebalanceInProgress)),
+                        ));
                     }
                 }
                 if self.leader.as_deref() == Some(req.member_id.as_str()) {
@@ -842,7 +966,8 @@ impl<W> Group<W> {
             GroupState::Stable => {
                 let reply = self.members.get_mut(&req.member_id).map(|m| {
                     m.synced = true;
-                    m.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(m.session_timeout_ms));
+                    m.heartbeat_deadline_ms =
+                        now_ms.saturating_add(i64::from(m.session_timeout_ms));
                     m.assignment.clone()
                 });
                 out.push((
@@ -870,7 +995,13 @@ impl<W> Group<W> {
     }
 
     /// Heartbeat: keeps the session alive and tells the member about rebalances.
-    pub fn heartbeat(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now_ms: i64) -> ErrorCode {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> ErrorCode {
         if matches!(self.state, GroupState::Dead) {
             return ErrorCode::CoordinatorNotAvailable;
         }
@@ -883,7 +1014,8 @@ impl<W> Group<W> {
             return ErrorCode::UnknownMemberId;
         };
         if state == GroupState::PreparingRebalance {
-            member.heartbeat_deadline_ms = now_ms.saturating_add(i64::from(member.session_timeout_ms));
+            member.heartbeat_deadline_ms =
+                now_ms.saturating_add(i64::from(member.session_timeout_ms));
             return ErrorCode::RebalanceInProgress;
         }
         if generation != current_generation {
@@ -894,7 +1026,13 @@ impl<W> Group<W> {
     }
 
     /// LeaveGroup for one member (by member id, or by instance id for static members).
-    pub fn leave(&mut self, member_id: &str, instance_id: Option<&str>, now_ms: i64, out: &mut Outbox<W>) -> ErrorCode {
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now_ms: i64,
+        out: &mut Outbox<W>,
+    ) -> ErrorCode {
         if self.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }
@@ -920,7 +1058,13 @@ impl<W> Group<W> {
     }
 
     /// May this member commit offsets now? Refreshes its session if so.
-    pub fn check_commit(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now_ms: i64) -> ErrorCode {
+    pub fn check_commit(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> ErrorCode {
         if self.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }
@@ -984,24 +1128,36 @@ impl<W> Group<W> {
         if self.pending.len() != before {
             self.maybe_complete_join(now_ms, out);
         }
-        if self.state == GroupState::PreparingRebalance && self.join_deadline_ms.is_some_and(|d| d <= now_ms) {
+        if self.state == GroupState::PreparingRebalance
+            && self.join_deadline_ms.is_some_and(|d| d <= now_ms)
+        {
             // Unclaimed KIP-394 ids don't hold up a round past its deadline.
             self.pending.clear();
             self.complete_join(now_ms, out);
         }
-        if self.state == GroupState::CompletingRebalance && self.sync_deadline_ms.is_some_and(|d| d <= now_ms) {
-            let laggards: Vec<String> =
-                self.members.values().filter(|m| !m.synced).map(|m| m.member_id.clone()).collect();
+        if self.state == GroupState::CompletingRebalance
+            && self.sync_deadline_ms.is_some_and(|d| d <= now_ms)
+        {
+            let laggards: Vec<String> = self
+                .members
+                .values()
+                .filter(|m| !m.synced)
+                .map(|m| m.member_id.clone())
+                .collect();
             for id in laggards {
                 self.forget_member(&id, out);
             }
-                self.prepare_rebalance(now_ms, 0, out);
+            self.prepare_rebalance(now_ms, 0, out);
             self.maybe_complete_join(now_ms, out);
         }
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none() && m.heartbeat_deadline_ms <= now_ms)
+            .filter(|m| {
+                m.join_waiter.is_none()
+                    && m.sync_waiter.is_none()
+                    && m.heartbeat_deadline_ms <= now_ms
+            })
             .map(|m| m.member_id.clone())
             .collect();
         for id in expired {

@@ -50,9 +50,14 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::topics::{Topic, TopicRegistry};
 use crate::{Broker, now_ms};
-use consumer::{Assignment, ConsumerGroup, ConsumerLimits, ConsumerMember, HeartbeatReply, HeartbeatRequest, TopicCounts};
+use consumer::{
+    Assignment, ConsumerGroup, ConsumerLimits, ConsumerMember, HeartbeatReply, HeartbeatRequest,
+    TopicCounts,
+};
 pub use group::GroupState;
-use group::{Group, GroupLimits, JoinReply, JoinRequest, OffsetEntry, Outbox, Reply, SyncReply, SyncRequest};
+use group::{
+    Group, GroupLimits, JoinReply, JoinRequest, OffsetEntry, Outbox, Reply, SyncReply, SyncRequest,
+};
 
 /// Kafka's internal topic for group state.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -134,7 +139,8 @@ pub struct GroupCoordinator {
 
 /// Java's `String.hashCode`, so groups land on the partitions Kafka would pick.
 fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
 /// The `__consumer_offsets` partition that holds `group_id`.
@@ -150,12 +156,16 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
 
 impl GroupCoordinator {
     /// Builds the coordinator and replays `__consumer_offsets` if it exists.
-    pub fn open(config: &BrokerConfig, registry: &TopicRegistry) -> Result<GroupCoordinator, BrokerError> {
+    pub fn open(
+        config: &BrokerConfig,
+        registry: &TopicRegistry,
+    ) -> Result<GroupCoordinator, BrokerError> {
         let coordinator = GroupCoordinator {
             limits: GroupLimits {
                 session_timeout_ms_min: config.group_min_session_timeout_ms,
                 session_timeout_ms_max: config.group_max_session_timeout_ms,
-                initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms).unwrap_or(i64::MAX),
+                initial_rebalance_delay_ms: i64::try_from(config.group_initial_rebalance_delay_ms)
+                    .unwrap_or(i64::MAX),
                 members_max: config.group_max_size,
             },
             consumer_limits: ConsumerLimits {
@@ -165,8 +175,10 @@ impl GroupCoordinator {
             },
             partitions_configured: config.offsets_topic_partitions,
             offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-            offsets_retention_check_interval_ms: i64::try_from(config.offsets_retention_check_interval_ms)
-                .unwrap_or(i64::MAX),
+            offsets_retention_check_interval_ms: i64::try_from(
+                config.offsets_retention_check_interval_ms,
+            )
+            .unwrap_or(i64::MAX),
             offset_metadata_bytes_max: config.offset_metadata_bytes_max,
             groups: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
@@ -203,8 +215,10 @@ impl GroupCoordinator {
                 let buf = Bytes::from(buf);
                 let mut progressed = false;
                 for batch in record::split_batches(&buf) {
-                    let batch = batch.map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
-                    let header = BatchHeader::parse(&batch).map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let batch =
+                        batch.map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    let header = BatchHeader::parse(&batch)
+                        .map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
                     let next = header.last_offset().saturating_add(1);
                     if next <= offset {
                         continue;
@@ -226,7 +240,11 @@ impl GroupCoordinator {
                 }
             }
         }
-        tracing::info!(groups = groups.len(), records = records_read, "group coordinator loaded");
+        tracing::info!(
+            groups = groups.len(),
+            records = records_read,
+            "group coordinator loaded"
+        );
         Ok(())
     }
 
@@ -239,13 +257,25 @@ impl GroupCoordinator {
         if let Some(topic) = registry.get(OFFSETS_TOPIC) {
             return Ok(topic.clone());
         }
-        let overrides = [("cleanup.policy", "compact"), ("retention.ms", "-1"), ("retention.bytes", "-1")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        match registry.create(OFFSETS_TOPIC, self.partitions_configured, overrides, &broker.config.topic_defaults) {
+        let overrides = [
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        match registry.create(
+            OFFSETS_TOPIC,
+            self.partitions_configured,
+            overrides,
+            &broker.config.topic_defaults,
+        ) {
             Ok(topic) => {
-                tracing::info!(partitions = self.partitions_configured, "created {OFFSETS_TOPIC}");
+                tracing::info!(
+                    partitions = self.partitions_configured,
+                    "created {OFFSETS_TOPIC}"
+                );
                 Ok(topic)
             }
             Err(e) => {
@@ -256,7 +286,12 @@ impl GroupCoordinator {
     }
 
     /// Appends group records to the group's partition and returns when they'll be durable.
-    fn append(&self, broker: &Arc<Broker>, group_id: &str, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<Durable, ErrorCode> {
+    fn append(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        entries: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Durable, ErrorCode> {
         let topic = self.ensure_offsets_topic(broker)?;
         let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         let Some(partition) = topic.partition(partition_for(group_id, count)) else {
@@ -277,7 +312,10 @@ impl GroupCoordinator {
             tracing::error!(error = %e, "encoding a group record batch failed");
             ErrorCode::UnknownServerError
         })?;
-        let options = AppendOptions { leader_epoch: 0, log_append_time_ms: None };
+        let options = AppendOptions {
+            leader_epoch: 0,
+            log_append_time_ms: None,
+        };
         let info = partition.log.append(&batch, &options).map_err(|e| {
             tracing::warn!(error = %e, group = group_id, "appending to {OFFSETS_TOPIC} failed");
             ErrorCode::CoordinatorNotAvailable
@@ -328,7 +366,12 @@ impl GroupCoordinator {
             return None;
         }
         let value = records::group_value(&group.stored());
-        self.append(broker, &group.id, vec![(records::group_key(&group.id), Some(value))]).ok()
+        self.append(
+            broker,
+            &group.id,
+            vec![(records::group_key(&group.id), Some(value))],
+        )
+        .ok()
     }
 
     fn start_timer(&self, broker: &Arc<Broker>) {
@@ -346,7 +389,9 @@ impl GroupCoordinator {
                     }
                     broker.groups.tick(&broker, now_ms())
                 };
-                let wait_ms = u64::try_from(next_ms.saturating_sub(now_ms())).unwrap_or(0).min(IDLE_TICK_MS);
+                let wait_ms = u64::try_from(next_ms.saturating_sub(now_ms()))
+                    .unwrap_or(0)
+                    .min(IDLE_TICK_MS);
                 let notified = wake.notified();
                 let _ = tokio::time::timeout(Duration::from_millis(wait_ms.max(1)), notified).await;
             }
@@ -356,10 +401,14 @@ impl GroupCoordinator {
     /// Runs every group's timers and offset expiry; returns the next deadline.
     fn tick(&self, broker: &Arc<Broker>, now: i64) -> i64 {
         let expire = {
-            let mut next_check = self.next_expiry_check_ms.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next_check = self
+                .next_expiry_check_ms
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             let due = *next_check <= now;
             if due {
-                *next_check = now.saturating_add(self.offsets_retention_check_interval_ms.max(1_000));
+                *next_check =
+                    now.saturating_add(self.offsets_retention_check_interval_ms.max(1_000));
             }
             due
         };
@@ -376,10 +425,13 @@ impl GroupCoordinator {
             }
             if expire {
                 let expired = group.expire_offsets(now, self.offsets_retention_ms);
-                let gone =
-                    group.state() == GroupState::Empty && group.offsets.is_empty() && group.consumer_members_gone();
-                let mut tombstones: Vec<(Bytes, Option<Bytes>)> =
-                    expired.iter().map(|(t, p)| (records::offset_key(&group.id, t, *p), None)).collect();
+                let gone = group.state() == GroupState::Empty
+                    && group.offsets.is_empty()
+                    && group.consumer_members_gone();
+                let mut tombstones: Vec<(Bytes, Option<Bytes>)> = expired
+                    .iter()
+                    .map(|(t, p)| (records::offset_key(&group.id, t, *p), None))
+                    .collect();
                 if gone {
                     tombstones.push((records::group_key(&group.id), None));
                     dead.push(group.id.clone());
@@ -422,9 +474,17 @@ impl GroupCoordinator {
 
     // ---- requests -------------------------------------------------------
 
-    pub fn join(&self, broker: &Arc<Broker>, group_id: &str, mut req: JoinRequest) -> oneshot::Receiver<Reply> {
+    pub fn join(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        mut req: JoinRequest,
+    ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
-        let prefix = req.instance_id.clone().unwrap_or_else(|| req.client_id.clone());
+        let prefix = req
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| req.client_id.clone());
         req.fresh_member_id = format!("{prefix}-{}", uuid_text());
         let create = req.member_id.is_empty();
         let member_id = req.member_id.clone();
@@ -442,15 +502,28 @@ impl GroupCoordinator {
         if handled.is_none() {
             // Unknown group with a member id: the member belongs to a group that is gone.
             let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Reply::Join(JoinReply::error(ErrorCode::UnknownMemberId, &member_id)));
+            let _ = tx.send(Reply::Join(JoinReply::error(
+                ErrorCode::UnknownMemberId,
+                &member_id,
+            )));
             return rx;
         }
         rx
     }
 
-    pub fn sync(&self, broker: &Arc<Broker>, group_id: &str, req: SyncRequest) -> oneshot::Receiver<Reply> {
+    pub fn sync(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        req: SyncRequest,
+    ) -> oneshot::Receiver<Reply> {
         let (tx, rx) = oneshot::channel();
-        if self.with_group(broker, group_id, false, |g, out| g.sync(req, tx, now_ms(), out)).is_none() {
+        if self
+            .with_group(broker, group_id, false, |g, out| {
+                g.sync(req, tx, now_ms(), out)
+            })
+            .is_none()
+        {
             let (tx, rx) = oneshot::channel();
             let _ = tx.send(Reply::Sync(SyncReply::error(ErrorCode::UnknownMemberId)));
             return rx;
@@ -458,15 +531,32 @@ impl GroupCoordinator {
         rx
     }
 
-    pub fn heartbeat(&self, broker: &Arc<Broker>, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> ErrorCode {
-        self.with_group(broker, group_id, false, |g, _| g.heartbeat(member_id, instance_id, generation, now_ms()))
-            .unwrap_or(ErrorCode::UnknownMemberId)
+    pub fn heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> ErrorCode {
+        self.with_group(broker, group_id, false, |g, _| {
+            g.heartbeat(member_id, instance_id, generation, now_ms())
+        })
+        .unwrap_or(ErrorCode::UnknownMemberId)
     }
 
     /// LeaveGroup for several members: one error per member.
-    pub fn leave(&self, broker: &Arc<Broker>, group_id: &str, members: &[(String, Option<String>)]) -> Vec<ErrorCode> {
+    pub fn leave(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<ErrorCode> {
         self.with_group(broker, group_id, false, |g, out| {
-            members.iter().map(|(m, i)| g.leave(m, i.as_deref(), now_ms(), out)).collect()
+            members
+                .iter()
+                .map(|(m, i)| g.leave(m, i.as_deref(), now_ms(), out))
+                .collect()
         })
         .unwrap_or_else(|| vec![ErrorCode::UnknownMemberId; members.len()])
     }
@@ -497,7 +587,12 @@ impl GroupCoordinator {
             }
             let entries = offsets
                 .iter()
-                .map(|(t, p, e)| (records::offset_key(group_id, t, *p), Some(records::offset_value(e))))
+                .map(|(t, p, e)| {
+                    (
+                        records::offset_key(group_id, t, *p),
+                        Some(records::offset_value(e)),
+                    )
+                })
                 .collect();
             let durable = self.append(broker, group_id, entries)?;
             for (t, p, e) in offsets {
@@ -510,7 +605,11 @@ impl GroupCoordinator {
 
     /// OffsetFetch for one group. `None` topics means every committed offset.
     /// Unknown groups and partitions read as offset -1 (no error).
-    pub fn fetch_offsets(&self, group_id: &str, topics: Option<&[(String, Vec<i32>)]>) -> TopicOffsets {
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> TopicOffsets {
         let groups = self.lock();
         let group = groups.get(group_id);
         match topics {
@@ -519,7 +618,12 @@ impl GroupCoordinator {
                 .map(|(t, parts)| {
                     let found = parts
                         .iter()
-                        .map(|p| (*p, group.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned())))
+                        .map(|p| {
+                            (
+                                *p,
+                                group.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned()),
+                            )
+                        })
                         .collect();
                     (t.clone(), found)
                 })
@@ -551,7 +655,9 @@ impl GroupCoordinator {
             let live = g.state() != GroupState::Empty;
             let protocol = g.protocol_name().unwrap_or_default().to_string();
             let subscribed: Vec<String> = if live && g.protocol_type() == Some("consumer") {
-                g.members().flat_map(|m| records::subscribed_topics(&m.metadata_for(&protocol))).collect()
+                g.members()
+                    .flat_map(|m| records::subscribed_topics(&m.metadata_for(&protocol)))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -571,25 +677,40 @@ impl GroupCoordinator {
                 }
                 results.push((t.clone(), codes));
             }
-            let durable = if tombstones.is_empty() { None } else { Some(self.append(broker, group_id, tombstones)?) };
+            let durable = if tombstones.is_empty() {
+                None
+            } else {
+                Some(self.append(broker, group_id, tombstones)?)
+            };
             Ok((results, durable))
         })
         .unwrap_or(Err(ErrorCode::GroupIdNotFound))
     }
 
     /// DeleteGroups for one group: only an empty group can go.
-    pub fn delete_group(&self, broker: &Arc<Broker>, group_id: &str) -> Result<Option<Durable>, ErrorCode> {
+    pub fn delete_group(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<Option<Durable>, ErrorCode> {
         self.ensure_offsets_topic(broker)?;
         let mut groups = self.lock();
-        let Some(group) = groups.get_mut(group_id) else { return Err(ErrorCode::GroupIdNotFound) };
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(ErrorCode::GroupIdNotFound);
+        };
         match group.state() {
-            GroupState::Empty if !group.consumer_members_gone() => return Err(ErrorCode::NonEmptyGroup),
+            GroupState::Empty if !group.consumer_members_gone() => {
+                return Err(ErrorCode::NonEmptyGroup);
+            }
             GroupState::Empty => {}
             GroupState::Dead => return Err(ErrorCode::GroupIdNotFound),
             _ => return Err(ErrorCode::NonEmptyGroup),
         }
-        let mut tombstones: Vec<(Bytes, Option<Bytes>)> =
-            group.offsets.keys().map(|(t, p)| (records::offset_key(group_id, t, *p), None)).collect();
+        let mut tombstones: Vec<(Bytes, Option<Bytes>)> = group
+            .offsets
+            .keys()
+            .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+            .collect();
         tombstones.push((records::group_key(group_id), None));
         let durable = self.append(broker, group_id, tombstones)?;
         let mut out = Vec::new();
@@ -661,8 +782,16 @@ impl GroupCoordinator {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     // Kafka shows metadata and assignment only for a settled group.
-                    metadata: if stable { m.metadata_for(&protocol) } else { Bytes::new() },
-                    assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                    metadata: if stable {
+                        m.metadata_for(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
                 })
                 .collect(),
         })
@@ -675,16 +804,29 @@ impl GroupCoordinator {
         broker
             .registry()
             .iter()
-            .map(|t| (t.name.clone(), i32::try_from(t.partitions.len()).unwrap_or(i32::MAX)))
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                )
+            })
             .collect()
     }
 
     /// ConsumerGroupHeartbeat (KIP-848). Membership lives in memory only: it
     /// is not written to `__consumer_offsets`, so after a restart members get
     /// UNKNOWN_MEMBER_ID and rejoin (committed offsets are durable as usual).
-    pub fn consumer_heartbeat(&self, broker: &Arc<Broker>, group_id: &str, mut req: HeartbeatRequest) -> HeartbeatReply {
+    pub fn consumer_heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        mut req: HeartbeatRequest,
+    ) -> HeartbeatReply {
         if let Err(code) = self.ensure_offsets_topic(broker) {
-            return HeartbeatReply { error: code, ..Default::default() };
+            return HeartbeatReply {
+                error: code,
+                ..Default::default()
+            };
         }
         let topics = Self::topic_counts(broker);
         req.fresh_member_id = uuid_text();
@@ -703,7 +845,10 @@ impl GroupCoordinator {
             }
             match &mut g.consumer {
                 Some(c) => c.heartbeat(req, &topics, &limits, now_ms()),
-                None => HeartbeatReply { error: ErrorCode::UnknownServerError, ..Default::default() },
+                None => HeartbeatReply {
+                    error: ErrorCode::UnknownServerError,
+                    ..Default::default()
+                },
             }
         })
         .unwrap_or_else(|| HeartbeatReply {
@@ -724,13 +869,18 @@ impl GroupCoordinator {
             group_epoch: c.group_epoch(),
             assignment_epoch: c.assignment_epoch(),
             assignor: c.assignor().to_string(),
-            members: c.members().map(|m| (m.clone(), c.target_of(&m.member_id))).collect(),
+            members: c
+                .members()
+                .map(|m| (m.clone(), c.target_of(&m.member_id)))
+                .collect(),
         })
     }
 
     /// Is `group_id` run by the consumer protocol?
     pub fn is_consumer_group(&self, group_id: &str) -> bool {
-        self.lock().get(group_id).is_some_and(|g| g.consumer.is_some())
+        self.lock()
+            .get(group_id)
+            .is_some_and(|g| g.consumer.is_some())
     }
 }
 
@@ -746,10 +896,18 @@ fn apply_record(groups: &mut HashMap<String, Group<Waiter>>, rec: Record, now: i
         }
     };
     match key {
-        records::Key::Offset { group, topic, partition } => match rec.value {
+        records::Key::Offset {
+            group,
+            topic,
+            partition,
+        } => match rec.value {
             Some(value) => match records::decode_offset_value(value) {
                 Ok(entry) => {
-                    groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now)).offsets.insert((topic, partition), entry);
+                    groups
+                        .entry(group.clone())
+                        .or_insert_with(|| Group::new(&group, now))
+                        .offsets
+                        .insert((topic, partition), entry);
                 }
                 Err(e) => tracing::warn!(error = %e, %group, "skipping undecodable offset record"),
             },
@@ -761,7 +919,10 @@ fn apply_record(groups: &mut HashMap<String, Group<Waiter>>, rec: Record, now: i
         },
         records::Key::Group { group } => match rec.value {
             Some(value) => match records::decode_group_value(value) {
-                Ok(stored) => groups.entry(group.clone()).or_insert_with(|| Group::new(&group, now)).restore(stored, now),
+                Ok(stored) => groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, now))
+                    .restore(stored, now),
                 Err(e) => tracing::warn!(error = %e, %group, "skipping undecodable group record"),
             },
             None => {

@@ -20,8 +20,8 @@
 
 use bytes::{Bytes, BytesMut};
 use weir_protocol::codec::{
-    read_bytes, read_i16, read_i32, read_i64, read_nullable_string, read_string, write_bytes, write_i16, write_i32,
-    write_i64, write_nullable_string, write_string, DecodeError,
+    DecodeError, read_bytes, read_i16, read_i32, read_i64, read_nullable_string, read_string,
+    write_bytes, write_i16, write_i32, write_i64, write_nullable_string, write_string,
 };
 
 use super::group::{OffsetEntry, StoredGroup, StoredMember};
@@ -36,8 +36,14 @@ const STORED_MEMBERS_MAX: usize = 100_000;
 /// A decoded record key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Key {
-    Offset { group: String, topic: String, partition: i32 },
-    Group { group: String },
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group {
+        group: String,
+    },
 }
 
 pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
@@ -65,7 +71,9 @@ pub fn decode_key(mut buf: Bytes) -> Result<Option<Key>, DecodeError> {
             topic: read_string(&mut buf, false, "topic")?,
             partition: read_i32(&mut buf)?,
         })),
-        2 => Ok(Some(Key::Group { group: read_string(&mut buf, false, "group")? })),
+        2 => Ok(Some(Key::Group {
+            group: read_string(&mut buf, false, "group")?,
+        })),
         _ => Ok(None),
     }
 }
@@ -83,10 +91,19 @@ pub fn offset_value(entry: &OffsetEntry) -> Bytes {
 pub fn decode_offset_value(mut buf: Bytes) -> Result<OffsetEntry, DecodeError> {
     let version = read_i16(&mut buf)?;
     let offset = read_i64(&mut buf)?;
-    let leader_epoch = if version >= 3 { read_i32(&mut buf)? } else { -1 };
+    let leader_epoch = if version >= 3 {
+        read_i32(&mut buf)?
+    } else {
+        -1
+    };
     let metadata = read_string(&mut buf, false, "metadata")?;
     let commit_ts_ms = read_i64(&mut buf)?;
-    Ok(OffsetEntry { offset, leader_epoch, metadata, commit_ts_ms })
+    Ok(OffsetEntry {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_ts_ms,
+    })
 }
 
 pub fn group_value(group: &StoredGroup) -> Bytes {
@@ -97,7 +114,10 @@ pub fn group_value(group: &StoredGroup) -> Bytes {
     let _ = write_nullable_string(&mut buf, group.protocol_name.as_deref(), false);
     let _ = write_nullable_string(&mut buf, group.leader.as_deref(), false);
     write_i64(&mut buf, group.state_since_ms);
-    write_i32(&mut buf, i32::try_from(group.members.len()).unwrap_or(i32::MAX));
+    write_i32(
+        &mut buf,
+        i32::try_from(group.members.len()).unwrap_or(i32::MAX),
+    );
     for m in &group.members {
         let _ = write_string(&mut buf, &m.member_id, false);
         let _ = write_nullable_string(&mut buf, m.instance_id.as_deref(), false);
@@ -117,16 +137,27 @@ pub fn decode_group_value(mut buf: Bytes) -> Result<StoredGroup, DecodeError> {
     let generation = read_i32(&mut buf)?;
     let protocol_name = read_nullable_string(&mut buf, false)?;
     let leader = read_nullable_string(&mut buf, false)?;
-    let state_since_ms = if version >= 2 { read_i64(&mut buf)? } else { -1 };
+    let state_since_ms = if version >= 2 {
+        read_i64(&mut buf)?
+    } else {
+        -1
+    };
     let count = read_i32(&mut buf)?;
     let count = usize::try_from(count).unwrap_or(0);
     if count > STORED_MEMBERS_MAX || count > buf.len() / 8 {
-        return Err(DecodeError::Truncated { needed: count.saturating_mul(8), remaining: buf.len() });
+        return Err(DecodeError::Truncated {
+            needed: count.saturating_mul(8),
+            remaining: buf.len(),
+        });
     }
     let mut members = Vec::with_capacity(count);
     for _ in 0..count {
         let member_id = read_string(&mut buf, false, "member_id")?;
-        let instance_id = if version >= 3 { read_nullable_string(&mut buf, false)? } else { None };
+        let instance_id = if version >= 3 {
+            read_nullable_string(&mut buf, false)?
+        } else {
+            None
+        };
         let client_id = read_string(&mut buf, false, "client_id")?;
         let client_host = read_string(&mut buf, false, "client_host")?;
         let rebalance_timeout_ms = if version >= 1 { read_i32(&mut buf)? } else { 0 };
@@ -138,13 +169,24 @@ pub fn decode_group_value(mut buf: Bytes) -> Result<StoredGroup, DecodeError> {
             instance_id,
             client_id,
             client_host,
-            rebalance_timeout_ms: if version >= 1 { rebalance_timeout_ms } else { session_timeout_ms },
+            rebalance_timeout_ms: if version >= 1 {
+                rebalance_timeout_ms
+            } else {
+                session_timeout_ms
+            },
             session_timeout_ms,
             subscription,
             assignment,
         });
     }
-    Ok(StoredGroup { protocol_type, generation, protocol_name, leader, state_since_ms, members })
+    Ok(StoredGroup {
+        protocol_type,
+        generation,
+        protocol_name,
+        leader,
+        state_since_ms,
+        members,
+    })
 }
 
 /// Kafka's ConsumerProtocolSubscription v0 (i16 version, [string topic],
@@ -165,7 +207,10 @@ pub fn consumer_subscription(topics: &[String]) -> Bytes {
 pub fn consumer_assignment(assignment: &super::consumer::Assignment) -> Bytes {
     let mut buf = BytesMut::new();
     write_i16(&mut buf, 0);
-    write_i32(&mut buf, i32::try_from(assignment.len()).unwrap_or(i32::MAX));
+    write_i32(
+        &mut buf,
+        i32::try_from(assignment.len()).unwrap_or(i32::MAX),
+    );
     for (topic, parts) in assignment {
         let _ = write_string(&mut buf, topic, false);
         write_i32(&mut buf, i32::try_from(parts.len()).unwrap_or(i32::MAX));
@@ -203,8 +248,20 @@ mod tests {
         let key = offset_key("g", "t", 7);
         // version 1, "g", "t", partition 7
         assert_eq!(&key[..], &[0, 1, 0, 1, b'g', 0, 1, b't', 0, 0, 0, 7]);
-        assert_eq!(decode_key(key).unwrap(), Some(Key::Offset { group: "g".into(), topic: "t".into(), partition: 7 }));
-        let entry = OffsetEntry { offset: 42, leader_epoch: 3, metadata: "m".into(), commit_ts_ms: 99 };
+        assert_eq!(
+            decode_key(key).unwrap(),
+            Some(Key::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 7
+            })
+        );
+        let entry = OffsetEntry {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_ts_ms: 99,
+        };
         assert_eq!(decode_offset_value(offset_value(&entry)).unwrap(), entry);
     }
 
@@ -227,7 +284,10 @@ mod tests {
                 assignment: Bytes::from_static(b"asg"),
             }],
         };
-        assert_eq!(decode_key(group_key("g")).unwrap(), Some(Key::Group { group: "g".into() }));
+        assert_eq!(
+            decode_key(group_key("g")).unwrap(),
+            Some(Key::Group { group: "g".into() })
+        );
         assert_eq!(decode_group_value(group_value(&group)).unwrap(), group);
     }
 

@@ -12,7 +12,10 @@ const REBALANCE_MS: i32 = 30_000;
 const DELAY_MS: i64 = 3_000;
 
 fn limits() -> GroupLimits {
-    GroupLimits { initial_rebalance_delay_ms: DELAY_MS, ..GroupLimits::default() }
+    GroupLimits {
+        initial_rebalance_delay_ms: DELAY_MS,
+        ..GroupLimits::default()
+    }
 }
 
 fn join_req(member_id: &str, fresh: &str, protocols: &[(&str, &str)]) -> JoinRequest {
@@ -20,7 +23,10 @@ fn join_req(member_id: &str, fresh: &str, protocols: &[(&str, &str)]) -> JoinReq
         member_id: member_id.into(),
         instance_id: None,
         protocol_type: "consumer".into(),
-        protocols: protocols.iter().map(|(n, m)| (n.to_string(), Bytes::from(m.to_string()))).collect(),
+        protocols: protocols
+            .iter()
+            .map(|(n, m)| (n.to_string(), Bytes::from(m.to_string())))
+            .collect(),
         session_timeout_ms: SESSION_MS,
         rebalance_timeout_ms: REBALANCE_MS,
         client_id: "c".into(),
@@ -31,7 +37,10 @@ fn join_req(member_id: &str, fresh: &str, protocols: &[(&str, &str)]) -> JoinReq
 }
 
 fn join_reply(out: &mut Outbox<u32>, waiter: u32) -> JoinReply {
-    let at = out.iter().position(|(w, _)| *w == waiter).unwrap_or_else(|| panic!("no reply for waiter {waiter}: {out:?}"));
+    let at = out
+        .iter()
+        .position(|(w, _)| *w == waiter)
+        .unwrap_or_else(|| panic!("no reply for waiter {waiter}: {out:?}"));
     match out.remove(at).1 {
         Reply::Join(r) => r,
         other => panic!("expected a join reply, got {other:?}"),
@@ -39,7 +48,10 @@ fn join_reply(out: &mut Outbox<u32>, waiter: u32) -> JoinReply {
 }
 
 fn sync_reply(out: &mut Outbox<u32>, waiter: u32) -> SyncReply {
-    let at = out.iter().position(|(w, _)| *w == waiter).unwrap_or_else(|| panic!("no reply for waiter {waiter}: {out:?}"));
+    let at = out
+        .iter()
+        .position(|(w, _)| *w == waiter)
+        .unwrap_or_else(|| panic!("no reply for waiter {waiter}: {out:?}"));
     match out.remove(at).1 {
         Reply::Sync(r) => r,
         other => panic!("expected a sync reply, got {other:?}"),
@@ -53,16 +65,33 @@ fn formed_group(ids: &[&str]) -> (Group<u32>, Vec<JoinReply>) {
     let mut out = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         // First join: KIP-394 hands out the id.
-        g.join(join_req("", id, &[("range", id)]), 100 + i as u32, 0, &limits(), &mut out);
+        g.join(
+            join_req("", id, &[("range", id)]),
+            100 + i as u32,
+            0,
+            &limits(),
+            &mut out,
+        );
         let r = join_reply(&mut out, 100 + i as u32);
         assert_eq!(r.error, ErrorCode::MemberIdRequired);
         assert_eq!(r.member_id, *id);
-        g.join(join_req(id, "unused", &[("range", id)]), i as u32, 0, &limits(), &mut out);
+        g.join(
+            join_req(id, "unused", &[("range", id)]),
+            i as u32,
+            0,
+            &limits(),
+            &mut out,
+        );
     }
-    assert!(out.is_empty(), "the initial delay holds the round open: {out:?}");
+    assert!(
+        out.is_empty(),
+        "the initial delay holds the round open: {out:?}"
+    );
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     g.tick(DELAY_MS, &mut out);
-    let replies = (0..ids.len()).map(|i| join_reply(&mut out, i as u32)).collect();
+    let replies = (0..ids.len())
+        .map(|i| join_reply(&mut out, i as u32))
+        .collect();
     (g, replies)
 }
 
@@ -72,14 +101,29 @@ fn stabilize(g: &mut Group<u32>, replies: &[JoinReply], now: i64) -> Vec<SyncRep
     let generation = replies[0].generation;
     for (i, r) in replies.iter().enumerate() {
         let assignments = if r.member_id == leader {
-            r.members.iter().map(|m| (m.member_id.clone(), Bytes::from(format!("for-{}", m.member_id)))).collect()
+            r.members
+                .iter()
+                .map(|m| {
+                    (
+                        m.member_id.clone(),
+                        Bytes::from(format!("for-{}", m.member_id)),
+                    )
+                })
+                .collect()
         } else {
             Vec::new()
         };
-        let req = SyncRequest { member_id: r.member_id.clone(), generation, assignments, ..Default::default() };
+        let req = SyncRequest {
+            member_id: r.member_id.clone(),
+            generation,
+            assignments,
+            ..Default::default()
+        };
         g.sync(req, 200 + i as u32, now, &mut out);
     }
-    (0..replies.len()).map(|i| sync_reply(&mut out, 200 + i as u32)).collect()
+    (0..replies.len())
+        .map(|i| sync_reply(&mut out, 200 + i as u32))
+        .collect()
 }
 
 #[test]
@@ -99,7 +143,11 @@ fn initial_delay_gathers_all_members_into_one_generation() {
     let leaders: Vec<_> = replies.iter().filter(|r| !r.members.is_empty()).collect();
     assert_eq!(leaders.len(), 1, "exactly one member gets the member list");
     assert_eq!(leaders[0].members.len(), 3);
-    assert!(replies.iter().all(|r| r.generation == 1 && r.leader == leaders[0].member_id));
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.generation == 1 && r.leader == leaders[0].member_id)
+    );
 }
 
 #[test]
@@ -109,7 +157,10 @@ fn leader_sync_hands_every_member_its_assignment() {
     assert_eq!(g.state(), GroupState::Stable);
     for (reply, join) in syncs.iter().zip(&replies) {
         assert_eq!(reply.error, ErrorCode::None);
-        assert_eq!(reply.assignment, Bytes::from(format!("for-{}", join.member_id)));
+        assert_eq!(
+            reply.assignment,
+            Bytes::from(format!("for-{}", join.member_id))
+        );
     }
     assert!(g.take_dirty(), "a stable group must be persisted");
 }
@@ -117,13 +168,40 @@ fn leader_sync_hands_every_member_its_assignment() {
 #[test]
 fn follower_sync_before_leader_waits_for_the_assignment() {
     let (mut g, replies) = formed_group(&["a", "b"]);
-    let follower = replies.iter().find(|r| r.members.is_empty()).unwrap().member_id.clone();
+    let follower = replies
+        .iter()
+        .find(|r| r.members.is_empty())
+        .unwrap()
+        .member_id
+        .clone();
     let mut out = Vec::new();
-    g.sync(SyncRequest { member_id: follower, generation: 1, ..Default::default() }, 7, DELAY_MS, &mut out);
+    g.sync(
+        SyncRequest {
+            member_id: follower,
+            generation: 1,
+            ..Default::default()
+        },
+        7,
+        DELAY_MS,
+        &mut out,
+    );
     assert!(out.is_empty(), "the follower waits for the leader");
     let leader = replies[0].leader.clone();
-    let assignments = vec![("a".to_string(), Bytes::from("x")), ("b".to_string(), Bytes::from("y"))];
-    g.sync(SyncRequest { member_id: leader, generation: 1, assignments, ..Default::default() }, 8, DELAY_MS, &mut out);
+    let assignments = vec![
+        ("a".to_string(), Bytes::from("x")),
+        ("b".to_string(), Bytes::from("y")),
+    ];
+    g.sync(
+        SyncRequest {
+            member_id: leader,
+            generation: 1,
+            assignments,
+            ..Default::default()
+        },
+        8,
+        DELAY_MS,
+        &mut out,
+    );
     assert_eq!(out.len(), 2);
     assert_eq!(sync_reply(&mut out, 7).error, ErrorCode::None);
 }
@@ -133,15 +211,42 @@ fn new_member_in_stable_group_triggers_rebalance_seen_by_heartbeat() {
     let (mut g, replies) = formed_group(&["a", "b"]);
     stabilize(&mut g, &replies, DELAY_MS);
     let mut out = Vec::new();
-    g.join(join_req("", "c", &[("range", "c")]), 1, DELAY_MS, &limits(), &mut out);
+    g.join(
+        join_req("", "c", &[("range", "c")]),
+        1,
+        DELAY_MS,
+        &limits(),
+        &mut out,
+    );
     assert_eq!(join_reply(&mut out, 1).error, ErrorCode::MemberIdRequired);
-    g.join(join_req("c", "", &[("range", "c")]), 2, DELAY_MS, &limits(), &mut out);
+    g.join(
+        join_req("c", "", &[("range", "c")]),
+        2,
+        DELAY_MS,
+        &limits(),
+        &mut out,
+    );
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     assert!(out.is_empty());
-    assert_eq!(g.heartbeat("a", None, 1, DELAY_MS), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        g.heartbeat("a", None, 1, DELAY_MS),
+        ErrorCode::RebalanceInProgress
+    );
     // The old members rejoin; the round completes without waiting for the delay.
-    g.join(join_req("a", "", &[("range", "a")]), 3, DELAY_MS, &limits(), &mut out);
-    g.join(join_req("b", "", &[("range", "b")]), 4, DELAY_MS, &limits(), &mut out);
+    g.join(
+        join_req("a", "", &[("range", "a")]),
+        3,
+        DELAY_MS,
+        &limits(),
+        &mut out,
+    );
+    g.join(
+        join_req("b", "", &[("range", "b")]),
+        4,
+        DELAY_MS,
+        &limits(),
+        &mut out,
+    );
     let r = join_reply(&mut out, 2);
     assert_eq!(r.generation, 2);
     assert_eq!(g.state(), GroupState::CompletingRebalance);
@@ -155,12 +260,21 @@ fn member_that_stops_heartbeating_is_removed_after_session_timeout() {
     let mut out = Vec::new();
     // Only "a" keeps heartbeating.
     for step in 1..=3 {
-        assert_eq!(g.heartbeat("a", None, 1, t0 + step * 4_000), ErrorCode::None);
+        assert_eq!(
+            g.heartbeat("a", None, 1, t0 + step * 4_000),
+            ErrorCode::None
+        );
         g.tick(t0 + step * 4_000, &mut out);
     }
     assert!(g.member("b").is_none(), "b's session expired");
     assert_eq!(g.state(), GroupState::PreparingRebalance);
-    g.join(join_req("a", "", &[("range", "a")]), 9, t0 + 12_000, &limits(), &mut out);
+    g.join(
+        join_req("a", "", &[("range", "a")]),
+        9,
+        t0 + 12_000,
+        &limits(),
+        &mut out,
+    );
     let r = join_reply(&mut out, 9);
     assert_eq!(r.generation, 2);
     assert_eq!(r.members.len(), 1);
@@ -171,7 +285,13 @@ fn member_that_never_rejoins_is_dropped_at_rebalance_timeout() {
     let (mut g, replies) = formed_group(&["a", "b"]);
     stabilize(&mut g, &replies, DELAY_MS);
     let mut out = Vec::new();
-    g.join(join_req("a", "", &[("range", "a2")]), 1, DELAY_MS, &limits(), &mut out);
+    g.join(
+        join_req("a", "", &[("range", "a2")]),
+        1,
+        DELAY_MS,
+        &limits(),
+        &mut out,
+    );
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     // b heartbeats (so its session stays alive) but never rejoins, like a
     // consumer past max.poll.interval.ms.
@@ -192,11 +312,18 @@ fn leave_rebalances_and_unknown_member_leave_is_refused() {
     let (mut g, replies) = formed_group(&["a", "b"]);
     stabilize(&mut g, &replies, DELAY_MS);
     let mut out = Vec::new();
-    assert_eq!(g.leave("zzz", None, DELAY_MS, &mut out), ErrorCode::UnknownMemberId);
+    assert_eq!(
+        g.leave("zzz", None, DELAY_MS, &mut out),
+        ErrorCode::UnknownMemberId
+    );
     assert_eq!(g.leave("b", None, DELAY_MS, &mut out), ErrorCode::None);
     assert_eq!(g.state(), GroupState::PreparingRebalance);
     assert_eq!(g.leave("a", None, DELAY_MS, &mut out), ErrorCode::None);
-    assert_eq!(g.state(), GroupState::Empty, "the last member leaving empties the group");
+    assert_eq!(
+        g.state(),
+        GroupState::Empty,
+        "the last member leaving empties the group"
+    );
     assert!(g.take_dirty());
 }
 
@@ -225,11 +352,27 @@ fn static_member_restart_in_stable_group_keeps_generation_and_assignment() {
     assert_eq!(r.member_id, "b-2");
     assert_eq!(r.generation, 1, "no rebalance");
     assert_eq!(g.state(), GroupState::Stable);
-    g.sync(SyncRequest { member_id: "b-2".into(), instance_id: Some("inst-b".into()), generation: 1, ..Default::default() }, 6, DELAY_MS + 1_000, &mut out);
+    g.sync(
+        SyncRequest {
+            member_id: "b-2".into(),
+            instance_id: Some("inst-b".into()),
+            generation: 1,
+            ..Default::default()
+        },
+        6,
+        DELAY_MS + 1_000,
+        &mut out,
+    );
     assert_eq!(sync_reply(&mut out, 6).assignment, b_assignment);
     // The old incarnation is fenced.
-    assert_eq!(g.heartbeat("b-1", Some("inst-b"), 1, DELAY_MS + 1_000), ErrorCode::FencedInstanceId);
-    assert_eq!(g.heartbeat("a-1", Some("inst-a"), 1, DELAY_MS + 1_000), ErrorCode::None);
+    assert_eq!(
+        g.heartbeat("b-1", Some("inst-b"), 1, DELAY_MS + 1_000),
+        ErrorCode::FencedInstanceId
+    );
+    assert_eq!(
+        g.heartbeat("a-1", Some("inst-a"), 1, DELAY_MS + 1_000),
+        ErrorCode::None
+    );
 }
 
 #[test]
@@ -245,9 +388,15 @@ fn protocol_selection_picks_the_one_everyone_supports() {
     let mut c = join_req("", "c", &[("roundrobin", "")]);
     c.require_known_member_id = false;
     g.join(c, 2, 0, &limits(), &mut out);
-    assert_eq!(join_reply(&mut out, 2).error, ErrorCode::InconsistentGroupProtocol);
+    assert_eq!(
+        join_reply(&mut out, 2).error,
+        ErrorCode::InconsistentGroupProtocol
+    );
     g.tick(DELAY_MS, &mut out);
-    assert_eq!(join_reply(&mut out, 0).protocol_name.as_deref(), Some("range"));
+    assert_eq!(
+        join_reply(&mut out, 0).protocol_name.as_deref(),
+        Some("range")
+    );
 }
 
 #[test]
@@ -257,33 +406,64 @@ fn invalid_session_timeout_is_refused() {
     let mut req = join_req("", "a", &[("range", "")]);
     req.session_timeout_ms = 10;
     g.join(req, 0, 0, &limits(), &mut out);
-    assert_eq!(join_reply(&mut out, 0).error, ErrorCode::InvalidSessionTimeout);
+    assert_eq!(
+        join_reply(&mut out, 0).error,
+        ErrorCode::InvalidSessionTimeout
+    );
 }
 
 #[test]
 fn commits_are_checked_against_member_and_generation() {
     let (mut g, replies) = formed_group(&["a", "b"]);
-    assert_eq!(g.check_commit("a", None, 1, DELAY_MS), ErrorCode::RebalanceInProgress);
+    assert_eq!(
+        g.check_commit("a", None, 1, DELAY_MS),
+        ErrorCode::RebalanceInProgress
+    );
     stabilize(&mut g, &replies, DELAY_MS);
     assert_eq!(g.check_commit("a", None, 1, DELAY_MS), ErrorCode::None);
-    assert_eq!(g.check_commit("a", None, 0, DELAY_MS), ErrorCode::IllegalGeneration);
-    assert_eq!(g.check_commit("x", None, 1, DELAY_MS), ErrorCode::UnknownMemberId);
-    assert_eq!(g.check_commit("", None, -1, DELAY_MS), ErrorCode::UnknownMemberId, "a live group refuses simple commits");
+    assert_eq!(
+        g.check_commit("a", None, 0, DELAY_MS),
+        ErrorCode::IllegalGeneration
+    );
+    assert_eq!(
+        g.check_commit("x", None, 1, DELAY_MS),
+        ErrorCode::UnknownMemberId
+    );
+    assert_eq!(
+        g.check_commit("", None, -1, DELAY_MS),
+        ErrorCode::UnknownMemberId,
+        "a live group refuses simple commits"
+    );
     let mut empty: Group<u32> = Group::new("s", 0);
-    assert_eq!(empty.check_commit("", None, -1, 0), ErrorCode::None, "standalone consumers commit to empty groups");
+    assert_eq!(
+        empty.check_commit("", None, -1, 0),
+        ErrorCode::None,
+        "standalone consumers commit to empty groups"
+    );
 }
 
 #[test]
 fn offsets_expire_only_once_the_group_is_empty_for_the_retention() {
     let (mut g, replies) = formed_group(&["a"]);
     stabilize(&mut g, &replies, DELAY_MS);
-    let entry = OffsetEntry { offset: 5, leader_epoch: -1, metadata: "m".into(), commit_ts_ms: 0 };
+    let entry = OffsetEntry {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: "m".into(),
+        commit_ts_ms: 0,
+    };
     g.offsets.insert(("t".into(), 0), entry);
-    assert!(g.expire_offsets(1_000_000, 10).is_empty(), "a live group keeps its offsets");
+    assert!(
+        g.expire_offsets(1_000_000, 10).is_empty(),
+        "a live group keeps its offsets"
+    );
     let mut out = Vec::new();
     g.leave("a", None, 2_000_000, &mut out);
     assert_eq!(g.state(), GroupState::Empty);
-    assert!(g.expire_offsets(2_000_005, 10).is_empty(), "retention counts from when the group emptied");
+    assert!(
+        g.expire_offsets(2_000_005, 10).is_empty(),
+        "retention counts from when the group emptied"
+    );
     assert_eq!(g.expire_offsets(2_000_010, 10), vec![("t".to_string(), 0)]);
 }
 
@@ -297,7 +477,10 @@ fn stored_group_restores_as_stable_with_members() {
     assert_eq!(restored.state(), GroupState::Stable);
     assert_eq!(restored.generation(), 1);
     assert_eq!(restored.heartbeat("a", None, 1, 50_001), ErrorCode::None);
-    assert_eq!(restored.member("b").unwrap().assignment, g.member("b").unwrap().assignment);
+    assert_eq!(
+        restored.member("b").unwrap().assignment,
+        g.member("b").unwrap().assignment
+    );
 }
 
 #[test]

@@ -13,7 +13,8 @@ use weir_protocol::messages::create_topics::{
     CreatableTopicConfigs, CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
 };
 use weir_protocol::messages::delete_records::{
-    DeleteRecordsPartitionResult, DeleteRecordsRequest, DeleteRecordsResponse, DeleteRecordsTopicResult,
+    DeleteRecordsPartitionResult, DeleteRecordsRequest, DeleteRecordsResponse,
+    DeleteRecordsTopicResult,
 };
 use weir_protocol::messages::delete_topics::{
     DeletableTopicResult, DeleteTopicsRequest, DeleteTopicsResponse,
@@ -22,27 +23,34 @@ use weir_protocol::messages::describe_cluster::{
     DescribeClusterBroker, DescribeClusterRequest, DescribeClusterResponse,
 };
 use weir_protocol::messages::describe_log_dirs::{
-    DescribeLogDirsPartition, DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeLogDirsResult,
-    DescribeLogDirsTopic,
+    DescribeLogDirsPartition, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 
 use super::configs::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
+use crate::Broker;
 use crate::error::BrokerError;
 use crate::topic_config::TopicConfig;
 use crate::topics::Topic;
-use crate::Broker;
 
 /// Live brokers: single-node Weir has exactly one.
 const LIVE_BROKERS: i16 = 1;
 
-fn topic_configs(topic_overrides: &BTreeMap<String, String>, config: &TopicConfig) -> Vec<CreatableTopicConfigs> {
+fn topic_configs(
+    topic_overrides: &BTreeMap<String, String>,
+    config: &TopicConfig,
+) -> Vec<CreatableTopicConfigs> {
     crate::topic_config::TOPIC_CONFIG_NAMES
         .iter()
         .map(|name| CreatableTopicConfigs {
             name: (*name).to_string(),
             value: config.get(name),
             read_only: false,
-            config_source: if topic_overrides.contains_key(*name) { CONFIG_SOURCE_TOPIC } else { CONFIG_SOURCE_DEFAULT },
+            config_source: if topic_overrides.contains_key(*name) {
+                CONFIG_SOURCE_TOPIC
+            } else {
+                CONFIG_SOURCE_DEFAULT
+            },
             is_sensitive: false,
         })
         .collect()
@@ -76,7 +84,11 @@ fn create_one(
     } else {
         num_partitions
     };
-    let replication = if replication_factor == -1 { 1 } else { replication_factor };
+    let replication = if replication_factor == -1 {
+        1
+    } else {
+        replication_factor
+    };
     if replication < 1 || replication > LIVE_BROKERS {
         return Err(BrokerError::InvalidReplicationFactor(format!(
             "replication factor {replication} is larger than the {LIVE_BROKERS} live broker(s)"
@@ -91,11 +103,20 @@ fn create_one(
     if validate_only {
         return Ok((partitions, config, [0; 16], overrides));
     }
-    let topic = registry.create(name, partitions, overrides.clone(), &broker.config.topic_defaults)?;
+    let topic = registry.create(
+        name,
+        partitions,
+        overrides.clone(),
+        &broker.config.topic_defaults,
+    )?;
     Ok((partitions, topic.config.clone(), topic.id, overrides))
 }
 
-pub fn create_topics(broker: &Arc<Broker>, header: &RequestHeader, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let node = broker.config.node_id;
     let mut seen = std::collections::HashSet::new();
     let topics = request
@@ -154,13 +175,23 @@ pub fn create_topics(broker: &Arc<Broker>, header: &RequestHeader, request: Crea
             result
         })
         .collect();
-    CreateTopicsResponse { throttle_time_ms: 0, topics }
+    CreateTopicsResponse {
+        throttle_time_ms: 0,
+        topics,
+    }
 }
 
-pub fn delete_topics(broker: &Arc<Broker>, header: &RequestHeader, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub fn delete_topics(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // v0-5 name topics in `topic_names`; v6+ in `topics` (by name or id).
-    let mut targets: Vec<(Option<String>, [u8; 16])> =
-        request.topic_names.into_iter().map(|n| (Some(n), [0; 16])).collect();
+    let mut targets: Vec<(Option<String>, [u8; 16])> = request
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n), [0; 16]))
+        .collect();
     targets.extend(request.topics.into_iter().map(|t| (t.name, t.topic_id)));
     let responses = targets
         .into_iter()
@@ -197,19 +228,30 @@ pub fn delete_topics(broker: &Arc<Broker>, header: &RequestHeader, request: Dele
             result
         })
         .collect();
-    DeleteTopicsResponse { throttle_time_ms: 0, responses }
+    DeleteTopicsResponse {
+        throttle_time_ms: 0,
+        responses,
+    }
 }
 
-pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let results = request
         .topics
         .into_iter()
         .map(|t| {
-            let mut result = CreatePartitionsTopicResult { name: t.name.clone(), ..Default::default() };
+            let mut result = CreatePartitionsTopicResult {
+                name: t.name.clone(),
+                ..Default::default()
+            };
             let outcome = if request.validate_only {
                 match broker.topic(&t.name) {
                     None => Err(BrokerError::UnknownTopic(t.name.clone())),
-                    Some(topic) if t.count <= i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX) => {
+                    Some(topic)
+                        if t.count <= i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX) =>
+                    {
                         Err(BrokerError::InvalidPartitions(format!(
                             "topic '{}' already has {} partitions",
                             t.name,
@@ -219,9 +261,11 @@ pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest)
                     Some(_) => Ok(()),
                 }
             } else {
-                broker
-                    .registry_mut()
-                    .add_partitions(&t.name, t.count, &broker.config.topic_defaults)
+                broker.registry_mut().add_partitions(
+                    &t.name,
+                    t.count,
+                    &broker.config.topic_defaults,
+                )
             };
             if let Err(e) = outcome {
                 result.error_code = e.code().code();
@@ -230,10 +274,16 @@ pub fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest)
             result
         })
         .collect();
-    CreatePartitionsResponse { throttle_time_ms: 0, results }
+    CreatePartitionsResponse {
+        throttle_time_ms: 0,
+        results,
+    }
 }
 
-pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub fn delete_records(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -248,13 +298,19 @@ pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> De
                         low_watermark: -1,
                         ..Default::default()
                     };
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
                         out.error_code = ErrorCode::UnknownTopicOrPartition.code();
                         return out;
                     };
                     let log = &partition.log;
                     // -1 means "up to the high watermark".
-                    let target = if p.offset == -1 { log.high_watermark() } else { p.offset };
+                    let target = if p.offset == -1 {
+                        log.high_watermark()
+                    } else {
+                        p.offset
+                    };
                     if target < 0 || target > log.high_watermark() {
                         out.error_code = ErrorCode::OffsetOutOfRange.code();
                         return out;
@@ -266,13 +322,22 @@ pub fn delete_records(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> De
                     out
                 })
                 .collect();
-            DeleteRecordsTopicResult { name: t.name, partitions }
+            DeleteRecordsTopicResult {
+                name: t.name,
+                partitions,
+            }
         })
         .collect();
-    DeleteRecordsResponse { throttle_time_ms: 0, topics }
+    DeleteRecordsResponse {
+        throttle_time_ms: 0,
+        topics,
+    }
 }
 
-pub fn describe_cluster(broker: &Arc<Broker>, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn describe_cluster(
+    broker: &Arc<Broker>,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let advertised = broker.config.advertised();
     DescribeClusterResponse {
         throttle_time_ms: 0,
@@ -291,7 +356,10 @@ pub fn describe_cluster(broker: &Arc<Broker>, _request: DescribeClusterRequest) 
     }
 }
 
-pub fn describe_log_dirs(broker: &Arc<Broker>, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
     let registry_topics: Vec<Arc<Topic>> = broker.registry().iter().cloned().collect();
     let wanted: Option<BTreeMap<String, Vec<i32>>> = request
         .topics
@@ -316,7 +384,10 @@ pub fn describe_log_dirs(broker: &Arc<Broker>, request: DescribeLogDirsRequest) 
                 is_future_key: false,
             })
             .collect();
-        topics.push(DescribeLogDirsTopic { name: topic.name.clone(), partitions });
+        topics.push(DescribeLogDirsTopic {
+            name: topic.name.clone(),
+            partitions,
+        });
     }
     let log_dir = std::fs::canonicalize(&broker.config.data_dir)
         .unwrap_or_else(|_| broker.config.data_dir.clone())

@@ -13,17 +13,17 @@ use weir_protocol::messages::alter_configs::{
     AlterConfigsRequest, AlterConfigsResourceResponse, AlterConfigsResponse,
 };
 use weir_protocol::messages::describe_configs::{
-    DescribeConfigsRequest, DescribeConfigsResourceResult, DescribeConfigsResponse, DescribeConfigsResult,
-    DescribeConfigsSynonym,
+    DescribeConfigsRequest, DescribeConfigsResourceResult, DescribeConfigsResponse,
+    DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use weir_protocol::messages::incremental_alter_configs::{
     AlterConfigsResourceResponse as IncrementalResourceResponse, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
 
+use crate::Broker;
 use crate::error::BrokerError;
 use crate::topic_config::{TOPIC_CONFIG_NAMES, TopicConfig};
-use crate::Broker;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -59,14 +59,20 @@ fn describe_topic(
     include_synonyms: bool,
     version: i16,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
-    let topic = broker.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+    let topic = broker
+        .topic(name)
+        .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
     let defaults = &broker.config.topic_defaults;
     Ok(TOPIC_CONFIG_NAMES
         .iter()
         .filter(|n| keys.is_none_or(|k| k.is_empty() || k.iter().any(|x| x == *n)))
         .map(|n| {
             let overridden = topic.overrides.contains_key(*n);
-            let source = if overridden { CONFIG_SOURCE_TOPIC } else { CONFIG_SOURCE_DEFAULT };
+            let source = if overridden {
+                CONFIG_SOURCE_TOPIC
+            } else {
+                CONFIG_SOURCE_DEFAULT
+            };
             let mut synonyms = Vec::new();
             if include_synonyms {
                 if overridden {
@@ -101,12 +107,27 @@ fn broker_values(broker: &Broker) -> Vec<(String, String)> {
     let c = &broker.config;
     let mut values = vec![
         ("broker.id".to_string(), c.node_id.to_string()),
-        ("num.partitions".to_string(), c.default_partitions.to_string()),
-        ("auto.create.topics.enable".to_string(), c.auto_create_topics.to_string()),
-        ("socket.request.max.bytes".to_string(), c.request_frame_bytes_max.to_string()),
-        ("connections.max.idle.ms".to_string(), c.connection_idle_ms_max.to_string()),
+        (
+            "num.partitions".to_string(),
+            c.default_partitions.to_string(),
+        ),
+        (
+            "auto.create.topics.enable".to_string(),
+            c.auto_create_topics.to_string(),
+        ),
+        (
+            "socket.request.max.bytes".to_string(),
+            c.request_frame_bytes_max.to_string(),
+        ),
+        (
+            "connections.max.idle.ms".to_string(),
+            c.connection_idle_ms_max.to_string(),
+        ),
         ("log.dirs".to_string(), c.data_dir.display().to_string()),
-        ("log.retention.check.interval.ms".to_string(), c.retention_check_interval_ms.to_string()),
+        (
+            "log.retention.check.interval.ms".to_string(),
+            c.retention_check_interval_ms.to_string(),
+        ),
     ];
     for (broker_name, topic_name) in BROKER_NAMES_FOR_TOPIC_DEFAULTS {
         if let Some(v) = c.topic_defaults.get(topic_name) {
@@ -116,7 +137,11 @@ fn broker_values(broker: &Broker) -> Vec<(String, String)> {
     values
 }
 
-pub fn describe(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn describe(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let results = request
         .resources
         .into_iter()
@@ -137,12 +162,17 @@ pub fn describe(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeC
                 RESOURCE_BROKER => {
                     let own = broker.config.node_id.to_string();
                     if !r.resource_name.is_empty() && r.resource_name != own {
-                        Err(BrokerError::InvalidRequest(format!("this is broker {own}, not '{}'", r.resource_name)))
+                        Err(BrokerError::InvalidRequest(format!(
+                            "this is broker {own}, not '{}'",
+                            r.resource_name
+                        )))
                     } else {
                         Ok(broker_values(broker)
                             .into_iter()
                             .filter(|(n, _)| {
-                                r.configuration_keys.as_ref().is_none_or(|k| k.is_empty() || k.contains(n))
+                                r.configuration_keys
+                                    .as_ref()
+                                    .is_none_or(|k| k.is_empty() || k.contains(n))
                             })
                             .map(|(name, value)| DescribeConfigsResourceResult {
                                 name,
@@ -156,7 +186,9 @@ pub fn describe(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeC
                             .collect())
                     }
                 }
-                other => Err(BrokerError::InvalidRequest(format!("resource type {other} is not supported"))),
+                other => Err(BrokerError::InvalidRequest(format!(
+                    "resource type {other} is not supported"
+                ))),
             };
             match configs {
                 Ok(configs) => result.configs = configs,
@@ -168,27 +200,40 @@ pub fn describe(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeC
             result
         })
         .collect();
-    DescribeConfigsResponse { throttle_time_ms: 0, results }
+    DescribeConfigsResponse {
+        throttle_time_ms: 0,
+        results,
+    }
 }
 
 fn broker_is_static(resource_type: i8) -> Option<BrokerError> {
     (resource_type == RESOURCE_BROKER).then(|| {
         BrokerError::InvalidRequest(
-            "broker configs are static in Weir: set them in the config file or flags and restart".into(),
+            "broker configs are static in Weir: set them in the config file or flags and restart"
+                .into(),
         )
     })
 }
 
-fn apply_overrides(broker: &Broker, name: &str, overrides: BTreeMap<String, String>, validate_only: bool) -> Result<(), BrokerError> {
+fn apply_overrides(
+    broker: &Broker,
+    name: &str,
+    overrides: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
     if validate_only {
-        broker.topic(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+        broker
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
         broker
             .config
             .topic_defaults
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         return Ok(());
     }
-    broker.registry_mut().set_overrides(name, overrides, &broker.config.topic_defaults)
+    broker
+        .registry_mut()
+        .set_overrides(name, overrides, &broker.config.topic_defaults)
 }
 
 pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -199,7 +244,10 @@ pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigs
             let outcome = if let Some(e) = broker_is_static(r.resource_type) {
                 Err(e)
             } else if r.resource_type != RESOURCE_TOPIC {
-                Err(BrokerError::InvalidRequest(format!("resource type {} is not supported", r.resource_type)))
+                Err(BrokerError::InvalidRequest(format!(
+                    "resource type {} is not supported",
+                    r.resource_type
+                )))
             } else {
                 // AlterConfigs replaces the whole override set.
                 let overrides = r
@@ -221,10 +269,16 @@ pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigs
             }
         })
         .collect();
-    AlterConfigsResponse { throttle_time_ms: 0, responses }
+    AlterConfigsResponse {
+        throttle_time_ms: 0,
+        responses,
+    }
 }
 
-pub fn incremental_alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub fn incremental_alter(
+    broker: &Arc<Broker>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let responses = request
         .resources
         .into_iter()
@@ -247,20 +301,29 @@ pub fn incremental_alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsR
                     match c.config_operation {
                         OP_SET => {
                             let value = c.value.clone().ok_or_else(|| {
-                                BrokerError::InvalidRequest(format!("SET of '{}' needs a value", c.name))
+                                BrokerError::InvalidRequest(format!(
+                                    "SET of '{}' needs a value",
+                                    c.name
+                                ))
                             })?;
                             overrides.insert(c.name.clone(), value);
                         }
                         OP_DELETE => {
                             if TopicConfig::default().get(&c.name).is_none() {
-                                return Err(crate::topic_config::ConfigError::Unknown(c.name.clone()).into());
+                                return Err(crate::topic_config::ConfigError::Unknown(
+                                    c.name.clone(),
+                                )
+                                .into());
                             }
                             overrides.remove(&c.name);
                         }
                         OP_APPEND | OP_SUBTRACT if c.name == "cleanup.policy" => {
                             let current = topic.config.get("cleanup.policy").unwrap_or_default();
-                            let mut items: Vec<String> =
-                                current.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                            let mut items: Vec<String> = current
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string)
+                                .collect();
                             for v in c.value.as_deref().unwrap_or("").split(',').map(str::trim) {
                                 if c.config_operation == OP_APPEND {
                                     if !items.iter().any(|i| i == v) {
@@ -279,7 +342,9 @@ pub fn incremental_alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsR
                             )));
                         }
                         other => {
-                            return Err(BrokerError::InvalidRequest(format!("unknown config operation {other}")));
+                            return Err(BrokerError::InvalidRequest(format!(
+                                "unknown config operation {other}"
+                            )));
                         }
                     }
                 }
@@ -297,5 +362,8 @@ pub fn incremental_alter(broker: &Arc<Broker>, request: IncrementalAlterConfigsR
             }
         })
         .collect();
-    IncrementalAlterConfigsResponse { throttle_time_ms: 0, responses }
+    IncrementalAlterConfigsResponse {
+        throttle_time_ms: 0,
+        responses,
+    }
 }

@@ -77,9 +77,15 @@ fn read_once(
             data.high_watermark = high_watermark;
             data.last_stable_offset = stable;
             data.log_start_offset = log.log_start_offset();
-            let limit = if read_committed { stable } else { high_watermark };
+            let limit = if read_committed {
+                stable
+            } else {
+                high_watermark
+            };
             let budget = max_bytes.saturating_sub(total_bytes);
-            let partition_budget = usize::try_from(partition_max_bytes).unwrap_or(0).min(budget);
+            let partition_budget = usize::try_from(partition_max_bytes)
+                .unwrap_or(0)
+                .min(budget);
             // KIP-74: the first partition with data may exceed the limits by one
             // whole batch so a big batch can never wedge a consumer; later ones may not.
             let first_with_data = total_bytes == 0;
@@ -107,7 +113,11 @@ fn read_once(
     (responses, total_bytes)
 }
 
-pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest) -> Option<PendingReply> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: FetchRequest,
+) -> Option<PendingReply> {
     // We never create sessions, so a client naming one is asking about something unknown.
     if request.session_id != 0 {
         let response = FetchResponse {
@@ -132,7 +142,11 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
         .collect();
     let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let wait = Duration::from_millis(u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MS_MAX));
+    let wait = Duration::from_millis(
+        u64::try_from(request.max_wait_ms)
+            .unwrap_or(0)
+            .min(FETCH_WAIT_MS_MAX),
+    );
     let read_committed = request.isolation_level == READ_COMMITTED;
     let broker = broker.clone();
     Some(Box::pin(async move {
@@ -143,7 +157,13 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
             tokio::pin!(notified);
             notified.as_mut().enable();
             placeholders = Placeholders::new();
-            let (responses, bytes) = read_once(&broker, &wanted, max_bytes, read_committed, &mut placeholders);
+            let (responses, bytes) = read_once(
+                &broker,
+                &wanted,
+                max_bytes,
+                read_committed,
+                &mut placeholders,
+            );
             let has_error = responses
                 .iter()
                 .any(|t| t.partitions.iter().any(|p| p.error_code != 0));
@@ -153,7 +173,14 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 // Timed out: answer with whatever is there now.
                 placeholders = Placeholders::new();
-                break read_once(&broker, &wanted, max_bytes, read_committed, &mut placeholders).0;
+                break read_once(
+                    &broker,
+                    &wanted,
+                    max_bytes,
+                    read_committed,
+                    &mut placeholders,
+                )
+                .0;
             }
         };
         let response = FetchResponse {
@@ -167,7 +194,9 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: FetchRequest
         let compact = header.api_version >= ApiKey::Fetch.response_flexible_min_version();
         let frame = splice(encoded, placeholders, compact);
         if frame.is_none() {
-            tracing::error!("could not splice record ranges into a fetch response; closing connection");
+            tracing::error!(
+                "could not splice record ranges into a fetch response; closing connection"
+            );
         }
         frame
     }))

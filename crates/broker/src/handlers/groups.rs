@@ -19,24 +19,33 @@ use weir_protocol::messages::consumer_group_describe::{
 use weir_protocol::messages::consumer_group_heartbeat::{
     self as cgh, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
 };
-use weir_protocol::messages::delete_groups::{DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse};
+use weir_protocol::messages::delete_groups::{
+    DeletableGroupResult, DeleteGroupsRequest, DeleteGroupsResponse,
+};
 use weir_protocol::messages::describe_groups::{
     DescribeGroupsRequest, DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
 };
-use weir_protocol::messages::find_coordinator::{Coordinator, FindCoordinatorRequest, FindCoordinatorResponse};
+use weir_protocol::messages::find_coordinator::{
+    Coordinator, FindCoordinatorRequest, FindCoordinatorResponse,
+};
 use weir_protocol::messages::heartbeat::{HeartbeatRequest, HeartbeatResponse};
-use weir_protocol::messages::join_group::{JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember};
+use weir_protocol::messages::join_group::{
+    JoinGroupRequest, JoinGroupResponse, JoinGroupResponseMember,
+};
 use weir_protocol::messages::leave_group::{LeaveGroupRequest, LeaveGroupResponse, MemberResponse};
 use weir_protocol::messages::list_groups::{ListGroupsRequest, ListGroupsResponse, ListedGroup};
 use weir_protocol::messages::offset_commit::{
-    OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic,
 };
 use weir_protocol::messages::offset_delete::{
-    OffsetDeleteRequest, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    OffsetDeleteRequest, OffsetDeleteResponse, OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic,
 };
 use weir_protocol::messages::offset_fetch::{
-    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResponseGroup, OffsetFetchResponsePartition,
-    OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchRequest, OffsetFetchResponse, OffsetFetchResponseGroup,
+    OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
 };
 use weir_protocol::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
 
@@ -52,7 +61,9 @@ const KEY_TYPE_GROUP: i8 = 0;
 
 /// Waits for a group record to be durable; the error to report if it isn't.
 async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
-    let Some(durable) = durable else { return ErrorCode::None };
+    let Some(durable) = durable else {
+        return ErrorCode::None;
+    };
     match tokio::time::timeout(Duration::from_millis(DURABILITY_WAIT_MS), durable).await {
         Ok(Ok(Ok(()))) => ErrorCode::None,
         Ok(Ok(Err(_))) | Ok(Err(_)) => ErrorCode::KafkaStorageError,
@@ -64,14 +75,21 @@ fn invalid_group_id(group_id: &str) -> bool {
     group_id.is_empty()
 }
 
-pub fn find_coordinator(broker: &Arc<Broker>, header: &RequestHeader, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: FindCoordinatorRequest,
+) -> FindCoordinatorResponse {
     let advertised = broker.config.advertised();
     let host = advertised.ip().to_string();
     let port = i32::from(advertised.port());
     let node_id = broker.config.node_id;
     let answer = |key: &str| -> (ErrorCode, Option<String>) {
         if request.key_type != KEY_TYPE_GROUP {
-            return (ErrorCode::CoordinatorNotAvailable, Some("this broker runs no transaction coordinator".into()));
+            return (
+                ErrorCode::CoordinatorNotAvailable,
+                Some("this broker runs no transaction coordinator".into()),
+            );
         }
         if key.is_empty() {
             return (ErrorCode::InvalidRequest, Some("empty group id".into()));
@@ -100,7 +118,10 @@ pub fn find_coordinator(broker: &Arc<Broker>, header: &RequestHeader, request: F
                 }
             })
             .collect();
-        return FindCoordinatorResponse { coordinators, ..Default::default() };
+        return FindCoordinatorResponse {
+            coordinators,
+            ..Default::default()
+        };
     }
     let (code, message) = answer(&request.key);
     let ok = code == ErrorCode::None;
@@ -141,19 +162,30 @@ fn join_response(version: i16, reply: JoinReply) -> JoinGroupResponse {
     }
 }
 
-pub fn join_group(broker: &Arc<Broker>, header: RequestHeader, request: JoinGroupRequest) -> PendingReply {
+pub fn join_group(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: JoinGroupRequest,
+) -> PendingReply {
     let version = header.api_version;
     if invalid_group_id(&request.group_id) {
         let reply = JoinReply::error(ErrorCode::InvalidGroupId, &request.member_id);
         return ready(encode_frame(&header, &join_response(version, reply)));
     }
-    let rebalance_timeout_ms =
-        if request.rebalance_timeout_ms < 0 { request.session_timeout_ms } else { request.rebalance_timeout_ms };
+    let rebalance_timeout_ms = if request.rebalance_timeout_ms < 0 {
+        request.session_timeout_ms
+    } else {
+        request.rebalance_timeout_ms
+    };
     let req = JoinRequest {
         member_id: request.member_id.clone(),
         instance_id: request.group_instance_id,
         protocol_type: request.protocol_type,
-        protocols: request.protocols.into_iter().map(|p| (p.name, p.metadata)).collect(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name, p.metadata))
+            .collect(),
         session_timeout_ms: request.session_timeout_ms,
         rebalance_timeout_ms,
         client_id: header.client_id.clone().unwrap_or_default(),
@@ -184,9 +216,16 @@ fn sync_response(reply: SyncReply) -> SyncGroupResponse {
     }
 }
 
-pub fn sync_group(broker: &Arc<Broker>, header: RequestHeader, request: SyncGroupRequest) -> PendingReply {
+pub fn sync_group(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: SyncGroupRequest,
+) -> PendingReply {
     if invalid_group_id(&request.group_id) {
-        return ready(encode_frame(&header, &sync_response(SyncReply::error(ErrorCode::InvalidGroupId))));
+        return ready(encode_frame(
+            &header,
+            &sync_response(SyncReply::error(ErrorCode::InvalidGroupId)),
+        ));
     }
     let req = SyncRequest {
         member_id: request.member_id,
@@ -194,7 +233,11 @@ pub fn sync_group(broker: &Arc<Broker>, header: RequestHeader, request: SyncGrou
         generation: request.generation_id,
         protocol_type: request.protocol_type,
         protocol_name: request.protocol_name,
-        assignments: request.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect(),
+        assignments: request
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id, a.assignment))
+            .collect(),
     };
     let rx = broker.groups.sync(broker, &request.group_id, req);
     Box::pin(async move {
@@ -218,20 +261,38 @@ pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatRe
             request.generation_id,
         )
     };
-    HeartbeatResponse { error_code: code.code(), ..Default::default() }
+    HeartbeatResponse {
+        error_code: code.code(),
+        ..Default::default()
+    }
 }
 
-pub fn leave_group(broker: &Arc<Broker>, header: &RequestHeader, request: LeaveGroupRequest) -> LeaveGroupResponse {
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: LeaveGroupRequest,
+) -> LeaveGroupResponse {
     if invalid_group_id(&request.group_id) {
-        return LeaveGroupResponse { error_code: ErrorCode::InvalidGroupId.code(), ..Default::default() };
+        return LeaveGroupResponse {
+            error_code: ErrorCode::InvalidGroupId.code(),
+            ..Default::default()
+        };
     }
     if header.api_version < 3 {
-        let codes = broker.groups.leave(broker, &request.group_id, &[(request.member_id, None)]);
+        let codes = broker
+            .groups
+            .leave(broker, &request.group_id, &[(request.member_id, None)]);
         let code = codes.first().copied().unwrap_or(ErrorCode::UnknownMemberId);
-        return LeaveGroupResponse { error_code: code.code(), ..Default::default() };
+        return LeaveGroupResponse {
+            error_code: code.code(),
+            ..Default::default()
+        };
     }
-    let wanted: Vec<(String, Option<String>)> =
-        request.members.iter().map(|m| (m.member_id.clone(), m.group_instance_id.clone())).collect();
+    let wanted: Vec<(String, Option<String>)> = request
+        .members
+        .iter()
+        .map(|m| (m.member_id.clone(), m.group_instance_id.clone()))
+        .collect();
     let codes = broker.groups.leave(broker, &request.group_id, &wanted);
     let members = request
         .members
@@ -243,10 +304,18 @@ pub fn leave_group(broker: &Arc<Broker>, header: &RequestHeader, request: LeaveG
             error_code: code.code(),
         })
         .collect();
-    LeaveGroupResponse { error_code: ErrorCode::None.code(), members, ..Default::default() }
+    LeaveGroupResponse {
+        error_code: ErrorCode::None.code(),
+        members,
+        ..Default::default()
+    }
 }
 
-pub fn offset_commit(broker: &Arc<Broker>, header: RequestHeader, request: OffsetCommitRequest) -> PendingReply {
+pub fn offset_commit(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: OffsetCommitRequest,
+) -> PendingReply {
     let now = now_ms();
     let metadata_max = broker.groups.offset_metadata_bytes_max;
     // Per-partition checks first; only partitions that pass are committed.
@@ -256,9 +325,17 @@ pub fn offset_commit(broker: &Arc<Broker>, header: RequestHeader, request: Offse
         let known = broker.topic(&topic.name);
         let mut list = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
-            let code = if known.as_ref().and_then(|t| t.partition(p.partition_index)).is_none() {
+            let code = if known
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_none()
+            {
                 ErrorCode::UnknownTopicOrPartition
-            } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > metadata_max) {
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > metadata_max)
+            {
                 ErrorCode::OffsetMetadataTooLarge
             } else {
                 accepted.push((
@@ -302,25 +379,38 @@ pub fn offset_commit(broker: &Arc<Broker>, header: RequestHeader, request: Offse
                     .into_iter()
                     .map(|(partition_index, code)| OffsetCommitResponsePartition {
                         partition_index,
-                        error_code: if code == ErrorCode::None { group_code.code() } else { code.code() },
+                        error_code: if code == ErrorCode::None {
+                            group_code.code()
+                        } else {
+                            code.code()
+                        },
                     })
                     .collect(),
             })
             .collect();
-        let response = OffsetCommitResponse { topics, ..Default::default() };
+        let response = OffsetCommitResponse {
+            topics,
+            ..Default::default()
+        };
         encode_frame(&header, &response).map(Into::into)
     })
 }
 
-pub fn offset_fetch(broker: &Arc<Broker>, header: &RequestHeader, request: OffsetFetchRequest) -> OffsetFetchResponse {
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
     let fetch = |group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>| {
         broker.groups.fetch_offsets(group_id, topics.as_deref())
     };
     let leader_epoch = |e: &Option<OffsetEntry>| e.as_ref().map_or(-1, |e| e.leader_epoch);
     if header.api_version < 8 {
-        let wanted = request
-            .topics
-            .map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect::<Vec<_>>());
+        let wanted = request.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name, t.partition_indexes))
+                .collect::<Vec<_>>()
+        });
         let topics = fetch(&request.group_id, wanted)
             .into_iter()
             .map(|(name, parts)| OffsetFetchResponseTopic {
@@ -337,13 +427,20 @@ pub fn offset_fetch(broker: &Arc<Broker>, header: &RequestHeader, request: Offse
                     .collect(),
             })
             .collect();
-        return OffsetFetchResponse { topics, ..Default::default() };
+        return OffsetFetchResponse {
+            topics,
+            ..Default::default()
+        };
     }
     let groups = request
         .groups
         .into_iter()
         .map(|g| {
-            let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect::<Vec<_>>());
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name, t.partition_indexes))
+                    .collect::<Vec<_>>()
+            });
             let topics = fetch(&g.group_id, wanted)
                 .into_iter()
                 .map(|(name, parts)| OffsetFetchResponseTopics {
@@ -360,26 +457,47 @@ pub fn offset_fetch(broker: &Arc<Broker>, header: &RequestHeader, request: Offse
                         .collect(),
                 })
                 .collect();
-            OffsetFetchResponseGroup { group_id: g.group_id, topics, error_code: ErrorCode::None.code() }
+            OffsetFetchResponseGroup {
+                group_id: g.group_id,
+                topics,
+                error_code: ErrorCode::None.code(),
+            }
         })
         .collect();
-    OffsetFetchResponse { groups, ..Default::default() }
+    OffsetFetchResponse {
+        groups,
+        ..Default::default()
+    }
 }
 
-pub fn offset_delete(broker: &Arc<Broker>, header: RequestHeader, request: OffsetDeleteRequest) -> PendingReply {
+pub fn offset_delete(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: OffsetDeleteRequest,
+) -> PendingReply {
     let wanted: Vec<(String, Vec<i32>)> = request
         .topics
         .iter()
-        .map(|t| (t.name.clone(), t.partitions.iter().map(|p| p.partition_index).collect()))
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
         .collect();
     let outcome = if invalid_group_id(&request.group_id) {
         Err(ErrorCode::InvalidGroupId)
     } else {
-        broker.groups.delete_offsets(broker, &request.group_id, &wanted)
+        broker
+            .groups
+            .delete_offsets(broker, &request.group_id, &wanted)
     };
     Box::pin(async move {
         let response = match outcome {
-            Err(code) => OffsetDeleteResponse { error_code: code.code(), ..Default::default() },
+            Err(code) => OffsetDeleteResponse {
+                error_code: code.code(),
+                ..Default::default()
+            },
             Ok((results, durable)) => {
                 let stored = wait_durable(durable).await;
                 OffsetDeleteResponse {
@@ -407,10 +525,18 @@ pub fn offset_delete(broker: &Arc<Broker>, header: RequestHeader, request: Offse
 
 pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGroupsResponse {
     let state_ok = |state: &str| {
-        request.states_filter.is_empty() || request.states_filter.iter().any(|s| s.eq_ignore_ascii_case(state))
+        request.states_filter.is_empty()
+            || request
+                .states_filter
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(state))
     };
     let type_ok = |group_type: &str| {
-        request.types_filter.is_empty() || request.types_filter.iter().any(|t| t.eq_ignore_ascii_case(group_type))
+        request.types_filter.is_empty()
+            || request
+                .types_filter
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(group_type))
     };
     let groups = broker
         .groups
@@ -424,10 +550,18 @@ pub fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGrou
             group_type: g.group_type.to_string(),
         })
         .collect();
-    ListGroupsResponse { error_code: ErrorCode::None.code(), groups, ..Default::default() }
+    ListGroupsResponse {
+        error_code: ErrorCode::None.code(),
+        groups,
+        ..Default::default()
+    }
 }
 
-pub fn describe_groups(broker: &Arc<Broker>, header: &RequestHeader, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = request
         .groups
         .into_iter()
@@ -456,7 +590,11 @@ pub fn describe_groups(broker: &Arc<Broker>, header: &RequestHeader, request: De
                 // v6 (KIP-1043) reports unknown groups as errors; older versions as Dead.
                 let v6 = header.api_version >= 6;
                 DescribedGroup {
-                    error_code: if v6 { ErrorCode::GroupIdNotFound.code() } else { ErrorCode::None.code() },
+                    error_code: if v6 {
+                        ErrorCode::GroupIdNotFound.code()
+                    } else {
+                        ErrorCode::None.code()
+                    },
                     error_message: v6.then(|| format!("group {group_id} not found")),
                     group_id,
                     group_state: GroupState::Dead.name().to_string(),
@@ -465,15 +603,26 @@ pub fn describe_groups(broker: &Arc<Broker>, header: &RequestHeader, request: De
             }
         })
         .collect();
-    DescribeGroupsResponse { groups, ..Default::default() }
+    DescribeGroupsResponse {
+        groups,
+        ..Default::default()
+    }
 }
 
-pub fn delete_groups(broker: &Arc<Broker>, header: RequestHeader, request: DeleteGroupsRequest) -> PendingReply {
+pub fn delete_groups(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: DeleteGroupsRequest,
+) -> PendingReply {
     let outcomes: Vec<(String, Result<Option<Durable>, ErrorCode>)> = request
         .groups_names
         .into_iter()
         .map(|g| {
-            let outcome = if invalid_group_id(&g) { Err(ErrorCode::InvalidGroupId) } else { broker.groups.delete_group(broker, &g) };
+            let outcome = if invalid_group_id(&g) {
+                Err(ErrorCode::InvalidGroupId)
+            } else {
+                broker.groups.delete_group(broker, &g)
+            };
             (g, outcome)
         })
         .collect();
@@ -484,9 +633,19 @@ pub fn delete_groups(broker: &Arc<Broker>, header: RequestHeader, request: Delet
                 Ok(durable) => wait_durable(durable).await,
                 Err(code) => code,
             };
-            results.push(DeletableGroupResult { group_id, error_code: code.code() });
+            results.push(DeletableGroupResult {
+                group_id,
+                error_code: code.code(),
+            });
         }
-        encode_frame(&header, &DeleteGroupsResponse { results, ..Default::default() }).map(Into::into)
+        encode_frame(
+            &header,
+            &DeleteGroupsResponse {
+                results,
+                ..Default::default()
+            },
+        )
+        .map(Into::into)
     })
 }
 
@@ -510,7 +669,10 @@ pub fn consumer_group_heartbeat(
         for tp in list {
             // Partitions of topics deleted meanwhile are simply no longer owned.
             if let Some(topic) = registry.by_id(&tp.topic_id) {
-                owned.entry(topic.name.clone()).or_default().extend(tp.partitions);
+                owned
+                    .entry(topic.name.clone())
+                    .or_default()
+                    .extend(tp.partitions);
             }
         }
         owned
@@ -531,11 +693,16 @@ pub fn consumer_group_heartbeat(
         client_generates_member_id: header.api_version >= 1,
         fresh_member_id: String::new(),
     };
-    let reply = broker.groups.consumer_heartbeat(broker, &request.group_id, req);
+    let reply = broker
+        .groups
+        .consumer_heartbeat(broker, &request.group_id, req);
     let assignment = reply.assignment.map(|a| cgh::Assignment {
         topic_partitions: topic_partitions(broker, &a)
             .into_iter()
-            .map(|(topic_id, _, partitions)| cgh::TopicPartitions { topic_id, partitions })
+            .map(|(topic_id, _, partitions)| cgh::TopicPartitions {
+                topic_id,
+                partitions,
+            })
             .collect(),
     });
     ConsumerGroupHeartbeatResponse {
@@ -560,61 +727,73 @@ fn topic_partitions(broker: &Broker, assignment: &Assignment) -> Vec<([u8; 16], 
         .collect()
 }
 
-pub fn consumer_group_describe(broker: &Arc<Broker>, request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse {
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    request: ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
     let assignment = |a: &Assignment| cgd::Assignment {
         topic_partitions: topic_partitions(broker, a)
             .into_iter()
-            .map(|(topic_id, topic_name, partitions)| cgd::TopicPartitions { topic_id, topic_name, partitions })
+            .map(|(topic_id, topic_name, partitions)| cgd::TopicPartitions {
+                topic_id,
+                topic_name,
+                partitions,
+            })
             .collect(),
     };
     let groups = request
         .group_ids
         .into_iter()
-        .map(|group_id| match broker.groups.consumer_describe(&group_id) {
-            Ok(d) => cgd::DescribedGroup {
-                error_code: ErrorCode::None.code(),
-                group_id,
-                group_state: d.state_name.to_string(),
-                group_epoch: d.group_epoch,
-                assignment_epoch: d.assignment_epoch,
-                assignor_name: d.assignor,
-                members: d
-                    .members
-                    .iter()
-                    .map(|(m, target)| cgd::Member {
-                        member_id: m.member_id.clone(),
-                        instance_id: m.instance_id.clone(),
-                        rack_id: m.rack_id.clone(),
-                        member_epoch: m.member_epoch,
-                        client_id: m.client_id.clone(),
-                        client_host: m.client_host.clone(),
-                        subscribed_topic_names: m.subscribed_topic_names.clone(),
-                        subscribed_topic_regex: m.subscribed_topic_regex.clone(),
-                        assignment: assignment(&m.assigned),
-                        target_assignment: assignment(target),
-                        // 1: a member speaking the consumer protocol (v1+).
-                        member_type: 1,
-                    })
-                    .collect(),
-                ..Default::default()
-            },
-            Err(code) => {
-                let message = if broker.groups.describe(&group_id).is_some() {
-                    format!("group {group_id} is not a consumer group")
-                } else {
-                    format!("group {group_id} not found")
-                };
-                cgd::DescribedGroup {
-                    error_code: code.code(),
-                    error_message: Some(message),
+        .map(
+            |group_id| match broker.groups.consumer_describe(&group_id) {
+                Ok(d) => cgd::DescribedGroup {
+                    error_code: ErrorCode::None.code(),
                     group_id,
-                    group_state: "Dead".to_string(),
-                    group_epoch: -1,
-                    assignment_epoch: -1,
+                    group_state: d.state_name.to_string(),
+                    group_epoch: d.group_epoch,
+                    assignment_epoch: d.assignment_epoch,
+                    assignor_name: d.assignor,
+                    members: d
+                        .members
+                        .iter()
+                        .map(|(m, target)| cgd::Member {
+                            member_id: m.member_id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            rack_id: m.rack_id.clone(),
+                            member_epoch: m.member_epoch,
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            subscribed_topic_names: m.subscribed_topic_names.clone(),
+                            subscribed_topic_regex: m.subscribed_topic_regex.clone(),
+                            assignment: assignment(&m.assigned),
+                            target_assignment: assignment(target),
+                            // 1: a member speaking the consumer protocol (v1+).
+                            member_type: 1,
+                        })
+                        .collect(),
                     ..Default::default()
+                },
+                Err(code) => {
+                    let message = if broker.groups.describe(&group_id).is_some() {
+                        format!("group {group_id} is not a consumer group")
+                    } else {
+                        format!("group {group_id} not found")
+                    };
+                    cgd::DescribedGroup {
+                        error_code: code.code(),
+                        error_message: Some(message),
+                        group_id,
+                        group_state: "Dead".to_string(),
+                        group_epoch: -1,
+                        assignment_epoch: -1,
+                        ..Default::default()
+                    }
                 }
-            }
-        })
+            },
+        )
         .collect();
-    ConsumerGroupDescribeResponse { groups, ..Default::default() }
+    ConsumerGroupDescribeResponse {
+        groups,
+        ..Default::default()
+    }
 }

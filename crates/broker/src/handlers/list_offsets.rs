@@ -9,12 +9,13 @@ use weir_protocol::messages::list_offsets::{
     ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use weir_protocol::messages::offset_for_leader_epoch::{
-    EpochEndOffset, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+    EpochEndOffset, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    OffsetForLeaderTopicResult,
 };
 use weir_protocol::record::{self, BatchHeader};
 
-use crate::error::log_error_code;
 use crate::Broker;
+use crate::error::log_error_code;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -27,19 +28,28 @@ const BATCH_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// The first record at or after `ts_ms`: the log finds the batch, then we look
 /// inside it, because Kafka answers with a record's offset, not a batch's.
 fn offset_for_time(log: &Log, ts_ms: i64, limit: i64) -> Result<(i64, i64), ErrorCode> {
-    let Some((batch_offset, _)) = log.offset_for_timestamp(ts_ms).map_err(|e| log_error_code(&e))? else {
+    let Some((batch_offset, _)) = log
+        .offset_for_timestamp(ts_ms)
+        .map_err(|e| log_error_code(&e))?
+    else {
         return Ok((-1, -1));
     };
     if batch_offset >= limit {
         return Ok((-1, -1));
     }
-    let result = log.read(batch_offset, 1, limit).map_err(|e| log_error_code(&e))?;
+    let result = log
+        .read(batch_offset, 1, limit)
+        .map_err(|e| log_error_code(&e))?;
     let mut bytes = Vec::with_capacity(result.bytes);
-    result.read_into(&mut bytes).map_err(|_| ErrorCode::KafkaStorageError)?;
+    result
+        .read_into(&mut bytes)
+        .map_err(|_| ErrorCode::KafkaStorageError)?;
     let bytes = bytes::Bytes::from(bytes);
     for batch in record::split_batches(&bytes) {
         let Ok(batch) = batch else { break };
-        let Ok(header) = BatchHeader::parse(&batch) else { break };
+        let Ok(header) = BatchHeader::parse(&batch) else {
+            break;
+        };
         if header.max_timestamp < ts_ms {
             continue;
         }
@@ -60,7 +70,11 @@ fn offset_for_time(log: &Log, ts_ms: i64, limit: i64) -> Result<(i64, i64), Erro
     Ok((-1, -1))
 }
 
-pub fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == 1;
     let topics = request
         .topics
@@ -78,12 +92,18 @@ pub fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: ListOffsets
                         leader_epoch: 0,
                         ..Default::default()
                     };
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    else {
                         out.error_code = ErrorCode::UnknownTopicOrPartition.code();
                         return out;
                     };
                     let log = &partition.log;
-                    let limit = if read_committed { log.last_stable_offset() } else { log.high_watermark() };
+                    let limit = if read_committed {
+                        log.last_stable_offset()
+                    } else {
+                        log.high_watermark()
+                    };
                     let answer = match p.timestamp {
                         LATEST => Ok((limit, -1)),
                         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
@@ -101,7 +121,11 @@ pub fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: ListOffsets
                             out.offset = offset;
                             out.timestamp = timestamp;
                             if header.api_version == 0 {
-                                out.old_style_offsets = if offset >= 0 { vec![offset] } else { Vec::new() };
+                                out.old_style_offsets = if offset >= 0 {
+                                    vec![offset]
+                                } else {
+                                    Vec::new()
+                                };
                             }
                         }
                         Err(code) => out.error_code = code.code(),
@@ -109,14 +133,23 @@ pub fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: ListOffsets
                     out
                 })
                 .collect();
-            ListOffsetsTopicResponse { name: t.name, partitions }
+            ListOffsetsTopicResponse {
+                name: t.name,
+                partitions,
+            }
         })
         .collect();
-    ListOffsetsResponse { throttle_time_ms: 0, topics }
+    ListOffsetsResponse {
+        throttle_time_ms: 0,
+        topics,
+    }
 }
 
 /// Single-node Weir has leader epoch 0 for ever, so every epoch ends at the log end.
-pub fn offset_for_leader_epoch(broker: &Arc<Broker>, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+pub fn offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
     let topics = request
         .topics
         .into_iter()
@@ -146,8 +179,14 @@ pub fn offset_for_leader_epoch(broker: &Arc<Broker>, request: OffsetForLeaderEpo
                     out
                 })
                 .collect();
-            OffsetForLeaderTopicResult { topic: t.topic, partitions }
+            OffsetForLeaderTopicResult {
+                topic: t.topic,
+                partitions,
+            }
         })
         .collect();
-    OffsetForLeaderEpochResponse { throttle_time_ms: 0, topics }
+    OffsetForLeaderEpochResponse {
+        throttle_time_ms: 0,
+        topics,
+    }
 }

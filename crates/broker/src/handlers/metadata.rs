@@ -45,7 +45,11 @@ fn error_entry(name: Option<String>, id: [u8; 16], code: ErrorCode) -> MetadataR
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, header: &RequestHeader, request: MetadataRequest) -> MetadataResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    header: &RequestHeader,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let advertised = broker.config.advertised();
     // v0 has no null: an empty list means "all topics". From v1, null means all
     // and empty means none.

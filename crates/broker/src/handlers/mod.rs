@@ -3,8 +3,8 @@
 //! Decoding failures close the connection (Kafka does the same: a body that
 //! doesn't parse leaves no way to know where the next request starts).
 
-pub mod api_versions;
 mod admin;
+pub mod api_versions;
 mod configs;
 mod fetch;
 mod groups;
@@ -75,7 +75,10 @@ pub async fn dispatch(
     match key {
         ApiKey::ApiVersions => {
             let request = decode(&header, body)?;
-            Some(ready(encode_frame(&header, &api_versions::handle(&header, request))))
+            Some(ready(encode_frame(
+                &header,
+                &api_versions::handle(&header, request),
+            )))
         }
         ApiKey::Metadata => {
             let request = decode(&header, body)?;
@@ -138,8 +141,16 @@ pub async fn dispatch(
             let response = groups::find_coordinator(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
-        ApiKey::JoinGroup => Some(groups::join_group(broker, header.clone(), decode(&header, body)?)),
-        ApiKey::SyncGroup => Some(groups::sync_group(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::JoinGroup => Some(groups::join_group(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::SyncGroup => Some(groups::sync_group(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
         ApiKey::Heartbeat => {
             let response = groups::heartbeat(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
@@ -148,12 +159,20 @@ pub async fn dispatch(
             let response = groups::leave_group(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
-        ApiKey::OffsetCommit => Some(groups::offset_commit(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::OffsetCommit => Some(groups::offset_commit(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
         ApiKey::OffsetFetch => {
             let response = groups::offset_fetch(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
-        ApiKey::OffsetDelete => Some(groups::offset_delete(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::OffsetDelete => Some(groups::offset_delete(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
         ApiKey::ListGroups => {
             let response = groups::list_groups(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
@@ -162,9 +181,14 @@ pub async fn dispatch(
             let response = groups::describe_groups(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
-        ApiKey::DeleteGroups => Some(groups::delete_groups(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::DeleteGroups => Some(groups::delete_groups(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
         ApiKey::ConsumerGroupHeartbeat => {
-            let response = groups::consumer_group_heartbeat(broker, &header, decode(&header, body)?);
+            let response =
+                groups::consumer_group_heartbeat(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::ConsumerGroupDescribe => {

@@ -55,11 +55,15 @@ impl PartitionOutcome {
 /// Checks every batch of one partition's records; the partition's append is all or nothing.
 fn validate(records: &Bytes, config: &TopicConfig, now_ms: i64) -> Result<(), (ErrorCode, String)> {
     if records.is_empty() {
-        return Err((ErrorCode::CorruptMessage, "produce request carries no record batch".into()));
+        return Err((
+            ErrorCode::CorruptMessage,
+            "produce request carries no record batch".into(),
+        ));
     }
     let max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(0);
     for batch in record::split_batches(records) {
-        let batch = batch.map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch framing: {e}")))?;
+        let batch =
+            batch.map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch framing: {e}")))?;
         let header = BatchHeader::parse(&batch)
             .map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch header: {e}")))?;
         if header.total_bytes() > max_message_bytes {
@@ -72,9 +76,15 @@ fn validate(records: &Bytes, config: &TopicConfig, now_ms: i64) -> Result<(), (E
                 ),
             ));
         }
-        record::verify_crc(&batch)
-            .map_err(|e| (ErrorCode::CorruptMessage, format!("batch CRC check failed: {e}")))?;
-        if header.record_count <= 0 || i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count) {
+        record::verify_crc(&batch).map_err(|e| {
+            (
+                ErrorCode::CorruptMessage,
+                format!("batch CRC check failed: {e}"),
+            )
+        })?;
+        if header.record_count <= 0
+            || i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count)
+        {
             return Err((
                 ErrorCode::CorruptMessage,
                 format!(
@@ -117,7 +127,10 @@ fn append_partition(
         TimestampType::LogAppendTime => Some(now),
         TimestampType::CreateTime => None,
     };
-    let options = AppendOptions { leader_epoch: 0, log_append_time_ms };
+    let options = AppendOptions {
+        leader_epoch: 0,
+        log_append_time_ms,
+    };
     let info = match partition.log.append(&records, &options) {
         Ok(info) => info,
         Err(e) => {
@@ -137,7 +150,11 @@ fn append_partition(
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: ProduceRequest) -> Option<PendingReply> {
+pub fn handle(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: ProduceRequest,
+) -> Option<PendingReply> {
     let wants_ack = request.acks != 0;
     if !matches!(request.acks, -1..=1) {
         // Kafka rejects any other acks value for the whole request.
@@ -164,16 +181,22 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: ProduceReque
         };
         return Some(crate::ready(encode_frame(&header, &response)));
     }
-    let mut outcomes: Vec<(String, Vec<PartitionOutcome>)> = Vec::with_capacity(request.topic_data.len());
+    let mut outcomes: Vec<(String, Vec<PartitionOutcome>)> =
+        Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
         let topic = broker.topic(&topic_data.name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         for data in topic_data.partition_data {
-            let outcome = match topic.as_ref().and_then(|t| t.partition(data.index).map(|p| (t, p))) {
+            let outcome = match topic
+                .as_ref()
+                .and_then(|t| t.partition(data.index).map(|p| (t, p)))
+            {
                 Some((topic, partition)) => {
                     append_partition(broker, partition, &topic.config, data.records, wants_ack)
                 }
-                None => PartitionOutcome::failed(data.index, ErrorCode::UnknownTopicOrPartition, None),
+                None => {
+                    PartitionOutcome::failed(data.index, ErrorCode::UnknownTopicOrPartition, None)
+                }
             };
             partitions.push(outcome);
         }
@@ -182,7 +205,11 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: ProduceReque
     if !wants_ack {
         return Some(crate::ready(None));
     }
-    let wait = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0).max(DURABILITY_WAIT_MS_MIN));
+    let wait = Duration::from_millis(
+        u64::try_from(request.timeout_ms)
+            .unwrap_or(0)
+            .max(DURABILITY_WAIT_MS_MIN),
+    );
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
         let mut responses = Vec::with_capacity(outcomes.len());
@@ -217,9 +244,17 @@ pub fn handle(broker: &Arc<Broker>, header: RequestHeader, request: ProduceReque
                     ..Default::default()
                 });
             }
-            responses.push(TopicProduceResponse { name, partition_responses, ..Default::default() });
+            responses.push(TopicProduceResponse {
+                name,
+                partition_responses,
+                ..Default::default()
+            });
         }
-        let response = ProduceResponse { responses, throttle_time_ms: 0, ..Default::default() };
+        let response = ProduceResponse {
+            responses,
+            throttle_time_ms: 0,
+            ..Default::default()
+        };
         encode_frame(&header, &response).map(crate::Frame::from)
     }))
 }

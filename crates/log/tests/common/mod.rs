@@ -7,11 +7,22 @@ use weir_log::test_support::{build_batch, split_read};
 use weir_log::{AppendOptions, FlushPolicy, Log, LogConfig, LogEnv};
 
 pub fn small_config() -> LogConfig {
-    LogConfig { segment_bytes: 4096, index_interval_bytes: 256, retention_ms: -1, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
 }
 
 pub fn no_fsync(config: LogConfig) -> LogConfig {
-    LogConfig { flush: FlushPolicy::Interval { messages: u64::MAX, ms: 3_600_000 }, ..config }
+    LogConfig {
+        flush: FlushPolicy::Interval {
+            messages: u64::MAX,
+            ms: 3_600_000,
+        },
+        ..config
+    }
 }
 
 /// Deterministic payload for batch number `n`.
@@ -32,7 +43,14 @@ pub fn batch(n: u64, records: i32, len: usize, ts: i64) -> Bytes {
 }
 
 pub fn append(log: &Log, b: &Bytes) -> weir_log::AppendInfo {
-    log.append(b, &AppendOptions { leader_epoch: 0, log_append_time_ms: None }).expect("append")
+    log.append(
+        b,
+        &AppendOptions {
+            leader_epoch: 0,
+            log_append_time_ms: None,
+        },
+    )
+    .expect("append")
 }
 
 /// Reads everything in [from, to) and returns (base, last, crc_ok, bytes) per batch.

@@ -191,7 +191,8 @@ impl Pacer {
             return None;
         }
         let due = self.start + Duration::from_secs_f64(sent as f64 / self.rate_per_s as f64);
-        due.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        due.checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -205,7 +206,9 @@ impl Latencies {
     }
 
     pub fn record(&mut self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.0.saturating_record(us);
     }
 
@@ -365,7 +368,9 @@ impl BenchReport {
 /// rdkafka driver blocks threads of its own.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.workload == Workload::E2e && args.record_size < E2E_STAMP_BYTES {
-        bail!("e2e needs --record-size of at least {E2E_STAMP_BYTES} (the send timestamp rides in the value)");
+        bail!(
+            "e2e needs --record-size of at least {E2E_STAMP_BYTES} (the send timestamp rides in the value)"
+        );
     }
     if args.partitions < 1 {
         bail!("--partitions must be at least 1");
@@ -376,7 +381,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !(args.warmup_s.is_finite() && args.warmup_s >= 0.0) {
         bail!("--warmup-s must be zero or positive");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let partitions = runtime.block_on(ensure_topic(&args))?;
     let stop = StopAt::from_args(&args);
     let measured = match args.driver {
@@ -394,7 +402,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", report.text());
     }
     if report.records == 0 {
-        bail!("no records were {}", if args.workload == Workload::Produce { "acknowledged" } else { "received" });
+        bail!(
+            "no records were {}",
+            if args.workload == Workload::Produce {
+                "acknowledged"
+            } else {
+                "received"
+            }
+        );
     }
     Ok(())
 }
@@ -422,7 +437,10 @@ async fn wait_for_leaders(client: &mut Client, topic: &str) -> anyhow::Result<us
     loop {
         client.invalidate_topic(topic);
         let last = match client.topic(topic, false).await {
-            Ok(info) if !info.partitions.is_empty() && info.partitions.iter().all(|p| p.leader_id >= 0) => {
+            Ok(info)
+                if !info.partitions.is_empty()
+                    && info.partitions.iter().all(|p| p.leader_id >= 0) =>
+            {
                 return Ok(info.partitions.len());
             }
             Ok(_) => "some partitions have no leader".to_owned(),
@@ -489,16 +507,25 @@ mod tests {
         assert!(pacer.wait_before(0).is_none());
         // Record 500 is due half a second in.
         let wait = pacer.wait_before(500).expect("must wait");
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         assert!(Pacer::new(start, 0).wait_before(1_000_000).is_none());
     }
 
     #[test]
     fn stop_defaults_to_a_record_count_and_honours_either_limit() {
-        let stop = StopAt { records: None, duration: Some(Duration::from_secs(1)) };
+        let stop = StopAt {
+            records: None,
+            duration: Some(Duration::from_secs(1)),
+        };
         assert!(!stop.reached(u64::MAX - 1, Duration::from_millis(10)));
         assert!(stop.reached(0, Duration::from_secs(2)));
-        let stop = StopAt { records: Some(10), duration: None };
+        let stop = StopAt {
+            records: Some(10),
+            duration: None,
+        };
         assert!(stop.reached(10, Duration::ZERO));
         assert!(!stop.reached(9, Duration::from_secs(1000)));
     }

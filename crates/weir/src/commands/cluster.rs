@@ -29,7 +29,11 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
     println!("controller: {}", cluster.controller_id);
     println!("brokers: {}", cluster.brokers.len());
     for b in &cluster.brokers {
-        let rack = b.rack.as_deref().map(|r| format!("  rack {r}")).unwrap_or_default();
+        let rack = b
+            .rack
+            .as_deref()
+            .map(|r| format!("  rack {r}"))
+            .unwrap_or_default();
         println!("  {}  {}{}", b.node_id, b.addr(), rack);
     }
     println!("topics: {} ({} internal)", metadata.topics.len(), internal);

@@ -60,7 +60,12 @@ fn parse_start(s: &str) -> Result<Start, String> {
         "beginning" | "earliest" => Ok(Start::Beginning),
         "end" | "latest" => Ok(Start::End),
         _ => match s.split_once(':') {
-            Some(("offset", n)) => n.parse().ok().filter(|n: &i64| *n >= 0).map(Start::Offset).ok_or_else(bad),
+            Some(("offset", n)) => n
+                .parse()
+                .ok()
+                .filter(|n: &i64| *n >= 0)
+                .map(Start::Offset)
+                .ok_or_else(bad),
             Some(("timestamp", ms)) => ms.parse().map(Start::Timestamp).map_err(|_| bad()),
             _ => Err(bad()),
         },
@@ -92,7 +97,12 @@ fn format_record(args: &ConsumeArgs, partition: i32, record: &FetchedRecord) -> 
     line
 }
 
-async fn start_offset(client: &mut Client, topic: &str, partition: i32, start: Start) -> anyhow::Result<i64> {
+async fn start_offset(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    start: Start,
+) -> anyhow::Result<i64> {
     let spec = match start {
         Start::Offset(n) => return Ok(n),
         Start::Beginning => OffsetSpec::Earliest,
@@ -104,7 +114,10 @@ async fn start_offset(client: &mut Client, topic: &str, partition: i32, start: S
         return Ok(listed.offset);
     }
     // No record at or after the timestamp: start at the end.
-    Ok(client.list_offsets(topic, partition, OffsetSpec::Latest).await?.offset)
+    Ok(client
+        .list_offsets(topic, partition, OffsetSpec::Latest)
+        .await?
+        .offset)
 }
 
 struct PartitionState {
@@ -134,13 +147,30 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     for partition in partitions {
         let offset = start_offset(&mut client, &args.topic, partition, args.from)
             .await
-            .with_context(|| format!("could not find the start offset of {}-{partition}", args.topic))?;
+            .with_context(|| {
+                format!(
+                    "could not find the start offset of {}-{partition}",
+                    args.topic
+                )
+            })?;
         let end_offset = if args.follow {
             None
         } else {
-            Some(client.list_offsets(&args.topic, partition, OffsetSpec::Latest).await?.offset)
+            Some(
+                client
+                    .list_offsets(&args.topic, partition, OffsetSpec::Latest)
+                    .await?
+                    .offset,
+            )
         };
-        states.push(PartitionState { position: FetchPosition { topic: args.topic.clone(), partition, offset }, end_offset });
+        states.push(PartitionState {
+            position: FetchPosition {
+                topic: args.topic.clone(),
+                partition,
+                offset,
+            },
+            end_offset,
+        });
     }
 
     let started = Instant::now();
@@ -154,7 +184,9 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             break;
         }
         let positions: Vec<FetchPosition> = states.iter().map(|s| s.position.clone()).collect();
-        let results = client.fetch_many(&positions, FETCH_BYTES_MAX, FETCH_WAIT_MS).await?;
+        let results = client
+            .fetch_many(&positions, FETCH_BYTES_MAX, FETCH_WAIT_MS)
+            .await?;
         let mut out = stdout.lock();
         for (state, result) in states.iter_mut().zip(results) {
             let fetched = match result {
@@ -163,9 +195,19 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     // Retention removed what we were about to read (skip
                     // ahead), or the offset is past the end (wait at the end).
                     let partition = state.position.partition;
-                    let earliest = client.list_offsets(&args.topic, partition, OffsetSpec::Earliest).await?.offset;
-                    let latest = client.list_offsets(&args.topic, partition, OffsetSpec::Latest).await?.offset;
-                    let resume = if state.position.offset < earliest { earliest } else { latest };
+                    let earliest = client
+                        .list_offsets(&args.topic, partition, OffsetSpec::Earliest)
+                        .await?
+                        .offset;
+                    let latest = client
+                        .list_offsets(&args.topic, partition, OffsetSpec::Latest)
+                        .await?
+                        .offset;
+                    let resume = if state.position.offset < earliest {
+                        earliest
+                    } else {
+                        latest
+                    };
                     eprintln!(
                         "warning: offset {} of {}-{partition} is out of range ({earliest}..{latest}); continuing at {resume}",
                         state.position.offset, args.topic
@@ -213,7 +255,10 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             other => other.context("could not write to stdout")?,
         }
         if show_progress {
-            eprint!("\r{printed} records, {:.0} records/s   ", per_second(printed, started.elapsed()));
+            eprint!(
+                "\r{printed} records, {:.0} records/s   ",
+                per_second(printed, started.elapsed())
+            );
         }
     }
     let _ = stdout.lock().flush();
@@ -241,7 +286,10 @@ mod tests {
         assert_eq!(parse_start("beginning"), Ok(Start::Beginning));
         assert_eq!(parse_start("end"), Ok(Start::End));
         assert_eq!(parse_start("offset:42"), Ok(Start::Offset(42)));
-        assert_eq!(parse_start("timestamp:1700000000000"), Ok(Start::Timestamp(1_700_000_000_000)));
+        assert_eq!(
+            parse_start("timestamp:1700000000000"),
+            Ok(Start::Timestamp(1_700_000_000_000))
+        );
         assert!(parse_start("offset:-1").is_err());
         assert!(parse_start("offset:x").is_err());
         assert!(parse_start("middle").is_err());
@@ -249,18 +297,33 @@ mod tests {
 
     #[test]
     fn line_has_offsets_key_headers_then_value() {
-        let w = Wrapper::parse_from(["x", "t", "--print-offsets", "--print-key", "--print-headers"]);
+        let w = Wrapper::parse_from([
+            "x",
+            "t",
+            "--print-offsets",
+            "--print-key",
+            "--print-headers",
+        ]);
         let record = FetchedRecord {
             offset: 7,
             timestamp_ms: 0,
             key: Some(Bytes::from_static(b"k")),
             value: Some(Bytes::from_static(b"v")),
             headers: vec![
-                RecordHeader { key: "a".into(), value: Some(Bytes::from_static(b"1")) },
-                RecordHeader { key: "b".into(), value: None },
+                RecordHeader {
+                    key: "a".into(),
+                    value: Some(Bytes::from_static(b"1")),
+                },
+                RecordHeader {
+                    key: "b".into(),
+                    value: None,
+                },
             ],
         };
-        assert_eq!(format_record(&w.args, 2, &record), b"2:7\tk\ta=1,b=\tv".to_vec());
+        assert_eq!(
+            format_record(&w.args, 2, &record),
+            b"2:7\tk\ta=1,b=\tv".to_vec()
+        );
         let plain = Wrapper::parse_from(["x", "t"]);
         assert_eq!(format_record(&plain.args, 2, &record), b"v".to_vec());
     }

@@ -97,7 +97,10 @@ async fn offsets_and_ends(
         table.entry(key.clone()).or_insert((None, -1));
     }
     for ((topic, partition), (_, end)) in table.iter_mut() {
-        *end = client.list_offsets(topic, *partition, OffsetSpec::Latest).await?.offset;
+        *end = client
+            .list_offsets(topic, *partition, OffsetSpec::Latest)
+            .await?
+            .offset;
     }
     Ok(table)
 }
@@ -105,17 +108,36 @@ async fn offsets_and_ends(
 async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let mut client = args.connect.connect().await?;
     let group = client.describe_group(&args.group).await?;
-    println!("group: {}  state: {}  protocol: {} {}", group.group_id, group.state, group.protocol_type, group.protocol);
+    println!(
+        "group: {}  state: {}  protocol: {} {}",
+        group.group_id, group.state, group.protocol_type, group.protocol
+    );
     let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
     println!("members: {}", group.members.len());
     for m in &group.members {
-        let instance = m.instance_id.as_deref().map(|i| format!(" instance={i}")).unwrap_or_default();
+        let instance = m
+            .instance_id
+            .as_deref()
+            .map(|i| format!(" instance={i}"))
+            .unwrap_or_default();
         let assigned: Vec<String> = m
             .assignment
             .iter()
-            .map(|(t, ps)| format!("{t}:{}", ps.iter().map(i32::to_string).collect::<Vec<_>>().join(",")))
+            .map(|(t, ps)| {
+                format!(
+                    "{t}:{}",
+                    ps.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+                )
+            })
             .collect();
-        println!("  {}  client={} host={}{}  [{}]", m.member_id, m.client_id, m.host, instance, assigned.join(" "));
+        println!(
+            "  {}  client={} host={}{}  [{}]",
+            m.member_id,
+            m.client_id,
+            m.host,
+            instance,
+            assigned.join(" ")
+        );
         for (t, ps) in &m.assignment {
             for p in ps {
                 owner.insert((t.clone(), *p), m.member_id.clone());
@@ -130,7 +152,9 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
             Some(c) => (c.to_string(), (end - c).max(0).to_string()),
             None => ("-".to_owned(), "-".to_owned()),
         };
-        let member = owner.get(&(topic.clone(), *partition)).map_or("-", String::as_str);
+        let member = owner
+            .get(&(topic.clone(), *partition))
+            .map_or("-", String::as_str);
         println!("{topic}\t{partition}\t{committed_text}\t{end}\t{lag_text}\t{member}");
     }
     Ok(())
@@ -138,12 +162,17 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
 
 async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     let mut client = args.connect.connect().await?;
-    let topic = client.topic(&args.topic, false).await.with_context(|| format!("looking up topic '{}'", args.topic))?;
+    let topic = client
+        .topic(&args.topic, false)
+        .await
+        .with_context(|| format!("looking up topic '{}'", args.topic))?;
     let spec = match args.to.as_str() {
         "earliest" => OffsetSpec::Earliest,
         "latest" => OffsetSpec::Latest,
         other => match other.split_once(':') {
-            Some(("timestamp", ms)) => OffsetSpec::Timestamp(ms.parse().context("--to timestamp:MS needs a number")?),
+            Some(("timestamp", ms)) => {
+                OffsetSpec::Timestamp(ms.parse().context("--to timestamp:MS needs a number")?)
+            }
             Some(("offset", _)) => OffsetSpec::Latest, // resolved below
             _ => bail!("--to must be earliest, latest, offset:N or timestamp:MS, got '{other}'"),
         },
@@ -156,21 +185,44 @@ async fn reset(args: ResetArgs) -> anyhow::Result<()> {
     for partition in topic.partitions.iter().map(|p| p.partition) {
         let target = match fixed {
             Some(n) => {
-                let end = client.list_offsets(&args.topic, partition, OffsetSpec::Latest).await?.offset;
-                let start = client.list_offsets(&args.topic, partition, OffsetSpec::Earliest).await?.offset;
+                let end = client
+                    .list_offsets(&args.topic, partition, OffsetSpec::Latest)
+                    .await?
+                    .offset;
+                let start = client
+                    .list_offsets(&args.topic, partition, OffsetSpec::Earliest)
+                    .await?
+                    .offset;
                 n.clamp(start, end)
             }
             None => {
-                let found = client.list_offsets(&args.topic, partition, spec).await?.offset;
-                if found < 0 { client.list_offsets(&args.topic, partition, OffsetSpec::Latest).await?.offset } else { found }
+                let found = client
+                    .list_offsets(&args.topic, partition, spec)
+                    .await?
+                    .offset;
+                if found < 0 {
+                    client
+                        .list_offsets(&args.topic, partition, OffsetSpec::Latest)
+                        .await?
+                        .offset
+                } else {
+                    found
+                }
             }
         };
         println!("{}\t{partition}\t{target}", args.topic);
         plan.push((args.topic.clone(), partition, target));
     }
     if args.execute {
-        client.commit_offsets(&args.group, &plan).await.context("committing new offsets (is the group still active? stop its consumers first)")?;
-        eprintln!("reset {} partition(s) of {} for group {}", plan.len(), args.topic, args.group);
+        client.commit_offsets(&args.group, &plan).await.context(
+            "committing new offsets (is the group still active? stop its consumers first)",
+        )?;
+        eprintln!(
+            "reset {} partition(s) of {} for group {}",
+            plan.len(),
+            args.topic,
+            args.group
+        );
     } else {
         eprintln!("dry run: add --execute to commit these offsets");
     }

@@ -24,7 +24,12 @@ pub fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Broker address(es) to bootstrap from, HOST:PORT[,HOST:PORT...].
-    #[arg(long, env = "WEIR_BOOTSTRAP", default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "WEIR_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
     pub bootstrap: String,
 }
 
@@ -52,7 +57,11 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// A rate for humans: "12345 records/s".
 pub fn per_second(count: u64, elapsed: std::time::Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
-    if secs <= 0.0 { count as f64 } else { count as f64 / secs }
+    if secs <= 0.0 {
+        count as f64
+    } else {
+        count as f64 / secs
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +70,10 @@ mod tests {
 
     #[test]
     fn key_value_keeps_equals_in_value() {
-        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(
+            parse_key_value("a=b=c").unwrap(),
+            ("a".into(), "b=c".into())
+        );
         assert_eq!(parse_key_value("a=").unwrap(), ("a".into(), String::new()));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use tokio::io::AsyncBufReadExt as _;
-use weir_client::{Acks, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordHeader};
+use weir_client::{
+    Acks, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+    RecordHeader,
+};
 
 use super::{ConnectArgs, parse_key_value, per_second};
 
@@ -55,7 +58,11 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 
 /// Turns one input line into a record.
 fn record_for_line(args: &ProduceArgs, line: &str, headers: &[RecordHeader]) -> ProducerRecord {
-    let (key, value) = match args.key_separator.as_deref().and_then(|sep| line.split_once(sep)) {
+    let (key, value) = match args
+        .key_separator
+        .as_deref()
+        .and_then(|sep| line.split_once(sep))
+    {
         Some((k, v)) => (Some(Bytes::copy_from_slice(k.as_bytes())), v),
         None => (None, line),
     };
@@ -101,7 +108,10 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let headers: Vec<RecordHeader> = args
         .headers
         .iter()
-        .map(|(k, v)| RecordHeader { key: k.clone(), value: Some(Bytes::copy_from_slice(v.as_bytes())) })
+        .map(|(k, v)| RecordHeader {
+            key: k.clone(),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+        })
         .collect();
     let show_progress = std::io::stderr().is_terminal();
     let started = Instant::now();
@@ -113,7 +123,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await.context("could not read stdin")? {
         bytes += line.len() as u64;
-        pending.push_back(producer.send(record_for_line(&args, &line, &headers)).await?);
+        pending.push_back(
+            producer
+                .send(record_for_line(&args, &line, &headers))
+                .await?,
+        );
         sent += 1;
         while pending.len() > PENDING_DELIVERIES_MAX {
             if let Some(delivery) = pending.pop_front() {
@@ -122,7 +136,10 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         }
         if show_progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            eprint!("\r{sent} records sent, {:.0} records/s   ", per_second(sent, started.elapsed()));
+            eprint!(
+                "\r{sent} records sent, {:.0} records/s   ",
+                per_second(sent, started.elapsed())
+            );
         }
     }
     producer.flush().await?;
@@ -144,7 +161,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         per_second(bytes, elapsed) / 1e6,
     );
     if let Some(e) = tally.first_error {
-        anyhow::bail!("{} of {} records failed; first error: {e}", tally.failed, sent);
+        anyhow::bail!(
+            "{} of {} records failed; first error: {e}",
+            tally.failed,
+            sent
+        );
     }
     Ok(())
 }

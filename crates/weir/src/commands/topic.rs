@@ -133,7 +133,10 @@ async fn describe(args: NameArgs) -> anyhow::Result<()> {
     }
     println!("partitions: {}", info.partitions.len());
     for p in &info.partitions {
-        let error = p.error.map(|e| format!("  error {}", e.name())).unwrap_or_default();
+        let error = p
+            .error
+            .map(|e| format!("  error {}", e.name()))
+            .unwrap_or_default();
         println!(
             "  partition {}  leader {}  epoch {}  replicas {:?}  isr {:?}{}",
             p.partition, p.leader_id, p.leader_epoch, p.replicas, p.isr, error
@@ -147,7 +150,11 @@ async fn describe(args: NameArgs) -> anyhow::Result<()> {
     let mut configs = configs;
     configs.sort_by(|a, b| a.name.cmp(&b.name));
     for c in configs {
-        let value = if c.is_sensitive { "(sensitive)".to_owned() } else { c.value.unwrap_or_else(|| "null".to_owned()) };
+        let value = if c.is_sensitive {
+            "(sensitive)".to_owned()
+        } else {
+            c.value.unwrap_or_else(|| "null".to_owned())
+        };
         println!("  {}={}  ({})", c.name, value, c.source.name());
     }
     Ok(())
@@ -171,7 +178,9 @@ async fn alter(args: AlterArgs) -> anyhow::Result<()> {
         .map(|(k, v)| AlterConfigOp::set(k, v))
         .chain(args.delete_configs.iter().map(AlterConfigOp::delete))
         .collect();
-    client.incremental_alter_configs(&ConfigResource::topic(&args.name), &ops).await?;
+    client
+        .incremental_alter_configs(&ConfigResource::topic(&args.name), &ops)
+        .await?;
     println!("altered {} config(s) of topic {}", ops.len(), args.name);
     Ok(())
 }

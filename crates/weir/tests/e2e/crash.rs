@@ -34,7 +34,9 @@ fn acked_records_survive_kill_during_produce() {
         let key = format!("k{sent}");
         let value = format!("v{sent}");
         let record: BaseRecord<'_, String, String, Box<usize>> =
-            BaseRecord::with_opaque_to(topic, Box::new(sent)).key(&key).payload(&value);
+            BaseRecord::with_opaque_to(topic, Box::new(sent))
+                .key(&key)
+                .payload(&value);
         if producer.send(record).is_ok() {
             sent += 1;
         } else {
@@ -65,12 +67,25 @@ fn acked_records_survive_kill_during_produce() {
     for (partition, offset, record) in &seen {
         let key = String::from_utf8(record.key.clone().expect("every record has a key")).unwrap();
         let index: usize = key[1..].parse().unwrap();
-        assert_eq!(record.value.as_deref(), Some(format!("v{index}").as_bytes()), "record {index} is corrupt");
+        assert_eq!(
+            record.value.as_deref(),
+            Some(format!("v{index}").as_bytes()),
+            "record {index} is corrupt"
+        );
         by_position.insert((*partition, *offset), index);
         *times_seen.entry(index).or_default() += 1;
-        if let Some((prev_offset, prev_index)) = last_in_partition.insert(*partition, (*offset, index)) {
-            assert_eq!(*offset, prev_offset + 1, "offsets must stay dense after recovery");
-            assert!(index > prev_index, "partition {partition}: order broken ({prev_index} then {index})");
+        if let Some((prev_offset, prev_index)) =
+            last_in_partition.insert(*partition, (*offset, index))
+        {
+            assert_eq!(
+                *offset,
+                prev_offset + 1,
+                "offsets must stay dense after recovery"
+            );
+            assert!(
+                index > prev_index,
+                "partition {partition}: order broken ({prev_index} then {index})"
+            );
         }
     }
     for ((partition, offset), index) in &acked {
@@ -79,6 +94,10 @@ fn acked_records_survive_kill_during_produce() {
             Some(index),
             "acknowledged record {index} at {partition}/{offset} is missing after kill -9"
         );
-        assert_eq!(times_seen.get(index), Some(&1), "acknowledged record {index} must appear exactly once");
+        assert_eq!(
+            times_seen.get(index),
+            Some(&1),
+            "acknowledged record {index} must appear exactly once"
+        );
     }
 }

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::ClientContext;
 
 use super::harness::{Broker, create_topic};
 
@@ -36,7 +36,9 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, from: usize, to: usize
     for i in from..to {
         let payload = i.to_string();
         let partition = i32::try_from(i).unwrap() % partitions;
-        let record = BaseRecord::<(), str>::to(topic).payload(&payload).partition(partition);
+        let record = BaseRecord::<(), str>::to(topic)
+            .payload(&payload)
+            .partition(partition);
         producer.send(record).map_err(|(e, _)| e).expect("enqueue");
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
@@ -70,7 +72,9 @@ fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsume
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    config.create_with_context(Counting::default()).expect("consumer")
+    config
+        .create_with_context(Counting::default())
+        .expect("consumer")
 }
 
 /// One consumer on its own thread: polls, records every record it gets, and
@@ -96,7 +100,12 @@ impl Member {
         let assigns = Arc::new(AtomicUsize::new(0));
         consumer.subscribe(&[topic]).expect("subscribe");
         let thread = {
-            let (assignment, stall, stop, assigns) = (assignment.clone(), stall.clone(), stop.clone(), assigns.clone());
+            let (assignment, stall, stop, assigns) = (
+                assignment.clone(),
+                stall.clone(),
+                stop.clone(),
+                assigns.clone(),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     if stall.load(Ordering::SeqCst) {
@@ -105,23 +114,40 @@ impl Member {
                     }
                     if let Some(result) = consumer.poll(Duration::from_millis(100)) {
                         let message = result.expect("consume");
-                        let number: usize = std::str::from_utf8(message.payload().expect("payload"))
-                            .expect("utf8")
-                            .parse()
-                            .expect("number");
+                        let number: usize =
+                            std::str::from_utf8(message.payload().expect("payload"))
+                                .expect("utf8")
+                                .parse()
+                                .expect("number");
                         seen.lock().unwrap().push((number, index));
-                        consumer.commit_message(&message, CommitMode::Sync).expect("commit");
+                        consumer
+                            .commit_message(&message, CommitMode::Sync)
+                            .expect("commit");
                     }
-                    let current: BTreeSet<i32> =
-                        consumer.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect();
+                    let current: BTreeSet<i32> = consumer
+                        .assignment()
+                        .expect("assignment")
+                        .elements()
+                        .iter()
+                        .map(|e| e.partition())
+                        .collect();
                     *assignment.lock().unwrap() = current;
-                    assigns.store(consumer.context().assigns.load(Ordering::SeqCst), Ordering::SeqCst);
+                    assigns.store(
+                        consumer.context().assigns.load(Ordering::SeqCst),
+                        Ordering::SeqCst,
+                    );
                 }
                 // Dropping closes the consumer: it commits nothing more and leaves the group.
                 drop(consumer);
             })
         };
-        Member { assignment, stall, stop, assigns, thread: Some(thread) }
+        Member {
+            assignment,
+            stall,
+            stop,
+            assigns,
+            thread: Some(thread),
+        }
     }
 
     fn assigned(&self) -> BTreeSet<i32> {
@@ -149,10 +175,16 @@ fn wait_for_split(members: &[&Member], partitions: i32, what: &str) {
         let sets: Vec<BTreeSet<i32>> = members.iter().map(|m| m.assigned()).collect();
         let total: usize = sets.iter().map(BTreeSet::len).sum();
         let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
-        if sets.iter().all(|s| !s.is_empty()) && total == union.len() && union == (0..partitions).collect() {
+        if sets.iter().all(|s| !s.is_empty())
+            && total == union.len()
+            && union == (0..partitions).collect()
+        {
             return;
         }
-        assert!(started.elapsed() < SETTLE_TIMEOUT, "{what}: group did not settle; assignments {sets:?}");
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "{what}: group did not settle; assignments {sets:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -180,9 +212,21 @@ fn assert_exactly_once(seen: &Seen, count: usize) {
         *times.entry(*n).or_default() += 1;
     }
     let missing: Vec<usize> = (0..count).filter(|n| !times.contains_key(n)).collect();
-    let twice: Vec<(usize, usize)> = times.iter().filter(|(_, t)| **t > 1).map(|(n, t)| (*n, *t)).collect();
-    assert!(missing.is_empty(), "records never consumed: {:?}", &missing[..missing.len().min(20)]);
-    assert!(twice.is_empty(), "records consumed more than once: {:?}", &twice[..twice.len().min(20)]);
+    let twice: Vec<(usize, usize)> = times
+        .iter()
+        .filter(|(_, t)| **t > 1)
+        .map(|(n, t)| (*n, *t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "records never consumed: {:?}",
+        &missing[..missing.len().min(20)]
+    );
+    assert!(
+        twice.is_empty(),
+        "records consumed more than once: {:?}",
+        &twice[..twice.len().min(20)]
+    );
     assert_eq!(times.len(), count);
 }
 
@@ -199,14 +243,34 @@ fn members_share_partitions_through_rebalances(strategy: &str) {
     let settings = [("partition.assignment.strategy", strategy)];
 
     let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::spawn(consumer(&broker, &group, &settings), &topic, i, seen.clone()))
+        .map(|i| {
+            Member::spawn(
+                consumer(&broker, &group, &settings),
+                &topic,
+                i,
+                seen.clone(),
+            )
+        })
         .collect();
-    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "three members");
+    wait_for_split(
+        &members.iter().collect::<Vec<_>>(),
+        PARTITIONS,
+        "three members",
+    );
     produce(&broker, &topic, PARTITIONS, 0, BATCH);
     wait_for_count(&seen, BATCH, "three members");
 
-    members.push(Member::spawn(consumer(&broker, &group, &settings), &topic, 3, seen.clone()));
-    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "four members");
+    members.push(Member::spawn(
+        consumer(&broker, &group, &settings),
+        &topic,
+        3,
+        seen.clone(),
+    ));
+    wait_for_split(
+        &members.iter().collect::<Vec<_>>(),
+        PARTITIONS,
+        "four members",
+    );
     produce(&broker, &topic, PARTITIONS, BATCH, 2 * BATCH);
     wait_for_count(&seen, 2 * BATCH, "four members");
 
@@ -217,10 +281,15 @@ fn members_share_partitions_through_rebalances(strategy: &str) {
     loop {
         let sets: Vec<BTreeSet<i32>> = survivors.iter().map(|m| m.assigned()).collect();
         let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
-        if union.len() == PARTITIONS as usize && sets.iter().map(BTreeSet::len).sum::<usize>() == union.len() {
+        if union.len() == PARTITIONS as usize
+            && sets.iter().map(BTreeSet::len).sum::<usize>() == union.len()
+        {
             break;
         }
-        assert!(started.elapsed() < SETTLE_TIMEOUT, "stalled member's partitions never moved: {sets:?}");
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "stalled member's partitions never moved: {sets:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     produce(&broker, &topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
@@ -251,10 +320,25 @@ fn static_member_restart_within_session_timeout_causes_no_rebalance() {
     let topic = "static-members";
     create_topic(&broker, topic, PARTITIONS, &[]);
     let seen: Seen = Arc::default();
-    let static_config =
-        |id: &'static str| [("group.instance.id", id), ("session.timeout.ms", "10000"), ("max.poll.interval.ms", "15000")];
-    let a = Member::spawn(consumer(&broker, "static", &static_config("inst-a")), topic, 0, seen.clone());
-    let mut b = Member::spawn(consumer(&broker, "static", &static_config("inst-b")), topic, 1, seen.clone());
+    let static_config = |id: &'static str| {
+        [
+            ("group.instance.id", id),
+            ("session.timeout.ms", "10000"),
+            ("max.poll.interval.ms", "15000"),
+        ]
+    };
+    let a = Member::spawn(
+        consumer(&broker, "static", &static_config("inst-a")),
+        topic,
+        0,
+        seen.clone(),
+    );
+    let mut b = Member::spawn(
+        consumer(&broker, "static", &static_config("inst-b")),
+        topic,
+        1,
+        seen.clone(),
+    );
     wait_for_split(&[&a, &b], PARTITIONS, "two static members");
     // Let the group settle fully before counting.
     std::thread::sleep(Duration::from_secs(1));
@@ -264,16 +348,32 @@ fn static_member_restart_within_session_timeout_causes_no_rebalance() {
 
     // A static member's close sends no LeaveGroup; its replacement takes over its place.
     b.close();
-    let b2 = Member::spawn(consumer(&broker, "static", &static_config("inst-b")), topic, 2, seen.clone());
+    let b2 = Member::spawn(
+        consumer(&broker, "static", &static_config("inst-b")),
+        topic,
+        2,
+        seen.clone(),
+    );
     let started = Instant::now();
     while b2.assigned().is_empty() {
-        assert!(started.elapsed() < SETTLE_TIMEOUT, "restarted static member got no assignment");
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "restarted static member got no assignment"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(b2.assigned(), b_partitions, "the restarted member gets its old partitions back");
+    assert_eq!(
+        b2.assigned(),
+        b_partitions,
+        "the restarted member gets its old partitions back"
+    );
     // Give a rebalance, if one had been triggered, time to reach member a.
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(a.assigns.load(Ordering::SeqCst), a_assigns, "member a saw a rebalance");
+    assert_eq!(
+        a.assigns.load(Ordering::SeqCst),
+        a_assigns,
+        "member a saw a rebalance"
+    );
     assert_eq!(a.assigned(), a_partitions);
 
     produce(&broker, topic, PARTITIONS, 0, 100);
@@ -291,10 +391,25 @@ fn independent_groups_each_receive_every_record() {
     let seen_one: Seen = Arc::default();
     let seen_two: Seen = Arc::default();
     let one = [
-        Member::spawn(consumer(&broker, "group-one", &[]), topic, 0, seen_one.clone()),
-        Member::spawn(consumer(&broker, "group-one", &[]), topic, 1, seen_one.clone()),
+        Member::spawn(
+            consumer(&broker, "group-one", &[]),
+            topic,
+            0,
+            seen_one.clone(),
+        ),
+        Member::spawn(
+            consumer(&broker, "group-one", &[]),
+            topic,
+            1,
+            seen_one.clone(),
+        ),
     ];
-    let two = Member::spawn(consumer(&broker, "group-two", &[]), topic, 0, seen_two.clone());
+    let two = Member::spawn(
+        consumer(&broker, "group-two", &[]),
+        topic,
+        0,
+        seen_two.clone(),
+    );
     wait_for_count(&seen_one, RECORDS, "group-one");
     wait_for_count(&seen_two, RECORDS, "group-two");
     drop(one);
@@ -325,8 +440,17 @@ fn committed_offsets_survive_broker_restart() {
     std::thread::sleep(Duration::from_millis(500));
     second.close();
     assert_exactly_once(&seen, 300);
-    let after: Vec<usize> = seen.lock().unwrap().iter().filter(|(_, i)| *i == 1).map(|(n, _)| *n).collect();
-    assert!(after.iter().all(|n| *n >= 200), "the restarted consumer resumed at the committed offsets");
+    let after: Vec<usize> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, i)| *i == 1)
+        .map(|(n, _)| *n)
+        .collect();
+    assert!(
+        after.iter().all(|n| *n >= 200),
+        "the restarted consumer resumed at the committed offsets"
+    );
 }
 
 // ---- the consumer rebalance protocol (KIP-848, group.protocol=consumer) ----
@@ -345,7 +469,11 @@ fn start_consumer_protocol_broker() -> Broker {
 
 /// A librdkafka consumer using the consumer protocol: the broker assigns
 /// partitions; session and heartbeat timing come from the broker.
-fn protocol_consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+fn protocol_consumer(
+    broker: &Broker,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> BaseConsumer<Counting> {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
@@ -357,7 +485,9 @@ fn protocol_consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> Ba
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    config.create_with_context(Counting::default()).expect("consumer")
+    config
+        .create_with_context(Counting::default())
+        .expect("consumer")
 }
 
 /// The classic churn scenario with server-side assignment: three members
@@ -374,23 +504,45 @@ fn consumer_protocol_members_share_partitions(assignor: &str) {
     let settings = [("group.remote.assignor", assignor)];
 
     let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::spawn(protocol_consumer(&broker, &group, &settings), &topic, i, seen.clone()))
+        .map(|i| {
+            Member::spawn(
+                protocol_consumer(&broker, &group, &settings),
+                &topic,
+                i,
+                seen.clone(),
+            )
+        })
         .collect();
-    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "three members");
+    wait_for_split(
+        &members.iter().collect::<Vec<_>>(),
+        PARTITIONS,
+        "three members",
+    );
     produce(&broker, &topic, PARTITIONS, 0, BATCH);
     wait_for_count(&seen, BATCH, "three members");
 
     // ListGroups/DescribeGroups show the group with its type and members.
     let probe: BaseConsumer = broker.client_config().create().expect("probe");
-    let list = probe.fetch_group_list(Some(&group), Duration::from_secs(10)).expect("group list");
+    let list = probe
+        .fetch_group_list(Some(&group), Duration::from_secs(10))
+        .expect("group list");
     let described = list.groups().first().expect("the group is listed");
     assert_eq!(described.protocol_type(), "consumer");
     assert_eq!(described.members().len(), 3);
     // The protocol is the server-side assignor: proof the consumer protocol ran.
     assert_eq!(described.protocol(), assignor);
 
-    members.push(Member::spawn(protocol_consumer(&broker, &group, &settings), &topic, 3, seen.clone()));
-    wait_for_split(&members.iter().collect::<Vec<_>>(), PARTITIONS, "four members");
+    members.push(Member::spawn(
+        protocol_consumer(&broker, &group, &settings),
+        &topic,
+        3,
+        seen.clone(),
+    ));
+    wait_for_split(
+        &members.iter().collect::<Vec<_>>(),
+        PARTITIONS,
+        "four members",
+    );
     produce(&broker, &topic, PARTITIONS, BATCH, 2 * BATCH);
     wait_for_count(&seen, 2 * BATCH, "four members");
 
@@ -432,12 +584,20 @@ fn consumer_protocol_regex_subscription_reads_only_matching_topics() {
     let mut topics_seen: BTreeMap<String, usize> = BTreeMap::new();
     let started = Instant::now();
     while topics_seen.values().sum::<usize>() < 2 * RECORDS {
-        assert!(started.elapsed() < SETTLE_TIMEOUT, "consumed only {topics_seen:?}");
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "consumed only {topics_seen:?}"
+        );
         if let Some(result) = consumer.poll(Duration::from_millis(100)) {
-            *topics_seen.entry(result.expect("consume").topic().to_string()).or_default() += 1;
+            *topics_seen
+                .entry(result.expect("consume").topic().to_string())
+                .or_default() += 1;
         }
     }
     assert_eq!(topics_seen.get("rx-orders"), Some(&RECORDS));
     assert_eq!(topics_seen.get("rx-returns"), Some(&RECORDS));
-    assert!(!topics_seen.contains_key("other"), "a topic the pattern doesn't match was read");
+    assert!(
+        !topics_seen.contains_key("other"),
+        "a topic the pattern doesn't match was read"
+    );
 }

@@ -65,10 +65,18 @@ impl Broker {
         self.child = Some(child);
         let started = Instant::now();
         while TcpStream::connect(self.addr).is_err() {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("broker exited at start with {status}; log:\n{}", self.log());
             }
-            assert!(started.elapsed() < START_TIMEOUT, "broker did not start; log:\n{}", self.log());
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "broker did not start; log:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -91,7 +99,9 @@ impl Broker {
 
     /// Is the process still alive?
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// SIGKILL: no chance to flush or checkpoint.
@@ -104,9 +114,14 @@ impl Broker {
 
     /// SIGTERM and wait for a clean exit; returns the exit status success.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         // SAFETY-free: plain kill(2) through the command line tool keeps us off libc.
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -123,13 +138,17 @@ impl Broker {
 
     /// Starts the same broker again (same port, same data).
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "stop or kill the broker before restarting it");
+        assert!(
+            self.child.is_none(),
+            "stop or kill the broker before restarting it"
+        );
         self.spawn();
     }
 
     /// Resident set size of the broker process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -163,12 +182,16 @@ impl Drop for Broker {
 pub fn create_topic(broker: &Broker, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = broker.client_config().create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        broker.client_config().create().expect("admin client");
     let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     for (k, v) in configs {
         topic = topic.set(k, v);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let results = runtime
         .block_on(admin.create_topics([&topic], &AdminOptions::new()))
         .expect("create_topics request");

@@ -40,7 +40,9 @@ fn framed(body: &[u8]) -> Vec<u8> {
 /// Sends raw bytes and returns the response frame, or None if the broker closed the connection.
 fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(broker.addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     if stream.write_all(bytes).is_err() {
         return None;
     }
@@ -50,13 +52,19 @@ fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut =>
+        {
             panic!("broker neither answered nor closed the connection")
         }
         Err(_) => return None,
     }
     let size = i32::from_be_bytes(len);
-    assert!((0..64 << 20).contains(&size), "response frame size {size} is absurd");
+    assert!(
+        (0..64 << 20).contains(&size),
+        "response frame size {size} is absurd"
+    );
     let mut body = vec![0u8; size as usize];
     stream.read_exact(&mut body).ok()?;
     Some(body)
@@ -68,7 +76,10 @@ fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: topic.to_string(),
-            partition_data: vec![PartitionProduceData { index: 0, records: Some(records) }],
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(records),
+            }],
         }],
         ..Default::default()
     };
@@ -122,13 +133,17 @@ fn hostile_input_gets_errors_and_harms_no_one() {
             while !stop.load(Ordering::Relaxed) {
                 let key = i.to_string();
                 let record: BaseRecord<'_, String, str, Box<usize>> =
-                    BaseRecord::with_opaque_to("bystander", Box::new(i)).key(&key).payload("fine");
+                    BaseRecord::with_opaque_to("bystander", Box::new(i))
+                        .key(&key)
+                        .payload("fine");
                 if producer.send(record).is_ok() {
                     i += 1;
                 }
                 std::thread::sleep(Duration::from_micros(200));
             }
-            producer.flush(Duration::from_secs(30)).expect("bystander flush");
+            producer
+                .flush(Duration::from_secs(30))
+                .expect("bystander flush");
             i
         })
     };
@@ -163,21 +178,42 @@ fn hostile_input_gets_errors_and_harms_no_one() {
     let mut huge = Vec::new();
     huge.extend_from_slice(&(200 * 1024 * 1024i32).to_be_bytes());
     huge.extend_from_slice(&header(18, 0, 1));
-    assert!(exchange(&broker, &huge).is_none(), "an over-cap frame must close the connection");
+    assert!(
+        exchange(&broker, &huge).is_none(),
+        "an over-cap frame must close the connection"
+    );
     // Negative length.
     assert!(exchange(&broker, &(-5i32).to_be_bytes()).is_none());
     // Unknown API key.
-    assert!(exchange(&broker, &framed(&header(999, 0, 2))).is_none(), "unknown api key must close");
+    assert!(
+        exchange(&broker, &framed(&header(999, 0, 2))).is_none(),
+        "unknown api key must close"
+    );
     // Bad version of a known API.
-    assert!(exchange(&broker, &framed(&header(0, 99, 3))).is_none(), "produce v99 must close");
+    assert!(
+        exchange(&broker, &framed(&header(0, 99, 3))).is_none(),
+        "produce v99 must close"
+    );
     // ApiVersions at an unknown version: a v0 reply with UNSUPPORTED_VERSION (35).
-    let reply = exchange(&broker, &framed(&header(18, 99, 4))).expect("ApiVersions v99 gets a reply");
-    assert_eq!(i32::from_be_bytes(reply[0..4].try_into().unwrap()), 4, "correlation id echoed");
-    assert_eq!(i16::from_be_bytes(reply[4..6].try_into().unwrap()), 35, "UNSUPPORTED_VERSION");
+    let reply =
+        exchange(&broker, &framed(&header(18, 99, 4))).expect("ApiVersions v99 gets a reply");
+    assert_eq!(
+        i32::from_be_bytes(reply[0..4].try_into().unwrap()),
+        4,
+        "correlation id echoed"
+    );
+    assert_eq!(
+        i16::from_be_bytes(reply[4..6].try_into().unwrap()),
+        35,
+        "UNSUPPORTED_VERSION"
+    );
     // Huge array count in a tiny Metadata v1 body.
     let mut body = header(3, 1, 5);
     body.put_i32(0x7fff_ffff);
-    assert!(exchange(&broker, &framed(&body)).is_none(), "huge count must close, not allocate");
+    assert!(
+        exchange(&broker, &framed(&body)).is_none(),
+        "huge count must close, not allocate"
+    );
     // Huge string length.
     let mut body = header(3, 1, 6);
     body.put_i32(1);
@@ -188,25 +224,50 @@ fn hostile_input_gets_errors_and_harms_no_one() {
     let mut corrupt = BytesMut::from(&batch(100)[..]);
     let last = corrupt.len() - 1;
     corrupt[last] ^= 0x40;
-    let reply = exchange(&broker, &produce_frame("victim", corrupt.freeze())).expect("produce reply");
-    assert_eq!(produce_error_code(&reply), 2, "bad CRC must be CORRUPT_MESSAGE");
+    let reply =
+        exchange(&broker, &produce_frame("victim", corrupt.freeze())).expect("produce reply");
+    assert_eq!(
+        produce_error_code(&reply),
+        2,
+        "bad CRC must be CORRUPT_MESSAGE"
+    );
     // A batch over max.message.bytes: MESSAGE_TOO_LARGE (10).
     let reply = exchange(&broker, &produce_frame("victim", batch(20_000))).expect("produce reply");
-    assert_eq!(produce_error_code(&reply), 10, "oversized batch must be MESSAGE_TOO_LARGE");
+    assert_eq!(
+        produce_error_code(&reply),
+        10,
+        "oversized batch must be MESSAGE_TOO_LARGE"
+    );
     // A batch claiming more bytes than it has.
     let mut lying = BytesMut::from(&batch(100)[..]);
     lying[8..12].copy_from_slice(&100_000i32.to_be_bytes());
     let reply = exchange(&broker, &produce_frame("victim", lying.freeze())).expect("produce reply");
-    assert_eq!(produce_error_code(&reply), 2, "lying batch length must be CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_error_code(&reply),
+        2,
+        "lying batch length must be CORRUPT_MESSAGE"
+    );
     // A good batch still works on the same topic afterwards.
     let reply = exchange(&broker, &produce_frame("victim", batch(100))).expect("produce reply");
-    assert_eq!(produce_error_code(&reply), 0, "a valid batch must still be accepted");
+    assert_eq!(
+        produce_error_code(&reply),
+        0,
+        "a valid batch must still be accepted"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let sent = bystander.join().expect("bystander thread");
     let failed = acks.failed.lock().unwrap();
-    assert!(failed.is_empty(), "the well-behaved client saw errors: {:?}", failed.first());
-    assert_eq!(acks.placed.lock().unwrap().len(), sent, "every bystander record acknowledged");
+    assert!(
+        failed.is_empty(),
+        "the well-behaved client saw errors: {:?}",
+        failed.first()
+    );
+    assert_eq!(
+        acks.placed.lock().unwrap().len(),
+        sent,
+        "every bystander record acknowledged"
+    );
     let rss_after_kib = broker.rss_kib();
     assert!(
         rss_after_kib < rss_before_kib + 256 * 1024,

@@ -35,7 +35,11 @@ pub fn expected(i: usize) -> Expected {
     } else {
         Vec::new()
     };
-    Expected { key, value, headers }
+    Expected {
+        key,
+        value,
+        headers,
+    }
 }
 
 /// Records where each acknowledged record landed: (partition, offset) -> record number.
@@ -60,7 +64,12 @@ impl ProducerContext for AckContext {
                     .unwrap()
                     .insert((message.partition(), message.offset()), *index);
             }
-            Err((error, _)) => self.0.failed.lock().unwrap().push((*index, error.to_string())),
+            Err((error, _)) => self
+                .0
+                .failed
+                .lock()
+                .unwrap()
+                .push((*index, error.to_string())),
         }
     }
 }
@@ -96,9 +105,13 @@ pub fn produce_all(broker: &Broker, topic: &str, codec: &str, count: usize) -> A
         let e = expected(i);
         let mut headers = OwnedHeaders::new();
         for (k, v) in &e.headers {
-            headers = headers.insert(Header { key: k, value: v.as_deref() });
+            headers = headers.insert(Header {
+                key: k,
+                value: v.as_deref(),
+            });
         }
-        let mut record: BaseRecord<'_, [u8], [u8], Box<usize>> = BaseRecord::with_opaque_to(topic, Box::new(i));
+        let mut record: BaseRecord<'_, [u8], [u8], Box<usize>> =
+            BaseRecord::with_opaque_to(topic, Box::new(i));
         if let Some(k) = &e.key {
             record = record.key(k.as_slice());
         }
@@ -114,7 +127,12 @@ pub fn produce_all(broker: &Broker, topic: &str, codec: &str, count: usize) -> A
                 Ok(()) => break,
                 Err((err, back)) => {
                     assert!(
-                        matches!(err, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                        matches!(
+                            err,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
                         "send failed: {err}"
                     );
                     std::thread::sleep(Duration::from_millis(5));
@@ -130,7 +148,12 @@ pub fn produce_all(broker: &Broker, topic: &str, codec: &str, count: usize) -> A
 /// Reads every partition from the beginning up to its high watermark as it was
 /// when called (or until the deadline passes), returning (partition, offset,
 /// record) in read order. `expect_at_least` is a sanity floor on the total.
-pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expect_at_least: usize) -> Vec<(i32, i64, Expected)> {
+pub fn consume_all(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+    expect_at_least: usize,
+) -> Vec<(i32, i64, Expected)> {
     let consumer: BaseConsumer = broker
         .client_config()
         .set("group.id", "weir-e2e-assign-only")
@@ -141,18 +164,25 @@ pub fn consume_all(broker: &Broker, topic: &str, partitions: i32, expect_at_leas
         .expect("consumer");
     let mut assignment = TopicPartitionList::new();
     for p in 0..partitions {
-        assignment.add_partition_offset(topic, p, Offset::Beginning).expect("assign");
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
     }
     consumer.assign(&assignment).expect("assign");
     let mut remaining: HashMap<i32, i64> = HashMap::new();
     for p in 0..partitions {
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
         if high > 0 {
             remaining.insert(p, high);
         }
     }
     let total: i64 = remaining.values().sum();
-    assert!(total >= expect_at_least as i64, "high watermarks sum to {total}, expected at least {expect_at_least}");
+    assert!(
+        total >= expect_at_least as i64,
+        "high watermarks sum to {total}, expected at least {expect_at_least}"
+    );
     let mut seen = Vec::with_capacity(expect_at_least);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !remaining.is_empty() && Instant::now() < deadline {
@@ -180,9 +210,18 @@ fn roundtrip(codec: &str) {
     create_topic(&broker, &topic, PARTITIONS, &[]);
     let acks = produce_all(&broker, &topic, codec, RECORDS);
     let failed = acks.failed.lock().unwrap();
-    assert!(failed.is_empty(), "{} deliveries failed, first: {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} deliveries failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
     let placed = acks.placed.lock().unwrap();
-    assert_eq!(placed.len(), RECORDS, "every record must be acknowledged at a distinct offset");
+    assert_eq!(
+        placed.len(),
+        RECORDS,
+        "every record must be acknowledged at a distinct offset"
+    );
 
     let seen = consume_all(&broker, &topic, PARTITIONS, RECORDS);
     assert_eq!(seen.len(), RECORDS, "consumer must read back every record");
@@ -191,15 +230,25 @@ fn roundtrip(codec: &str) {
     for (partition, offset, record) in &seen {
         // Offsets are dense per partition and arrive in order.
         let want = next_offset.entry(*partition).or_insert(0);
-        assert_eq!(*offset, *want, "partition {partition}: offsets must be dense and ordered");
+        assert_eq!(
+            *offset, *want,
+            "partition {partition}: offsets must be dense and ordered"
+        );
         *want += 1;
-        let index = *placed
-            .get(&(*partition, *offset))
-            .unwrap_or_else(|| panic!("partition {partition} offset {offset} was never acknowledged"));
-        assert_eq!(record, &expected(index), "record {index} differs after the round trip");
+        let index = *placed.get(&(*partition, *offset)).unwrap_or_else(|| {
+            panic!("partition {partition} offset {offset} was never acknowledged")
+        });
+        assert_eq!(
+            record,
+            &expected(index),
+            "record {index} differs after the round trip"
+        );
         // Records of one partition keep the order they were sent in.
         if let Some(prev) = last_index.insert(*partition, index) {
-            assert!(prev < index, "partition {partition}: record {index} came after {prev}");
+            assert!(
+                prev < index,
+                "partition {partition}: record {index} came after {prev}"
+            );
         }
     }
 }

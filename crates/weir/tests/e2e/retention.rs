@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -18,7 +18,12 @@ use super::harness::{Broker, create_topic};
 fn retention_drops_old_segments_and_consumers_reset() {
     let broker = Broker::start(&["--retention-check-interval-ms", "200"]);
     let topic = "retained";
-    create_topic(&broker, topic, 1, &[("segment.bytes", "4096"), ("retention.bytes", "16384")]);
+    create_topic(
+        &broker,
+        topic,
+        1,
+        &[("segment.bytes", "4096"), ("retention.bytes", "16384")],
+    );
     let producer: ThreadedProducer<DefaultProducerContext> = broker
         .client_config()
         .set("acks", "all")
@@ -29,7 +34,9 @@ fn retention_drops_old_segments_and_consumers_reset() {
     let value = "r".repeat(200);
     for i in 0..2000 {
         let key = format!("{i}");
-        producer.send(BaseRecord::<str, str>::to(topic).key(&key).payload(&value)).expect("send");
+        producer
+            .send(BaseRecord::<str, str>::to(topic).key(&key).payload(&value))
+            .expect("send");
         if i % 100 == 0 {
             producer.flush(Duration::from_secs(30)).expect("flush");
         }
@@ -46,7 +53,9 @@ fn retention_drops_old_segments_and_consumers_reset() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (mut low, high) = (0, 0);
     while Instant::now() < deadline {
-        let (l, h) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).expect("watermarks");
+        let (l, h) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(5))
+            .expect("watermarks");
         low = l;
         let _ = h;
         if low > 0 {
@@ -54,14 +63,23 @@ fn retention_drops_old_segments_and_consumers_reset() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, high_now) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).expect("watermarks");
+    let (_, high_now) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(5))
+        .expect("watermarks");
     let _ = high;
-    assert!(low > 0, "earliest offset never moved forward; retention did not delete segments");
-    assert_eq!(high_now, 2000, "retention must not touch the high watermark");
+    assert!(
+        low > 0,
+        "earliest offset never moved forward; retention did not delete segments"
+    );
+    assert_eq!(
+        high_now, 2000,
+        "retention must not touch the high watermark"
+    );
 
     // A consumer positioned before the log start must be told the offset is out of range.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(0)).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(0))
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut saw_out_of_range = false;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -79,7 +97,10 @@ fn retention_drops_old_segments_and_consumers_reset() {
             _ => {}
         }
     }
-    assert!(saw_out_of_range, "consumer at offset 0 should get OFFSET_OUT_OF_RANGE");
+    assert!(
+        saw_out_of_range,
+        "consumer at offset 0 should get OFFSET_OUT_OF_RANGE"
+    );
 
     // With auto.offset.reset=earliest the consumer resets to the new log start.
     let resetting: BaseConsumer = broker
@@ -98,5 +119,8 @@ fn retention_drops_old_segments_and_consumers_reset() {
         }
     }
     let first = first.expect("resetting consumer got no record");
-    assert!(first >= low, "reset consumer started at {first}, before log start {low}");
+    assert!(
+        first >= low,
+        "reset consumer started at {first}, before log start {low}"
+    );
 }

@@ -12,12 +12,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{
-    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name, after_warmup, payload,
-    read_stamp, stamp,
+    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name,
+    after_warmup, payload, read_stamp, stamp,
 };
 
 /// How long `flush` may take at the end of a produce run.
@@ -64,8 +66,16 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", args.batch_size.to_string())
         // A request carries one batch per partition; let it hold several.
-        .set("message.max.bytes", (args.batch_size.saturating_mul(4)).clamp(1_000_000, 100_000_000).to_string())
-        .set("queue.buffering.max.messages", args.queue_records_max.to_string())
+        .set(
+            "message.max.bytes",
+            (args.batch_size.saturating_mul(4))
+                .clamp(1_000_000, 100_000_000)
+                .to_string(),
+        )
+        .set(
+            "queue.buffering.max.messages",
+            args.queue_records_max.to_string(),
+        )
         .set("queue.buffering.max.kbytes", "2097151")
         .set("enable.idempotence", "false")
         .set("message.timeout.ms", "120000");
@@ -88,7 +98,10 @@ fn consumer_config(args: &BenchArgs) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        .set("max.partition.fetch.bytes", args.fetch_partition_bytes_max.to_string())
+        .set(
+            "max.partition.fetch.bytes",
+            args.fetch_partition_bytes_max.to_string(),
+        )
         .set("fetch.max.bytes", "67108864")
         .set("queued.min.messages", "1000000")
         .set("queued.max.messages.kbytes", "262144");
@@ -144,7 +157,10 @@ impl ProducerContext for DeliveryContext {
                 acked.bytes += (message.payload_len() + message.key_len()) as u64;
                 acked.last_ack = now;
                 if sent.as_secs_f64() >= self.warmup_s {
-                    acked.latencies.get_or_insert_with(Latencies::new).record(now.saturating_sub(sent));
+                    acked
+                        .latencies
+                        .get_or_insert_with(Latencies::new)
+                        .record(now.saturating_sub(sent));
                 }
             }
             Err((e, _)) => {
@@ -166,9 +182,14 @@ fn produce_with(
     stamped: bool,
     sent_total: Option<&AtomicU64>,
 ) -> anyhow::Result<Acked> {
-    let context = DeliveryContext { start, warmup_s: args.warmup_s, acked: Mutex::new(Acked::default()) };
-    let producer: ThreadedProducer<DeliveryContext> =
-        producer_config(args).create_with_context(context).context("creating the librdkafka producer")?;
+    let context = DeliveryContext {
+        start,
+        warmup_s: args.warmup_s,
+        acked: Mutex::new(Acked::default()),
+    };
+    let producer: ThreadedProducer<DeliveryContext> = producer_config(args)
+        .create_with_context(context)
+        .context("creating the librdkafka producer")?;
     let mut value = payload(args.record_size);
     let pacer = Pacer::new(start, args.target_rate);
     let mut sent: u64 = 0;
@@ -181,7 +202,8 @@ fn produce_with(
             stamp(&mut value, since_start);
         }
         let sent_ns = usize::try_from(since_start.as_nanos()).unwrap_or(usize::MAX);
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, sent_ns).payload(&value[..]);
+        let mut record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, sent_ns).payload(&value[..]);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -197,7 +219,9 @@ fn produce_with(
     if let Some(total) = sent_total {
         total.store(sent, Ordering::Release);
     }
-    producer.flush(FLUSH_TIMEOUT).context("flushing the librdkafka producer")?;
+    producer
+        .flush(FLUSH_TIMEOUT)
+        .context("flushing the librdkafka producer")?;
     let context = producer.context();
     let acked = std::mem::take(&mut *context.acked.lock().unwrap_or_else(PoisonError::into_inner));
     Ok(acked)
@@ -220,7 +244,9 @@ fn assigned_consumer(
     partitions: usize,
     start: impl Fn(i64, i64) -> Offset,
 ) -> anyhow::Result<(BaseConsumer, HashMap<i32, (i64, i64)>)> {
-    let consumer: BaseConsumer = consumer_config(args).create().context("creating the librdkafka consumer")?;
+    let consumer: BaseConsumer = consumer_config(args)
+        .create()
+        .context("creating the librdkafka consumer")?;
     let mut watermarks = HashMap::new();
     let mut assignment = TopicPartitionList::new();
     for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
@@ -230,14 +256,20 @@ fn assigned_consumer(
         assignment.add_partition_offset(&args.topic, p, start(low, high))?;
         watermarks.insert(p, (low, high));
     }
-    consumer.assign(&assignment).context("assigning partitions")?;
+    consumer
+        .assign(&assignment)
+        .context("assigning partitions")?;
     Ok((consumer, watermarks))
 }
 
 fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Measured> {
     let (consumer, watermarks) = assigned_consumer(args, partitions, |low, _| Offset::Offset(low))?;
     // The end is fixed now: read what is stored, not what arrives later.
-    let mut ends: HashMap<i32, i64> = watermarks.into_iter().filter(|(_, (low, high))| high > low).map(|(p, (_, h))| (p, h)).collect();
+    let mut ends: HashMap<i32, i64> = watermarks
+        .into_iter()
+        .filter(|(_, (low, high))| high > low)
+        .map(|(p, (_, h))| (p, h))
+        .collect();
     let start = Instant::now();
     let mut measured = Measured::default();
     let mut last_receipt = Instant::now();
@@ -255,7 +287,10 @@ fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
             Some(Err(e)) if is_coordinator_noise(&e) => {}
             Some(Err(e)) => bail!("consumer error: {e}"),
             None if last_receipt.elapsed() > CONSUME_IDLE_TIMEOUT => {
-                bail!("consumer stalled: nothing received for {CONSUME_IDLE_TIMEOUT:?} ({} records so far)", measured.records)
+                bail!(
+                    "consumer stalled: nothing received for {CONSUME_IDLE_TIMEOUT:?} ({} records so far)",
+                    measured.records
+                )
             }
             None => {}
         }
@@ -284,9 +319,13 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
             break;
         }
         if expected != u64::MAX {
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + E2E_DRAIN_TIMEOUT);
+            let deadline =
+                *drain_deadline.get_or_insert_with(|| Instant::now() + E2E_DRAIN_TIMEOUT);
             if Instant::now() > deadline {
-                eprintln!("e2e: gave up waiting: received {} of {expected} records", measured.records);
+                eprintln!(
+                    "e2e: gave up waiting: received {} of {expected} records",
+                    measured.records
+                );
                 break;
             }
         }
@@ -296,7 +335,9 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let now = start.elapsed();
-                let Some(sent) = message.payload().and_then(read_stamp) else { continue };
+                let Some(sent) = message.payload().and_then(read_stamp) else {
+                    continue;
+                };
                 measured.records += 1;
                 measured.bytes += (message.payload_len() + message.key_len()) as u64;
                 measured.elapsed = now;
@@ -309,7 +350,9 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
             None => {}
         }
     }
-    let acked = producer.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    let acked = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
     measured.latency = latencies.summary();
     measured.ack_latency = acked.latencies.and_then(|l| l.summary());
     measured.errors = acked.errors;

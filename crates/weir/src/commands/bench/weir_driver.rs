@@ -8,9 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use weir_client::{Client, ClientConfig, DeliveryFuture, FetchPosition, OffsetSpec, Producer, ProducerConfig, ProducerRecord};
+use weir_client::{
+    Client, ClientConfig, DeliveryFuture, FetchPosition, OffsetSpec, Producer, ProducerConfig,
+    ProducerRecord,
+};
 
-use super::{BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, after_warmup, payload, read_stamp, stamp};
+use super::{
+    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, after_warmup,
+    payload, read_stamp, stamp,
+};
 
 /// Delivery futures waiting for the collector; bounds memory when the
 /// broker is slower than the sender.
@@ -22,7 +28,9 @@ const CONSUME_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Measured> {
     match args.workload {
-        Workload::Produce => Ok(produce(args.clone(), stop, Instant::now(), false, None).await?.into_measured()),
+        Workload::Produce => Ok(produce(args.clone(), stop, Instant::now(), false, None)
+            .await?
+            .into_measured()),
         Workload::Consume => consume(args, partitions, stop).await,
         Workload::E2e => e2e(args, partitions, stop).await,
     }
@@ -93,7 +101,10 @@ async fn produce(
                     acked.bytes += record_bytes;
                     acked.last_ack = now;
                     if sent.as_secs_f64() >= warmup_s {
-                        acked.latencies.get_or_insert_with(Latencies::new).record(now.saturating_sub(sent));
+                        acked
+                            .latencies
+                            .get_or_insert_with(Latencies::new)
+                            .record(now.saturating_sub(sent));
                     }
                 }
                 Err(e) => {
@@ -122,7 +133,11 @@ async fn produce(
         } else {
             shared.clone()
         };
-        let record = ProducerRecord { topic: args.topic.clone(), value: Some(value), ..ProducerRecord::default() };
+        let record = ProducerRecord {
+            topic: args.topic.clone(),
+            value: Some(value),
+            ..ProducerRecord::default()
+        };
         let delivery = producer.send(record).await.context("queueing a record")?;
         if tx.send((delivery, since_start)).await.is_err() {
             bail!("the delivery collector stopped");
@@ -149,8 +164,15 @@ async fn positions(
     let mut ends = Vec::new();
     for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
         let start = client.list_offsets(&args.topic, p, from).await?.offset;
-        let end = client.list_offsets(&args.topic, p, OffsetSpec::Latest).await?.offset;
-        positions.push(FetchPosition { topic: args.topic.clone(), partition: p, offset: start });
+        let end = client
+            .list_offsets(&args.topic, p, OffsetSpec::Latest)
+            .await?
+            .offset;
+        positions.push(FetchPosition {
+            topic: args.topic.clone(),
+            partition: p,
+            offset: start,
+        });
         ends.push(end);
     }
     Ok((positions, ends))
@@ -160,17 +182,24 @@ async fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::R
     let mut client = Client::connect(client_config(args)).await?;
     let (positions, ends) = positions(&mut client, args, partitions, OffsetSpec::Earliest).await?;
     // The end is fixed now: read what is stored, not what arrives later.
-    let (mut positions, mut ends): (Vec<FetchPosition>, Vec<i64>) =
-        positions.into_iter().zip(ends).filter(|(pos, end)| pos.offset < *end).unzip();
+    let (mut positions, mut ends): (Vec<FetchPosition>, Vec<i64>) = positions
+        .into_iter()
+        .zip(ends)
+        .filter(|(pos, end)| pos.offset < *end)
+        .unzip();
     let mut measured = Measured::default();
     let start = Instant::now();
     let mut last_receipt = Instant::now();
     'outer: while !positions.is_empty() {
-        let results = client.fetch_many(&positions, args.fetch_partition_bytes_max, FETCH_WAIT_MS).await?;
+        let results = client
+            .fetch_many(&positions, args.fetch_partition_bytes_max, FETCH_WAIT_MS)
+            .await?;
         let mut done = Vec::new();
         for (i, result) in results.into_iter().enumerate() {
             let fetched = result?;
-            let Some(end) = ends.get(i).copied() else { continue };
+            let Some(end) = ends.get(i).copied() else {
+                continue;
+            };
             for record in &fetched.records {
                 if record.offset >= end {
                     break;
@@ -199,7 +228,10 @@ async fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::R
             break;
         }
         if last_receipt.elapsed() > CONSUME_IDLE_TIMEOUT {
-            bail!("consumer stalled: nothing received for {CONSUME_IDLE_TIMEOUT:?} ({} records so far)", measured.records);
+            bail!(
+                "consumer stalled: nothing received for {CONSUME_IDLE_TIMEOUT:?} ({} records so far)",
+                measured.records
+            );
         }
     }
     measured.elapsed = start.elapsed();
@@ -217,7 +249,13 @@ async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Resul
     let (mut positions, _) = positions(&mut client, args, partitions, OffsetSpec::Latest).await?;
     let sent_total = Arc::new(AtomicU64::new(u64::MAX));
     let start = Instant::now();
-    let producer = tokio::spawn(produce(args.clone(), stop, start, true, Some(Arc::clone(&sent_total))));
+    let producer = tokio::spawn(produce(
+        args.clone(),
+        stop,
+        start,
+        true,
+        Some(Arc::clone(&sent_total)),
+    ));
     let mut latencies = Latencies::new();
     let mut measured = Measured::default();
     let mut drain_deadline: Option<Instant> = None;
@@ -227,21 +265,29 @@ async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Resul
             break;
         }
         if expected != u64::MAX {
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + E2E_DRAIN_TIMEOUT);
+            let deadline =
+                *drain_deadline.get_or_insert_with(|| Instant::now() + E2E_DRAIN_TIMEOUT);
             if Instant::now() > deadline {
-                eprintln!("e2e: gave up waiting: received {} of {expected} records", measured.records);
+                eprintln!(
+                    "e2e: gave up waiting: received {} of {expected} records",
+                    measured.records
+                );
                 break;
             }
         }
         if producer.is_finished() && expected == u64::MAX {
             break; // the producer failed; its error is reported below
         }
-        let results = client.fetch_many(&positions, args.fetch_partition_bytes_max, FETCH_WAIT_MS).await?;
+        let results = client
+            .fetch_many(&positions, args.fetch_partition_bytes_max, FETCH_WAIT_MS)
+            .await?;
         for (result, pos) in results.into_iter().zip(positions.iter_mut()) {
             let fetched = result?;
             let now = start.elapsed();
             for record in &fetched.records {
-                let Some(sent) = record.value.as_deref().and_then(read_stamp) else { continue };
+                let Some(sent) = record.value.as_deref().and_then(read_stamp) else {
+                    continue;
+                };
                 measured.records += 1;
                 measured.bytes += record_bytes(&record.key, &record.value);
                 measured.elapsed = now;
