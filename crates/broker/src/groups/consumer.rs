@@ -519,7 +519,10 @@ impl ConsumerGroup {
         let member_id = match &req.instance_id {
             Some(instance) => match self.static_ids.get(instance) {
                 None => {
-                    return HeartbeatReply::error(ErrorCode::UnknownMemberId, "unknown instance id");
+                    return HeartbeatReply::error(
+                        ErrorCode::UnknownMemberId,
+                        "unknown instance id",
+                    );
                 }
                 Some(current) if current != &req.member_id => {
                     return HeartbeatReply::error(
