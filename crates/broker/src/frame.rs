@@ -78,9 +78,15 @@ pub const PLACEHOLDER_BYTES: usize = 16;
 
 impl Placeholders {
     pub fn new() -> Placeholders {
-        let random = crate::topics::random_id();
-        let mut magic = [0u8; 8];
-        magic.copy_from_slice(&random[..8]);
+        // Drawn once per process: reading /dev/urandom on every fetch pass
+        // would put a file open on the fetch hot path.
+        static MAGIC: std::sync::OnceLock<[u8; 8]> = std::sync::OnceLock::new();
+        let magic = *MAGIC.get_or_init(|| {
+            let random = crate::topics::random_id();
+            let mut magic = [0u8; 8];
+            magic.copy_from_slice(&random[..8]);
+            magic
+        });
         Placeholders {
             magic,
             results: Vec::new(),
