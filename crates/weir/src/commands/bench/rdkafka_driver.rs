@@ -1,8 +1,10 @@
-//! The librdkafka driver: a `ThreadedProducer` whose delivery callback
-//! records send → ack latency, and an assign()-only `BaseConsumer` (no
-//! consumer group is needed, so this works on brokers without groups).
+//! The librdkafka driver: a `ThreadedProducer` fed through librdkafka's
+//! batch produce API, whose delivery callback counts acks and times a sample
+//! of them, and an assign()-only `BaseConsumer` (no consumer group is
+//! needed, so this works on brokers without groups).
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,12 +12,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList, bindings as rdsys};
 
 use super::{
     BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name,
@@ -34,7 +35,7 @@ pub fn run(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
     match args.workload {
         Workload::Produce => {
             let start = Instant::now();
-            let acked = produce(args, stop, start, false)?;
+            let acked = produce_with(args, partitions, stop, start, false, None)?;
             Ok(acked.into_measured())
         }
         Workload::Consume => consume(args, partitions, stop),
@@ -147,20 +148,24 @@ impl ProducerContext for DeliveryContext {
     /// The send time, in ns since the run's start.
     type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
-        let now = self.start.elapsed();
-        let sent = Duration::from_nanos(sent_ns as u64);
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        // Only timed records read the clock (see LATENCY_SAMPLE_EVERY).
+        let timed = opaque
+            .checked_sub(1)
+            .map(|sent_ns| (Duration::from_nanos(sent_ns as u64), self.start.elapsed()));
         let mut acked = self.acked.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(message) => {
                 acked.records += 1;
                 acked.bytes += (message.payload_len() + message.key_len()) as u64;
-                acked.last_ack = now;
-                if sent.as_secs_f64() >= self.warmup_s {
-                    acked
-                        .latencies
-                        .get_or_insert_with(Latencies::new)
-                        .record(now.saturating_sub(sent));
+                if let Some((sent, now)) = timed {
+                    acked.last_ack = acked.last_ack.max(now);
+                    if sent.as_secs_f64() >= self.warmup_s {
+                        acked
+                            .latencies
+                            .get_or_insert_with(Latencies::new)
+                            .record(now.saturating_sub(sent));
+                    }
                 }
             }
             Err((e, _)) => {
@@ -173,10 +178,127 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// Records handed to librdkafka per `rd_kafka_produce_batch` call.
+const PRODUCE_CHUNK_RECORDS: u64 = 512;
+/// A throughput run times send → ack on one record in this many, as
+/// kafka-producer-perf-test samples its latencies, so the sender does not
+/// pay a clock read per record. e2e (stamped) runs time every record.
+const LATENCY_SAMPLE_EVERY: u64 = 64;
+/// librdkafka's `RD_KAFKA_PARTITION_UA`: the configured partitioner chooses.
+const PARTITION_UNASSIGNED: i32 = -1;
+
+/// A librdkafka topic handle for the batch produce API, the one librdkafka's
+/// own rdkafka_performance tool uses. `BaseProducer::send` looks the topic up
+/// by name (and builds a C string) per record and takes the partition lock
+/// per record; the batch API does that, and its clock reads, once per chunk.
+/// That client work, not the broker's, bounded the small-record cases.
+struct TopicHandle(*mut rdsys::rd_kafka_topic_t);
+
+impl TopicHandle {
+    /// Must be dropped before `producer`, which owns the client it points into.
+    fn new(
+        producer: &ThreadedProducer<DeliveryContext>,
+        topic: &str,
+    ) -> anyhow::Result<TopicHandle> {
+        let name = CString::new(topic).context("topic name has a NUL byte")?;
+        // SAFETY: the client is alive for this call (borrowed from `producer`);
+        // a null topic conf means librdkafka's defaults, and the name is copied.
+        let rkt = unsafe {
+            rdsys::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rkt.is_null() {
+            bail!("librdkafka refused a handle for topic {topic}");
+        }
+        Ok(TopicHandle(rkt))
+    }
+
+    /// Queues every message in `chunk` to `partition` (or to the partitioner's
+    /// choice with `PARTITION_UNASSIGNED`), waiting while librdkafka's queue
+    /// is full. `flags` 0 means librdkafka keeps the payload pointers (which
+    /// must outlive delivery); `RD_KAFKA_MSG_F_COPY` copies them now.
+    fn produce(
+        &self,
+        partition: i32,
+        flags: i32,
+        chunk: &mut [rdsys::rd_kafka_message_t],
+    ) -> anyhow::Result<()> {
+        let mut pending = chunk.len();
+        while pending > 0 {
+            let count = i32::try_from(pending).context("chunk too large")?;
+            // SAFETY: the handle is live, and `chunk[..pending]` is a valid,
+            // exclusively borrowed array that librdkafka only reads and
+            // writes `err` in during the call.
+            let queued = unsafe {
+                rdsys::rd_kafka_produce_batch(self.0, partition, flags, chunk.as_mut_ptr(), count)
+            };
+            if usize::try_from(queued).ok() == Some(pending) {
+                return Ok(());
+            }
+            // Keep the refused messages, in order, at the front for a retry.
+            let mut kept = 0;
+            for i in 0..pending {
+                let err = chunk[i].err;
+                if err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    continue;
+                }
+                if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                    bail!(
+                        "librdkafka refused a record: {}",
+                        RDKafkaErrorCode::from(err)
+                    );
+                }
+                chunk[i].err = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+                chunk.swap(kept, i);
+                kept += 1;
+            }
+            pending = kept;
+            std::thread::sleep(QUEUE_FULL_BACKOFF);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by rd_kafka_topic_new and released exactly once,
+        // before the producer (declared earlier) is dropped.
+        unsafe { rdsys::rd_kafka_topic_destroy(self.0) }
+    }
+}
+
+/// A message for `rd_kafka_produce_batch`; `opaque` comes back to `delivery`.
+fn batch_message(value: &[u8], opaque: usize) -> rdsys::rd_kafka_message_t {
+    rdsys::rd_kafka_message_t {
+        err: rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+        rkt: std::ptr::null_mut(),
+        // Ignored: the partition is per call (no RD_KAFKA_MSG_F_PARTITION).
+        partition: PARTITION_UNASSIGNED,
+        // librdkafka never writes through the payload pointer.
+        payload: value.as_ptr().cast_mut().cast(),
+        len: value.len(),
+        key: std::ptr::null_mut(),
+        key_len: 0,
+        offset: 0,
+        _private: opaque as *mut std::ffi::c_void,
+    }
+}
+
+/// The delivery opaque of a timed record: its send time + 1 ns (0 = untimed).
+fn timed_opaque(since_start: Duration) -> usize {
+    usize::try_from(since_start.as_nanos())
+        .unwrap_or(usize::MAX - 1)
+        .saturating_add(1)
+}
+
 /// Sends until `stop`, then flushes. With `stamped`, each value carries its
 /// send time; `sent_total` is set when the last record has been queued.
 fn produce_with(
     args: &BenchArgs,
+    partitions: usize,
     stop: StopAt,
     start: Instant,
     stamped: bool,
@@ -190,31 +312,53 @@ fn produce_with(
     let producer: ThreadedProducer<DeliveryContext> = producer_config(args)
         .create_with_context(context)
         .context("creating the librdkafka producer")?;
+    // `value` and `topic` are declared after `producer`, so they are dropped
+    // before it (after the flush below has delivered every record).
     let mut value = payload(args.record_size);
+    let topic = TopicHandle::new(&producer, &args.topic)?;
     let pacer = Pacer::new(start, args.target_rate);
+    // A stamped value changes per record, so librdkafka must copy it, one
+    // record per call; otherwise every record points at the same `value`.
+    let (flags, chunk_max) = if stamped || args.target_rate > 0 {
+        (rdsys::RD_KAFKA_MSG_F_COPY, 1)
+    } else {
+        (0, PRODUCE_CHUNK_RECORDS)
+    };
+    let mut chunk = Vec::with_capacity(chunk_max as usize);
+    // Whole chunks go to one partition in turn: sticky partitioning at chunk
+    // granularity, which spares librdkafka's per-record partitioner (and its
+    // clock read). Paced and stamped runs leave the choice to librdkafka.
+    let partitions = u64::try_from(partitions.max(1)).unwrap_or(1);
+    let mut chunks: u64 = 0;
     let mut sent: u64 = 0;
     while !stop.reached(sent, start.elapsed()) {
+        let count = stop
+            .records
+            .map_or(chunk_max, |n| chunk_max.min(n.saturating_sub(sent)));
         if let Some(wait) = pacer.wait_before(sent) {
             std::thread::sleep(wait);
         }
-        let since_start = start.elapsed();
-        if stamped {
-            stamp(&mut value, since_start);
+        chunk.clear();
+        for i in 0..count {
+            let opaque = if stamped {
+                let since_start = start.elapsed();
+                stamp(&mut value, since_start);
+                timed_opaque(since_start)
+            } else if (sent + i) % LATENCY_SAMPLE_EVERY == 0 {
+                timed_opaque(start.elapsed())
+            } else {
+                0
+            };
+            chunk.push(batch_message(&value, opaque));
         }
-        let sent_ns = usize::try_from(since_start.as_nanos()).unwrap_or(usize::MAX);
-        let mut record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, sent_ns).payload(&value[..]);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(QUEUE_FULL_BACKOFF);
-                }
-                Err((e, _)) => bail!("librdkafka refused a record: {e}"),
-            }
-        }
-        sent += 1;
+        let partition = if chunk_max == 1 {
+            PARTITION_UNASSIGNED
+        } else {
+            i32::try_from(chunks % partitions).unwrap_or(0)
+        };
+        topic.produce(partition, flags, &mut chunk)?;
+        chunks += 1;
+        sent += count;
     }
     if let Some(total) = sent_total {
         total.store(sent, Ordering::Release);
@@ -222,13 +366,14 @@ fn produce_with(
     producer
         .flush(FLUSH_TIMEOUT)
         .context("flushing the librdkafka producer")?;
+    let flushed = start.elapsed();
+    drop(topic);
     let context = producer.context();
-    let acked = std::mem::take(&mut *context.acked.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut acked =
+        std::mem::take(&mut *context.acked.lock().unwrap_or_else(PoisonError::into_inner));
+    // Untimed acks leave no timestamp; every ack had arrived by `flushed`.
+    acked.last_ack = acked.last_ack.max(flushed);
     Ok(acked)
-}
-
-fn produce(args: &BenchArgs, stop: StopAt, start: Instant, stamped: bool) -> anyhow::Result<Acked> {
-    produce_with(args, stop, start, stamped, None)
 }
 
 /// librdkafka reports the missing group coordinator as an error on a broker
@@ -308,7 +453,9 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
     let producer = {
         let args = args.clone();
         let sent_total = Arc::clone(&sent_total);
-        std::thread::spawn(move || produce_with(&args, stop, start, true, Some(&sent_total)))
+        std::thread::spawn(move || {
+            produce_with(&args, partitions, stop, start, true, Some(&sent_total))
+        })
     };
     let mut latencies = Latencies::new();
     let mut measured = Measured::default();
