@@ -304,6 +304,11 @@ fn produce_with(
     stamped: bool,
     sent_total: Option<&AtomicU64>,
 ) -> anyhow::Result<Acked> {
+    // Unstamped records point into `value` without a copy, so it is declared
+    // before `producer` and outlives it, even when an error return drops the
+    // producer with records still queued. `topic` is declared after it, so
+    // it is released first.
+    let mut value = payload(args.record_size);
     let context = DeliveryContext {
         start,
         warmup_s: args.warmup_s,
@@ -312,9 +317,6 @@ fn produce_with(
     let producer: ThreadedProducer<DeliveryContext> = producer_config(args)
         .create_with_context(context)
         .context("creating the librdkafka producer")?;
-    // `value` and `topic` are declared after `producer`, so they are dropped
-    // before it (after the flush below has delivered every record).
-    let mut value = payload(args.record_size);
     let topic = TopicHandle::new(&producer, &args.topic)?;
     let pacer = Pacer::new(start, args.target_rate);
     // A stamped value changes per record, so librdkafka must copy it, one
