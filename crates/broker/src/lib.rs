@@ -30,7 +30,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::Notify;
 use weir_log::LogEnv;
 use weir_protocol::api::{self, ApiKey};
 use weir_protocol::codec::Encode;
@@ -54,8 +53,6 @@ pub struct Broker {
     env: Arc<LogEnv>,
     /// Topics; the lock is held only to look up or swap `Arc<Topic>`s, never across I/O waits.
     topics: RwLock<TopicRegistry>,
-    /// Woken after every append so long-polling fetches re-check without busy-polling.
-    appended: Notify,
     /// Consumer groups and committed offsets (state in `__consumer_offsets`).
     pub groups: groups::GroupCoordinator,
 }
@@ -75,7 +72,6 @@ impl Broker {
             cluster_id,
             env,
             topics: RwLock::new(registry),
-            appended: Notify::new(),
             groups,
         }))
     }
@@ -239,14 +235,14 @@ impl Broker {
     ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let log = partition.log.clone();
-        let waker = self.clone();
+        let waker = partition.watermark_raised.clone();
         partition.log.on_durable(
             end_offset,
             Box::new(move |result| {
                 if result.is_ok() && log.high_watermark() < end_offset {
                     log.set_high_watermark(end_offset);
                 }
-                waker.appended.notify_waiters();
+                waker.notify_waiters();
                 let _ = tx.send(result);
             }),
         );

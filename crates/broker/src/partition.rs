@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use weir_log::Log;
 
 /// A partition led by this broker.
@@ -10,10 +11,18 @@ pub struct Partition {
     pub index: i32,
     /// The partition's log; appends are serialized inside it.
     pub log: Arc<Log>,
+    /// Woken when the high watermark rises: only fetches that wait on this
+    /// partition wake and re-read, not every long-poll on the broker.
+    pub watermark_raised: Arc<Notify>,
 }
 
 impl Partition {
     pub fn new(topic: String, index: i32, log: Arc<Log>) -> Partition {
-        Partition { topic, index, log }
+        Partition {
+            topic,
+            index,
+            log,
+            watermark_raised: Arc::new(Notify::new()),
+        }
     }
 }

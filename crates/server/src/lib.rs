@@ -30,6 +30,11 @@ use weir_protocol::header::{FrameError, RequestHeader, split_frame};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Responses gathered into one socket write before flushing.
 const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// On shutdown, how long a connection may keep answering requests already
+/// read. Acks waiting on a sync finish well inside it; a long-poll fetch
+/// (which may park for up to 30 s) is dropped, and its client retries
+/// elsewhere or after restart.
+const SHUTDOWN_ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,6 +161,7 @@ async fn run_connection(
     });
 
     let idle = Duration::from_millis(limits.idle_ms_max);
+    let mut shutting_down = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let result: Result<(), ServerError> = 'conn: loop {
         // Answer every complete frame already buffered before reading more.
@@ -182,7 +188,10 @@ async fn run_connection(
         }
         let read = tokio::select! {
             read = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => read,
-            _ = shutdown.changed() => break 'conn Ok(()),
+            _ = shutdown.changed() => {
+                shutting_down = true;
+                break 'conn Ok(());
+            }
         };
         match read {
             Err(_) => break 'conn Ok(()), // idle too long
@@ -192,7 +201,19 @@ async fn run_connection(
         }
     };
     drop(pending_tx);
-    match write_task.await {
+    let mut write_task = write_task;
+    let written = if shutting_down {
+        match tokio::time::timeout(SHUTDOWN_ANSWER_GRACE, &mut write_task).await {
+            Ok(written) => written,
+            Err(_) => {
+                write_task.abort();
+                return result;
+            }
+        }
+    } else {
+        write_task.await
+    };
+    match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
         Err(e) => tracing::error!(error = %e, "connection writer task failed"),

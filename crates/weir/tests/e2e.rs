@@ -8,6 +8,7 @@ mod e2e {
     mod groups;
     pub mod harness;
     mod hostile;
+    mod long_poll;
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;

@@ -1,17 +1,21 @@
 //! Fetch: read whole batches up to the high watermark, long-polling on
 //! min_bytes / max_wait_ms.
 //!
-//! The long-poll waits on the broker's append notification, registered before
-//! each check so an append between check and wait is never missed; it never
-//! busy-polls. Record bytes are not copied: each partition's records are
+//! The long-poll waits on the watermark notifications of the partitions it
+//! reads (an append elsewhere does not wake it), registered before each check
+//! so a raise between check and wait is never missed; it never busy-polls. Record bytes are not copied: each partition's records are
 //! encoded as a placeholder that [`splice`] swaps for segment file ranges, which
 //! the server sends with sendfile. Fetch sessions (KIP-227) are answered as full fetches with
 //! session id 0, which tells the client no session was created.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::fetch::{
@@ -113,6 +117,26 @@ fn read_once(
     (responses, total_bytes)
 }
 
+/// The watermark notifications of the requested partitions that exist. One
+/// that is missing answers with an error at once, so it needs no waiting.
+fn watermark_notifies(broker: &Broker, wanted: &[Wanted]) -> Vec<Arc<Notify>> {
+    let mut notifies = Vec::new();
+    for want in wanted {
+        let topic = if want.topic_name.is_empty() {
+            broker.registry().by_id(&want.topic_id).cloned()
+        } else {
+            broker.topic(&want.topic_name)
+        };
+        let Some(topic) = topic else { continue };
+        for &(index, _, _) in &want.partitions {
+            if let Some(partition) = topic.partition(index) {
+                notifies.push(partition.watermark_raised.clone());
+            }
+        }
+    }
+    notifies
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     header: RequestHeader,
@@ -151,11 +175,15 @@ pub fn handle(
     let broker = broker.clone();
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
+        let watched = watermark_notifies(&broker, &wanted);
         let mut placeholders;
         let responses = loop {
-            let notified = broker.appended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            // Registered before the read, so a raise during it still wakes us.
+            let mut raised: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+                watched.iter().map(|n| Box::pin(n.notified())).collect();
+            for notified in &mut raised {
+                notified.as_mut().enable();
+            }
             placeholders = Placeholders::new();
             let (responses, bytes) = read_once(
                 &broker,
@@ -170,7 +198,14 @@ pub fn handle(
             if bytes >= min_bytes || has_error || tokio::time::Instant::now() >= deadline {
                 break responses;
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let any_raised = std::future::poll_fn(|cx| {
+                if raised.iter_mut().any(|n| n.as_mut().poll(cx).is_ready()) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            if tokio::time::timeout_at(deadline, any_raised).await.is_err() {
                 // Timed out: answer with whatever is there now.
                 placeholders = Placeholders::new();
                 break read_once(
