@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,14 @@ pub(crate) struct Shared {
     /// Serializes syncs of this log, and excludes them during truncation (which must not race a
     /// recovery-point update computed from segments it is removing).
     flush_lock: Mutex<()>,
+    /// Serializes recovery-point stores (an `.rpindex` append and a checkpoint replacement, ~2 ms
+    /// of syncs here). A flush takes it only after releasing `flush_lock`, so appends acked by
+    /// the next sync don't wait behind that I/O; truncation, close and detach take it after
+    /// `flush_lock`.
+    recovery_point_lock: Mutex<()>,
+    /// Bumped by truncation: a recovery point captured before it may describe data that is gone,
+    /// and is not stored.
+    truncations: AtomicU64,
     poisoned: AtomicBool,
     pub(crate) flush_queued: AtomicBool,
     pub(crate) flush_timer_armed: AtomicBool,
@@ -280,7 +288,8 @@ impl Shared {
 
     /// Syncs everything written so far, then completes the waiters it covers.
     pub(crate) fn flush_now(&self) -> Result<(), LogError> {
-        let _g = lock(&self.flush_lock);
+        let flushing = lock(&self.flush_lock);
+        let truncations = self.truncations.load(Ordering::Acquire);
         if self.detached.load(Ordering::SeqCst) {
             let waiters = std::mem::take(&mut lock(&self.durable).waiters);
             for (_, cb) in waiters {
@@ -356,6 +365,13 @@ impl Shared {
                         >= Duration::from_millis(config.recovery_point_interval_ms))
         };
         if due {
+            drop(flushing);
+            let _rp = lock(&self.recovery_point_lock);
+            if self.detached.load(Ordering::SeqCst)
+                || self.truncations.load(Ordering::Acquire) != truncations
+            {
+                return Ok(());
+            }
             match self.store_recovery_point(&point) {
                 Ok(()) => {
                     *lock(&self.recovery_point_clock) = RecoveryPointClock {
@@ -372,7 +388,7 @@ impl Shared {
     }
 
     /// Appends the index entries before `p` to its segment's `.rpindex` (synced) and returns the
-    /// position to store in the checkpoint. `p` must lie in synced data; callers hold `flush_lock`
+    /// position to store in the checkpoint. `p` must lie in synced data; callers hold `recovery_point_lock`
     /// or have exclusive access.
     fn recovery_position(&self, p: &WrittenPoint) -> io::Result<Option<RecoveryPosition>> {
         let cp = *lock(&self.checkpoint);
@@ -709,6 +725,8 @@ impl Log {
                 written_bytes_total: scanned_bytes,
             }),
             flush_lock: Mutex::new(()),
+            recovery_point_lock: Mutex::new(()),
+            truncations: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
             flush_timer_armed: AtomicBool::new(false),
@@ -1269,7 +1287,9 @@ impl Log {
         if offset >= s.log_end() {
             return Ok(());
         }
-        let _flush = lock(&s.flush_lock);
+        let flushing = lock(&s.flush_lock);
+        let storing_recovery_point = lock(&s.recovery_point_lock);
+        s.truncations.fetch_add(1, Ordering::AcqRel);
         let config = self.config();
         let segs = rw_read(&s.segments).clone();
         let keep_idx = segs
@@ -1381,7 +1401,8 @@ impl Log {
             }
         }
         self.delete_producer_snapshots_above(new_end)?;
-        drop(_flush);
+        drop(storing_recovery_point);
+        drop(flushing);
         drop(st);
         // The cut must reach the disk before a replica acts on it.
         s.flush_now()
@@ -1411,6 +1432,7 @@ impl Log {
         let hw = self.high_watermark();
         {
             let _flush = lock(&s.flush_lock);
+            let _rp = lock(&s.recovery_point_lock);
             let point = lock(&s.durable).written_point.clone();
             s.store_recovery_point(&point)?;
             s.store_checkpoint(|cp| {
@@ -1429,7 +1451,8 @@ impl Log {
     fn detach(&self) {
         let s = &self.shared;
         {
-            let _g = lock(&s.flush_lock);
+            let _flush = lock(&s.flush_lock);
+            let _rp = lock(&s.recovery_point_lock);
             s.detached.store(true, Ordering::SeqCst);
         }
         let waiters = std::mem::take(&mut lock(&s.durable).waiters);
