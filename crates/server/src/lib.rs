@@ -30,6 +30,11 @@ use weir_protocol::header::{FrameError, RequestHeader, split_frame};
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Responses gathered into one socket write before flushing.
 const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// File ranges up to this size are copied into the gathered write instead of sent with
+/// sendfile: a long-poll fetch that wakes for a few fresh records then goes out as one write
+/// (one segment for the client to wake on) rather than header, sendfile and trailer. The data
+/// was just appended, so the copy reads the page cache; larger ranges keep zero copy.
+const FILE_RANGE_COPY_BYTES_MAX: usize = 16 * 1024;
 /// On shutdown, how long a connection may keep answering requests already
 /// read. Acks waiting on a sync finish well inside it; a long-poll fetch
 /// (which may park for up to 30 s) is dropped, and its client retries
@@ -133,6 +138,9 @@ async fn run_connection(
                 for chunk in frame.into_iter().flat_map(|f| f.chunks) {
                     match chunk {
                         FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
+                        FrameChunk::File(range) if range.len <= FILE_RANGE_COPY_BYTES_MAX => {
+                            copy_file_range_into(&range, &mut out)?;
+                        }
                         FrameChunk::File(range) => {
                             if !out.is_empty() {
                                 writer.write_all(&out).await?;
@@ -219,6 +227,18 @@ async fn run_connection(
         Err(e) => tracing::error!(error = %e, "connection writer task failed"),
     }
     result
+}
+
+/// Appends a (small) file range to `out`. A file shorter than the range means the index and the
+/// file disagree: the frame can't be completed, so the connection must close.
+fn copy_file_range_into(range: &FileRange, out: &mut BytesMut) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let at = out.len();
+    out.resize(at + range.len, 0);
+    let Some(dst) = out.get_mut(at..) else {
+        return Err(std::io::Error::other("write buffer shorter than resized"));
+    };
+    range.file.read_exact_at(dst, range.position)
 }
 
 /// Writes a file range to the socket with sendfile(2): the bytes go from the
