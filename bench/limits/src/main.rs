@@ -6,8 +6,14 @@
 //!   every K KiB (0 = never; the figure is then the page-cache write rate).
 //! - `tcp [--mib N]`: a plain socket copy over 127.0.0.1 between two
 //!   processes (this one reads; a child copy of it writes).
+//! - `group-commit --dir D [--rate R] [--record-bytes B] [--seconds S]`: the
+//!   floor under an fsync-before-ack latency: one thread appends B bytes R
+//!   times a second to a new file, another runs fdatasync back to back
+//!   whenever there is something new; a record's latency runs from its due
+//!   time to the end of the first sync that started after it was written.
 //!
-//! Each prints one JSON object: {"limit":..,"mib":..,"seconds":..,"mib_per_s":..}.
+//! Each prints one JSON object: {"limit":..,"mib":..,"seconds":..,"mib_per_s":..}
+//! (group-commit: {"limit":..,"records":..,"p50_ms":..,"p99_ms":..,"p999_ms":..,"max_ms":..}).
 //! MiB = 1,048,576 bytes, as in `weir bench`.
 
 use std::fs::File;
@@ -26,8 +32,10 @@ fn main() -> ExitCode {
         Some("disk") => disk(&args[1..]),
         Some("tcp") => tcp(&args[1..]),
         Some("tcp-send") => tcp_send(&args[1..]),
+        Some("group-commit") => group_commit(&args[1..]),
         _ => Err(
-            "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N]"
+            "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N] \
+             | group-commit --dir DIR [--rate R] [--record-bytes B] [--seconds S]"
                 .to_owned(),
         ),
     };
@@ -152,5 +160,128 @@ fn tcp_send(args: &[String]) -> Result<(), String> {
             .write_all(&chunk)
             .map_err(|e| format!("write: {e}"))?;
     }
+    Ok(())
+}
+
+/// What the writer and the syncer of `group_commit` share.
+struct Commits {
+    /// Records written so far; record i's due time is `due[i]`.
+    written: usize,
+    /// Records written before the last sync started.
+    sync_started_at: usize,
+    /// Records covered by a finished sync.
+    synced: usize,
+    due: Vec<Instant>,
+    latency_ms: Vec<f64>,
+    done: bool,
+    error: Option<std::io::Error>,
+}
+
+fn group_commit(args: &[String]) -> Result<(), String> {
+    use std::sync::{Arc, Condvar, Mutex, PoisonError};
+    let dir = flag(args, "--dir").ok_or("group-commit needs --dir")?;
+    let rate = number(args, "--rate", 10_000)?.clamp(1, 1_000_000);
+    let record_bytes = number(args, "--record-bytes", 1100)?.clamp(1, MIB as u64) as usize;
+    let seconds = number(args, "--seconds", 10)?.clamp(1, 3600);
+    let records = usize::try_from(rate * seconds).map_err(|e| e.to_string())?;
+    let path = std::path::Path::new(dir).join(format!("weir-limits-gc-{}.tmp", std::process::id()));
+    let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let sync_file = file.try_clone().map_err(|e| e.to_string())?;
+    let shared = Arc::new((
+        Mutex::new(Commits {
+            written: 0,
+            sync_started_at: 0,
+            synced: 0,
+            due: Vec::with_capacity(records),
+            latency_ms: Vec::with_capacity(records),
+            done: false,
+            error: None,
+        }),
+        Condvar::new(),
+    ));
+    let syncer = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let (state, wake) = &*shared;
+            loop {
+                let target = {
+                    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    while !s.done && s.written == s.sync_started_at {
+                        s = wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if s.written == s.sync_started_at {
+                        return;
+                    }
+                    s.sync_started_at = s.written;
+                    s.written
+                };
+                let synced = sync_file.sync_data();
+                let now = Instant::now();
+                let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Err(e) = synced {
+                    s.error = Some(e);
+                    return;
+                }
+                for i in s.synced..target {
+                    let ms = s
+                        .due
+                        .get(i)
+                        .map_or(0.0, |d| now.duration_since(*d).as_secs_f64() * 1e3);
+                    s.latency_ms.push(ms);
+                }
+                s.synced = target;
+            }
+        })
+    };
+    let record = vec![0x5a_u8; record_bytes];
+    let interval = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
+    let started = Instant::now();
+    let mut write_error = None;
+    for i in 0..records {
+        // Paced by due time, so a stalled write delays the records behind it
+        // (no coordinated omission).
+        let due = started + interval * u32::try_from(i).unwrap_or(u32::MAX);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        if let Err(e) = file.write_all(&record) {
+            write_error = Some(e);
+            break;
+        }
+        let (state, wake) = &*shared;
+        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.due.push(due);
+        s.written += 1;
+        wake.notify_one();
+    }
+    {
+        let (state, wake) = &*shared;
+        state.lock().unwrap_or_else(PoisonError::into_inner).done = true;
+        wake.notify_one();
+    }
+    let _ = syncer.join();
+    let _ = std::fs::remove_file(&path);
+    if let Some(e) = write_error {
+        return Err(format!("writing {}: {e}", path.display()));
+    }
+    let (state, _) = &*shared;
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(e) = s.error.take() {
+        return Err(format!("fdatasync {}: {e}", path.display()));
+    }
+    let latency = &mut s.latency_ms;
+    latency.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let i = ((latency.len() as f64 * q) as usize).min(latency.len().saturating_sub(1));
+        latency.get(i).copied().unwrap_or(0.0)
+    };
+    println!(
+        "{{\"limit\":\"group_commit_latency\",\"records\":{},\"rate\":{rate},\"record_bytes\":{record_bytes},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
+        latency.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    );
     Ok(())
 }
