@@ -75,7 +75,11 @@ pub struct LogConfig {
     /// since it was last persisted... (bounds how much recovery re-reads after a crash)
     pub recovery_point_interval_bytes: u64,
     /// ...or if this much time has passed (bounds the checkpoint cost for slow partitions to one
-    /// small atomic file replacement per interval). Kafka: `log.flush.offset.checkpoint.interval.ms`.
+    /// small atomic file replacement per interval). Kafka: `log.flush.offset.checkpoint.interval.ms`
+    /// (60 s there, for all partitions at once). Each store is per partition and costs ~2 ms of
+    /// syncs here: at 1 s, 1,000 busy partitions kept a flusher thread busy with them, and 10 s
+    /// raised (f)'s throughput by 6-17% in three paired runs. Re-reads after a crash stay
+    /// bounded by the byte interval.
     pub recovery_point_interval_ms: u64,
 }
 
@@ -90,7 +94,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::EveryAppend,
             segment_index_bytes: 10 * 1024 * 1024,
             recovery_point_interval_bytes: 16 * 1024 * 1024,
-            recovery_point_interval_ms: 1000,
+            recovery_point_interval_ms: 10_000,
         }
     }
 }
