@@ -212,6 +212,12 @@ impl TopicRegistry {
     ) -> Result<Partition, BrokerError> {
         let dir = self.partition_dir(topic, index);
         let log = Arc::new(Log::open(&self.env, &dir, config.log_config())?);
+        // This broker leads the partition from here on, at epoch 0 (single node). Recording
+        // the epoch now, as Kafka does at leader election, keeps the leader-epoch checkpoint
+        // (a file replaced with two syncs) off the first produce's path: a fresh
+        // 1,000-partition topic spent its first seconds of load writing them. A no-op when
+        // the log already starts epoch 0 at or before its end.
+        log.assign_leader_epoch(0, log.log_end_offset())?;
         // After a crash the recovered tail may not be on disk yet (the log queues
         // a sync at open); consumers may read it only once it is, so the high
         // watermark follows durability here just as it does for produce.
