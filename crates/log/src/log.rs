@@ -161,8 +161,8 @@ pub(crate) struct Shared {
     log_start: AtomicI64,
     high_watermark: AtomicI64,
     durable: Mutex<Durable>,
-    /// Serializes syncs of this log, and excludes them during truncation (which must not race a
-    /// recovery-point update computed from segments it is removing).
+    /// Serializes syncs of this log, and excludes them during truncation (a sync must not cover
+    /// segments the truncation is removing).
     flush_lock: Mutex<()>,
     /// Serializes recovery-point stores (an `.rpindex` append and a checkpoint replacement, ~2 ms
     /// of syncs here). A flush takes it only after releasing `flush_lock`, so appends acked by
@@ -388,8 +388,8 @@ impl Shared {
     }
 
     /// Appends the index entries before `p` to its segment's `.rpindex` (synced) and returns the
-    /// position to store in the checkpoint. `p` must lie in synced data; callers hold `recovery_point_lock`
-    /// or have exclusive access.
+    /// position to store in the checkpoint. `p` must lie in synced data; callers hold
+    /// `recovery_point_lock` or have exclusive access.
     fn recovery_position(&self, p: &WrittenPoint) -> io::Result<Option<RecoveryPosition>> {
         let cp = *lock(&self.checkpoint);
         let (from, crc_before) = match cp.position {
