@@ -183,6 +183,14 @@ fn group_commit(args: &[String]) -> Result<(), String> {
     let rate = number(args, "--rate", 10_000)?.clamp(1, 1_000_000);
     let record_bytes = number(args, "--record-bytes", 1100)?.clamp(1, MIB as u64) as usize;
     let seconds = number(args, "--seconds", 10)?.clamp(1, 3600);
+    // Two timestamps per record are kept in memory: cap the run, not the machine.
+    const RECORDS_MAX: u64 = 10_000_000;
+    if rate * seconds > RECORDS_MAX {
+        return Err(format!(
+            "--rate x --seconds is {} records; the limit is {RECORDS_MAX}",
+            rate * seconds
+        ));
+    }
     let records = usize::try_from(rate * seconds).map_err(|e| e.to_string())?;
     let path = std::path::Path::new(dir).join(format!("weir-limits-gc-{}.tmp", std::process::id()));
     let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;

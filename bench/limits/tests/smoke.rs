@@ -76,3 +76,21 @@ fn unknown_limit_is_refused_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
+
+#[test]
+fn group_commit_refuses_a_run_too_long_to_keep_in_memory() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir-limits"))
+        .args([
+            "group-commit",
+            "--dir",
+            ".",
+            "--rate",
+            "1000000",
+            "--seconds",
+            "3600",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the limit is"));
+}
