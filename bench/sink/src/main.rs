@@ -1,0 +1,363 @@
+//! weir-sink: a Kafka-protocol endpoint that acknowledges every produce
+//! request and keeps nothing.
+//!
+//! bench/run points the same librdkafka load at it and at Weir, in the same
+//! run: what the load reaches here is the ceiling that the client and the
+//! loopback path leave on this machine, with no storage behind the broker.
+//! Weir's figure beside it tells what the broker's own work costs.
+//!
+//!   weir-sink --listen 127.0.0.1:19093
+//!
+//! It answers ApiVersions, Metadata, CreateTopics and Produce. A topic named
+//! in a Metadata request that was not created exists with one partition (as
+//! with auto.create.topics.enable). Offsets are counted per partition from
+//! the batch headers, so delivery reports carry real, dense offsets. Any other
+//! request (Fetch too, though it is listed: see `LISTED_ONLY`), or a frame it
+//! can't read, closes that connection.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use weir_protocol::api::{self, ApiKey, RequestBody};
+use weir_protocol::codec::Encode;
+use weir_protocol::error_code::ErrorCode;
+use weir_protocol::header::RequestHeader;
+use weir_protocol::messages::api_versions::{ApiVersion, ApiVersionsResponse};
+use weir_protocol::messages::create_topics::{
+    CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+};
+use weir_protocol::messages::metadata::{
+    MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
+    MetadataResponseTopic,
+};
+use weir_protocol::messages::produce::{
+    PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
+};
+use weir_protocol::record::{BatchHeader, split_batches};
+
+/// Largest request frame read: as Weir's default (socket.request.max.bytes).
+const REQUEST_FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
+/// Partitions a topic gets at CreateTopics without a count, or when it is
+/// first named in Metadata.
+const PARTITIONS_DEFAULT: i32 = 1;
+/// Partitions one topic may have here (a CreateTopics asking for more fails).
+const PARTITIONS_MAX: i32 = 100_000;
+const NODE_ID: i32 = 0;
+const HANDLED: [ApiKey; 4] = [
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::CreateTopics,
+    ApiKey::Produce,
+];
+/// Listed in ApiVersions but never served: librdkafka turns on the v2
+/// record format only when the broker lists Fetch v4 or later. A Fetch
+/// request closes its connection.
+const LISTED_ONLY: [ApiKey; 1] = [ApiKey::Fetch];
+const USAGE: &str = "usage: weir-sink --listen HOST:PORT";
+
+/// Topic name -> next offset of each partition.
+type Topics = Arc<Mutex<HashMap<String, Vec<i64>>>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let listen = match args.as_slice() {
+        [flag, addr] if flag == "--listen" => addr.clone(),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("weir-sink: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("weir-sink: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("weir-sink: listening on {local}");
+    let topics: Topics = Arc::default();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let topics = Arc::clone(&topics);
+        let host = local.ip().to_string();
+        let port = i32::from(local.port());
+        let spawned = std::thread::Builder::new()
+            .name("weir-sink-conn".into())
+            .spawn(move || {
+                if let Err(e) = serve(stream, &topics, &host, port) {
+                    eprintln!("weir-sink: connection closed: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("weir-sink: cannot start a connection thread: {e}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Answers one connection's requests in order until it closes.
+fn serve(stream: TcpStream, topics: &Topics, host: &str, port: i32) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone()?);
+    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    loop {
+        // Answers to pipelined requests go out together, but never wait
+        // behind a read that has to block.
+        if !whole_frame_buffered(reader.buffer()) {
+            writer.flush()?;
+        }
+        let mut len = [0_u8; 4];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = usize::try_from(i32::from_be_bytes(len)).unwrap_or(0);
+        if len == 0 || len > REQUEST_FRAME_BYTES_MAX {
+            return Err(std::io::Error::other(format!("frame of {len} bytes")));
+        }
+        let mut frame = Vec::with_capacity(len);
+        (&mut reader).take(len as u64).read_to_end(&mut frame)?;
+        if frame.len() != len {
+            return Ok(()); // closed mid-frame
+        }
+        let mut body = Bytes::from(frame);
+        let header = RequestHeader::decode(&mut body).map_err(std::io::Error::other)?;
+        let request = header
+            .decode_body(&mut body)
+            .map_err(std::io::Error::other)?;
+        if let Some(response) = answer(&header, request, topics, host, port)? {
+            writer.write_all(&response)?;
+        }
+    }
+}
+
+fn whole_frame_buffered(buffered: &[u8]) -> bool {
+    let Some(len) = buffered.get(..4) else {
+        return false;
+    };
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+    usize::try_from(len).is_ok_and(|len| buffered.len() >= 4 + len)
+}
+
+/// The framed response to one request (`None` for acks=0 produce).
+fn answer(
+    header: &RequestHeader,
+    request: RequestBody,
+    topics: &Topics,
+    host: &str,
+    port: i32,
+) -> std::io::Result<Option<Bytes>> {
+    let handled = ApiKey::from_i16(header.api_key).is_some_and(|k| HANDLED.contains(&k));
+    if !handled {
+        return Err(std::io::Error::other(format!(
+            "api key {} is not served here",
+            header.api_key
+        )));
+    }
+    let frame = match request {
+        RequestBody::ApiVersions(_) => frame(header, &api_versions()),
+        RequestBody::Metadata(r) => frame(header, &metadata(r, topics, host, port)),
+        RequestBody::CreateTopics(r) => frame(header, &create_topics(r, topics)),
+        RequestBody::Produce(r) => {
+            let acks = r.acks;
+            let response = produce(r, topics);
+            if acks == 0 {
+                return Ok(None);
+            }
+            frame(header, &response)
+        }
+        _ => return Err(std::io::Error::other("unexpected request body")),
+    };
+    frame.map(Some)
+}
+
+fn frame<T: Encode>(header: &RequestHeader, body: &T) -> std::io::Result<Bytes> {
+    let header_version = api::response_header_version(header.api_key, header.api_version);
+    let mut buf = BytesMut::with_capacity(9 + body.encoded_len(header.api_version));
+    buf.put_i32(0);
+    buf.put_i32(header.correlation_id);
+    if header_version >= 1 {
+        buf.put_u8(0); // no tagged fields
+    }
+    body.encode(&mut buf, header.api_version)
+        .map_err(std::io::Error::other)?;
+    let size = i32::try_from(buf.len() - 4).map_err(std::io::Error::other)?;
+    buf[0..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse {
+        error_code: ErrorCode::None.code(),
+        api_keys: HANDLED
+            .iter()
+            .chain(&LISTED_ONLY)
+            .map(|k| {
+                let (min, max) = k.versions();
+                ApiVersion {
+                    api_key: *k as i16,
+                    min_version: min,
+                    max_version: max,
+                }
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn lock(topics: &Topics) -> std::sync::MutexGuard<'_, HashMap<String, Vec<i64>>> {
+    topics.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn metadata(r: MetadataRequest, topics: &Topics, host: &str, port: i32) -> MetadataResponse {
+    let mut known = lock(topics);
+    let names: Vec<String> = match r.topics {
+        Some(wanted) => wanted.into_iter().filter_map(|t| t.name).collect(),
+        None => known.keys().cloned().collect(),
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| {
+            let count = known
+                .entry(name.clone())
+                .or_insert_with(|| vec![0; PARTITIONS_DEFAULT as usize])
+                .len();
+            MetadataResponseTopic {
+                error_code: ErrorCode::None.code(),
+                name: Some(name),
+                partitions: (0..i32::try_from(count).unwrap_or(i32::MAX))
+                    .map(|p| MetadataResponsePartition {
+                        error_code: ErrorCode::None.code(),
+                        partition_index: p,
+                        leader_id: NODE_ID,
+                        leader_epoch: 0,
+                        replica_nodes: vec![NODE_ID],
+                        isr_nodes: vec![NODE_ID],
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    MetadataResponse {
+        brokers: vec![MetadataResponseBroker {
+            node_id: NODE_ID,
+            host: host.to_owned(),
+            port,
+            ..Default::default()
+        }],
+        cluster_id: Some("weir-sink".to_owned()),
+        controller_id: NODE_ID,
+        topics,
+        ..Default::default()
+    }
+}
+
+fn create_topics(r: CreateTopicsRequest, topics: &Topics) -> CreateTopicsResponse {
+    let mut known = lock(topics);
+    let results = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = if t.num_partitions == -1 {
+                PARTITIONS_DEFAULT
+            } else {
+                t.num_partitions
+            };
+            let error = if known.contains_key(&t.name) {
+                ErrorCode::TopicAlreadyExists
+            } else if !(1..=PARTITIONS_MAX).contains(&partitions) {
+                ErrorCode::InvalidPartitions
+            } else {
+                if !r.validate_only {
+                    known.insert(t.name.clone(), vec![0; partitions as usize]);
+                }
+                ErrorCode::None
+            };
+            CreatableTopicResult {
+                name: t.name,
+                error_code: error.code(),
+                num_partitions: partitions,
+                replication_factor: 1,
+                ..Default::default()
+            }
+        })
+        .collect();
+    CreateTopicsResponse {
+        topics: results,
+        ..Default::default()
+    }
+}
+
+/// Acknowledges every partition's batches without keeping them; the base
+/// offset is the partition's record count so far.
+fn produce(r: ProduceRequest, topics: &Topics) -> ProduceResponse {
+    let mut known = lock(topics);
+    let responses = r
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let mut offsets = known.get_mut(&t.name);
+            let partition_responses = t
+                .partition_data
+                .into_iter()
+                .map(|p| {
+                    let next = offsets
+                        .as_deref_mut()
+                        .and_then(|o| o.get_mut(usize::try_from(p.index).ok()?));
+                    let (error, base_offset) = match (next, p.records) {
+                        (Some(next), Some(records)) => match record_count(&records) {
+                            Some(count) => {
+                                let base = *next;
+                                *next += count;
+                                (ErrorCode::None, base)
+                            }
+                            None => (ErrorCode::CorruptMessage, -1),
+                        },
+                        (Some(_), None) => (ErrorCode::CorruptMessage, -1),
+                        (None, _) => (ErrorCode::UnknownTopicOrPartition, -1),
+                    };
+                    PartitionProduceResponse {
+                        index: p.index,
+                        error_code: error.code(),
+                        base_offset,
+                        log_start_offset: 0,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            TopicProduceResponse {
+                name: t.name,
+                partition_responses,
+            }
+        })
+        .collect();
+    ProduceResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+/// Records in a run of whole v2 batches (headers only; CRCs are not read).
+fn record_count(records: &Bytes) -> Option<i64> {
+    let mut count = 0_i64;
+    for batch in split_batches(records) {
+        let batch = batch.ok()?;
+        let header = BatchHeader::parse(&batch).ok()?;
+        count += i64::from(header.last_offset_delta) + 1;
+    }
+    Some(count)
+}
