@@ -4,6 +4,9 @@
 //! - `disk --dir D [--mib N] [--sync-every-kib K]`: sequential 1 MiB writes
 //!   to a new file in D (the broker's data-dir filesystem), with fdatasync
 //!   every K KiB (0 = never; the figure is then the page-cache write rate).
+//!   With `--direct` the file is opened O_DIRECT: the figure is the device's
+//!   own sequential write rate (page cache bypassed; one fdatasync at the end
+//!   is timed too, so the device's cache is flushed).
 //! - `tcp [--mib N]`: a plain socket copy over 127.0.0.1 between two
 //!   processes (this one reads; a child copy of it writes).
 //! - `group-commit --dir D [--rate R] [--record-bytes B] [--seconds S]`: the
@@ -25,6 +28,23 @@ use std::time::{Duration, Instant};
 const MIB: usize = 1024 * 1024;
 /// Refuse absurd sizes from a typo rather than filling the disk.
 const MIB_MAX: u64 = 1024 * 1024;
+/// Buffer alignment for O_DIRECT writes.
+const DIRECT_ALIGN_BYTES: usize = 4096;
+/// Linux's O_DIRECT open flag, which differs by architecture (std has no
+/// constant for it, and one number is not worth a libc dependency).
+const O_DIRECT: Option<i32> = if cfg!(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "x86")
+)) {
+    Some(0o40000)
+} else if cfg!(all(
+    target_os = "linux",
+    any(target_arch = "aarch64", target_arch = "arm")
+)) {
+    Some(0o200000)
+} else {
+    None
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,7 +54,7 @@ fn main() -> ExitCode {
         Some("tcp-send") => tcp_send(&args[1..]),
         Some("group-commit") => group_commit(&args[1..]),
         _ => Err(
-            "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] | tcp [--mib N] \
+            "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] [--direct] | tcp [--mib N] \
              | group-commit --dir DIR [--rate R] [--record-bytes B] [--seconds S]"
                 .to_owned(),
         ),
@@ -78,24 +98,40 @@ fn disk(args: &[String]) -> Result<(), String> {
     let dir = flag(args, "--dir").ok_or("disk needs --dir")?;
     let mib = number(args, "--mib", 1024)?.clamp(1, MIB_MAX);
     let sync_every_bytes = number(args, "--sync-every-kib", 1024)?.saturating_mul(1024);
+    let direct = args.iter().any(|a| a == "--direct");
     let path = std::path::Path::new(dir).join(format!("weir-limits-{}.tmp", std::process::id()));
-    let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
-    // Not zeros: some filesystems and devices shortcut them.
-    let chunk: Vec<u8> = (0..MIB)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if direct {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(O_DIRECT.ok_or("--direct: O_DIRECT is not known for this target")?);
+    }
+    let mut file = options
+        .open(&path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    // Not zeros: some filesystems and devices shortcut them. O_DIRECT needs
+    // the buffer aligned to the device's block size (4 KiB covers it).
+    let mut buffer = vec![0_u8; MIB + DIRECT_ALIGN_BYTES];
+    let aligned_at = buffer.as_ptr().align_offset(DIRECT_ALIGN_BYTES);
+    let chunk = buffer
+        .get_mut(aligned_at..aligned_at + MIB)
+        .ok_or("cannot align the write buffer")?;
+    for (i, b) in chunk.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    let chunk = &*chunk;
     let started = Instant::now();
     let mut unsynced_bytes = 0u64;
     let result = (|| {
         for _ in 0..mib {
-            file.write_all(&chunk)?;
+            file.write_all(chunk)?;
             unsynced_bytes += MIB as u64;
             if sync_every_bytes > 0 && unsynced_bytes >= sync_every_bytes {
                 file.sync_data()?;
                 unsynced_bytes = 0;
             }
         }
-        if sync_every_bytes > 0 && unsynced_bytes > 0 {
+        if (direct || sync_every_bytes > 0) && unsynced_bytes > 0 {
             file.sync_data()?;
         }
         Ok::<(), std::io::Error>(())
@@ -103,7 +139,9 @@ fn disk(args: &[String]) -> Result<(), String> {
     let elapsed = started.elapsed();
     let _ = std::fs::remove_file(&path);
     result.map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let name = if sync_every_bytes > 0 {
+    let name = if direct {
+        "disk_write_direct".to_owned()
+    } else if sync_every_bytes > 0 {
         format!("disk_write_fdatasync_every_{}kib", sync_every_bytes / 1024)
     } else {
         "disk_write_no_sync".to_owned()

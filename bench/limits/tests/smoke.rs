@@ -68,6 +68,27 @@ fn disk_limit_reports_throughput_and_removes_its_file() {
 }
 
 #[test]
+fn direct_disk_limit_writes_with_o_direct_and_removes_its_file() {
+    // In the build's tmp dir, on the project's filesystem: /tmp may be a
+    // tmpfs, which refuses O_DIRECT.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let v = limits(&[
+        "disk",
+        "--dir",
+        dir_arg,
+        "--mib",
+        "8",
+        "--sync-every-kib",
+        "0",
+        "--direct",
+    ]);
+    assert_eq!(v["limit"], "disk_write_direct");
+    assert!(number(&v, "mib_per_s") > 0.0);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn unknown_limit_is_refused_with_usage() {
     let out = Command::new(env!("CARGO_BIN_EXE_weir-limits"))
         .arg("fsync-everything")
