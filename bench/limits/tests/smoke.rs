@@ -49,43 +49,31 @@ fn group_commit_reports_ordered_percentiles_for_every_record() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-#[test]
-fn disk_limit_reports_throughput_and_removes_its_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir_arg = dir.path().to_str().unwrap();
-    let v = limits(&[
-        "disk",
-        "--dir",
-        dir_arg,
-        "--mib",
-        "8",
-        "--sync-every-kib",
-        "1024",
-    ]);
-    assert_eq!(v["limit"], "disk_write_fdatasync_every_1024kib");
+/// Runs `weir-limits disk` on 8 MiB in a fresh directory with `extra` flags;
+/// checks that it reports a throughput as `name` and leaves no file behind.
+fn check_disk_limit(extra: &[&str], name: &str) {
+    // In the build's tmp dir, on the project's filesystem: /tmp may be a
+    // tmpfs, which refuses O_DIRECT.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut args = vec!["disk", "--dir", dir.path().to_str().unwrap(), "--mib", "8"];
+    args.extend_from_slice(extra);
+    let v = limits(&args);
+    assert_eq!(v["limit"], name);
     assert!(number(&v, "mib_per_s") > 0.0);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 #[test]
+fn disk_limit_reports_throughput_and_removes_its_file() {
+    check_disk_limit(
+        &["--sync-every-kib", "1024"],
+        "disk_write_fdatasync_every_1024kib",
+    );
+}
+
+#[test]
 fn direct_disk_limit_writes_with_o_direct_and_removes_its_file() {
-    // In the build's tmp dir, on the project's filesystem: /tmp may be a
-    // tmpfs, which refuses O_DIRECT.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let dir_arg = dir.path().to_str().unwrap();
-    let v = limits(&[
-        "disk",
-        "--dir",
-        dir_arg,
-        "--mib",
-        "8",
-        "--sync-every-kib",
-        "0",
-        "--direct",
-    ]);
-    assert_eq!(v["limit"], "disk_write_direct");
-    assert!(number(&v, "mib_per_s") > 0.0);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    check_disk_limit(&["--sync-every-kib", "0", "--direct"], "disk_write_direct");
 }
 
 #[test]
