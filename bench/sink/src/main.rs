@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -58,6 +59,8 @@ const HANDLED: [ApiKey; 4] = [
 /// request closes its connection.
 const LISTED_ONLY: [ApiKey; 1] = [ApiKey::Fetch];
 const USAGE: &str = "usage: weir-sink --listen HOST:PORT";
+/// Connections served at once (a thread each); more are closed at accept.
+const CONNECTIONS_MAX: usize = 256;
 
 /// Topic name -> next offset of each partition.
 type Topics = Arc<Mutex<HashMap<String, Vec<i64>>>>;
@@ -87,19 +90,28 @@ fn main() -> ExitCode {
     };
     eprintln!("weir-sink: listening on {local}");
     let topics: Topics = Arc::default();
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        if open.fetch_add(1, Ordering::AcqRel) >= CONNECTIONS_MAX {
+            open.fetch_sub(1, Ordering::AcqRel);
+            eprintln!("weir-sink: {CONNECTIONS_MAX} connections open; closing a new one");
+            continue;
+        }
         let topics = Arc::clone(&topics);
         let host = local.ip().to_string();
         let port = i32::from(local.port());
+        let done = Arc::clone(&open);
         let spawned = std::thread::Builder::new()
             .name("weir-sink-conn".into())
             .spawn(move || {
                 if let Err(e) = serve(stream, &topics, &host, port) {
                     eprintln!("weir-sink: connection closed: {e}");
                 }
+                done.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
+            open.fetch_sub(1, Ordering::AcqRel);
             eprintln!("weir-sink: cannot start a connection thread: {e}");
         }
     }
