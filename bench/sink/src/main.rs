@@ -22,11 +22,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use weir_protocol::api::{self, ApiKey, RequestBody};
-use weir_protocol::codec::Encode;
+use bytes::{Bytes, BytesMut};
+use weir_protocol::api::{ApiKey, RequestBody, ResponseBody};
 use weir_protocol::error_code::ErrorCode;
-use weir_protocol::header::RequestHeader;
+use weir_protocol::header::{RequestHeader, encode_response_frame};
 use weir_protocol::messages::api_versions::{ApiVersion, ApiVersionsResponse};
 use weir_protocol::messages::create_topics::{
     CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
@@ -178,36 +177,29 @@ fn answer(
             header.api_key
         )));
     }
-    let frame = match request {
-        RequestBody::ApiVersions(_) => frame(header, &api_versions()),
-        RequestBody::Metadata(r) => frame(header, &metadata(r, topics, host, port)),
-        RequestBody::CreateTopics(r) => frame(header, &create_topics(r, topics)),
+    let response = match request {
+        RequestBody::ApiVersions(_) => ResponseBody::ApiVersions(api_versions()),
+        RequestBody::Metadata(r) => ResponseBody::Metadata(metadata(r, topics, host, port)),
+        RequestBody::CreateTopics(r) => ResponseBody::CreateTopics(create_topics(r, topics)),
         RequestBody::Produce(r) => {
             let acks = r.acks;
             let response = produce(r, topics);
             if acks == 0 {
                 return Ok(None);
             }
-            frame(header, &response)
+            ResponseBody::Produce(response)
         }
         _ => return Err(std::io::Error::other("unexpected request body")),
     };
-    frame.map(Some)
-}
-
-fn frame<T: Encode>(header: &RequestHeader, body: &T) -> std::io::Result<Bytes> {
-    let header_version = api::response_header_version(header.api_key, header.api_version);
-    let mut buf = BytesMut::with_capacity(9 + body.encoded_len(header.api_version));
-    buf.put_i32(0);
-    buf.put_i32(header.correlation_id);
-    if header_version >= 1 {
-        buf.put_u8(0); // no tagged fields
-    }
-    body.encode(&mut buf, header.api_version)
-        .map_err(std::io::Error::other)?;
-    let size = i32::try_from(buf.len() - 4).map_err(std::io::Error::other)?;
-    buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Ok(buf.freeze())
+    let mut buf = BytesMut::new();
+    encode_response_frame(
+        &mut buf,
+        header.api_version,
+        header.correlation_id,
+        &response,
+    )
+    .map_err(std::io::Error::other)?;
+    Ok(Some(buf.freeze()))
 }
 
 fn api_versions() -> ApiVersionsResponse {
