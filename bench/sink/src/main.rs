@@ -10,10 +10,10 @@
 //!
 //! It answers ApiVersions, Metadata, CreateTopics and Produce. A topic named
 //! in a Metadata request that was not created exists with one partition (as
-//! with auto.create.topics.enable). Offsets are counted per partition from
-//! the batch headers, so delivery reports carry real, dense offsets. Any other
-//! request (Fetch too, though it is listed: see `LISTED_ONLY`), or a frame it
-//! can't read, closes that connection.
+//! with auto.create.topics.enable), up to `TOPICS_MAX` topics. Offsets are
+//! counted per partition from the batch headers, so delivery reports carry
+//! real, dense offsets. Any other request (Fetch too, though it is listed:
+//! see `LISTED_ONLY`), or a frame it can't read, closes that connection.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -46,6 +46,10 @@ const REQUEST_FRAME_BYTES_MAX: usize = 100 * 1024 * 1024;
 const PARTITIONS_DEFAULT: i32 = 1;
 /// Partitions one topic may have here (a CreateTopics asking for more fails).
 const PARTITIONS_MAX: i32 = 100_000;
+/// Topics kept at once: names come off the wire (Metadata creates what it
+/// names), so the table is capped. Beyond it, Metadata answers
+/// UNKNOWN_TOPIC_OR_PARTITION and CreateTopics POLICY_VIOLATION.
+const TOPICS_MAX: usize = 10_000;
 const NODE_ID: i32 = 0;
 const HANDLED: [ApiKey; 4] = [
     ApiKey::ApiVersions,
@@ -234,10 +238,16 @@ fn metadata(r: MetadataRequest, topics: &Topics, host: &str, port: i32) -> Metad
     let topics = names
         .into_iter()
         .map(|name| {
-            let count = known
-                .entry(name.clone())
-                .or_insert_with(|| vec![0; PARTITIONS_DEFAULT as usize])
-                .len();
+            if !known.contains_key(&name) && known.len() < TOPICS_MAX {
+                known.insert(name.clone(), vec![0; PARTITIONS_DEFAULT as usize]);
+            }
+            let Some(count) = known.get(&name).map(Vec::len) else {
+                return MetadataResponseTopic {
+                    error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                    name: Some(name),
+                    ..Default::default()
+                };
+            };
             MetadataResponseTopic {
                 error_code: ErrorCode::None.code(),
                 name: Some(name),
@@ -285,6 +295,8 @@ fn create_topics(r: CreateTopicsRequest, topics: &Topics) -> CreateTopicsRespons
                 ErrorCode::TopicAlreadyExists
             } else if !(1..=PARTITIONS_MAX).contains(&partitions) {
                 ErrorCode::InvalidPartitions
+            } else if known.len() >= TOPICS_MAX {
+                ErrorCode::PolicyViolation
             } else {
                 if !r.validate_only {
                     known.insert(t.name.clone(), vec![0; partitions as usize]);
