@@ -5,6 +5,7 @@
 mod e2e {
     mod admin;
     mod crash;
+    mod data_dir;
     mod groups;
     pub mod harness;
     mod hostile;
