@@ -13,4 +13,5 @@ mod e2e {
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;
+    mod timestamps;
 }
