@@ -13,12 +13,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir_log::{Log, LogEnv};
+use weir_log::{Log, LogEnv, durable};
 
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -129,17 +129,7 @@ pub fn random_id() -> [u8; 16] {
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    durable::write_file_atomically(path, bytes)
 }
 
 /// All topics of this broker.
@@ -158,7 +148,7 @@ impl TopicRegistry {
         defaults: &TopicConfig,
     ) -> Result<TopicRegistry, BrokerError> {
         let meta_dir = data_dir.join("meta").join("topics");
-        fs::create_dir_all(&meta_dir)?;
+        durable::create_dir_all(&meta_dir)?;
         let mut registry = TopicRegistry {
             data_dir: data_dir.to_path_buf(),
             meta_dir,
@@ -254,7 +244,7 @@ impl TopicRegistry {
                 .is_some_and(|t| index < i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
             if !live && validate_topic_name(topic).is_ok() {
                 tracing::warn!(dir = %entry.path().display(), "removing orphan partition directory");
-                fs::remove_dir_all(entry.path())?;
+                durable::remove_dir_all(&entry.path())?;
             }
         }
         Ok(())
@@ -337,11 +327,14 @@ impl TopicRegistry {
         let Some(topic) = self.topics.remove(name) else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        fs::remove_file(self.meta_dir.join(format!("{name}.json")))?;
+        // The metadata file goes first, durably: once it is gone, a crash can only leave
+        // partition directories that the next start removes as orphans. The other order could
+        // bring the topic back with empty partitions. The answer to the client waits for both.
+        durable::remove_file(&self.meta_dir.join(format!("{name}.json")))?;
         for partition in &topic.partitions {
             partition.log.close().ok();
             let dir = self.partition_dir(name, partition.index);
-            if let Err(e) = fs::remove_dir_all(&dir) {
+            if let Err(e) = durable::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
             }
         }

@@ -138,12 +138,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
+        // Recovery first, then the port: a client that can connect is answered by a broker
+        // whose logs are recovered (as Kafka enables request processing only after log
+        // recovery). Until then connections are refused, which clients retry.
         let broker = Broker::open(config.clone()).with_context(|| {
             format!("opening data directory {}", config.data_dir.display())
         })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
         let limits = ConnectionLimits {
             request_frame_bytes_max: config.request_frame_bytes_max,
             queued_request_bytes_max: config.queued_request_bytes_max,
