@@ -446,6 +446,35 @@ mod tests {
     }
 
     #[test]
+    fn cleanup_policy_keeps_order_drops_repeats_and_may_be_empty() {
+        let mut config = TopicConfig::default();
+        config
+            .set("cleanup.policy", "delete,compact,delete")
+            .unwrap();
+        assert_eq!(config.cleanup_policy, "delete,compact");
+        config.set("cleanup.policy", "").unwrap();
+        assert_eq!(config.cleanup_policy, "");
+        assert!(!config.deletes_old_segments() && !config.is_compacted());
+    }
+
+    #[test]
+    fn retention_removes_segments_only_under_the_delete_policy() {
+        let config = TopicConfig::default();
+        assert_eq!(config.log_config().retention_ms, config.retention_ms);
+        for policy in ["compact", ""] {
+            let kept = config
+                .with_overrides([("cleanup.policy", policy), ("retention.bytes", "10")])
+                .unwrap();
+            assert_eq!(kept.log_config().retention_ms, -1, "{policy:?}");
+            assert_eq!(kept.log_config().retention_bytes, -1, "{policy:?}");
+        }
+        let both = config
+            .with_overrides([("cleanup.policy", "compact,delete")])
+            .unwrap();
+        assert_eq!(both.log_config().retention_ms, config.retention_ms);
+    }
+
+    #[test]
     fn every_listed_name_round_trips_through_get_and_set() {
         let mut config = TopicConfig::default();
         for name in TOPIC_CONFIG_NAMES {
