@@ -212,6 +212,7 @@ BROKER_CONFIGS_REPORTED = [
     "offsets.topic.num.partitions",
     "socket.request.max.bytes",
     "connections.max.idle.ms",
+    "queued.max.request.bytes",
     "log.retention.ms",
     "log.segment.bytes",
     "log.cleanup.policy",

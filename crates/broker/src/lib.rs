@@ -16,6 +16,7 @@
 //! wait for durability together.
 
 pub mod config;
+pub mod data_dir;
 pub mod dynamic_config;
 pub mod error;
 pub mod frame;
@@ -59,14 +60,19 @@ pub struct Broker {
     /// Dynamic broker configs and group configs, as persisted. Changes to the
     /// broker layer take this lock and then the registry's, in that order.
     dynamic: Mutex<dynamic_config::DynamicConfigs>,
+    /// Holds the data directory's lock for as long as the broker exists.
+    _data_dir: data_dir::DataDir,
 }
 
 impl Broker {
     /// Opens the data directory, recovering every partition log.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         config.validate().map_err(BrokerError::InvalidRequest)?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let cluster_id = topics::load_or_create_cluster_id(&config.data_dir, &config.cluster_id)?;
+        // First, before anything in the directory is read or written: the lock
+        // (one process per directory) and the node/cluster identity check.
+        let data_dir =
+            data_dir::DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)?;
+        let cluster_id = data_dir.cluster_id().to_string();
         let env = LogEnv::new(config.open_files_max);
         let dynamic = dynamic_config::DynamicConfigs::load(&config.data_dir)?;
         let topic_defaults = dynamic
@@ -82,6 +88,7 @@ impl Broker {
             topics: RwLock::new(registry),
             groups,
             dynamic: Mutex::new(dynamic),
+            _data_dir: data_dir,
         }))
     }
 

@@ -6,6 +6,7 @@ mod e2e {
     mod admin;
     mod configs;
     mod crash;
+    mod data_dir;
     mod groups;
     pub mod harness;
     mod hostile;

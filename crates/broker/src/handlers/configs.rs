@@ -196,6 +196,12 @@ const STATIC_BROKER_CONFIGS: &[(&str, &str, ConfigType, Render)] = &[
         |c| c.offsets_topic_partitions.to_string(),
     ),
     (
+        "queued.max.request.bytes",
+        "queued_request_bytes_max",
+        ConfigType::Long,
+        |c| c.queued_request_bytes_max.to_string(),
+    ),
+    (
         "socket.request.max.bytes",
         "request_frame_bytes_max",
         ConfigType::Int,
