@@ -15,6 +15,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use weir_protocol::codec::{Decode, Encode};
+use weir_protocol::compression::Compression;
 use weir_protocol::messages::consumer_group_heartbeat::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
 };
@@ -26,12 +27,18 @@ use weir_protocol::messages::incremental_alter_configs::{
     AlterConfigsResource, AlterableConfig, IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 };
+use weir_protocol::messages::produce::{
+    PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+};
+use weir_protocol::record::{Record, RecordBatchBuilder};
 
 use super::harness::{Broker, create_topic};
 
 const DESCRIBE_CONFIGS: i16 = 32;
 const INCREMENTAL_ALTER_CONFIGS: i16 = 44;
 const CONSUMER_GROUP_HEARTBEAT: i16 = 68;
+const PRODUCE: i16 = 0;
+const INVALID_RECORD: i16 = 87;
 const RESOURCE_BROKER: i8 = 4;
 const RESOURCE_GROUP: i8 = 32;
 const RESOURCE_TOPIC: i8 = 2;
@@ -266,4 +273,66 @@ fn keyless_records_on_a_compacted_topic_are_invalid_record_through_librdkafka() 
         other => panic!("keyless record: expected INVALID_RECORD, got {other:?}"),
     }
     assert!(send(Some("k")).is_ok(), "keyed record must be stored");
+}
+
+#[test]
+fn keyless_records_in_a_compressed_batch_are_named_in_record_errors() {
+    let broker = Broker::start(&[]);
+    create_topic(
+        &broker,
+        "compacted-raw",
+        1,
+        &[("cleanup.policy", "compact")],
+    );
+    let record = |offset_delta: i32, key: Option<&'static [u8]>| Record {
+        offset_delta,
+        timestamp_delta: 0,
+        key: key.map(Bytes::from_static),
+        value: Some(Bytes::from_static(b"v")),
+        headers: Vec::new(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Compressed, so the broker must look inside to find the keys.
+    let batch = RecordBatchBuilder::new(Compression::Lz4)
+        .base_timestamp(now_ms)
+        .max_timestamp(now_ms)
+        .record(record(0, Some(b"a")))
+        .record(record(1, None))
+        .record(record(2, Some(b"c")))
+        .record(record(3, None))
+        .build()
+        .expect("batch");
+    let request = ProduceRequest {
+        acks: -1,
+        timeout_ms: 5000,
+        topic_data: vec![TopicProduceData {
+            name: "compacted-raw".into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(batch),
+            }],
+        }],
+        ..Default::default()
+    };
+    let mut body = call(&broker, PRODUCE, 8, false, &request);
+    let response = ProduceResponse::decode(&mut body, 8).expect("decode produce");
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, INVALID_RECORD);
+    assert_eq!(partition.base_offset, -1);
+    let indexes: Vec<i32> = partition
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
+    assert_eq!(indexes, [1, 3]);
+    let message = partition.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains(
+            "Compacted topic cannot accept message without key in topic partition compacted-raw-0"
+        ),
+        "{message}"
+    );
 }
