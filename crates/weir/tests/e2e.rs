@@ -14,4 +14,5 @@ mod e2e {
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;
+    mod timestamps;
 }

@@ -38,7 +38,7 @@ fn framed(body: &[u8]) -> Vec<u8> {
 }
 
 /// Sends raw bytes and returns the response frame, or None if the broker closed the connection.
-fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(broker.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -70,7 +70,7 @@ fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
+pub(super) fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
     let request = ProduceRequest {
         acks: -1,
         timeout_ms: 5000,
@@ -89,7 +89,7 @@ fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
 }
 
 /// The error code of the single partition in a Produce v7 response body.
-fn produce_error_code(response: &[u8]) -> i16 {
+pub(super) fn produce_error_code(response: &[u8]) -> i16 {
     // correlation id (4), topics count (4), name (2+len), partitions count (4), index (4), error (2)
     let name_len = i16::from_be_bytes([response[8], response[9]]) as usize;
     let at = 4 + 4 + 2 + name_len + 4 + 4;
