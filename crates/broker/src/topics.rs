@@ -138,6 +138,9 @@ pub struct TopicRegistry {
     meta_dir: PathBuf,
     env: Arc<LogEnv>,
     topics: HashMap<String, Arc<Topic>>,
+    /// Topic defaults in force: static broker config plus dynamic broker
+    /// configs. Every topic's config is these plus its own overrides.
+    defaults: TopicConfig,
 }
 
 impl TopicRegistry {
@@ -154,6 +157,7 @@ impl TopicRegistry {
             meta_dir,
             env,
             topics: HashMap::new(),
+            defaults: defaults.clone(),
         };
         for entry in fs::read_dir(&registry.meta_dir)? {
             let path = entry?.path();
@@ -290,14 +294,56 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// The topic defaults in force (static and dynamic broker configs).
+    pub fn defaults(&self) -> &TopicConfig {
+        &self.defaults
+    }
+
+    /// Replaces the topic defaults (a dynamic broker config changed) and
+    /// recomputes the config of every topic that has no override of its own
+    /// for what changed. All or nothing: a topic whose overrides would not
+    /// combine with the new defaults fails the whole change.
+    pub fn set_defaults(&mut self, defaults: TopicConfig) -> Result<(), BrokerError> {
+        let mut updated = Vec::with_capacity(self.topics.len());
+        for topic in self.topics.values() {
+            let config = defaults
+                .with_overrides(
+                    topic
+                        .overrides
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .map_err(BrokerError::InvalidConfig)?;
+            updated.push((topic.clone(), config));
+        }
+        for (topic, config) in updated {
+            if config == topic.config {
+                continue;
+            }
+            for partition in &topic.partitions {
+                partition.log.update_config(config.log_config());
+            }
+            let replaced = Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                overrides: topic.overrides.clone(),
+                config,
+                partitions: topic.partitions.clone(),
+            };
+            self.topics.insert(topic.name.clone(), Arc::new(replaced));
+        }
+        self.defaults = defaults;
+        Ok(())
+    }
+
     /// Creates a topic: meta file first (the commit point), then partition logs.
     pub fn create(
         &mut self,
         name: &str,
         partitions: i32,
         overrides: BTreeMap<String, String>,
-        defaults: &TopicConfig,
     ) -> Result<Arc<Topic>, BrokerError> {
+        let defaults = &self.defaults.clone();
         self.check_new(name, partitions)?;
         let meta = TopicMeta {
             name: name.to_string(),
@@ -342,12 +388,7 @@ impl TopicRegistry {
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn add_partitions(
-        &mut self,
-        name: &str,
-        count: i32,
-        defaults: &TopicConfig,
-    ) -> Result<(), BrokerError> {
+    pub fn add_partitions(&mut self, name: &str, count: i32) -> Result<(), BrokerError> {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
@@ -374,7 +415,6 @@ impl TopicRegistry {
             partitions,
         };
         self.persist(&grown.meta())?;
-        let _ = defaults;
         self.topics.insert(name.to_string(), Arc::new(grown));
         Ok(())
     }
@@ -384,12 +424,12 @@ impl TopicRegistry {
         &mut self,
         name: &str,
         overrides: BTreeMap<String, String>,
-        defaults: &TopicConfig,
     ) -> Result<(), BrokerError> {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        let config = defaults
+        let config = self
+            .defaults
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(BrokerError::InvalidConfig)?;
         let updated = Topic {
