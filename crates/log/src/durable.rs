@@ -45,6 +45,24 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates a partition directory with [`create_dir_all`].
+///
+/// The power-loss tests must show they can fail, so this is the one place
+/// with a planted fault: with `WEIR_TEST_SKIP_PARTITION_DIR_FSYNC=1` in the
+/// environment (read once) the new directory is created without fsyncing its
+/// parent, the bug the issue called G1. Never set it outside those tests.
+pub fn create_partition_dir(dir: &Path) -> io::Result<()> {
+    static SKIP_FSYNC: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let skip = *SKIP_FSYNC.get_or_init(|| {
+        std::env::var_os("WEIR_TEST_SKIP_PARTITION_DIR_FSYNC").is_some_and(|v| v == "1")
+    });
+    if skip {
+        tracing::warn!(dir = %dir.display(), "test switch: partition directory not fsynced in its parent");
+        return std::fs::create_dir_all(dir);
+    }
+    create_dir_all(dir)
+}
+
 /// Removes a file and fsyncs its directory.
 pub fn remove_file(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)?;

@@ -602,7 +602,7 @@ impl Log {
         // A new partition directory must be durable in its parent before anything appended to
         // it is acknowledged: fsyncing the segment files does not make their directory's name
         // durable.
-        crate::durable::create_dir_all(dir)?;
+        crate::durable::create_partition_dir(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
         let recovery_position = cp.and_then(|c| c.position);

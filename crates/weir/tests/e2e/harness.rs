@@ -15,6 +15,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     extra_args: Vec<String>,
+    /// Extra environment for the process (test-only switches).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -36,9 +38,38 @@ impl Broker {
             addr,
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             child: None,
             log_path,
             _tmp: Some(tmp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// Starts a broker on a given data dir (e.g. on a crash-simulating mount)
+    /// and a free port, with extra environment; its log goes to `log_path`,
+    /// which should lie outside that data dir. Used by tests/powerloss.rs,
+    /// which includes this file.
+    #[allow(dead_code)]
+    pub fn start_in(
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Broker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut broker = Broker {
+            addr,
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            log_path,
+            _tmp: None,
         };
         broker.spawn();
         broker
@@ -64,6 +95,7 @@ impl Broker {
             .arg(self.addr.to_string())
             .args(&self.extra_args)
             .env("WEIR_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
