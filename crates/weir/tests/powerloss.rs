@@ -745,6 +745,9 @@ fn startup_after_cuts() {
     };
     let cuts = env_u64("WEIR_POWERLOSS_STARTUP_CUTS", 100);
     let produce_ms = env_u64("WEIR_POWERLOSS_PRODUCE_MS", 1000);
+    // Bounded, so that 100 cuts make about a gigabyte rather than filling
+    // the disk (unthrottled, FUSE takes hundreds of MB/s).
+    let records_per_s = env_u64("WEIR_POWERLOSS_PRODUCE_RATE", 20_000).max(1);
     create_topic(&rig, "stream", MAIN_PARTITIONS, &[]).expect("create");
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Acked::default());
@@ -754,17 +757,30 @@ fn startup_after_cuts() {
         .set("linger.ms", "5")
         .set("message.timeout.ms", "600000")
         .set("queue.buffering.max.messages", "20000")
+        // Reconnect at once after each restart: the default backoff grows
+        // to 10 s over repeated failures, longer than a cycle.
+        .set("reconnect.backoff.ms", "10")
+        .set("reconnect.backoff.max.ms", "100")
         .create_with_context(AckContext(acked.clone()))
         .expect("producer");
     let feeder = {
         let stop = stop.clone();
         std::thread::spawn(move || {
             let value = vec![b'x'; 512];
+            let started = Instant::now();
+            let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                let due = started.elapsed().as_micros() as u64 * records_per_s / 1_000_000;
+                if sent >= due {
+                    producer.poll(Duration::from_millis(1));
+                    continue;
+                }
                 let record: BaseRecord<'_, (), [u8], Box<u64>> =
                     BaseRecord::with_opaque_to("stream", Box::new(0)).payload(&value[..]);
                 if producer.send(record).is_err() {
                     producer.poll(Duration::from_millis(5));
+                } else {
+                    sent += 1;
                 }
                 producer.poll(Duration::ZERO);
             }
