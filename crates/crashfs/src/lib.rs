@@ -124,6 +124,15 @@ impl CrashFs {
         }
     }
 
+    /// Directory entries a cut would change now (see
+    /// [`model::Model::unsynced_entries`]).
+    pub fn unsynced_entries(&self) -> Vec<String> {
+        self.model
+            .lock()
+            .expect("crashfs model poisoned")
+            .unsynced_entries()
+    }
+
     /// Totals since the mount: cuts, syncs, and everything cuts forgot.
     pub fn totals(&self) -> Totals {
         self.model.lock().expect("crashfs model poisoned").totals()

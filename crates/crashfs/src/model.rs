@@ -631,6 +631,35 @@ impl<S: Store> Model<S> {
         Ok(report)
     }
 
+    /// Every directory entry a cut would change now, as `path: what`
+    /// (`created`, `removed`, `replaced`), paths from the root of the live
+    /// tree; for reports of what a cut forgot.
+    pub fn unsynced_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT_INO, String::new())];
+        while let Some((dir, path)) = stack.pop() {
+            let d = &self.nodes[&dir];
+            for (name, ino) in &d.entries {
+                let child_path = format!("{path}/{}", name.to_string_lossy());
+                match d.durable_entries.get(name) {
+                    None => out.push(format!("{child_path}: created")),
+                    Some(old) if old != ino => out.push(format!("{child_path}: replaced")),
+                    Some(_) => {}
+                }
+                if self.nodes[ino].kind == Kind::Dir {
+                    stack.push((*ino, child_path));
+                }
+            }
+            for name in d.durable_entries.keys() {
+                if !d.entries.contains_key(name) {
+                    out.push(format!("{path}/{}: removed", name.to_string_lossy()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
     /// Direct access to the store, for tests.
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
@@ -739,6 +768,7 @@ mod tests {
         let report = m.cut(Tear::Never).unwrap();
         assert_eq!(names(&m, ROOT_INO), ["x.tmp"]);
         assert_eq!(report.dir_ops_forgotten, 2, "both sides of the rename");
+        assert!(m.unsynced_entries().is_empty());
 
         m.rename(ROOT_INO, n("x.tmp"), ROOT_INO, n("x"), false)
             .unwrap();

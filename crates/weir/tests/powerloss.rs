@@ -116,6 +116,11 @@ impl Rig {
     /// the port accepting, or `None` if it never did.
     fn cut_and_restart(&mut self, tear: Tear) -> Option<Duration> {
         self.broker.kill9();
+        if std::env::var_os("WEIR_POWERLOSS_VERBOSE").is_some() {
+            for entry in self.crashfs.unsynced_entries() {
+                eprintln!("  forgotten by this cut: {entry}");
+            }
+        }
         self.crashfs.cut(tear).expect("power cut");
         let started = Instant::now();
         self.broker.restart_without_waiting();
