@@ -577,6 +577,23 @@ fn decode_record_body(body: Bytes) -> Result<Record, RecordError> {
     })
 }
 
+/// The record bytes of a whole batch, decompressed (capped) if need be.
+fn records_payload(
+    batch: &Bytes,
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+) -> Result<Bytes, RecordError> {
+    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
+    Ok(match header.compression() {
+        Compression::None => payload,
+        codec => Bytes::from(crate::compression::decompress(
+            codec,
+            &payload,
+            decompressed_bytes_max,
+        )?),
+    })
+}
+
 /// Decodes every record of the batch at the start of `batch`, after checking
 /// the header and the CRC. Compressed batches are decompressed with the output
 /// capped at `decompressed_bytes_max`. The record count in the header must
@@ -599,15 +616,7 @@ pub fn decode_records(
     let header_count = header.record_count;
     let record_count = usize::try_from(header_count)
         .map_err(|_| RecordError::InvalidField("negative record count"))?;
-    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
-    let payload = match header.compression() {
-        Compression::None => payload,
-        codec => Bytes::from(crate::compression::decompress(
-            codec,
-            &payload,
-            decompressed_bytes_max,
-        )?),
-    };
+    let payload = records_payload(batch, &header, decompressed_bytes_max)?;
     if record_count > payload.len() / RECORD_BYTES_MIN {
         return Err(RecordError::RecordCountMismatch {
             header_count,
@@ -663,15 +672,7 @@ pub fn summarize_records(
     let header_count = header.record_count;
     let record_count = usize::try_from(header_count)
         .map_err(|_| RecordError::InvalidField("negative record count"))?;
-    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
-    let payload = match header.compression() {
-        Compression::None => payload,
-        codec => Bytes::from(crate::compression::decompress(
-            codec,
-            &payload,
-            decompressed_bytes_max,
-        )?),
-    };
+    let payload = records_payload(batch, &header, decompressed_bytes_max)?;
     let mut reader = RecordReader {
         buf: payload,
         pos: 0,
