@@ -177,30 +177,31 @@ impl Broker {
 
     /// Logs a refused request (rate-limited) before its connection closes.
     fn refuse(&self, peer: SocketAddr, header: &RequestHeader, reason: &'static str) {
-        let api = ApiKey::from_i16(header.api_key).map(|k| format!("{k:?}"));
-        let supported = api::SUPPORTED_APIS
-            .iter()
-            .find(|(k, _, _)| *k == header.api_key)
-            .filter(|_| ApiKey::from_i16(header.api_key).is_some_and(handlers::is_handled))
-            .map(|(_, min, max)| format!("{min}-{max}"));
-        if self.refusals.should_log(header.api_key, header.api_version) {
-            tracing::warn!(
-                api = api.as_deref().unwrap_or("unknown"),
-                api_key = header.api_key,
-                version = header.api_version,
-                supported = supported.as_deref().unwrap_or("none"),
-                client_id = header.client_id.as_deref().unwrap_or(""),
-                %peer,
-                "request refused, {reason}; closing connection (see README, Client compatibility)"
-            );
-        } else {
+        if !self.refusals.should_log(header.api_key, header.api_version) {
             tracing::debug!(
                 api_key = header.api_key,
                 version = header.api_version,
                 %peer,
-                "{reason}; closing connection"
+                "request refused, {reason}; closing connection"
             );
+            return;
         }
+        let key = ApiKey::from_i16(header.api_key);
+        let api = key.map(|k| format!("{k:?}"));
+        let supported = api::SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == header.api_key)
+            .filter(|_| key.is_some_and(handlers::is_handled))
+            .map(|(_, min, max)| format!("{min}-{max}"));
+        tracing::warn!(
+            api = api.as_deref().unwrap_or("unknown"),
+            api_key = header.api_key,
+            version = header.api_version,
+            supported = supported.as_deref().unwrap_or("none"),
+            client_id = header.client_id.as_deref().unwrap_or(""),
+            %peer,
+            "request refused, {reason}; closing connection (see README, Client compatibility)"
+        );
     }
 }
 
