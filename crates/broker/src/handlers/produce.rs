@@ -277,13 +277,9 @@ pub fn handle(
         return Some(crate::ready(encode_frame(&header, &response)));
     }
     // v13 (KIP-516) names topics by id; an id this broker doesn't know is
-    // UNKNOWN_TOPIC_ID, as an unknown name is UNKNOWN_TOPIC_OR_PARTITION.
+    // UNKNOWN_TOPIC_ID, as an unknown name is UNKNOWN_TOPIC_OR_PARTITION (and
+    // so is a partition the topic doesn't have).
     let by_id = header.api_version >= 13;
-    let unknown_topic = if by_id {
-        ErrorCode::UnknownTopicId
-    } else {
-        ErrorCode::UnknownTopicOrPartition
-    };
     let mut outcomes: Vec<(String, [u8; 16], Vec<PartitionOutcome>)> =
         Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -301,7 +297,14 @@ pub fn handle(
                 Some((topic, partition)) => {
                     append_partition(broker, partition, &topic.config, data.records, wants_ack)
                 }
-                None => PartitionOutcome::failed(data.index, unknown_topic, None),
+                None => {
+                    let error = if by_id && topic.is_none() {
+                        ErrorCode::UnknownTopicId
+                    } else {
+                        ErrorCode::UnknownTopicOrPartition
+                    };
+                    PartitionOutcome::failed(data.index, error, None)
+                }
             };
             partitions.push(outcome);
         }

@@ -263,6 +263,13 @@ fn produce_v13_by_topic_id_and_fetch_v18_read_it_back() {
         response.responses[0].partition_responses[0].error_code,
         UNKNOWN_TOPIC_ID
     );
+    let mut no_such_partition = produce_by_id(id, b"lost");
+    no_such_partition.topic_data[0].partition_data[0].index = 5;
+    let response: ProduceResponse = raw.call(ApiKey::Produce, 13, &no_such_partition);
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        UNKNOWN_TOPIC_OR_PARTITION
+    );
 
     let fetch = FetchRequest {
         max_wait_ms: 100,
