@@ -353,7 +353,7 @@ impl Shared {
             }
         }
         if result.is_ok() && dir_dirty {
-            result = checkpoint::sync_dir(&self.dir);
+            result = crate::durable::sync_dir(&self.dir);
         }
         if let Err(e) = result {
             tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; poisoning log");
@@ -599,7 +599,10 @@ impl Log {
     /// on, a torn or corrupt tail of the last segment is cut off, and missing or stale indexes are
     /// rebuilt. Damage before the last segment opens the log damaged instead ([`Log::damage`]).
     pub fn open(env: &Arc<LogEnv>, dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir)?;
+        // A new partition directory must be durable in its parent before anything appended to
+        // it is acknowledged: fsyncing the segment files does not make their directory's name
+        // durable.
+        crate::durable::create_dir_all(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
         let recovery_position = cp.and_then(|c| c.position);
@@ -1608,7 +1611,7 @@ impl Log {
         let s = &self.shared;
         lock(&s.append).closed = true;
         self.detach();
-        std::fs::remove_dir_all(&s.dir)?;
+        crate::durable::remove_dir_all(&s.dir)?;
         Ok(())
     }
 
