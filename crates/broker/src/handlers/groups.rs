@@ -202,7 +202,7 @@ pub fn join_group(
             // The round was abandoned (shutdown, or a newer join from the same member).
             _ => JoinReply::error(ErrorCode::NotCoordinator, &member_id),
         };
-        encode_frame(&header, &join_response(version, reply)).map(Into::into)
+        encode_frame(&header, &join_response(version, reply))
     })
 }
 
@@ -245,7 +245,7 @@ pub fn sync_group(
             Ok(Reply::Sync(reply)) => reply,
             _ => SyncReply::error(ErrorCode::NotCoordinator),
         };
-        encode_frame(&header, &sync_response(reply)).map(Into::into)
+        encode_frame(&header, &sync_response(reply))
     })
 }
 
@@ -392,7 +392,7 @@ pub fn offset_commit(
             topics,
             ..Default::default()
         };
-        encode_frame(&header, &response).map(Into::into)
+        encode_frame(&header, &response)
     })
 }
 
@@ -519,7 +519,7 @@ pub fn offset_delete(
                 }
             }
         };
-        encode_frame(&header, &response).map(Into::into)
+        encode_frame(&header, &response)
     })
 }
 
@@ -645,7 +645,6 @@ pub fn delete_groups(
                 ..Default::default()
             },
         )
-        .map(Into::into)
     })
 }
 

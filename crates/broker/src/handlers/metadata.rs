@@ -5,8 +5,8 @@ use std::sync::Arc;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::metadata::{
-    MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
-    MetadataResponseTopic,
+    MetadataRequest, MetadataRequestTopic, MetadataResponse, MetadataResponseBroker,
+    MetadataResponsePartition, MetadataResponseTopic,
 };
 
 use crate::Broker;
@@ -45,6 +45,26 @@ fn error_entry(name: Option<String>, id: [u8; 16], code: ErrorCode) -> MetadataR
     }
 }
 
+/// Kafka's whole-request error answer for Metadata: each topic with the
+/// error, a null name as "" (the response doesn't allow null before v12).
+fn invalid_request(request: MetadataRequest) -> MetadataResponse {
+    MetadataResponse {
+        topics: request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                error_entry(
+                    Some(t.name.unwrap_or_default()),
+                    t.topic_id,
+                    ErrorCode::InvalidRequest,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
@@ -57,6 +77,18 @@ pub fn handle(
         None => true,
         Some(list) => list.is_empty() && header.api_version == 0,
     };
+    // Topic ids arrive with v10 but are served from v12: Kafka refuses an id,
+    // or a null name, in v10 and v11 (whose responses have no null name).
+    if !all && header.api_version < 12 {
+        let by_id = |t: &MetadataRequestTopic| t.name.is_none() || t.topic_id != [0; 16];
+        if request
+            .topics
+            .as_ref()
+            .is_some_and(|ts| ts.iter().any(by_id))
+        {
+            return invalid_request(request);
+        }
+    }
     let topics = if all {
         let mut topics: Vec<_> = broker.registry().iter().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
