@@ -318,6 +318,21 @@ impl<W> Group<W> {
         self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
     }
 
+    /// May the group be forgotten? Only when nothing lives in it: no member,
+    /// no member id handed out and still to be claimed (KIP-394), no round in
+    /// progress, no committed offset and no consumer-protocol member. Kafka
+    /// likewise removes only Empty groups without offsets; removing one that
+    /// has a joining member turns that member's next JoinGroup into
+    /// UNKNOWN_MEMBER_ID.
+    pub fn is_removable(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
+            && self.consumer_members_gone()
+            && self.next_deadline_ms().is_none()
+    }
+
     /// Returns whether the group's persisted shape changed since the last call.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)

@@ -184,7 +184,10 @@ impl GroupCoordinator {
             wake: Arc::new(Notify::new()),
             timer_started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            next_expiry_check_ms: Mutex::new(0),
+            // Kafka runs the first expiry pass one interval after start, not at once.
+            next_expiry_check_ms: Mutex::new(now_ms().saturating_add(
+                i64::try_from(config.offsets_retention_check_interval_ms).unwrap_or(i64::MAX),
+            )),
         };
         if let Some(topic) = registry.get(OFFSETS_TOPIC) {
             coordinator.replay(topic)?;
@@ -345,13 +348,7 @@ impl GroupCoordinator {
         let group = groups.get_mut(group_id)?;
         let result = f(group, &mut out);
         let durable = self.persist_if_dirty(broker, group);
-        if group.state() == GroupState::Empty
-            && group.member_count() == 0
-            && group.offsets.is_empty()
-            && group.generation() == 0
-            && group.consumer_members_gone()
-            && group.next_deadline_ms().is_none()
-        {
+        if group.is_removable() && group.generation() == 0 {
             // Nothing was ever stored for it (e.g. a refused first join).
             groups.remove(group_id);
         }
@@ -425,9 +422,7 @@ impl GroupCoordinator {
             }
             if expire {
                 let expired = group.expire_offsets(now, self.offsets_retention_ms);
-                let gone = group.state() == GroupState::Empty
-                    && group.offsets.is_empty()
-                    && group.consumer_members_gone();
+                let gone = group.is_removable();
                 let mut tombstones: Vec<(Bytes, Option<Bytes>)> = expired
                     .iter()
                     .map(|(t, p)| (records::offset_key(&group.id, t, *p), None))

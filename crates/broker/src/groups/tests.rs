@@ -490,3 +490,46 @@ fn group_partition_matches_kafkas_placement() {
     assert_eq!(partition_for("", 50), 0);
     assert!((0..7).contains(&partition_for("anything at all", 7)));
 }
+
+#[test]
+fn a_group_whose_member_is_still_joining_is_never_removable() {
+    // KIP-394: the first JoinGroup only hands out an id; the group then has
+    // no member yet, but removing it would refuse the member's second join.
+    let mut g: Group<u32> = Group::new("g", 0);
+    let mut out = Vec::new();
+    g.join(
+        join_req("", "a", &[("range", "")]),
+        0,
+        0,
+        &limits(),
+        &mut out,
+    );
+    assert_eq!(join_reply(&mut out, 0).error, ErrorCode::MemberIdRequired);
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.member_count(), 0);
+    assert!(!g.is_removable(), "a handed-out member id is pending");
+    g.join(
+        join_req("a", "", &[("range", "")]),
+        1,
+        1,
+        &limits(),
+        &mut out,
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert!(!g.is_removable(), "a rebalance is in progress");
+    g.tick(DELAY_MS + 1, &mut out);
+    assert_eq!(join_reply(&mut out, 1).error, ErrorCode::None);
+    assert!(!g.is_removable(), "the group has a member");
+
+    // An id nobody claims expires with its session; then the group may go.
+    let mut lone: Group<u32> = Group::new("lone", 0);
+    lone.join(
+        join_req("", "b", &[("range", "")]),
+        2,
+        0,
+        &limits(),
+        &mut out,
+    );
+    lone.tick(i64::from(SESSION_MS) + 1, &mut out);
+    assert!(lone.is_removable());
+}

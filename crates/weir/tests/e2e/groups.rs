@@ -44,13 +44,43 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, from: usize, to: usize
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
-/// Counts rebalance callbacks so a test can tell whether a group moved.
+/// Counts rebalance callbacks so a test can tell whether a group moved, and
+/// keeps the client errors and the group-related complaints librdkafka logs.
 #[derive(Default)]
 struct Counting {
     assigns: AtomicUsize,
+    /// Error callbacks, and log lines naming errors a healthy group never
+    /// sees (kept only when the consumer logs at debug level, see `watched`).
+    complaints: Arc<Mutex<Vec<String>>>,
 }
 
-impl ClientContext for Counting {}
+/// Error names (librdkafka's wording) that a group forming on a healthy
+/// broker must never produce.
+const GROUP_COMPLAINTS: &[&str] = &[
+    "Unknown member",
+    "UNKNOWN_MEMBER_ID",
+    "Group id not found",
+    "GROUP_ID_NOT_FOUND",
+    "Inconsistent group protocol",
+];
+
+impl ClientContext for Counting {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if GROUP_COMPLAINTS.iter().any(|c| log_message.contains(c)) {
+            self.complaints
+                .lock()
+                .unwrap()
+                .push(format!("{fac}: {log_message}"));
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.complaints
+            .lock()
+            .unwrap()
+            .push(format!("error: {error}: {reason}"));
+    }
+}
 impl ConsumerContext for Counting {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if matches!(rebalance, Rebalance::Assign(_)) {
@@ -59,7 +89,23 @@ impl ConsumerContext for Counting {
     }
 }
 
+/// Settings that make librdkafka log every group request and response, so a
+/// test can look for errors the client recovers from silently.
+const WATCH_GROUP: &[(&str, &str)] = &[("debug", "cgrp")];
+
+type Complaints = Arc<Mutex<Vec<String>>>;
+
 fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    consumer_reporting(broker, group, extra, Complaints::default())
+}
+
+/// A classic-protocol consumer whose complaints go to `complaints`.
+fn consumer_reporting(
+    broker: &Broker,
+    group: &str,
+    extra: &[(&str, &str)],
+    complaints: Complaints,
+) -> BaseConsumer<Counting> {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
@@ -72,8 +118,15 @@ fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsume
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    if extra.iter().any(|(k, _)| *k == "debug") {
+        // rust-rdkafka otherwise caps librdkafka's log level at the `log` crate's.
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     config
-        .create_with_context(Counting::default())
+        .create_with_context(Counting {
+            complaints,
+            ..Default::default()
+        })
         .expect("consumer")
 }
 
@@ -474,6 +527,16 @@ fn protocol_consumer(
     group: &str,
     extra: &[(&str, &str)],
 ) -> BaseConsumer<Counting> {
+    protocol_consumer_reporting(broker, group, extra, Complaints::default())
+}
+
+/// A consumer-protocol consumer whose complaints go to `complaints`.
+fn protocol_consumer_reporting(
+    broker: &Broker,
+    group: &str,
+    extra: &[(&str, &str)],
+    complaints: Complaints,
+) -> BaseConsumer<Counting> {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
@@ -485,8 +548,15 @@ fn protocol_consumer(
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    if extra.iter().any(|(k, _)| *k == "debug") {
+        // rust-rdkafka otherwise caps librdkafka's log level at the `log` crate's.
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     config
-        .create_with_context(Counting::default())
+        .create_with_context(Counting {
+            complaints,
+            ..Default::default()
+        })
         .expect("consumer")
 }
 
@@ -599,5 +669,31 @@ fn consumer_protocol_regex_subscription_reads_only_matching_topics() {
     assert!(
         !topics_seen.contains_key("other"),
         "a topic the pattern doesn't match was read"
+    );
+}
+
+// ---- regressions from real-client probes (issue 11, item 12) ----
+
+/// On a fresh broker the offset-expiry pass used to run at once and remove
+/// the first group while its first member was between its two JoinGroups
+/// (KIP-394), so that member's second JoinGroup got UNKNOWN_MEMBER_ID.
+#[test]
+fn first_group_on_a_fresh_broker_forms_without_unknown_member_id() {
+    let broker = start_broker(&[]);
+    create_topic(&broker, "fresh-topic", 4, &[]);
+    let complaints = Complaints::default();
+    let seen: Seen = Arc::default();
+    let members: Vec<Member> = (0..2)
+        .map(|i| {
+            let c = consumer_reporting(&broker, "fresh-group", WATCH_GROUP, complaints.clone());
+            Member::spawn(c, "fresh-topic", i, seen.clone())
+        })
+        .collect();
+    wait_for_split(&members.iter().collect::<Vec<_>>(), 4, "two members");
+    drop(members);
+    let complaints = complaints.lock().unwrap();
+    assert!(
+        complaints.is_empty(),
+        "the group's members saw errors: {complaints:#?}"
     );
 }
