@@ -270,13 +270,11 @@ impl ConsumerGroup {
     /// heartbeat response bumped the epoch is still from the partition's owner
     /// (Kafka 4.0 answers STALE_MEMBER_EPOCH there and the client retries).
     pub fn check_member_epoch(&self, member_id: &str, member_epoch: i32) -> ErrorCode {
-        // Admin tools and assign() consumers commit without a member.
-        if member_epoch < 0 && member_id.is_empty() {
-            return if self.members.is_empty() {
-                ErrorCode::None
-            } else {
-                ErrorCode::UnknownMemberId
-            };
+        // Admin tools and assign() consumers commit with a negative epoch; an
+        // empty group takes that whatever the member id (librdkafka's
+        // consumer-protocol client sends the id it generated), as Kafka does.
+        if member_epoch < 0 && self.members.is_empty() {
+            return ErrorCode::None;
         }
         let Some(m) = self.members.get(member_id) else {
             return ErrorCode::UnknownMemberId;
@@ -1651,6 +1649,11 @@ mod tests {
             g.check_member_epoch("", -1),
             ErrorCode::None,
             "admin commit to an empty group"
+        );
+        assert_eq!(
+            g.check_member_epoch("id-librdkafka-generated", -1),
+            ErrorCode::None,
+            "an assign() consumer's commit to an empty group, whatever its member id"
         );
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
         assert_eq!(g.check_member_epoch("a", 1), ErrorCode::None);

@@ -1083,9 +1083,15 @@ impl<W> Group<W> {
         if self.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }
-        // Standalone consumers (assign(), admin tools) commit without a generation.
-        if generation < 0 && member_id.is_empty() && self.state == GroupState::Empty {
+        // Standalone consumers (assign(), admin tools) commit without a
+        // generation; Kafka accepts that to an empty group whatever member id
+        // comes with it (librdkafka's consumer-protocol client sends its own).
+        if generation < 0 && self.state == GroupState::Empty {
             return ErrorCode::None;
+        }
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            // A simple commit to a live group.
+            return ErrorCode::UnknownMemberId;
         }
         if let Some(code) = self.check_instance(member_id, instance_id) {
             return code;

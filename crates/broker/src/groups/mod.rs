@@ -557,7 +557,8 @@ impl GroupCoordinator {
     }
 
     /// OffsetCommit: checks the member, applies the offsets and returns when they'll be durable.
-    /// `Err` is the error for every partition.
+    /// `Err` is the error for every partition. `api_version` is OffsetCommit's.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         broker: &Arc<Broker>,
@@ -565,10 +566,19 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        api_version: i16,
         offsets: Vec<(String, i32, OffsetEntry)>,
     ) -> Result<Option<Durable>, ErrorCode> {
         self.ensure_offsets_topic(broker)?;
-        let simple = generation < 0 && member_id.is_empty();
+        // Kafka: a commit with a negative generation (or member epoch) to a
+        // group that does not exist creates a "simple" group, whatever the
+        // member id; any other commit to an unknown group is refused.
+        let simple = generation < 0;
+        let unknown_group = if api_version >= 9 {
+            ErrorCode::GroupIdNotFound
+        } else {
+            ErrorCode::IllegalGeneration
+        };
         self.with_group(broker, group_id, simple, |g, _| {
             let code = match &g.consumer {
                 Some(c) => c.check_member_epoch(member_id, generation),
@@ -595,7 +605,7 @@ impl GroupCoordinator {
             }
             Ok(Some(durable))
         })
-        .unwrap_or(Err(ErrorCode::UnknownMemberId))
+        .unwrap_or(Err(unknown_group))
     }
 
     /// OffsetFetch for one group. `None` topics means every committed offset.

@@ -533,3 +533,21 @@ fn a_group_whose_member_is_still_joining_is_never_removable() {
     lone.tick(i64::from(SESSION_MS) + 1, &mut out);
     assert!(lone.is_removable());
 }
+
+#[test]
+fn negative_generation_commit_with_any_member_id_goes_to_an_empty_group() {
+    // librdkafka with group.protocol=consumer and assign() sends the member
+    // id it generated with generation -1; Kafka takes that.
+    let mut empty: Group<u32> = Group::new("s", 0);
+    assert_eq!(
+        empty.check_commit("rdkafka-generated-id", None, -1, 0),
+        ErrorCode::None
+    );
+    let (mut g, replies) = formed_group(&["a"]);
+    stabilize(&mut g, &replies, DELAY_MS);
+    assert_eq!(
+        g.check_commit("rdkafka-generated-id", None, -1, DELAY_MS),
+        ErrorCode::UnknownMemberId,
+        "a live group still refuses it"
+    );
+}

@@ -363,6 +363,7 @@ pub fn offset_commit(
             &request.member_id,
             request.group_instance_id.as_deref(),
             request.generation_id_or_member_epoch,
+            header.api_version,
             accepted,
         )
     };

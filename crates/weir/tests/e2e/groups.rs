@@ -697,3 +697,42 @@ fn first_group_on_a_fresh_broker_forms_without_unknown_member_id() {
         "the group's members saw errors: {complaints:#?}"
     );
 }
+
+/// librdkafka with group.protocol=consumer that only assign()s commits with
+/// the member id it generated and epoch -1; Kafka stores that for a group
+/// nobody is a member of (Weir answered UNKNOWN_MEMBER_ID).
+#[test]
+fn consumer_protocol_client_using_assign_commits_offsets() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = start_consumer_protocol_broker();
+    create_topic(&broker, "assign-topic", 2, &[]);
+    let assigner = protocol_consumer(&broker, "assign-group", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("assign-topic", 0, Offset::Offset(3))
+        .expect("tpl");
+    tpl.add_partition_offset("assign-topic", 1, Offset::Offset(5))
+        .expect("tpl");
+    assigner.assign(&tpl).expect("assign");
+    assigner
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit from an assign() consumer");
+    drop(assigner);
+
+    // A separate, classic client reads them back.
+    let reader = consumer(&broker, "assign-group", &[]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("assign-topic", 0);
+    wanted.add_partition("assign-topic", 1);
+    let committed = reader
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    let offsets: Vec<(i32, Offset)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![(0, Offset::Offset(3)), (1, Offset::Offset(5))]
+    );
+}
