@@ -768,8 +768,8 @@ pub fn consumer_group_describe(
                             subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                             assignment: assignment(&m.assigned),
                             target_assignment: assignment(target),
-                            // 1: a member speaking the consumer protocol (v1+).
-                            member_type: 1,
+                            // v1+: 0 a classic-protocol member, 1 a consumer-protocol one.
+                            member_type: if m.classic.is_some() { 0 } else { 1 },
                         })
                         .collect(),
                     ..Default::default()

@@ -736,3 +736,86 @@ fn consumer_protocol_client_using_assign_commits_offsets() {
         vec![(0, Offset::Offset(3)), (1, Offset::Offset(5))]
     );
 }
+
+/// KIP-848 online migration: a classic group in use, then a consumer-protocol
+/// member joins the same group (it used to get GROUP_ID_NOT_FOUND, fatal in
+/// librdkafka). The group is converted and both split the partitions; when
+/// the consumer-protocol member leaves, the group turns classic again and
+/// the classic member takes everything back. Every record is consumed.
+#[test]
+fn classic_and_consumer_protocol_members_share_one_group_through_migration() {
+    const PARTITIONS: i32 = 4;
+    const BATCH: usize = 200;
+    let broker = start_consumer_protocol_broker();
+    let topic = "migrate-topic";
+    let group = "migrate-group";
+    create_topic(&broker, topic, PARTITIONS, &[]);
+    let complaints = Complaints::default();
+    let seen: Seen = Arc::default();
+
+    let mut classic = Member::spawn(
+        consumer_reporting(&broker, group, WATCH_GROUP, complaints.clone()),
+        topic,
+        0,
+        seen.clone(),
+    );
+    wait_for_split(&[&classic], PARTITIONS, "classic member alone");
+    produce(&broker, topic, PARTITIONS, 0, BATCH);
+    wait_for_count(&seen, BATCH, "classic member alone");
+
+    let mut modern = Member::spawn(
+        protocol_consumer_reporting(&broker, group, WATCH_GROUP, complaints.clone()),
+        topic,
+        1,
+        seen.clone(),
+    );
+    wait_for_split(
+        &[&classic, &modern],
+        PARTITIONS,
+        "classic + consumer protocol",
+    );
+    produce(&broker, topic, PARTITIONS, BATCH, 2 * BATCH);
+    wait_for_count(&seen, 2 * BATCH, "classic + consumer protocol");
+    let by_modern = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, i)| *i == 1 && *n >= BATCH)
+        .count();
+    assert!(
+        by_modern > 0,
+        "the consumer-protocol member consumed nothing"
+    );
+
+    // The ListGroups/DescribeGroups view while both are in: a consumer group.
+    let probe: BaseConsumer = broker.client_config().create().expect("probe");
+    let list = probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list");
+    let described = list.groups().first().expect("the group is listed");
+    assert_eq!(described.members().len(), 2);
+    // A consumer group reports its server-side assignor as the protocol.
+    assert_eq!(described.protocol(), "uniform", "the group was converted");
+
+    modern.close();
+    wait_for_split(&[&classic], PARTITIONS, "classic member alone again");
+    let list = probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list");
+    let described = list.groups().first().expect("the group is listed");
+    assert_eq!(described.members().len(), 1);
+    // Classic again: the protocol is the one the classic member chose.
+    assert_eq!(
+        described.protocol(),
+        "range",
+        "the group was converted back"
+    );
+    produce(&broker, topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
+    wait_for_count(&seen, 3 * BATCH, "classic member alone again");
+    classic.close();
+
+    let distinct: BTreeSet<usize> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
+    assert_eq!(distinct, (0..3 * BATCH).collect(), "every record consumed");
+    let complaints = complaints.lock().unwrap();
+    assert!(complaints.is_empty(), "client errors: {complaints:#?}");
+}
