@@ -4,7 +4,7 @@ produce, consume by assignment, watermarks and offsets-for-times."""
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from confluent_util import (
@@ -14,6 +14,7 @@ from confluent_util import (
     consumer_config,
     create_topic,
     produce_all,
+    producer_config,
 )
 from weir_compat import (
     FUTURE_TIMESTAMP_MS,
@@ -116,3 +117,25 @@ def test_confluent_admin_list_offsets_earliest_latest_and_by_timestamp(broker, p
         futures = admin.list_offsets({tp: spec}, request_timeout=CALL_TIMEOUT_S)
         info = futures[tp].result(timeout=CALL_TIMEOUT_S)
         assert info.offset == expected_offset, f"{label}: offset {info.offset}, expected {expected_offset}"
+
+
+def test_confluent_admin_list_offsets_max_timestamp_names_the_record_not_its_batch(broker):
+    """ListOffsets MAX_TIMESTAMP (-3) answers with the record that holds the
+    largest timestamp (Kafka 3.8+, KAFKA-16310), not its batch's base offset."""
+    admin = admin_client(broker)
+    topic = unique_topic("confluent-maxts")
+    create_topic(admin, topic)
+    base_ms = now_ms() - 60_000
+    # Two batches (flushed apart; the long linger keeps each together): the
+    # largest timestamp is on the third record of the second batch.
+    producer = Producer({**producer_config(broker), "linger.ms": 1000})
+    for delta in (0, 10, 5):
+        producer.produce(topic, value=b"a", partition=0, timestamp=base_ms + delta)
+    assert producer.flush(CALL_TIMEOUT_S) == 0
+    for delta in (20, 25, 40, 30):
+        producer.produce(topic, value=b"b", partition=0, timestamp=base_ms + delta)
+    assert producer.flush(CALL_TIMEOUT_S) == 0
+    tp = TopicPartition(topic, 0)
+    futures = admin.list_offsets({tp: OffsetSpec.max_timestamp()}, request_timeout=CALL_TIMEOUT_S)
+    info = futures[tp].result(timeout=CALL_TIMEOUT_S)
+    assert (info.offset, info.timestamp) == (5, base_ms + 40)

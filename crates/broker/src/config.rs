@@ -32,6 +32,11 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Kafka's `socket.request.max.bytes`: frames larger than this close the connection.
     pub request_frame_bytes_max: usize,
+    /// Kafka's `queued.max.request.bytes`: the most bytes of large requests
+    /// (over 64 KiB) buffered across all connections while they arrive. Past
+    /// it, connections stop reading until memory frees. Smaller requests live
+    /// in each connection's 64 KiB read buffer (bounded by `connections_max`).
+    pub queued_request_bytes_max: usize,
     /// Connections beyond this are refused at accept.
     pub connections_max: usize,
     /// Kafka's `connections.max.idle.ms`.
@@ -70,6 +75,11 @@ pub struct BrokerConfig {
     pub offset_metadata_bytes_max: usize,
 }
 
+/// The shortest `connection_idle_ms_max` accepted: below a second, clients
+/// that pause between requests (a consumer's heartbeat gap, a producer's
+/// linger) would be cut off.
+pub const CONNECTION_IDLE_MS_MIN: u64 = 1_000;
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
@@ -81,6 +91,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             request_frame_bytes_max: 100 * 1024 * 1024,
+            queued_request_bytes_max: 512 * 1024 * 1024,
             connections_max: 10_000,
             connection_idle_ms_max: 600_000,
             in_flight_requests_max: 64,
@@ -128,6 +139,31 @@ impl BrokerConfig {
         if self.request_frame_bytes_max < 1024 {
             return Err("request_frame_bytes_max must be at least 1024".into());
         }
+        if self.request_frame_bytes_max > i32::MAX as usize {
+            return Err(format!(
+                "request_frame_bytes_max must be at most {} (Kafka frame sizes are 31-bit), got {}",
+                i32::MAX,
+                self.request_frame_bytes_max
+            ));
+        }
+        if self.queued_request_bytes_max < self.request_frame_bytes_max {
+            return Err(format!(
+                "queued_request_bytes_max ({}) must be at least request_frame_bytes_max ({}): \
+                 a request of the largest allowed size must fit",
+                self.queued_request_bytes_max, self.request_frame_bytes_max
+            ));
+        }
+        if self.connection_idle_ms_max < CONNECTION_IDLE_MS_MIN {
+            return Err(format!(
+                "connection_idle_ms_max must be at least {CONNECTION_IDLE_MS_MIN} ms, got {}: \
+                 shorter closes connections of clients that merely pause between requests \
+                 (Kafka's default connections.max.idle.ms is 600000)",
+                self.connection_idle_ms_max
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err("retention_check_interval_ms must be >= 1".into());
+        }
         if self.connections_max == 0 || self.in_flight_requests_max == 0 {
             return Err("connections_max and in_flight_requests_max must be >= 1".into());
         }
@@ -158,5 +194,48 @@ impl BrokerConfig {
             return Err("group_max_size must be >= 1".into());
         }
         self.topic_defaults.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut BrokerConfig)) -> String {
+        let mut config = BrokerConfig::default();
+        change(&mut config);
+        config.validate().expect_err("must be refused")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn idle_timeout_too_short_to_survive_a_pause_is_refused() {
+        let message = refused(|c| c.connection_idle_ms_max = 0);
+        assert!(message.contains("connection_idle_ms_max"), "{message}");
+        assert!(message.contains("1000"), "{message}");
+        let mut config = BrokerConfig::default();
+        config.connection_idle_ms_max = CONNECTION_IDLE_MS_MIN;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn request_memory_cap_must_hold_the_largest_request() {
+        let message = refused(|c| {
+            c.queued_request_bytes_max = c.request_frame_bytes_max - 1;
+        });
+        assert!(
+            message.contains("queued_request_bytes_max")
+                && message.contains("request_frame_bytes_max"),
+            "{message}"
+        );
+        let message = refused(|c| {
+            c.request_frame_bytes_max = usize::MAX;
+            c.queued_request_bytes_max = usize::MAX;
+        });
+        assert!(message.contains("31-bit"), "{message}");
     }
 }

@@ -25,6 +25,10 @@ pub enum BrokerError {
     Log(#[from] LogError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory is locked by another process or belongs to another
+    /// node or cluster: the broker must not start on it.
+    #[error("{0}")]
+    DataDir(String),
     #[error("corrupt broker metadata: {0}")]
     Corrupt(String),
     #[error("internal: {0}")]
@@ -44,7 +48,9 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Log(e) => log_error_code(e),
             BrokerError::Io(_) => ErrorCode::KafkaStorageError,
-            BrokerError::Corrupt(_) | BrokerError::Internal(_) => ErrorCode::UnknownServerError,
+            BrokerError::DataDir(_) | BrokerError::Corrupt(_) | BrokerError::Internal(_) => {
+                ErrorCode::UnknownServerError
+            }
         }
     }
 }

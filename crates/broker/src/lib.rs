@@ -16,6 +16,7 @@
 //! wait for durability together.
 
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod frame;
 pub mod groups;
@@ -55,14 +56,19 @@ pub struct Broker {
     topics: RwLock<TopicRegistry>,
     /// Consumer groups and committed offsets (state in `__consumer_offsets`).
     pub groups: groups::GroupCoordinator,
+    /// Holds the data directory's lock for as long as the broker exists.
+    _data_dir: data_dir::DataDir,
 }
 
 impl Broker {
     /// Opens the data directory, recovering every partition log.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, BrokerError> {
         config.validate().map_err(BrokerError::InvalidRequest)?;
-        std::fs::create_dir_all(&config.data_dir)?;
-        let cluster_id = topics::load_or_create_cluster_id(&config.data_dir, &config.cluster_id)?;
+        // First, before anything in the directory is read or written: the lock
+        // (one process per directory) and the node/cluster identity check.
+        let data_dir =
+            data_dir::DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)?;
+        let cluster_id = data_dir.cluster_id().to_string();
         let env = LogEnv::new(config.open_files_max);
         let registry = TopicRegistry::load(&config.data_dir, env.clone(), &config.topic_defaults)?;
         let groups = groups::GroupCoordinator::open(&config, &registry)?;
@@ -73,6 +79,7 @@ impl Broker {
             env,
             topics: RwLock::new(registry),
             groups,
+            _data_dir: data_dir,
         }))
     }
 

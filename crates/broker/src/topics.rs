@@ -425,30 +425,3 @@ impl TopicRegistry {
         }
     }
 }
-
-/// Loads the cluster id, making and persisting one on first start.
-pub fn load_or_create_cluster_id(data_dir: &Path, configured: &str) -> Result<String, BrokerError> {
-    let meta_dir = data_dir.join("meta");
-    fs::create_dir_all(&meta_dir)?;
-    let path = meta_dir.join("cluster.json");
-    if let Ok(text) = fs::read_to_string(&path) {
-        let stored: BTreeMap<String, String> = serde_json::from_str(&text)
-            .map_err(|e| BrokerError::Corrupt(format!("{}: {e}", path.display())))?;
-        if let Some(id) = stored.get("cluster_id") {
-            return Ok(id.clone());
-        }
-    }
-    let id = if configured.is_empty() {
-        // Kafka prints cluster ids as 22-char url-safe base64 of a uuid; hex is
-        // just as opaque to clients and simpler.
-        hex(&random_id())
-    } else {
-        configured.to_string()
-    };
-    let mut stored = BTreeMap::new();
-    stored.insert("cluster_id".to_string(), id.clone());
-    let json = serde_json::to_vec_pretty(&stored)
-        .map_err(|e| BrokerError::Internal(format!("serialize cluster id: {e}")))?;
-    write_atomically(&path, &json)?;
-    Ok(id)
-}

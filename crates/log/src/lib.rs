@@ -23,9 +23,11 @@
 //! - After a failed write or fsync the log is poisoned and refuses further writes.
 //! - The flusher persists a recovery point (a synced offset, its position in its segment and the
 //!   index entries before it) after successful syncs, at most every `recovery_point_interval_*`.
-//!   On open only data after it is scanned: lengths, dense offsets and CRCs; the first bad batch
-//!   and everything after it is cut off. Bytes before the recovery point were fsynced and are
-//!   trusted without re-reading them (as Kafka does).
+//!   On open only data after it is scanned: lengths, dense offsets and CRCs. In the last segment
+//!   the first bad batch and everything after it is cut off (a crash's torn tail). Damage in an
+//!   earlier segment cuts nothing: the log opens damaged ([`Damage`]), serves reads up to the
+//!   damage, refuses writes, and keeps every later segment on disk. Bytes before the recovery
+//!   point were fsynced and are trusted without re-reading them (as Kafka does).
 
 mod checkpoint;
 mod env;
@@ -37,7 +39,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::{LEADER_EPOCH_CHECKPOINT_FILE, ProducerStateEntry};
 pub use env::LogEnv;
-pub use log::{AppendInfo, AppendOptions, FileRange, Log, ReadResult};
+pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,6 +113,9 @@ pub enum LogError {
     Poisoned,
     #[error("log is closed")]
     Closed,
+    /// Recovery found damage before the last segment; see [`Damage`].
+    #[error("{0}")]
+    Damaged(Box<Damage>),
     #[error("invalid record batch input: {0}")]
     InvalidBatch(&'static str),
     #[error("corrupt log data: {0}")]

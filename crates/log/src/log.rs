@@ -186,6 +186,9 @@ pub(crate) struct Shared {
     recovery_point_clock: Mutex<RecoveryPointClock>,
     /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
     recovery_scanned_bytes: u64,
+    /// Set by recovery when a segment before the last one is damaged; the log then refuses
+    /// writes for its whole life.
+    damage: Option<Damage>,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -205,6 +208,21 @@ fn rw_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn rw_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Removes segments' files, newest first (see `truncate_to`).
+fn remove_segment_files(s: &Shared, doomed: &[Arc<Segment>]) {
+    for d in doomed.iter().rev() {
+        s.env.files.forget(&d.log_path);
+        for p in [
+            d.log_path.clone(),
+            d.index_path(),
+            d.timeindex_path(),
+            d.rpindex_path(),
+        ] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -262,6 +280,14 @@ impl Shared {
     }
     fn log_start(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Writes of any kind (appends, rolls, truncation, deletion) are refused on a damaged log.
+    fn refuse_if_damaged(&self) -> Result<(), LogError> {
+        match &self.damage {
+            Some(d) => Err(LogError::Damaged(Box::new(d.clone()))),
+            None => Ok(()),
+        }
     }
 
     fn poison(&self) {
@@ -514,11 +540,64 @@ impl Shared {
     }
 }
 
+/// Damage found by recovery inside the log, before its last segment: a batch that is torn, fails
+/// its CRC, or breaks the offset sequence, or a gap or overlap between two segments. A single
+/// node cannot repair it (a follower later may, from its leader), and cutting the log there would
+/// delete every later segment, acknowledged data included. So the log opens *damaged*: reads are
+/// served up to the damage, every write is refused, and nothing on disk is changed or deleted
+/// until an operator acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The segment file where the valid data ends.
+    pub segment_path: PathBuf,
+    /// Bytes of whole, valid batches at the start of that segment.
+    pub valid_bytes: u64,
+    /// The segment file's length on disk.
+    pub file_bytes: u64,
+    /// First offset that cannot be read: the log is served up to here.
+    pub lost_from_offset: i64,
+    /// First offset past the damage that the kept segments hold (the next segment's base).
+    pub kept_from_offset: i64,
+    /// Later segments, left untouched on disk and not served: (base offset, file bytes).
+    pub kept_segments: Vec<(i64, u64)>,
+    /// What the recovery scan found.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lost = if self.kept_from_offset > self.lost_from_offset {
+            format!(
+                "offsets {}..{} are unreadable",
+                self.lost_from_offset,
+                self.kept_from_offset - 1
+            )
+        } else {
+            format!(
+                "the segment overlaps the next one at offset {}",
+                self.kept_from_offset
+            )
+        };
+        write!(
+            f,
+            "damaged log segment {} ({}; valid up to byte {} of {}): {lost}; {} later segment(s) \
+             from offset {} are kept on disk but not served; writes are refused until the damage \
+             is repaired",
+            self.segment_path.display(),
+            self.reason,
+            self.valid_bytes,
+            self.file_bytes,
+            self.kept_segments.len(),
+            self.kept_from_offset
+        )
+    }
+}
+
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering anything not covered by the last
     /// checkpoint: each batch's length, dense offsets and CRC are checked from the recovery point
-    /// on, a torn or corrupt tail is cut off (with every later segment), and missing or stale
-    /// indexes are rebuilt.
+    /// on, a torn or corrupt tail of the last segment is cut off, and missing or stale indexes are
+    /// rebuilt. Damage before the last segment opens the log damaged instead ([`Log::damage`]).
     pub fn open(env: &Arc<LogEnv>, dir: &Path, config: LogConfig) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir)?;
         let cp = LogCheckpoint::load(dir);
@@ -563,7 +642,7 @@ impl Log {
 
         let mut segments: Vec<Arc<Segment>> = Vec::new();
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
-        let mut cut_after: Option<usize> = None;
+        let mut damage: Option<Damage> = None;
         let mut scanned_bytes: u64 = 0;
         // Offset below which recovered data is known to be synced (where the first scan started).
         let mut synced_end: Option<i64> = None;
@@ -597,31 +676,71 @@ impl Log {
             synced_end.get_or_insert(start.next_offset);
             let scan = segment::scan(&file, base, start, config.index_interval_bytes, true)?;
             scanned_bytes += scan.bytes_read;
-            if scan.truncated {
-                tracing::warn!(dir = %dir.display(), segment = base, valid_bytes = scan.valid_bytes, file_bytes = file_len,
-                    "truncating torn or corrupt log tail");
-                file.set_len(scan.valid_bytes)?;
-            }
+            let Some(next_base) = next_base else {
+                // The last segment: a torn or corrupt tail here is what a crash leaves behind
+                // (nothing was acknowledged past the last sync), so it is cut off.
+                if scan.truncated {
+                    tracing::warn!(dir = %dir.display(), segment = base, valid_bytes = scan.valid_bytes,
+                        file_bytes = file_len, lost_from_offset = scan.next_offset,
+                        reason = scan.stop_reason.as_deref().unwrap_or(""),
+                        "truncating torn or corrupt log tail");
+                    file.set_len(scan.valid_bytes)?;
+                }
+                seg.size.store(scan.valid_bytes, Ordering::Release);
+                seg.next_offset.store(scan.next_offset, Ordering::Release);
+                *lock(&seg.meta) = scan.meta;
+                seg.remove_index_files();
+                let seg = Arc::new(seg);
+                segments.push(Arc::clone(&seg));
+                scanned.push(seg);
+                break;
+            };
             seg.size.store(scan.valid_bytes, Ordering::Release);
             seg.next_offset.store(scan.next_offset, Ordering::Release);
             *lock(&seg.meta) = scan.meta;
-            seg.remove_index_files();
-            let seg = Arc::new(seg);
-            segments.push(Arc::clone(&seg));
-            scanned.push(seg);
-            // A cut (or a gap before the next segment) invalidates everything after it.
-            if scan.truncated || next_base.is_some_and(|n| n != scan.next_offset) {
-                cut_after = Some(i);
-                break;
+            if !scan.truncated && scan.next_offset == next_base {
+                seg.remove_index_files();
+                let seg = Arc::new(seg);
+                segments.push(Arc::clone(&seg));
+                scanned.push(seg);
+                continue;
             }
-        }
-        if let Some(i) = cut_after {
-            dir_dirty = true;
-            for &base in bases.iter().skip(i + 1) {
-                for ext in ["log", "index", "timeindex", segment::RPINDEX_EXT] {
-                    let _ = std::fs::remove_file(dir.join(segment::file_name(base, ext)));
-                }
-            }
+            // Damage before the last segment. Later segments hold data that may have been
+            // acknowledged: keep every file as it is and stop serving at the damage.
+            let reason = scan.stop_reason.clone().unwrap_or_else(|| {
+                format!(
+                    "the segment ends at offset {} but the next segment starts at {next_base}",
+                    scan.next_offset
+                )
+            });
+            let kept_segments = bases
+                .iter()
+                .skip(i + 1)
+                .map(|&b| {
+                    let bytes = std::fs::metadata(dir.join(segment::file_name(b, "log")))
+                        .map_or(0, |m| m.len());
+                    (b, bytes)
+                })
+                .collect();
+            let found = Damage {
+                segment_path: seg.log_path.clone(),
+                valid_bytes: scan.valid_bytes,
+                file_bytes: file_len,
+                lost_from_offset: scan.next_offset,
+                kept_from_offset: next_base,
+                kept_segments,
+                reason,
+            };
+            tracing::error!(dir = %dir.display(), segment = %found.segment_path.display(),
+                reason = %found.reason, lost_from_offset = found.lost_from_offset,
+                lost_to_offset = found.kept_from_offset - 1,
+                kept_segments = ?found.kept_segments,
+                "DATA DAMAGE: {found}");
+            // Served in memory up to the damage; the file is not cut and its index files stay
+            // untrusted, so every open finds the same damage until it is repaired.
+            segments.push(Arc::new(seg));
+            damage = Some(found);
+            break;
         }
         // An empty segment at the end of a recovered log is fine; an empty log needs one.
         if segments.is_empty() {
@@ -671,12 +790,17 @@ impl Log {
         // log start or high watermark beyond a cut tail), or if it names
         // an active-segment `.rpindex` that did not validate: that file is rewritten from its start
         // by the next recovery point, and the stale position must not vouch for it meanwhile.
-        let must_store = cp.is_none_or(|c| {
-            c.recovery_point > synced_end
-                || c.log_start != log_start
-                || c.high_watermark != high_watermark
-        }) || recovery_position
-            .is_some_and(|rp| rp.segment_base == active.base_offset && !rpindex_reusable(&rp));
+        // A damaged log writes nothing: its checkpoint must go on describing the files on disk.
+        let must_store = damage.is_none()
+            && cp.is_none_or(|c| {
+                c.recovery_point > synced_end
+                    || c.log_start != log_start
+                    || c.high_watermark != high_watermark
+            })
+            || damage.is_none()
+                && recovery_position.is_some_and(|rp| {
+                    rp.segment_base == active.base_offset && !rpindex_reusable(&rp)
+                });
         let opened_cp = LogCheckpoint {
             recovery_point: cp.map_or(synced_end, |c| c.recovery_point.min(synced_end)),
             log_start,
@@ -740,20 +864,25 @@ impl Log {
                 written_bytes_total: 0,
             }),
             recovery_scanned_bytes: scanned_bytes,
+            damage: damage.clone(),
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
         // index files of the active segment (from a clean shutdown) go stale with the next append.
         let named = opened_cp.position.map(|p| p.segment_base);
         for (base, path) in rpindexes {
-            if base != active.base_offset && Some(base) != named {
+            // Files of segments kept past damage are not ours to touch.
+            let kept = damage.is_some() && base > active.base_offset;
+            if base != active.base_offset && Some(base) != named && !kept {
                 let _ = std::fs::remove_file(path);
             }
         }
-        active.remove_index_files();
+        if damage.is_none() {
+            active.remove_index_files();
+        }
         if scanned_bytes > 0 {
             tracing::info!(dir = %dir.display(), scanned_bytes, log_end, "recovered log after unclean shutdown");
         }
-        if synced_end < log_end {
+        if synced_end < log_end && damage.is_none() {
             // Make the recovered tail durable soon without making open wait for it.
             env.schedule_flush_now(&shared);
         }
@@ -765,6 +894,10 @@ impl Log {
                 .copied()
                 .filter(|&(_, s)| s <= log_end)
                 .collect();
+            if damage.is_some() {
+                *lock(&log.shared.epochs) = kept;
+                return Ok(log);
+            }
             if kept != epochs {
                 log.shared.persist_epochs(&kept)?;
             }
@@ -790,10 +923,17 @@ impl Log {
         self.shared.poisoned.load(Ordering::SeqCst)
     }
 
+    /// The damage recovery found before the last segment, if any: the log then serves reads up
+    /// to [`Damage::lost_from_offset`] and refuses writes.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.shared.damage.as_ref()
+    }
+
     /// Appends one or more concatenated, already CRC-validated v2 batches, assigning offsets.
     /// Returns once the bytes are in the page cache; use [`Log::on_durable`] to wait for the sync.
     pub fn append(&self, batches: &Bytes, opts: &AppendOptions) -> Result<AppendInfo, LogError> {
         const NOT_WHOLE: LogError = LogError::InvalidBatch("not a sequence of whole v2 batches");
+        self.shared.refuse_if_damaged()?;
         // Parsed before taking the lock. Each batch is written as [rewritten 61-byte header]
         // [original bytes after the header]: the payload is never copied (except for
         // LogAppendTime, whose CRC must be recomputed over a rewritten copy).
@@ -990,6 +1130,7 @@ impl Log {
 
     /// Starts a new segment at the log end (if the active one is not empty).
     pub fn roll(&self) -> Result<(), LogError> {
+        self.shared.refuse_if_damaged()?;
         let mut st = lock(&self.shared.append);
         if st.closed {
             return Err(LogError::Closed);
@@ -1223,6 +1364,7 @@ impl Log {
     /// segments wholly below it.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         let s = &self.shared;
+        s.refuse_if_damaged()?;
         let st = lock(&s.append);
         let hw = self.high_watermark();
         if offset > hw || offset < 0 {
@@ -1248,6 +1390,7 @@ impl Log {
     /// Never the active segment, nor one holding offsets at or above the high watermark.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let s = &self.shared;
+        s.refuse_if_damaged()?;
         let st = lock(&s.append);
         let config = self.config();
         let hw = self.high_watermark();
@@ -1280,6 +1423,7 @@ impl Log {
     /// Truncating to at or below the log start empties the log and restarts it at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
         let s = &self.shared;
+        s.refuse_if_damaged()?;
         let mut st = lock(&s.append);
         if st.closed {
             return Err(LogError::Closed);
@@ -1296,12 +1440,17 @@ impl Log {
             .partition_point(|sg| sg.base_offset < offset)
             .checked_sub(1);
         let new_end;
-        let (doomed, keep): (Vec<Arc<Segment>>, Vec<Arc<Segment>>) = match keep_idx {
+        let (_removed, keep): (Vec<Arc<Segment>>, Vec<Arc<Segment>>) = match keep_idx {
             Some(k) if offset > s.log_start() => {
                 let seg = segs
                     .get(k)
                     .cloned()
                     .ok_or_else(|| LogError::Corrupt("segment index".into()))?;
+                let doomed: Vec<Arc<Segment>> = segs.iter().skip(k + 1).cloned().collect();
+                // Later segments go first, newest first: a crash part-way leaves a shorter log
+                // that is still contiguous, never a cut segment followed by later ones (which
+                // recovery would rightly take for damage).
+                remove_segment_files(s, &doomed);
                 let file = s.env.files.get(&seg.log_path)?;
                 let (cut, _) = seg.locate(&file, offset)?;
                 file.set_len(cut)?;
@@ -1317,7 +1466,6 @@ impl Log {
                 *lock(&seg.meta) = scan.meta;
                 seg.remove_index_files();
                 new_end = scan.next_offset;
-                let doomed = segs.iter().skip(k + 1).cloned().collect();
                 let keep = segs.iter().take(k + 1).cloned().collect();
                 (doomed, keep)
             }
@@ -1329,6 +1477,8 @@ impl Log {
                     .filter(|sg| sg.base_offset != offset)
                     .cloned()
                     .collect();
+                // Old segments go before the new one is made, for the same reason as above.
+                remove_segment_files(s, &doomed);
                 if let Some(same) = segs.iter().find(|sg| sg.base_offset == offset) {
                     s.env.files.forget(&same.log_path);
                     same.remove_index_files();
@@ -1346,17 +1496,6 @@ impl Log {
                 .ok_or_else(|| LogError::Corrupt("no segment left".into()))?,
         );
         st.active_file = Weak::new();
-        for d in &doomed {
-            s.env.files.forget(&d.log_path);
-            for p in [
-                d.log_path.clone(),
-                d.index_path(),
-                d.timeindex_path(),
-                d.rpindex_path(),
-            ] {
-                let _ = std::fs::remove_file(p);
-            }
-        }
         s.log_end.store(new_end, Ordering::Release);
         // Cutting the batch that contains log start leaves an empty log starting at its end.
         s.log_start.fetch_min(new_end, Ordering::AcqRel);

@@ -229,6 +229,8 @@ pub(crate) struct ScanResult {
     pub meta: SegMeta,
     /// True if the scan stopped before the end of the file (torn or corrupt tail).
     pub truncated: bool,
+    /// Why the scan stopped early (for the recovery log), when `truncated`.
+    pub stop_reason: Option<String>,
     /// Bytes read from the file by the scan (recovery diagnostics).
     pub bytes_read: u64,
 }
@@ -252,6 +254,7 @@ pub(crate) fn scan(
     let mut expected = start.next_offset;
     let mut meta = start.meta;
     let mut truncated = false;
+    let mut stop_reason: Option<String> = None;
     let mut bytes_read: u64 = 0;
     let mut fill = |buf: &mut Vec<u8>, at: u64, min_len: usize| -> io::Result<()> {
         let len = usize::try_from((file_len - at).min(CHUNK_BYTES as u64))
@@ -269,6 +272,10 @@ pub(crate) fn scan(
         // Make sure the header is in the buffer.
         if pos + BATCH_HEADER_BYTES as u64 > file_len {
             truncated = true;
+            stop_reason = Some(format!(
+                "{} bytes at position {pos} are too few for a batch header",
+                file_len - pos
+            ));
             break;
         }
         if pos + BATCH_HEADER_BYTES as u64 > buf_pos + buf.len() as u64 || pos < buf_pos {
@@ -278,11 +285,18 @@ pub(crate) fn scan(
         let at = usize::try_from(pos - buf_pos).unwrap_or(usize::MAX);
         let Some(h) = buf.get(at..).and_then(|b| parse_header(b, file_len - pos)) else {
             truncated = true;
+            stop_reason = Some(format!(
+                "the batch header at position {pos} is invalid or the batch runs past the end of the file"
+            ));
             break;
         };
         let total = batch_len(&h);
         if h.base_offset != expected {
             truncated = true;
+            stop_reason = Some(format!(
+                "the batch at position {pos} has base offset {} where {expected} was expected",
+                h.base_offset
+            ));
             break;
         }
         if verify {
@@ -295,6 +309,9 @@ pub(crate) fn scan(
             let end = at.saturating_add(usize::try_from(total).unwrap_or(usize::MAX));
             if buf.get(at..end).is_none_or(|b| verify_crc(b).is_err()) {
                 truncated = true;
+                stop_reason = Some(format!(
+                    "the batch at position {pos} (offset {expected}) fails its CRC check"
+                ));
                 break;
             }
         }
@@ -314,6 +331,7 @@ pub(crate) fn scan(
         next_offset: expected,
         meta,
         truncated,
+        stop_reason,
         bytes_read,
     })
 }

@@ -218,3 +218,181 @@ fn crash_after_roll_resumes_in_sealed_segment_and_scans_the_new_one() {
     );
     assert_log_holds(&log, 100);
 }
+
+// ---- damage before the last segment --------------------------------------------------------
+//
+// A bad batch (or a gap) in a segment that is not the last must never make recovery delete the
+// later segments: they may hold acknowledged data. The log opens damaged: it serves reads up to
+// the damage, refuses every write, and leaves each file on disk as it was.
+
+/// Ten 4 KiB batches per segment.
+const DAMAGE_SEGMENT_BATCHES: u64 = 10;
+
+fn damage_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: DAMAGE_SEGMENT_BATCHES * BATCH_BYTES as u64,
+        ..config(0)
+    }
+}
+
+fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+/// Writes 45 batches (segments at 0, 10, 20, 30, 40) and closes the log cleanly.
+fn five_segments(env: &Arc<LogEnv>, dir: &Path) {
+    let log = open(env, dir, damage_config());
+    append_durable(&log, 0, 45);
+    assert_eq!(log.segment_count(), 5);
+    log.close().unwrap();
+}
+
+/// Every file of the segments at and after `from_base`, with its bytes.
+fn files_from(dir: &Path, from_base: u64) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.len() > 20
+                && name[..20].parse::<u64>().is_ok_and(|b| b >= from_base)
+                && name.ends_with(".log")
+        })
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_str().unwrap().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Opens the damaged log twice (damage must be found again, not forgotten) and checks what
+/// every damaged open must hold: reads up to `lost_from`, writes refused, later files intact.
+fn assert_opens_damaged(env: &Arc<LogEnv>, dir: &Path, lost_from: u64, damaged_base: u64) {
+    let kept_before = files_from(dir, damaged_base + DAMAGE_SEGMENT_BATCHES);
+    assert_eq!(kept_before.len(), 3, "later segments present before open");
+    for round in 0..2 {
+        let log = open(env, dir, damage_config());
+        let damage = log.damage().expect("recovery reports the damage").clone();
+        assert_eq!(damage.lost_from_offset, lost_from as i64, "round {round}");
+        assert_eq!(
+            damage.kept_from_offset,
+            (damaged_base + DAMAGE_SEGMENT_BATCHES) as i64
+        );
+        assert_eq!(
+            damage.segment_path,
+            segment_path(dir, damaged_base, "log"),
+            "names the damaged segment"
+        );
+        assert_eq!(
+            damage.kept_segments.iter().map(|k| k.0).collect::<Vec<_>>(),
+            vec![20, 30, 40]
+        );
+        let message = damage.to_string();
+        assert!(
+            message.contains(&format!("offsets {lost_from}..19")),
+            "{message}"
+        );
+        // Served up to the damage, every batch intact.
+        assert_log_holds(&log, lost_from);
+        // Every write is refused with the damage, none of them changes a file.
+        let err = log
+            .append(
+                &batch(99, 1, BATCH_BYTES - 61, 99),
+                &weir_log::AppendOptions {
+                    leader_epoch: 0,
+                    log_append_time_ms: None,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, weir_log::LogError::Damaged(_)), "{err}");
+        assert!(log.roll().is_err());
+        assert!(log.truncate_to(5).is_err());
+        assert!(log.delete_records_before(1).is_err());
+        assert!(log.apply_retention(i64::MAX).is_err());
+        log.close().unwrap();
+        assert_eq!(
+            files_from(dir, damaged_base + DAMAGE_SEGMENT_BATCHES),
+            kept_before,
+            "later segments untouched (round {round})"
+        );
+    }
+}
+
+#[test]
+fn flipped_byte_in_middle_segment_keeps_later_segments_and_stops_serving_there() {
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    five_segments(&env, dir.path());
+    // Batch 13 (the 4th of segment 10) gets a flipped payload byte; its lost index forces the
+    // CRC scan that finds it.
+    let log_path = segment_path(dir.path(), 10, "log");
+    let mut bytes = std::fs::read(&log_path).unwrap();
+    bytes[3 * BATCH_BYTES + 1000] ^= 0x01;
+    std::fs::write(&log_path, &bytes).unwrap();
+    std::fs::remove_file(segment_path(dir.path(), 10, "index")).unwrap();
+    assert_opens_damaged(&env, dir.path(), 13, 10);
+    assert_eq!(
+        std::fs::read(&log_path).unwrap(),
+        bytes,
+        "the damaged segment is not cut"
+    );
+}
+
+#[test]
+fn truncated_batch_in_middle_segment_keeps_later_segments_and_stops_serving_there() {
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    five_segments(&env, dir.path());
+    // Segment 10 loses the second half of batch 16 and everything after it.
+    let log_path = segment_path(dir.path(), 10, "log");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log_path)
+        .unwrap();
+    f.set_len(6 * BATCH_BYTES as u64 + 2048).unwrap();
+    drop(f);
+    assert_opens_damaged(&env, dir.path(), 16, 10);
+    assert_eq!(
+        std::fs::metadata(&log_path).unwrap().len(),
+        6 * BATCH_BYTES as u64 + 2048,
+        "the damaged segment is not cut"
+    );
+}
+
+#[test]
+fn lost_index_of_middle_segment_is_rebuilt_and_nothing_is_lost() {
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    five_segments(&env, dir.path());
+    for ext in ["index", "timeindex"] {
+        std::fs::remove_file(segment_path(dir.path(), 10, ext)).unwrap();
+    }
+    let log = open(&env, dir.path(), damage_config());
+    assert!(log.damage().is_none());
+    assert_log_holds(&log, 45);
+    assert_eq!(log.offset_for_timestamp(14).unwrap(), Some((14, 14)));
+    assert_eq!(
+        append(&log, &batch(45, 1, BATCH_BYTES - 61, 45)).base_offset,
+        45
+    );
+}
+
+#[test]
+fn gap_between_middle_segments_keeps_later_segments() {
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    five_segments(&env, dir.path());
+    // Segment 10 ends on a batch boundary, three batches short of segment 20's base.
+    let log_path = segment_path(dir.path(), 10, "log");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log_path)
+        .unwrap();
+    f.set_len(7 * BATCH_BYTES as u64).unwrap();
+    drop(f);
+    assert_opens_damaged(&env, dir.path(), 17, 10);
+}

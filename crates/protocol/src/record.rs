@@ -401,7 +401,8 @@ const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 const NO_SEQUENCE: i32 = -1;
 /// Kafka's "no timestamp" value.
-const NO_TIMESTAMP: i64 = -1;
+/// Kafka's "no timestamp" value (RecordBatch.NO_TIMESTAMP).
+pub const NO_TIMESTAMP: i64 = -1;
 /// Producers send -1; the leader stamps its epoch on append.
 const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 
@@ -636,6 +637,82 @@ pub fn decode_records(
         ));
     }
     Ok(records)
+}
+
+/// What produce validation reads from each record: enough to check
+/// timestamps and keys without decoding (or copying) keys, values or headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSummary {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// False for a null key (Kafka refuses those on compacted topics).
+    pub has_key: bool,
+}
+
+/// Walks the records of the batch at the start of `batch`, calling `each`
+/// once per record in order. The header must say `record_count` records and
+/// exactly that many must fill the payload. Compressed payloads are
+/// decompressed with the output capped at `decompressed_bytes_max`; the CRC is
+/// not checked here (the caller has).
+pub fn summarize_records(
+    batch: &Bytes,
+    decompressed_bytes_max: usize,
+    mut each: impl FnMut(RecordSummary),
+) -> Result<(), RecordError> {
+    let (header, _) = whole_batch(batch)?;
+    let header_count = header.record_count;
+    let record_count = usize::try_from(header_count)
+        .map_err(|_| RecordError::InvalidField("negative record count"))?;
+    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
+    let payload = match header.compression() {
+        Compression::None => payload,
+        codec => Bytes::from(crate::compression::decompress(
+            codec,
+            &payload,
+            decompressed_bytes_max,
+        )?),
+    };
+    let mut reader = RecordReader {
+        buf: payload,
+        pos: 0,
+    };
+    for decoded_count in 0..record_count {
+        if reader.remaining() == 0 {
+            return Err(RecordError::RecordCountMismatch {
+                header_count,
+                decoded_count,
+            });
+        }
+        let record_len = usize::try_from(reader.varint()?)
+            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
+        if record_len > reader.remaining() {
+            return Err(RecordError::MalformedRecord(
+                "record length exceeds the batch",
+            ));
+        }
+        let end = reader.pos + record_len;
+        let _attributes = reader.u8()?;
+        let timestamp_delta = reader.varlong()?;
+        let offset_delta = reader.varint()?;
+        let key_len = reader.varint()?;
+        if reader.pos > end {
+            return Err(RecordError::MalformedRecord(
+                "record fields run past its length",
+            ));
+        }
+        each(RecordSummary {
+            offset_delta,
+            timestamp_delta,
+            has_key: key_len >= 0,
+        });
+        reader.pos = end;
+    }
+    if reader.remaining() != 0 {
+        return Err(RecordError::MalformedRecord(
+            "bytes remain after the last record",
+        ));
+    }
+    Ok(())
 }
 
 /// Builds one complete v2 batch (header, records, CRC). Defaults describe a

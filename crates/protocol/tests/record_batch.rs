@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use weir_protocol::record::{
     BATCH_HEADER_BYTES, BatchHeader, Compression, Record, RecordBatchBuilder, RecordError,
     RecordHeader, TimestampType, compute_crc, decode_records, set_base_offset, set_log_append_time,
-    set_max_timestamp, set_partition_leader_epoch, split_batches, verify_crc,
+    set_max_timestamp, set_partition_leader_epoch, split_batches, summarize_records, verify_crc,
 };
 
 const DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -454,4 +454,61 @@ proptest! {
         }
         prop_assert!(consumed <= records.len());
     }
+}
+
+proptest! {
+    /// The light walk produce validation uses agrees with the full decoder on
+    /// every record's offset delta, timestamp delta and key presence.
+    #[test]
+    fn summarize_records_agrees_with_decode_records(
+        records in proptest::collection::vec(
+            (any::<i64>().prop_map(|t| t % 1_000_000_000), any::<bool>(), 0usize..300),
+            1..40,
+        ),
+        codec in prop_oneof![Just(Compression::None), Just(Compression::Lz4), Just(Compression::Zstd)],
+    ) {
+        let mut builder = RecordBatchBuilder::new(codec).base_timestamp(1_700_000_000_000);
+        for (i, (ts, keyed, len)) in records.iter().enumerate() {
+            builder = builder.record(Record {
+                offset_delta: i as i32,
+                timestamp_delta: *ts,
+                key: keyed.then(|| Bytes::from_static(b"key")),
+                value: Some(Bytes::from(vec![7u8; *len])),
+                headers: vec![RecordHeader { key: "h".into(), value: None }],
+            });
+        }
+        let batch = builder.build().unwrap();
+        let decoded = decode_records(&batch, DECOMPRESSED_BYTES_MAX).unwrap();
+        let mut walked = Vec::new();
+        summarize_records(&batch, DECOMPRESSED_BYTES_MAX, |r| walked.push(r)).unwrap();
+        prop_assert_eq!(walked.len(), decoded.len());
+        for (w, d) in walked.iter().zip(&decoded) {
+            prop_assert_eq!(w.offset_delta, d.offset_delta);
+            prop_assert_eq!(w.timestamp_delta, d.timestamp_delta);
+            prop_assert_eq!(w.has_key, d.key.is_some());
+        }
+    }
+
+    /// Garbage after a valid header never panics the walk.
+    #[test]
+    fn summarize_records_never_panics_on_garbage(garbage in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut batch = sample_batch(Compression::None).to_vec();
+        batch.truncate(BATCH_HEADER_BYTES);
+        batch.extend_from_slice(&garbage);
+        let length = (batch.len() - 12) as i32;
+        batch[8..12].copy_from_slice(&length.to_be_bytes());
+        let _ = summarize_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX, |_| {});
+    }
+}
+
+#[test]
+fn summarize_records_refuses_a_record_count_the_payload_does_not_hold() {
+    let mut batch = sample_batch(Compression::None).to_vec();
+    // Header says 4 records; the payload holds 3.
+    batch[57..61].copy_from_slice(&4i32.to_be_bytes());
+    let err = summarize_records(&Bytes::from(batch), DECOMPRESSED_BYTES_MAX, |_| {}).unwrap_err();
+    assert!(
+        matches!(err, RecordError::RecordCountMismatch { .. }),
+        "{err}"
+    );
 }

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use std::os::fd::AsFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use tokio::io::Interest;
@@ -26,8 +26,10 @@ use weir_broker::{Broker, FrameChunk, PendingReply};
 use weir_log::FileRange;
 use weir_protocol::header::{FrameError, RequestHeader, split_frame};
 
-/// Bytes read from a socket per `read` call when the buffer runs dry.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes read from a socket per `read` call when the buffer runs dry. Also the
+/// size of request a connection may buffer without drawing on the shared
+/// request-memory budget.
+pub const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Responses gathered into one socket write before flushing.
 const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// File ranges up to this size are copied into the gathered write instead of sent with
@@ -51,6 +53,9 @@ pub enum ServerError {
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub request_frame_bytes_max: usize,
+    /// Bytes of large requests (over [`READ_CHUNK_BYTES`]) that may be
+    /// buffered across all connections at once (Kafka's `queued.max.request.bytes`).
+    pub queued_request_bytes_max: usize,
     pub in_flight_requests_max: usize,
     pub idle_ms_max: u64,
 }
@@ -65,6 +70,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let permits = Arc::new(Semaphore::new(connections_max));
+    // One permit per byte of large request being received, across all connections.
+    let request_memory = Arc::new(Semaphore::new(limits.queued_request_bytes_max));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -88,8 +95,9 @@ pub async fn serve(
                 let broker = broker.clone();
                 let limits = limits.clone();
                 let shutdown = shutdown.clone();
+                let request_memory = request_memory.clone();
                 connections.spawn(async move {
-                    if let Err(e) = run_connection(stream, broker, limits, shutdown).await {
+                    if let Err(e) = run_connection(stream, broker, limits, request_memory, shutdown).await {
                         tracing::debug!(%peer, error = %e, "connection closed with error");
                     }
                     drop(permit);
@@ -107,6 +115,7 @@ async fn run_connection(
     stream: TcpStream,
     broker: Arc<Broker>,
     limits: ConnectionLimits,
+    request_memory: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (mut reader, mut writer) = stream.into_split();
@@ -171,6 +180,9 @@ async fn run_connection(
     let idle = Duration::from_millis(limits.idle_ms_max);
     let mut shutting_down = false;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The share of the request-memory budget held for the large frame being
+    // received; released once that frame has been handed to the broker.
+    let mut reservation: Option<OwnedSemaphorePermit> = None;
     let result: Result<(), ServerError> = 'conn: loop {
         // Answer every complete frame already buffered before reading more.
         loop {
@@ -182,7 +194,20 @@ async fn run_connection(
                     break 'conn Ok(());
                 }
             };
-            match dispatch(&broker, frame).await {
+            let outcome = dispatch(&broker, frame).await;
+            // A reservation is only ever taken for the frame at the head of the
+            // buffer, which is the one just dispatched.
+            if reservation.is_some() {
+                // The large allocation must go with the reservation: keep
+                // whatever followed the frame in a buffer of the normal size.
+                if buf.capacity() > 2 * READ_CHUNK_BYTES {
+                    let mut fresh = BytesMut::with_capacity(READ_CHUNK_BYTES.max(buf.len()));
+                    fresh.extend_from_slice(&buf);
+                    buf = fresh;
+                }
+                reservation = None;
+            }
+            match outcome {
                 Some(pending) => {
                     if pending_tx.send(pending).await.is_err() {
                         break 'conn Ok(());
@@ -191,7 +216,31 @@ async fn run_connection(
                 None => break 'conn Ok(()),
             }
         }
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES {
+        // A large frame is buffered whole only once the shared budget has
+        // room for it; until then this connection reads nothing more.
+        let frame_bytes = partial_frame_bytes(&buf);
+        if frame_bytes > READ_CHUNK_BYTES && reservation.is_none() {
+            let bytes = u32::try_from(frame_bytes).unwrap_or(u32::MAX);
+            let permit = match request_memory.clone().try_acquire_many_owned(bytes) {
+                Ok(permit) => permit,
+                Err(_) => {
+                    tracing::debug!(frame_bytes, "request memory exhausted; pausing reads");
+                    tokio::select! {
+                        permit = request_memory.clone().acquire_many_owned(bytes) => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => break 'conn Ok(()), // semaphore closed: shutting down
+                        },
+                        _ = shutdown.changed() => {
+                            shutting_down = true;
+                            break 'conn Ok(());
+                        }
+                    }
+                }
+            };
+            reservation = Some(permit);
+            buf.reserve(frame_bytes.saturating_sub(buf.len()));
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES && reservation.is_none() {
             buf.reserve(READ_CHUNK_BYTES);
         }
         let read = tokio::select! {
@@ -227,6 +276,17 @@ async fn run_connection(
         Err(e) => tracing::error!(error = %e, "connection writer task failed"),
     }
     result
+}
+
+/// The total size (length prefix included) of the frame that starts `buf`,
+/// once its length prefix has arrived; 0 before that. An invalid length is
+/// left for `split_frame` to refuse.
+fn partial_frame_bytes(buf: &[u8]) -> usize {
+    let Some(prefix) = buf.get(..4) else {
+        return 0;
+    };
+    let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+    usize::try_from(len).map_or(0, |len| len.saturating_add(4))
 }
 
 /// Appends a (small) file range to `out`. A file shorter than the range means the index and the

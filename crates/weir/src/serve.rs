@@ -146,6 +146,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
         let limits = ConnectionLimits {
             request_frame_bytes_max: config.request_frame_bytes_max,
+            queued_request_bytes_max: config.queued_request_bytes_max,
             in_flight_requests_max: config.in_flight_requests_max,
             idle_ms_max: config.connection_idle_ms_max,
         };

@@ -5,6 +5,7 @@
 mod e2e {
     mod admin;
     mod crash;
+    mod data_dir;
     mod groups;
     pub mod harness;
     mod hostile;
@@ -12,4 +13,5 @@ mod e2e {
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;
+    mod timestamps;
 }

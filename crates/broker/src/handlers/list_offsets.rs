@@ -108,11 +108,15 @@ pub fn handle(
                         LATEST => Ok((limit, -1)),
                         EARLIEST | EARLIEST_LOCAL => Ok((log.log_start_offset(), -1)),
                         LATEST_TIERED => Ok((-1, -1)),
-                        MAX_TIMESTAMP => Ok(log
-                            .max_timestamp()
-                            .filter(|(_, offset)| *offset < limit)
-                            .map(|(ts, offset)| (offset, ts))
-                            .unwrap_or((-1, -1))),
+                        // The record that holds the largest timestamp, not its batch's
+                        // base offset (Kafka 3.8+, KAFKA-16310): the first record of the
+                        // first batch at that timestamp.
+                        MAX_TIMESTAMP => match log.max_timestamp() {
+                            Some((ts, batch_offset)) if batch_offset < limit => {
+                                offset_for_time(log, ts, limit)
+                            }
+                            _ => Ok((-1, -1)),
+                        },
                         ts if ts >= 0 => offset_for_time(log, ts, limit),
                         _ => Err(ErrorCode::InvalidRequest),
                     };

@@ -52,8 +52,61 @@ impl PartitionOutcome {
     }
 }
 
-/// Checks every batch of one partition's records; the partition's append is all or nothing.
-fn validate(records: &Bytes, config: &TopicConfig, now_ms: i64) -> Result<(), (ErrorCode, String)> {
+/// Decompression cap when a compressed batch's records must be read to find
+/// its real max timestamp.
+const BATCH_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// A batch whose header's max timestamp is replaced by the one its records
+/// carry, as Kafka's validator does (some clients, such as older Sarama, send
+/// -1). `range` is the batch's byte range within the partition's records.
+#[derive(Debug, PartialEq, Eq)]
+struct MaxTimestampFix {
+    range: std::ops::Range<usize>,
+    max_timestamp: i64,
+}
+
+/// The smallest and largest record timestamps of a CreateTime batch. Records
+/// of an uncompressed batch are always read (cheap: the bytes were just CRC'd
+/// and no key or value is decoded); a compressed batch is decompressed only if
+/// its header's max timestamp is missing (-1) or below its base timestamp,
+/// otherwise the header's base and max timestamps stand for its records.
+fn record_timestamp_bounds(
+    batch: &Bytes,
+    header: &BatchHeader,
+) -> Result<(i64, i64), (ErrorCode, String)> {
+    let header_plausible =
+        header.max_timestamp >= 0 && header.max_timestamp >= header.base_timestamp;
+    if header.compression() != record::Compression::None && header_plausible {
+        return Ok((header.base_timestamp, header.max_timestamp));
+    }
+    // Kafka's NO_TIMESTAMP (-1) is exempt from the window checks; it only
+    // counts towards the max when every record has it.
+    let mut min_ts = i64::MAX;
+    let mut max_ts = record::NO_TIMESTAMP;
+    record::summarize_records(batch, BATCH_DECOMPRESSED_BYTES_MAX, |r| {
+        let ts = header.base_timestamp.saturating_add(r.timestamp_delta);
+        if ts != record::NO_TIMESTAMP {
+            min_ts = min_ts.min(ts);
+            max_ts = max_ts.max(ts);
+        }
+    })
+    .map_err(|e| {
+        (
+            ErrorCode::CorruptMessage,
+            format!("records of the batch can't be read: {e}"),
+        )
+    })?;
+    Ok((min_ts.min(max_ts), max_ts))
+}
+
+/// Checks every batch of one partition's records; the partition's append is
+/// all or nothing. Returns the max-timestamp corrections to apply before the
+/// append.
+fn validate(
+    records: &Bytes,
+    config: &TopicConfig,
+    now_ms: i64,
+) -> Result<Vec<MaxTimestampFix>, (ErrorCode, String)> {
     if records.is_empty() {
         return Err((
             ErrorCode::CorruptMessage,
@@ -61,9 +114,13 @@ fn validate(records: &Bytes, config: &TopicConfig, now_ms: i64) -> Result<(), (E
         ));
     }
     let max_message_bytes = usize::try_from(config.max_message_bytes).unwrap_or(0);
+    let mut fixes = Vec::new();
+    let mut batch_start = 0usize;
     for batch in record::split_batches(records) {
         let batch =
             batch.map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch framing: {e}")))?;
+        let range = batch_start..batch_start + batch.len();
+        batch_start = range.end;
         let header = BatchHeader::parse(&batch)
             .map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch header: {e}")))?;
         if header.total_bytes() > max_message_bytes {
@@ -96,18 +153,49 @@ fn validate(records: &Bytes, config: &TopicConfig, now_ms: i64) -> Result<(), (E
         if config.message_timestamp_type == TimestampType::CreateTime
             && header.timestamp_type() == BatchTimestampType::CreateTime
         {
-            let ts = header.max_timestamp;
-            let too_old = now_ms.saturating_sub(ts) > config.message_timestamp_before_max_ms;
-            let too_new = ts.saturating_sub(now_ms) > config.message_timestamp_after_max_ms;
+            let (min_ts, max_ts) = record_timestamp_bounds(&batch, &header)?;
+            let too_old = min_ts != record::NO_TIMESTAMP
+                && now_ms.saturating_sub(min_ts) > config.message_timestamp_before_max_ms;
+            let too_new = max_ts != record::NO_TIMESTAMP
+                && max_ts.saturating_sub(now_ms) > config.message_timestamp_after_max_ms;
             if too_old || too_new {
+                let ts = if too_old { min_ts } else { max_ts };
                 return Err((
                     ErrorCode::InvalidTimestamp,
-                    format!("batch timestamp {ts} is outside the topic's allowed window"),
+                    format!(
+                        "record timestamp {ts} is outside the topic's allowed window \
+                         (message.timestamp.before.max.ms / message.timestamp.after.max.ms)"
+                    ),
                 ));
+            }
+            if max_ts != header.max_timestamp {
+                fixes.push(MaxTimestampFix {
+                    range,
+                    max_timestamp: max_ts,
+                });
             }
         }
     }
-    Ok(())
+    Ok(fixes)
+}
+
+/// Rewrites the max timestamps `fixes` name (and those batches' CRCs) in a
+/// copy of `records`. Only batches from clients that got the header wrong pay
+/// for the copy.
+fn apply_max_timestamp_fixes(
+    records: &Bytes,
+    fixes: &[MaxTimestampFix],
+) -> Result<Bytes, (ErrorCode, String)> {
+    let mut copy = bytes::BytesMut::from(&records[..]);
+    for fix in fixes {
+        let batch = copy.get_mut(fix.range.clone()).ok_or((
+            ErrorCode::CorruptMessage,
+            "batch range outside the records".to_string(),
+        ))?;
+        record::set_max_timestamp(batch, fix.max_timestamp)
+            .map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch: {e}")))?;
+    }
+    Ok(copy.freeze())
 }
 
 fn append_partition(
@@ -118,10 +206,17 @@ fn append_partition(
     wants_ack: bool,
 ) -> PartitionOutcome {
     let index = partition.index;
-    let records = records.unwrap_or_default();
+    let mut records = records.unwrap_or_default();
     let now = now_ms();
-    if let Err((code, message)) = validate(&records, config, now) {
-        return PartitionOutcome::failed(index, code, Some(message));
+    let fixes = match validate(&records, config, now) {
+        Ok(fixes) => fixes,
+        Err((code, message)) => return PartitionOutcome::failed(index, code, Some(message)),
+    };
+    if !fixes.is_empty() {
+        match apply_max_timestamp_fixes(&records, &fixes) {
+            Ok(fixed) => records = fixed,
+            Err((code, message)) => return PartitionOutcome::failed(index, code, Some(message)),
+        }
     }
     let log_append_time_ms = match config.message_timestamp_type {
         TimestampType::LogAppendTime => Some(now),
@@ -257,4 +352,116 @@ pub fn handle(
         };
         encode_frame(&header, &response).map(crate::Frame::from)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_protocol::record::{Compression, Record, RecordBatchBuilder};
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    /// A batch of records at `NOW_MS + deltas[i]`, whose header claims `max`.
+    fn batch(compression: Compression, deltas: &[i64], max: Option<i64>) -> Bytes {
+        let mut builder = RecordBatchBuilder::new(compression).base_timestamp(NOW_MS);
+        if let Some(max) = max {
+            builder = builder.max_timestamp(max);
+        }
+        for (i, &d) in deltas.iter().enumerate() {
+            builder = builder.record(Record {
+                offset_delta: i as i32,
+                timestamp_delta: d,
+                key: Some(Bytes::from_static(b"k")),
+                value: Some(Bytes::from(vec![b'v'; 300])),
+                headers: Vec::new(),
+            });
+        }
+        builder.build().unwrap()
+    }
+
+    fn header_max(records: &Bytes) -> i64 {
+        BatchHeader::parse(records).unwrap().max_timestamp
+    }
+
+    #[test]
+    fn missing_max_timestamp_is_derived_from_the_records() {
+        for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let records = batch(compression, &[0, 7, 3], Some(-1));
+            let fixes = validate(&records, &TopicConfig::default(), NOW_MS).unwrap();
+            assert_eq!(
+                fixes,
+                vec![MaxTimestampFix {
+                    range: 0..records.len(),
+                    max_timestamp: NOW_MS + 7
+                }],
+                "{compression:?}"
+            );
+            let fixed = apply_max_timestamp_fixes(&records, &fixes).unwrap();
+            assert_eq!(header_max(&fixed), NOW_MS + 7);
+            record::verify_crc(&fixed).expect("CRC recomputed");
+            assert_eq!(&fixed[BATCH_HEADER_END..], &records[BATCH_HEADER_END..]);
+        }
+    }
+
+    /// Header bytes end here; the records after it are never rewritten.
+    const BATCH_HEADER_END: usize = 61;
+
+    #[test]
+    fn wrong_max_timestamp_of_an_uncompressed_batch_is_corrected() {
+        let records = batch(Compression::None, &[0, 9, 2], Some(NOW_MS + 2));
+        let fixes = validate(&records, &TopicConfig::default(), NOW_MS).unwrap();
+        assert_eq!(fixes.len(), 1);
+        assert_eq!(fixes[0].max_timestamp, NOW_MS + 9);
+    }
+
+    #[test]
+    fn a_correct_header_needs_no_fix_and_no_copy() {
+        for compression in [Compression::None, Compression::Gzip] {
+            let mut two = bytes::BytesMut::new();
+            two.extend_from_slice(&batch(compression, &[0, 4], None));
+            two.extend_from_slice(&batch(compression, &[1, 2], None));
+            let fixes = validate(&two.freeze(), &TopicConfig::default(), NOW_MS).unwrap();
+            assert!(fixes.is_empty(), "{compression:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_wrong_batch_of_several_is_rewritten() {
+        let mut two = bytes::BytesMut::new();
+        let good = batch(Compression::None, &[0, 4], None);
+        let bad = batch(Compression::None, &[0, 5], Some(-1));
+        two.extend_from_slice(&good);
+        two.extend_from_slice(&bad);
+        let records = two.freeze();
+        let fixes = validate(&records, &TopicConfig::default(), NOW_MS).unwrap();
+        assert_eq!(
+            fixes,
+            vec![MaxTimestampFix {
+                range: good.len()..records.len(),
+                max_timestamp: NOW_MS + 5
+            }]
+        );
+        let fixed = apply_max_timestamp_fixes(&records, &fixes).unwrap();
+        assert_eq!(&fixed[..good.len()], &good[..]);
+        assert_eq!(header_max(&fixed.slice(good.len()..)), NOW_MS + 5);
+    }
+
+    #[test]
+    fn timestamp_window_applies_to_record_timestamps_not_the_header() {
+        let config = TopicConfig {
+            message_timestamp_before_max_ms: 60_000,
+            message_timestamp_after_max_ms: 60_000,
+            ..TopicConfig::default()
+        };
+        // The header's max looks fine, but one record is two hours old.
+        let old = batch(Compression::None, &[0, -7_200_000], Some(NOW_MS));
+        let (code, message) = validate(&old, &config, NOW_MS).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidTimestamp, "{message}");
+        // A header of -1 hides a record an hour in the future.
+        let future = batch(Compression::None, &[0, 3_600_000], Some(-1));
+        let (code, _) = validate(&future, &config, NOW_MS).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidTimestamp);
+        let fine = batch(Compression::None, &[0, 30_000], None);
+        validate(&fine, &config, NOW_MS).unwrap();
+    }
 }

@@ -38,7 +38,7 @@ fn framed(body: &[u8]) -> Vec<u8> {
 }
 
 /// Sends raw bytes and returns the response frame, or None if the broker closed the connection.
-fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut stream = TcpStream::connect(broker.addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -70,7 +70,7 @@ fn exchange(broker: &Broker, bytes: &[u8]) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
+pub(super) fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
     let request = ProduceRequest {
         acks: -1,
         timeout_ms: 5000,
@@ -89,7 +89,7 @@ fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
 }
 
 /// The error code of the single partition in a Produce v7 response body.
-fn produce_error_code(response: &[u8]) -> i16 {
+pub(super) fn produce_error_code(response: &[u8]) -> i16 {
     // correlation id (4), topics count (4), name (2+len), partitions count (4), index (4), error (2)
     let name_len = i16::from_be_bytes([response[8], response[9]]) as usize;
     let at = 4 + 4 + 2 + name_len + 4 + 4;
@@ -273,4 +273,91 @@ fn hostile_input_gets_errors_and_harms_no_one() {
         rss_after_kib < rss_before_kib + 256 * 1024,
         "RSS grew from {rss_before_kib} KiB to {rss_after_kib} KiB"
     );
+}
+
+/// Kafka's `queued.max.request.bytes`: eight connections that each stall half
+/// way through a 90 MiB request must not make the broker buffer 8 x 45 MiB.
+/// Past the cap, connections stop being read; a well-behaved client with small
+/// requests goes on meanwhile, and once the stalled ones go, large requests
+/// are served again.
+#[test]
+fn stalled_large_requests_are_held_to_the_request_memory_cap() {
+    const CAP_MIB: u64 = 128;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_path = config_dir.path().join("weir.toml");
+    std::fs::write(
+        &config_path,
+        format!("queued_request_bytes_max = {}\n", CAP_MIB << 20),
+    )
+    .unwrap();
+    let broker = Broker::start(&["--config", config_path.to_str().unwrap()]);
+    create_topic(&broker, "bystander", 1, &[]);
+    let rss_before_kib = broker.rss_kib();
+
+    const CLAIM_BYTES: usize = 90 << 20;
+    const SENT_BYTES: usize = 45 << 20;
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            let stream = TcpStream::connect(broker.addr).expect("connect");
+            let writer = stream.try_clone().expect("clone");
+            let thread = std::thread::spawn(move || {
+                let mut writer = writer;
+                let mut head = (CLAIM_BYTES as i32).to_be_bytes().to_vec();
+                head.extend_from_slice(&header(0, 9, 1));
+                let _ = writer.write_all(&head);
+                let chunk = vec![0x5au8; 1 << 20];
+                let mut sent = 0;
+                // Blocks once the broker stops reading this connection; ends
+                // with an error when the test shuts the socket.
+                while sent < SENT_BYTES {
+                    if writer.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    sent += chunk.len();
+                }
+            });
+            (stream, thread)
+        })
+        .collect();
+    // Let the broker take in what it will.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_stalled_kib = broker.rss_kib();
+    let grown_mib = rss_stalled_kib.saturating_sub(rss_before_kib) / 1024;
+    assert!(
+        grown_mib < CAP_MIB + 64,
+        "RSS grew by {grown_mib} MiB with stalled large requests (cap {CAP_MIB} MiB)"
+    );
+
+    // A small-request client is not held up by the stalled ones.
+    let acks = Arc::new(Acks::default());
+    let producer: ThreadedProducer<AckContext> = broker
+        .client_config()
+        .set("acks", "all")
+        .set("message.timeout.ms", "10000")
+        .create_with_context(AckContext(acks.clone()))
+        .expect("producer");
+    for i in 0..100 {
+        producer
+            .send(
+                BaseRecord::<(), str, Box<usize>>::with_opaque_to("bystander", Box::new(i))
+                    .payload("small"),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    producer.flush(Duration::from_secs(20)).expect("flush");
+    assert_eq!(acks.placed.lock().unwrap().len(), 100);
+    assert!(acks.failed.lock().unwrap().is_empty());
+
+    // The stalled connections go; their memory comes back, and a large
+    // (900 KiB) request is read and answered again.
+    for (stream, _) in &stalled {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    for (_, thread) in stalled {
+        let _ = thread.join();
+    }
+    let reply = exchange(&broker, &produce_frame("bystander", batch(900 << 10)))
+        .expect("a produce after the stall is answered");
+    assert!(!reply.is_empty());
 }
