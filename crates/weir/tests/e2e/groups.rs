@@ -744,6 +744,18 @@ fn consumer_protocol_client_using_assign_commits_offsets() {
 /// the classic member takes everything back. Every record is consumed.
 #[test]
 fn classic_and_consumer_protocol_members_share_one_group_through_migration() {
+    migrate_and_back("range,roundrobin", "range");
+}
+
+/// The same with a cooperative classic member: it gives up only what moves.
+#[test]
+fn cooperative_classic_and_consumer_protocol_members_share_one_group_through_migration() {
+    migrate_and_back("cooperative-sticky", "cooperative-sticky");
+}
+
+/// `strategy`: the classic member's partition.assignment.strategy;
+/// `protocol`: the classic protocol its group then settles on.
+fn migrate_and_back(strategy: &str, protocol: &str) {
     const PARTITIONS: i32 = 4;
     const BATCH: usize = 200;
     let broker = start_consumer_protocol_broker();
@@ -753,8 +765,10 @@ fn classic_and_consumer_protocol_members_share_one_group_through_migration() {
     let complaints = Complaints::default();
     let seen: Seen = Arc::default();
 
+    let mut classic_settings = WATCH_GROUP.to_vec();
+    classic_settings.push(("partition.assignment.strategy", strategy));
     let mut classic = Member::spawn(
-        consumer_reporting(&broker, group, WATCH_GROUP, complaints.clone()),
+        consumer_reporting(&broker, group, &classic_settings, complaints.clone()),
         topic,
         0,
         seen.clone(),
@@ -807,7 +821,7 @@ fn classic_and_consumer_protocol_members_share_one_group_through_migration() {
     // Classic again: the protocol is the one the classic member chose.
     assert_eq!(
         described.protocol(),
-        "range",
+        protocol,
         "the group was converted back"
     );
     produce(&broker, topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
