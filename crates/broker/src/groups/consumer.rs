@@ -173,6 +173,11 @@ pub struct ClassicMeta {
     pub session_timeout_ms: i32,
     /// (protocol name, metadata) from its last JoinGroup, in its order of preference.
     pub protocols: Vec<(String, Bytes)>,
+    /// Told to rejoin (or just joined): it is removed if it has not sent
+    /// its JoinGroup (or SyncGroup) within its rebalance timeout by then
+    /// (Kafka's consumer-group join and sync timeouts for classic members).
+    pub rejoin_deadline_ms: Option<i64>,
+    pub sync_deadline_ms: Option<i64>,
 }
 
 /// A classic group's member as the consumer group takes it over on upgrade.
@@ -276,19 +281,33 @@ impl ConsumerGroup {
     pub fn next_deadline_ms(&self) -> Option<i64> {
         self.members
             .values()
-            .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revocation_deadline_ms))
+            .flat_map(|m| {
+                let classic = m.classic.as_ref();
+                std::iter::once(m.session_deadline_ms)
+                    .chain(m.revocation_deadline_ms)
+                    .chain(classic.and_then(|c| c.rejoin_deadline_ms))
+                    .chain(classic.and_then(|c| c.sync_deadline_ms))
+            })
             .min()
     }
 
-    /// Removes members whose session expired or who did not revoke in time.
+    /// Removes members whose session expired or who did not revoke in time,
+    /// and classic members that did not rejoin or sync in time.
     /// Returns the removed member ids.
     pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
         let gone: Vec<String> = self
             .members
             .values()
             .filter(|m| {
+                let classic = m.classic.as_ref();
                 m.session_deadline_ms <= now_ms
                     || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+                    || classic
+                        .and_then(|c| c.rejoin_deadline_ms)
+                        .is_some_and(|d| d <= now_ms)
+                    || classic
+                        .and_then(|c| c.sync_deadline_ms)
+                        .is_some_and(|d| d <= now_ms)
             })
             .map(|m| m.member_id.clone())
             .collect();
@@ -816,6 +835,8 @@ impl ConsumerGroup {
                     classic: Some(ClassicMeta {
                         session_timeout_ms: seed.session_timeout_ms,
                         protocols: seed.protocols,
+                        rejoin_deadline_ms: None,
+                        sync_deadline_ms: None,
                     }),
                 },
             );
@@ -996,6 +1017,10 @@ impl ConsumerGroup {
         member.classic = Some(ClassicMeta {
             session_timeout_ms: req.session_timeout_ms,
             protocols: req.protocols,
+            rejoin_deadline_ms: None,
+            sync_deadline_ms: Some(
+                now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))),
+            ),
         });
         let counts = self.subscribed_topic_counts(topics);
         if counts != self.subscribed_counts {
@@ -1061,6 +1086,9 @@ impl ConsumerGroup {
         };
         let session_ms = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
         member.session_deadline_ms = now_ms.saturating_add(i64::from(session_ms));
+        if let Some(c) = &mut member.classic {
+            c.sync_deadline_ms = None;
+        }
         SyncReply {
             error: ErrorCode::None,
             protocol_type: req.protocol_type.clone(),
@@ -1094,6 +1122,11 @@ impl ConsumerGroup {
         if let Some(member) = self.members.get_mut(&id) {
             let session_ms = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
             member.session_deadline_ms = now_ms.saturating_add(i64::from(session_ms));
+            let rebalance_ms = i64::from(member.rebalance_timeout_ms.max(0));
+            if rejoin && let Some(c) = &mut member.classic {
+                c.rejoin_deadline_ms
+                    .get_or_insert(now_ms.saturating_add(rebalance_ms));
+            }
         }
         if rejoin {
             ErrorCode::RebalanceInProgress

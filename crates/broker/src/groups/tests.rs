@@ -721,6 +721,46 @@ mod migration {
     }
 
     #[test]
+    fn classic_member_that_does_not_rejoin_or_sync_within_its_rebalance_timeout_is_removed() {
+        let mut g = stable_classic_group();
+        let mut out = Vec::new();
+        g.upgrade_to_consumer(&topics(), 100, 0, &mut out).unwrap();
+        let c = g.consumer.as_mut().unwrap();
+        // Sessions outlast the scenario: only the rebalance timeout may act.
+        let limits = ConsumerLimits {
+            session_timeout_ms: 1_000_000,
+            ..ConsumerLimits::default()
+        };
+        c.heartbeat(consumer_join("b"), &topics(), &limits, 0);
+        // Told to rejoin at t=1000 and keeps heartbeating, but never rejoins.
+        let rebalance_ms = i64::from(REBALANCE_MS);
+        assert_eq!(
+            c.classic_heartbeat("fresh", None, 1, 1_000),
+            ErrorCode::RebalanceInProgress
+        );
+        let b = c.heartbeat(
+            consumer_beat("b", 2, &Assignment::new()),
+            &topics(),
+            &limits,
+            5_000,
+        );
+        assert_eq!(b.error, ErrorCode::None);
+        c.classic_heartbeat("fresh", None, 1, 10_000);
+        c.classic_heartbeat("fresh", None, 1, 20_000);
+        c.classic_heartbeat("fresh", None, 1, 29_000);
+        assert!(c.tick(1_000 + rebalance_ms - 1).is_empty());
+        assert_eq!(c.tick(1_000 + rebalance_ms), vec!["fresh".to_string()]);
+
+        // One that rejoins but never sends SyncGroup goes too.
+        let mut late = classic_join("late");
+        late.session_timeout_ms = 600_000;
+        let joined = c.classic_join(late, &topics(), &limits, &super::limits(), 40_000);
+        assert_eq!(joined.error, ErrorCode::None);
+        assert!(c.tick(40_000 + rebalance_ms - 1).is_empty());
+        assert_eq!(c.tick(40_000 + rebalance_ms), vec!["late".to_string()]);
+    }
+
+    #[test]
     fn a_classic_group_of_another_protocol_type_is_not_converted() {
         let mut g: Group<u32> = Group::new("g", 0);
         let mut out = Vec::new();
