@@ -833,3 +833,86 @@ fn migrate_and_back(strategy: &str, protocol: &str) {
     let complaints = complaints.lock().unwrap();
     assert!(complaints.is_empty(), "client errors: {complaints:#?}");
 }
+
+/// One OffsetCommit of partition 0 straight from the wire; the partition's error code.
+fn raw_offset_commit(
+    broker: &Broker,
+    version: i16,
+    group: &str,
+    member_id: &str,
+    generation_or_epoch: i32,
+    topic: &str,
+) -> i16 {
+    use bytes::{Bytes, BytesMut};
+    use weir_protocol::codec::{Decode, Encode};
+    use weir_protocol::header::{RequestHeader, ResponseHeader};
+    use weir_protocol::messages::offset_commit::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        OffsetCommitResponse,
+    };
+    const OFFSET_COMMIT: i16 = 8;
+    let header = RequestHeader {
+        api_key: OFFSET_COMMIT,
+        api_version: version,
+        correlation_id: 7,
+        client_id: Some("raw-commit".into()),
+    };
+    let request = OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: generation_or_epoch,
+        member_id: member_id.into(),
+        topics: vec![OffsetCommitRequestTopic {
+            name: topic.into(),
+            partitions: vec![OffsetCommitRequestPartition {
+                partition_index: 0,
+                committed_offset: 1,
+                committed_leader_epoch: -1,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    let mut body = BytesMut::new();
+    header.encode(&mut body).expect("header");
+    request.encode(&mut body, version).expect("request");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let response = super::hostile::exchange(broker, &frame).expect("an answer");
+    let mut response = Bytes::from(response);
+    ResponseHeader::decode(
+        &mut response,
+        weir_protocol::api::response_header_version(OFFSET_COMMIT, version),
+    )
+    .expect("response header");
+    let decoded = OffsetCommitResponse::decode(&mut response, version).expect("response");
+    decoded.topics[0].partitions[0].error_code
+}
+
+/// Kafka's rules for a commit to a group that doesn't exist: a negative
+/// generation (member epoch) creates a simple group whatever the member id;
+/// anything else is GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION before.
+#[test]
+fn offset_commit_to_an_unknown_group_follows_kafkas_rules() {
+    const NONE: i16 = 0;
+    const ILLEGAL_GENERATION: i16 = 22;
+    const GROUP_ID_NOT_FOUND: i16 = 69;
+    let broker = start_broker(&[]);
+    create_topic(&broker, "raw-commit-topic", 1, &[]);
+    let topic = "raw-commit-topic";
+    assert_eq!(
+        raw_offset_commit(&broker, 9, "raw-a", "id-from-client", -1, topic),
+        NONE
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 8, "raw-b", "id-from-client", -1, topic),
+        NONE
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 9, "raw-c", "id-from-client", 3, topic),
+        GROUP_ID_NOT_FOUND
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 8, "raw-d", "id-from-client", 3, topic),
+        ILLEGAL_GENERATION
+    );
+}
