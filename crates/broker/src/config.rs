@@ -4,6 +4,7 @@
 //! flags (in that order of precedence, lowest first); this crate only defines
 //! the shape, the defaults and validation.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -73,6 +74,22 @@ pub struct BrokerConfig {
     pub offsets_retention_check_interval_ms: u64,
     /// Kafka's `offset.metadata.max.bytes`: the longest commit metadata string.
     pub offset_metadata_bytes_max: usize,
+    /// Kafka's `group.consumer.min.heartbeat.interval.ms`: the lowest
+    /// `consumer.heartbeat.interval.ms` a group config may set.
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    /// Kafka's `group.consumer.max.heartbeat.interval.ms`.
+    pub group_consumer_max_heartbeat_interval_ms: i32,
+    /// Kafka's `group.consumer.min.session.timeout.ms`: the lowest
+    /// `consumer.session.timeout.ms` a group config may set.
+    pub group_consumer_min_session_timeout_ms: i32,
+    /// Kafka's `group.consumer.max.session.timeout.ms`.
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// Which settings were given explicitly (config file, environment or
+    /// flags), by field name; topic defaults as `topic_defaults.<kafka name>`.
+    /// DescribeConfigs reports these as STATIC_BROKER_CONFIG and the rest as
+    /// DEFAULT_CONFIG. Filled by the binary; never read from or written to TOML.
+    #[serde(skip)]
+    pub explicit: BTreeSet<String>,
 }
 
 /// The shortest `connection_idle_ms_max` accepted: below a second, clients
@@ -108,11 +125,22 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_bytes_max: 4096,
+            group_consumer_min_heartbeat_interval_ms: 5_000,
+            group_consumer_max_heartbeat_interval_ms: 15_000,
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            explicit: BTreeSet::new(),
         }
     }
 }
 
 impl BrokerConfig {
+    /// Whether `key` (a field name, or `topic_defaults.<kafka name>`) was set
+    /// explicitly rather than left at its built-in default.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
+    }
+
     /// The address clients are told to connect to.
     pub fn advertised(&self) -> SocketAddr {
         if let Some(addr) = self.advertised_listen {
@@ -189,6 +217,18 @@ impl BrokerConfig {
             || self.group_consumer_session_timeout_ms <= self.group_consumer_heartbeat_interval_ms
         {
             return Err("group_consumer_heartbeat_interval_ms must be > 0 and below group_consumer_session_timeout_ms".into());
+        }
+        if self.group_consumer_min_heartbeat_interval_ms <= 0
+            || self.group_consumer_min_heartbeat_interval_ms
+                > self.group_consumer_max_heartbeat_interval_ms
+            || self.group_consumer_min_session_timeout_ms <= 0
+            || self.group_consumer_min_session_timeout_ms
+                > self.group_consumer_max_session_timeout_ms
+        {
+            return Err(
+                "group_consumer_min_*_ms must be > 0 and <= the matching group_consumer_max_*_ms"
+                    .into(),
+            );
         }
         if self.group_max_size == 0 {
             return Err("group_max_size must be >= 1".into());

@@ -20,6 +20,7 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
+use weir_log::durable;
 
 use crate::error::BrokerError;
 
@@ -55,7 +56,7 @@ impl DataDir {
         node_id: i32,
         configured_cluster_id: &str,
     ) -> Result<DataDir, BrokerError> {
-        fs::create_dir_all(path)?;
+        durable::create_dir_all(path)?;
         let lock = lock_exclusive(path)?;
         let meta_path = path.join(META_PROPERTIES_FILE);
         let cluster_id = match read_meta_properties(&meta_path)? {
@@ -271,15 +272,10 @@ fn render_meta_properties(meta: &MetaProperties) -> String {
 
 /// Writes `meta.properties` durably: temp file, fsync, rename, directory fsync.
 fn write_meta_properties(dir: &Path, meta: &MetaProperties) -> Result<(), BrokerError> {
-    let path = dir.join(META_PROPERTIES_FILE);
-    let tmp = dir.join(format!("{META_PROPERTIES_FILE}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(render_meta_properties(meta).as_bytes())?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
+    durable::write_file_atomically(
+        &dir.join(META_PROPERTIES_FILE),
+        render_meta_properties(meta).as_bytes(),
+    )?;
     Ok(())
 }
 

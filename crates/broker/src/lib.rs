@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod data_dir;
+pub mod dynamic_config;
 pub mod error;
 pub mod frame;
 pub mod groups;
@@ -27,7 +28,7 @@ pub mod topics;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -56,6 +57,9 @@ pub struct Broker {
     topics: RwLock<TopicRegistry>,
     /// Consumer groups and committed offsets (state in `__consumer_offsets`).
     pub groups: groups::GroupCoordinator,
+    /// Dynamic broker configs and group configs, as persisted. Changes to the
+    /// broker layer take this lock and then the registry's, in that order.
+    dynamic: Mutex<dynamic_config::DynamicConfigs>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -70,7 +74,11 @@ impl Broker {
             data_dir::DataDir::open(&config.data_dir, config.node_id, &config.cluster_id)?;
         let cluster_id = data_dir.cluster_id().to_string();
         let env = LogEnv::new(config.open_files_max);
-        let registry = TopicRegistry::load(&config.data_dir, env.clone(), &config.topic_defaults)?;
+        let dynamic = dynamic_config::DynamicConfigs::load(&config.data_dir)?;
+        let topic_defaults = dynamic
+            .topic_defaults(&config.topic_defaults)
+            .map_err(|e| BrokerError::Corrupt(format!("stored dynamic broker configs: {e}")))?;
+        let registry = TopicRegistry::load(&config.data_dir, env.clone(), &topic_defaults)?;
         let groups = groups::GroupCoordinator::open(&config, &registry)?;
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
         Ok(Arc::new(Broker {
@@ -79,6 +87,7 @@ impl Broker {
             env,
             topics: RwLock::new(registry),
             groups,
+            dynamic: Mutex::new(dynamic),
             _data_dir: data_dir,
         }))
     }
@@ -218,12 +227,7 @@ impl Broker {
         if let Some(topic) = registry.get(name) {
             return Ok(topic.clone()); // created by a racing request
         }
-        let topic = registry.create(
-            name,
-            self.config.default_partitions,
-            Default::default(),
-            &self.config.topic_defaults,
-        )?;
+        let topic = registry.create(name, self.config.default_partitions, Default::default())?;
         tracing::info!(
             topic = name,
             partitions = topic.partitions.len(),
@@ -259,5 +263,23 @@ impl Broker {
     /// Looks a topic up without creating it.
     pub fn topic(&self, name: &str) -> Option<Arc<topics::Topic>> {
         self.registry().get(name).cloned()
+    }
+
+    fn dynamic_configs(&self) -> std::sync::MutexGuard<'_, dynamic_config::DynamicConfigs> {
+        // Every change is validated and persisted before it is stored here, so
+        // a panic elsewhere cannot leave it half-updated.
+        self.dynamic.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The consumer-protocol (KIP-848) timing of one group: its group configs
+    /// (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`) where
+    /// set, the broker's otherwise.
+    pub fn consumer_limits_for(
+        &self,
+        group_id: &str,
+        broker_limits: &groups::consumer::ConsumerLimits,
+    ) -> groups::consumer::ConsumerLimits {
+        self.dynamic_configs()
+            .consumer_limits_for(group_id, broker_limits)
     }
 }

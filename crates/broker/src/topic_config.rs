@@ -30,6 +30,10 @@ pub enum TimestampType {
 pub enum ConfigError {
     #[error("unknown topic config '{0}'")]
     Unknown(String),
+    #[error(
+        "unknown group config '{0}' (Weir's group configs: consumer.session.timeout.ms, consumer.heartbeat.interval.ms)"
+    )]
+    UnknownGroupConfig(String),
     #[error("invalid value '{value}' for config '{name}': {reason}")]
     Invalid {
         name: String,
@@ -187,11 +191,22 @@ impl TopicConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
         match name {
             "cleanup.policy" => {
-                let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
-                parts.sort_unstable();
-                parts.dedup();
-                if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
-                    return Err(invalid(name, value, "expected delete, compact or both"));
+                // Kafka keeps the list in the order given (APPEND adds at the end),
+                // ignores repeats (KAFKA-19875) and accepts the empty list, which
+                // means neither delete nor compact: records are kept forever
+                // (KIP-1161 made that explicit in 4.2; earlier releases behaved so too).
+                let mut parts: Vec<&str> = Vec::new();
+                for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    if part != "delete" && part != "compact" {
+                        return Err(invalid(
+                            name,
+                            value,
+                            "expected delete, compact, both, or empty",
+                        ));
+                    }
+                    if !parts.contains(&part) {
+                        parts.push(part);
+                    }
                 }
                 self.cleanup_policy = parts.join(",");
             }
@@ -314,6 +329,18 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// Whether `cleanup.policy` includes `delete`: only then do retention.ms and
+    /// retention.bytes remove old segments (Kafka's LogManager skips the rest).
+    pub fn deletes_old_segments(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "delete")
+    }
+
+    /// Whether `cleanup.policy` includes `compact`: such topics refuse keyless
+    /// records, whether or not a cleaner runs yet.
+    pub fn is_compacted(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == "compact")
+    }
+
     /// The storage engine's view of this config.
     pub fn log_config(&self) -> LogConfig {
         let flush = if self.flush_messages <= 1 {
@@ -332,8 +359,18 @@ impl TopicConfig {
             segment_bytes: u64::try_from(self.segment_bytes).unwrap_or(1 << 30),
             segment_ms: self.segment_ms,
             index_interval_bytes: u32::try_from(self.index_interval_bytes).unwrap_or(4096),
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
+            // A compact-only or empty policy keeps every segment; the log only
+            // knows retention limits, so "no deletion" is "no limit" there.
+            retention_ms: if self.deletes_old_segments() {
+                self.retention_ms
+            } else {
+                -1
+            },
+            retention_bytes: if self.deletes_old_segments() {
+                self.retention_bytes
+            } else {
+                -1
+            },
             flush,
             segment_index_bytes: u32::try_from(self.segment_index_bytes).unwrap_or(10 << 20),
             ..LogConfig::default()
@@ -406,6 +443,35 @@ mod tests {
         assert!(config.set("no.such.config", "1").is_err());
         assert!(config.set("cleanup.policy", "shred").is_err());
         assert!(config.set("message.timestamp.type", "Whenever").is_err());
+    }
+
+    #[test]
+    fn cleanup_policy_keeps_order_drops_repeats_and_may_be_empty() {
+        let mut config = TopicConfig::default();
+        config
+            .set("cleanup.policy", "delete,compact,delete")
+            .unwrap();
+        assert_eq!(config.cleanup_policy, "delete,compact");
+        config.set("cleanup.policy", "").unwrap();
+        assert_eq!(config.cleanup_policy, "");
+        assert!(!config.deletes_old_segments() && !config.is_compacted());
+    }
+
+    #[test]
+    fn retention_removes_segments_only_under_the_delete_policy() {
+        let config = TopicConfig::default();
+        assert_eq!(config.log_config().retention_ms, config.retention_ms);
+        for policy in ["compact", ""] {
+            let kept = config
+                .with_overrides([("cleanup.policy", policy), ("retention.bytes", "10")])
+                .unwrap();
+            assert_eq!(kept.log_config().retention_ms, -1, "{policy:?}");
+            assert_eq!(kept.log_config().retention_bytes, -1, "{policy:?}");
+        }
+        let both = config
+            .with_overrides([("cleanup.policy", "compact,delete")])
+            .unwrap();
+        assert_eq!(both.log_config().retention_ms, config.retention_ms);
     }
 
     #[test]

@@ -13,12 +13,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir_log::{Log, LogEnv};
+use weir_log::{Log, LogEnv, durable};
 
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -129,17 +129,7 @@ pub fn random_id() -> [u8; 16] {
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    durable::write_file_atomically(path, bytes)
 }
 
 /// All topics of this broker.
@@ -148,6 +138,9 @@ pub struct TopicRegistry {
     meta_dir: PathBuf,
     env: Arc<LogEnv>,
     topics: HashMap<String, Arc<Topic>>,
+    /// Topic defaults in force: static broker config plus dynamic broker
+    /// configs. Every topic's config is these plus its own overrides.
+    defaults: TopicConfig,
 }
 
 impl TopicRegistry {
@@ -158,12 +151,13 @@ impl TopicRegistry {
         defaults: &TopicConfig,
     ) -> Result<TopicRegistry, BrokerError> {
         let meta_dir = data_dir.join("meta").join("topics");
-        fs::create_dir_all(&meta_dir)?;
+        durable::create_dir_all(&meta_dir)?;
         let mut registry = TopicRegistry {
             data_dir: data_dir.to_path_buf(),
             meta_dir,
             env,
             topics: HashMap::new(),
+            defaults: defaults.clone(),
         };
         for entry in fs::read_dir(&registry.meta_dir)? {
             let path = entry?.path();
@@ -254,7 +248,7 @@ impl TopicRegistry {
                 .is_some_and(|t| index < i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
             if !live && validate_topic_name(topic).is_ok() {
                 tracing::warn!(dir = %entry.path().display(), "removing orphan partition directory");
-                fs::remove_dir_all(entry.path())?;
+                durable::remove_dir_all(&entry.path())?;
             }
         }
         Ok(())
@@ -300,14 +294,56 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// The topic defaults in force (static and dynamic broker configs).
+    pub fn defaults(&self) -> &TopicConfig {
+        &self.defaults
+    }
+
+    /// Replaces the topic defaults (a dynamic broker config changed) and
+    /// recomputes the config of every topic that has no override of its own
+    /// for what changed. All or nothing: a topic whose overrides would not
+    /// combine with the new defaults fails the whole change.
+    pub fn set_defaults(&mut self, defaults: TopicConfig) -> Result<(), BrokerError> {
+        let mut updated = Vec::with_capacity(self.topics.len());
+        for topic in self.topics.values() {
+            let config = defaults
+                .with_overrides(
+                    topic
+                        .overrides
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str())),
+                )
+                .map_err(BrokerError::InvalidConfig)?;
+            updated.push((topic.clone(), config));
+        }
+        for (topic, config) in updated {
+            if config == topic.config {
+                continue;
+            }
+            for partition in &topic.partitions {
+                partition.log.update_config(config.log_config());
+            }
+            let replaced = Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                overrides: topic.overrides.clone(),
+                config,
+                partitions: topic.partitions.clone(),
+            };
+            self.topics.insert(topic.name.clone(), Arc::new(replaced));
+        }
+        self.defaults = defaults;
+        Ok(())
+    }
+
     /// Creates a topic: meta file first (the commit point), then partition logs.
     pub fn create(
         &mut self,
         name: &str,
         partitions: i32,
         overrides: BTreeMap<String, String>,
-        defaults: &TopicConfig,
     ) -> Result<Arc<Topic>, BrokerError> {
+        let defaults = &self.defaults.clone();
         self.check_new(name, partitions)?;
         let meta = TopicMeta {
             name: name.to_string(),
@@ -337,11 +373,14 @@ impl TopicRegistry {
         let Some(topic) = self.topics.remove(name) else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        fs::remove_file(self.meta_dir.join(format!("{name}.json")))?;
+        // The metadata file goes first, durably: once it is gone, a crash can only leave
+        // partition directories that the next start removes as orphans. The other order could
+        // bring the topic back with empty partitions. The answer to the client waits for both.
+        durable::remove_file(&self.meta_dir.join(format!("{name}.json")))?;
         for partition in &topic.partitions {
             partition.log.close().ok();
             let dir = self.partition_dir(name, partition.index);
-            if let Err(e) = fs::remove_dir_all(&dir) {
+            if let Err(e) = durable::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
             }
         }
@@ -349,12 +388,7 @@ impl TopicRegistry {
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn add_partitions(
-        &mut self,
-        name: &str,
-        count: i32,
-        defaults: &TopicConfig,
-    ) -> Result<(), BrokerError> {
+    pub fn add_partitions(&mut self, name: &str, count: i32) -> Result<(), BrokerError> {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
@@ -381,7 +415,6 @@ impl TopicRegistry {
             partitions,
         };
         self.persist(&grown.meta())?;
-        let _ = defaults;
         self.topics.insert(name.to_string(), Arc::new(grown));
         Ok(())
     }
@@ -391,12 +424,12 @@ impl TopicRegistry {
         &mut self,
         name: &str,
         overrides: BTreeMap<String, String>,
-        defaults: &TopicConfig,
     ) -> Result<(), BrokerError> {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        let config = defaults
+        let config = self
+            .defaults
             .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(BrokerError::InvalidConfig)?;
         let updated = Topic {

@@ -2,8 +2,7 @@
 //! the log checkpoint (recovery point, log start, high watermark), the leader-epoch cache and the
 //! producer-state snapshot. Each is validated on load; an invalid file is treated as absent.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 pub(crate) const LOG_CHECKPOINT_FILE: &str = "log-checkpoint";
@@ -14,20 +13,7 @@ const PRODUCER_SNAPSHOT_EXT: &str = "snapshot";
 const LEADER_EPOCH_ENTRIES_MAX: usize = 1 << 20;
 
 pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents)?;
-        rustix::fs::fdatasync(&f)?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    let d = File::open(dir)?;
-    rustix::fs::fsync(&d)?;
-    Ok(())
+    crate::durable::write_file_atomically(&dir.join(name), contents)
 }
 
 /// What survives across restarts about the log as a whole.

@@ -30,6 +30,7 @@
 //!   point were fsynced and are trusted without re-reading them (as Kafka does).
 
 mod checkpoint;
+pub mod durable;
 mod env;
 mod log;
 mod segment;

@@ -353,7 +353,7 @@ impl Shared {
             }
         }
         if result.is_ok() && dir_dirty {
-            result = checkpoint::sync_dir(&self.dir);
+            result = crate::durable::sync_dir(&self.dir);
         }
         if let Err(e) = result {
             tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; poisoning log");
@@ -396,6 +396,19 @@ impl Shared {
             if self.detached.load(Ordering::SeqCst)
                 || self.truncations.load(Ordering::Acquire) != truncations
             {
+                return Ok(());
+            }
+            // A sealed segment is trusted on open only through its index files, so they must be
+            // durable before a recovery point past them is: otherwise a power cut loses them and
+            // recovery rescans every segment sealed since (the rescan would grow with the data).
+            let sealed_indexes = segs
+                .iter()
+                .filter(|s| s.base_offset < active_base)
+                .try_for_each(|s| segment::sync_index_files(s));
+            if let Err(e) = sealed_indexes {
+                if !is_not_found(&e) {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync segment index files");
+                }
                 return Ok(());
             }
             match self.store_recovery_point(&point) {
@@ -599,7 +612,10 @@ impl Log {
     /// on, a torn or corrupt tail of the last segment is cut off, and missing or stale indexes are
     /// rebuilt. Damage before the last segment opens the log damaged instead ([`Log::damage`]).
     pub fn open(env: &Arc<LogEnv>, dir: &Path, config: LogConfig) -> Result<Log, LogError> {
-        std::fs::create_dir_all(dir)?;
+        // A new partition directory must be durable in its parent before anything appended to
+        // it is acknowledged: fsyncing the segment files does not make their directory's name
+        // durable.
+        crate::durable::create_dir_all(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
         let recovery_position = cp.and_then(|c| c.position);
@@ -1565,8 +1581,18 @@ impl Log {
         if st.closed {
             return Ok(());
         }
+        if s.damage.is_some() {
+            // A damaged log writes nothing, not even at close: its files stay as recovery found
+            // them, and the next open finds the same damage.
+            st.closed = true;
+            drop(st);
+            self.detach();
+            return Ok(());
+        }
         s.flush_now()?;
         segment::write_index_files(&st.active)?;
+        // The clean checkpoint below trusts these files: they must survive a power cut too.
+        segment::sync_index_files(&st.active)?;
         let log_end = s.log_end();
         let hw = self.high_watermark();
         {
@@ -1608,7 +1634,7 @@ impl Log {
         let s = &self.shared;
         lock(&s.append).closed = true;
         self.detach();
-        std::fs::remove_dir_all(&s.dir)?;
+        crate::durable::remove_dir_all(&s.dir)?;
         Ok(())
     }
 

@@ -62,15 +62,65 @@ pub struct ServeArgs {
 
 /// Builds the effective config from file, environment and flags.
 fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut explicit = std::collections::BTreeSet::new();
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading config file {}", path.display()))?;
-            toml::from_str::<BrokerConfig>(&text)
-                .with_context(|| format!("config file {} is not valid", path.display()))?
+            let config = toml::from_str::<BrokerConfig>(&text)
+                .with_context(|| format!("config file {} is not valid", path.display()))?;
+            // The typed parse succeeded, so the file is a table of known keys;
+            // read it again untyped only to learn which keys it sets.
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("config file {} is not valid", path.display()))?;
+            for (key, value) in &table {
+                match (key.as_str(), value.as_table()) {
+                    ("topic_defaults", Some(defaults)) => explicit
+                        .extend(defaults.keys().map(|name| format!("topic_defaults.{name}"))),
+                    _ => {
+                        explicit.insert(key.clone());
+                    }
+                }
+            }
+            config
         }
         None => BrokerConfig::default(),
     };
+    // Flags and their WEIR_* variables: a given one counts as set explicitly.
+    let given = [
+        ("data_dir", args.data_dir.is_some()),
+        ("listen", args.listen.is_some()),
+        ("advertised_listen", args.advertised_listen.is_some()),
+        ("node_id", args.node_id.is_some()),
+        ("default_partitions", args.default_partitions.is_some()),
+        ("auto_create_topics", args.auto_create_topics.is_some()),
+        (
+            "retention_check_interval_ms",
+            args.retention_check_interval_ms.is_some(),
+        ),
+        (
+            "group_initial_rebalance_delay_ms",
+            args.group_initial_rebalance_delay_ms.is_some(),
+        ),
+        (
+            "group_consumer_heartbeat_interval_ms",
+            args.group_consumer_heartbeat_interval_ms.is_some(),
+        ),
+        (
+            "group_consumer_session_timeout_ms",
+            args.group_consumer_session_timeout_ms.is_some(),
+        ),
+        (
+            "offsets_topic_partitions",
+            args.offsets_topic_partitions.is_some(),
+        ),
+    ];
+    explicit.extend(
+        given
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(key, _)| (*key).to_string()),
+    );
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
@@ -114,7 +164,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             .topic_defaults
             .set(key.trim(), value.trim())
             .with_context(|| format!("--topic-config {pair}"))?;
+        explicit.insert(format!("topic_defaults.{}", key.trim()));
     }
+    config.explicit = explicit;
     if let Err(reason) = config.validate() {
         bail!("invalid configuration: {reason}");
     }
@@ -138,12 +190,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
+        // Recovery first, then the port: a client that can connect is answered by a broker
+        // whose logs are recovered (as Kafka enables request processing only after log
+        // recovery). Until then connections are refused, which clients retry.
         let broker = Broker::open(config.clone()).with_context(|| {
             format!("opening data directory {}", config.data_dir.display())
         })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
         let limits = ConnectionLimits {
             request_frame_bytes_max: config.request_frame_bytes_max,
             queued_request_bytes_max: config.queued_request_bytes_max,

@@ -4,6 +4,7 @@
 
 mod e2e {
     mod admin;
+    mod configs;
     mod crash;
     mod data_dir;
     mod groups;

@@ -275,12 +275,7 @@ impl GroupCoordinator {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        match registry.create(
-            OFFSETS_TOPIC,
-            self.partitions_configured,
-            overrides,
-            &broker.config.topic_defaults,
-        ) {
+        match registry.create(OFFSETS_TOPIC, self.partitions_configured, overrides) {
             Ok(topic) => {
                 tracing::info!(
                     partitions = self.partitions_configured,
@@ -861,7 +856,7 @@ impl GroupCoordinator {
         let topics = Self::topic_counts(broker);
         req.fresh_member_id = uuid_text();
         let create = req.member_epoch == 0;
-        let limits = self.consumer_limits.clone();
+        let limits = broker.consumer_limits_for(group_id, &self.consumer_limits);
         self.with_group(broker, group_id, create, |g, out| {
             if g.consumer.is_none() {
                 if g.state() != GroupState::Empty || g.member_count() > 0 {

@@ -37,6 +37,26 @@ use crate::topics::Topic;
 /// Live brokers: single-node Weir has exactly one.
 const LIVE_BROKERS: i16 = 1;
 
+/// Kafka's internal topics (`Topic.isInternal`): the broker's own state.
+pub const INTERNAL_TOPICS: &[&str] = &[
+    "__consumer_offsets",
+    "__transaction_state",
+    "__share_group_state",
+];
+
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
+/// What an internal topic holds, for refusal messages.
+pub fn internal_topic_role(name: &str) -> &'static str {
+    match name {
+        "__consumer_offsets" => "it holds every group's committed offsets and metadata",
+        "__transaction_state" => "it holds the state of every transaction",
+        _ => "it holds broker state",
+    }
+}
+
 fn topic_configs(
     topic_overrides: &BTreeMap<String, String>,
     config: &TopicConfig,
@@ -95,21 +115,15 @@ fn create_one(
             "replication factor {replication} is larger than the {LIVE_BROKERS} live broker(s)"
         )));
     }
-    let config = broker
-        .config
-        .topic_defaults
-        .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     let mut registry = broker.registry_mut();
+    let config = registry
+        .defaults()
+        .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     registry.check_new(name, partitions)?;
     if validate_only {
         return Ok((partitions, config, [0; 16], overrides));
     }
-    let topic = registry.create(
-        name,
-        partitions,
-        overrides.clone(),
-        &broker.config.topic_defaults,
-    )?;
+    let topic = registry.create(name, partitions, overrides.clone())?;
     Ok((partitions, topic.config.clone(), topic.id, overrides))
 }
 
@@ -207,6 +221,10 @@ pub fn delete_topics(
                 ..Default::default()
             };
             let outcome = match resolved {
+                Some(n) if is_internal_topic(&n) => Err(BrokerError::InvalidTopic(format!(
+                    "Cannot delete internal topic {n}: {}",
+                    internal_topic_role(&n)
+                ))),
                 Some(n) => broker.registry_mut().delete(&n).map(|()| n),
                 None => Err(BrokerError::UnknownTopic(String::new())),
             };
@@ -247,7 +265,14 @@ pub fn create_partitions(
                 name: t.name.clone(),
                 ..Default::default()
             };
-            let outcome = if request.validate_only {
+            let outcome = if is_internal_topic(&t.name) {
+                Err(BrokerError::InvalidTopic(format!(
+                    "Cannot add partitions to internal topic {}: groups are placed by \
+                     hash modulo its partition count, so a new count would move them away \
+                     from their stored state",
+                    t.name
+                )))
+            } else if request.validate_only {
                 match broker.topic(&t.name) {
                     None => Err(BrokerError::UnknownTopic(t.name.clone())),
                     Some(topic)
@@ -262,11 +287,7 @@ pub fn create_partitions(
                     Some(_) => Ok(()),
                 }
             } else {
-                broker.registry_mut().add_partitions(
-                    &t.name,
-                    t.count,
-                    &broker.config.topic_defaults,
-                )
+                broker.registry_mut().add_partitions(&t.name, t.count)
             };
             if let Err(e) = outcome {
                 result.error_code = e.code().code();
@@ -305,6 +326,13 @@ pub fn delete_records(
                         out.error_code = ErrorCode::UnknownTopicOrPartition.code();
                         return out;
                     };
+                    // Kafka's ReplicaManager refuses this for internal topics
+                    // ("Cannot delete records of internal topic"); the
+                    // response has no message field for it.
+                    if is_internal_topic(&t.name) {
+                        out.error_code = ErrorCode::InvalidTopicException.code();
+                        return out;
+                    }
                     let log = &partition.log;
                     // -1 means "up to the high watermark".
                     let target = if p.offset == -1 {

@@ -1,11 +1,18 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and
-//! the broker.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, the
+//! broker and (KIP-848) groups.
 //!
 //! Topic configs are dynamic and persisted with the topic. Broker configs are
-//! static in Weir (set in the TOML file or flags), so they can be described
-//! but not altered; an alter says so rather than pretending.
+//! static (file, environment, flags) except the topic defaults (`log.*` and
+//! friends), which may also be changed at runtime per broker or cluster-wide,
+//! as in Kafka; those are persisted by `dynamic_config`. Group configs are
+//! persisted there too and applied by the consumer-group coordinator.
+//!
+//! Every value is reported with its real source: a topic override
+//! (TOPIC_CONFIG), a dynamic broker config (DYNAMIC_BROKER_CONFIG or
+//! DYNAMIC_DEFAULT_BROKER_CONFIG), a setting given at start
+//! (STATIC_BROKER_CONFIG) or the built-in default (DEFAULT_CONFIG).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use weir_protocol::header::RequestHeader;
@@ -21,36 +28,267 @@ use weir_protocol::messages::incremental_alter_configs::{
     IncrementalAlterConfigsResponse,
 };
 
+use super::admin::{internal_topic_role, is_internal_topic};
 use crate::Broker;
+use crate::config::BrokerConfig;
+use crate::dynamic_config::{
+    DynamicConfigs, GROUP_CONFIG_NAMES, GROUPS_WITH_CONFIGS_MAX, TOPIC_DEFAULT_BROKER_NAMES,
+    group_config_default, topic_name_for_broker_name, validate_group_configs,
+};
 use crate::error::BrokerError;
-use crate::topic_config::{TOPIC_CONFIG_NAMES, TopicConfig};
+use crate::topic_config::{ConfigError, ConfigType, TOPIC_CONFIG_NAMES, TopicConfig};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+/// Kafka's ConfigResource.Type.GROUP (KIP-848), not the ACL resource type 3.
+const RESOURCE_GROUP: i8 = 32;
+
 pub const CONFIG_SOURCE_TOPIC: i8 = 1;
+pub const CONFIG_SOURCE_DYNAMIC_BROKER: i8 = 2;
+pub const CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+pub const CONFIG_SOURCE_GROUP: i8 = 8;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-/// Broker-level names of the topic defaults, as Kafka spells them.
-const BROKER_NAMES_FOR_TOPIC_DEFAULTS: &[(&str, &str)] = &[
-    ("log.cleanup.policy", "cleanup.policy"),
-    ("compression.type", "compression.type"),
-    ("log.flush.interval.messages", "flush.messages"),
-    ("log.flush.interval.ms", "flush.ms"),
-    ("log.index.interval.bytes", "index.interval.bytes"),
-    ("message.max.bytes", "max.message.bytes"),
-    ("log.message.timestamp.type", "message.timestamp.type"),
-    ("min.insync.replicas", "min.insync.replicas"),
-    ("log.retention.bytes", "retention.bytes"),
-    ("log.retention.ms", "retention.ms"),
-    ("log.segment.bytes", "segment.bytes"),
-    ("log.roll.ms", "segment.ms"),
+/// Renders one static broker setting from a config.
+type Render = fn(&BrokerConfig) -> String;
+
+/// Static broker configs Weir has an equivalent for: Kafka name, the
+/// `BrokerConfig` field that holds it (for STATIC vs DEFAULT), Kafka type, value.
+/// Read-only at runtime: Kafka cannot change these dynamically either, except
+/// `max.connections` and the listeners, which Weir cannot change while running.
+const STATIC_BROKER_CONFIGS: &[(&str, &str, ConfigType, Render)] = &[
+    (
+        "advertised.listeners",
+        "advertised_listen",
+        ConfigType::String,
+        |c| format!("PLAINTEXT://{}", c.advertised()),
+    ),
+    (
+        "auto.create.topics.enable",
+        "auto_create_topics",
+        ConfigType::Boolean,
+        |c| c.auto_create_topics.to_string(),
+    ),
+    ("broker.id", "node_id", ConfigType::Int, |c| {
+        c.node_id.to_string()
+    }),
+    (
+        "connections.max.idle.ms",
+        "connection_idle_ms_max",
+        ConfigType::Long,
+        |c| c.connection_idle_ms_max.to_string(),
+    ),
+    (
+        "group.consumer.heartbeat.interval.ms",
+        "group_consumer_heartbeat_interval_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_heartbeat_interval_ms.to_string(),
+    ),
+    (
+        "group.consumer.max.heartbeat.interval.ms",
+        "group_consumer_max_heartbeat_interval_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_max_heartbeat_interval_ms.to_string(),
+    ),
+    (
+        "group.consumer.max.session.timeout.ms",
+        "group_consumer_max_session_timeout_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_max_session_timeout_ms.to_string(),
+    ),
+    (
+        "group.consumer.max.size",
+        "group_max_size",
+        ConfigType::Int,
+        |c| c.group_max_size.to_string(),
+    ),
+    (
+        "group.consumer.min.heartbeat.interval.ms",
+        "group_consumer_min_heartbeat_interval_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_min_heartbeat_interval_ms.to_string(),
+    ),
+    (
+        "group.consumer.min.session.timeout.ms",
+        "group_consumer_min_session_timeout_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_min_session_timeout_ms.to_string(),
+    ),
+    (
+        "group.consumer.session.timeout.ms",
+        "group_consumer_session_timeout_ms",
+        ConfigType::Int,
+        |c| c.group_consumer_session_timeout_ms.to_string(),
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "group_initial_rebalance_delay_ms",
+        ConfigType::Int,
+        |c| c.group_initial_rebalance_delay_ms.to_string(),
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "group_max_session_timeout_ms",
+        ConfigType::Int,
+        |c| c.group_max_session_timeout_ms.to_string(),
+    ),
+    ("group.max.size", "group_max_size", ConfigType::Int, |c| {
+        c.group_max_size.to_string()
+    }),
+    (
+        "group.min.session.timeout.ms",
+        "group_min_session_timeout_ms",
+        ConfigType::Int,
+        |c| c.group_min_session_timeout_ms.to_string(),
+    ),
+    ("listeners", "listen", ConfigType::String, |c| {
+        format!("PLAINTEXT://{}", c.listen)
+    }),
+    ("log.dirs", "data_dir", ConfigType::String, |c| {
+        c.data_dir.display().to_string()
+    }),
+    (
+        "log.retention.check.interval.ms",
+        "retention_check_interval_ms",
+        ConfigType::Long,
+        |c| c.retention_check_interval_ms.to_string(),
+    ),
+    ("max.connections", "connections_max", ConfigType::Int, |c| {
+        c.connections_max.to_string()
+    }),
+    ("node.id", "node_id", ConfigType::Int, |c| {
+        c.node_id.to_string()
+    }),
+    (
+        "num.partitions",
+        "default_partitions",
+        ConfigType::Int,
+        |c| c.default_partitions.to_string(),
+    ),
+    (
+        "offset.metadata.max.bytes",
+        "offset_metadata_bytes_max",
+        ConfigType::Int,
+        |c| c.offset_metadata_bytes_max.to_string(),
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        "offsets_retention_check_interval_ms",
+        ConfigType::Long,
+        |c| c.offsets_retention_check_interval_ms.to_string(),
+    ),
+    (
+        "offsets.retention.minutes",
+        "offsets_retention_minutes",
+        ConfigType::Int,
+        |c| c.offsets_retention_minutes.to_string(),
+    ),
+    (
+        "offsets.topic.num.partitions",
+        "offsets_topic_partitions",
+        ConfigType::Int,
+        |c| c.offsets_topic_partitions.to_string(),
+    ),
+    (
+        "queued.max.request.bytes",
+        "queued_request_bytes_max",
+        ConfigType::Long,
+        |c| c.queued_request_bytes_max.to_string(),
+    ),
+    (
+        "socket.request.max.bytes",
+        "request_frame_bytes_max",
+        ConfigType::Int,
+        |c| c.request_frame_bytes_max.to_string(),
+    ),
 ];
+
+fn synonym(name: &str, value: Option<String>, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym {
+        name: name.to_string(),
+        value,
+        source,
+    }
+}
+
+fn wanted(keys: Option<&Vec<String>>, name: &str) -> bool {
+    keys.is_none_or(|k| k.is_empty() || k.iter().any(|x| x == name))
+}
+
+/// Where the broker-level value of a topic default comes from, highest
+/// precedence first (Kafka's order of synonyms).
+fn topic_default_synonyms(
+    broker: &Broker,
+    dynamic: &DynamicConfigs,
+    topic_name: &str,
+    broker_name: &str,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut out = Vec::new();
+    if let Some(v) = dynamic.broker.get(broker_name) {
+        out.push(synonym(
+            broker_name,
+            Some(v.clone()),
+            CONFIG_SOURCE_DYNAMIC_BROKER,
+        ));
+    }
+    if let Some(v) = dynamic.broker_default.get(broker_name) {
+        out.push(synonym(
+            broker_name,
+            Some(v.clone()),
+            CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+        ));
+    }
+    if broker
+        .config
+        .is_explicit(&format!("topic_defaults.{topic_name}"))
+    {
+        out.push(synonym(
+            broker_name,
+            broker.config.topic_defaults.get(topic_name),
+            CONFIG_SOURCE_STATIC_BROKER,
+        ));
+    }
+    out.push(synonym(
+        broker_name,
+        TopicConfig::default().get(topic_name),
+        CONFIG_SOURCE_DEFAULT,
+    ));
+    out
+}
+
+/// One described config; the source is that of the first synonym.
+fn entry(
+    name: &str,
+    value: Option<String>,
+    synonyms: Vec<DescribeConfigsSynonym>,
+    read_only: bool,
+    config_type: ConfigType,
+    include_synonyms: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    let source = synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.source);
+    DescribeConfigsResourceResult {
+        name: name.to_string(),
+        value,
+        read_only,
+        is_default: source == CONFIG_SOURCE_DEFAULT,
+        config_source: if version >= 1 { source } else { -1 },
+        is_sensitive: false,
+        synonyms: if include_synonyms {
+            synonyms
+        } else {
+            Vec::new()
+        },
+        config_type: config_type as i8,
+        documentation: None,
+    }
+}
 
 fn describe_topic(
     broker: &Broker,
@@ -62,79 +300,184 @@ fn describe_topic(
     let topic = broker
         .topic(name)
         .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-    let defaults = &broker.config.topic_defaults;
+    let dynamic = broker.dynamic_configs().clone();
     Ok(TOPIC_CONFIG_NAMES
         .iter()
-        .filter(|n| keys.is_none_or(|k| k.is_empty() || k.iter().any(|x| x == *n)))
+        .filter(|n| wanted(keys, n))
         .map(|n| {
-            let overridden = topic.overrides.contains_key(*n);
-            let source = if overridden {
-                CONFIG_SOURCE_TOPIC
-            } else {
-                CONFIG_SOURCE_DEFAULT
-            };
+            let value = topic.config.get(n);
             let mut synonyms = Vec::new();
-            if include_synonyms {
-                if overridden {
-                    synonyms.push(DescribeConfigsSynonym {
-                        name: (*n).to_string(),
-                        value: topic.config.get(n),
-                        source: CONFIG_SOURCE_TOPIC,
-                    });
-                }
-                synonyms.push(DescribeConfigsSynonym {
-                    name: (*n).to_string(),
-                    value: defaults.get(n),
-                    source: CONFIG_SOURCE_DEFAULT,
-                });
+            if topic.overrides.contains_key(*n) {
+                synonyms.push(synonym(n, value.clone(), CONFIG_SOURCE_TOPIC));
             }
-            DescribeConfigsResourceResult {
-                name: (*n).to_string(),
-                value: topic.config.get(n),
-                read_only: false,
-                is_default: !overridden,
-                config_source: if version >= 1 { source } else { -1 },
-                is_sensitive: false,
+            if let Some(broker_name) = crate::dynamic_config::broker_name_for_topic_name(n) {
+                synonyms.extend(topic_default_synonyms(broker, &dynamic, n, broker_name));
+            }
+            entry(
+                n,
+                value,
                 synonyms,
-                config_type: TopicConfig::config_type(n) as i8,
-                documentation: None,
-            }
+                false,
+                TopicConfig::config_type(n),
+                include_synonyms,
+                version,
+            )
         })
         .collect())
 }
 
-fn broker_values(broker: &Broker) -> Vec<(String, String)> {
-    let c = &broker.config;
-    let mut values = vec![
-        ("broker.id".to_string(), c.node_id.to_string()),
-        (
-            "num.partitions".to_string(),
-            c.default_partitions.to_string(),
-        ),
-        (
-            "auto.create.topics.enable".to_string(),
-            c.auto_create_topics.to_string(),
-        ),
-        (
-            "socket.request.max.bytes".to_string(),
-            c.request_frame_bytes_max.to_string(),
-        ),
-        (
-            "connections.max.idle.ms".to_string(),
-            c.connection_idle_ms_max.to_string(),
-        ),
-        ("log.dirs".to_string(), c.data_dir.display().to_string()),
-        (
-            "log.retention.check.interval.ms".to_string(),
-            c.retention_check_interval_ms.to_string(),
-        ),
-    ];
-    for (broker_name, topic_name) in BROKER_NAMES_FOR_TOPIC_DEFAULTS {
-        if let Some(v) = c.topic_defaults.get(topic_name) {
-            values.push(((*broker_name).to_string(), v));
-        }
+/// Which layer of broker configs a BROKER resource name addresses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BrokerLevel {
+    /// Resource name "": cluster-wide dynamic defaults.
+    ClusterDefault,
+    /// Resource name = this broker's id.
+    ThisBroker,
+}
+
+fn broker_level(broker: &Broker, name: &str, describing: bool) -> Result<BrokerLevel, BrokerError> {
+    if name.is_empty() {
+        return Ok(BrokerLevel::ClusterDefault);
     }
-    values
+    let own = broker.config.node_id;
+    let Ok(id) = name.parse::<i32>() else {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Node id must be an integer, but it is: {name}"
+        )));
+    };
+    if id != own {
+        let or_empty = if describing { " or empty string" } else { "" };
+        return Err(BrokerError::InvalidRequest(format!(
+            "Unexpected broker id, expected {own}{or_empty}, but received {name}"
+        )));
+    }
+    Ok(BrokerLevel::ThisBroker)
+}
+
+fn describe_broker(
+    broker: &Broker,
+    level: BrokerLevel,
+    keys: Option<&Vec<String>>,
+    include_synonyms: bool,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.dynamic_configs().clone();
+    let mut out = Vec::new();
+    if level == BrokerLevel::ClusterDefault {
+        // Kafka lists only the configs set at the cluster-default level here.
+        for (name, value) in &dynamic.broker_default {
+            if !wanted(keys, name) {
+                continue;
+            }
+            let config_type = topic_name_for_broker_name(name)
+                .map_or(ConfigType::String, TopicConfig::config_type);
+            let synonyms = vec![synonym(
+                name,
+                Some(value.clone()),
+                CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+            )];
+            out.push(entry(
+                name,
+                Some(value.clone()),
+                synonyms,
+                false,
+                config_type,
+                include_synonyms,
+                version,
+            ));
+        }
+        return out;
+    }
+    let built_in = BrokerConfig::default();
+    for (name, field, config_type, render) in STATIC_BROKER_CONFIGS {
+        if !wanted(keys, name) {
+            continue;
+        }
+        let mut synonyms = Vec::new();
+        if broker.config.is_explicit(field) {
+            synonyms.push(synonym(
+                name,
+                Some(render(&broker.config)),
+                CONFIG_SOURCE_STATIC_BROKER,
+            ));
+        }
+        synonyms.push(synonym(
+            name,
+            Some(render(&built_in)),
+            CONFIG_SOURCE_DEFAULT,
+        ));
+        out.push(entry(
+            name,
+            Some(render(&broker.config)),
+            synonyms,
+            true,
+            *config_type,
+            include_synonyms,
+            version,
+        ));
+    }
+    let defaults = broker.registry().defaults().clone();
+    for (topic_name, broker_name) in TOPIC_DEFAULT_BROKER_NAMES {
+        if !wanted(keys, broker_name) {
+            continue;
+        }
+        out.push(entry(
+            broker_name,
+            defaults.get(topic_name),
+            topic_default_synonyms(broker, &dynamic, topic_name, broker_name),
+            false,
+            TopicConfig::config_type(topic_name),
+            include_synonyms,
+            version,
+        ));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn describe_group(
+    broker: &Broker,
+    group_id: &str,
+    keys: Option<&Vec<String>>,
+    include_synonyms: bool,
+    version: i16,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    if group_id.is_empty() {
+        return Err(BrokerError::InvalidRequest(
+            "Group name must not be empty".into(),
+        ));
+    }
+    let own = broker
+        .dynamic_configs()
+        .groups
+        .get(group_id)
+        .cloned()
+        .unwrap_or_default();
+    Ok(GROUP_CONFIG_NAMES
+        .iter()
+        .filter(|n| wanted(keys, n))
+        .map(|n| {
+            let (value, source) = match own.get(*n) {
+                Some(v) => (v.clone(), CONFIG_SOURCE_GROUP),
+                None => (
+                    group_config_default(n, &broker.config)
+                        .unwrap_or_default()
+                        .to_string(),
+                    CONFIG_SOURCE_DEFAULT,
+                ),
+            };
+            let synonyms = vec![synonym(n, Some(value.clone()), source)];
+            entry(
+                n,
+                Some(value),
+                synonyms,
+                false,
+                ConfigType::Int,
+                include_synonyms,
+                version,
+            )
+        })
+        .collect())
 }
 
 pub fn describe(
@@ -142,6 +485,7 @@ pub fn describe(
     header: &RequestHeader,
     request: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
+    let version = header.api_version;
     let results = request
         .resources
         .into_iter()
@@ -151,43 +495,15 @@ pub fn describe(
                 resource_name: r.resource_name.clone(),
                 ..Default::default()
             };
+            let keys = r.configuration_keys.as_ref();
+            let synonyms = request.include_synonyms;
             let configs = match r.resource_type {
-                RESOURCE_TOPIC => describe_topic(
-                    broker,
-                    &r.resource_name,
-                    r.configuration_keys.as_ref(),
-                    request.include_synonyms,
-                    header.api_version,
-                ),
-                RESOURCE_BROKER => {
-                    let own = broker.config.node_id.to_string();
-                    if !r.resource_name.is_empty() && r.resource_name != own {
-                        Err(BrokerError::InvalidRequest(format!(
-                            "this is broker {own}, not '{}'",
-                            r.resource_name
-                        )))
-                    } else {
-                        Ok(broker_values(broker)
-                            .into_iter()
-                            .filter(|(n, _)| {
-                                r.configuration_keys
-                                    .as_ref()
-                                    .is_none_or(|k| k.is_empty() || k.contains(n))
-                            })
-                            .map(|(name, value)| DescribeConfigsResourceResult {
-                                name,
-                                value: Some(value),
-                                read_only: true,
-                                is_default: false,
-                                config_source: CONFIG_SOURCE_STATIC_BROKER,
-                                config_type: 2,
-                                ..Default::default()
-                            })
-                            .collect())
-                    }
-                }
+                RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, keys, synonyms, version),
+                RESOURCE_BROKER => broker_level(broker, &r.resource_name, true)
+                    .map(|level| describe_broker(broker, level, keys, synonyms, version)),
+                RESOURCE_GROUP => describe_group(broker, &r.resource_name, keys, synonyms, version),
                 other => Err(BrokerError::InvalidRequest(format!(
-                    "resource type {other} is not supported"
+                    "Unsupported resource type: {other}"
                 ))),
             };
             match configs {
@@ -206,61 +522,380 @@ pub fn describe(
     }
 }
 
-fn broker_is_static(resource_type: i8) -> Option<BrokerError> {
-    (resource_type == RESOURCE_BROKER).then(|| {
-        BrokerError::InvalidRequest(
-            "broker configs are static in Weir: set them in the config file or flags and restart"
-                .into(),
-        )
+/// One requested change: name, operation, value.
+struct Change {
+    name: String,
+    op: i8,
+    value: Option<String>,
+}
+
+/// Kafka's checks common to both alter APIs: no config named twice, and no
+/// null value except for DELETE.
+fn check_changes(changes: &[Change]) -> Result<(), BrokerError> {
+    let mut seen = HashSet::new();
+    if changes.iter().any(|c| !seen.insert(c.name.as_str())) {
+        return Err(BrokerError::InvalidRequest(
+            "Error due to duplicate config keys".into(),
+        ));
+    }
+    let nulls: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.op != OP_DELETE && c.value.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !nulls.is_empty() {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Null value not supported for : {}",
+            nulls.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// APPEND or SUBTRACT on a list value, as Kafka's ConfigurationControlManager
+/// does: insertion order kept, no value added twice, empty items dropped, and
+/// an empty result allowed.
+fn apply_list_op(current: &str, op: i8, value: &str) -> String {
+    let mut items: Vec<String> = current
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    for v in value.split(',') {
+        if op == OP_APPEND {
+            if !items.iter().any(|i| i == v) {
+                items.push(v.to_string());
+            }
+        } else {
+            items.retain(|i| i != v);
+        }
+    }
+    items.join(",")
+}
+
+fn not_a_list(op: i8, name: &str) -> BrokerError {
+    let op = if op == OP_APPEND {
+        "APPEND"
+    } else {
+        "SUBTRACT"
+    };
+    BrokerError::InvalidConfig(ConfigError::Invalid {
+        name: name.to_string(),
+        value: String::new(),
+        reason: format!("Can't {op} to key {name} because its type is not LIST"),
     })
 }
 
-fn apply_overrides(
-    broker: &Broker,
-    name: &str,
-    overrides: BTreeMap<String, String>,
-    validate_only: bool,
+/// Applies changes to a map of set configs. `list_default` gives the value a
+/// list op starts from when the key is not set (Kafka uses the config's
+/// built-in default there); `is_list` says which keys are lists.
+fn apply_changes(
+    map: &mut BTreeMap<String, String>,
+    changes: &[Change],
+    is_list: impl Fn(&str) -> bool,
+    list_default: impl Fn(&str) -> Option<String>,
 ) -> Result<(), BrokerError> {
-    if validate_only {
-        broker
-            .topic(name)
-            .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
-        broker
-            .config
-            .topic_defaults
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    for c in changes {
+        match c.op {
+            OP_SET => {
+                map.insert(c.name.clone(), c.value.clone().unwrap_or_default());
+            }
+            OP_DELETE => {
+                map.remove(&c.name);
+            }
+            OP_APPEND | OP_SUBTRACT => {
+                if !is_list(&c.name) {
+                    return Err(not_a_list(c.op, &c.name));
+                }
+                let current = map
+                    .get(&c.name)
+                    .cloned()
+                    .or_else(|| list_default(&c.name))
+                    .unwrap_or_default();
+                let next = apply_list_op(&current, c.op, c.value.as_deref().unwrap_or(""));
+                map.insert(c.name.clone(), next);
+            }
+            other => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "Unknown operations type {other}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses topic overrides that would let retention delete an internal
+/// topic's records. Kafka allows `cleanup.policy=delete` on
+/// `__consumer_offsets`; Weir refuses it, because it has no compaction yet
+/// and the topic is where every group's offsets and metadata live.
+fn check_internal_topic(
+    name: &str,
+    overrides: &BTreeMap<String, String>,
+    defaults: &TopicConfig,
+) -> Result<(), BrokerError> {
+    if !is_internal_topic(name) {
         return Ok(());
     }
-    broker
-        .registry_mut()
-        .set_overrides(name, overrides, &broker.config.topic_defaults)
+    let config =
+        defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    if config.deletes_old_segments() {
+        return Err(BrokerError::InvalidConfig(ConfigError::Invalid {
+            name: "cleanup.policy".into(),
+            value: config.cleanup_policy,
+            reason: format!(
+                "internal topic {name} must not use the delete policy (retention would remove \
+                 its records, and {}); Weir refuses this where Kafka allows it",
+                internal_topic_role(name)
+            ),
+        }));
+    }
+    Ok(())
+}
+
+fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    changes: &[Change],
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    check_changes(changes)?;
+    let mut registry = broker.registry_mut();
+    let topic = registry
+        .get(name)
+        .cloned()
+        .ok_or_else(|| BrokerError::UnknownTopic(name.to_string()))?;
+    let mut overrides = if replace_all {
+        BTreeMap::new()
+    } else {
+        topic.overrides.clone()
+    };
+    apply_changes(
+        &mut overrides,
+        changes,
+        |n| {
+            TopicConfig::config_type(n) == ConfigType::List
+                && TopicConfig::default().get(n).is_some()
+        },
+        |n| TopicConfig::default().get(n),
+    )?;
+    if let Some(unknown) = changes
+        .iter()
+        .find(|c| TopicConfig::default().get(&c.name).is_none())
+    {
+        return Err(ConfigError::Unknown(unknown.name.clone()).into());
+    }
+    let defaults = registry.defaults().clone();
+    check_internal_topic(name, &overrides, &defaults)?;
+    if validate_only {
+        defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        return Ok(());
+    }
+    registry.set_overrides(name, overrides)
+}
+
+fn alter_broker(
+    broker: &Broker,
+    level: BrokerLevel,
+    changes: &[Change],
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    check_changes(changes)?;
+    let static_names: Vec<&str> = changes
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| topic_name_for_broker_name(n).is_none())
+        .collect();
+    if !static_names.is_empty() {
+        let (known, unknown): (Vec<&str>, Vec<&str>) = static_names
+            .iter()
+            .partition(|n| STATIC_BROKER_CONFIGS.iter().any(|(k, ..)| k == *n));
+        let mut reasons = Vec::new();
+        if !known.is_empty() {
+            reasons.push(format!(
+                "Cannot update these configs dynamically: {} (set them in the config file or flags and restart)",
+                known.join(", ")
+            ));
+        }
+        if !unknown.is_empty() {
+            reasons.push(format!(
+                "Weir has no broker config named {}",
+                unknown.join(", ")
+            ));
+        }
+        return Err(BrokerError::InvalidRequest(reasons.join("; ")));
+    }
+    let mut dynamic = broker.dynamic_configs();
+    let mut next = dynamic.clone();
+    let map = match level {
+        BrokerLevel::ClusterDefault => &mut next.broker_default,
+        BrokerLevel::ThisBroker => &mut next.broker,
+    };
+    if replace_all {
+        map.clear();
+    }
+    apply_changes(
+        map,
+        changes,
+        |n| topic_name_for_broker_name(n).map(TopicConfig::config_type) == Some(ConfigType::List),
+        |n| topic_name_for_broker_name(n).and_then(|t| TopicConfig::default().get(t)),
+    )?;
+    // Kafka answers bad broker config values with INVALID_REQUEST.
+    for (name, value) in map.iter() {
+        if let Some(topic_name) = topic_name_for_broker_name(name) {
+            TopicConfig::default()
+                .set(topic_name, value)
+                .map_err(|e| BrokerError::InvalidRequest(format!("{name}: {e}")))?;
+        }
+    }
+    let defaults = next
+        .topic_defaults(&broker.config.topic_defaults)
+        .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+    if validate_only {
+        return Ok(());
+    }
+    let mut registry = broker.registry_mut();
+    let previous = registry.defaults().clone();
+    registry.set_defaults(defaults)?;
+    if let Err(e) = next.persist(&broker.config.data_dir) {
+        // Not durable, so not applied either.
+        registry.set_defaults(previous)?;
+        return Err(e);
+    }
+    *dynamic = next;
+    tracing::info!(
+        level = if level == BrokerLevel::ThisBroker {
+            "broker"
+        } else {
+            "cluster default"
+        },
+        changes = changes.len(),
+        "dynamic broker configs changed"
+    );
+    Ok(())
+}
+
+fn alter_group(
+    broker: &Broker,
+    group_id: &str,
+    changes: &[Change],
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    if group_id.is_empty() {
+        return Err(BrokerError::InvalidRequest(
+            "Default group resources are not allowed.".into(),
+        ));
+    }
+    check_changes(changes)?;
+    let mut dynamic = broker.dynamic_configs();
+    let mut next = dynamic.clone();
+    let mut own = if replace_all {
+        BTreeMap::new()
+    } else {
+        next.groups.get(group_id).cloned().unwrap_or_default()
+    };
+    apply_changes(&mut own, changes, |_| false, |_| None)?;
+    validate_group_configs(&own, &broker.config)?;
+    if own.is_empty() {
+        next.groups.remove(group_id);
+    } else {
+        if !next.groups.contains_key(group_id) && next.groups.len() >= GROUPS_WITH_CONFIGS_MAX {
+            return Err(BrokerError::InvalidRequest(format!(
+                "at most {GROUPS_WITH_CONFIGS_MAX} groups may have configs; delete some first"
+            )));
+        }
+        next.groups.insert(group_id.to_string(), own);
+    }
+    if validate_only {
+        return Ok(());
+    }
+    next.persist(&broker.config.data_dir)?;
+    *dynamic = next;
+    Ok(())
+}
+
+fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    changes: &[Change],
+    replace_all: bool,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    match resource_type {
+        RESOURCE_TOPIC => alter_topic(broker, name, changes, replace_all, validate_only),
+        RESOURCE_BROKER => {
+            let level = broker_level(broker, name, false)?;
+            alter_broker(broker, level, changes, replace_all, validate_only)
+        }
+        RESOURCE_GROUP => alter_group(broker, name, changes, replace_all, validate_only),
+        other => Err(BrokerError::InvalidRequest(format!(
+            "Unknown resource type {other}"
+        ))),
+    }
+}
+
+/// Kafka answers every copy of a resource named twice in one request with
+/// INVALID_REQUEST and applies none of them.
+fn duplicated_resources<'a>(
+    resources: impl Iterator<Item = (i8, &'a str)>,
+) -> HashSet<(i8, String)> {
+    let mut seen = HashSet::new();
+    let mut twice = HashSet::new();
+    for (t, n) in resources {
+        if !seen.insert((t, n.to_string())) {
+            twice.insert((t, n.to_string()));
+        }
+    }
+    twice
+}
+
+fn outcome_fields(outcome: Result<(), BrokerError>) -> (i16, Option<String>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code().code(), Some(e.to_string())),
+    }
 }
 
 pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let twice = duplicated_resources(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     let responses = request
         .resources
         .into_iter()
         .map(|r| {
-            let outcome = if let Some(e) = broker_is_static(r.resource_type) {
-                Err(e)
-            } else if r.resource_type != RESOURCE_TOPIC {
-                Err(BrokerError::InvalidRequest(format!(
-                    "resource type {} is not supported",
-                    r.resource_type
-                )))
+            let outcome = if twice.contains(&(r.resource_type, r.resource_name.clone())) {
+                Err(BrokerError::InvalidRequest(
+                    "Each resource must appear at most once.".into(),
+                ))
             } else {
-                // AlterConfigs replaces the whole override set.
-                let overrides = r
+                // AlterConfigs replaces the whole set of the resource's configs.
+                let changes: Vec<Change> = r
                     .configs
                     .iter()
-                    .filter_map(|c| c.value.clone().map(|v| (c.name.clone(), v)))
+                    .map(|c| Change {
+                        name: c.name.clone(),
+                        op: OP_SET,
+                        value: c.value.clone(),
+                    })
                     .collect();
-                apply_overrides(broker, &r.resource_name, overrides, request.validate_only)
+                alter_resource(
+                    broker,
+                    r.resource_type,
+                    &r.resource_name,
+                    &changes,
+                    true,
+                    request.validate_only,
+                )
             };
-            let (error_code, error_message) = match outcome {
-                Ok(()) => (0, None),
-                Err(e) => (e.code().code(), Some(e.to_string())),
-            };
+            let (error_code, error_message) = outcome_fields(outcome);
             AlterConfigsResourceResponse {
                 error_code,
                 error_message,
@@ -279,81 +914,40 @@ pub fn incremental_alter(
     broker: &Arc<Broker>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    let twice = duplicated_resources(
+        request
+            .resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     let responses = request
         .resources
         .into_iter()
         .map(|r| {
-            let outcome = (|| {
-                if let Some(e) = broker_is_static(r.resource_type) {
-                    return Err(e);
-                }
-                if r.resource_type != RESOURCE_TOPIC {
-                    return Err(BrokerError::InvalidRequest(format!(
-                        "resource type {} is not supported",
-                        r.resource_type
-                    )));
-                }
-                let topic = broker
-                    .topic(&r.resource_name)
-                    .ok_or_else(|| BrokerError::UnknownTopic(r.resource_name.clone()))?;
-                let mut overrides = topic.overrides.clone();
-                for c in &r.configs {
-                    match c.config_operation {
-                        OP_SET => {
-                            let value = c.value.clone().ok_or_else(|| {
-                                BrokerError::InvalidRequest(format!(
-                                    "SET of '{}' needs a value",
-                                    c.name
-                                ))
-                            })?;
-                            overrides.insert(c.name.clone(), value);
-                        }
-                        OP_DELETE => {
-                            if TopicConfig::default().get(&c.name).is_none() {
-                                return Err(crate::topic_config::ConfigError::Unknown(
-                                    c.name.clone(),
-                                )
-                                .into());
-                            }
-                            overrides.remove(&c.name);
-                        }
-                        OP_APPEND | OP_SUBTRACT if c.name == "cleanup.policy" => {
-                            let current = topic.config.get("cleanup.policy").unwrap_or_default();
-                            let mut items: Vec<String> = current
-                                .split(',')
-                                .filter(|s| !s.is_empty())
-                                .map(str::to_string)
-                                .collect();
-                            for v in c.value.as_deref().unwrap_or("").split(',').map(str::trim) {
-                                if c.config_operation == OP_APPEND {
-                                    if !items.iter().any(|i| i == v) {
-                                        items.push(v.to_string());
-                                    }
-                                } else {
-                                    items.retain(|i| i != v);
-                                }
-                            }
-                            overrides.insert(c.name.clone(), items.join(","));
-                        }
-                        OP_APPEND | OP_SUBTRACT => {
-                            return Err(BrokerError::InvalidRequest(format!(
-                                "'{}' is not a list config; APPEND/SUBTRACT need a list",
-                                c.name
-                            )));
-                        }
-                        other => {
-                            return Err(BrokerError::InvalidRequest(format!(
-                                "unknown config operation {other}"
-                            )));
-                        }
-                    }
-                }
-                apply_overrides(broker, &r.resource_name, overrides, request.validate_only)
-            })();
-            let (error_code, error_message) = match outcome {
-                Ok(()) => (0, None),
-                Err(e) => (e.code().code(), Some(e.to_string())),
+            let outcome = if twice.contains(&(r.resource_type, r.resource_name.clone())) {
+                Err(BrokerError::InvalidRequest(
+                    "Each resource must appear at most once.".into(),
+                ))
+            } else {
+                let changes: Vec<Change> = r
+                    .configs
+                    .iter()
+                    .map(|c| Change {
+                        name: c.name.clone(),
+                        op: c.config_operation,
+                        value: c.value.clone(),
+                    })
+                    .collect();
+                alter_resource(
+                    broker,
+                    r.resource_type,
+                    &r.resource_name,
+                    &changes,
+                    false,
+                    request.validate_only,
+                )
             };
+            let (error_code, error_message) = outcome_fields(outcome);
             IncrementalResourceResponse {
                 error_code,
                 error_message,
@@ -365,5 +959,27 @@ pub fn incremental_alter(
     IncrementalAlterConfigsResponse {
         throttle_time_ms: 0,
         responses,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_keeps_insertion_order_and_subtract_may_leave_nothing() {
+        assert_eq!(
+            apply_list_op("delete", OP_APPEND, "compact"),
+            "delete,compact"
+        );
+        assert_eq!(
+            apply_list_op("delete,compact", OP_APPEND, "delete"),
+            "delete,compact"
+        );
+        assert_eq!(
+            apply_list_op("delete,compact", OP_SUBTRACT, "delete"),
+            "compact"
+        );
+        assert_eq!(apply_list_op("compact", OP_SUBTRACT, "compact"), "");
     }
 }

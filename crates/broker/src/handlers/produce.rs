@@ -15,7 +15,8 @@ use weir_log::{AppendOptions, LogError};
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::produce::{
-    PartitionProduceResponse, ProduceRequest, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceRequest, ProduceResponse,
+    TopicProduceResponse,
 };
 use weir_protocol::record::{self, BatchHeader, TimestampType as BatchTimestampType};
 
@@ -26,6 +27,12 @@ use crate::{Broker, PendingReply, encode_frame, now_ms};
 
 /// The shortest wait for durability, whatever the client's timeout says.
 const DURABILITY_WAIT_MS_MIN: u64 = 1_000;
+/// Cap on one batch's decompressed records while checking keys of a
+/// compacted topic's records (a zip bomb must not take the broker's memory).
+const KEY_CHECK_DECOMPRESSED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Kafka's client id for its own admin writes, the one writer allowed into
+/// internal topics (ReplicaManager's `internalTopicsAllowed`).
+const ADMIN_CLIENT_ID: &str = "__admin_client";
 
 /// A partition's outcome, filled in as far as known when the append returns.
 struct PartitionOutcome {
@@ -35,6 +42,9 @@ struct PartitionOutcome {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// Per-record errors (Kafka's `record_errors`): batch index is the
+    /// record's index within the partition's records.
+    record_errors: Vec<BatchIndexAndErrorMessage>,
     durable: Option<oneshot::Receiver<Result<(), LogError>>>,
 }
 
@@ -47,9 +57,70 @@ impl PartitionOutcome {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
             durable: None,
         }
     }
+}
+
+/// Kafka's LogValidator rule for compacted topics: every record needs a key
+/// (a keyless record could never be compacted away). Run only for topics whose
+/// cleanup.policy includes compact, so other topics pay nothing. Returns the
+/// index of each keyless record, counted across the partition's batches.
+fn keyless_records(records: &Bytes) -> Result<Vec<i32>, (ErrorCode, String)> {
+    let mut keyless = Vec::new();
+    let mut index: i32 = 0;
+    for batch in record::split_batches(records) {
+        let batch =
+            batch.map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch framing: {e}")))?;
+        let header = BatchHeader::parse(&batch)
+            .map_err(|e| (ErrorCode::CorruptMessage, format!("bad batch header: {e}")))?;
+        if header.is_control() {
+            continue;
+        }
+        // `validate` has checked the CRC; this only walks the records.
+        record::summarize_records(&batch, KEY_CHECK_DECOMPRESSED_BYTES_MAX, |r| {
+            if !r.has_key {
+                keyless.push(index);
+            }
+            index = index.saturating_add(1);
+        })
+        .map_err(|e| (ErrorCode::CorruptMessage, format!("bad records: {e}")))?;
+    }
+    Ok(keyless)
+}
+
+/// The partition error for keyless records on a compacted topic, worded as
+/// Kafka's: one record error each, and a summary naming the first three.
+fn keyless_refusal(index: i32, partition: &Partition, keyless: &[i32]) -> PartitionOutcome {
+    let what = format!(
+        "Compacted topic cannot accept message without key in topic partition {}-{}.",
+        partition.topic, partition.index
+    );
+    let record_errors: Vec<BatchIndexAndErrorMessage> = keyless
+        .iter()
+        .map(|&batch_index| BatchIndexAndErrorMessage {
+            batch_index,
+            batch_index_error_message: Some(what.clone()),
+        })
+        .collect();
+    let first: Vec<String> = keyless
+        .iter()
+        .take(3)
+        .map(|i| format!("record {i}: {what}"))
+        .collect();
+    let mut outcome = PartitionOutcome::failed(
+        index,
+        ErrorCode::InvalidRecord,
+        Some(format!(
+            "One or more records have been rejected due to {} record errors in total, and only \
+             showing the first three errors at most: [{}]",
+            keyless.len(),
+            first.join(", ")
+        )),
+    );
+    outcome.record_errors = record_errors;
+    outcome
 }
 
 /// Decompression cap when a compressed batch's records must be read to find
@@ -218,6 +289,13 @@ fn append_partition(
             Err((code, message)) => return PartitionOutcome::failed(index, code, Some(message)),
         }
     }
+    if config.is_compacted() {
+        match keyless_records(&records) {
+            Ok(keyless) if keyless.is_empty() => {}
+            Ok(keyless) => return keyless_refusal(index, partition, &keyless),
+            Err((code, message)) => return PartitionOutcome::failed(index, code, Some(message)),
+        }
+    }
     let log_append_time_ms = match config.message_timestamp_type {
         TimestampType::LogAppendTime => Some(now),
         TimestampType::CreateTime => None,
@@ -241,6 +319,7 @@ fn append_partition(
         base_offset: info.base_offset,
         log_append_time_ms: info.log_append_time_ms,
         log_start_offset: info.log_start_offset,
+        record_errors: Vec::new(),
         durable: wants_ack.then_some(rx),
     }
 }
@@ -281,7 +360,22 @@ pub fn handle(
     for topic_data in request.topic_data {
         let topic = broker.topic(&topic_data.name);
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        // Kafka refuses client appends to its internal topics: a stray record
+        // in __consumer_offsets would be replayed as group state.
+        let internal = super::admin::is_internal_topic(&topic_data.name)
+            && header.client_id.as_deref() != Some(ADMIN_CLIENT_ID);
         for data in topic_data.partition_data {
+            if internal && topic.is_some() {
+                partitions.push(PartitionOutcome::failed(
+                    data.index,
+                    ErrorCode::InvalidTopicException,
+                    Some(format!(
+                        "Cannot append to internal topic {}",
+                        topic_data.name
+                    )),
+                ));
+                continue;
+            }
             let outcome = match topic
                 .as_ref()
                 .and_then(|t| t.partition(data.index).map(|p| (t, p)))
@@ -335,6 +429,7 @@ pub fn handle(
                     base_offset: if failed { -1 } else { outcome.base_offset },
                     log_append_time_ms: outcome.log_append_time_ms,
                     log_start_offset: outcome.log_start_offset,
+                    record_errors: outcome.record_errors,
                     error_message: outcome.error_message,
                     ..Default::default()
                 });

@@ -45,6 +45,12 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_until_listening();
+    }
+
+    /// Starts the process without waiting for it to listen.
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,6 +69,9 @@ impl Broker {
             .spawn()
             .expect("spawn weir serve");
         self.child = Some(child);
+    }
+
+    fn wait_until_listening(&mut self) {
         let started = Instant::now();
         while TcpStream::connect(self.addr).is_err() {
             if let Some(status) = self
@@ -123,6 +132,16 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts the same broker again and returns at once, before it listens;
+    /// for tests that watch the start itself.
+    pub fn restart_without_waiting(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "stop or kill the broker before restarting it"
+        );
+        self.spawn_process();
     }
 
     /// Starts the same broker again (same port, same data).

@@ -1,0 +1,114 @@
+//! Directory changes that survive a power cut.
+//!
+//! The rule, for every file and directory Weir keeps: **a create, rename or
+//! unlink is durable only once the directory that holds the entry has been
+//! fsynced.** fsyncing a file makes its data durable, not its name. So any
+//! state that depends on a directory change (an acknowledged record in a new
+//! partition directory, a topic whose metadata file was just written, a topic
+//! that was answered as deleted) must wait for the parent's fsync.
+//!
+//! Every directory change in the log, broker and group code goes through the
+//! helpers here, so that new code cannot forget the rule. Segment files made at
+//! a roll are the one batched exception: the log marks its directory dirty and
+//! the group-commit flusher fsyncs it before it acknowledges anything written
+//! to the new segment (`Shared::flush_now`).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+
+/// fsyncs a directory, making the entries created, renamed or removed in it
+/// durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    rustix::fs::fsync(&d)?;
+    Ok(())
+}
+
+/// `create_dir_all`, then fsyncs the parent of every directory it created,
+/// from the deepest up, so that the whole path survives a power cut.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    // The deepest ancestor that exists already: everything below it is new.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.exists() {
+        missing.push(at);
+        match at.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+            _ => break,
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        sync_dir(&parent_or_cwd(created))?;
+    }
+    Ok(())
+}
+
+/// Removes a file and fsyncs its directory.
+pub fn remove_file(path: &Path) -> io::Result<()> {
+    std::fs::remove_file(path)?;
+    sync_dir(&parent_or_cwd(path))
+}
+
+/// Removes a directory tree and fsyncs the directory that held it. Entries
+/// inside the tree need no sync of their own: once the top entry is gone
+/// durably, nothing below it can come back.
+pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(dir)?;
+    sync_dir(&parent_or_cwd(dir))
+}
+
+/// Replaces `path` so that a crash leaves either the old or the new content:
+/// write a temporary file, fdatasync it, rename it over `path`, fsync the
+/// directory.
+pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ));
+    };
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+        rustix::fs::fdatasync(&f)?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(&parent_or_cwd(path))
+}
+
+fn parent_or_cwd(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_dir_all_makes_every_level() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a").join("b").join("c");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        // Idempotent, like std's.
+        create_dir_all(&deep).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("meta.properties");
+        write_file_atomically(&path, b"one").unwrap();
+        write_file_atomically(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+}
