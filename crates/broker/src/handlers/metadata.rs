@@ -9,6 +9,7 @@ use weir_protocol::messages::metadata::{
     MetadataResponsePartition, MetadataResponseTopic,
 };
 
+use super::acl;
 use crate::Broker;
 use crate::topics::Topic;
 
@@ -89,7 +90,7 @@ pub fn handle(
             return invalid_request(request);
         }
     }
-    let topics = if all {
+    let mut topics: Vec<MetadataResponseTopic> = if all {
         let mut topics: Vec<_> = broker.registry().iter().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics.iter().map(|t| topic_entry(broker, t)).collect()
@@ -111,7 +112,20 @@ pub fn handle(
             })
             .collect()
     };
+    if request.include_topic_authorized_operations {
+        // Kafka reports them for every topic it looked up by name, not for ids it didn't find.
+        for t in &mut topics {
+            if t.error_code != ErrorCode::UnknownTopicId.code() {
+                t.topic_authorized_operations = acl::bit_field(acl::TOPIC_OPERATIONS);
+            }
+        }
+    }
     MetadataResponse {
+        // Only v8-10 carry it (later versions moved it to DescribeCluster).
+        cluster_authorized_operations: acl::authorized_operations(
+            request.include_cluster_authorized_operations,
+            acl::CLUSTER_OPERATIONS,
+        ),
         throttle_time_ms: 0,
         brokers: vec![MetadataResponseBroker {
             node_id: broker.config.node_id,

@@ -3,6 +3,7 @@
 //! Decoding failures close the connection (Kafka does the same: a body that
 //! doesn't parse leaves no way to know where the next request starts).
 
+pub mod acl;
 mod admin;
 pub mod api_versions;
 mod config_resources;
