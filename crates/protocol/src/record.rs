@@ -623,28 +623,11 @@ pub fn decode_records(
             decoded_count: payload.len() / RECORD_BYTES_MIN,
         });
     }
-    let mut reader = RecordReader {
-        buf: payload,
-        pos: 0,
-    };
     let mut records = Vec::with_capacity(record_count);
-    for decoded_count in 0..record_count {
-        if reader.remaining() == 0 {
-            return Err(RecordError::RecordCountMismatch {
-                header_count,
-                decoded_count,
-            });
-        }
-        let record_len = usize::try_from(reader.varint()?)
-            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
-        let body = reader.take(record_len)?;
-        records.push(decode_record_body(body)?);
-    }
-    if reader.remaining() != 0 {
-        return Err(RecordError::MalformedRecord(
-            "bytes remain after the last record",
-        ));
-    }
+    for_each_record(payload, header_count, |reader, record_len| {
+        records.push(decode_record_body(reader.take(record_len)?)?);
+        Ok(())
+    })?;
     Ok(records)
 }
 
@@ -669,28 +652,8 @@ pub fn summarize_records(
     mut each: impl FnMut(RecordSummary),
 ) -> Result<(), RecordError> {
     let (header, _) = whole_batch(batch)?;
-    let header_count = header.record_count;
-    let record_count = usize::try_from(header_count)
-        .map_err(|_| RecordError::InvalidField("negative record count"))?;
     let payload = records_payload(batch, &header, decompressed_bytes_max)?;
-    let mut reader = RecordReader {
-        buf: payload,
-        pos: 0,
-    };
-    for decoded_count in 0..record_count {
-        if reader.remaining() == 0 {
-            return Err(RecordError::RecordCountMismatch {
-                header_count,
-                decoded_count,
-            });
-        }
-        let record_len = usize::try_from(reader.varint()?)
-            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
-        if record_len > reader.remaining() {
-            return Err(RecordError::MalformedRecord(
-                "record length exceeds the batch",
-            ));
-        }
+    for_each_record(payload, header.record_count, |reader, record_len| {
         let end = reader.pos + record_len;
         let _attributes = reader.u8()?;
         let timestamp_delta = reader.varlong()?;
@@ -707,6 +670,39 @@ pub fn summarize_records(
             has_key: key_len >= 0,
         });
         reader.pos = end;
+        Ok(())
+    })
+}
+
+/// Walks `header_count` length-prefixed records filling `payload` exactly,
+/// calling `each` with the reader at a record's first byte and its length
+/// (checked against what remains); `each` must consume exactly that length.
+fn for_each_record(
+    payload: Bytes,
+    header_count: i32,
+    mut each: impl FnMut(&mut RecordReader, usize) -> Result<(), RecordError>,
+) -> Result<(), RecordError> {
+    let record_count = usize::try_from(header_count)
+        .map_err(|_| RecordError::InvalidField("negative record count"))?;
+    let mut reader = RecordReader {
+        buf: payload,
+        pos: 0,
+    };
+    for decoded_count in 0..record_count {
+        if reader.remaining() == 0 {
+            return Err(RecordError::RecordCountMismatch {
+                header_count,
+                decoded_count,
+            });
+        }
+        let record_len = usize::try_from(reader.varint()?)
+            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
+        if record_len > reader.remaining() {
+            return Err(RecordError::MalformedRecord(
+                "field length exceeds the record",
+            ));
+        }
+        each(&mut reader, record_len)?;
     }
     if reader.remaining() != 0 {
         return Err(RecordError::MalformedRecord(

@@ -165,6 +165,31 @@ pub struct ConsumerMember {
     pub classic: Option<ClassicMeta>,
 }
 
+impl ConsumerMember {
+    /// A member that has just joined: epoch 0, nothing subscribed or assigned yet.
+    fn new(member_id: String, instance_id: Option<String>) -> ConsumerMember {
+        ConsumerMember {
+            member_id,
+            instance_id,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            member_epoch: 0,
+            previous_member_epoch: 0,
+            state: MemberState::Stable,
+            subscribed_topic_names: Vec::new(),
+            subscribed_topic_regex: None,
+            server_assignor: None,
+            rebalance_timeout_ms: 0,
+            assigned: Assignment::new(),
+            pending_revocation: Assignment::new(),
+            session_deadline_ms: 0,
+            revocation_deadline_ms: None,
+            classic: None,
+        }
+    }
+}
+
 /// What a classic-protocol member of a consumer group brings besides what
 /// every member has (Kafka's ClassicMemberMetadata).
 #[derive(Debug, Clone, PartialEq)]
@@ -534,25 +559,7 @@ impl ConsumerGroup {
                         "the group is full",
                     ));
                 }
-                let mut member = ConsumerMember {
-                    member_id: member_id.clone(),
-                    instance_id: req.instance_id.clone(),
-                    rack_id: None,
-                    client_id: String::new(),
-                    client_host: String::new(),
-                    member_epoch: 0,
-                    previous_member_epoch: 0,
-                    state: MemberState::Stable,
-                    subscribed_topic_names: Vec::new(),
-                    subscribed_topic_regex: None,
-                    server_assignor: None,
-                    rebalance_timeout_ms: 0,
-                    assigned: Assignment::new(),
-                    pending_revocation: Assignment::new(),
-                    session_deadline_ms: 0,
-                    revocation_deadline_ms: None,
-                    classic: None,
-                };
+                let mut member = ConsumerMember::new(member_id.clone(), req.instance_id.clone());
                 match inherited {
                     Some(old) => {
                         member.member_epoch = old.previous_member_epoch.max(0);
@@ -976,25 +983,7 @@ impl ConsumerGroup {
         let member = self
             .members
             .entry(member_id.clone())
-            .or_insert_with(|| ConsumerMember {
-                member_id: member_id.clone(),
-                instance_id: req.instance_id.clone(),
-                rack_id: None,
-                client_id: String::new(),
-                client_host: String::new(),
-                member_epoch: 0,
-                previous_member_epoch: 0,
-                state: MemberState::Stable,
-                subscribed_topic_names: Vec::new(),
-                subscribed_topic_regex: None,
-                server_assignor: None,
-                rebalance_timeout_ms: 0,
-                assigned: Assignment::new(),
-                pending_revocation: Assignment::new(),
-                session_deadline_ms: 0,
-                revocation_deadline_ms: None,
-                classic: None,
-            });
+            .or_insert_with(|| ConsumerMember::new(member_id.clone(), req.instance_id.clone()));
         let mut bump = is_new && replaced_static.is_none();
         let mut names = subscription.topics;
         names.sort();
