@@ -121,7 +121,7 @@ impl DynamicConfigs {
     pub fn persist(&self, data_dir: &Path) -> Result<(), BrokerError> {
         let path = Self::path(data_dir);
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            weir_log::durable::create_dir_all(dir)?;
         }
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| BrokerError::Internal(format!("serialize dynamic configs: {e}")))?;

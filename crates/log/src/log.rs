@@ -214,12 +214,7 @@ fn rw_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn remove_segment_files(s: &Shared, doomed: &[Arc<Segment>]) {
     for d in doomed.iter().rev() {
         s.env.files.forget(&d.log_path);
-        for p in [
-            d.log_path.clone(),
-            d.index_path(),
-            d.timeindex_path(),
-            d.rpindex_path(),
-        ] {
+        for p in d.file_paths() {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -398,6 +393,19 @@ impl Shared {
             {
                 return Ok(());
             }
+            // A sealed segment is trusted on open only through its index files, so they must be
+            // durable before a recovery point past them is: otherwise a power cut loses them and
+            // recovery rescans every segment sealed since (the rescan would grow with the data).
+            let sealed_indexes = segs
+                .iter()
+                .filter(|s| s.base_offset < active_base)
+                .try_for_each(|s| segment::sync_index_files(s));
+            if let Err(e) = sealed_indexes {
+                if !is_not_found(&e) {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync segment index files");
+                }
+                return Ok(());
+            }
             match self.store_recovery_point(&point) {
                 Ok(()) => {
                     *lock(&self.recovery_point_clock) = RecoveryPointClock {
@@ -505,12 +513,7 @@ impl Shared {
         }
         for s in segs {
             self.env.files.forget(&s.log_path);
-            for p in [
-                s.log_path.clone(),
-                s.index_path(),
-                s.timeindex_path(),
-                s.rpindex_path(),
-            ] {
+            for p in s.file_paths() {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
@@ -1568,8 +1571,18 @@ impl Log {
         if st.closed {
             return Ok(());
         }
+        if s.damage.is_some() {
+            // A damaged log writes nothing, not even at close: its files stay as recovery found
+            // them, and the next open finds the same damage.
+            st.closed = true;
+            drop(st);
+            self.detach();
+            return Ok(());
+        }
         s.flush_now()?;
         segment::write_index_files(&st.active)?;
+        // The clean checkpoint below trusts these files: they must survive a power cut too.
+        segment::sync_index_files(&st.active)?;
         let log_end = s.log_end();
         let hw = self.high_watermark();
         {

@@ -144,6 +144,16 @@ impl Segment {
         self.log_path.with_extension(RPINDEX_EXT)
     }
 
+    /// Every file that belongs to this segment: data, both indexes, recovery-point index.
+    pub fn file_paths(&self) -> [PathBuf; 4] {
+        [
+            self.log_path.clone(),
+            self.index_path(),
+            self.timeindex_path(),
+            self.rpindex_path(),
+        ]
+    }
+
     pub fn max_ts(&self) -> (i64, i64) {
         let m = lock(&self.meta);
         (m.max_ts, m.max_ts_offset)
@@ -488,9 +498,21 @@ pub(crate) fn write_index_files(seg: &Segment) -> io::Result<()> {
     tix.extend_from_slice(&(meta.index.len() as u32).to_be_bytes());
     tix.extend_from_slice(&crc32c::crc32c(&tbody).to_be_bytes());
     tix.extend_from_slice(&tbody);
-    // No fsync: the files are self-validating, and a torn one is rebuilt on open.
+    // Not synced here (this runs under the append lock at a roll): the flusher makes them durable
+    // with `sync_index_files` before a recovery point relies on them. The files are
+    // self-validating, so a torn one is rebuilt on open.
     std::fs::write(seg.timeindex_path(), tix)?;
     std::fs::write(seg.index_path(), idx)?;
+    Ok(())
+}
+
+/// fdatasyncs a sealed segment's index files (their directory entries are covered by the log's
+/// directory sync after the roll that created them).
+pub(crate) fn sync_index_files(seg: &Segment) -> io::Result<()> {
+    for path in [seg.index_path(), seg.timeindex_path()] {
+        let file = std::fs::File::open(&path)?;
+        rustix::fs::fdatasync(&file)?;
+    }
     Ok(())
 }
 

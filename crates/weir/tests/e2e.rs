@@ -11,6 +11,7 @@ mod e2e {
     pub mod harness;
     mod hostile;
     mod long_poll;
+    mod protocol_levels;
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;
