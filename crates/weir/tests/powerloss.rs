@@ -695,7 +695,7 @@ fn acked_state_survives_power_cuts() {
         return;
     };
     let cycles = env_u64("WEIR_POWERLOSS_CYCLES", CYCLES_DEFAULT);
-    let seed = env_u64("WEIR_POWERLOSS_SEED", 0x5eed_0f_c0ffee);
+    let seed = env_u64("WEIR_POWERLOSS_SEED", 0x5eed_0fc0_ffee);
     eprintln!("power-loss: {cycles} cycles, seed {seed}");
     let (violations, stats) = run_cycles(&mut rig, cycles, seed, false);
     report("acked_state_survives_power_cuts", &rig, &stats, &violations);
