@@ -8,6 +8,7 @@ pub mod api_versions;
 mod configs;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -52,6 +53,7 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::InitProducerId,
 ];
 
 fn decode<T: Decode>(header: &RequestHeader, mut body: Bytes) -> Option<T> {
@@ -193,6 +195,10 @@ pub async fn dispatch(
         }
         ApiKey::ConsumerGroupDescribe => {
             let response = groups::consumer_group_describe(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::InitProducerId => {
+            let response = init_producer_id::handle(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         _ => {
