@@ -60,6 +60,9 @@ const DURABILITY_WAIT_MS: u64 = 30_000;
 const KEY_TYPE_GROUP: i8 = 0;
 /// KIP-98 transaction coordinators, not served yet.
 const KEY_TYPE_TRANSACTION: i8 = 1;
+/// Why a transactional client is refused (FindCoordinator's error message).
+const TRANSACTIONS_UNSUPPORTED: &str =
+    "transactions are not supported by this broker (Weir) yet; idempotent producers are";
 
 /// Waits for a group record to be durable; the error to report if it isn't.
 async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
@@ -88,12 +91,13 @@ pub fn find_coordinator(
     let node_id = broker.config.node_id;
     let answer = |key: &str| -> (ErrorCode, Option<String>) {
         // Transactions are not built yet. COORDINATOR_NOT_AVAILABLE would be retried forever
-        // (aiokafka: ten lookups a second); UNSUPPORTED_VERSION, what a broker with
-        // transactions disabled answers (Redpanda), is fatal to the transactional client at once.
+        // (aiokafka: ten lookups a second). TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one
+        // error every client treats as fatal here (librdkafka retries any other, even
+        // UNSUPPORTED_VERSION); the message says what is really missing.
         if request.key_type == KEY_TYPE_TRANSACTION {
             return (
-                ErrorCode::UnsupportedVersion,
-                Some("transactions are not supported by this broker (Weir); idempotent producers are".into()),
+                ErrorCode::TransactionalIdAuthorizationFailed,
+                Some(TRANSACTIONS_UNSUPPORTED.into()),
             );
         }
         if request.key_type != KEY_TYPE_GROUP {

@@ -5,9 +5,12 @@
 //! (`TransactionCoordinator.handleInitProducerId`). A client re-initialising after an error
 //! (KIP-360) so gets a fresh id, whose sequences start at 0 on every partition.
 //!
-//! Transactions are not built yet. A transactional id gets UNSUPPORTED_VERSION, the answer of a
-//! broker with transactions disabled (Redpanda's, for FindCoordinator too): non-retriable in
-//! librdkafka, kafka-python and the Java client, which fail at once instead of retrying. The
+//! Transactions are not built yet. A transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+//! (as does FindCoordinator for a transaction): the one error that librdkafka
+//! (`rd_kafka_idemp_check_error`, `rd_kafka_txn_handle_FindCoordinator`), kafka-python and the
+//! Java client all treat as fatal, so a transactional client fails at once instead of retrying
+//! (librdkafka retries UNSUPPORTED_VERSION and COORDINATOR_NOT_AVAILABLE). InitProducerId has no
+//! error message field; FindCoordinator's says that transactions are what is missing. The
 //! transaction coordinator will take over this branch.
 
 use std::sync::Arc;
@@ -47,7 +50,7 @@ pub fn handle(
         Some(id) => {
             tracing::info!(transactional_id = id, client_id = ?header.client_id,
                 "InitProducerId for a transactional producer refused: transactions are not supported");
-            return refused(ErrorCode::UnsupportedVersion);
+            return refused(ErrorCode::TransactionalIdAuthorizationFailed);
         }
     }
     match broker.producer_ids.generate() {
