@@ -19,9 +19,21 @@ pub enum FrameChunk {
 #[derive(Debug, Clone, Default)]
 pub struct Frame {
     pub chunks: Vec<FrameChunk>,
+    /// The connection must close once the chunks (if any) are written: the
+    /// response could not be produced, and a client left waiting for it
+    /// would only time out. Closing makes it reconnect and retry at once.
+    pub close_connection: bool,
 }
 
 impl Frame {
+    /// No response; the server closes the connection instead of answering.
+    pub fn close_connection() -> Frame {
+        Frame {
+            chunks: Vec::new(),
+            close_connection: true,
+        }
+    }
+
     /// Total bytes on the wire.
     pub fn len(&self) -> usize {
         self.chunks
@@ -60,6 +72,7 @@ impl From<Bytes> for Frame {
     fn from(bytes: Bytes) -> Frame {
         Frame {
             chunks: vec![FrameChunk::Bytes(bytes)],
+            close_connection: false,
         }
     }
 }
@@ -167,7 +180,10 @@ pub fn splice(encoded: Bytes, placeholders: Placeholders, compact: bool) -> Opti
         0,
         FrameChunk::Bytes(Bytes::copy_from_slice(&size.to_be_bytes())),
     );
-    Some(Frame { chunks })
+    Some(Frame {
+        chunks,
+        close_connection: false,
+    })
 }
 
 #[cfg(test)]

@@ -25,10 +25,12 @@ pub mod groups;
 mod handlers;
 pub mod partition;
 pub mod producer_ids;
+mod refusals;
 pub mod topic_config;
 pub mod topics;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,8 +47,9 @@ pub use frame::{Frame, FrameChunk};
 use topics::TopicRegistry;
 
 /// The rest of a request's work: resolves to the encoded response frame
-/// (length prefix included), or `None` when the client expects no response
-/// (acks=0 produce) or the connection must close.
+/// (length prefix included), to `None` when the client expects no response
+/// (acks=0 produce), or to [`Frame::close_connection`] when the response
+/// could not be produced and the connection must close.
 pub type PendingReply = Pin<Box<dyn Future<Output = Option<Frame>> + Send>>;
 
 /// One broker's state.
@@ -59,6 +62,9 @@ pub struct Broker {
     topics: RwLock<TopicRegistry>,
     /// Consumer groups and committed offsets (state in `__consumer_offsets`).
     pub groups: groups::GroupCoordinator,
+    /// When each refused (api key, version) was last logged, so that a client
+    /// retrying a refused request can't flood the log.
+    refusals: refusals::RefusalLog,
     /// Dynamic broker configs and group configs, as persisted. Changes to the
     /// broker layer take this lock and then the registry's, in that order.
     dynamic: Mutex<dynamic_config::DynamicConfigs>,
@@ -99,6 +105,7 @@ impl Broker {
             env,
             topics: RwLock::new(registry),
             groups,
+            refusals: refusals::RefusalLog::default(),
             dynamic: Mutex::new(dynamic),
             producer_ids,
             _data_dir: data_dir,
@@ -150,40 +157,73 @@ impl Broker {
         Duration::from_millis(self.config.retention_check_interval_ms.max(100))
     }
 
-    /// Handles one request. `None` means the connection must be closed.
+    /// Handles one request from the client at `peer`. `None` means the
+    /// connection must be closed.
+    ///
+    /// A request this broker can't serve (unknown api, one it doesn't
+    /// handle, or a version outside its range) closes the connection, as
+    /// Kafka does; the refusal is logged as a warning, at most once a minute
+    /// per api and version, so an operator can see which client needs which
+    /// setting.
     pub async fn handle(
         self: &Arc<Self>,
+        peer: SocketAddr,
         header: RequestHeader,
         body: Bytes,
     ) -> Option<PendingReply> {
-        let Some(key) = ApiKey::from_i16(header.api_key) else {
-            tracing::debug!(
-                api_key = header.api_key,
-                "unknown api key; closing connection"
-            );
-            return None;
-        };
-        let supported = api::SUPPORTED_APIS
+        let key = ApiKey::from_i16(header.api_key);
+        let range = api::SUPPORTED_APIS
             .iter()
             .find(|(k, _, _)| *k == header.api_key)
             .map(|(_, min, max)| (*min, *max));
-        let Some((min, max)) = supported else {
-            return None;
+        let (key, min, max) = match (key, range) {
+            (Some(key), Some((min, max))) if handlers::is_handled(key) => (key, min, max),
+            _ => {
+                self.refuse(peer, &header, "api not supported");
+                return None;
+            }
         };
         if header.api_version < min || header.api_version > max {
             if key == ApiKey::ApiVersions {
                 // Kafka answers with a v0 body listing what it supports, so the
                 // client can retry with a version both sides know.
-                return Some(ready(handlers::api_versions::unsupported(&header)));
+                return Some(ready(
+                    handlers::api_versions::unsupported(&header).map(Frame::from),
+                ));
             }
-            tracing::debug!(
-                ?key,
-                version = header.api_version,
-                "unsupported version; closing"
-            );
+            self.refuse(peer, &header, "version not supported");
             return None;
         }
         handlers::dispatch(self, key, header, body).await
+    }
+
+    /// Logs a refused request (rate-limited) before its connection closes.
+    fn refuse(&self, peer: SocketAddr, header: &RequestHeader, reason: &'static str) {
+        if !self.refusals.should_log(header.api_key, header.api_version) {
+            tracing::debug!(
+                api_key = header.api_key,
+                version = header.api_version,
+                %peer,
+                "request refused, {reason}; closing connection"
+            );
+            return;
+        }
+        let key = ApiKey::from_i16(header.api_key);
+        let api = key.map(|k| format!("{k:?}"));
+        let supported = api::SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == header.api_key)
+            .filter(|_| key.is_some_and(handlers::is_handled))
+            .map(|(_, min, max)| format!("{min}-{max}"));
+        tracing::warn!(
+            api = api.as_deref().unwrap_or("unknown"),
+            api_key = header.api_key,
+            version = header.api_version,
+            supported = supported.as_deref().unwrap_or("none"),
+            client_id = header.client_id.as_deref().unwrap_or(""),
+            %peer,
+            "request refused, {reason}; closing connection (see README, Client compatibility)"
+        );
     }
 }
 
@@ -196,12 +236,15 @@ pub fn now_ms() -> i64 {
 }
 
 /// A reply that needs no waiting.
-fn ready(frame: Option<Bytes>) -> PendingReply {
-    Box::pin(std::future::ready(frame.map(Frame::from)))
+fn ready(frame: Option<Frame>) -> PendingReply {
+    Box::pin(std::future::ready(frame))
 }
 
 /// Encodes a response frame: length prefix, response header, body.
-fn encode_frame<T: Encode>(header: &RequestHeader, body: &T) -> Option<Bytes> {
+fn encode_response<T: Encode>(
+    header: &RequestHeader,
+    body: &T,
+) -> Result<Bytes, weir_protocol::codec::EncodeError> {
     let header_version = api::response_header_version(header.api_key, header.api_version);
     let version = header.api_version;
     let header_len = if header_version >= 1 { 5 } else { 4 };
@@ -212,13 +255,36 @@ fn encode_frame<T: Encode>(header: &RequestHeader, body: &T) -> Option<Bytes> {
     if header_version >= 1 {
         buf.put_u8(0); // empty tagged-field section
     }
-    if let Err(e) = body.encode(&mut buf, version) {
-        tracing::error!(api_key = header.api_key, version, error = %e, "response encode failed");
-        return None;
-    }
-    let size = i32::try_from(buf.len() - 4).ok()?;
+    body.encode(&mut buf, version)?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| weir_protocol::codec::EncodeError::TooLong(buf.len()))?;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
-    Some(buf.freeze())
+    Ok(buf.freeze())
+}
+
+/// Encodes a response frame. A response that can't be encoded is a bug in
+/// this broker; it is logged as an error and the connection closes, because
+/// a client whose request goes unanswered would wait out its timeout and
+/// other responses pipelined behind it would be out of step.
+fn encode_frame<T: Encode>(header: &RequestHeader, body: &T) -> Option<Frame> {
+    match encode_response(header, body) {
+        Ok(bytes) => Some(Frame::from(bytes)),
+        Err(e) => {
+            log_encode_failure(header, &e);
+            Some(Frame::close_connection())
+        }
+    }
+}
+
+fn log_encode_failure(header: &RequestHeader, error: &weir_protocol::codec::EncodeError) {
+    tracing::error!(
+        api_key = header.api_key,
+        version = header.api_version,
+        correlation_id = header.correlation_id,
+        client_id = header.client_id.as_deref().unwrap_or(""),
+        %error,
+        "response could not be encoded; closing connection"
+    );
 }
 
 impl Broker {
@@ -294,5 +360,43 @@ impl Broker {
     ) -> groups::consumer::ConsumerLimits {
         self.dynamic_configs()
             .consumer_limits_for(group_id, broker_limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_protocol::messages::metadata::{MetadataResponse, MetadataResponseTopic};
+
+    fn metadata_header(version: i16) -> RequestHeader {
+        RequestHeader {
+            api_key: ApiKey::Metadata as i16,
+            api_version: version,
+            correlation_id: 7,
+            client_id: Some("test".into()),
+        }
+    }
+
+    #[test]
+    fn a_response_that_cannot_be_encoded_closes_the_connection() {
+        // A null topic name is not allowed before Metadata v12.
+        let unencodable = MetadataResponse {
+            topics: vec![MetadataResponseTopic {
+                name: None,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let frame = encode_frame(&metadata_header(11), &unencodable).expect("a frame");
+        assert!(
+            frame.close_connection,
+            "never silence: the connection closes"
+        );
+        assert!(frame.chunks.is_empty(), "nothing half-encoded is sent");
+
+        // The same body at v12 encodes and leaves the connection open.
+        let frame = encode_frame(&metadata_header(12), &unencodable).expect("a frame");
+        assert!(!frame.close_connection);
+        assert!(!frame.is_empty());
     }
 }

@@ -51,7 +51,8 @@ macro_rules! requests {
 requests! {
     api_versions::ApiVersionsRequest => ApiVersionsResponse;
     metadata::MetadataRequest => MetadataResponse;
-    produce::ProduceRequest => ProduceResponse;
+    // Produce v13+ names topics by id only; the client keeps to names.
+    produce::ProduceRequest => ProduceResponse, max 12;
     // Fetch v13+ names topics by id only; the client keeps to names.
     fetch::FetchRequest => FetchResponse, max 12;
     list_offsets::ListOffsetsRequest => ListOffsetsResponse;

@@ -425,6 +425,7 @@ impl Worker {
                 None => topic_data.push(produce::TopicProduceData {
                     name: topic.clone(),
                     partition_data: vec![data],
+                    ..Default::default()
                 }),
             }
         }

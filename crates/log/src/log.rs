@@ -219,12 +219,7 @@ fn rw_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 fn remove_segment_files(s: &Shared, doomed: &[Arc<Segment>]) {
     for d in doomed.iter().rev() {
         s.env.files.forget(&d.log_path);
-        for p in [
-            d.log_path.clone(),
-            d.index_path(),
-            d.timeindex_path(),
-            d.rpindex_path(),
-        ] {
+        for p in d.file_paths() {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -627,12 +622,7 @@ impl Shared {
         }
         for s in segs {
             self.env.files.forget(&s.log_path);
-            for p in [
-                s.log_path.clone(),
-                s.index_path(),
-                s.timeindex_path(),
-                s.rpindex_path(),
-            ] {
+            for p in s.file_paths() {
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}

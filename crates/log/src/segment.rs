@@ -144,6 +144,16 @@ impl Segment {
         self.log_path.with_extension(RPINDEX_EXT)
     }
 
+    /// Every file that belongs to this segment: data, both indexes, recovery-point index.
+    pub fn file_paths(&self) -> [PathBuf; 4] {
+        [
+            self.log_path.clone(),
+            self.index_path(),
+            self.timeindex_path(),
+            self.rpindex_path(),
+        ]
+    }
+
     pub fn max_ts(&self) -> (i64, i64) {
         let m = lock(&self.meta);
         (m.max_ts, m.max_ts_offset)

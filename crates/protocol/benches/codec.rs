@@ -29,6 +29,7 @@ fn produce_request() -> ProduceRequest {
         timeout_ms: 30_000,
         topic_data: vec![TopicProduceData {
             name: "bench".into(),
+            topic_id: [0; 16],
             partition_data: (0..PARTITIONS)
                 .map(|p| PartitionProduceData {
                     index: p as i32,

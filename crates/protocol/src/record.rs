@@ -577,6 +577,23 @@ fn decode_record_body(body: Bytes) -> Result<Record, RecordError> {
     })
 }
 
+/// The record bytes of a whole batch, decompressed (capped) if need be.
+fn records_payload(
+    batch: &Bytes,
+    header: &BatchHeader,
+    decompressed_bytes_max: usize,
+) -> Result<Bytes, RecordError> {
+    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
+    Ok(match header.compression() {
+        Compression::None => payload,
+        codec => Bytes::from(crate::compression::decompress(
+            codec,
+            &payload,
+            decompressed_bytes_max,
+        )?),
+    })
+}
+
 /// Decodes every record of the batch at the start of `batch`, after checking
 /// the header and the CRC. Compressed batches are decompressed with the output
 /// capped at `decompressed_bytes_max`. The record count in the header must
@@ -599,43 +616,18 @@ pub fn decode_records(
     let header_count = header.record_count;
     let record_count = usize::try_from(header_count)
         .map_err(|_| RecordError::InvalidField("negative record count"))?;
-    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
-    let payload = match header.compression() {
-        Compression::None => payload,
-        codec => Bytes::from(crate::compression::decompress(
-            codec,
-            &payload,
-            decompressed_bytes_max,
-        )?),
-    };
+    let payload = records_payload(batch, &header, decompressed_bytes_max)?;
     if record_count > payload.len() / RECORD_BYTES_MIN {
         return Err(RecordError::RecordCountMismatch {
             header_count,
             decoded_count: payload.len() / RECORD_BYTES_MIN,
         });
     }
-    let mut reader = RecordReader {
-        buf: payload,
-        pos: 0,
-    };
     let mut records = Vec::with_capacity(record_count);
-    for decoded_count in 0..record_count {
-        if reader.remaining() == 0 {
-            return Err(RecordError::RecordCountMismatch {
-                header_count,
-                decoded_count,
-            });
-        }
-        let record_len = usize::try_from(reader.varint()?)
-            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
-        let body = reader.take(record_len)?;
-        records.push(decode_record_body(body)?);
-    }
-    if reader.remaining() != 0 {
-        return Err(RecordError::MalformedRecord(
-            "bytes remain after the last record",
-        ));
-    }
+    for_each_record(payload, header_count, |reader, record_len| {
+        records.push(decode_record_body(reader.take(record_len)?)?);
+        Ok(())
+    })?;
     Ok(records)
 }
 
@@ -660,36 +652,8 @@ pub fn summarize_records(
     mut each: impl FnMut(RecordSummary),
 ) -> Result<(), RecordError> {
     let (header, _) = whole_batch(batch)?;
-    let header_count = header.record_count;
-    let record_count = usize::try_from(header_count)
-        .map_err(|_| RecordError::InvalidField("negative record count"))?;
-    let payload = batch.slice(BATCH_HEADER_BYTES..header.total_bytes());
-    let payload = match header.compression() {
-        Compression::None => payload,
-        codec => Bytes::from(crate::compression::decompress(
-            codec,
-            &payload,
-            decompressed_bytes_max,
-        )?),
-    };
-    let mut reader = RecordReader {
-        buf: payload,
-        pos: 0,
-    };
-    for decoded_count in 0..record_count {
-        if reader.remaining() == 0 {
-            return Err(RecordError::RecordCountMismatch {
-                header_count,
-                decoded_count,
-            });
-        }
-        let record_len = usize::try_from(reader.varint()?)
-            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
-        if record_len > reader.remaining() {
-            return Err(RecordError::MalformedRecord(
-                "record length exceeds the batch",
-            ));
-        }
+    let payload = records_payload(batch, &header, decompressed_bytes_max)?;
+    for_each_record(payload, header.record_count, |reader, record_len| {
         let end = reader.pos + record_len;
         let _attributes = reader.u8()?;
         let timestamp_delta = reader.varlong()?;
@@ -706,6 +670,39 @@ pub fn summarize_records(
             has_key: key_len >= 0,
         });
         reader.pos = end;
+        Ok(())
+    })
+}
+
+/// Walks `header_count` length-prefixed records filling `payload` exactly,
+/// calling `each` with the reader at a record's first byte and its length
+/// (checked against what remains); `each` must consume exactly that length.
+fn for_each_record(
+    payload: Bytes,
+    header_count: i32,
+    mut each: impl FnMut(&mut RecordReader, usize) -> Result<(), RecordError>,
+) -> Result<(), RecordError> {
+    let record_count = usize::try_from(header_count)
+        .map_err(|_| RecordError::InvalidField("negative record count"))?;
+    let mut reader = RecordReader {
+        buf: payload,
+        pos: 0,
+    };
+    for decoded_count in 0..record_count {
+        if reader.remaining() == 0 {
+            return Err(RecordError::RecordCountMismatch {
+                header_count,
+                decoded_count,
+            });
+        }
+        let record_len = usize::try_from(reader.varint()?)
+            .map_err(|_| RecordError::MalformedRecord("negative record length"))?;
+        if record_len > reader.remaining() {
+            return Err(RecordError::MalformedRecord(
+                "field length exceeds the record",
+            ));
+        }
+        each(&mut reader, record_len)?;
     }
     if reader.remaining() != 0 {
         return Err(RecordError::MalformedRecord(

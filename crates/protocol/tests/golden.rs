@@ -1,7 +1,9 @@
 //! Request frames captured from real clients (Debian's kcat with librdkafka
-//! 2.0.2, and kafka-python) by `tests/golden/capture.py`. Each must decode
-//! completely (header and body) and re-encode to the identical bytes: every
-//! captured request uses a canonical encoding (no unknown tagged fields).
+//! 2.0.2, and kafka-python) by `tests/golden/capture.py`, and kafka-python
+//! 3's admin requests for the Kafka 4.1 APIs by `tests/golden/capture_admin.py`.
+//! Each must decode completely (header and body) and re-encode to the
+//! identical bytes: every captured request uses a canonical encoding (no
+//! unknown tagged fields).
 
 use bytes::{Bytes, BytesMut};
 use weir_protocol::api::RequestBody;
@@ -95,4 +97,43 @@ fn captured_produce_requests_carry_record_batch_v2() {
         assert_eq!(records.get(16), Some(&2), "{name}: magic");
         assert_eq!(req.topic_data[0].name, "golden", "{name}");
     }
+}
+
+#[test]
+fn kafka_python_admin_requests_for_the_4_1_apis_carry_what_was_asked() {
+    let frame = |name: &str| {
+        golden_frames()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} captured"))
+            .1
+    };
+    let (_, body) = decode(&frame("kafka_python_describe_topic_partitions_v0.bin"));
+    let RequestBody::DescribeTopicPartitions(req) = body else {
+        panic!("not DescribeTopicPartitions")
+    };
+    assert_eq!(req.topics[0].name, "golden");
+    assert_eq!(req.response_partition_limit, 1);
+    let cursor = req.cursor.expect("cursor");
+    assert_eq!(
+        (cursor.topic_name.as_str(), cursor.partition_index),
+        ("golden", 1)
+    );
+
+    let (_, body) = decode(&frame("kafka_python_list_config_resources_v1.bin"));
+    let RequestBody::ListConfigResources(req) = body else {
+        panic!("not ListConfigResources")
+    };
+    assert_eq!(req.resource_types, vec![2, 4], "TOPIC and BROKER");
+
+    let (_, body) = decode(&frame("kafka_python_alter_partition_reassignments_v1.bin"));
+    let RequestBody::AlterPartitionReassignments(req) = body else {
+        panic!("not AlterPartitionReassignments")
+    };
+    let replicas: Vec<_> = req.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.replicas.clone()))
+        .collect();
+    assert_eq!(replicas, vec![(0, Some(vec![1])), (1, None)]);
 }

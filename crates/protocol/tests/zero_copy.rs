@@ -14,6 +14,7 @@ fn request_with_records(records_bytes: usize, version: i16) -> Bytes {
         timeout_ms: 30_000,
         topic_data: vec![TopicProduceData {
             name: "orders".into(),
+            topic_id: [0; 16],
             partition_data: vec![PartitionProduceData {
                 index: 3,
                 records: Some(records),

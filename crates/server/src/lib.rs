@@ -10,6 +10,7 @@
 //! `in_flight_requests_max` requests while answering them in order, as Kafka
 //! clients require.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use std::os::fd::AsFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -97,7 +99,9 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 let request_memory = request_memory.clone();
                 connections.spawn(async move {
-                    if let Err(e) = run_connection(stream, broker, limits, request_memory, shutdown).await {
+                    if let Err(e) =
+                        run_connection(stream, peer, broker, limits, request_memory, shutdown).await
+                    {
                         tracing::debug!(%peer, error = %e, "connection closed with error");
                     }
                     drop(permit);
@@ -113,69 +117,15 @@ pub async fn serve(
 
 async fn run_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     broker: Arc<Broker>,
     limits: ConnectionLimits,
     request_memory: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let (mut reader, mut writer) = stream.into_split();
-    let (pending_tx, mut pending_rx) = mpsc::channel::<PendingReply>(limits.in_flight_requests_max);
-
-    // The writer answers in request order; it gathers whatever responses are
-    // already complete into one write to save syscalls under pipelining, and
-    // sends record bytes that live in segment files with sendfile.
-    let write_task = tokio::spawn(async move {
-        let mut out = BytesMut::with_capacity(64 * 1024);
-        while let Some(mut pending) = pending_rx.recv().await {
-            loop {
-                // Responses that are already complete are gathered into one
-                // write; before waiting on one that isn't (fsync, long-poll),
-                // everything gathered so far goes out, so no ack waits behind
-                // a later request's durability.
-                let polled =
-                    std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
-                let frame = match polled {
-                    Poll::Ready(frame) => frame,
-                    Poll::Pending => {
-                        if !out.is_empty() {
-                            writer.write_all(&out).await?;
-                            out.clear();
-                        }
-                        pending.await
-                    }
-                };
-                for chunk in frame.into_iter().flat_map(|f| f.chunks) {
-                    match chunk {
-                        FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
-                        FrameChunk::File(range) if range.len <= FILE_RANGE_COPY_BYTES_MAX => {
-                            copy_file_range_into(&range, &mut out)?;
-                        }
-                        FrameChunk::File(range) => {
-                            if !out.is_empty() {
-                                writer.write_all(&out).await?;
-                                out.clear();
-                            }
-                            send_file(writer.as_ref(), &range).await?;
-                        }
-                    }
-                }
-                if out.len() >= WRITE_BATCH_BYTES_MAX {
-                    writer.write_all(&out).await?;
-                    out.clear();
-                }
-                match pending_rx.try_recv() {
-                    Ok(next) => pending = next,
-                    Err(_) => break,
-                }
-            }
-            if !out.is_empty() {
-                writer.write_all(&out).await?;
-                out.clear();
-            }
-        }
-        writer.shutdown().await.ok();
-        Ok::<(), std::io::Error>(())
-    });
+    let (mut reader, writer) = stream.into_split();
+    let (pending_tx, pending_rx) = mpsc::channel::<PendingReply>(limits.in_flight_requests_max);
+    let write_task = tokio::spawn(write_replies(writer, pending_rx));
 
     let idle = Duration::from_millis(limits.idle_ms_max);
     let mut shutting_down = false;
@@ -194,7 +144,7 @@ async fn run_connection(
                     break 'conn Ok(());
                 }
             };
-            let outcome = dispatch(&broker, frame).await;
+            let outcome = dispatch(&broker, peer, frame).await;
             // A reservation is only ever taken for the frame at the head of the
             // buffer, which is the one just dispatched.
             if reservation.is_some() {
@@ -245,6 +195,9 @@ async fn run_connection(
         }
         let read = tokio::select! {
             read = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => read,
+            // The writer stopped (a response that closes the connection, or
+            // a write error): nothing more can be answered.
+            _ = pending_tx.closed() => break 'conn Ok(()),
             _ = shutdown.changed() => {
                 shutting_down = true;
                 break 'conn Ok(());
@@ -335,7 +288,7 @@ async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()>
 
 /// Decodes one frame's header and hands the request to the broker. `None`
 /// means the connection must close (undecodable header, unknown API).
-async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<PendingReply> {
+async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Option<PendingReply> {
     let mut body = frame.clone();
     let header = match RequestHeader::decode(&mut body) {
         Ok(header) => header,
@@ -344,13 +297,13 @@ async fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Option<PendingReply> {
             // we can't parse; its fixed prefix is enough to answer it with our
             // supported ranges (KIP-511), so the client can downgrade.
             if let Some(header) = api_versions_prefix(&frame) {
-                return broker.handle(header, Bytes::new()).await;
+                return broker.handle(peer, header, Bytes::new()).await;
             }
             tracing::debug!(error = %e, "undecodable request header");
             return None;
         }
     };
-    broker.handle(header, body).await
+    broker.handle(peer, header, body).await
 }
 
 /// The api key, version and correlation id of an ApiVersions request whose
@@ -367,4 +320,114 @@ fn api_versions_prefix(frame: &[u8]) -> Option<RequestHeader> {
         correlation_id,
         client_id: None,
     })
+}
+
+/// Answers in request order. Gathers whatever responses are already complete
+/// into one write to save syscalls under pipelining, and sends record bytes
+/// that live in segment files with sendfile. Returns (dropping the receiver,
+/// which tells the reader to stop) after a frame that asks for the connection
+/// to close.
+async fn write_replies(
+    mut writer: OwnedWriteHalf,
+    mut pending_rx: mpsc::Receiver<PendingReply>,
+) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(mut pending) = pending_rx.recv().await {
+        loop {
+            // Responses that are already complete are gathered into one
+            // write; before waiting on one that isn't (fsync, long-poll),
+            // everything gathered so far goes out, so no ack waits behind
+            // a later request's durability.
+            let polled = std::future::poll_fn(|cx| Poll::Ready(pending.as_mut().poll(cx))).await;
+            let frame = match polled {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if !out.is_empty() {
+                        writer.write_all(&out).await?;
+                        out.clear();
+                    }
+                    pending.await
+                }
+            };
+            let close_connection = frame.as_ref().is_some_and(|f| f.close_connection);
+            for chunk in frame.into_iter().flat_map(|f| f.chunks) {
+                match chunk {
+                    FrameChunk::Bytes(bytes) => out.extend_from_slice(&bytes),
+                    FrameChunk::File(range) if range.len <= FILE_RANGE_COPY_BYTES_MAX => {
+                        copy_file_range_into(&range, &mut out)?;
+                    }
+                    FrameChunk::File(range) => {
+                        if !out.is_empty() {
+                            writer.write_all(&out).await?;
+                            out.clear();
+                        }
+                        send_file(writer.as_ref(), &range).await?;
+                    }
+                }
+            }
+            if close_connection {
+                // Whatever was answered before goes out; nothing after it.
+                writer.write_all(&out).await?;
+                writer.shutdown().await.ok();
+                return Ok(());
+            }
+            if out.len() >= WRITE_BATCH_BYTES_MAX {
+                writer.write_all(&out).await?;
+                out.clear();
+            }
+            match pending_rx.try_recv() {
+                Ok(next) => pending = next,
+                Err(_) => break,
+            }
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    writer.shutdown().await.ok();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_broker::Frame;
+
+    fn ready(frame: Option<Frame>) -> PendingReply {
+        Box::pin(std::future::ready(frame))
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_closes_the_connection_ends_the_replies() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_reader, writer) = server.into_split();
+        let (tx, rx) = mpsc::channel(8);
+        let writer_task = tokio::spawn(write_replies(writer, rx));
+
+        tx.send(ready(Some(Frame::from(Bytes::from_static(b"first")))))
+            .await
+            .unwrap();
+        tx.send(ready(None)).await.unwrap(); // acks=0: nothing to send
+        tx.send(ready(Some(Frame::close_connection())))
+            .await
+            .unwrap();
+        // Queued behind the failure: must never be sent.
+        let _ = tx
+            .send(ready(Some(Frame::from(Bytes::from_static(b"after")))))
+            .await;
+
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut received))
+            .await
+            .expect("the connection closes rather than waiting")
+            .unwrap();
+        assert_eq!(received, b"first");
+        writer_task.await.unwrap().unwrap();
+        assert!(tx.is_closed(), "the reader side is told to stop");
+    }
 }

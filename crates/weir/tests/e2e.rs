@@ -12,6 +12,7 @@ mod e2e {
     mod hostile;
     mod idempotent;
     mod long_poll;
+    mod protocol_levels;
     mod rdkafka_roundtrip;
     mod restart;
     mod retention;

@@ -24,7 +24,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
+
+use super::group::{GroupLimits, JoinReply, JoinRequest, SyncReply, SyncRequest};
+use super::records::{self, ClassicSubscription};
 
 /// Partitions by topic name.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
@@ -155,6 +159,65 @@ pub struct ConsumerMember {
     session_deadline_ms: i64,
     /// Set while the member owes a revocation.
     revocation_deadline_ms: Option<i64>,
+    /// Set for a member that speaks the classic protocol (JoinGroup,
+    /// SyncGroup, Heartbeat) inside this group: one that was in the classic
+    /// group when it was converted, or joined by JoinGroup since.
+    pub classic: Option<ClassicMeta>,
+}
+
+impl ConsumerMember {
+    /// A member that has just joined: epoch 0, nothing subscribed or assigned yet.
+    fn new(member_id: String, instance_id: Option<String>) -> ConsumerMember {
+        ConsumerMember {
+            member_id,
+            instance_id,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            member_epoch: 0,
+            previous_member_epoch: 0,
+            state: MemberState::Stable,
+            subscribed_topic_names: Vec::new(),
+            subscribed_topic_regex: None,
+            server_assignor: None,
+            rebalance_timeout_ms: 0,
+            assigned: Assignment::new(),
+            pending_revocation: Assignment::new(),
+            session_deadline_ms: 0,
+            revocation_deadline_ms: None,
+            classic: None,
+        }
+    }
+}
+
+/// What a classic-protocol member of a consumer group brings besides what
+/// every member has (Kafka's ClassicMemberMetadata).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicMeta {
+    /// Its session runs on its own timeout, not the group's.
+    pub session_timeout_ms: i32,
+    /// (protocol name, metadata) from its last JoinGroup, in its order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Told to rejoin (or just joined): it is removed if it has not sent
+    /// its JoinGroup (or SyncGroup) within its rebalance timeout by then
+    /// (Kafka's consumer-group join and sync timeouts for classic members).
+    pub rejoin_deadline_ms: Option<i64>,
+    pub sync_deadline_ms: Option<i64>,
+}
+
+/// A classic group's member as the consumer group takes it over on upgrade.
+#[derive(Debug, Clone)]
+pub struct ClassicSeed {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocols: Vec<(String, Bytes)>,
+    pub subscription: ClassicSubscription,
+    /// What the classic group last assigned it (empty if it never synced).
+    pub assigned: Assignment,
 }
 
 /// The group's state as Kafka names it for consumer groups.
@@ -243,19 +306,33 @@ impl ConsumerGroup {
     pub fn next_deadline_ms(&self) -> Option<i64> {
         self.members
             .values()
-            .flat_map(|m| std::iter::once(m.session_deadline_ms).chain(m.revocation_deadline_ms))
+            .flat_map(|m| {
+                let classic = m.classic.as_ref();
+                std::iter::once(m.session_deadline_ms)
+                    .chain(m.revocation_deadline_ms)
+                    .chain(classic.and_then(|c| c.rejoin_deadline_ms))
+                    .chain(classic.and_then(|c| c.sync_deadline_ms))
+            })
             .min()
     }
 
-    /// Removes members whose session expired or who did not revoke in time.
+    /// Removes members whose session expired or who did not revoke in time,
+    /// and classic members that did not rejoin or sync in time.
     /// Returns the removed member ids.
     pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
         let gone: Vec<String> = self
             .members
             .values()
             .filter(|m| {
+                let classic = m.classic.as_ref();
                 m.session_deadline_ms <= now_ms
                     || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+                    || classic
+                        .and_then(|c| c.rejoin_deadline_ms)
+                        .is_some_and(|d| d <= now_ms)
+                    || classic
+                        .and_then(|c| c.sync_deadline_ms)
+                        .is_some_and(|d| d <= now_ms)
             })
             .map(|m| m.member_id.clone())
             .collect();
@@ -270,17 +347,24 @@ impl ConsumerGroup {
     /// heartbeat response bumped the epoch is still from the partition's owner
     /// (Kafka 4.0 answers STALE_MEMBER_EPOCH there and the client retries).
     pub fn check_member_epoch(&self, member_id: &str, member_epoch: i32) -> ErrorCode {
-        // Admin tools and assign() consumers commit without a member.
-        if member_epoch < 0 && member_id.is_empty() {
-            return if self.members.is_empty() {
-                ErrorCode::None
-            } else {
-                ErrorCode::UnknownMemberId
-            };
+        // Admin tools and assign() consumers commit with a negative epoch; an
+        // empty group takes that whatever the member id (librdkafka's
+        // consumer-protocol client sends the id it generated), as Kafka does.
+        if member_epoch < 0 && self.members.is_empty() {
+            return ErrorCode::None;
         }
         let Some(m) = self.members.get(member_id) else {
             return ErrorCode::UnknownMemberId;
         };
+        if m.classic.is_some() {
+            // A classic member inside a consumer group commits with its
+            // generation, which is its member epoch, and nothing else.
+            return if member_epoch == m.member_epoch {
+                ErrorCode::None
+            } else {
+                ErrorCode::IllegalGeneration
+            };
+        }
         if member_epoch == m.member_epoch
             || (member_epoch == m.previous_member_epoch && member_epoch >= 0)
         {
@@ -475,24 +559,7 @@ impl ConsumerGroup {
                         "the group is full",
                     ));
                 }
-                let mut member = ConsumerMember {
-                    member_id: member_id.clone(),
-                    instance_id: req.instance_id.clone(),
-                    rack_id: None,
-                    client_id: String::new(),
-                    client_host: String::new(),
-                    member_epoch: 0,
-                    previous_member_epoch: 0,
-                    state: MemberState::Stable,
-                    subscribed_topic_names: Vec::new(),
-                    subscribed_topic_regex: None,
-                    server_assignor: None,
-                    rebalance_timeout_ms: 0,
-                    assigned: Assignment::new(),
-                    pending_revocation: Assignment::new(),
-                    session_deadline_ms: 0,
-                    revocation_deadline_ms: None,
-                };
+                let mut member = ConsumerMember::new(member_id.clone(), req.instance_id.clone());
                 match inherited {
                     Some(old) => {
                         member.member_epoch = old.previous_member_epoch.max(0);
@@ -714,6 +781,373 @@ impl ConsumerGroup {
             member.previous_member_epoch = epoch_before;
             member.member_epoch = target_epoch;
         }
+    }
+}
+
+/// The protocol type every classic member of a consumer group must speak.
+pub const CLASSIC_PROTOCOL_TYPE: &str = "consumer";
+
+/// Classic-protocol members inside a consumer group (KIP-848 online
+/// migration). They keep speaking JoinGroup/SyncGroup/Heartbeat; the group
+/// answers them from its own state: a JoinGroup is answered at once with the
+/// member's epoch as the generation and no leader (nobody computes an
+/// assignment on the client side), SyncGroup returns the member's current
+/// assignment, and Heartbeat answers REBALANCE_IN_PROGRESS whenever the
+/// member has to rejoin to move towards its target.
+impl ConsumerGroup {
+    /// A consumer group taking over a live classic group (the upgrade): the
+    /// group epoch is the classic generation and every member starts Stable
+    /// at that epoch with what it was last assigned, which is also its target
+    /// until the next group epoch.
+    pub fn from_classic(
+        generation: i32,
+        seeds: Vec<ClassicSeed>,
+        topics: &TopicCounts,
+        now_ms: i64,
+    ) -> ConsumerGroup {
+        let mut group = ConsumerGroup::new();
+        group.group_epoch = generation;
+        group.assignment_epoch = generation;
+        for seed in seeds {
+            if let Some(instance) = &seed.instance_id {
+                group
+                    .static_ids
+                    .insert(instance.clone(), seed.member_id.clone());
+            }
+            let mut names = seed.subscription.topics;
+            names.sort();
+            names.dedup();
+            group
+                .target
+                .insert(seed.member_id.clone(), seed.assigned.clone());
+            group.members.insert(
+                seed.member_id.clone(),
+                ConsumerMember {
+                    member_id: seed.member_id,
+                    instance_id: seed.instance_id,
+                    rack_id: seed.subscription.rack_id,
+                    client_id: seed.client_id,
+                    client_host: seed.client_host,
+                    member_epoch: generation,
+                    previous_member_epoch: generation,
+                    state: MemberState::Stable,
+                    subscribed_topic_names: names,
+                    subscribed_topic_regex: None,
+                    server_assignor: None,
+                    rebalance_timeout_ms: seed.rebalance_timeout_ms,
+                    assigned: seed.assigned,
+                    pending_revocation: Assignment::new(),
+                    session_deadline_ms: now_ms.saturating_add(i64::from(seed.session_timeout_ms)),
+                    revocation_deadline_ms: None,
+                    classic: Some(ClassicMeta {
+                        session_timeout_ms: seed.session_timeout_ms,
+                        protocols: seed.protocols,
+                        rejoin_deadline_ms: None,
+                        sync_deadline_ms: None,
+                    }),
+                },
+            );
+        }
+        group.subscribed_counts = group.subscribed_topic_counts(topics);
+        group
+    }
+
+    /// Only classic-protocol members are left (and at least one): the group
+    /// goes back to being a classic group (the downgrade).
+    pub fn only_classic_members(&self) -> bool {
+        !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
+    }
+
+    /// Would a classic member with these protocols fit? (Kafka's
+    /// supportsClassicProtocols: the consumer protocol type, and a protocol
+    /// every other classic member supports.)
+    fn supports_classic(
+        &self,
+        member_id: &str,
+        protocol_type: &str,
+        protocols: &[(String, Bytes)],
+    ) -> bool {
+        if protocol_type != CLASSIC_PROTOCOL_TYPE || protocols.is_empty() {
+            return false;
+        }
+        let others: Vec<&ClassicMeta> = self
+            .members
+            .values()
+            .filter(|m| m.member_id != member_id)
+            .filter_map(|m| m.classic.as_ref())
+            .collect();
+        protocols.iter().any(|(name, _)| {
+            others
+                .iter()
+                .all(|c| c.protocols.iter().any(|(p, _)| p == name))
+        })
+    }
+
+    /// Finds a classic member by id, checking its instance id (Kafka's
+    /// validateConsumerGroupMember plus throwIfMemberDoesNotUseClassicProtocol).
+    fn classic_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<&ConsumerMember, ErrorCode> {
+        let id = match instance_id {
+            Some(instance) => match self.static_ids.get(instance) {
+                None => return Err(ErrorCode::UnknownMemberId),
+                Some(current) if current != member_id => return Err(ErrorCode::FencedInstanceId),
+                Some(current) => current.as_str(),
+            },
+            None => member_id,
+        };
+        match self.members.get(id) {
+            Some(m) if m.classic.is_some() => Ok(m),
+            _ => Err(ErrorCode::UnknownMemberId),
+        }
+    }
+
+    /// The partitions of its target the member lacks are still held by
+    /// others, so rejoining now would not get it anything.
+    fn waiting_on_unreleased(&self, member: &ConsumerMember) -> bool {
+        let target = self.target_of(&member.member_id);
+        target.iter().any(|(topic, parts)| {
+            parts.iter().any(|p| {
+                !member.assigned.get(topic).is_some_and(|a| a.contains(p))
+                    && self.held_by_other(&member.member_id, topic, *p)
+            })
+        })
+    }
+
+    /// JoinGroup from a classic member. Answered at once: the member's
+    /// subscription comes from its metadata, the group epoch moves if that
+    /// changed, and the member is reconciled with the partitions it says it
+    /// still owns.
+    pub fn classic_join(
+        &mut self,
+        req: JoinRequest,
+        topics: &TopicCounts,
+        limits: &ConsumerLimits,
+        classic_limits: &GroupLimits,
+        now_ms: i64,
+    ) -> JoinReply {
+        let fail = |code: ErrorCode, id: &str| JoinReply::error(code, id);
+        if req.session_timeout_ms < classic_limits.session_timeout_ms_min
+            || req.session_timeout_ms > classic_limits.session_timeout_ms_max
+        {
+            return fail(ErrorCode::InvalidSessionTimeout, &req.member_id);
+        }
+        let unknown = req.member_id.is_empty();
+        let member_id = if unknown {
+            req.fresh_member_id.clone()
+        } else {
+            req.member_id.clone()
+        };
+        let is_new = !self.members.contains_key(&member_id);
+        let replaced_static = req
+            .instance_id
+            .as_ref()
+            .and_then(|i| self.static_ids.get(i))
+            .filter(|current| **current != member_id)
+            .cloned();
+        if is_new && replaced_static.is_none() && self.members.len() >= limits.members_max {
+            return fail(ErrorCode::GroupMaxSizeReached, &member_id);
+        }
+        if !self.supports_classic(&member_id, &req.protocol_type, &req.protocols) {
+            return fail(ErrorCode::InconsistentGroupProtocol, &member_id);
+        }
+        if unknown && req.instance_id.is_none() && req.require_known_member_id {
+            // KIP-394: the member comes back with this id. Nothing is kept
+            // for it meanwhile; any id is admitted on the next JoinGroup.
+            return fail(ErrorCode::MemberIdRequired, &member_id);
+        }
+        if let Some(existing) = &replaced_static {
+            if !unknown {
+                return fail(ErrorCode::FencedInstanceId, &member_id);
+            }
+            // A static member's new process takes over the old one's place.
+            if let Some(mut old) = self.members.remove(existing) {
+                old.member_id = member_id.clone();
+                self.members.insert(member_id.clone(), old);
+            }
+            if let Some(target) = self.target.remove(existing) {
+                self.target.insert(member_id.clone(), target);
+            }
+        }
+        let Some((_, metadata)) = req.protocols.first() else {
+            return fail(ErrorCode::InconsistentGroupProtocol, &member_id);
+        };
+        let Ok(subscription) = records::decode_classic_subscription(metadata) else {
+            return fail(ErrorCode::InconsistentGroupProtocol, &member_id);
+        };
+        if let Some(instance) = &req.instance_id {
+            self.static_ids.insert(instance.clone(), member_id.clone());
+        }
+        let member = self
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| ConsumerMember::new(member_id.clone(), req.instance_id.clone()));
+        let mut bump = is_new && replaced_static.is_none();
+        let mut names = subscription.topics;
+        names.sort();
+        names.dedup();
+        if names != member.subscribed_topic_names {
+            member.subscribed_topic_names = names;
+            bump = true;
+        }
+        if subscription.rack_id.is_some() {
+            member.rack_id = subscription.rack_id;
+        }
+        if req.rebalance_timeout_ms >= 0 {
+            member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
+        member.instance_id = req.instance_id.clone();
+        member.client_id = req.client_id;
+        member.client_host = req.client_host;
+        member.session_deadline_ms = now_ms.saturating_add(i64::from(req.session_timeout_ms));
+        let protocol_name = req.protocols.first().map(|(n, _)| n.clone());
+        member.classic = Some(ClassicMeta {
+            session_timeout_ms: req.session_timeout_ms,
+            protocols: req.protocols,
+            rejoin_deadline_ms: None,
+            sync_deadline_ms: Some(
+                now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))),
+            ),
+        });
+        let counts = self.subscribed_topic_counts(topics);
+        if counts != self.subscribed_counts {
+            self.subscribed_counts = counts;
+            bump = true;
+        }
+        if bump {
+            self.bump_group_epoch();
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.compute_target(topics);
+        }
+        self.reconcile(&member_id, Some(&subscription.owned), now_ms);
+        let generation = self.members.get(&member_id).map_or(-1, |m| m.member_epoch);
+        JoinReply {
+            error: ErrorCode::None,
+            generation,
+            protocol_type: Some(CLASSIC_PROTOCOL_TYPE.to_string()),
+            protocol_name,
+            // No leader: the coordinator has assigned already.
+            leader: String::new(),
+            member_id,
+            members: Vec::new(),
+            skip_assignment: false,
+        }
+    }
+
+    /// SyncGroup from a classic member: its current assignment.
+    pub fn classic_sync(&mut self, req: &SyncRequest, now_ms: i64) -> SyncReply {
+        let member = match self.classic_member(&req.member_id, req.instance_id.as_deref()) {
+            Ok(m) => m,
+            Err(code) => return SyncReply::error(code),
+        };
+        if req.generation != member.member_epoch {
+            return SyncReply::error(ErrorCode::IllegalGeneration);
+        }
+        let chosen = member
+            .classic
+            .as_ref()
+            .and_then(|c| c.protocols.first())
+            .map(|(n, _)| n.as_str());
+        let type_mismatch = req
+            .protocol_type
+            .as_deref()
+            .is_some_and(|t| t != CLASSIC_PROTOCOL_TYPE);
+        let name_mismatch = req
+            .protocol_name
+            .as_deref()
+            .is_some_and(|n| Some(n) != chosen);
+        if type_mismatch || name_mismatch {
+            return SyncReply::error(ErrorCode::InconsistentGroupProtocol);
+        }
+        // A new group epoch since the join: rejoin first (unless the member
+        // still owes a revocation, which its next join settles).
+        if self.group_epoch > member.member_epoch
+            && member.state != MemberState::UnrevokedPartitions
+        {
+            return SyncReply::error(ErrorCode::RebalanceInProgress);
+        }
+        let id = member.member_id.clone();
+        let Some(member) = self.members.get_mut(&id) else {
+            return SyncReply::error(ErrorCode::UnknownMemberId);
+        };
+        let session_ms = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+        member.session_deadline_ms = now_ms.saturating_add(i64::from(session_ms));
+        if let Some(c) = &mut member.classic {
+            c.sync_deadline_ms = None;
+        }
+        SyncReply {
+            error: ErrorCode::None,
+            protocol_type: req.protocol_type.clone(),
+            protocol_name: req.protocol_name.clone(),
+            assignment: records::consumer_assignment(&member.assigned),
+        }
+    }
+
+    /// Heartbeat from a classic member: keeps its session and tells it to
+    /// rejoin when the group moved on or it has partitions to give up or to
+    /// collect.
+    pub fn classic_heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> ErrorCode {
+        let member = match self.classic_member(member_id, instance_id) {
+            Ok(m) => m,
+            Err(code) => return code,
+        };
+        if generation != member.member_epoch {
+            return ErrorCode::IllegalGeneration;
+        }
+        let rejoin = member.member_epoch < self.group_epoch
+            || member.state == MemberState::UnrevokedPartitions
+            || (member.state == MemberState::UnreleasedPartitions
+                && !self.waiting_on_unreleased(member));
+        let id = member.member_id.clone();
+        if let Some(member) = self.members.get_mut(&id) {
+            let session_ms = member.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+            member.session_deadline_ms = now_ms.saturating_add(i64::from(session_ms));
+            let rebalance_ms = i64::from(member.rebalance_timeout_ms.max(0));
+            if rejoin && let Some(c) = &mut member.classic {
+                c.rejoin_deadline_ms
+                    .get_or_insert(now_ms.saturating_add(rebalance_ms));
+            }
+        }
+        if rejoin {
+            ErrorCode::RebalanceInProgress
+        } else {
+            ErrorCode::None
+        }
+    }
+
+    /// LeaveGroup for one classic member.
+    pub fn classic_leave(&mut self, member_id: &str, instance_id: Option<&str>) -> ErrorCode {
+        // LeaveGroup by instance id alone (admin tools) names no member id.
+        let lookup_id = match (instance_id, member_id.is_empty()) {
+            (Some(instance), true) => self.static_ids.get(instance).cloned().unwrap_or_default(),
+            _ => member_id.to_string(),
+        };
+        match self.classic_member(&lookup_id, instance_id) {
+            Ok(m) => {
+                let id = m.member_id.clone();
+                self.remove_member(&id);
+                ErrorCode::None
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// The members as a classic group takes them back on downgrade: each
+    /// with its classic protocols and its target assignment.
+    pub fn classic_members_for_downgrade(&self) -> Vec<(ConsumerMember, Assignment)> {
+        self.members
+            .values()
+            .map(|m| (m.clone(), self.target_of(&m.member_id)))
+            .collect()
     }
 }
 
@@ -1651,6 +2085,11 @@ mod tests {
             g.check_member_epoch("", -1),
             ErrorCode::None,
             "admin commit to an empty group"
+        );
+        assert_eq!(
+            g.check_member_epoch("id-librdkafka-generated", -1),
+            ErrorCode::None,
+            "an assign() consumer's commit to an empty group, whatever its member id"
         );
         ok(g.heartbeat(join("a", &["t"]), &t, &limits(), 0));
         assert_eq!(g.check_member_epoch("a", 1), ErrorCode::None);

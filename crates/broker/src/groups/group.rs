@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
 
-use super::consumer::ConsumerGroup;
+use super::consumer::{CLASSIC_PROTOCOL_TYPE, ClassicSeed, ConsumerGroup, TopicCounts};
+use super::records;
 
 /// Where a group is in its rebalance cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +317,21 @@ impl<W> Group<W> {
     /// No consumer-protocol member is left (true for classic groups).
     pub fn consumer_members_gone(&self) -> bool {
         self.consumer.as_ref().is_none_or(ConsumerGroup::is_empty)
+    }
+
+    /// May the group be forgotten? Only when nothing lives in it: no member,
+    /// no member id handed out and still to be claimed (KIP-394), no round in
+    /// progress, no committed offset and no consumer-protocol member. Kafka
+    /// likewise removes only Empty groups without offsets; removing one that
+    /// has a joining member turns that member's next JoinGroup into
+    /// UNKNOWN_MEMBER_ID.
+    pub fn is_removable(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
+            && self.consumer_members_gone()
+            && self.next_deadline_ms().is_none()
     }
 
     /// Returns whether the group's persisted shape changed since the last call.
@@ -1068,9 +1084,15 @@ impl<W> Group<W> {
         if self.state == GroupState::Dead {
             return ErrorCode::CoordinatorNotAvailable;
         }
-        // Standalone consumers (assign(), admin tools) commit without a generation.
-        if generation < 0 && member_id.is_empty() && self.state == GroupState::Empty {
+        // Standalone consumers (assign(), admin tools) commit without a
+        // generation; Kafka accepts that to an empty group whatever member id
+        // comes with it (librdkafka's consumer-protocol client sends its own).
+        if generation < 0 && self.state == GroupState::Empty {
             return ErrorCode::None;
+        }
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
+            // A simple commit to a live group.
+            return ErrorCode::UnknownMemberId;
         }
         if let Some(code) = self.check_instance(member_id, instance_id) {
             return code;
@@ -1119,8 +1141,12 @@ impl<W> Group<W> {
     /// session or sync deadline passed, forgets unclaimed KIP-394 ids.
     pub fn tick(&mut self, now_ms: i64, out: &mut Outbox<W>) {
         if let Some(consumer) = &mut self.consumer {
-            for id in consumer.tick(now_ms) {
+            let expired = consumer.tick(now_ms);
+            for id in &expired {
                 tracing::info!(group = %self.id, member = %id, "consumer group member expired");
+            }
+            if !expired.is_empty() {
+                self.maybe_downgrade(now_ms, out);
             }
         }
         let before = self.pending.len();
@@ -1163,6 +1189,140 @@ impl<W> Group<W> {
         for id in expired {
             self.remove_member_and_rebalance(&id, now_ms, out);
         }
+    }
+
+    /// KIP-848 upgrade: a consumer-protocol member joins this live classic
+    /// group, so the group becomes a consumer group. Its classic members
+    /// carry on inside it (see `ConsumerGroup::from_classic`); anything
+    /// parked here is told to rejoin (REBALANCE_IN_PROGRESS), and the
+    /// classic side is left empty, generation kept, and persisted so, so
+    /// that a restart does not bring the classic membership back.
+    /// `Err` (GROUP_ID_NOT_FOUND, as Kafka) if the group can't be converted:
+    /// not the consumer protocol type, member metadata that doesn't parse,
+    /// or more members than a consumer group may have.
+    pub fn upgrade_to_consumer(
+        &mut self,
+        topics: &TopicCounts,
+        members_max: usize,
+        now_ms: i64,
+        out: &mut Outbox<W>,
+    ) -> Result<(), String> {
+        if self.protocol_type.as_deref() != Some(CLASSIC_PROTOCOL_TYPE) {
+            return Err(format!(
+                "group {} uses protocol type {:?}, not the consumer protocol",
+                self.id, self.protocol_type
+            ));
+        }
+        if self.members.len() > members_max {
+            return Err(format!("group {} has too many members to convert", self.id));
+        }
+        let mut seeds = Vec::with_capacity(self.members.len());
+        for m in self.members.values() {
+            let metadata = match &self.protocol_name {
+                Some(name) => m.metadata_for(name),
+                None => m
+                    .protocols
+                    .first()
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+            };
+            let (Ok(subscription), Ok(assigned)) = (
+                records::decode_classic_subscription(&metadata),
+                records::decode_consumer_assignment(&m.assignment),
+            ) else {
+                return Err(format!(
+                    "member {} of group {} has malformed consumer protocol metadata",
+                    m.member_id, self.id
+                ));
+            };
+            seeds.push(ClassicSeed {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols.clone(),
+                subscription,
+                assigned,
+            });
+        }
+        self.drain_waiters(ErrorCode::RebalanceInProgress, out);
+        self.consumer = Some(ConsumerGroup::from_classic(
+            self.generation,
+            seeds,
+            topics,
+            now_ms,
+        ));
+        self.members.clear();
+        self.pending.clear();
+        self.static_ids.clear();
+        self.protocol_name = None;
+        self.leader = None;
+        self.join_deadline_ms = None;
+        self.sync_deadline_ms = None;
+        self.initial_delay_end_max_ms = None;
+        self.set_state(GroupState::Empty, now_ms);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// KIP-848 downgrade: once only classic members are left in the consumer
+    /// group (the last consumer-protocol member left or expired), it becomes
+    /// a classic group again. The members keep their ids and get their
+    /// target assignments; the generation is the group epoch, and a
+    /// rebalance starts at once so they rejoin the classic way (Kafka's
+    /// ClassicGroup.fromConsumerGroup followed by prepareRebalance).
+    pub fn maybe_downgrade(&mut self, now_ms: i64, out: &mut Outbox<W>) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        if !consumer.only_classic_members() {
+            return;
+        }
+        let generation = consumer.group_epoch();
+        let members = consumer.classic_members_for_downgrade();
+        self.consumer = None;
+        self.members.clear();
+        self.static_ids.clear();
+        self.pending.clear();
+        self.generation = generation;
+        self.protocol_type = Some(CLASSIC_PROTOCOL_TYPE.to_string());
+        self.leader = None;
+        for (m, target) in members {
+            let Some(classic) = m.classic else { continue };
+            if let Some(instance) = &m.instance_id {
+                self.static_ids
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            if self.leader.is_none() {
+                self.leader = Some(m.member_id.clone());
+            }
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout_ms: classic.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocol_type: CLASSIC_PROTOCOL_TYPE.to_string(),
+                    protocols: classic.protocols,
+                    assignment: records::consumer_assignment(&target),
+                    join_waiter: None,
+                    sync_waiter: None,
+                    synced: true,
+                    heartbeat_deadline_ms: now_ms
+                        .saturating_add(i64::from(classic.session_timeout_ms)),
+                },
+            );
+        }
+        self.protocol_name = self.select_protocol();
+        self.set_state(GroupState::Stable, now_ms);
+        self.dirty = true;
+        tracing::info!(group = %self.id, generation, "consumer group downgraded to a classic group");
+        self.prepare_rebalance(now_ms, 0, out);
     }
 
     /// Abandons every parked request (the group is being deleted or the broker stops).

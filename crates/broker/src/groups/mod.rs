@@ -6,6 +6,13 @@
 //!   as a sans-I/O state machine with its server-side assignors. Such a group
 //!   lives inside a [`group::Group`] (field `consumer`), whose classic side
 //!   then stays Empty and only holds the committed offsets.
+//! - Online migration (KIP-848, Kafka's default `bidirectional` policy): a
+//!   consumer-protocol member joining a live classic group converts it
+//!   ([`group::Group::upgrade_to_consumer`]); its classic members stay, and
+//!   the consumer group answers their JoinGroup/SyncGroup/Heartbeat/
+//!   LeaveGroup itself. When only classic members are left it converts back
+//!   ([`group::Group::maybe_downgrade`]) and rebalances. An empty group of
+//!   either type is simply replaced by the first member to come.
 //! - [`records`]: the key/value layouts of `__consumer_offsets` (Kafka's).
 //! - this module: the async shell. It owns the groups behind one mutex, turns
 //!   parked JoinGroup/SyncGroup requests into oneshot channels, appends state
@@ -184,7 +191,10 @@ impl GroupCoordinator {
             wake: Arc::new(Notify::new()),
             timer_started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            next_expiry_check_ms: Mutex::new(0),
+            // Kafka runs the first expiry pass one interval after start, not at once.
+            next_expiry_check_ms: Mutex::new(now_ms().saturating_add(
+                i64::try_from(config.offsets_retention_check_interval_ms).unwrap_or(i64::MAX),
+            )),
         };
         if let Some(topic) = registry.get(OFFSETS_TOPIC) {
             coordinator.replay(topic)?;
@@ -340,13 +350,7 @@ impl GroupCoordinator {
         let group = groups.get_mut(group_id)?;
         let result = f(group, &mut out);
         let durable = self.persist_if_dirty(broker, group);
-        if group.state() == GroupState::Empty
-            && group.member_count() == 0
-            && group.offsets.is_empty()
-            && group.generation() == 0
-            && group.consumer_members_gone()
-            && group.next_deadline_ms().is_none()
-        {
+        if group.is_removable() && group.generation() == 0 {
             // Nothing was ever stored for it (e.g. a refused first join).
             groups.remove(group_id);
         }
@@ -420,9 +424,7 @@ impl GroupCoordinator {
             }
             if expire {
                 let expired = group.expire_offsets(now, self.offsets_retention_ms);
-                let gone = group.state() == GroupState::Empty
-                    && group.offsets.is_empty()
-                    && group.consumer_members_gone();
+                let gone = group.is_removable();
                 let mut tombstones: Vec<(Bytes, Option<Bytes>)> = expired
                     .iter()
                     .map(|(t, p)| (records::offset_key(&group.id, t, *p), None))
@@ -484,13 +486,16 @@ impl GroupCoordinator {
         let create = req.member_id.is_empty();
         let member_id = req.member_id.clone();
         let limits = self.limits.clone();
+        let consumer_limits = self.consumer_limits.clone();
+        let topics = Self::topic_counts(broker);
         let handled = self.with_group(broker, group_id, create, |g, out| {
-            if !g.consumer_members_gone() {
-                // A classic member can't join a group run by the consumer protocol.
-                let reply = JoinReply::error(ErrorCode::InconsistentGroupProtocol, &req.member_id);
+            if let Some(c) = g.consumer.as_mut().filter(|c| !c.is_empty()) {
+                // A live consumer group serves classic members itself (KIP-848 migration).
+                let reply = c.classic_join(req, &topics, &consumer_limits, &limits, now_ms());
                 out.push((tx, Reply::Join(reply)));
                 return;
             }
+            // An empty group of either type is simply replaced.
             g.consumer = None;
             g.join(req, tx, now_ms(), &limits, out)
         });
@@ -515,7 +520,13 @@ impl GroupCoordinator {
         let (tx, rx) = oneshot::channel();
         if self
             .with_group(broker, group_id, false, |g, out| {
-                g.sync(req, tx, now_ms(), out)
+                match g.consumer.as_mut().filter(|c| !c.is_empty()) {
+                    Some(c) => {
+                        let reply = c.classic_sync(&req, now_ms());
+                        out.push((tx, Reply::Sync(reply)));
+                    }
+                    None => g.sync(req, tx, now_ms(), out),
+                }
             })
             .is_none()
         {
@@ -535,7 +546,10 @@ impl GroupCoordinator {
         generation: i32,
     ) -> ErrorCode {
         self.with_group(broker, group_id, false, |g, _| {
-            g.heartbeat(member_id, instance_id, generation, now_ms())
+            match g.consumer.as_mut().filter(|c| !c.is_empty()) {
+                Some(c) => c.classic_heartbeat(member_id, instance_id, generation, now_ms()),
+                None => g.heartbeat(member_id, instance_id, generation, now_ms()),
+            }
         })
         .unwrap_or(ErrorCode::UnknownMemberId)
     }
@@ -548,6 +562,12 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Vec<ErrorCode> {
         self.with_group(broker, group_id, false, |g, out| {
+            if let Some(c) = g.consumer.as_mut().filter(|c| !c.is_empty()) {
+                return members
+                    .iter()
+                    .map(|(m, i)| c.classic_leave(m, i.as_deref()))
+                    .collect();
+            }
             members
                 .iter()
                 .map(|(m, i)| g.leave(m, i.as_deref(), now_ms(), out))
@@ -557,7 +577,8 @@ impl GroupCoordinator {
     }
 
     /// OffsetCommit: checks the member, applies the offsets and returns when they'll be durable.
-    /// `Err` is the error for every partition.
+    /// `Err` is the error for every partition. `api_version` is OffsetCommit's.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         broker: &Arc<Broker>,
@@ -565,10 +586,19 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
+        api_version: i16,
         offsets: Vec<(String, i32, OffsetEntry)>,
     ) -> Result<Option<Durable>, ErrorCode> {
         self.ensure_offsets_topic(broker)?;
-        let simple = generation < 0 && member_id.is_empty();
+        // Kafka: a commit with a negative generation (or member epoch) to a
+        // group that does not exist creates a "simple" group, whatever the
+        // member id; any other commit to an unknown group is refused.
+        let simple = generation < 0;
+        let unknown_group = if api_version >= 9 {
+            ErrorCode::GroupIdNotFound
+        } else {
+            ErrorCode::IllegalGeneration
+        };
         self.with_group(broker, group_id, simple, |g, _| {
             let code = match &g.consumer {
                 Some(c) => c.check_member_epoch(member_id, generation),
@@ -595,7 +625,7 @@ impl GroupCoordinator {
             }
             Ok(Some(durable))
         })
-        .unwrap_or(Err(ErrorCode::UnknownMemberId))
+        .unwrap_or(Err(unknown_group))
     }
 
     /// OffsetFetch for one group. `None` topics means every committed offset.
@@ -827,24 +857,39 @@ impl GroupCoordinator {
         req.fresh_member_id = uuid_text();
         let create = req.member_epoch == 0;
         let limits = broker.consumer_limits_for(group_id, &self.consumer_limits);
-        self.with_group(broker, group_id, create, |g, _| {
+        self.with_group(broker, group_id, create, |g, out| {
             if g.consumer.is_none() {
                 if g.state() != GroupState::Empty || g.member_count() > 0 {
-                    return HeartbeatReply {
-                        error: ErrorCode::GroupIdNotFound,
-                        error_message: Some(format!("group {group_id} is a classic group")),
-                        ..Default::default()
-                    };
+                    // KIP-848 online upgrade (Kafka's default migration
+                    // policy, bidirectional): the live classic group becomes
+                    // a consumer group that keeps its classic members.
+                    if let Err(reason) =
+                        g.upgrade_to_consumer(&topics, limits.members_max, now_ms(), out)
+                    {
+                        return HeartbeatReply {
+                            error: ErrorCode::GroupIdNotFound,
+                            error_message: Some(reason),
+                            ..Default::default()
+                        };
+                    }
+                    tracing::info!(
+                        group = group_id,
+                        "classic group upgraded to a consumer group"
+                    );
+                } else {
+                    g.consumer = Some(ConsumerGroup::new());
                 }
-                g.consumer = Some(ConsumerGroup::new());
             }
-            match &mut g.consumer {
+            let reply = match &mut g.consumer {
                 Some(c) => c.heartbeat(req, &topics, &limits, now_ms()),
                 None => HeartbeatReply {
                     error: ErrorCode::UnknownServerError,
                     ..Default::default()
                 },
-            }
+            };
+            // The last consumer-protocol member may just have left.
+            g.maybe_downgrade(now_ms(), out);
+            reply
         })
         .unwrap_or_else(|| HeartbeatReply {
             error: ErrorCode::UnknownMemberId,

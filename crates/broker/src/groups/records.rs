@@ -20,8 +20,9 @@
 
 use bytes::{Bytes, BytesMut};
 use weir_protocol::codec::{
-    DecodeError, read_bytes, read_i16, read_i32, read_i64, read_nullable_string, read_string,
-    write_bytes, write_i16, write_i32, write_i64, write_nullable_string, write_string,
+    DecodeError, read_bytes, read_i16, read_i32, read_i64, read_nullable_bytes,
+    read_nullable_string, read_string, write_bytes, write_i16, write_i32, write_i64,
+    write_nullable_string, write_string,
 };
 
 use super::group::{OffsetEntry, StoredGroup, StoredMember};
@@ -239,6 +240,82 @@ pub fn subscribed_topics(subscription: &Bytes) -> Vec<String> {
     parse(&mut buf).unwrap_or_default()
 }
 
+/// A classic member's ConsumerProtocolSubscription, as far as the consumer
+/// protocol needs it (Kafka's layout, versions 0-3: i16 version, [string
+/// topic], nullable bytes user data; v1+ [string topic, [i32 partition]]
+/// owned partitions; v2+ i32 generation; v3+ nullable string rack).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassicSubscription {
+    pub topics: Vec<String>,
+    /// Partitions the member still owns (always empty before v1).
+    pub owned: super::consumer::Assignment,
+    pub rack_id: Option<String>,
+}
+
+/// Bounds any array read from member metadata before allocating for it.
+fn array_len(buf: &Bytes, count: i32, min_item_bytes: usize) -> Result<usize, DecodeError> {
+    let count = usize::try_from(count).unwrap_or(0);
+    if count > buf.len() / min_item_bytes.max(1) {
+        return Err(DecodeError::Truncated {
+            needed: count.saturating_mul(min_item_bytes),
+            remaining: buf.len(),
+        });
+    }
+    Ok(count)
+}
+
+/// `[string topic, [i32 partition]]`, as in assignments and owned partitions.
+fn read_topic_partitions(buf: &mut Bytes) -> Result<super::consumer::Assignment, DecodeError> {
+    let mut out = super::consumer::Assignment::new();
+    let count = read_i32(buf)?;
+    for _ in 0..array_len(buf, count, 6)? {
+        let topic = read_string(buf, false, "topic")?;
+        let partitions = read_i32(buf)?;
+        let entry = out.entry(topic).or_default();
+        for _ in 0..array_len(buf, partitions, 4)? {
+            entry.insert(read_i32(buf)?);
+        }
+    }
+    out.retain(|_, parts| !parts.is_empty());
+    Ok(out)
+}
+
+pub fn decode_classic_subscription(metadata: &Bytes) -> Result<ClassicSubscription, DecodeError> {
+    let mut buf = metadata.clone();
+    let version = read_i16(&mut buf)?;
+    let count = read_i32(&mut buf)?;
+    let mut topics = Vec::new();
+    for _ in 0..array_len(&buf, count, 2)? {
+        topics.push(read_string(&mut buf, false, "topic")?);
+    }
+    let _user_data = read_nullable_bytes(&mut buf, false)?;
+    let mut out = ClassicSubscription {
+        topics,
+        ..Default::default()
+    };
+    if version >= 1 {
+        out.owned = read_topic_partitions(&mut buf)?;
+    }
+    if version >= 3 {
+        let _generation = read_i32(&mut buf)?;
+        out.rack_id = read_nullable_string(&mut buf, false)?;
+    }
+    Ok(out)
+}
+
+/// A ConsumerProtocolAssignment's partitions (empty bytes: nothing assigned,
+/// as a member that has not synced yet holds).
+pub fn decode_consumer_assignment(
+    assignment: &Bytes,
+) -> Result<super::consumer::Assignment, DecodeError> {
+    if assignment.is_empty() {
+        return Ok(super::consumer::Assignment::new());
+    }
+    let mut buf = assignment.clone();
+    let _version = read_i16(&mut buf)?;
+    read_topic_partitions(&mut buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +366,44 @@ mod tests {
             Some(Key::Group { group: "g".into() })
         );
         assert_eq!(decode_group_value(group_value(&group)).unwrap(), group);
+    }
+
+    #[test]
+    fn classic_subscription_and_assignment_decode_every_version() {
+        let owned: super::super::consumer::Assignment =
+            [("t".to_string(), [0, 2].into_iter().collect())].into();
+        let assignment = consumer_assignment(&owned);
+        assert_eq!(decode_consumer_assignment(&assignment).unwrap(), owned);
+        assert!(
+            decode_consumer_assignment(&Bytes::new())
+                .unwrap()
+                .is_empty()
+        );
+        let v0 = consumer_subscription(&["a".to_string(), "b".to_string()]);
+        let decoded = decode_classic_subscription(&v0).unwrap();
+        assert_eq!(decoded.topics, vec!["a".to_string(), "b".to_string()]);
+        assert!(decoded.owned.is_empty());
+        // v3: topics, null user data, owned [t: 0, 2], generation 7, rack "r".
+        let mut buf = BytesMut::new();
+        write_i16(&mut buf, 3);
+        write_i32(&mut buf, 1);
+        let _ = write_string(&mut buf, "t", false);
+        write_i32(&mut buf, -1);
+        write_i32(&mut buf, 1);
+        let _ = write_string(&mut buf, "t", false);
+        write_i32(&mut buf, 2);
+        write_i32(&mut buf, 0);
+        write_i32(&mut buf, 2);
+        write_i32(&mut buf, 7);
+        let _ = write_nullable_string(&mut buf, Some("r"), false);
+        let decoded = decode_classic_subscription(&buf.freeze()).unwrap();
+        assert_eq!(decoded.owned, owned);
+        assert_eq!(decoded.rack_id.as_deref(), Some("r"));
+        // A huge array count is refused before allocating.
+        let mut buf = BytesMut::new();
+        write_i16(&mut buf, 0);
+        write_i32(&mut buf, i32::MAX);
+        assert!(decode_classic_subscription(&buf.freeze()).is_err());
     }
 
     #[test]

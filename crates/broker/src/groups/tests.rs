@@ -490,3 +490,286 @@ fn group_partition_matches_kafkas_placement() {
     assert_eq!(partition_for("", 50), 0);
     assert!((0..7).contains(&partition_for("anything at all", 7)));
 }
+
+#[test]
+fn a_group_whose_member_is_still_joining_is_never_removable() {
+    // KIP-394: the first JoinGroup only hands out an id; the group then has
+    // no member yet, but removing it would refuse the member's second join.
+    let mut g: Group<u32> = Group::new("g", 0);
+    let mut out = Vec::new();
+    g.join(
+        join_req("", "a", &[("range", "")]),
+        0,
+        0,
+        &limits(),
+        &mut out,
+    );
+    assert_eq!(join_reply(&mut out, 0).error, ErrorCode::MemberIdRequired);
+    assert_eq!(g.state(), GroupState::Empty);
+    assert_eq!(g.member_count(), 0);
+    assert!(!g.is_removable(), "a handed-out member id is pending");
+    g.join(
+        join_req("a", "", &[("range", "")]),
+        1,
+        1,
+        &limits(),
+        &mut out,
+    );
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert!(!g.is_removable(), "a rebalance is in progress");
+    g.tick(DELAY_MS + 1, &mut out);
+    assert_eq!(join_reply(&mut out, 1).error, ErrorCode::None);
+    assert!(!g.is_removable(), "the group has a member");
+
+    // An id nobody claims expires with its session; then the group may go.
+    let mut lone: Group<u32> = Group::new("lone", 0);
+    lone.join(
+        join_req("", "b", &[("range", "")]),
+        2,
+        0,
+        &limits(),
+        &mut out,
+    );
+    lone.tick(i64::from(SESSION_MS) + 1, &mut out);
+    assert!(lone.is_removable());
+}
+
+#[test]
+fn negative_generation_commit_with_any_member_id_goes_to_an_empty_group() {
+    // librdkafka with group.protocol=consumer and assign() sends the member
+    // id it generated with generation -1; Kafka takes that.
+    let mut empty: Group<u32> = Group::new("s", 0);
+    assert_eq!(
+        empty.check_commit("rdkafka-generated-id", None, -1, 0),
+        ErrorCode::None
+    );
+    let (mut g, replies) = formed_group(&["a"]);
+    stabilize(&mut g, &replies, DELAY_MS);
+    assert_eq!(
+        g.check_commit("rdkafka-generated-id", None, -1, DELAY_MS),
+        ErrorCode::UnknownMemberId,
+        "a live group still refuses it"
+    );
+}
+
+mod migration {
+    //! KIP-848 online migration between the classic and consumer protocols,
+    //! at the level of the state machines.
+    use super::*;
+    use crate::groups::consumer::{
+        self, Assignment, ConsumerLimits, HeartbeatRequest, TopicCounts,
+    };
+    use crate::groups::records;
+
+    fn topics() -> TopicCounts {
+        [("t".to_string(), 4)].into()
+    }
+
+    fn all_of_t() -> Assignment {
+        [("t".to_string(), (0..4).collect())].into()
+    }
+
+    fn count(a: &Assignment) -> usize {
+        a.values().map(|p| p.len()).sum()
+    }
+
+    fn classic_join(member_id: &str) -> JoinRequest {
+        let subscription = records::consumer_subscription(&["t".to_string()]);
+        JoinRequest {
+            member_id: member_id.into(),
+            protocols: vec![("range".into(), subscription)],
+            ..join_req(member_id, "fresh", &[])
+        }
+    }
+
+    fn consumer_join(id: &str) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: REBALANCE_MS,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            client_generates_member_id: true,
+            ..Default::default()
+        }
+    }
+
+    fn consumer_beat(id: &str, epoch: i32, owned: &Assignment) -> HeartbeatRequest {
+        HeartbeatRequest {
+            member_id: id.into(),
+            member_epoch: epoch,
+            rebalance_timeout_ms: -1,
+            owned: Some(owned.clone()),
+            client_generates_member_id: true,
+            ..Default::default()
+        }
+    }
+
+    /// A classic group at generation 1 whose one member "a" owns all of t.
+    fn stable_classic_group() -> Group<u32> {
+        let mut g: Group<u32> = Group::new("g", 0);
+        let mut out = Vec::new();
+        g.join(classic_join(""), 0, 0, &limits(), &mut out);
+        let id = join_reply(&mut out, 0).member_id;
+        assert_eq!(id, "fresh");
+        g.join(classic_join(&id), 1, 0, &limits(), &mut out);
+        g.tick(DELAY_MS, &mut out);
+        let joined = join_reply(&mut out, 1);
+        assert_eq!(joined.generation, 1);
+        let sync = SyncRequest {
+            member_id: id.clone(),
+            generation: 1,
+            assignments: vec![(id.clone(), records::consumer_assignment(&all_of_t()))],
+            ..Default::default()
+        };
+        g.sync(sync, 2, DELAY_MS, &mut out);
+        assert_eq!(sync_reply(&mut out, 2).error, ErrorCode::None);
+        assert_eq!(g.state(), GroupState::Stable);
+        g
+    }
+
+    #[test]
+    fn consumer_member_joining_a_classic_group_converts_it_and_both_share_the_partitions() {
+        let mut g = stable_classic_group();
+        let mut out = Vec::new();
+        let now = DELAY_MS + 10;
+        g.upgrade_to_consumer(&topics(), 100, now, &mut out)
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(g.state(), GroupState::Empty, "the classic side is emptied");
+        assert_eq!(g.member_count(), 0);
+        let c = g.consumer.as_mut().unwrap();
+        assert_eq!(c.group_epoch(), 1, "the generation becomes the group epoch");
+        assert_eq!(c.member("fresh").unwrap().assigned, all_of_t());
+
+        // The consumer-protocol member joins: the target splits t, but a's
+        // partitions are not free yet.
+        let limits = ConsumerLimits::default();
+        let b = c.heartbeat(consumer_join("b"), &topics(), &limits, now);
+        assert_eq!(b.error, ErrorCode::None);
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(count(&b.assignment.clone().unwrap()), 0);
+
+        // The classic member's heartbeat tells it to rejoin; its JoinGroup
+        // (eager: it owns nothing now) gets generation 2 and no leader.
+        assert_eq!(
+            c.classic_heartbeat("fresh", None, 1, now),
+            ErrorCode::RebalanceInProgress
+        );
+        let rejoined = c.classic_join(
+            classic_join("fresh"),
+            &topics(),
+            &limits,
+            &super::limits(),
+            now,
+        );
+        assert_eq!(rejoined.error, ErrorCode::None);
+        assert_eq!(rejoined.generation, 2);
+        assert_eq!(rejoined.leader, "");
+        assert_eq!(rejoined.protocol_name.as_deref(), Some("range"));
+        let sync = SyncRequest {
+            member_id: "fresh".into(),
+            generation: 2,
+            ..Default::default()
+        };
+        let synced = c.classic_sync(&sync, now);
+        assert_eq!(synced.error, ErrorCode::None);
+        let a_has = records::decode_consumer_assignment(&synced.assignment).unwrap();
+        assert_eq!(count(&a_has), 2);
+        assert_eq!(c.classic_heartbeat("fresh", None, 2, now), ErrorCode::None);
+        assert_eq!(
+            c.check_member_epoch("fresh", 2),
+            ErrorCode::None,
+            "a classic member commits with its generation"
+        );
+        assert_eq!(
+            c.check_member_epoch("fresh", 1),
+            ErrorCode::IllegalGeneration
+        );
+
+        // The freed partitions reach the consumer-protocol member.
+        let b = c.heartbeat(
+            consumer_beat("b", 2, &Assignment::new()),
+            &topics(),
+            &limits,
+            now,
+        );
+        let b_has = b.assignment.unwrap();
+        assert_eq!(count(&b_has), 2);
+        assert!(b_has["t"].is_disjoint(&a_has["t"]));
+
+        // The consumer-protocol member leaves: back to a classic group that
+        // rebalances, with a keeping its id.
+        let mut leave = consumer_beat("b", consumer::LEAVE_EPOCH, &Assignment::new());
+        leave.owned = None;
+        let left = c.heartbeat(leave, &topics(), &limits, now);
+        assert_eq!(left.error, ErrorCode::None);
+        g.maybe_downgrade(now, &mut out);
+        assert!(g.consumer.is_none());
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+        assert_eq!(g.protocol_type(), Some("consumer"));
+        assert_eq!(g.protocol_name(), Some("range"));
+        assert_eq!(
+            g.heartbeat("fresh", None, 3, now),
+            ErrorCode::RebalanceInProgress
+        );
+        g.join(classic_join("fresh"), 7, now, &super::limits(), &mut out);
+        let joined = join_reply(&mut out, 7);
+        assert_eq!(joined.error, ErrorCode::None);
+        assert_eq!(joined.leader, "fresh");
+        assert!(joined.generation > 2);
+    }
+
+    #[test]
+    fn classic_member_that_does_not_rejoin_or_sync_within_its_rebalance_timeout_is_removed() {
+        let mut g = stable_classic_group();
+        let mut out = Vec::new();
+        g.upgrade_to_consumer(&topics(), 100, 0, &mut out).unwrap();
+        let c = g.consumer.as_mut().unwrap();
+        // Sessions outlast the scenario: only the rebalance timeout may act.
+        let limits = ConsumerLimits {
+            session_timeout_ms: 1_000_000,
+            ..ConsumerLimits::default()
+        };
+        c.heartbeat(consumer_join("b"), &topics(), &limits, 0);
+        // Told to rejoin at t=1000 and keeps heartbeating, but never rejoins.
+        let rebalance_ms = i64::from(REBALANCE_MS);
+        assert_eq!(
+            c.classic_heartbeat("fresh", None, 1, 1_000),
+            ErrorCode::RebalanceInProgress
+        );
+        let b = c.heartbeat(
+            consumer_beat("b", 2, &Assignment::new()),
+            &topics(),
+            &limits,
+            5_000,
+        );
+        assert_eq!(b.error, ErrorCode::None);
+        c.classic_heartbeat("fresh", None, 1, 10_000);
+        c.classic_heartbeat("fresh", None, 1, 20_000);
+        c.classic_heartbeat("fresh", None, 1, 29_000);
+        assert!(c.tick(1_000 + rebalance_ms - 1).is_empty());
+        assert_eq!(c.tick(1_000 + rebalance_ms), vec!["fresh".to_string()]);
+
+        // One that rejoins but never sends SyncGroup goes too.
+        let mut late = classic_join("late");
+        late.session_timeout_ms = 600_000;
+        let joined = c.classic_join(late, &topics(), &limits, &super::limits(), 40_000);
+        assert_eq!(joined.error, ErrorCode::None);
+        assert!(c.tick(40_000 + rebalance_ms - 1).is_empty());
+        assert_eq!(c.tick(40_000 + rebalance_ms), vec!["late".to_string()]);
+    }
+
+    #[test]
+    fn a_classic_group_of_another_protocol_type_is_not_converted() {
+        let mut g: Group<u32> = Group::new("g", 0);
+        let mut out = Vec::new();
+        let mut req = join_req("", "a", &[("p", "")]);
+        req.protocol_type = "connect".into();
+        req.require_known_member_id = false;
+        g.join(req, 0, 0, &limits(), &mut out);
+        assert!(g.upgrade_to_consumer(&topics(), 100, 1, &mut out).is_err());
+        assert!(g.consumer.is_none());
+        assert_eq!(g.member_count(), 1);
+    }
+}

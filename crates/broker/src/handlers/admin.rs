@@ -27,6 +27,7 @@ use weir_protocol::messages::describe_log_dirs::{
     DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 
+use super::acl;
 use super::configs::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use crate::Broker;
 use crate::error::BrokerError;
@@ -364,10 +365,14 @@ pub fn delete_records(
 
 pub fn describe_cluster(
     broker: &Arc<Broker>,
-    _request: DescribeClusterRequest,
+    request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let advertised = broker.config.advertised();
     DescribeClusterResponse {
+        cluster_authorized_operations: acl::authorized_operations(
+            request.include_cluster_authorized_operations,
+            acl::CLUSTER_OPERATIONS,
+        ),
         throttle_time_ms: 0,
         error_code: 0,
         error_message: None,

@@ -8,15 +8,25 @@ use weir_protocol::messages::api_versions::{ApiVersion, ApiVersionsRequest, ApiV
 
 use super::HANDLED_APIS;
 
+/// Produce is advertised from v0 although v0-v2 are refused, as Kafka 4 does
+/// (KAFKA-18659): librdkafka before 2.11.1 enables gzip, snappy and lz4 only if
+/// the broker lists Produce v0, and otherwise produces uncompressed without a
+/// word (Debian's kcat, librdkafka 2.0.2, does). Clients pick the highest
+/// version both sides know, so none is led to send v0-v2 by this.
+const PRODUCE_ADVERTISED_MIN_VERSION: i16 = 0;
+
 fn supported() -> Vec<ApiVersion> {
     api::SUPPORTED_APIS
         .iter()
         .filter(|(key, _, _)| ApiKey::from_i16(*key).is_some_and(|k| HANDLED_APIS.contains(&k)))
-        .map(|(key, min, max)| ApiVersion {
-            api_key: *key,
-            min_version: *min,
-            max_version: *max,
-            ..Default::default()
+        .map(|&(key, min, max)| ApiVersion {
+            api_key: key,
+            min_version: if key == ApiKey::Produce as i16 {
+                PRODUCE_ADVERTISED_MIN_VERSION
+            } else {
+                min
+            },
+            max_version: max,
         })
         .collect()
 }

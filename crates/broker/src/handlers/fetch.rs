@@ -26,7 +26,7 @@ use weir_protocol::api::ApiKey;
 
 use crate::error::log_error_code;
 use crate::frame::{Placeholders, splice};
-use crate::{Broker, PendingReply, encode_frame};
+use crate::{Broker, Frame, PendingReply, encode_frame, encode_response, log_encode_failure};
 
 /// Kafka's `fetch.max.wait.ms` ceiling: a client can't park a request forever.
 const FETCH_WAIT_MS_MAX: u64 = 30_000;
@@ -225,14 +225,22 @@ pub fn handle(
             responses,
             ..Default::default()
         };
-        let encoded = encode_frame(&header, &response)?;
+        let encoded = match encode_response(&header, &response) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                log_encode_failure(&header, &e);
+                return Some(Frame::close_connection());
+            }
+        };
         let compact = header.api_version >= ApiKey::Fetch.response_flexible_min_version();
-        let frame = splice(encoded, placeholders, compact);
-        if frame.is_none() {
-            tracing::error!(
-                "could not splice record ranges into a fetch response; closing connection"
-            );
+        match splice(encoded, placeholders, compact) {
+            Some(frame) => Some(frame),
+            None => {
+                tracing::error!(
+                    "could not splice record ranges into a fetch response; closing connection"
+                );
+                Some(Frame::close_connection())
+            }
         }
-        frame
     }))
 }

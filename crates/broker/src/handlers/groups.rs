@@ -49,6 +49,7 @@ use weir_protocol::messages::offset_fetch::{
 };
 use weir_protocol::messages::sync_group::{SyncGroupRequest, SyncGroupResponse};
 
+use super::acl;
 use crate::groups::consumer::{self, Assignment};
 use crate::groups::group::{JoinReply, JoinRequest, OffsetEntry, Reply, SyncReply, SyncRequest};
 use crate::groups::{Durable, GroupState};
@@ -217,7 +218,7 @@ pub fn join_group(
             // The round was abandoned (shutdown, or a newer join from the same member).
             _ => JoinReply::error(ErrorCode::NotCoordinator, &member_id),
         };
-        encode_frame(&header, &join_response(version, reply)).map(Into::into)
+        encode_frame(&header, &join_response(version, reply))
     })
 }
 
@@ -260,7 +261,7 @@ pub fn sync_group(
             Ok(Reply::Sync(reply)) => reply,
             _ => SyncReply::error(ErrorCode::NotCoordinator),
         };
-        encode_frame(&header, &sync_response(reply)).map(Into::into)
+        encode_frame(&header, &sync_response(reply))
     })
 }
 
@@ -378,6 +379,7 @@ pub fn offset_commit(
             &request.member_id,
             request.group_instance_id.as_deref(),
             request.generation_id_or_member_epoch,
+            header.api_version,
             accepted,
         )
     };
@@ -407,7 +409,7 @@ pub fn offset_commit(
             topics,
             ..Default::default()
         };
-        encode_frame(&header, &response).map(Into::into)
+        encode_frame(&header, &response)
     })
 }
 
@@ -534,7 +536,7 @@ pub fn offset_delete(
                 }
             }
         };
-        encode_frame(&header, &response).map(Into::into)
+        encode_frame(&header, &response)
     })
 }
 
@@ -577,6 +579,8 @@ pub fn describe_groups(
     header: &RequestHeader,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
+    let authorized_operations =
+        acl::authorized_operations(request.include_authorized_operations, acl::GROUP_OPERATIONS);
     let groups = request
         .groups
         .into_iter()
@@ -599,6 +603,7 @@ pub fn describe_groups(
                         member_assignment: m.assignment,
                     })
                     .collect(),
+                authorized_operations,
                 ..Default::default()
             },
             None => {
@@ -611,6 +616,8 @@ pub fn describe_groups(
                         ErrorCode::None.code()
                     },
                     error_message: v6.then(|| format!("group {group_id} not found")),
+                    // Kafka reports them for every group answered without an error.
+                    authorized_operations: if v6 { i32::MIN } else { authorized_operations },
                     group_id,
                     group_state: GroupState::Dead.name().to_string(),
                     ..Default::default()
@@ -660,7 +667,6 @@ pub fn delete_groups(
                 ..Default::default()
             },
         )
-        .map(Into::into)
     })
 }
 
@@ -746,6 +752,8 @@ pub fn consumer_group_describe(
     broker: &Arc<Broker>,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
+    let authorized_operations =
+        acl::authorized_operations(request.include_authorized_operations, acl::GROUP_OPERATIONS);
     let assignment = |a: &Assignment| cgd::Assignment {
         topic_partitions: topic_partitions(broker, a)
             .into_iter()
@@ -782,10 +790,11 @@ pub fn consumer_group_describe(
                             subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                             assignment: assignment(&m.assigned),
                             target_assignment: assignment(target),
-                            // 1: a member speaking the consumer protocol (v1+).
-                            member_type: 1,
+                            // v1+: 0 a classic-protocol member, 1 a consumer-protocol one.
+                            member_type: if m.classic.is_some() { 0 } else { 1 },
                         })
                         .collect(),
+                    authorized_operations,
                     ..Default::default()
                 },
                 Err(code) => {

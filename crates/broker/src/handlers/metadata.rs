@@ -5,10 +5,11 @@ use std::sync::Arc;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::metadata::{
-    MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
-    MetadataResponseTopic,
+    MetadataRequest, MetadataRequestTopic, MetadataResponse, MetadataResponseBroker,
+    MetadataResponsePartition, MetadataResponseTopic,
 };
 
+use super::acl;
 use crate::Broker;
 use crate::topics::Topic;
 
@@ -45,6 +46,26 @@ fn error_entry(name: Option<String>, id: [u8; 16], code: ErrorCode) -> MetadataR
     }
 }
 
+/// Kafka's whole-request error answer for Metadata: each topic with the
+/// error, a null name as "" (the response doesn't allow null before v12).
+fn invalid_request(request: MetadataRequest) -> MetadataResponse {
+    MetadataResponse {
+        topics: request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| {
+                error_entry(
+                    Some(t.name.unwrap_or_default()),
+                    t.topic_id,
+                    ErrorCode::InvalidRequest,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
@@ -57,7 +78,19 @@ pub fn handle(
         None => true,
         Some(list) => list.is_empty() && header.api_version == 0,
     };
-    let topics = if all {
+    // Topic ids arrive with v10 but are served from v12: Kafka refuses an id,
+    // or a null name, in v10 and v11 (whose responses have no null name).
+    if !all && header.api_version < 12 {
+        let by_id = |t: &MetadataRequestTopic| t.name.is_none() || t.topic_id != [0; 16];
+        if request
+            .topics
+            .as_ref()
+            .is_some_and(|ts| ts.iter().any(by_id))
+        {
+            return invalid_request(request);
+        }
+    }
+    let mut topics: Vec<MetadataResponseTopic> = if all {
         let mut topics: Vec<_> = broker.registry().iter().cloned().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         topics.iter().map(|t| topic_entry(broker, t)).collect()
@@ -79,7 +112,20 @@ pub fn handle(
             })
             .collect()
     };
+    if request.include_topic_authorized_operations {
+        // Kafka reports them for every topic it looked up by name, not for ids it didn't find.
+        for t in &mut topics {
+            if t.error_code != ErrorCode::UnknownTopicId.code() {
+                t.topic_authorized_operations = acl::bit_field(acl::TOPIC_OPERATIONS);
+            }
+        }
+    }
     MetadataResponse {
+        // Only v8-10 carry it (later versions moved it to DescribeCluster).
+        cluster_authorized_operations: acl::authorized_operations(
+            request.include_cluster_authorized_operations,
+            acl::CLUSTER_OPERATIONS,
+        ),
         throttle_time_ms: 0,
         brokers: vec![MetadataResponseBroker {
             node_id: broker.config.node_id,

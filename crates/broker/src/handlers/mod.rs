@@ -3,15 +3,19 @@
 //! Decoding failures close the connection (Kafka does the same: a body that
 //! doesn't parse leaves no way to know where the next request starts).
 
+pub mod acl;
 mod admin;
 pub mod api_versions;
+mod config_resources;
 mod configs;
+mod describe_topic_partitions;
 mod fetch;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod replicas;
 
 use std::sync::Arc;
 
@@ -53,8 +57,19 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::ConsumerGroupHeartbeat,
     ApiKey::ConsumerGroupDescribe,
+    ApiKey::AlterReplicaLogDirs,
+    ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
+    ApiKey::ListConfigResources,
+    ApiKey::DescribeTopicPartitions,
     ApiKey::InitProducerId,
 ];
+
+/// Whether this broker answers `key` (it is advertised in ApiVersions).
+pub fn is_handled(key: ApiKey) -> bool {
+    HANDLED_APIS.contains(&key)
+}
 
 fn decode<T: Decode>(header: &RequestHeader, mut body: Bytes) -> Option<T> {
     match T::decode(&mut body, header.api_version) {
@@ -195,6 +210,36 @@ pub async fn dispatch(
         }
         ApiKey::ConsumerGroupDescribe => {
             let response = groups::consumer_group_describe(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::AlterReplicaLogDirs => {
+            let response = replicas::alter_replica_log_dirs(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::ElectLeaders => {
+            let response =
+                replicas::elect_leaders(broker, header.api_version, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let response = replicas::alter_partition_reassignments(
+                broker,
+                header.api_version,
+                decode(&header, body)?,
+            );
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::ListPartitionReassignments => {
+            let response = replicas::list_partition_reassignments(decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::ListConfigResources => {
+            let response =
+                config_resources::handle(broker, header.api_version, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeTopicPartitions => {
+            let response = describe_topic_partitions::handle(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::InitProducerId => {

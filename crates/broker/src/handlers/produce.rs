@@ -345,6 +345,7 @@ pub fn handle(
                 .iter()
                 .map(|t| TopicProduceResponse {
                     name: t.name.clone(),
+                    topic_id: t.topic_id,
                     partition_responses: t
                         .partition_data
                         .iter()
@@ -355,17 +356,24 @@ pub fn handle(
                             ..Default::default()
                         })
                         .collect(),
-                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
         };
         return Some(crate::ready(encode_frame(&header, &response)));
     }
-    let mut outcomes: Vec<(String, Vec<PartitionOutcome>)> =
+    // v13 (KIP-516) names topics by id; an id this broker doesn't know is
+    // UNKNOWN_TOPIC_ID, as an unknown name is UNKNOWN_TOPIC_OR_PARTITION (and
+    // so is a partition the topic doesn't have).
+    let by_id = header.api_version >= 13;
+    let mut outcomes: Vec<(String, [u8; 16], Vec<PartitionOutcome>)> =
         Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
-        let topic = broker.topic(&topic_data.name);
+        let topic = if by_id {
+            broker.registry().by_id(&topic_data.topic_id).cloned()
+        } else {
+            broker.topic(&topic_data.name)
+        };
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
         // Kafka refuses client appends to its internal topics: a stray record
         // in __consumer_offsets would be replayed as group state.
@@ -391,12 +399,17 @@ pub fn handle(
                     append_partition(broker, partition, &topic.config, data.records, wants_ack)
                 }
                 None => {
-                    PartitionOutcome::failed(data.index, ErrorCode::UnknownTopicOrPartition, None)
+                    let error = if by_id && topic.is_none() {
+                        ErrorCode::UnknownTopicId
+                    } else {
+                        ErrorCode::UnknownTopicOrPartition
+                    };
+                    PartitionOutcome::failed(data.index, error, None)
                 }
             };
             partitions.push(outcome);
         }
-        outcomes.push((topic_data.name, partitions));
+        outcomes.push((topic_data.name, topic_data.topic_id, partitions));
     }
     if !wants_ack {
         return Some(crate::ready(None));
@@ -409,7 +422,7 @@ pub fn handle(
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
         let mut responses = Vec::with_capacity(outcomes.len());
-        for (name, partitions) in outcomes {
+        for (name, topic_id, partitions) in outcomes {
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for mut outcome in partitions {
                 if let Some(durable) = outcome.durable.take() {
@@ -443,8 +456,8 @@ pub fn handle(
             }
             responses.push(TopicProduceResponse {
                 name,
+                topic_id,
                 partition_responses,
-                ..Default::default()
             });
         }
         let response = ProduceResponse {
@@ -452,7 +465,7 @@ pub fn handle(
             throttle_time_ms: 0,
             ..Default::default()
         };
-        encode_frame(&header, &response).map(crate::Frame::from)
+        encode_frame(&header, &response)
     }))
 }
 

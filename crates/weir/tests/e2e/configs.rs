@@ -314,6 +314,7 @@ fn keyless_records_in_a_compressed_batch_are_named_in_record_errors() {
                 index: 0,
                 records: Some(batch),
             }],
+            ..Default::default()
         }],
         ..Default::default()
     };

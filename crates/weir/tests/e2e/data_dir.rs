@@ -149,6 +149,15 @@ fn data_dir_written_as_node_1_refuses_to_start_as_node_7() {
     assert_eq!(consume_all(&broker, "owned", 1, 50).len(), 50);
 }
 
+/// A segment's base offset, from its file name.
+fn base_offset_of(segment: &Path) -> i64 {
+    segment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{} is not a segment file", segment.display()))
+}
+
 fn segment_files(partition_dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(partition_dir)
         .expect("partition dir")
@@ -187,20 +196,8 @@ fn damaged_middle_segment_stops_the_partition_there_and_keeps_later_segments() {
         .iter()
         .map(|p| (p.clone(), std::fs::read(p).unwrap()))
         .collect();
-    let damaged_base: i64 = damaged
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let next_base: i64 = logs[3]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let damaged_base = base_offset_of(&damaged);
+    let next_base = base_offset_of(&logs[3]);
 
     broker.restart();
     let log = broker.log();

@@ -44,13 +44,43 @@ fn produce(broker: &Broker, topic: &str, partitions: i32, from: usize, to: usize
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
 
-/// Counts rebalance callbacks so a test can tell whether a group moved.
+/// Counts rebalance callbacks so a test can tell whether a group moved, and
+/// keeps the client errors and the group-related complaints librdkafka logs.
 #[derive(Default)]
 struct Counting {
     assigns: AtomicUsize,
+    /// Error callbacks, and log lines naming errors a healthy group never
+    /// sees (kept only when the consumer logs at debug level, see `watched`).
+    complaints: Arc<Mutex<Vec<String>>>,
 }
 
-impl ClientContext for Counting {}
+/// Error names (librdkafka's wording) that a group forming on a healthy
+/// broker must never produce.
+const GROUP_COMPLAINTS: &[&str] = &[
+    "Unknown member",
+    "UNKNOWN_MEMBER_ID",
+    "Group id not found",
+    "GROUP_ID_NOT_FOUND",
+    "Inconsistent group protocol",
+];
+
+impl ClientContext for Counting {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if GROUP_COMPLAINTS.iter().any(|c| log_message.contains(c)) {
+            self.complaints
+                .lock()
+                .unwrap()
+                .push(format!("{fac}: {log_message}"));
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.complaints
+            .lock()
+            .unwrap()
+            .push(format!("error: {error}: {reason}"));
+    }
+}
 impl ConsumerContext for Counting {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if matches!(rebalance, Rebalance::Assign(_)) {
@@ -59,7 +89,23 @@ impl ConsumerContext for Counting {
     }
 }
 
+/// Settings that make librdkafka log every group request and response, so a
+/// test can look for errors the client recovers from silently.
+const WATCH_GROUP: &[(&str, &str)] = &[("debug", "cgrp")];
+
+type Complaints = Arc<Mutex<Vec<String>>>;
+
 fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsumer<Counting> {
+    consumer_reporting(broker, group, extra, Complaints::default())
+}
+
+/// A classic-protocol consumer whose complaints go to `complaints`.
+fn consumer_reporting(
+    broker: &Broker,
+    group: &str,
+    extra: &[(&str, &str)],
+    complaints: Complaints,
+) -> BaseConsumer<Counting> {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
@@ -72,8 +118,15 @@ fn consumer(broker: &Broker, group: &str, extra: &[(&str, &str)]) -> BaseConsume
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    if extra.iter().any(|(k, _)| *k == "debug") {
+        // rust-rdkafka otherwise caps librdkafka's log level at the `log` crate's.
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     config
-        .create_with_context(Counting::default())
+        .create_with_context(Counting {
+            complaints,
+            ..Default::default()
+        })
         .expect("consumer")
 }
 
@@ -474,6 +527,16 @@ fn protocol_consumer(
     group: &str,
     extra: &[(&str, &str)],
 ) -> BaseConsumer<Counting> {
+    protocol_consumer_reporting(broker, group, extra, Complaints::default())
+}
+
+/// A consumer-protocol consumer whose complaints go to `complaints`.
+fn protocol_consumer_reporting(
+    broker: &Broker,
+    group: &str,
+    extra: &[(&str, &str)],
+    complaints: Complaints,
+) -> BaseConsumer<Counting> {
     let mut config = broker.client_config();
     config
         .set("group.id", group)
@@ -485,8 +548,15 @@ fn protocol_consumer(
     for (k, v) in extra {
         config.set(*k, *v);
     }
+    if extra.iter().any(|(k, _)| *k == "debug") {
+        // rust-rdkafka otherwise caps librdkafka's log level at the `log` crate's.
+        config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     config
-        .create_with_context(Counting::default())
+        .create_with_context(Counting {
+            complaints,
+            ..Default::default()
+        })
         .expect("consumer")
 }
 
@@ -599,5 +669,250 @@ fn consumer_protocol_regex_subscription_reads_only_matching_topics() {
     assert!(
         !topics_seen.contains_key("other"),
         "a topic the pattern doesn't match was read"
+    );
+}
+
+// ---- regressions from real-client probes (issue 11, item 12) ----
+
+/// On a fresh broker the offset-expiry pass used to run at once and remove
+/// the first group while its first member was between its two JoinGroups
+/// (KIP-394), so that member's second JoinGroup got UNKNOWN_MEMBER_ID.
+#[test]
+fn first_group_on_a_fresh_broker_forms_without_unknown_member_id() {
+    let broker = start_broker(&[]);
+    create_topic(&broker, "fresh-topic", 4, &[]);
+    let complaints = Complaints::default();
+    let seen: Seen = Arc::default();
+    let members: Vec<Member> = (0..2)
+        .map(|i| {
+            let c = consumer_reporting(&broker, "fresh-group", WATCH_GROUP, complaints.clone());
+            Member::spawn(c, "fresh-topic", i, seen.clone())
+        })
+        .collect();
+    wait_for_split(&members.iter().collect::<Vec<_>>(), 4, "two members");
+    drop(members);
+    let complaints = complaints.lock().unwrap();
+    assert!(
+        complaints.is_empty(),
+        "the group's members saw errors: {complaints:#?}"
+    );
+}
+
+/// librdkafka with group.protocol=consumer that only assign()s commits with
+/// the member id it generated and epoch -1; Kafka stores that for a group
+/// nobody is a member of (Weir answered UNKNOWN_MEMBER_ID).
+#[test]
+fn consumer_protocol_client_using_assign_commits_offsets() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = start_consumer_protocol_broker();
+    create_topic(&broker, "assign-topic", 2, &[]);
+    let assigner = protocol_consumer(&broker, "assign-group", &[]);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("assign-topic", 0, Offset::Offset(3))
+        .expect("tpl");
+    tpl.add_partition_offset("assign-topic", 1, Offset::Offset(5))
+        .expect("tpl");
+    assigner.assign(&tpl).expect("assign");
+    assigner
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit from an assign() consumer");
+    drop(assigner);
+
+    // A separate, classic client reads them back.
+    let reader = consumer(&broker, "assign-group", &[]);
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("assign-topic", 0);
+    wanted.add_partition("assign-topic", 1);
+    let committed = reader
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    let offsets: Vec<(i32, Offset)> = committed
+        .elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![(0, Offset::Offset(3)), (1, Offset::Offset(5))]
+    );
+}
+
+/// KIP-848 online migration: a classic group in use, then a consumer-protocol
+/// member joins the same group (it used to get GROUP_ID_NOT_FOUND, fatal in
+/// librdkafka). The group is converted and both split the partitions; when
+/// the consumer-protocol member leaves, the group turns classic again and
+/// the classic member takes everything back. Every record is consumed.
+#[test]
+fn classic_and_consumer_protocol_members_share_one_group_through_migration() {
+    migrate_and_back("range,roundrobin", "range");
+}
+
+/// The same with a cooperative classic member: it gives up only what moves.
+#[test]
+fn cooperative_classic_and_consumer_protocol_members_share_one_group_through_migration() {
+    migrate_and_back("cooperative-sticky", "cooperative-sticky");
+}
+
+/// `strategy`: the classic member's partition.assignment.strategy;
+/// `protocol`: the classic protocol its group then settles on.
+fn migrate_and_back(strategy: &str, protocol: &str) {
+    const PARTITIONS: i32 = 4;
+    const BATCH: usize = 200;
+    let broker = start_consumer_protocol_broker();
+    let topic = "migrate-topic";
+    let group = "migrate-group";
+    create_topic(&broker, topic, PARTITIONS, &[]);
+    let complaints = Complaints::default();
+    let seen: Seen = Arc::default();
+
+    let mut classic_settings = WATCH_GROUP.to_vec();
+    classic_settings.push(("partition.assignment.strategy", strategy));
+    let mut classic = Member::spawn(
+        consumer_reporting(&broker, group, &classic_settings, complaints.clone()),
+        topic,
+        0,
+        seen.clone(),
+    );
+    wait_for_split(&[&classic], PARTITIONS, "classic member alone");
+    produce(&broker, topic, PARTITIONS, 0, BATCH);
+    wait_for_count(&seen, BATCH, "classic member alone");
+
+    let mut modern = Member::spawn(
+        protocol_consumer_reporting(&broker, group, WATCH_GROUP, complaints.clone()),
+        topic,
+        1,
+        seen.clone(),
+    );
+    wait_for_split(
+        &[&classic, &modern],
+        PARTITIONS,
+        "classic + consumer protocol",
+    );
+    produce(&broker, topic, PARTITIONS, BATCH, 2 * BATCH);
+    wait_for_count(&seen, 2 * BATCH, "classic + consumer protocol");
+    let by_modern = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(n, i)| *i == 1 && *n >= BATCH)
+        .count();
+    assert!(
+        by_modern > 0,
+        "the consumer-protocol member consumed nothing"
+    );
+
+    // The ListGroups/DescribeGroups view while both are in: a consumer group.
+    let probe: BaseConsumer = broker.client_config().create().expect("probe");
+    let list = probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list");
+    let described = list.groups().first().expect("the group is listed");
+    assert_eq!(described.members().len(), 2);
+    // A consumer group reports its server-side assignor as the protocol.
+    assert_eq!(described.protocol(), "uniform", "the group was converted");
+
+    modern.close();
+    wait_for_split(&[&classic], PARTITIONS, "classic member alone again");
+    let list = probe
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .expect("group list");
+    let described = list.groups().first().expect("the group is listed");
+    assert_eq!(described.members().len(), 1);
+    // Classic again: the protocol is the one the classic member chose.
+    assert_eq!(
+        described.protocol(),
+        protocol,
+        "the group was converted back"
+    );
+    produce(&broker, topic, PARTITIONS, 2 * BATCH, 3 * BATCH);
+    wait_for_count(&seen, 3 * BATCH, "classic member alone again");
+    classic.close();
+
+    let distinct: BTreeSet<usize> = seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
+    assert_eq!(distinct, (0..3 * BATCH).collect(), "every record consumed");
+    let complaints = complaints.lock().unwrap();
+    assert!(complaints.is_empty(), "client errors: {complaints:#?}");
+}
+
+/// One OffsetCommit of partition 0 straight from the wire; the partition's error code.
+fn raw_offset_commit(
+    broker: &Broker,
+    version: i16,
+    group: &str,
+    member_id: &str,
+    generation_or_epoch: i32,
+    topic: &str,
+) -> i16 {
+    use bytes::{Bytes, BytesMut};
+    use weir_protocol::codec::{Decode, Encode};
+    use weir_protocol::header::{RequestHeader, ResponseHeader};
+    use weir_protocol::messages::offset_commit::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        OffsetCommitResponse,
+    };
+    const OFFSET_COMMIT: i16 = 8;
+    let header = RequestHeader {
+        api_key: OFFSET_COMMIT,
+        api_version: version,
+        correlation_id: 7,
+        client_id: Some("raw-commit".into()),
+    };
+    let request = OffsetCommitRequest {
+        group_id: group.into(),
+        generation_id_or_member_epoch: generation_or_epoch,
+        member_id: member_id.into(),
+        topics: vec![OffsetCommitRequestTopic {
+            name: topic.into(),
+            partitions: vec![OffsetCommitRequestPartition {
+                partition_index: 0,
+                committed_offset: 1,
+                committed_leader_epoch: -1,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    let mut body = BytesMut::new();
+    header.encode(&mut body).expect("header");
+    request.encode(&mut body, version).expect("request");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let response = super::hostile::exchange(broker, &frame).expect("an answer");
+    let mut response = Bytes::from(response);
+    ResponseHeader::decode(
+        &mut response,
+        weir_protocol::api::response_header_version(OFFSET_COMMIT, version),
+    )
+    .expect("response header");
+    let decoded = OffsetCommitResponse::decode(&mut response, version).expect("response");
+    decoded.topics[0].partitions[0].error_code
+}
+
+/// Kafka's rules for a commit to a group that doesn't exist: a negative
+/// generation (member epoch) creates a simple group whatever the member id;
+/// anything else is GROUP_ID_NOT_FOUND from v9, ILLEGAL_GENERATION before.
+#[test]
+fn offset_commit_to_an_unknown_group_follows_kafkas_rules() {
+    const NONE: i16 = 0;
+    const ILLEGAL_GENERATION: i16 = 22;
+    const GROUP_ID_NOT_FOUND: i16 = 69;
+    let broker = start_broker(&[]);
+    create_topic(&broker, "raw-commit-topic", 1, &[]);
+    let topic = "raw-commit-topic";
+    assert_eq!(
+        raw_offset_commit(&broker, 9, "raw-a", "id-from-client", -1, topic),
+        NONE
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 8, "raw-b", "id-from-client", -1, topic),
+        NONE
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 9, "raw-c", "id-from-client", 3, topic),
+        GROUP_ID_NOT_FOUND
+    );
+    assert_eq!(
+        raw_offset_commit(&broker, 8, "raw-d", "id-from-client", 3, topic),
+        ILLEGAL_GENERATION
     );
 }

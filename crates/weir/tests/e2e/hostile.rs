@@ -76,6 +76,7 @@ pub(super) fn produce_frame(topic: &str, records: Bytes) -> Vec<u8> {
         timeout_ms: 5000,
         topic_data: vec![TopicProduceData {
             name: topic.to_string(),
+            topic_id: [0; 16],
             partition_data: vec![PartitionProduceData {
                 index: 0,
                 records: Some(records),
