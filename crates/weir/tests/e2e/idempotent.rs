@@ -91,7 +91,7 @@ fn idempotent_producer_writes_each_record_once_across_kill9_restarts() {
             Ok(()) => sent += 1,
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
         }
-        if sent % RECORDS_PER_MS == 0 {
+        if sent.is_multiple_of(RECORDS_PER_MS) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
