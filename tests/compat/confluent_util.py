@@ -35,8 +35,6 @@ def producer_config(broker) -> dict:
         "bootstrap.servers": broker.bootstrap,
         "client.id": "weir-compat-producer",
         "acks": "all",
-        # Idempotence needs InitProducerId, which the broker does not offer yet.
-        "enable.idempotence": False,
         "linger.ms": 5,
     }
 

@@ -57,6 +57,7 @@ KAFKA_4_1_RANGES = {
     19: (0, 7),  # CreateTopics
     20: (0, 6),  # DeleteTopics
     21: (0, 2),  # DeleteRecords
+    22: (0, 5),  # InitProducerId (v6, KIP-939, is unstable in 4.1)
     23: (0, 4),  # OffsetForLeaderEpoch
     32: (0, 4),  # DescribeConfigs
     33: (0, 2),  # AlterConfigs

@@ -44,9 +44,6 @@ def make_producer(broker) -> KafkaProducer:
         bootstrap_servers=broker.bootstrap,
         client_id="weir-compat-producer",
         acks="all",
-        # kafka-python 3 defaults to idempotence, which needs InitProducerId;
-        # the broker does not offer it yet.
-        enable_idempotence=False,
         linger_ms=5,
         request_timeout_ms=CALL_TIMEOUT_MS,
     )

@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub group_consumer_min_session_timeout_ms: i32,
     /// Kafka's `group.consumer.max.session.timeout.ms`.
     pub group_consumer_max_session_timeout_ms: i32,
+    /// Kafka's `producer.id.expiration.ms`: a partition forgets an idempotent
+    /// producer whose last batch is older than this.
+    pub producer_id_expiration_ms: i64,
     /// Which settings were given explicitly (config file, environment or
     /// flags), by field name; topic defaults as `topic_defaults.<kafka name>`.
     /// DescribeConfigs reports these as STATIC_BROKER_CONFIG and the rest as
@@ -123,6 +126,7 @@ impl Default for BrokerConfig {
             group_consumer_session_timeout_ms: 45_000,
             offsets_topic_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
+            producer_id_expiration_ms: 86_400_000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_bytes_max: 4096,
             group_consumer_min_heartbeat_interval_ms: 5_000,
@@ -162,6 +166,15 @@ impl BrokerConfig {
             return Err(format!(
                 "default_partitions must be >= 1, got {}",
                 self.default_partitions
+            ));
+        }
+        if self.producer_id_expiration_ms < 1
+            || self.producer_id_expiration_ms > i64::from(i32::MAX)
+        {
+            return Err(format!(
+                "producer_id_expiration_ms must be in [1, {}] (Kafka's int), got {}",
+                i32::MAX,
+                self.producer_id_expiration_ms
             ));
         }
         if self.request_frame_bytes_max < 1024 {

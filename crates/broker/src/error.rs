@@ -1,6 +1,6 @@
 //! Broker errors, and the one place they become Kafka error codes.
 
-use weir_log::LogError;
+use weir_log::{LogError, ProducerStateError};
 use weir_protocol::error_code::ErrorCode;
 
 use crate::topic_config::ConfigError;
@@ -59,6 +59,12 @@ impl BrokerError {
 pub fn log_error_code(error: &LogError) -> ErrorCode {
     match error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::Producer(ProducerStateError::OutOfOrderSequence(_)) => {
+            ErrorCode::OutOfOrderSequenceNumber
+        }
+        LogError::Producer(ProducerStateError::InvalidProducerEpoch(_)) => {
+            ErrorCode::InvalidProducerEpoch
+        }
         _ => ErrorCode::KafkaStorageError,
     }
 }

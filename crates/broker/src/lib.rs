@@ -5,6 +5,7 @@
 //! - [`topic_config`]: per-topic settings under Kafka's names, and validation.
 //! - [`topics`]: the topic registry and its on-disk metadata.
 //! - [`partition`]: one partition (its log).
+//! - [`producer_ids`]: producer ids for InitProducerId, reserved durably in blocks.
 //! - `handlers`: one module per group of Kafka APIs.
 //! - [`error`]: broker errors and their single mapping to Kafka error codes.
 //!
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod groups;
 mod handlers;
 pub mod partition;
+pub mod producer_ids;
 mod refusals;
 pub mod topic_config;
 pub mod topics;
@@ -66,6 +68,8 @@ pub struct Broker {
     /// Dynamic broker configs and group configs, as persisted. Changes to the
     /// broker layer take this lock and then the registry's, in that order.
     dynamic: Mutex<dynamic_config::DynamicConfigs>,
+    /// Producer ids for idempotent producers (InitProducerId).
+    pub producer_ids: producer_ids::ProducerIdManager,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -84,8 +88,16 @@ impl Broker {
         let topic_defaults = dynamic
             .topic_defaults(&config.topic_defaults)
             .map_err(|e| BrokerError::Corrupt(format!("stored dynamic broker configs: {e}")))?;
-        let registry = TopicRegistry::load(&config.data_dir, env.clone(), &topic_defaults)?;
+        let registry = TopicRegistry::load(
+            &config.data_dir,
+            env.clone(),
+            &topic_defaults,
+            config.producer_id_expiration_ms,
+        )?;
         let groups = groups::GroupCoordinator::open(&config, &registry)?;
+        let producer_ids = producer_ids::ProducerIdManager::new(Box::new(
+            producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
+        ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
         Ok(Arc::new(Broker {
             config,
@@ -95,6 +107,7 @@ impl Broker {
             groups,
             refusals: refusals::RefusalLog::default(),
             dynamic: Mutex::new(dynamic),
+            producer_ids,
             _data_dir: data_dir,
         }))
     }

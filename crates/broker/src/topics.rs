@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use weir_log::{Log, LogEnv, durable};
+use weir_log::{Log, LogConfig, LogEnv, durable};
 
 use crate::error::BrokerError;
 use crate::partition::Partition;
@@ -141,6 +141,8 @@ pub struct TopicRegistry {
     /// Topic defaults in force: static broker config plus dynamic broker
     /// configs. Every topic's config is these plus its own overrides.
     defaults: TopicConfig,
+    /// Kafka's broker config `producer.id.expiration.ms`, given to every log.
+    producer_id_expiration_ms: i64,
 }
 
 impl TopicRegistry {
@@ -149,6 +151,7 @@ impl TopicRegistry {
         data_dir: &Path,
         env: Arc<LogEnv>,
         defaults: &TopicConfig,
+        producer_id_expiration_ms: i64,
     ) -> Result<TopicRegistry, BrokerError> {
         let meta_dir = data_dir.join("meta").join("topics");
         durable::create_dir_all(&meta_dir)?;
@@ -158,6 +161,7 @@ impl TopicRegistry {
             env,
             topics: HashMap::new(),
             defaults: defaults.clone(),
+            producer_id_expiration_ms,
         };
         for entry in fs::read_dir(&registry.meta_dir)? {
             let path = entry?.path();
@@ -173,6 +177,14 @@ impl TopicRegistry {
         }
         registry.remove_orphan_partitions()?;
         Ok(registry)
+    }
+
+    /// A topic's log settings plus the broker-wide ones logs need.
+    fn log_config(&self, config: &TopicConfig) -> LogConfig {
+        LogConfig {
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+            ..config.log_config()
+        }
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -205,7 +217,7 @@ impl TopicRegistry {
         config: &TopicConfig,
     ) -> Result<Partition, BrokerError> {
         let dir = self.partition_dir(topic, index);
-        let log = Arc::new(Log::open(&self.env, &dir, config.log_config())?);
+        let log = Arc::new(Log::open(&self.env, &dir, self.log_config(config))?);
         // This broker leads the partition from here on, at epoch 0 (single node). Recording
         // the epoch now, as Kafka does at leader election, keeps the leader-epoch checkpoint
         // (a file replaced with two syncs) off the first produce's path: a fresh
@@ -321,7 +333,7 @@ impl TopicRegistry {
                 continue;
             }
             for partition in &topic.partitions {
-                partition.log.update_config(config.log_config());
+                partition.log.update_config(self.log_config(&config));
             }
             let replaced = Topic {
                 name: topic.name.clone(),
@@ -441,7 +453,7 @@ impl TopicRegistry {
         };
         self.persist(&updated.meta())?;
         for partition in &updated.partitions {
-            partition.log.update_config(config.log_config());
+            partition.log.update_config(self.log_config(&config));
         }
         self.topics.insert(name.to_string(), Arc::new(updated));
         Ok(())

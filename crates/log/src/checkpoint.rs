@@ -1,9 +1,11 @@
 //! Small per-partition files that are replaced atomically (write temp, fsync, rename, fsync dir):
 //! the log checkpoint (recovery point, log start, high watermark), the leader-epoch cache and the
-//! producer-state snapshot. Each is validated on load; an invalid file is treated as absent.
+//! producer-state snapshots. Each is validated on load; an invalid file is treated as absent.
 
 use std::io;
 use std::path::Path;
+
+use crate::producer_state::{PRODUCER_BATCHES_RETAINED, ProducerBatch, ProducerEntry};
 
 pub(crate) const LOG_CHECKPOINT_FILE: &str = "log-checkpoint";
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -153,18 +155,11 @@ pub(crate) fn decode_leader_epochs(b: &[u8]) -> Option<Vec<(i32, i64)>> {
     Some(out)
 }
 
-/// State kept per producer id for idempotence; persisted in snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerStateEntry {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub last_sequence: i32,
-    pub last_offset: i64,
-    pub timestamp_ms: i64,
-}
-
-const PRODUCER_SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRPSS1";
-const PRODUCER_ENTRY_BYTES: usize = 8 + 2 + 4 + 8 + 8;
+const PRODUCER_SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRPSS2";
+/// Producer id, epoch, last timestamp, batch count.
+const PRODUCER_ENTRY_FIXED_BYTES: usize = 8 + 2 + 8 + 1;
+/// First and last sequence, first and last offset.
+const PRODUCER_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 
 pub(crate) fn producer_snapshot_name(offset: i64) -> String {
     format!("{offset:020}.{PRODUCER_SNAPSHOT_EXT}")
@@ -176,49 +171,77 @@ pub(crate) fn producer_snapshot_offset(name: &str) -> Option<i64> {
     (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
 }
 
-/// Format: magic, snapshot offset (i64), entry count (u32), entries, CRC32C of all before it.
-pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerStateEntry]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(24 + entries.len() * PRODUCER_ENTRY_BYTES);
+/// Format: magic, snapshot offset (i64), entry count (u32), entries (each: producer id, epoch,
+/// last timestamp, batch count (u8), then that many batches: first/last sequence, first/last
+/// offset), CRC32C of all before it. Big-endian throughout.
+pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(
+        24 + entries.len()
+            * (PRODUCER_ENTRY_FIXED_BYTES + PRODUCER_BATCHES_RETAINED * PRODUCER_BATCH_BYTES),
+    );
     b.extend_from_slice(PRODUCER_SNAPSHOT_MAGIC);
     b.extend_from_slice(&offset.to_be_bytes());
     b.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for e in entries {
         b.extend_from_slice(&e.producer_id.to_be_bytes());
-        b.extend_from_slice(&e.producer_epoch.to_be_bytes());
-        b.extend_from_slice(&e.last_sequence.to_be_bytes());
-        b.extend_from_slice(&e.last_offset.to_be_bytes());
-        b.extend_from_slice(&e.timestamp_ms.to_be_bytes());
+        b.extend_from_slice(&e.epoch.to_be_bytes());
+        b.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+        let batches = e.batches();
+        b.push(batches.len() as u8);
+        for bt in batches {
+            b.extend_from_slice(&bt.first_sequence.to_be_bytes());
+            b.extend_from_slice(&bt.last_sequence.to_be_bytes());
+            b.extend_from_slice(&bt.first_offset.to_be_bytes());
+            b.extend_from_slice(&bt.last_offset.to_be_bytes());
+        }
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_be_bytes());
     b
 }
 
-pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerStateEntry>)> {
+fn take<const N: usize>(b: &[u8], pos: &mut usize) -> Option<[u8; N]> {
+    let out: [u8; N] = b.get(*pos..pos.checked_add(N)?)?.try_into().ok()?;
+    *pos += N;
+    Some(out)
+}
+
+pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerEntry>)> {
     let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
     if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?)
         || body.get(..8)? != PRODUCER_SNAPSHOT_MAGIC
     {
         return None;
     }
-    let offset = i64::from_be_bytes(body.get(8..16)?.try_into().ok()?);
-    let count = usize::try_from(u32::from_be_bytes(body.get(16..20)?.try_into().ok()?)).ok()?;
-    let entries_bytes = body.get(20..)?;
+    let mut pos = 8;
+    let offset = i64::from_be_bytes(take(body, &mut pos)?);
+    let count = usize::try_from(u32::from_be_bytes(take(body, &mut pos)?)).ok()?;
     // Bounded by the bytes actually present before allocating.
-    if entries_bytes.len() != count.checked_mul(PRODUCER_ENTRY_BYTES)? {
+    if count > body.len() / PRODUCER_ENTRY_FIXED_BYTES {
         return None;
     }
     let mut out = Vec::with_capacity(count);
-    for c in entries_bytes.chunks_exact(PRODUCER_ENTRY_BYTES) {
-        out.push(ProducerStateEntry {
-            producer_id: i64::from_be_bytes(c.get(0..8)?.try_into().ok()?),
-            producer_epoch: i16::from_be_bytes(c.get(8..10)?.try_into().ok()?),
-            last_sequence: i32::from_be_bytes(c.get(10..14)?.try_into().ok()?),
-            last_offset: i64::from_be_bytes(c.get(14..22)?.try_into().ok()?),
-            timestamp_ms: i64::from_be_bytes(c.get(22..30)?.try_into().ok()?),
-        });
+    for _ in 0..count {
+        let producer_id = i64::from_be_bytes(take(body, &mut pos)?);
+        let epoch = i16::from_be_bytes(take(body, &mut pos)?);
+        let last_timestamp_ms = i64::from_be_bytes(take(body, &mut pos)?);
+        let [batch_count] = take::<1>(body, &mut pos)?;
+        if usize::from(batch_count) > PRODUCER_BATCHES_RETAINED {
+            return None;
+        }
+        let mut e = ProducerEntry::new(producer_id, epoch, last_timestamp_ms);
+        for _ in 0..batch_count {
+            let batch = ProducerBatch {
+                first_sequence: i32::from_be_bytes(take(body, &mut pos)?),
+                last_sequence: i32::from_be_bytes(take(body, &mut pos)?),
+                first_offset: i64::from_be_bytes(take(body, &mut pos)?),
+                last_offset: i64::from_be_bytes(take(body, &mut pos)?),
+            };
+            e.push_batch(epoch, batch, last_timestamp_ms);
+        }
+        out.push(e);
     }
-    Some((offset, out))
+    (pos == body.len()).then_some((offset, out))
 }
 
 #[cfg(test)]
@@ -283,13 +306,20 @@ mod tests {
 
     #[test]
     fn producer_snapshot_round_trips_and_rejects_truncation() {
-        let e = vec![ProducerStateEntry {
-            producer_id: 9,
-            producer_epoch: 2,
-            last_sequence: 5,
-            last_offset: 100,
-            timestamp_ms: 123,
-        }];
+        let mut one = ProducerEntry::new(9, 2, 123);
+        for n in 0..7 {
+            one.push_batch(
+                2,
+                ProducerBatch {
+                    first_sequence: n * 3,
+                    last_sequence: n * 3 + 2,
+                    first_offset: 100 + i64::from(n) * 3,
+                    last_offset: 102 + i64::from(n) * 3,
+                },
+                123,
+            );
+        }
+        let e = vec![one, ProducerEntry::new(10, 0, -1)];
         let enc = encode_producer_snapshot(101, &e);
         assert_eq!(decode_producer_snapshot(&enc), Some((101, e)));
         assert_eq!(decode_producer_snapshot(&enc[..enc.len() - 1]), None);

@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
-use crate::checkpoint::{
-    self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, ProducerStateEntry, RecoveryPosition,
-};
+use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, RecoveryPosition};
 use crate::env::LogEnv;
+use crate::producer_state::{AppendedBatch, ProducerCheck, ProducerEntry, ProducerState};
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
@@ -44,6 +43,9 @@ pub struct AppendInfo {
     /// -1 unless LogAppendTime was applied.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The append repeated one of an idempotent producer's last five batches: nothing was
+    /// written, and the offsets are those of the original batch.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment file, for `sendfile`. The `Arc` keeps the file open even if the
@@ -101,6 +103,9 @@ struct AppendState {
     closed: bool,
     /// Messages appended since the last background flush was requested (`Interval` policy).
     unflushed_messages: u64,
+    /// Idempotent producers' state, covering every batch below the log end. Under the append
+    /// lock so that the sequence check and the write it permits are one step.
+    producers: ProducerState,
 }
 
 struct Durable {
@@ -488,6 +493,103 @@ impl Shared {
         Ok(())
     }
 
+    /// Persists the producer state as of `offset` (everything below it is covered). Older
+    /// snapshots stay: truncation rebuilds from the newest one at or below its target.
+    fn write_producer_snapshot(&self, offset: i64, state: &ProducerState) -> io::Result<()> {
+        checkpoint::write_atomic(
+            &self.dir,
+            &checkpoint::producer_snapshot_name(offset),
+            &checkpoint::encode_producer_snapshot(offset, &state.entries()),
+        )
+    }
+
+    fn producer_snapshot_files(&self) -> io::Result<Vec<(i64, PathBuf)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Some(o) = entry
+                .file_name()
+                .to_str()
+                .and_then(checkpoint::producer_snapshot_offset)
+            {
+                out.push((o, entry.path()));
+            }
+        }
+        out.sort_unstable_by_key(|(o, _)| *o);
+        Ok(out)
+    }
+
+    /// The newest valid snapshot at or below `end`.
+    fn load_producer_snapshot(
+        &self,
+        end: i64,
+    ) -> Result<Option<(i64, Vec<ProducerEntry>)>, LogError> {
+        for (o, path) in self.producer_snapshot_files()?.into_iter().rev() {
+            if o > end {
+                continue;
+            }
+            if let Some(snap) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
+                && snap.0 == o
+            {
+                return Ok(Some(snap));
+            }
+        }
+        Ok(None)
+    }
+
+    fn delete_producer_snapshots(&self, doomed: impl Fn(i64) -> bool) -> io::Result<()> {
+        for (o, path) in self.producer_snapshot_files()? {
+            if doomed(o) {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the producer state for the log below `end`: the newest snapshot at or below it,
+    /// then every batch header after it (headers only: no record is read). Without a snapshot
+    /// (a log written before producer state existed) only the last two segments are read, as
+    /// Kafka does: older producers have long expired or will be treated as new (KIP-360).
+    fn rebuild_producer_state(&self, end: i64, now_ms: i64) -> Result<ProducerState, LogError> {
+        let segs = rw_read(&self.segments).clone();
+        let (mut state, from) = match self.load_producer_snapshot(end)? {
+            Some((offset, entries)) => (ProducerState::from_entries(entries), offset),
+            None => {
+                let from = segs
+                    .len()
+                    .checked_sub(2)
+                    .and_then(|i| segs.get(i))
+                    .map_or(0, |sg| sg.base_offset);
+                (ProducerState::new(), from)
+            }
+        };
+        let from = from.max(self.log_start());
+        for seg in &segs {
+            if seg.next_offset() <= from || seg.base_offset >= end {
+                continue;
+            }
+            let file = self.env.files.get(&seg.log_path)?;
+            let size = seg.size();
+            let (mut pos, _) = seg.locate(&file, from)?;
+            while let Some(h) = segment::read_header(&file, pos, size)? {
+                if h.base_offset >= end {
+                    break;
+                }
+                state.replay(&h, h.base_offset);
+                pos += batch_len(&h);
+            }
+        }
+        let expiration_ms = lock(&self.config).producer_id_expiration_ms;
+        state.remove_expired(now_ms, expiration_ms);
+        Ok(state)
+    }
+
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
         checkpoint::write_atomic(
             &self.dir,
@@ -510,6 +612,13 @@ impl Shared {
             let start = self.log_start.fetch_max(first, Ordering::AcqRel).max(first);
             self.store_checkpoint(|cp| cp.log_start = cp.log_start.max(start))?;
             self.truncate_epochs_from_start(start)?;
+            // Snapshots of deleted segments go with them; the newest is always kept. Producer
+            // entries whose batches are all gone stay until they expire, as in Kafka.
+            let newest = self
+                .producer_snapshot_files()?
+                .last()
+                .map_or(i64::MIN, |(o, _)| *o);
+            self.delete_producer_snapshots(|o| o < first && o != newest)?;
         }
         for s in segs {
             self.env.files.forget(&s.log_path);
@@ -838,6 +947,7 @@ impl Log {
                 scratch: Vec::new(),
                 closed: false,
                 unflushed_messages: 0,
+                producers: ProducerState::new(),
             }),
             segments: RwLock::new(segments),
             log_end: AtomicI64::new(log_end),
@@ -893,6 +1003,16 @@ impl Log {
             env.schedule_flush_now(&shared);
         }
         let log = Log { shared };
+        {
+            let s = &log.shared;
+            // A snapshot past the recovered end describes batches a crash took back; left on
+            // disk it would be trusted once the log grows past its offset again.
+            if damage.is_none() {
+                s.delete_producer_snapshots(|o| o > log_end)?;
+            }
+            let producers = s.rebuild_producer_state(log_end, now_ms())?;
+            lock(&s.append).producers = producers;
+        }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
             let kept: Vec<(i32, i64)> = epochs
@@ -986,6 +1106,35 @@ impl Log {
         let start_pos = seg.size();
         let base_offset = s.log_end();
 
+        // Batches without a producer id (the common case) skip the producer state entirely.
+        let mut producer_updates: Vec<ProducerEntry> = Vec::new();
+        if pending.iter().any(|p| p.header.producer_id >= 0) {
+            let mut at = base_offset;
+            let appended: Vec<AppendedBatch<'_>> = pending
+                .iter()
+                .map(|p| {
+                    let b = AppendedBatch {
+                        header: &p.header,
+                        base_offset: at,
+                    };
+                    at += i64::from(p.header.last_offset_delta) + 1;
+                    b
+                })
+                .collect();
+            match st.producers.check(&appended)? {
+                ProducerCheck::Append(updates) => producer_updates = updates,
+                ProducerCheck::Duplicate(dup) => {
+                    return Ok(AppendInfo {
+                        base_offset: dup.first_offset,
+                        last_offset: dup.last_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset: s.log_start(),
+                        duplicate: true,
+                    });
+                }
+            }
+        }
+
         let mut next = base_offset;
         for p in &mut pending {
             if let Some(t) = opts.log_append_time_ms {
@@ -1049,6 +1198,9 @@ impl Log {
         seg.size.store(end_pos, Ordering::Release);
         seg.next_offset.store(next, Ordering::Release);
         s.log_end.store(next, Ordering::Release);
+        if !producer_updates.is_empty() {
+            st.producers.apply(producer_updates);
+        }
         {
             let mut d = lock(&s.durable);
             d.written_end = next;
@@ -1088,6 +1240,7 @@ impl Log {
             last_offset: next - 1,
             log_append_time_ms: opts.log_append_time_ms.unwrap_or(-1),
             log_start_offset: s.log_start(),
+            duplicate: false,
         })
     }
 
@@ -1122,6 +1275,10 @@ impl Log {
         if st.active.base_offset == base {
             return Ok(()); // already empty at the end
         }
+        // As Kafka does at every roll: a snapshot at the new segment's base bounds what a
+        // rebuild after a crash reads to the active segment's headers. Written even when empty,
+        // so a log without idempotent producers never needs a walk through older segments.
+        s.write_producer_snapshot(base, &st.producers)?;
         let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
         let file = s.env.files.create(&seg.log_path)?;
         segment::write_index_files(&st.active)?;
@@ -1397,8 +1554,10 @@ impl Log {
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let s = &self.shared;
         s.refuse_if_damaged()?;
-        let st = lock(&s.append);
+        let mut st = lock(&s.append);
         let config = self.config();
+        st.producers
+            .remove_expired(now_ms, config.producer_id_expiration_ms);
         let hw = self.high_watermark();
         let log_start = s.log_start();
         let segs = rw_read(&s.segments).clone();
@@ -1545,7 +1704,13 @@ impl Log {
                 *e = kept;
             }
         }
-        self.delete_producer_snapshots_above(new_end)?;
+        if s.log_start() >= new_end {
+            // Nothing is left: no snapshot describes this log any more.
+            s.delete_producer_snapshots(|_| true)?;
+        } else {
+            s.delete_producer_snapshots(|o| o > new_end)?;
+        }
+        st.producers = s.rebuild_producer_state(new_end, now_ms())?;
         drop(storing_recovery_point);
         drop(flushing);
         drop(st);
@@ -1585,6 +1750,8 @@ impl Log {
         segment::sync_index_files(&st.active)?;
         let log_end = s.log_end();
         let hw = self.high_watermark();
+        // Producer state at the log end: the next open reads no batch header.
+        s.write_producer_snapshot(log_end, &st.producers)?;
         {
             let _flush = lock(&s.flush_lock);
             let _rp = lock(&s.recovery_point_lock);
@@ -1667,72 +1834,16 @@ impl Log {
         Some((found, end))
     }
 
-    // ---- producer state snapshots ----------------------------------------------------------
+    // ---- producer state ---------------------------------------------------------------------
 
-    /// Persists a producer-state snapshot taken at `offset` and removes older snapshots.
-    pub fn write_producer_snapshot(
-        &self,
-        offset: i64,
-        entries: &[ProducerStateEntry],
-    ) -> Result<(), LogError> {
-        let s = &self.shared;
-        checkpoint::write_atomic(
-            &s.dir,
-            &checkpoint::producer_snapshot_name(offset),
-            &checkpoint::encode_producer_snapshot(offset, entries),
-        )?;
-        for (o, path) in self.producer_snapshot_files()? {
-            if o < offset {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        Ok(())
+    /// A copy of the idempotent producers' state (tests, DescribeProducers later).
+    pub fn producer_state(&self) -> ProducerState {
+        lock(&self.shared.append).producers.clone()
     }
 
     /// The newest valid snapshot at or below the log end, as (offset, entries).
-    pub fn load_producer_snapshot(
-        &self,
-    ) -> Result<Option<(i64, Vec<ProducerStateEntry>)>, LogError> {
-        let mut files = self.producer_snapshot_files()?;
-        files.sort_unstable_by_key(|(o, _)| std::cmp::Reverse(*o));
-        let log_end = self.log_end_offset();
-        for (o, path) in files {
-            if o > log_end {
-                continue;
-            }
-            if let Some(snap) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
-                && snap.0 == o
-            {
-                return Ok(Some(snap));
-            }
-        }
-        Ok(None)
-    }
-
-    fn producer_snapshot_files(&self) -> Result<Vec<(i64, PathBuf)>, LogError> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.shared.dir)? {
-            let entry = entry?;
-            if let Some(o) = entry
-                .file_name()
-                .to_str()
-                .and_then(checkpoint::producer_snapshot_offset)
-            {
-                out.push((o, entry.path()));
-            }
-        }
-        Ok(out)
-    }
-
-    fn delete_producer_snapshots_above(&self, offset: i64) -> Result<(), LogError> {
-        for (o, path) in self.producer_snapshot_files()? {
-            if o > offset {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        Ok(())
+    pub fn load_producer_snapshot(&self) -> Result<Option<(i64, Vec<ProducerEntry>)>, LogError> {
+        self.shared.load_producer_snapshot(self.log_end_offset())
     }
 
     /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use weir_log::test_support::{split_read, with_offset_and_epoch};
-use weir_log::{AppendOptions, LogConfig, LogEnv, LogError, ProducerStateEntry};
+use weir_log::{AppendOptions, LogConfig, LogEnv, LogError};
 
 #[test]
 fn appends_get_dense_offsets_and_read_back_identical_bytes() {
@@ -409,36 +409,6 @@ fn leader_epoch_cache_persists_and_answers_end_offset_for_epoch() {
     assert_eq!(log.end_offset_for_epoch(0), None);
     log.truncate_to(3).unwrap();
     assert_eq!(log.leader_epochs(), vec![(1, 0), (3, 2)]);
-}
-
-#[test]
-fn producer_snapshot_is_persisted_and_reloaded() {
-    let env = LogEnv::new(64);
-    let dir = tempfile::tempdir().unwrap();
-    let e = ProducerStateEntry {
-        producer_id: 42,
-        producer_epoch: 1,
-        last_sequence: 9,
-        last_offset: 3,
-        timestamp_ms: 1234,
-    };
-    {
-        let log = open(&env, dir.path(), LogConfig::default());
-        for n in 0..5 {
-            append(&log, &batch(n, 1, 10, 0));
-        }
-        log.write_producer_snapshot(2, &[e]).unwrap();
-        log.write_producer_snapshot(5, &[e, e]).unwrap();
-        log.close().unwrap();
-    }
-    let log = open(&env, dir.path(), LogConfig::default());
-    assert_eq!(log.load_producer_snapshot().unwrap(), Some((5, vec![e, e])));
-    log.truncate_to(4).unwrap();
-    assert_eq!(
-        log.load_producer_snapshot().unwrap(),
-        None,
-        "snapshot beyond the truncated end is gone"
-    );
 }
 
 #[test]

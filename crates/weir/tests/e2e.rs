@@ -10,6 +10,7 @@ mod e2e {
     mod groups;
     pub mod harness;
     mod hostile;
+    mod idempotent;
     mod long_poll;
     mod protocol_levels;
     mod rdkafka_roundtrip;

@@ -196,6 +196,12 @@ const STATIC_BROKER_CONFIGS: &[(&str, &str, ConfigType, Render)] = &[
         |c| c.offsets_topic_partitions.to_string(),
     ),
     (
+        "producer.id.expiration.ms",
+        "producer_id_expiration_ms",
+        ConfigType::Int,
+        |c| c.producer_id_expiration_ms.to_string(),
+    ),
+    (
         "queued.max.request.bytes",
         "queued_request_bytes_max",
         ConfigType::Long,

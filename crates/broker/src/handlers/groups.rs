@@ -57,8 +57,13 @@ use crate::{Broker, PendingReply, encode_frame, now_ms, ready};
 
 /// How long an acknowledgement may wait for fsync before answering with a timeout.
 const DURABILITY_WAIT_MS: u64 = 30_000;
-/// FindCoordinator key types (KIP-98 transaction coordinators are not served here).
+/// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
+/// KIP-98 transaction coordinators, not served yet.
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// Why a transactional client is refused (FindCoordinator's error message).
+const TRANSACTIONS_UNSUPPORTED: &str =
+    "transactions are not supported by this broker (Weir) yet; idempotent producers are";
 
 /// Waits for a group record to be durable; the error to report if it isn't.
 async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
@@ -86,10 +91,20 @@ pub fn find_coordinator(
     let port = i32::from(advertised.port());
     let node_id = broker.config.node_id;
     let answer = |key: &str| -> (ErrorCode, Option<String>) {
+        // Transactions are not built yet. COORDINATOR_NOT_AVAILABLE would be retried forever
+        // (aiokafka: ten lookups a second). TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one
+        // error every client treats as fatal here (librdkafka retries any other, even
+        // UNSUPPORTED_VERSION); the message says what is really missing.
+        if request.key_type == KEY_TYPE_TRANSACTION {
+            return (
+                ErrorCode::TransactionalIdAuthorizationFailed,
+                Some(TRANSACTIONS_UNSUPPORTED.into()),
+            );
+        }
         if request.key_type != KEY_TYPE_GROUP {
             return (
-                ErrorCode::CoordinatorNotAvailable,
-                Some("this broker runs no transaction coordinator".into()),
+                ErrorCode::InvalidRequest,
+                Some(format!("unknown coordinator key type {}", request.key_type)),
             );
         }
         if key.is_empty() {

@@ -11,6 +11,7 @@ mod configs;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -62,6 +63,7 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::ListPartitionReassignments,
     ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
+    ApiKey::InitProducerId,
 ];
 
 /// Whether this broker answers `key` (it is advertised in ApiVersions).
@@ -238,6 +240,10 @@ pub async fn dispatch(
         }
         ApiKey::DescribeTopicPartitions => {
             let response = describe_topic_partitions::handle(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::InitProducerId => {
+            let response = init_producer_id::handle(broker, &header, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         _ => {

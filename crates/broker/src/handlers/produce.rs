@@ -306,11 +306,18 @@ fn append_partition(
     };
     let info = match partition.log.append(&records, &options) {
         Ok(info) => info,
+        // A producer's sequence or epoch refusal is the client's business, not the broker's.
+        Err(e @ LogError::Producer(_)) => {
+            tracing::debug!(topic = %partition.topic, partition = index, error = %e, "producer batch refused");
+            return PartitionOutcome::failed(index, log_error_code(&e), Some(e.to_string()));
+        }
         Err(e) => {
             tracing::warn!(topic = %partition.topic, partition = index, error = %e, "append failed");
             return PartitionOutcome::failed(index, log_error_code(&e), Some(e.to_string()));
         }
     };
+    // A duplicate (an idempotent producer's retry) is acknowledged with its original offsets
+    // once those are durable, like any append.
     let rx = broker.raise_watermark_when_durable(partition, info.last_offset + 1);
     PartitionOutcome {
         index,

@@ -127,6 +127,10 @@ pub struct BenchArgs {
     pub rdkafka_overrides: Vec<(String, String)>,
     #[arg(long, value_enum, default_value = "rdkafka")]
     pub driver: Driver,
+    /// Produce as an idempotent producer (librdkafka enable.idempotence=true;
+    /// needs --acks all and at most 5 requests in flight). rdkafka driver only.
+    #[arg(long)]
+    pub idempotent: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -270,6 +274,7 @@ pub struct BenchReport {
     pub partitions: usize,
     pub record_size: usize,
     pub acks: &'static str,
+    pub idempotent: bool,
     pub compression: &'static str,
     pub linger_ms: u64,
     pub batch_size: usize,
@@ -299,6 +304,7 @@ impl BenchReport {
             partitions,
             record_size: args.record_size,
             acks: acks_name(args.acks),
+            idempotent: args.idempotent,
             compression: args.compression.name(),
             linger_ms: args.linger_ms,
             batch_size: args.batch_size,
@@ -326,13 +332,14 @@ impl BenchReport {
             Driver::Weir => "weir",
         };
         let mut out = format!(
-            "{workload} ({driver}) {} topic={} partitions={} record_size={} acks={} compression={}\n  \
+            "{workload} ({driver}) {} topic={} partitions={} record_size={} acks={}{} compression={}\n  \
              {} records, {:.1} MiB in {:.3} s: {:.0} records/s, {:.1} MiB/s\n",
             self.bootstrap,
             self.topic,
             self.partitions,
             self.record_size,
             self.acks,
+            if self.idempotent { " idempotent" } else { "" },
             self.compression,
             self.records,
             self.bytes as f64 / MIB,
@@ -376,6 +383,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.partitions < 1 {
         bail!("--partitions must be at least 1");
+    }
+    if args.idempotent && (args.driver != Driver::Rdkafka || args.acks != Acks::All) {
+        bail!("--idempotent needs --driver rdkafka and --acks all");
     }
     if args.duration_s.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration-s must be a positive number of seconds");

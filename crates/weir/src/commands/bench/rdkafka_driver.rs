@@ -78,7 +78,10 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
             args.queue_records_max.to_string(),
         )
         .set("queue.buffering.max.kbytes", "2097151")
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            if args.idempotent { "true" } else { "false" },
+        )
         .set("message.timeout.ms", "120000");
     let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
