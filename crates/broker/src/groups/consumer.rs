@@ -386,6 +386,23 @@ impl ConsumerGroup {
         }
     }
 
+    /// After a member's change: bumps the group epoch once if `bump` or the
+    /// subscribed topics' partition counts changed, and recomputes the target
+    /// assignment when the epoch is ahead of it.
+    fn refresh_target(&mut self, topics: &TopicCounts, mut bump: bool) {
+        let counts = self.subscribed_topic_counts(topics);
+        if counts != self.subscribed_counts {
+            self.subscribed_counts = counts;
+            bump = true;
+        }
+        if bump {
+            self.bump_group_epoch();
+        }
+        if self.group_epoch > self.assignment_epoch {
+            self.compute_target(topics);
+        }
+    }
+
     fn bump_group_epoch(&mut self) {
         self.group_epoch = self.group_epoch.saturating_add(1);
     }
@@ -446,18 +463,8 @@ impl ConsumerGroup {
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.session_deadline_ms = now_ms.saturating_add(i64::from(limits.session_timeout_ms));
-        let counts = self.subscribed_topic_counts(topics);
-        if counts != self.subscribed_counts {
-            self.subscribed_counts = counts;
-            bump = true;
-        }
         // One heartbeat moves the group epoch at most once.
-        if bump {
-            self.bump_group_epoch();
-        }
-        if self.group_epoch > self.assignment_epoch {
-            self.compute_target(topics);
-        }
+        self.refresh_target(topics, bump);
         self.reconcile(&member_id, req.owned.as_ref(), now_ms);
         let Some(member) = self.members.get(&member_id) else {
             return HeartbeatReply::error(ErrorCode::UnknownMemberId, "member vanished");
@@ -1011,17 +1018,7 @@ impl ConsumerGroup {
                 now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))),
             ),
         });
-        let counts = self.subscribed_topic_counts(topics);
-        if counts != self.subscribed_counts {
-            self.subscribed_counts = counts;
-            bump = true;
-        }
-        if bump {
-            self.bump_group_epoch();
-        }
-        if self.group_epoch > self.assignment_epoch {
-            self.compute_target(topics);
-        }
+        self.refresh_target(topics, bump);
         self.reconcile(&member_id, Some(&subscription.owned), now_ms);
         let generation = self.members.get(&member_id).map_or(-1, |m| m.member_epoch);
         JoinReply {
