@@ -40,13 +40,16 @@ mod log;
 pub mod producer_state;
 mod segment;
 pub mod test_support;
+mod txn_index;
 
 use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 pub use env::LogEnv;
 pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
-pub use producer_state::{ProducerBatch, ProducerEntry, ProducerState, ProducerStateError};
+pub use producer_state::{
+    AbortedTxn, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState, ProducerStateError,
+};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -19,7 +19,9 @@ use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
 use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, RecoveryPosition};
 use crate::env::LogEnv;
-use crate::producer_state::{AppendedBatch, ProducerCheck, ProducerEntry, ProducerState};
+use crate::producer_state::{
+    AbortedTxn, AppendedBatch, CompletedTxn, ProducerCheck, ProducerEntry, ProducerState,
+};
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
@@ -64,6 +66,9 @@ pub struct ReadResult {
     pub bytes: usize,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The offset after the last batch returned (the upper bound for
+    /// [`Log::aborted_transactions`]); the read's start offset when nothing was returned.
+    pub end_offset: i64,
 }
 
 impl ReadResult {
@@ -84,6 +89,8 @@ impl ReadResult {
 /// One batch of an append, parsed before the append lock is taken.
 struct PendingBatch {
     header: BatchHeader,
+    /// What a control batch says, if it is a transaction marker.
+    marker: Option<Marker>,
     bytes: Bytes,
     /// The header as written: offsets and leader epoch assigned.
     header_out: [u8; BATCH_HEADER_BYTES],
@@ -152,6 +159,52 @@ impl WrittenPoint {
     }
 }
 
+/// What the last stable offset depends on besides the high watermark. Kept apart from the
+/// producer state (under the append lock) so that fetches and watermark raises never wait for
+/// an append.
+#[derive(Debug, Default)]
+struct TxnTracker {
+    /// First offset of the earliest open transaction; `i64::MAX` if none is open.
+    first_undecided: i64,
+    /// Transactions whose marker is written but not yet below the high watermark, as (first
+    /// offset, marker offset): their records must not be read as committed until the marker
+    /// is durable (Kafka's unreplicated transactions).
+    unreplicated: Vec<(i64, i64)>,
+}
+
+impl TxnTracker {
+    fn new(first_undecided: Option<i64>, unreplicated: Vec<(i64, i64)>) -> TxnTracker {
+        TxnTracker {
+            first_undecided: first_undecided.unwrap_or(i64::MAX),
+            unreplicated,
+        }
+    }
+
+    /// Forgets the completed transactions whose marker lies below `hw`.
+    fn prune(&mut self, hw: i64) {
+        self.unreplicated.retain(|&(_, marker)| marker >= hw);
+    }
+
+    fn first_unstable(&self) -> i64 {
+        self.unreplicated
+            .iter()
+            .map(|&(first, _)| first)
+            .fold(self.first_undecided, i64::min)
+    }
+}
+
+/// The producer state for the log below some offset, and what replaying the log found.
+struct Rebuilt {
+    state: ProducerState,
+    /// Aborted transactions whose marker lies at or after the replay's `txn_from`.
+    aborted: Vec<AbortedTxn>,
+    /// Completed transactions whose marker lies at or above the high watermark.
+    unreplicated: Vec<(i64, i64)>,
+}
+
+/// Largest control batch read whole while replaying (a marker is under 100 bytes).
+const MARKER_BATCH_BYTES_MAX: u64 = 64 * 1024;
+
 /// When the recovery point was last persisted, for rate limiting.
 struct RecoveryPointClock {
     at: Instant,
@@ -183,6 +236,8 @@ pub(crate) struct Shared {
     pub(crate) flush_timer_armed: AtomicBool,
     config: Mutex<LogConfig>,
     epochs: Mutex<Vec<(i32, i64)>>,
+    /// Open and not yet stable transactions, for the last stable offset.
+    txns: Mutex<TxnTracker>,
     checkpoint: Mutex<LogCheckpoint>,
     /// Test hook: the next sync fails as if the device returned EIO.
     fail_next_sync: AtomicBool,
@@ -554,12 +609,22 @@ impl Shared {
     }
 
     /// Rebuilds the producer state for the log below `end`: the newest snapshot at or below it,
-    /// then every batch header after it (headers only: no record is read). Without a snapshot
-    /// (a log written before producer state existed) only the last two segments are read, as
-    /// Kafka does: older producers have long expired or will be treated as new (KIP-360).
-    fn rebuild_producer_state(&self, end: i64, now_ms: i64) -> Result<ProducerState, LogError> {
+    /// then every batch header after it (headers only: a record is read only for markers).
+    /// Without a snapshot (a log written before producer state existed) only the last two
+    /// segments are read, as Kafka does: older producers have long expired or will be treated as
+    /// new (KIP-360). With `txn_from`, the replay starts at or below it, and the aborted
+    /// transactions whose markers lie at or after it are returned (to rebuild the transaction
+    /// indexes of the segments recovery scanned).
+    fn rebuild_producer_state(
+        &self,
+        end: i64,
+        now_ms: i64,
+        txn_from: Option<i64>,
+        hw: i64,
+    ) -> Result<Rebuilt, LogError> {
         let segs = rw_read(&self.segments).clone();
-        let (mut state, from) = match self.load_producer_snapshot(end)? {
+        let snapshot_at_most = txn_from.map_or(end, |t| t.min(end));
+        let (mut state, from) = match self.load_producer_snapshot(snapshot_at_most)? {
             Some((offset, entries)) => (ProducerState::from_entries(entries), offset),
             None => {
                 let from = segs
@@ -567,10 +632,12 @@ impl Shared {
                     .checked_sub(2)
                     .and_then(|i| segs.get(i))
                     .map_or(0, |sg| sg.base_offset);
-                (ProducerState::new(), from)
+                (ProducerState::new(), txn_from.map_or(from, |t| t.min(from)))
             }
         };
         let from = from.max(self.log_start());
+        let mut aborted = Vec::new();
+        let mut unreplicated = Vec::new();
         for seg in &segs {
             if seg.next_offset() <= from || seg.base_offset >= end {
                 continue;
@@ -582,13 +649,41 @@ impl Shared {
                 if h.base_offset >= end {
                     break;
                 }
-                state.replay(&h, h.base_offset);
-                pos += batch_len(&h);
+                let len = batch_len(&h);
+                let marker = if h.is_control() && h.producer_id >= 0 {
+                    read_marker(&file, pos, len)?
+                } else {
+                    None
+                };
+                if let Some((txn, abort)) = state.replay(&h, h.base_offset, marker) {
+                    if txn.last_offset >= hw {
+                        unreplicated.push((txn.first_offset, txn.last_offset));
+                    }
+                    if let Some(a) = abort
+                        && txn_from.is_some_and(|t| a.last_offset >= t)
+                    {
+                        aborted.push(a);
+                    }
+                }
+                pos += len;
             }
         }
         let expiration_ms = lock(&self.config).producer_id_expiration_ms;
         state.remove_expired(now_ms, expiration_ms);
-        Ok(state)
+        Ok(Rebuilt {
+            state,
+            aborted,
+            unreplicated,
+        })
+    }
+
+    /// The last stable offset: the high watermark, held back to the first offset of the earliest
+    /// transaction that is open or whose marker is not yet below the high watermark, but never
+    /// below the log start (retention may delete an open transaction's first records).
+    fn last_stable_offset(&self) -> i64 {
+        let t = lock(&self.txns);
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        hw.min(t.first_unstable().max(self.log_start()))
     }
 
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
@@ -651,6 +746,22 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Reads the transaction marker in the control batch of `len` bytes at `pos`; `None` for another
+/// kind of control batch, or one that can't be read as a marker.
+fn read_marker(file: &File, pos: u64, len: u64) -> Result<Option<Marker>, LogError> {
+    if len > MARKER_BATCH_BYTES_MAX {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(
+        weir_protocol::control::parse_marker_batch(&Bytes::from(buf))
+            .ok()
+            .flatten()
+            .map(|(_, m)| m),
+    )
 }
 
 /// Damage found by recovery inside the log, before its last segment: a batch that is torn, fails
@@ -769,15 +880,23 @@ impl Log {
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
             let next_base = bases.get(i + 1).copied();
-            let trusted = segment::load_index_files(&seg).filter(|(sum, _)| {
-                sum.log_bytes == file_len
-                    && sum.next_offset <= recovery_point
-                    && next_base.is_none_or(|n| n == sum.next_offset)
-            });
-            if let Some((sum, meta)) = trusted {
+            let trusted = segment::load_index_files(&seg)
+                .filter(|(sum, _)| {
+                    sum.log_bytes == file_len
+                        && sum.next_offset <= recovery_point
+                        && next_base.is_none_or(|n| n == sum.next_offset)
+                })
+                .and_then(|(sum, meta)| {
+                    // An invalid transaction index makes the segment untrusted too: scanning it
+                    // rebuilds the index from the markers.
+                    crate::txn_index::load(&seg.txn_index_path(), base, sum.next_offset)
+                        .map(|aborted| (sum, meta, aborted))
+                });
+            if let Some((sum, meta, aborted)) = trusted {
                 seg.size.store(sum.log_bytes, Ordering::Release);
                 seg.next_offset.store(sum.next_offset, Ordering::Release);
                 *lock(&seg.meta) = meta;
+                *lock(&seg.aborted) = aborted;
                 segments.push(Arc::new(seg));
                 continue;
             }
@@ -973,6 +1092,7 @@ impl Log {
             flush_timer_armed: AtomicBool::new(false),
             config: Mutex::new(config),
             epochs: Mutex::new(Vec::new()),
+            txns: Mutex::new(TxnTracker::new(None, Vec::new())),
             checkpoint: Mutex::new(opened_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -1011,8 +1131,27 @@ impl Log {
             if damage.is_none() {
                 s.delete_producer_snapshots(|o| o > log_end)?;
             }
-            let producers = s.rebuild_producer_state(log_end, now_ms())?;
-            lock(&s.append).producers = producers;
+            // Segments recovery scanned get their transaction index back from the log; trusted
+            // ones loaded theirs.
+            let txn_from = scanned.first().map(|sg| sg.base_offset);
+            let rebuilt = s.rebuild_producer_state(log_end, now_ms(), txn_from, high_watermark)?;
+            let all = rw_read(&s.segments).clone();
+            for a in rebuilt.aborted {
+                let holder = all
+                    .iter()
+                    .take_while(|sg| sg.base_offset <= a.last_offset)
+                    .last();
+                if let Some(seg) = holder
+                    && scanned.iter().any(|sc| Arc::ptr_eq(sc, seg))
+                {
+                    lock(&seg.aborted).push(a);
+                }
+            }
+            let mut tracker =
+                TxnTracker::new(rebuilt.state.first_undecided_offset(), rebuilt.unreplicated);
+            tracker.prune(high_watermark);
+            *lock(&s.txns) = tracker;
+            lock(&s.append).producers = rebuilt.state;
         }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -1071,8 +1210,17 @@ impl Log {
             if !segment::offsets_plausible(&h) {
                 return Err(NOT_WHOLE);
             }
+            // A marker's record is read here, outside the lock (it is one small record).
+            let marker = if h.is_control() && h.producer_id >= 0 {
+                weir_protocol::control::parse_marker_batch(&b)
+                    .map_err(|_| LogError::InvalidBatch("malformed transaction marker"))?
+                    .map(|(_, m)| m)
+            } else {
+                None
+            };
             pending.push(PendingBatch {
                 header: h,
+                marker,
                 bytes: b,
                 header_out: [0; BATCH_HEADER_BYTES],
             });
@@ -1108,7 +1256,7 @@ impl Log {
         let base_offset = s.log_end();
 
         // Batches without a producer id (the common case) skip the producer state entirely.
-        let mut producer_updates: Vec<ProducerEntry> = Vec::new();
+        let mut producer_update = None;
         if pending.iter().any(|p| p.header.producer_id >= 0) {
             let mut at = base_offset;
             let appended: Vec<AppendedBatch<'_>> = pending
@@ -1117,13 +1265,14 @@ impl Log {
                     let b = AppendedBatch {
                         header: &p.header,
                         base_offset: at,
+                        marker: p.marker,
                     };
                     at += i64::from(p.header.last_offset_delta) + 1;
                     b
                 })
                 .collect();
             match st.producers.check(&appended)? {
-                ProducerCheck::Append(updates) => producer_updates = updates,
+                ProducerCheck::Append(update) => producer_update = Some(update),
                 ProducerCheck::Duplicate(dup) => {
                     return Ok(AppendInfo {
                         base_offset: dup.first_offset,
@@ -1199,8 +1348,19 @@ impl Log {
         seg.size.store(end_pos, Ordering::Release);
         seg.next_offset.store(next, Ordering::Release);
         s.log_end.store(next, Ordering::Release);
-        if !producer_updates.is_empty() {
-            st.producers.apply(producer_updates);
+        if let Some(update) = producer_update.filter(|u| !u.is_empty()) {
+            let completed: Vec<CompletedTxn> = update.completed.clone();
+            let aborted = st.producers.apply(update);
+            if !aborted.is_empty() {
+                lock(&seg.aborted).extend(aborted);
+            }
+            // Before the append lock is released: the high watermark can't pass this append's
+            // offsets before the tracker knows of the transactions they open or end.
+            let mut t = lock(&s.txns);
+            t.first_undecided = st.producers.first_undecided_offset().unwrap_or(i64::MAX);
+            t.unreplicated
+                .extend(completed.iter().map(|c| (c.first_offset, c.last_offset)));
+            t.prune(s.high_watermark.load(Ordering::Acquire));
         }
         {
             let mut d = lock(&s.durable);
@@ -1379,6 +1539,7 @@ impl Log {
             bytes: 0,
             high_watermark: s.high_watermark.load(Ordering::Acquire),
             log_start_offset: log_start,
+            end_offset: offset,
         };
         if offset < log_start || offset > log_end {
             return Err(LogError::OffsetOutOfRange {
@@ -1396,6 +1557,7 @@ impl Log {
             .partition_point(|sg| sg.base_offset <= offset)
             .saturating_sub(1);
         let mut taken: u64 = 0;
+        let mut end_offset = offset;
         let mut looking_for_start = true;
         'segments: while let Some(seg) = segs.get(i) {
             i += 1;
@@ -1458,6 +1620,9 @@ impl Log {
                     break;
                 }
                 pos += len;
+                // The range's last batch is always read here (index jumps land on a batch
+                // that is then read), so this ends at the last returned offset.
+                end_offset = h.last_offset() + 1;
             }
             if pos > start {
                 let len = usize::try_from(pos - start)
@@ -1474,6 +1639,7 @@ impl Log {
             }
         }
         out.bytes = usize::try_from(taken).unwrap_or(usize::MAX);
+        out.end_offset = end_offset;
         Ok(out)
     }
 
@@ -1489,15 +1655,44 @@ impl Log {
         self.shared.high_watermark.load(Ordering::Acquire)
     }
 
-    /// Raises the high watermark (never lowers it; clamped to the log end).
+    /// Raises the high watermark (never lowers it; clamped to the log end). Transactions whose
+    /// marker it passes become stable.
     pub fn set_high_watermark(&self, hw: i64) {
-        let hw = hw.min(self.shared.log_end());
-        self.shared.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        let s = &self.shared;
+        let hw = hw.min(s.log_end());
+        s.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        // Pruned with the watermark loaded under the tracker's lock, so a marker registered
+        // concurrently is pruned by whichever of the two runs last.
+        let mut t = lock(&s.txns);
+        t.prune(s.high_watermark.load(Ordering::Acquire));
     }
 
-    /// Hook for transactions; equal to the high watermark for now.
+    /// The last stable offset (LSO): read_committed consumers read below it. It is the high
+    /// watermark unless a transaction holds it back: the earliest one that is open, or whose
+    /// marker is not yet below the high watermark (not yet durable here), stops it at its first
+    /// offset. It is never below the log start. It rises when a marker's offset falls below the
+    /// high watermark (the marker is durable) and when the high watermark rises with no
+    /// transaction below it.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.shared.last_stable_offset()
+    }
+
+    /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must
+    /// report (Kafka's `collectAbortedTransactions`): those whose abort marker is at or after
+    /// the fetch offset and that began before the upper bound, from the segment holding the
+    /// fetch offset on, until an entry's last stable offset reaches the upper bound.
+    pub fn aborted_transactions(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let segs = rw_read(&self.shared.segments).clone();
+        let first = segs
+            .partition_point(|sg| sg.base_offset <= fetch_offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in segs.iter().skip(first) {
+            if crate::txn_index::collect(&lock(&seg.aborted), fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// First batch whose max timestamp is `>= ts_ms`, as (offset, that batch's max timestamp).
@@ -1728,7 +1923,31 @@ impl Log {
         } else {
             s.delete_producer_snapshots(|o| o > new_end)?;
         }
-        st.producers = s.rebuild_producer_state(new_end, now_ms())?;
+        // Aborts whose marker was cut are no longer aborts here (Kafka's
+        // `TransactionIndex.truncateTo`).
+        for seg in &keep {
+            lock(&seg.aborted).retain(|a| a.last_offset < new_end);
+        }
+        let rebuilt = s.rebuild_producer_state(new_end, now_ms(), None, hw)?;
+        {
+            // Completed transactions below the cut stay unstable until the watermark passes
+            // their marker; those the replay found again are not listed twice.
+            let mut t = lock(&s.txns);
+            let mut unreplicated: Vec<(i64, i64)> = t
+                .unreplicated
+                .iter()
+                .copied()
+                .filter(|&(_, marker)| marker < new_end)
+                .collect();
+            for u in rebuilt.unreplicated {
+                if !unreplicated.contains(&u) {
+                    unreplicated.push(u);
+                }
+            }
+            *t = TxnTracker::new(rebuilt.state.first_undecided_offset(), unreplicated);
+            t.prune(hw);
+        }
+        st.producers = rebuilt.state;
         drop(storing_recovery_point);
         drop(flushing);
         drop(st);

@@ -10,6 +10,9 @@
 //! `.rpindex` file ("recovery-point index") that the log checkpoint refers to by entry count and
 //! CRC: after a crash, recovery loads those entries and resumes the CRC scan at the recovery
 //! point instead of reading the whole active segment.
+//!
+//! A segment holding abort markers also has a `.txnindex` (see `txn_index.rs`), written and
+//! trusted with the other index files.
 
 use std::fs::File;
 use std::io;
@@ -22,6 +25,8 @@ use weir_protocol::record::{BATCH_HEADER_BYTES, BatchHeader, verify_crc};
 
 use crate::checkpoint::RecoveryPosition;
 use crate::lock;
+use crate::producer_state::AbortedTxn;
+use crate::txn_index::{self, TXN_INDEX_EXT};
 
 /// One sparse index entry: a batch boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +111,8 @@ pub(crate) struct Segment {
     /// Wall-clock creation (or open) time, for `segment.ms`.
     pub created_ms: i64,
     pub meta: Mutex<SegMeta>,
+    /// Transactions whose abort marker lies in this segment, in offset order (the `.txnindex`).
+    pub aborted: Mutex<Vec<AbortedTxn>>,
 }
 
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -121,6 +128,7 @@ impl Segment {
             next_offset: AtomicI64::new(base_offset),
             created_ms,
             meta: Mutex::new(SegMeta::empty(base_offset)),
+            aborted: Mutex::new(Vec::new()),
         }
     }
 
@@ -144,13 +152,19 @@ impl Segment {
         self.log_path.with_extension(RPINDEX_EXT)
     }
 
-    /// Every file that belongs to this segment: data, both indexes, recovery-point index.
-    pub fn file_paths(&self) -> [PathBuf; 4] {
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.log_path.with_extension(TXN_INDEX_EXT)
+    }
+
+    /// Every file that belongs to this segment: data, both indexes, recovery-point index,
+    /// aborted-transaction index.
+    pub fn file_paths(&self) -> [PathBuf; 5] {
         [
             self.log_path.clone(),
             self.index_path(),
             self.timeindex_path(),
             self.rpindex_path(),
+            self.txn_index_path(),
         ]
     }
 
@@ -180,6 +194,7 @@ impl Segment {
     pub fn remove_index_files(&self) {
         let _ = std::fs::remove_file(self.index_path());
         let _ = std::fs::remove_file(self.timeindex_path());
+        let _ = std::fs::remove_file(self.txn_index_path());
     }
 }
 
@@ -500,7 +515,10 @@ pub(crate) fn write_index_files(seg: &Segment) -> io::Result<()> {
     tix.extend_from_slice(&tbody);
     // Not synced here (this runs under the append lock at a roll): the flusher makes them durable
     // with `sync_index_files` before a recovery point relies on them. The files are
-    // self-validating, so a torn one is rebuilt on open.
+    // self-validating, so a torn one is rebuilt on open. The `.index` goes last: without it
+    // none of the others is trusted.
+    let aborted = lock(&seg.aborted).clone();
+    txn_index::write(&seg.txn_index_path(), &aborted)?;
     std::fs::write(seg.timeindex_path(), tix)?;
     std::fs::write(seg.index_path(), idx)?;
     Ok(())
@@ -512,6 +530,12 @@ pub(crate) fn sync_index_files(seg: &Segment) -> io::Result<()> {
     for path in [seg.index_path(), seg.timeindex_path()] {
         let file = std::fs::File::open(&path)?;
         rustix::fs::fdatasync(&file)?;
+    }
+    // Present only when the segment holds an abort marker.
+    match std::fs::File::open(seg.txn_index_path()) {
+        Ok(file) => rustix::fs::fdatasync(&file)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     Ok(())
 }
