@@ -65,6 +65,10 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::Producer(ProducerStateError::InvalidProducerEpoch(_)) => {
             ErrorCode::InvalidProducerEpoch
         }
+        LogError::Producer(ProducerStateError::InvalidTxnState(_)) => ErrorCode::InvalidTxnState,
+        LogError::Producer(ProducerStateError::CoordinatorFenced(_)) => {
+            ErrorCode::TransactionCoordinatorFenced
+        }
         _ => ErrorCode::KafkaStorageError,
     }
 }

@@ -142,6 +142,46 @@ async fn describe(args: NameArgs) -> anyhow::Result<()> {
             p.partition, p.leader_id, p.leader_epoch, p.replicas, p.isr, error
         );
     }
+    // The producers each partition's log knows (DescribeProducers): idempotent ones, and
+    // transactional ones with the start of their open transaction.
+    let mut producers_header_printed = false;
+    for p in &info.partitions {
+        let producers = match client.describe_producers(&info.name, p.partition).await {
+            Ok(producers) => producers,
+            Err(e) => {
+                println!("  partition {}  producers: unavailable ({e})", p.partition);
+                continue;
+            }
+        };
+        if producers.is_empty() {
+            continue;
+        }
+        if !producers_header_printed {
+            println!("producers:");
+            producers_header_printed = true;
+        }
+        for pr in producers {
+            let txn = if pr.current_txn_start_offset >= 0 {
+                format!(
+                    "  open transaction from offset {}",
+                    pr.current_txn_start_offset
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  partition {}  producer {}  epoch {}  last sequence {}  last timestamp {}  \
+                 coordinator epoch {}{}",
+                p.partition,
+                pr.producer_id,
+                pr.producer_epoch,
+                pr.last_sequence,
+                pr.last_timestamp,
+                pr.coordinator_epoch,
+                txn
+            );
+        }
+    }
     let configs = client
         .describe_configs(&ConfigResource::topic(&args.name), None)
         .await
