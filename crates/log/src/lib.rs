@@ -48,7 +48,8 @@ pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 pub use env::LogEnv;
 pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
 pub use producer_state::{
-    AbortedTxn, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState, ProducerStateError,
+    AbortedTxn, AppendOrigin, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState,
+    ProducerStateError,
 };
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.

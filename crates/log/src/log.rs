@@ -20,7 +20,8 @@ use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, RecoveryPosition};
 use crate::env::LogEnv;
 use crate::producer_state::{
-    AbortedTxn, AppendedBatch, CompletedTxn, ProducerCheck, ProducerEntry, ProducerState,
+    AbortedTxn, AppendOrigin, AppendedBatch, CompletedTxn, ProducerCheck, ProducerEntry,
+    ProducerState,
 };
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
@@ -1198,6 +1199,26 @@ impl Log {
     /// Appends one or more concatenated, already CRC-validated v2 batches, assigning offsets.
     /// Returns once the bytes are in the page cache; use [`Log::on_durable`] to wait for the sync.
     pub fn append(&self, batches: &Bytes, opts: &AppendOptions) -> Result<AppendInfo, LogError> {
+        self.append_from(batches, opts, AppendOrigin::Client)
+    }
+
+    /// [`Log::append`] for the broker's own coordinators (Kafka's `AppendOrigin.COORDINATOR`):
+    /// producer epochs and transaction state are checked, sequences are not (transactional
+    /// offset commits carry none) and nothing is taken for a retry.
+    pub fn append_as_coordinator(
+        &self,
+        batches: &Bytes,
+        opts: &AppendOptions,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_from(batches, opts, AppendOrigin::Coordinator)
+    }
+
+    fn append_from(
+        &self,
+        batches: &Bytes,
+        opts: &AppendOptions,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         const NOT_WHOLE: LogError = LogError::InvalidBatch("not a sequence of whole v2 batches");
         self.shared.refuse_if_damaged()?;
         // Parsed before taking the lock. Each batch is written as [rewritten 61-byte header]
@@ -1271,7 +1292,7 @@ impl Log {
                     b
                 })
                 .collect();
-            match st.producers.check(&appended)? {
+            match st.producers.check_from(&appended, origin)? {
                 ProducerCheck::Append(update) => producer_update = Some(update),
                 ProducerCheck::Duplicate(dup) => {
                     return Ok(AppendInfo {
@@ -1419,7 +1440,7 @@ impl Log {
         let batch =
             weir_protocol::control::marker_batch(producer_id, producer_epoch, marker, timestamp_ms)
                 .map_err(|_| LogError::InvalidBatch("transaction marker could not be encoded"))?;
-        self.append(&batch, opts)
+        self.append_as_coordinator(&batch, opts)
     }
 
     fn maybe_roll(

@@ -172,6 +172,16 @@ pub struct AbortedTxn {
     pub last_stable_offset: i64,
 }
 
+/// Who appends, which decides how much is checked (Kafka's `AppendOrigin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    /// A producer's Produce request: epochs, sequences, duplicates and transaction state.
+    Client,
+    /// The broker's own coordinators (transaction markers; transactional offset commits, which
+    /// carry no sequence): epochs and transaction state, no sequence or duplicate check.
+    Coordinator,
+}
+
 /// The outcome of checking one append.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProducerCheck {
@@ -299,6 +309,15 @@ impl ProducerState {
         &self,
         batches: &[AppendedBatch<'_>],
     ) -> Result<ProducerCheck, ProducerStateError> {
+        self.check_from(batches, AppendOrigin::Client)
+    }
+
+    /// [`ProducerState::check`] for an append from `origin`.
+    pub fn check_from(
+        &self,
+        batches: &[AppendedBatch<'_>],
+        origin: AppendOrigin,
+    ) -> Result<ProducerCheck, ProducerStateError> {
         // Entries as updated by earlier batches of this same append (usually one producer).
         let mut update = ProducerUpdate::default();
         for b in batches {
@@ -315,6 +334,7 @@ impl ProducerState {
                 .copied();
             // Retries are looked up first, as Kafka does before validating the sequence.
             if !h.is_control()
+                && origin == AppendOrigin::Client
                 && let Some(dup) = current.and_then(|cur| {
                     cur.find_duplicate(
                         h.producer_epoch,
@@ -325,7 +345,7 @@ impl ProducerState {
             {
                 return Ok(ProducerCheck::Duplicate(dup));
             }
-            let Some((next, completed)) = step(current, b, true)? else {
+            let Some((next, completed)) = step(current, b, Some(origin))? else {
                 continue;
             };
             update.completed.extend(completed);
@@ -380,7 +400,7 @@ impl ProducerState {
             base_offset,
             marker,
         };
-        let (next, completed) = step(current, &b, false).ok().flatten()?;
+        let (next, completed) = step(current, &b, None).ok().flatten()?;
         let aborted = self.apply(ProducerUpdate {
             entries: vec![next],
             completed: completed.into_iter().collect(),
@@ -400,14 +420,15 @@ impl ProducerState {
     }
 }
 
-/// One batch of producer `current` (None: unknown), checked when `validate` (a client or
-/// coordinator append) and replayed as is otherwise. Returns the producer's next entry and the
-/// transaction a marker completed, or `None` for a control batch that is not a marker.
+/// One batch of producer `current` (None: unknown), checked as an append from `origin`, or
+/// replayed as is (`None`: a batch already in the log). Returns the producer's next entry and
+/// the transaction a marker completed, or `None` for a control batch that is not a marker.
 fn step(
     current: Option<ProducerEntry>,
     b: &AppendedBatch<'_>,
-    validate: bool,
+    origin: Option<AppendOrigin>,
 ) -> Result<Option<(ProducerEntry, Option<CompletedTxn>)>, ProducerStateError> {
+    let validate = origin.is_some();
     let h = b.header;
     let pid = h.producer_id;
     let epoch = h.producer_epoch;
@@ -453,13 +474,17 @@ fn step(
     let last_seq = last_sequence(first_seq, h.last_offset_delta);
     if validate && let Some(cur) = current {
         if epoch < cur.epoch {
+            // Kafka answers every origin but replication so (a coordinator's write carries the
+            // epoch of the producer it writes for).
             return Err(ProducerStateError::InvalidProducerEpoch(format!(
                 "epoch of producer {pid} at offset {base} is {epoch}, which is smaller \
                  than the last seen epoch {}",
                 cur.epoch
             )));
         }
-        if epoch != cur.epoch {
+        if origin != Some(AppendOrigin::Client) {
+            // Coordinator writes carry no sequence to check.
+        } else if epoch != cur.epoch {
             if first_seq != 0 {
                 return Err(ProducerStateError::OutOfOrderSequence(format!(
                     "invalid sequence number for new epoch {epoch} of producer {pid} at \
@@ -880,5 +905,38 @@ mod tests {
         assert_eq!(live, rebuilt);
         assert_eq!(replayed.and_then(|(_, a)| a), live_aborted.first().copied());
         assert_eq!(rebuilt.first_undecided_offset(), Some(2));
+    }
+
+    #[test]
+    fn coordinator_writes_skip_sequence_and_duplicate_checks_but_not_epochs() {
+        let mut s = ProducerState::new();
+        // Transactional offset commits carry no sequence (-1).
+        for base in 0..3 {
+            let h = txn_header(1, 0, -1, 1);
+            let b = AppendedBatch {
+                header: &h,
+                base_offset: base,
+                marker: None,
+            };
+            match s.check_from(&[b], AppendOrigin::Coordinator) {
+                Ok(ProducerCheck::Append(u)) => {
+                    s.apply(u);
+                }
+                other => panic!("coordinator write refused: {other:?}"),
+            }
+        }
+        assert_eq!(s.first_undecided_offset(), Some(0));
+        // A client batch with those sequences would be out of order.
+        assert!(append(&mut s, &txn_header(1, 0, 5, 1), 3).is_err());
+        let stale = txn_header(1, -1, -1, 1);
+        let b = AppendedBatch {
+            header: &stale,
+            base_offset: 3,
+            marker: None,
+        };
+        assert!(matches!(
+            s.check_from(&[b], AppendOrigin::Coordinator),
+            Err(ProducerStateError::InvalidProducerEpoch(_))
+        ));
     }
 }
