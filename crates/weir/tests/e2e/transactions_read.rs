@@ -163,9 +163,8 @@ fn read_committed_consumer_skips_aborted_records_and_stops_at_the_open_transacti
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains(&format!(
-            "producer 300  epoch 0  last sequence 1  last timestamp"
-        )) && text.contains(&format!("open transaction from offset {open_offset}")),
+        text.contains("producer 300  epoch 0  last sequence 1  last timestamp")
+            && text.contains(&format!("open transaction from offset {open_offset}")),
         "{text}"
     );
     assert!(
