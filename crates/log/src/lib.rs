@@ -15,6 +15,10 @@
 //!   sans-I/O state machine the append checks under its lock; snapshotted at every roll and at
 //!   close, rebuilt on open (and after truncation) from the newest snapshot plus the batch
 //!   headers after it.
+//! - `txn_index.rs`: each segment's aborted transactions (`.txnindex`), written with the
+//!   segment's index files and rebuilt from the log for segments recovery scans; with the open
+//!   transactions in the producer state they give the last stable offset and what a
+//!   read_committed fetch must report.
 //! - Batch headers are read and rewritten with `weir_protocol::record` (sans-I/O, no tokio), so
 //!   storage and the codec agree on one definition of the v2 format.
 //!
