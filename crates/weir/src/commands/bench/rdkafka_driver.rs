@@ -82,7 +82,12 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "2097151")
         .set(
             "enable.idempotence",
-            if args.idempotent { "true" } else { "false" },
+            // librdkafka requires idempotence for a transactional producer.
+            if args.idempotent || args.transaction_records.is_some() {
+                "true"
+            } else {
+                "false"
+            },
         )
         .set("message.timeout.ms", "120000");
     if args.transaction_records.is_some() {
