@@ -96,6 +96,8 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
             "transactional.id",
             format!("weir-bench-{}-{}", std::process::id(), args.topic),
         );
+        // librdkafka wants message.timeout.ms (set above) within it.
+        config.set("transaction.timeout.ms", "120000");
     }
     let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
