@@ -19,8 +19,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList, bindings as rdsys};
 
 use super::{
-    BenchArgs, E2E_DRAIN_TIMEOUT, Isolation, Latencies, Measured, Pacer, StopAt, Workload,
-    acks_name, after_warmup, payload, read_stamp, stamp,
+    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name,
+    after_warmup, payload, read_stamp, stamp,
 };
 
 /// How long a transactional call (init, commit) may take.
@@ -128,10 +128,11 @@ fn consumer_config(args: &BenchArgs) -> ClientConfig {
     if let Some(isolation) = args.isolation {
         config.set("isolation.level", isolation.name());
     }
-    if args.isolation == Some(Isolation::ReadCommitted) {
-        // A read_committed reader's last record is not at the high watermark
-        // when a marker follows it; the end-of-partition event (fetch position
-        // at the last stable offset) says where it ends instead.
+    if args.isolation.is_some() {
+        // Transactional topics end with a marker, which no reader receives
+        // as a record; the end-of-partition event (the fetch position at the
+        // high watermark, or the last stable offset for read_committed) says
+        // where the data ends instead.
         config.set("enable.partition.eof", "true");
     }
     apply_overrides(&mut config, args);
@@ -488,7 +489,7 @@ fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
             // we own until rd_kafka_message_destroy below.
             let message = unsafe { &*ptr };
             if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                // Only enabled for read_committed (see consumer_config).
+                // Only enabled with --isolation (see consumer_config).
                 let p = message.partition;
                 if ends.get(&p).is_some_and(|end| message.offset >= *end) {
                     ends.remove(&p);
