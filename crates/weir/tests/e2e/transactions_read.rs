@@ -172,4 +172,137 @@ fn read_committed_consumer_skips_aborted_records_and_stops_at_the_open_transacti
             .any(|l| l.contains("producer 200") && !l.contains("open transaction")),
         "{text}"
     );
+
+    // The wire fields librdkafka acted on. Producer 200's aborted transaction began at offset 3
+    // (p0, c0, c1 before it).
+    let committed = raw_fetch(&broker, 1);
+    assert_eq!(committed.last_stable_offset, open_offset);
+    assert_eq!(committed.high_watermark, log_end);
+    let aborted: Vec<(i64, i64)> = committed
+        .aborted_transactions
+        .expect("read_committed gets the list")
+        .iter()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect();
+    assert_eq!(aborted, [(200, 3)]);
+    let uncommitted = raw_fetch(&broker, 0);
+    assert_eq!(uncommitted.last_stable_offset, open_offset);
+    assert!(uncommitted.aborted_transactions.is_none());
+
+    // Bad input from clients: a control batch is INVALID_RECORD; a plain batch from producer 300
+    // while its transaction is open is INVALID_TXN_STATE.
+    const INVALID_TXN_STATE: i16 = 48;
+    const INVALID_RECORD: i16 = 87;
+    let control = weir_protocol::control::marker_batch(
+        300,
+        0,
+        Marker {
+            control_type: ControlType::Commit,
+            coordinator_epoch: 0,
+        },
+        now_ms(),
+    )
+    .expect("marker");
+    assert_eq!(raw_produce(&broker, control), INVALID_RECORD);
+    let plain = RecordBatchBuilder::new(Compression::None)
+        .base_timestamp(now_ms())
+        .producer(300, 0, 2)
+        .record(Record {
+            offset_delta: 0,
+            timestamp_delta: 0,
+            key: None,
+            value: Some(Bytes::from_static(b"x")),
+            headers: Vec::new(),
+        })
+        .build()
+        .expect("batch");
+    assert_eq!(raw_produce(&broker, plain), INVALID_TXN_STATE);
+}
+
+/// One request straight from the wire; its decoded response.
+fn raw<Req: weir_protocol::codec::Encode, Resp: weir_protocol::codec::Decode>(
+    broker: &Broker,
+    api_key: i16,
+    version: i16,
+    request: &Req,
+) -> Resp {
+    use bytes::BytesMut;
+    use weir_protocol::codec::Encode;
+    use weir_protocol::header::{RequestHeader, ResponseHeader};
+    let header = RequestHeader {
+        api_key,
+        api_version: version,
+        correlation_id: 11,
+        client_id: Some("raw-txn".into()),
+    };
+    let mut body = BytesMut::new();
+    header.encode(&mut body).expect("header");
+    request.encode(&mut body, version).expect("request");
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let response = super::hostile::exchange(broker, &frame).expect("an answer");
+    let mut response = Bytes::from(response);
+    ResponseHeader::decode(
+        &mut response,
+        weir_protocol::api::response_header_version(api_key, version),
+    )
+    .expect("response header");
+    Resp::decode(&mut response, version).expect("response")
+}
+
+/// Fetch v11 of partition 0 from offset 0 at `isolation_level`.
+fn raw_fetch(
+    broker: &Broker,
+    isolation_level: i8,
+) -> weir_protocol::messages::fetch::PartitionData {
+    use weir_protocol::messages::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+    let request = FetchRequest {
+        replica_id: -1,
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        isolation_level,
+        session_epoch: -1,
+        topics: vec![FetchTopic {
+            topic: TOPIC.into(),
+            partitions: vec![FetchPartition {
+                partition: 0,
+                current_leader_epoch: -1,
+                fetch_offset: 0,
+                last_fetched_epoch: -1,
+                log_start_offset: -1,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let response: FetchResponse = raw(broker, 1, 11, &request);
+    let mut partitions = response.responses.into_iter().flat_map(|t| t.partitions);
+    let p = partitions.next().expect("partition 0");
+    assert_eq!(p.error_code, 0);
+    p
+}
+
+/// Produce v9 of `records` to partition 0, acks=all; the partition's error code.
+fn raw_produce(broker: &Broker, records: Bytes) -> i16 {
+    use weir_protocol::messages::produce::{
+        PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+    };
+    let request = ProduceRequest {
+        acks: -1,
+        timeout_ms: 10_000,
+        topic_data: vec![TopicProduceData {
+            name: TOPIC.into(),
+            partition_data: vec![PartitionProduceData {
+                index: 0,
+                records: Some(records),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let response: ProduceResponse = raw(broker, 0, 9, &request);
+    response.responses[0].partition_responses[0].error_code
 }
