@@ -227,7 +227,6 @@ fn raw<Req: weir_protocol::codec::Encode, Resp: weir_protocol::codec::Decode>(
     request: &Req,
 ) -> Resp {
     use bytes::BytesMut;
-    use weir_protocol::codec::Encode;
     use weir_protocol::header::{RequestHeader, ResponseHeader};
     let header = RequestHeader {
         api_key,
