@@ -1371,17 +1371,23 @@ impl Log {
         s.log_end.store(next, Ordering::Release);
         if let Some(update) = producer_update.filter(|u| !u.is_empty()) {
             let completed: Vec<CompletedTxn> = update.completed.clone();
+            let undecided_before = st.producers.first_undecided_offset();
             let aborted = st.producers.apply(update);
             if !aborted.is_empty() {
                 lock(&seg.aborted).extend(aborted);
             }
             // Before the append lock is released: the high watermark can't pass this append's
-            // offsets before the tracker knows of the transactions they open or end.
-            let mut t = lock(&s.txns);
-            t.first_undecided = st.producers.first_undecided_offset().unwrap_or(i64::MAX);
-            t.unreplicated
-                .extend(completed.iter().map(|c| (c.first_offset, c.last_offset)));
-            t.prune(s.high_watermark.load(Ordering::Acquire));
+            // offsets before the tracker knows of the transactions they open or end. Idempotent
+            // appends that change no transaction skip the tracker's lock.
+            let changed =
+                !completed.is_empty() || st.producers.first_undecided_offset() != undecided_before;
+            if changed {
+                let mut t = lock(&s.txns);
+                t.first_undecided = st.producers.first_undecided_offset().unwrap_or(i64::MAX);
+                t.unreplicated
+                    .extend(completed.iter().map(|c| (c.first_offset, c.last_offset)));
+                t.prune(s.high_watermark.load(Ordering::Acquire));
+            }
         }
         {
             let mut d = lock(&s.durable);
