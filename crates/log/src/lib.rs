@@ -45,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 pub use env::LogEnv;
-pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
+pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult, RecoveryStats};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerState, ProducerStateError};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.

@@ -189,11 +189,31 @@ pub(crate) struct Shared {
     /// checkpoints into a directory that may already have been reopened.
     detached: AtomicBool,
     recovery_point_clock: Mutex<RecoveryPointClock>,
-    /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
-    recovery_scanned_bytes: u64,
+    /// What opening this log cost (recovery diagnostics and the bounded-restart tests).
+    recovery: Mutex<RecoveryStats>,
     /// Set by recovery when a segment before the last one is damaged; the log then refuses
     /// writes for its whole life.
     damage: Option<Damage>,
+}
+
+/// The work `Log::open` did, for the startup log line and the tests that check restart work stays
+/// bounded whatever the log's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments the log opened with.
+    pub segments: usize,
+    /// Sealed segments whose index files were read (trusted without a scan).
+    pub index_files_loaded: usize,
+    /// Segments CRC-scanned (some of them from a recovery position).
+    pub segments_scanned: usize,
+    /// Bytes the CRC scan read (0 after a clean shutdown).
+    pub scanned_bytes: u64,
+    /// Batch headers read to rebuild the idempotent producers' state after the newest snapshot.
+    pub producer_replay_batches: u64,
+    /// Bytes those batches span in their segments.
+    pub producer_replay_bytes: u64,
+    /// Wall time of `Log::open`.
+    pub open_micros: u64,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -557,6 +577,18 @@ impl Shared {
     /// (a log written before producer state existed) only the last two segments are read, as
     /// Kafka does: older producers have long expired or will be treated as new (KIP-360).
     fn rebuild_producer_state(&self, end: i64, now_ms: i64) -> Result<ProducerState, LogError> {
+        self.rebuild_producer_state_counted(end, now_ms)
+            .map(|(state, _, _)| state)
+    }
+
+    /// `rebuild_producer_state`, also returning the batches replayed and the bytes they span.
+    fn rebuild_producer_state_counted(
+        &self,
+        end: i64,
+        now_ms: i64,
+    ) -> Result<(ProducerState, u64, u64), LogError> {
+        let mut batches: u64 = 0;
+        let mut bytes: u64 = 0;
         let segs = rw_read(&self.segments).clone();
         let (mut state, from) = match self.load_producer_snapshot(end)? {
             Some((offset, entries)) => (ProducerState::from_entries(entries), offset),
@@ -583,11 +615,13 @@ impl Shared {
                 }
                 state.replay(&h, h.base_offset);
                 pos += batch_len(&h);
+                batches += 1;
+                bytes += batch_len(&h);
             }
         }
         let expiration_ms = lock(&self.config).producer_id_expiration_ms;
         state.remove_expired(now_ms, expiration_ms);
-        Ok(state)
+        Ok((state, batches, bytes))
     }
 
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
@@ -714,6 +748,7 @@ impl Log {
         // A new partition directory must be durable in its parent before anything appended to
         // it is acknowledged: fsyncing the segment files does not make their directory's name
         // durable.
+        let open_started = Instant::now();
         crate::durable::create_partition_dir(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
@@ -755,10 +790,12 @@ impl Log {
             }
         }
 
+        let t_list = open_started.elapsed();
         let mut segments: Vec<Arc<Segment>> = Vec::new();
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut damage: Option<Damage> = None;
         let mut scanned_bytes: u64 = 0;
+        let mut index_files_loaded: usize = 0;
         // Offset below which recovered data is known to be synced (where the first scan started).
         let mut synced_end: Option<i64> = None;
         // Files were cut, created or removed: the directory needs a sync before a checkpoint
@@ -773,6 +810,7 @@ impl Log {
                     && sum.next_offset <= recovery_point
                     && next_base.is_none_or(|n| n == sum.next_offset)
             });
+            index_files_loaded += 1;
             if let Some((sum, meta)) = trusted {
                 seg.size.store(sum.log_bytes, Ordering::Release);
                 seg.next_offset.store(sum.next_offset, Ordering::Release);
@@ -865,6 +903,7 @@ impl Log {
             segments.push(Arc::new(seg));
             dir_dirty = true;
         }
+        let t_segs = open_started.elapsed();
         // Rebuild sealed segments' index files. What was scanned is not synced here: it joins the
         // unsynced set, so the first sync after open covers it (and only then does the recovery
         // point move past it). Open itself needs no fsync after a crash.
@@ -933,6 +972,7 @@ impl Log {
             dir_dirty = false;
         }
         let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
+        let segment_count = segments.len();
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
             .and_then(|b| checkpoint::decode_leader_epochs(&b))
@@ -979,7 +1019,13 @@ impl Log {
                 at: Instant::now(),
                 written_bytes_total: 0,
             }),
-            recovery_scanned_bytes: scanned_bytes,
+            recovery: Mutex::new(RecoveryStats {
+                segments: segment_count,
+                index_files_loaded,
+                segments_scanned: scanned.len(),
+                scanned_bytes,
+                ..RecoveryStats::default()
+            }),
             damage: damage.clone(),
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
@@ -1002,6 +1048,7 @@ impl Log {
             // Make the recovered tail durable soon without making open wait for it.
             env.schedule_flush_now(&shared);
         }
+        let t_cp = open_started.elapsed();
         let log = Log { shared };
         {
             let s = &log.shared;
@@ -1010,8 +1057,14 @@ impl Log {
             if damage.is_none() {
                 s.delete_producer_snapshots(|o| o > log_end)?;
             }
-            let producers = s.rebuild_producer_state(log_end, now_ms())?;
+            let (producers, batches, bytes) =
+                s.rebuild_producer_state_counted(log_end, now_ms())?;
             lock(&s.append).producers = producers;
+            let mut r = lock(&s.recovery);
+            r.producer_replay_batches = batches;
+            r.producer_replay_bytes = bytes;
+            r.open_micros = u64::try_from(open_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(dir = %dir.display(), stats = ?*r, t_list_us = t_list.as_micros() as u64, t_segs_us = t_segs.as_micros() as u64, t_cp_us = t_cp.as_micros() as u64, t_prod_us = open_started.elapsed().as_micros() as u64, "log opened");
         }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -1849,7 +1902,13 @@ impl Log {
     /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean
     /// shutdown, otherwise about what was written after the last persisted recovery point.
     pub fn recovery_scanned_bytes(&self) -> u64 {
-        self.shared.recovery_scanned_bytes
+        lock(&self.shared.recovery).scanned_bytes
+    }
+
+    /// What opening this log cost: segments, index files read, bytes scanned, producer-state
+    /// replay.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *lock(&self.shared.recovery)
     }
 
     /// Test hook: drops the handle as a crash would (no clean-shutdown checkpoint) and returns
