@@ -106,6 +106,7 @@ impl Broker {
                 let r = p.log.recovery_stats();
                 partitions += 1;
                 sum.segments += r.segments;
+                sum.segments_lazy += r.segments_lazy;
                 sum.index_files_loaded += r.index_files_loaded;
                 sum.segments_scanned += r.segments_scanned;
                 sum.scanned_bytes += r.scanned_bytes;
@@ -117,6 +118,7 @@ impl Broker {
                 groups_ms = groups_loaded.as_millis() as u64,
                 partitions,
                 segments = sum.segments,
+                segments_lazy = sum.segments_lazy,
                 index_files_loaded = sum.index_files_loaded,
                 segments_scanned = sum.segments_scanned,
                 scanned_bytes = sum.scanned_bytes,

@@ -868,7 +868,11 @@ fn startup_phases(rig: &Rig) -> String {
         .filter(|l| l.contains("log opened"))
         .filter_map(|l| {
             let us = l.split("open_micros: ").nth(1)?;
-            let us: u64 = us.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            let us: u64 = us
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
             Some((us, l.split("stats=").nth(1).unwrap_or("").to_string()))
         })
         .collect();
