@@ -4,7 +4,9 @@
 //! The indexes live in memory while the log is open; they are written to disk when the segment is
 //! sealed (rolled) and at clean shutdown. On-disk index files carry a summary (base, next offset,
 //! `.log` size, max timestamp) and CRCs, so recovery can trust a sealed segment without scanning it,
-//! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`.
+//! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`. A sealed
+//! segment below the recovery point is opened from its index header alone; the entries load on
+//! first use ([`Segment::meta`]).
 //!
 //! The active segment's index entries are also appended, as they are made durable, to a
 //! `.rpindex` file ("recovery-point index") that the log checkpoint refers to by entry count and
