@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use weir_protocol::control::Marker;
 use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
 use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, RecoveryPosition};
@@ -1393,6 +1394,23 @@ impl Log {
             log_start_offset: s.log_start(),
             duplicate: false,
         })
+    }
+
+    /// Appends a transaction marker (a control batch, KIP-98) for `producer_id`: the end of
+    /// its transaction in this partition. Written by the transaction coordinator, never by a
+    /// client.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        timestamp_ms: i64,
+        opts: &AppendOptions,
+    ) -> Result<AppendInfo, LogError> {
+        let batch =
+            weir_protocol::control::marker_batch(producer_id, producer_epoch, marker, timestamp_ms)
+                .map_err(|_| LogError::InvalidBatch("transaction marker could not be encoded"))?;
+        self.append(&batch, opts)
     }
 
     fn maybe_roll(

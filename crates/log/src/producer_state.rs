@@ -191,7 +191,8 @@ impl ProducerState {
         let mut updated: Vec<ProducerEntry> = Vec::new();
         for b in batches {
             let h = b.header;
-            if h.producer_id < 0 {
+            // Markers carry no sequence; they end a transaction rather than extend one.
+            if h.producer_id < 0 || h.is_control() {
                 continue;
             }
             let pid = h.producer_id;

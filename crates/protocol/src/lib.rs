@@ -13,12 +13,14 @@
 //!   and request/response dispatch enums.
 //! - [`header`]: request/response headers and the 4-byte frame length prefix.
 //! - [`record`]: record batch v2 header view, CRC32C, in-place rewrites, records.
+//! - [`control`]: transaction marker (control) batches.
 //! - [`compression`]: gzip, snappy (raw and xerial), lz4 frame, zstd, all capped.
 //! - [`error_code`]: Kafka's error codes.
 
 pub mod api;
 pub mod codec;
 pub mod compression;
+pub mod control;
 pub mod error_code;
 pub mod header;
 pub mod messages;

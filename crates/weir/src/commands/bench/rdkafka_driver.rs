@@ -19,10 +19,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList, bindings as rdsys};
 
 use super::{
-    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name,
-    after_warmup, payload, read_stamp, stamp,
+    BenchArgs, E2E_DRAIN_TIMEOUT, Isolation, Latencies, Measured, Pacer, StopAt, Workload,
+    acks_name, after_warmup, payload, read_stamp, stamp,
 };
 
+/// How long a transactional call (init, commit) may take.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `flush` may take at the end of a produce run.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +85,13 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
             if args.idempotent { "true" } else { "false" },
         )
         .set("message.timeout.ms", "120000");
+    if args.transaction_records.is_some() {
+        // One id per run, so a rerun never fences (or waits on) an old one.
+        config.set(
+            "transactional.id",
+            format!("weir-bench-{}-{}", std::process::id(), args.topic),
+        );
+    }
     let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
         config.set("max.in.flight.requests.per.connection", n.to_string());
@@ -109,6 +118,15 @@ fn consumer_config(args: &BenchArgs) -> ClientConfig {
         .set("fetch.max.bytes", "67108864")
         .set("queued.min.messages", "1000000")
         .set("queued.max.messages.kbytes", "262144");
+    if let Some(isolation) = args.isolation {
+        config.set("isolation.level", isolation.name());
+    }
+    if args.isolation == Some(Isolation::ReadCommitted) {
+        // A read_committed reader's last record is not at the high watermark
+        // when a marker follows it; the end-of-partition event (fetch position
+        // at the last stable offset) says where it ends instead.
+        config.set("enable.partition.eof", "true");
+    }
     apply_overrides(&mut config, args);
     config
 }
@@ -321,6 +339,14 @@ fn produce_with(
         .create_with_context(context)
         .context("creating the librdkafka producer")?;
     let topic = TopicHandle::new(&producer, &args.topic)?;
+    let transaction_records = args.transaction_records;
+    if transaction_records.is_some() {
+        producer
+            .init_transactions(TRANSACTION_CALL_TIMEOUT)
+            .context("init_transactions")?;
+        producer.begin_transaction().context("begin_transaction")?;
+    }
+    let mut in_transaction: u64 = 0;
     let pacer = Pacer::new(start, args.target_rate);
     // A stamped value changes per record, so librdkafka must copy it, one
     // record per call; otherwise every record points at the same `value`.
@@ -340,9 +366,12 @@ fn produce_with(
     let mut chunks: u64 = 0;
     let mut sent: u64 = 0;
     while !stop.reached(sent, start.elapsed()) {
-        let count = stop
+        let mut count = stop
             .records
             .map_or(chunk_max, |n| chunk_max.min(n.saturating_sub(sent)));
+        if let Some(n) = transaction_records {
+            count = count.min(n - in_transaction);
+        }
         if let Some(wait) = pacer.wait_before(sent) {
             std::thread::sleep(wait);
         }
@@ -367,6 +396,22 @@ fn produce_with(
         topic.produce(partition, flags, &mut chunk)?;
         chunks += 1;
         sent += count;
+        if let Some(n) = transaction_records {
+            in_transaction += count;
+            if in_transaction == n {
+                // commit_transaction flushes the transaction's records first.
+                producer
+                    .commit_transaction(TRANSACTION_CALL_TIMEOUT)
+                    .context("commit_transaction")?;
+                producer.begin_transaction().context("begin_transaction")?;
+                in_transaction = 0;
+            }
+        }
+    }
+    if transaction_records.is_some() {
+        producer
+            .commit_transaction(TRANSACTION_CALL_TIMEOUT)
+            .context("commit_transaction")?;
     }
     if let Some(total) = sent_total {
         total.store(sent, Ordering::Release);
@@ -435,7 +480,13 @@ fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
             // SAFETY: librdkafka filled `received` with valid messages that
             // we own until rd_kafka_message_destroy below.
             let message = unsafe { &*ptr };
-            if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                // Only enabled for read_committed (see consumer_config).
+                let p = message.partition;
+                if ends.get(&p).is_some_and(|end| message.offset >= *end) {
+                    ends.remove(&p);
+                }
+            } else if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 measured.records += 1;
                 measured.bytes += (message.len + message.key_len) as u64;
                 let p = message.partition;
