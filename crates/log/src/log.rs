@@ -197,14 +197,27 @@ impl TxnTracker {
 /// The producer state for the log below some offset, and what replaying the log found.
 struct Rebuilt {
     state: ProducerState,
-    /// Aborted transactions whose marker lies at or after the replay's `txn_from`.
+    /// Where the replay started (the snapshot's offset, or the log start).
+    replay_from: i64,
+    /// Aborted transactions whose marker the replay met, in offset order.
     aborted: Vec<AbortedTxn>,
     /// Completed transactions whose marker lies at or above the high watermark.
     unreplicated: Vec<(i64, i64)>,
+    /// Batch headers replayed and the bytes they span (recovery statistics).
+    batches: u64,
+    bytes: u64,
 }
 
 /// Largest control batch read whole while replaying (a marker is under 100 bytes).
 const MARKER_BATCH_BYTES_MAX: u64 = 64 * 1024;
+
+/// The producer state covering every batch below `offset`, captured under the append lock.
+struct PendingSnapshot {
+    offset: i64,
+    entries: Vec<ProducerEntry>,
+    /// `Shared::truncations` at capture: a truncation since makes it stale.
+    truncations: u64,
+}
 
 /// When the recovery point was last persisted, for rate limiting.
 struct RecoveryPointClock {
@@ -239,6 +252,8 @@ pub(crate) struct Shared {
     epochs: Mutex<Vec<(i32, i64)>>,
     /// Open and not yet stable transactions, for the last stable offset.
     txns: Mutex<TxnTracker>,
+    /// (segment base, aborts) of the active segment's `.txnindex` as last stored.
+    txn_index_persisted: Mutex<(i64, usize)>,
     checkpoint: Mutex<LogCheckpoint>,
     /// Test hook: the next sync fails as if the device returned EIO.
     fail_next_sync: AtomicBool,
@@ -246,11 +261,40 @@ pub(crate) struct Shared {
     /// checkpoints into a directory that may already have been reopened.
     detached: AtomicBool,
     recovery_point_clock: Mutex<RecoveryPointClock>,
-    /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
-    recovery_scanned_bytes: u64,
+    /// Set by a recovery-point store: the next append captures the producer state at its end
+    /// into `pending_snapshot`.
+    snapshot_wanted: AtomicBool,
+    /// Producer state captured by an append, written as a snapshot by the first recovery-point
+    /// store at or past its offset (so that it never describes data a crash can take back).
+    pending_snapshot: Mutex<Option<PendingSnapshot>>,
+    /// What opening this log cost (recovery diagnostics and the bounded-restart tests).
+    recovery: Mutex<RecoveryStats>,
     /// Set by recovery when a segment before the last one is damaged; the log then refuses
     /// writes for its whole life.
     damage: Option<Damage>,
+}
+
+/// The work `Log::open` did, for the startup log line and the tests that check restart work stays
+/// bounded whatever the log's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments the log opened with.
+    pub segments: usize,
+    /// Sealed segments below the recovery point: only their 64-byte index header was read; the
+    /// index entries load on first use.
+    pub segments_lazy: usize,
+    /// Segments whose index files were read at open (trusted without a scan if they validate).
+    pub index_files_loaded: usize,
+    /// Segments CRC-scanned (some of them from a recovery position).
+    pub segments_scanned: usize,
+    /// Bytes the CRC scan read (0 after a clean shutdown).
+    pub scanned_bytes: u64,
+    /// Batch headers read to rebuild the idempotent producers' state after the newest snapshot.
+    pub producer_replay_batches: u64,
+    /// Bytes those batches span in their segments.
+    pub producer_replay_bytes: u64,
+    /// Wall time of `Log::open`.
+    pub open_micros: u64,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -473,6 +517,16 @@ impl Shared {
                     *lock(&self.recovery_point_clock) = RecoveryPointClock {
                         at: Instant::now(),
                         written_bytes_total,
+                    };
+                    // The active segment's aborts go to disk before a producer snapshot past
+                    // them can: recovery takes the aborts below its snapshot from this file.
+                    match self.persist_active_txn_index(&point) {
+                        Ok(()) => {
+                            self.store_pending_producer_snapshot(point.next_offset, truncations)
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the transaction index")
+                        }
                     }
                 }
                 Err(e) => {
@@ -497,7 +551,9 @@ impl Shared {
             }
             _ => (0, 0),
         };
-        let Some(entries) = lock(&p.seg.meta)
+        let Some(entries) = p
+            .seg
+            .meta()
             .index
             .get(from as usize..p.index_len)
             .map(<[_]>::to_vec)
@@ -547,6 +603,78 @@ impl Shared {
                     .join(segment::file_name(old.segment_base, segment::RPINDEX_EXT)),
             );
         }
+        Ok(())
+    }
+
+    /// Writes the producer state captured by an append since the last recovery point, if the
+    /// recovery point just stored (`recovery_point`) covers it, and asks the next append for a
+    /// new capture. The rebuild after a crash then replays batch headers from at most one
+    /// recovery-point interval before the recovery point, not from the active segment's start
+    /// (which may be a gigabyte away). Callers hold `recovery_point_lock`, which truncation
+    /// takes too, so no truncation runs between the check below and the write.
+    fn store_pending_producer_snapshot(&self, recovery_point: i64, truncations: u64) {
+        let pending = lock(&self.pending_snapshot).take();
+        let now_truncations = self.truncations.load(Ordering::Acquire);
+        if let Some(p) = pending {
+            if p.offset > recovery_point {
+                // Not durable yet: keep it for the next recovery point.
+                *lock(&self.pending_snapshot) = Some(p);
+                return;
+            }
+            if p.truncations == now_truncations && truncations == now_truncations {
+                let written = checkpoint::write_atomic(
+                    &self.dir,
+                    &checkpoint::producer_snapshot_name(p.offset),
+                    &checkpoint::encode_producer_snapshot(p.offset, &p.entries),
+                );
+                match written {
+                    Ok(()) => {
+                        // Older snapshots taken this way are superseded; those at segment bases
+                        // stay for truncation (they go with their segments).
+                        let bases: Vec<i64> = rw_read(&self.segments)
+                            .iter()
+                            .map(|sg| sg.base_offset)
+                            .collect();
+                        if let Err(e) = self.delete_producer_snapshots(|o| {
+                            o < p.offset && bases.binary_search(&o).is_err()
+                        }) {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove old producer snapshots");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write producer snapshot")
+                    }
+                }
+            }
+        }
+        self.snapshot_wanted.store(true, Ordering::Release);
+    }
+
+    /// Stores the aborts of `p`'s segment whose marker lies below `p` (synced data) as its
+    /// `.txnindex`, replaced atomically, if they changed since the last store. Callers hold
+    /// `recovery_point_lock` or have exclusive access.
+    fn persist_active_txn_index(&self, p: &WrittenPoint) -> io::Result<()> {
+        let entries: Vec<AbortedTxn> = p
+            .seg
+            .aborted()
+            .iter()
+            .copied()
+            .filter(|a| a.last_offset < p.next_offset)
+            .collect();
+        let mut persisted = lock(&self.txn_index_persisted);
+        if *persisted == (p.seg.base_offset, entries.len()) {
+            return Ok(());
+        }
+        if entries.is_empty() {
+            // A segment new since the last store: it has no file.
+            *persisted = (p.seg.base_offset, 0);
+            return Ok(());
+        }
+        crate::durable::write_file_atomically(
+            &p.seg.txn_index_path(),
+            &crate::txn_index::encode(&entries),
+        )?;
+        *persisted = (p.seg.base_offset, entries.len());
         Ok(())
     }
 
@@ -613,9 +741,8 @@ impl Shared {
     /// then every batch header after it (headers only: a record is read only for markers).
     /// Without a snapshot (a log written before producer state existed) only the last two
     /// segments are read, as Kafka does: older producers have long expired or will be treated as
-    /// new (KIP-360). With `txn_from`, the replay starts at or below it, and the aborted
-    /// transactions whose markers lie at or after it are returned (to rebuild the transaction
-    /// indexes of the segments recovery scanned).
+    /// new (KIP-360). With `txn_from`, the replay starts at or below it (to rebuild the
+    /// transaction indexes of segments from there on). Every abort the replay meets is returned.
     fn rebuild_producer_state(
         &self,
         end: i64,
@@ -623,6 +750,8 @@ impl Shared {
         txn_from: Option<i64>,
         hw: i64,
     ) -> Result<Rebuilt, LogError> {
+        let mut batches: u64 = 0;
+        let mut bytes: u64 = 0;
         let segs = rw_read(&self.segments).clone();
         let snapshot_at_most = txn_from.map_or(end, |t| t.min(end));
         let (mut state, from) = match self.load_producer_snapshot(snapshot_at_most)? {
@@ -660,21 +789,22 @@ impl Shared {
                     if txn.last_offset >= hw {
                         unreplicated.push((txn.first_offset, txn.last_offset));
                     }
-                    if let Some(a) = abort
-                        && txn_from.is_some_and(|t| a.last_offset >= t)
-                    {
-                        aborted.push(a);
-                    }
+                    aborted.extend(abort);
                 }
                 pos += len;
+                batches += 1;
+                bytes += len;
             }
         }
         let expiration_ms = lock(&self.config).producer_id_expiration_ms;
         state.remove_expired(now_ms, expiration_ms);
         Ok(Rebuilt {
             state,
+            replay_from: from,
             aborted,
             unreplicated,
+            batches,
+            bytes,
         })
     }
 
@@ -827,6 +957,7 @@ impl Log {
         // A new partition directory must be durable in its parent before anything appended to
         // it is acknowledged: fsyncing the segment files does not make their directory's name
         // durable.
+        let open_started = Instant::now();
         crate::durable::create_partition_dir(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
@@ -872,15 +1003,39 @@ impl Log {
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut damage: Option<Damage> = None;
         let mut scanned_bytes: u64 = 0;
+        let mut index_files_loaded: usize = 0;
+        let mut segments_lazy: usize = 0;
         // Offset below which recovered data is known to be synced (where the first scan started).
         let mut synced_end: Option<i64> = None;
         // Files were cut, created or removed: the directory needs a sync before a checkpoint
         // relies on it.
         let mut dir_dirty = false;
         for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            if let Some(next) = next_base
+                && next <= recovery_point
+            {
+                // Wholly below the recovery point: its data was synced, and its index files
+                // before the point was stored. Only the 64-byte index header is read here, as a
+                // tripwire for a segment cut, lost or replaced since (its size and end must match
+                // the file and the next segment); the index entries and the time index load on
+                // first use. Open so costs a stat and one small read per sealed segment, not a
+                // read of every index (Kafka, too, trusts segments below its recovery point and
+                // loads their indexes lazily).
+                let path = dir.join(segment::file_name(base, "log"));
+                let file_len = std::fs::metadata(&path)?.len();
+                if segment::load_index_summary(dir, base)
+                    .is_some_and(|sum| sum.log_bytes == file_len && sum.next_offset == next)
+                {
+                    segments_lazy += 1;
+                    segments.push(Arc::new(Segment::sealed_lazy(
+                        dir, base, next, file_len, created_ms,
+                    )));
+                    continue;
+                }
+            }
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
-            let next_base = bases.get(i + 1).copied();
             let trusted = segment::load_index_files(&seg)
                 .filter(|(sum, _)| {
                     sum.log_bytes == file_len
@@ -893,11 +1048,12 @@ impl Log {
                     crate::txn_index::load(&seg.txn_index_path(), base, sum.next_offset)
                         .map(|aborted| (sum, meta, aborted))
                 });
+            index_files_loaded += 1;
             if let Some((sum, meta, aborted)) = trusted {
                 seg.size.store(sum.log_bytes, Ordering::Release);
                 seg.next_offset.store(sum.next_offset, Ordering::Release);
-                *lock(&seg.meta) = meta;
-                *lock(&seg.aborted) = aborted;
+                seg.set_meta(meta);
+                seg.set_aborted(aborted);
                 segments.push(Arc::new(seg));
                 continue;
             }
@@ -924,7 +1080,7 @@ impl Log {
                 }
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
                 segments.push(Arc::clone(&seg));
@@ -933,7 +1089,7 @@ impl Log {
             };
             seg.size.store(scan.valid_bytes, Ordering::Release);
             seg.next_offset.store(scan.next_offset, Ordering::Release);
-            *lock(&seg.meta) = scan.meta;
+            seg.set_meta(scan.meta);
             if !scan.truncated && scan.next_offset == next_base {
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
@@ -1014,7 +1170,7 @@ impl Log {
         // checkpoint says it holds are the first ones in memory (after resuming from it, or after
         // a clean shutdown).
         let rpindex_reusable = |rp: &RecoveryPosition| {
-            let m = lock(&active.meta);
+            let m = active.meta();
             rp.segment_base == active.base_offset
                 && usize::try_from(rp.index_count)
                     .ok()
@@ -1053,7 +1209,8 @@ impl Log {
             opened_cp.store(dir)?;
             dir_dirty = false;
         }
-        let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
+        let written_point = WrittenPoint::of(&active, &active.meta(), active.size(), log_end);
+        let segment_count = segments.len();
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
             .and_then(|b| checkpoint::decode_leader_epochs(&b))
@@ -1094,6 +1251,7 @@ impl Log {
             config: Mutex::new(config),
             epochs: Mutex::new(Vec::new()),
             txns: Mutex::new(TxnTracker::new(None, Vec::new())),
+            txn_index_persisted: Mutex::new((active.base_offset, 0)),
             checkpoint: Mutex::new(opened_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -1101,7 +1259,18 @@ impl Log {
                 at: Instant::now(),
                 written_bytes_total: 0,
             }),
-            recovery_scanned_bytes: scanned_bytes,
+            // The first recovery point after open asks for a capture; until then the rebuild
+            // replays from the newest snapshot on disk.
+            snapshot_wanted: AtomicBool::new(true),
+            pending_snapshot: Mutex::new(None),
+            recovery: Mutex::new(RecoveryStats {
+                segments: segment_count,
+                segments_lazy,
+                index_files_loaded,
+                segments_scanned: scanned.len(),
+                scanned_bytes,
+                ..RecoveryStats::default()
+            }),
             damage: damage.clone(),
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
@@ -1132,27 +1301,59 @@ impl Log {
             if damage.is_none() {
                 s.delete_producer_snapshots(|o| o > log_end)?;
             }
-            // Segments recovery scanned get their transaction index back from the log; trusted
-            // ones loaded theirs.
-            let txn_from = scanned.first().map(|sg| sg.base_offset);
-            let rebuilt = s.rebuild_producer_state(log_end, now_ms(), txn_from, high_watermark)?;
-            let all = rw_read(&s.segments).clone();
-            for a in rebuilt.aborted {
-                let holder = all
-                    .iter()
-                    .take_while(|sg| sg.base_offset <= a.last_offset)
-                    .last();
-                if let Some(seg) = holder
-                    && scanned.iter().any(|sc| Arc::ptr_eq(sc, seg))
-                {
-                    lock(&seg.aborted).push(a);
+            // Transaction indexes of the segments recovery scanned. A sealed one (its index
+            // files were not trusted) gets its aborts from a replay starting at or below its
+            // base. The active segment's `.txnindex` is stored with each recovery point before
+            // the producer snapshot taken there, so it holds the aborts below the newest
+            // snapshot and the usual replay from that snapshot finds the rest; only if it is
+            // invalid does the replay start at the active segment's base.
+            let active_base = active.base_offset;
+            let mut txn_from = scanned
+                .iter()
+                .find(|sg| sg.base_offset != active_base)
+                .map(|sg| sg.base_offset);
+            let active_scanned = scanned.iter().any(|sg| sg.base_offset == active_base);
+            let mut active_persisted = None;
+            if txn_from.is_none() && active_scanned {
+                match crate::txn_index::load(&active.txn_index_path(), active_base, log_end) {
+                    Some(entries) => active_persisted = Some(entries),
+                    None => txn_from = Some(active_base),
                 }
             }
+            let rebuilt = s.rebuild_producer_state(log_end, now_ms(), txn_from, high_watermark)?;
+            for seg in &scanned {
+                let mut aborted: Vec<AbortedTxn> = Vec::new();
+                if seg.base_offset == active_base
+                    && let Some(persisted) = &active_persisted
+                {
+                    aborted.extend(
+                        persisted
+                            .iter()
+                            .filter(|a| a.last_offset < rebuilt.replay_from),
+                    );
+                }
+                aborted.extend(rebuilt.aborted.iter().filter(|a| {
+                    a.last_offset >= seg.base_offset && a.last_offset < seg.next_offset()
+                }));
+                seg.set_aborted(aborted);
+            }
+            // What the active segment's file holds (its entries are the ones in memory).
+            let on_disk = match &active_persisted {
+                Some(entries) => entries.len(),
+                None if !active_scanned => active.aborted().len(),
+                None => 0,
+            };
+            *lock(&s.txn_index_persisted) = (active_base, on_disk);
             let mut tracker =
                 TxnTracker::new(rebuilt.state.first_undecided_offset(), rebuilt.unreplicated);
             tracker.prune(high_watermark);
             *lock(&s.txns) = tracker;
             lock(&s.append).producers = rebuilt.state;
+            let mut r = lock(&s.recovery);
+            r.producer_replay_batches = rebuilt.batches;
+            r.producer_replay_bytes = rebuilt.bytes;
+            r.open_micros = u64::try_from(open_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(dir = %dir.display(), stats = ?*r, "log opened");
         }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -1348,7 +1549,7 @@ impl Log {
 
         let end_pos = start_pos + batches_bytes;
         let point = {
-            let mut m = lock(&seg.meta);
+            let mut m = seg.meta();
             let mut pos = start_pos;
             let mut batch_base = base_offset;
             for p in &pending {
@@ -1374,7 +1575,7 @@ impl Log {
             let undecided_before = st.producers.first_undecided_offset();
             let aborted = st.producers.apply(update);
             if !aborted.is_empty() {
-                lock(&seg.aborted).extend(aborted);
+                seg.aborted().extend(aborted);
             }
             // Before the append lock is released: the high watermark can't pass this append's
             // offsets before the tracker knows of the transactions they open or end. Idempotent
@@ -1388,6 +1589,15 @@ impl Log {
                     .extend(completed.iter().map(|c| (c.first_offset, c.last_offset)));
                 t.prune(s.high_watermark.load(Ordering::Acquire));
             }
+        }
+        if s.snapshot_wanted.load(Ordering::Relaxed)
+            && s.snapshot_wanted.swap(false, Ordering::AcqRel)
+        {
+            *lock(&s.pending_snapshot) = Some(PendingSnapshot {
+                offset: next,
+                entries: st.producers.entries(),
+                truncations: s.truncations.load(Ordering::Acquire),
+            });
         }
         {
             let mut d = lock(&s.durable);
@@ -1462,7 +1672,7 @@ impl Log {
             return Ok(());
         }
         let index_full =
-            (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
+            (seg.meta().index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
         let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
         let must_roll = size + incoming_bytes > segment_bytes_max
             || now_ms().saturating_sub(seg.created_ms) >= config.segment_ms
@@ -1621,7 +1831,7 @@ impl Log {
                 let budget_left = max_bytes.saturating_sub(taken + (pos - start));
                 if budget_left > 0 {
                     // Jump over whole batches using the index: an entry is a batch boundary.
-                    let m = lock(&seg.meta);
+                    let m = seg.meta();
                     let reach = (pos + budget_left).min(size);
                     let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
                     let j2 = m
@@ -1715,7 +1925,7 @@ impl Log {
             .saturating_sub(1);
         let mut out = Vec::new();
         for seg in segs.iter().skip(first) {
-            if crate::txn_index::collect(&lock(&seg.aborted), fetch_offset, upper_bound, &mut out) {
+            if crate::txn_index::collect(&seg.aborted(), fetch_offset, upper_bound, &mut out) {
                 break;
             }
         }
@@ -1738,7 +1948,7 @@ impl Log {
             };
             let size = seg.size();
             let mut pos = {
-                let m = lock(&seg.meta);
+                let m = seg.meta();
                 let j = m.index.partition_point(|e| e.ts_before < ts_ms);
                 j.checked_sub(1)
                     .and_then(|j| m.index.get(j))
@@ -1868,7 +2078,7 @@ impl Log {
                 )?;
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 new_end = scan.next_offset;
                 let keep = segs.iter().take(k + 1).cloned().collect();
@@ -1887,9 +2097,10 @@ impl Log {
                 if let Some(same) = segs.iter().find(|sg| sg.base_offset == offset) {
                     s.env.files.forget(&same.log_path);
                     same.remove_index_files();
+                    let _ = std::fs::remove_file(same.txn_index_path());
                 }
                 s.env.files.create(&seg.log_path)?;
-                *lock(&seg.meta) = SegMeta::empty(offset);
+                seg.set_meta(SegMeta::empty(offset));
                 new_end = offset;
                 s.log_start.store(offset, Ordering::Release);
                 (doomed, vec![seg])
@@ -1919,12 +2130,8 @@ impl Log {
                 d.unsynced.push(Arc::clone(&st.active));
             }
             d.dir_dirty = true;
-            d.written_point = WrittenPoint::of(
-                &st.active,
-                &lock(&st.active.meta),
-                st.active.size(),
-                new_end,
-            );
+            d.written_point =
+                WrittenPoint::of(&st.active, &st.active.meta(), st.active.size(), new_end);
         }
         let active_base = st.active.base_offset;
         let log_start = s.log_start();
@@ -1953,7 +2160,22 @@ impl Log {
         // Aborts whose marker was cut are no longer aborts here (Kafka's
         // `TransactionIndex.truncateTo`).
         for seg in &keep {
-            lock(&seg.aborted).retain(|a| a.last_offset < new_end);
+            seg.aborted().retain(|a| a.last_offset < new_end);
+        }
+        // The cut segment (now active) keeps a `.txnindex` true to what is left: recovery reads
+        // it below the producer snapshot it replays from.
+        {
+            let entries = st.active.aborted().clone();
+            let path = st.active.txn_index_path();
+            if entries.is_empty() {
+                match crate::durable::remove_file(&path) {
+                    Err(e) if !is_not_found(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            } else {
+                crate::durable::write_file_atomically(&path, &crate::txn_index::encode(&entries))?;
+            }
+            *lock(&s.txn_index_persisted) = (st.active.base_offset, entries.len());
         }
         let rebuilt = s.rebuild_producer_state(new_end, now_ms(), None, hw)?;
         {
@@ -2113,7 +2335,13 @@ impl Log {
     /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean
     /// shutdown, otherwise about what was written after the last persisted recovery point.
     pub fn recovery_scanned_bytes(&self) -> u64 {
-        self.shared.recovery_scanned_bytes
+        lock(&self.shared.recovery).scanned_bytes
+    }
+
+    /// What opening this log cost: segments, index files read, bytes scanned, producer-state
+    /// replay.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *lock(&self.shared.recovery)
     }
 
     /// Test hook: drops the handle as a crash would (no clean-shutdown checkpoint) and returns

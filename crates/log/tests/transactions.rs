@@ -305,3 +305,48 @@ fn markers_from_a_stale_epoch_or_coordinator_are_refused_and_write_nothing() {
     ));
     assert_eq!(log.log_end_offset(), end);
 }
+
+#[test]
+fn aborts_below_the_recovery_point_snapshot_survive_a_crash_without_replaying_the_segment() {
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    // Every sync stores a recovery point (and the producer snapshot captured before it); one
+    // big active segment.
+    let config = weir_log::LogConfig {
+        segment_bytes: 1 << 30,
+        recovery_point_interval_bytes: 1,
+        ..small_config()
+    };
+    let expected;
+    {
+        let log = open(&env, dir.path(), config);
+        append(&log, &txn_batch(1, 0, 0, 2));
+        end_txn(&log, 1, 0, ControlType::Abort); // 2
+        log.flush().unwrap();
+        for n in 0..20 {
+            append(&log, &batch(n, 2, 100, 0));
+            log.flush().unwrap();
+        }
+        append(&log, &txn_batch(2, 0, 0, 1));
+        end_txn(&log, 2, 0, ControlType::Abort);
+        append(&log, &txn_batch(3, 0, 0, 1)); // left open
+        log.flush().unwrap();
+        raise_hw(&log);
+        expected = log.aborted_transactions(0, log.log_end_offset());
+        assert_eq!(expected.len(), 2);
+        log.abandon_for_test();
+    }
+    let log = open(&env, dir.path(), config);
+    let stats = log.recovery_stats();
+    assert!(
+        stats.producer_replay_batches < 10,
+        "the replay starts at the newest snapshot, not the segment's start: {stats:?}"
+    );
+    assert_eq!(log.aborted_transactions(0, log.log_end_offset()), expected);
+    raise_hw(&log);
+    assert_eq!(
+        log.last_stable_offset(),
+        log.log_end_offset() - 1,
+        "producer 3's transaction is open"
+    );
+}
