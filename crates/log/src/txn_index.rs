@@ -5,9 +5,12 @@
 //! The entries live in memory with their segment (`Segment::aborted`) and are written to
 //! `<base>.txnindex` with the segment's other index files: when the segment is sealed (roll)
 //! and at clean close. Like those files the index is trusted on open only for a segment that
-//! recovery trusts (sealed, below the recovery point, index files valid); for every segment
-//! recovery scans, the entries are rebuilt from the log (producer snapshot plus the batch
-//! headers and markers after it). A segment without aborted transactions has no file.
+//! recovery trusts (sealed, below the recovery point, index files valid). The active segment's
+//! file is also replaced atomically with each recovery point (before the producer snapshot
+//! taken there), so after a crash its aborts below the newest snapshot come from the file and
+//! the replay from that snapshot (batch headers and markers) finds the rest; a sealed segment
+//! recovery scans is rebuilt by replaying from the snapshot at or below its base. A segment
+//! without aborted transactions has no file.
 //!
 //! File layout: magic `WEIRTXI1`, entry count (u32), CRC32C of the entries (u32), then the
 //! entries in Kafka's `AbortedTxn` layout (34 bytes each: version i16 = 0, producer id i64,
