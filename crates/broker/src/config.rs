@@ -267,7 +267,8 @@ impl BrokerConfig {
                 self.transaction_max_timeout_ms
             ));
         }
-        if !(1..=crate::topics::PARTITIONS_PER_TOPIC_MAX).contains(&self.transaction_state_partitions)
+        if !(1..=crate::topics::PARTITIONS_PER_TOPIC_MAX)
+            .contains(&self.transaction_state_partitions)
         {
             return Err(format!(
                 "transaction_state_partitions must be between 1 and {}, got {}",

@@ -66,7 +66,10 @@ pub struct ServeArgs {
     transaction_state_partitions: Option<i32>,
     /// How often transactions past their timeout are aborted, in ms (Kafka's
     /// transaction.abort.timed.out.transaction.cleanup.interval.ms).
-    #[arg(long, env = "WEIR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS")]
+    #[arg(
+        long,
+        env = "WEIR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
+    )]
     transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     /// Default topic config, Kafka names, repeatable: --topic-config retention.ms=60000
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]

@@ -254,11 +254,13 @@ impl GroupCoordinator {
                     if header.is_control() {
                         // A marker publishes (commit) or drops (abort) the
                         // producer's transactional commits in this partition.
-                        let commit = decoded.first().and_then(|r| r.key.as_ref()).map(|k| {
-                            weir_protocol::control::parse_control_key(k)
-                        });
+                        let commit = decoded
+                            .first()
+                            .and_then(|r| r.key.as_ref())
+                            .map(|k| weir_protocol::control::parse_control_key(k));
                         let records = open_txns.remove(&header.producer_id).unwrap_or_default();
-                        if let Some(Ok(Some(weir_protocol::control::ControlType::Commit))) = commit {
+                        if let Some(Ok(Some(weir_protocol::control::ControlType::Commit))) = commit
+                        {
                             for rec in records {
                                 apply_record(&mut groups, rec, now);
                             }
@@ -797,7 +799,9 @@ impl GroupCoordinator {
             .cloned()
             .collect();
         for key in mine {
-            let Some(entry) = entries.remove(&key) else { continue };
+            let Some(entry) = entries.remove(&key) else {
+                continue;
+            };
             if !commit {
                 continue;
             }

@@ -105,7 +105,10 @@ pub fn find_coordinator(
                 );
             }
             if key.is_empty() {
-                return (ErrorCode::InvalidRequest, Some("empty transactional id".into()));
+                return (
+                    ErrorCode::InvalidRequest,
+                    Some("empty transactional id".into()),
+                );
             }
             // The leader of the id's __transaction_state partition: this node.
             return match broker.txn.ensure_topic(broker) {
@@ -437,7 +440,10 @@ pub fn offset_fetch(
     // transaction holds an uncommitted offset for the partition.
     let require_stable = request.require_stable;
     let unstable = |group_id: &str, topic: &str, partition: i32| {
-        require_stable && broker.groups.has_pending_txn_offset(group_id, topic, partition)
+        require_stable
+            && broker
+                .groups
+                .has_pending_txn_offset(group_id, topic, partition)
     };
     let leader_epoch = |e: &Option<OffsetEntry>| e.as_ref().map_or(-1, |e| e.leader_epoch);
     if header.api_version < 8 {

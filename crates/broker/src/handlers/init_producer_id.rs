@@ -71,16 +71,14 @@ pub fn handle(
                     .init_producer_id(broker, id, request.transaction_timeout_ms, expected);
             let version = header.api_version;
             return Box::pin(async move {
-                let result = match tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    pending.wait(),
-                )
-                .await
-                {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(code)) => Err(code),
-                    Err(_) => Err(ErrorCode::RequestTimedOut),
-                };
+                let result =
+                    match tokio::time::timeout(std::time::Duration::from_secs(30), pending.wait())
+                        .await
+                    {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(code)) => Err(code),
+                        Err(_) => Err(ErrorCode::RequestTimedOut),
+                    };
                 let response = match result {
                     Ok((producer_id, producer_epoch)) => granted(producer_id, producer_epoch),
                     // KIP-588: PRODUCER_FENCED from v4 on.

@@ -325,7 +325,8 @@ fn append_partition(
     let index = partition.index;
     let mut records = records.unwrap_or_default();
     let now = now_ms();
-    if let Err((code, message)) = verify_transactional(broker, transactional_id, partition, &records)
+    if let Err((code, message)) =
+        verify_transactional(broker, transactional_id, partition, &records)
     {
         return PartitionOutcome::failed(index, code, Some(message));
     }
@@ -445,16 +446,14 @@ pub fn handle(
                 .as_ref()
                 .and_then(|t| t.partition(data.index).map(|p| (t, p)))
             {
-                Some((topic, partition)) => {
-                    append_partition(
-                        broker,
-                        partition,
-                        &topic.config,
-                        data.records,
-                        wants_ack,
-                        request.transactional_id.as_deref(),
-                    )
-                }
+                Some((topic, partition)) => append_partition(
+                    broker,
+                    partition,
+                    &topic.config,
+                    data.records,
+                    wants_ack,
+                    request.transactional_id.as_deref(),
+                ),
                 None => {
                     let error = if by_id && topic.is_none() {
                         ErrorCode::UnknownTopicId

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
-use weir_protocol::messages::add_offsets_to_txn::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+use weir_protocol::messages::add_offsets_to_txn::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse,
+};
 use weir_protocol::messages::add_partitions_to_txn::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     AddPartitionsToTxnResult, AddPartitionsToTxnTopic, AddPartitionsToTxnTopicResult,
@@ -66,7 +68,9 @@ fn unknown_partitions(
 ) -> Option<Vec<AddPartitionsToTxnTopicResult>> {
     let known = |t: &str, p: i32| {
         t != crate::txn::TRANSACTION_STATE_TOPIC
-            && broker.topic(t).is_some_and(|topic| topic.partition(p).is_some())
+            && broker
+                .topic(t)
+                .is_some_and(|topic| topic.partition(p).is_some())
     };
     let any_unknown = topics
         .iter()
@@ -140,9 +144,12 @@ fn add_one(
         // KIP-890 part 1: a partition leader asks whether each partition is
         // in the producer's open transaction; nothing changes.
         let results = same_code_for_all(&topics, |t, p| {
-            broker
-                .txn
-                .verify(&transactional_id, producer_id, producer_epoch, &(t.to_string(), p))
+            broker.txn.verify(
+                &transactional_id,
+                producer_id,
+                producer_epoch,
+                &(t.to_string(), p),
+            )
         });
         return Box::pin(std::future::ready(results));
     }
@@ -364,7 +371,11 @@ pub fn txn_offset_commit(
     })
 }
 
-pub fn end_txn(broker: &Arc<Broker>, header: RequestHeader, request: EndTxnRequest) -> PendingReply {
+pub fn end_txn(
+    broker: &Arc<Broker>,
+    header: RequestHeader,
+    request: EndTxnRequest,
+) -> PendingReply {
     let version = header.api_version;
     let respond = move |result: Result<(i64, i16), ErrorCode>| {
         let response = match result {
@@ -446,9 +457,9 @@ pub fn write_txn_markers(
                         ) {
                             Ok(info) => {
                                 if topic.name == OFFSETS_TOPIC {
-                                    let count = found
-                                        .as_ref()
-                                        .map_or(1, |t| i32::try_from(t.partitions.len()).unwrap_or(1));
+                                    let count = found.as_ref().map_or(1, |t| {
+                                        i32::try_from(t.partitions.len()).unwrap_or(1)
+                                    });
                                     broker.groups.complete_txn_offsets(
                                         marker.producer_id,
                                         index,
@@ -488,8 +499,11 @@ pub fn write_txn_markers(
     }
     Box::pin(async move {
         for (m, t, p, durable) in waits {
-            let code = match tokio::time::timeout(Duration::from_millis(DURABILITY_WAIT_MS), durable)
-                .await
+            let code = match tokio::time::timeout(
+                Duration::from_millis(DURABILITY_WAIT_MS),
+                durable,
+            )
+            .await
             {
                 Ok(Ok(Ok(()))) => continue,
                 Ok(Ok(Err(e))) => crate::error::log_error_code(&e),
@@ -591,9 +605,12 @@ pub fn list_transactions(
     };
     let duration = (request.duration_filter >= 0).then_some(request.duration_filter);
     let listed = if broker.txn.enabled {
-        broker
-            .txn
-            .list(&states, &request.producer_id_filters, duration, pattern.as_ref())
+        broker.txn.list(
+            &states,
+            &request.producer_id_filters,
+            duration,
+            pattern.as_ref(),
+        )
     } else {
         Vec::new()
     };

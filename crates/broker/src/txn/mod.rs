@@ -136,7 +136,8 @@ impl TxnCoordinator {
             enabled: config.transactions_enabled,
             partitions_configured: config.transaction_state_partitions,
             max_timeout_ms: config.transaction_max_timeout_ms,
-            abort_scan_interval_ms: config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+            abort_scan_interval_ms: config
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms,
             txns: Mutex::new(HashMap::new()),
             wake: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
@@ -322,7 +323,9 @@ impl TxnCoordinator {
         } else {
             None
         };
-        let then = effect.markers.map(|marker| self.after_prepare(broker, &next, marker));
+        let then = effect
+            .markers
+            .map(|marker| self.after_prepare(broker, &next, marker));
         txns.insert(transactional_id.to_string(), next);
         Ok(Pending {
             durable,
@@ -430,7 +433,9 @@ impl TxnCoordinator {
                     });
                 }
                 Err(ErrorCode::None) => {}
-                Err(code) => tracing::warn!(transactional_id = %id, ?code, "could not abort a timed-out transaction"),
+                Err(code) => {
+                    tracing::warn!(transactional_id = %id, ?code, "could not abort a timed-out transaction")
+                }
             }
         }
     }
@@ -596,9 +601,7 @@ impl TxnCoordinator {
             .values()
             .filter(|m| states.is_empty() || states.contains(&m.state))
             .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
-            .filter(|m| {
-                running_longer_than_ms.is_none_or(|d| now.saturating_sub(m.start_ms) > d)
-            })
+            .filter(|m| running_longer_than_ms.is_none_or(|d| now.saturating_sub(m.start_ms) > d))
             .filter(|m| id_pattern.is_none_or(|re| re.is_match(&m.transactional_id)))
             .map(|m| (m.transactional_id.clone(), m.producer_id, m.state))
             .collect();
@@ -653,7 +656,8 @@ async fn write_markers_and_complete(
                             marker == ControlType::Commit,
                         );
                     }
-                    let durable = broker.raise_watermark_when_durable(&partition, info.last_offset + 1);
+                    let durable =
+                        broker.raise_watermark_when_durable(&partition, info.last_offset + 1);
                     waits.push(((topic, index), durable));
                 }
                 Err(e) => {

@@ -478,7 +478,9 @@ mod tests {
     #[test]
     fn commit_walks_prepare_then_complete() {
         let mut m = fresh();
-        let effect = m.add_partitions(7, 0, &[tp("a", 0), tp("a", 1)], NOW).unwrap();
+        let effect = m
+            .add_partitions(7, 0, &[tp("a", 0), tp("a", 1)], NOW)
+            .unwrap();
         assert_eq!(effect, Effect::PERSIST);
         assert_eq!(m.state, TxnState::Ongoing);
         assert_eq!(m.start_ms, NOW);
@@ -573,10 +575,7 @@ mod tests {
             m.end_txn(7, 0, true, false, NOW),
             Err(ErrorCode::ProducerFenced)
         );
-        assert_eq!(
-            m.verify(7, 0, &tp("a", 0)),
-            ErrorCode::ProducerFenced
-        );
+        assert_eq!(m.verify(7, 0, &tp("a", 0)), ErrorCode::ProducerFenced);
         // The new producer retries while the abort completes ...
         assert!(matches!(
             m.init_producer_id(None, 60_000, NOW, &mut no_fresh_id),
@@ -626,7 +625,13 @@ mod tests {
         let outcome = m
             .init_producer_id(Some((7, i16::MAX - 1)), 60_000, NOW, &mut no_fresh_id)
             .unwrap();
-        assert!(matches!(outcome, InitOutcome::Ready { producer_id: 42, .. }));
+        assert!(matches!(
+            outcome,
+            InitOutcome::Ready {
+                producer_id: 42,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -656,7 +661,10 @@ mod tests {
         m.add_partitions(7, 0, &[tp("a", 0)], NOW).unwrap();
         assert_eq!(m.verify(7, 0, &tp("a", 0)), ErrorCode::None);
         assert_eq!(m.verify(7, 0, &tp("a", 1)), ErrorCode::InvalidTxnState);
-        assert_eq!(m.verify(8, 0, &tp("a", 0)), ErrorCode::InvalidProducerIdMapping);
+        assert_eq!(
+            m.verify(8, 0, &tp("a", 0)),
+            ErrorCode::InvalidProducerIdMapping
+        );
     }
 
     #[test]
