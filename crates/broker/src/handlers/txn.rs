@@ -136,6 +136,12 @@ fn add_one(
     topics: Vec<AddPartitionsToTxnTopic>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<AddPartitionsToTxnTopicResult>> + Send>>
 {
+    if !broker.txn.enabled {
+        let results = same_code_for_all(&topics, |_, _| {
+            ErrorCode::TransactionalIdAuthorizationFailed
+        });
+        return Box::pin(std::future::ready(results));
+    }
     if transactional_id.is_empty() {
         let results = same_code_for_all(&topics, |_, _| ErrorCode::InvalidRequest);
         return Box::pin(std::future::ready(results));
