@@ -48,7 +48,10 @@ async fn wait_for(broker: &Broker, id: &str, state: TxnState) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("{id} never reached {state:?}: {:?}", broker.txn.describe(id));
+    panic!(
+        "{id} never reached {state:?}: {:?}",
+        broker.txn.describe(id)
+    );
 }
 
 /// Begins a transaction on `t-0` and the group's offsets partition and
@@ -77,7 +80,17 @@ async fn txn_commit_offset(broker: &Arc<Broker>, id: &str, group: &str, offset: 
         .unwrap();
     let durable = broker
         .groups
-        .txn_commit(broker, id, group, pid, epoch, "", None, -1, vec![("t".into(), 0, entry(offset))])
+        .txn_commit(
+            broker,
+            id,
+            group,
+            pid,
+            epoch,
+            "",
+            None,
+            -1,
+            vec![("t".into(), 0, entry(offset))],
+        )
         .unwrap()
         .expect("a write");
     durable.await.unwrap().unwrap();
@@ -123,7 +136,11 @@ async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_repl
         .await
         .unwrap();
     wait_for(&broker, "tx", TxnState::CompleteAbort).await;
-    assert_eq!(committed(&broker, "g"), Some(5), "an abort drops the offset");
+    assert_eq!(
+        committed(&broker, "g"),
+        Some(5),
+        "an abort drops the offset"
+    );
 
     // Replay sees both markers.
     broker.shutdown();
@@ -131,6 +148,9 @@ async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_repl
     let broker = open(dir.path());
     assert_eq!(committed(&broker, "g"), Some(5));
     assert!(!broker.groups.has_pending_txn_offset("g", "t", 0));
-    assert_eq!(broker.txn.describe("tx").unwrap().state, TxnState::CompleteAbort);
+    assert_eq!(
+        broker.txn.describe("tx").unwrap().state,
+        TxnState::CompleteAbort
+    );
     broker.shutdown();
 }

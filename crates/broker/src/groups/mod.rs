@@ -28,6 +28,13 @@
 //! changes when the record is appended, before it is durable: a reader may see
 //! a commit whose fsync later fails (the committer itself gets the error).
 //!
+//! Transactional offset commits (TxnOffsetCommit) are written as
+//! transactional batches under the producer's id and epoch and kept in
+//! `txn_offsets` until the transaction coordinator writes the marker to that
+//! partition ([`GroupCoordinator::complete_txn_offsets`]): a commit marker
+//! publishes them, an abort marker drops them. Replay does the same with the
+//! markers it finds; offsets without a marker stay pending.
+//!
 //! Consumer-protocol membership (epochs, members, target assignments) is kept
 //! in memory only; Kafka's ConsumerGroup* records are not written. After a
 //! restart such members get UNKNOWN_MEMBER_ID and rejoin with epoch 0; their
