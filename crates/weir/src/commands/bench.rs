@@ -131,9 +131,37 @@ pub struct BenchArgs {
     /// needs --acks all and at most 5 requests in flight). rdkafka driver only.
     #[arg(long)]
     pub idempotent: bool,
+    /// Produce in transactions of this many records each (librdkafka
+    /// transactional.id; commit_transaction after every N records sent).
+    /// rdkafka driver, produce only.
+    #[arg(long, value_name = "RECORDS")]
+    pub transaction_records: Option<u64>,
+    /// Consumer isolation level (librdkafka isolation.level). Default: the
+    /// client's own (read_committed for librdkafka).
+    #[arg(long, value_enum)]
+    pub isolation: Option<Isolation>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which records a consumer may read (Kafka's isolation.level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 fn parse_acks(s: &str) -> Result<Acks, String> {
@@ -275,6 +303,8 @@ pub struct BenchReport {
     pub record_size: usize,
     pub acks: &'static str,
     pub idempotent: bool,
+    pub transaction_records: Option<u64>,
+    pub isolation: Option<Isolation>,
     pub compression: &'static str,
     pub linger_ms: u64,
     pub batch_size: usize,
@@ -305,6 +335,8 @@ impl BenchReport {
             record_size: args.record_size,
             acks: acks_name(args.acks),
             idempotent: args.idempotent,
+            transaction_records: args.transaction_records,
+            isolation: args.isolation,
             compression: args.compression.name(),
             linger_ms: args.linger_ms,
             batch_size: args.batch_size,
@@ -339,7 +371,11 @@ impl BenchReport {
             self.partitions,
             self.record_size,
             self.acks,
-            if self.idempotent { " idempotent" } else { "" },
+            match (self.transaction_records, self.idempotent) {
+                (Some(n), _) => format!(" transactions of {n}"),
+                (None, true) => " idempotent".to_string(),
+                (None, false) => String::new(),
+            },
             self.compression,
             self.records,
             self.bytes as f64 / MIB,
@@ -386,6 +422,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.idempotent && (args.driver != Driver::Rdkafka || args.acks != Acks::All) {
         bail!("--idempotent needs --driver rdkafka and --acks all");
+    }
+    if let Some(n) = args.transaction_records
+        && (n == 0
+            || args.driver != Driver::Rdkafka
+            || args.acks != Acks::All
+            || args.workload != Workload::Produce)
+    {
+        bail!(
+            "--transaction-records needs a positive count, --driver rdkafka, --acks all and the produce workload"
+        );
+    }
+    if args.isolation.is_some() && args.driver != Driver::Rdkafka {
+        bail!("--isolation needs --driver rdkafka");
     }
     if args.duration_s.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
         bail!("--duration-s must be a positive number of seconds");

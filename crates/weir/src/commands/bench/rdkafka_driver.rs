@@ -23,6 +23,8 @@ use super::{
     after_warmup, payload, read_stamp, stamp,
 };
 
+/// How long a transactional call (init, commit) may take.
+const TRANSACTION_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `flush` may take at the end of a produce run.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,9 +82,23 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "2097151")
         .set(
             "enable.idempotence",
-            if args.idempotent { "true" } else { "false" },
+            // librdkafka requires idempotence for a transactional producer.
+            if args.idempotent || args.transaction_records.is_some() {
+                "true"
+            } else {
+                "false"
+            },
         )
         .set("message.timeout.ms", "120000");
+    if args.transaction_records.is_some() {
+        // One id per run, so a rerun never fences (or waits on) an old one.
+        config.set(
+            "transactional.id",
+            format!("weir-bench-{}-{}", std::process::id(), args.topic),
+        );
+        // librdkafka wants message.timeout.ms (set above) within it.
+        config.set("transaction.timeout.ms", "120000");
+    }
     let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
         config.set("max.in.flight.requests.per.connection", n.to_string());
@@ -109,6 +125,16 @@ fn consumer_config(args: &BenchArgs) -> ClientConfig {
         .set("fetch.max.bytes", "67108864")
         .set("queued.min.messages", "1000000")
         .set("queued.max.messages.kbytes", "262144");
+    if let Some(isolation) = args.isolation {
+        config.set("isolation.level", isolation.name());
+    }
+    if args.isolation.is_some() {
+        // Transactional topics end with a marker, which no reader receives
+        // as a record; the end-of-partition event (the fetch position at the
+        // high watermark, or the last stable offset for read_committed) says
+        // where the data ends instead.
+        config.set("enable.partition.eof", "true");
+    }
     apply_overrides(&mut config, args);
     config
 }
@@ -321,6 +347,14 @@ fn produce_with(
         .create_with_context(context)
         .context("creating the librdkafka producer")?;
     let topic = TopicHandle::new(&producer, &args.topic)?;
+    let transaction_records = args.transaction_records;
+    if transaction_records.is_some() {
+        producer
+            .init_transactions(TRANSACTION_CALL_TIMEOUT)
+            .context("init_transactions")?;
+        producer.begin_transaction().context("begin_transaction")?;
+    }
+    let mut in_transaction: u64 = 0;
     let pacer = Pacer::new(start, args.target_rate);
     // A stamped value changes per record, so librdkafka must copy it, one
     // record per call; otherwise every record points at the same `value`.
@@ -340,9 +374,12 @@ fn produce_with(
     let mut chunks: u64 = 0;
     let mut sent: u64 = 0;
     while !stop.reached(sent, start.elapsed()) {
-        let count = stop
+        let mut count = stop
             .records
             .map_or(chunk_max, |n| chunk_max.min(n.saturating_sub(sent)));
+        if let Some(n) = transaction_records {
+            count = count.min(n - in_transaction);
+        }
         if let Some(wait) = pacer.wait_before(sent) {
             std::thread::sleep(wait);
         }
@@ -367,6 +404,22 @@ fn produce_with(
         topic.produce(partition, flags, &mut chunk)?;
         chunks += 1;
         sent += count;
+        if let Some(n) = transaction_records {
+            in_transaction += count;
+            if in_transaction == n {
+                // commit_transaction flushes the transaction's records first.
+                producer
+                    .commit_transaction(TRANSACTION_CALL_TIMEOUT)
+                    .context("commit_transaction")?;
+                producer.begin_transaction().context("begin_transaction")?;
+                in_transaction = 0;
+            }
+        }
+    }
+    if transaction_records.is_some() {
+        producer
+            .commit_transaction(TRANSACTION_CALL_TIMEOUT)
+            .context("commit_transaction")?;
     }
     if let Some(total) = sent_total {
         total.store(sent, Ordering::Release);
@@ -435,7 +488,13 @@ fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
             // SAFETY: librdkafka filled `received` with valid messages that
             // we own until rd_kafka_message_destroy below.
             let message = unsafe { &*ptr };
-            if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                // Only enabled with --isolation (see consumer_config).
+                let p = message.partition;
+                if ends.get(&p).is_some_and(|end| message.offset >= *end) {
+                    ends.remove(&p);
+                }
+            } else if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 measured.records += 1;
                 measured.bytes += (message.len + message.key_len) as u64;
                 let p = message.partition;
