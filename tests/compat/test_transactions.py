@@ -121,7 +121,8 @@ def test_confluent_commit_and_abort_are_read_back_with_their_markers(broker):
     for n in range(10):
         producer.produce(topic, value=f"c{n}".encode(), partition=n % 2)
     producer.commit_transaction(CALL_TIMEOUT_S)
-    assert txn_state(broker, tid) == "CompleteCommit"
+    # EndTxn is answered once PrepareCommit is durable; the markers follow.
+    wait_for_state(broker, tid, "CompleteCommit")
 
     producer.begin_transaction()
     for n in range(4):
@@ -129,7 +130,7 @@ def test_confluent_commit_and_abort_are_read_back_with_their_markers(broker):
     assert producer.flush(CALL_TIMEOUT_S) == 0  # abort_transaction would purge unsent records
     assert txn_state(broker, tid) == "Ongoing"
     producer.abort_transaction(CALL_TIMEOUT_S)
-    assert txn_state(broker, tid) == "CompleteAbort"
+    wait_for_state(broker, tid, "CompleteAbort")
 
     # Partition 0: c0 c2 c4 c6 c8 (0-4), commit marker (5), a0-a3 (6-9), abort marker (10).
     assert read_uncommitted(broker, topic, 0, 9) == [
@@ -172,6 +173,7 @@ def test_second_producer_with_the_same_transactional_id_fences_the_first(broker)
     successor.begin_transaction()
     successor.produce(topic, value=b"s0", partition=0)
     successor.commit_transaction(CALL_TIMEOUT_S)
+    wait_for_state(broker, tid, "CompleteCommit")
     # z0-z2 (0-2), the fencing abort marker (3), s0 (4), commit marker (5).
     assert read_uncommitted(broker, topic, 0, 4) == [(0, b"z0"), (1, b"z1"), (2, b"z2"), (4, b"s0")]
     assert high_watermark(broker, topic, 0) == 6
@@ -320,7 +322,7 @@ def test_kafka_python_transactional_producer_commits(broker):
         producer.commit_transaction()
     finally:
         producer.close(timeout=5)
-    assert txn_state(broker, tid) == "CompleteCommit"
+    wait_for_state(broker, tid, "CompleteCommit")
     assert read_uncommitted(broker, topic, 0, 3) == [(n, f"k{n}".encode()) for n in range(3)]
     assert high_watermark(broker, topic, 0) == 4
 
