@@ -220,6 +220,28 @@ fn transaction_requests_with_bad_input_get_kafka_error_codes() {
     );
     assert_eq!(found.error_code, 0);
     assert_eq!(found.port, i32::from(broker.addr.port()));
+    // v4+ batches keys (KIP-699); an empty transactional id is INVALID_REQUEST.
+    let found: FindCoordinatorResponse = raw.call(
+        10,
+        4,
+        &FindCoordinatorRequest {
+            key: String::new(),
+            key_type: 1,
+            coordinator_keys: vec!["tx-1".into(), String::new()],
+        },
+    );
+    let per_key: Vec<(String, i16)> = found
+        .coordinators
+        .iter()
+        .map(|c| (c.key.clone(), c.error_code))
+        .collect();
+    assert_eq!(
+        per_key,
+        vec![
+            ("tx-1".to_string(), 0),
+            (String::new(), ErrorCode::InvalidRequest.code())
+        ]
+    );
 
     // Timeouts outside (0, transaction.max.timeout.ms] at every version.
     for version in 0..=5 {
