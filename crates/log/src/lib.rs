@@ -12,9 +12,9 @@
 //! - `checkpoint.rs`: atomically replaced small files (log checkpoint with the recovery point,
 //!   leader epochs, producer state snapshots).
 //! - `producer_state.rs`: idempotent producers' epochs and last five batches per producer id, a
-//!   sans-I/O state machine the append checks under its lock; snapshotted at every roll and at
-//!   close, rebuilt on open (and after truncation) from the newest snapshot plus the batch
-//!   headers after it.
+//!   sans-I/O state machine the append checks under its lock; snapshotted at every roll, at
+//!   close and with the recovery point, rebuilt on open (and after truncation) from the newest
+//!   snapshot plus the batch headers after it.
 //! - Batch headers are read and rewritten with `weir_protocol::record` (sans-I/O, no tokio), so
 //!   storage and the codec agree on one definition of the v2 format.
 //!
@@ -31,7 +31,9 @@
 //!   the first bad batch and everything after it is cut off (a crash's torn tail). Damage in an
 //!   earlier segment cuts nothing: the log opens damaged ([`Damage`]), serves reads up to the
 //!   damage, refuses writes, and keeps every later segment on disk. Bytes before the recovery
-//!   point were fsynced and are trusted without re-reading them (as Kafka does).
+//!   point were fsynced and are trusted without re-reading them (as Kafka does): a sealed
+//!   segment below it costs a stat and a 64-byte index-header read at open, its index loading
+//!   on first use, so restart work is bounded per partition whatever the history.
 
 mod checkpoint;
 pub mod durable;
@@ -45,7 +47,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 pub use env::LogEnv;
-pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
+pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult, RecoveryStats};
 pub use producer_state::{ProducerBatch, ProducerEntry, ProducerState, ProducerStateError};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.

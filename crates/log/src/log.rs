@@ -152,6 +152,14 @@ impl WrittenPoint {
     }
 }
 
+/// The producer state covering every batch below `offset`, captured under the append lock.
+struct PendingSnapshot {
+    offset: i64,
+    entries: Vec<ProducerEntry>,
+    /// `Shared::truncations` at capture: a truncation since makes it stale.
+    truncations: u64,
+}
+
 /// When the recovery point was last persisted, for rate limiting.
 struct RecoveryPointClock {
     at: Instant,
@@ -190,11 +198,40 @@ pub(crate) struct Shared {
     /// checkpoints into a directory that may already have been reopened.
     detached: AtomicBool,
     recovery_point_clock: Mutex<RecoveryPointClock>,
-    /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
-    recovery_scanned_bytes: u64,
+    /// Set by a recovery-point store: the next append captures the producer state at its end
+    /// into `pending_snapshot`.
+    snapshot_wanted: AtomicBool,
+    /// Producer state captured by an append, written as a snapshot by the first recovery-point
+    /// store at or past its offset (so that it never describes data a crash can take back).
+    pending_snapshot: Mutex<Option<PendingSnapshot>>,
+    /// What opening this log cost (recovery diagnostics and the bounded-restart tests).
+    recovery: Mutex<RecoveryStats>,
     /// Set by recovery when a segment before the last one is damaged; the log then refuses
     /// writes for its whole life.
     damage: Option<Damage>,
+}
+
+/// The work `Log::open` did, for the startup log line and the tests that check restart work stays
+/// bounded whatever the log's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments the log opened with.
+    pub segments: usize,
+    /// Sealed segments below the recovery point: only their 64-byte index header was read; the
+    /// index entries load on first use.
+    pub segments_lazy: usize,
+    /// Segments whose index files were read at open (trusted without a scan if they validate).
+    pub index_files_loaded: usize,
+    /// Segments CRC-scanned (some of them from a recovery position).
+    pub segments_scanned: usize,
+    /// Bytes the CRC scan read (0 after a clean shutdown).
+    pub scanned_bytes: u64,
+    /// Batch headers read to rebuild the idempotent producers' state after the newest snapshot.
+    pub producer_replay_batches: u64,
+    /// Bytes those batches span in their segments.
+    pub producer_replay_bytes: u64,
+    /// Wall time of `Log::open`.
+    pub open_micros: u64,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -417,7 +454,8 @@ impl Shared {
                     *lock(&self.recovery_point_clock) = RecoveryPointClock {
                         at: Instant::now(),
                         written_bytes_total,
-                    }
+                    };
+                    self.store_pending_producer_snapshot(point.next_offset, truncations);
                 }
                 Err(e) => {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write log checkpoint")
@@ -441,7 +479,9 @@ impl Shared {
             }
             _ => (0, 0),
         };
-        let Some(entries) = lock(&p.seg.meta)
+        let Some(entries) = p
+            .seg
+            .meta()
             .index
             .get(from as usize..p.index_len)
             .map(<[_]>::to_vec)
@@ -492,6 +532,50 @@ impl Shared {
             );
         }
         Ok(())
+    }
+
+    /// Writes the producer state captured by an append since the last recovery point, if the
+    /// recovery point just stored (`recovery_point`) covers it, and asks the next append for a
+    /// new capture. The rebuild after a crash then replays batch headers from at most one
+    /// recovery-point interval before the recovery point, not from the active segment's start
+    /// (which may be a gigabyte away). Callers hold `recovery_point_lock`, which truncation
+    /// takes too, so no truncation runs between the check below and the write.
+    fn store_pending_producer_snapshot(&self, recovery_point: i64, truncations: u64) {
+        let pending = lock(&self.pending_snapshot).take();
+        let now_truncations = self.truncations.load(Ordering::Acquire);
+        if let Some(p) = pending {
+            if p.offset > recovery_point {
+                // Not durable yet: keep it for the next recovery point.
+                *lock(&self.pending_snapshot) = Some(p);
+                return;
+            }
+            if p.truncations == now_truncations && truncations == now_truncations {
+                let written = checkpoint::write_atomic(
+                    &self.dir,
+                    &checkpoint::producer_snapshot_name(p.offset),
+                    &checkpoint::encode_producer_snapshot(p.offset, &p.entries),
+                );
+                match written {
+                    Ok(()) => {
+                        // Older snapshots taken this way are superseded; those at segment bases
+                        // stay for truncation (they go with their segments).
+                        let bases: Vec<i64> = rw_read(&self.segments)
+                            .iter()
+                            .map(|sg| sg.base_offset)
+                            .collect();
+                        if let Err(e) = self.delete_producer_snapshots(|o| {
+                            o < p.offset && bases.binary_search(&o).is_err()
+                        }) {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove old producer snapshots");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write producer snapshot")
+                    }
+                }
+            }
+        }
+        self.snapshot_wanted.store(true, Ordering::Release);
     }
 
     /// Persists the producer state as of `offset` (everything below it is covered). Older
@@ -558,6 +642,18 @@ impl Shared {
     /// (a log written before producer state existed) only the last two segments are read, as
     /// Kafka does: older producers have long expired or will be treated as new (KIP-360).
     fn rebuild_producer_state(&self, end: i64, now_ms: i64) -> Result<ProducerState, LogError> {
+        self.rebuild_producer_state_counted(end, now_ms)
+            .map(|(state, _, _)| state)
+    }
+
+    /// `rebuild_producer_state`, also returning the batches replayed and the bytes they span.
+    fn rebuild_producer_state_counted(
+        &self,
+        end: i64,
+        now_ms: i64,
+    ) -> Result<(ProducerState, u64, u64), LogError> {
+        let mut batches: u64 = 0;
+        let mut bytes: u64 = 0;
         let segs = rw_read(&self.segments).clone();
         let (mut state, from) = match self.load_producer_snapshot(end)? {
             Some((offset, entries)) => (ProducerState::from_entries(entries), offset),
@@ -584,11 +680,13 @@ impl Shared {
                 }
                 state.replay(&h, h.base_offset);
                 pos += batch_len(&h);
+                batches += 1;
+                bytes += batch_len(&h);
             }
         }
         let expiration_ms = lock(&self.config).producer_id_expiration_ms;
         state.remove_expired(now_ms, expiration_ms);
-        Ok(state)
+        Ok((state, batches, bytes))
     }
 
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
@@ -715,6 +813,7 @@ impl Log {
         // A new partition directory must be durable in its parent before anything appended to
         // it is acknowledged: fsyncing the segment files does not make their directory's name
         // durable.
+        let open_started = Instant::now();
         crate::durable::create_partition_dir(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
@@ -760,24 +859,49 @@ impl Log {
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut damage: Option<Damage> = None;
         let mut scanned_bytes: u64 = 0;
+        let mut index_files_loaded: usize = 0;
+        let mut segments_lazy: usize = 0;
         // Offset below which recovered data is known to be synced (where the first scan started).
         let mut synced_end: Option<i64> = None;
         // Files were cut, created or removed: the directory needs a sync before a checkpoint
         // relies on it.
         let mut dir_dirty = false;
         for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            if let Some(next) = next_base
+                && next <= recovery_point
+            {
+                // Wholly below the recovery point: its data was synced, and its index files
+                // before the point was stored. Only the 64-byte index header is read here, as a
+                // tripwire for a segment cut, lost or replaced since (its size and end must match
+                // the file and the next segment); the index entries and the time index load on
+                // first use. Open so costs a stat and one small read per sealed segment, not a
+                // read of every index (Kafka, too, trusts segments below its recovery point and
+                // loads their indexes lazily).
+                let path = dir.join(segment::file_name(base, "log"));
+                let file_len = std::fs::metadata(&path)?.len();
+                if segment::load_index_summary(dir, base)
+                    .is_some_and(|sum| sum.log_bytes == file_len && sum.next_offset == next)
+                {
+                    segments_lazy += 1;
+                    segments.push(Arc::new(Segment::sealed_lazy(
+                        dir, base, next, file_len, created_ms,
+                    )));
+                    continue;
+                }
+            }
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
-            let next_base = bases.get(i + 1).copied();
             let trusted = segment::load_index_files(&seg).filter(|(sum, _)| {
                 sum.log_bytes == file_len
                     && sum.next_offset <= recovery_point
                     && next_base.is_none_or(|n| n == sum.next_offset)
             });
+            index_files_loaded += 1;
             if let Some((sum, meta)) = trusted {
                 seg.size.store(sum.log_bytes, Ordering::Release);
                 seg.next_offset.store(sum.next_offset, Ordering::Release);
-                *lock(&seg.meta) = meta;
+                seg.set_meta(meta);
                 segments.push(Arc::new(seg));
                 continue;
             }
@@ -804,7 +928,7 @@ impl Log {
                 }
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
                 segments.push(Arc::clone(&seg));
@@ -813,7 +937,7 @@ impl Log {
             };
             seg.size.store(scan.valid_bytes, Ordering::Release);
             seg.next_offset.store(scan.next_offset, Ordering::Release);
-            *lock(&seg.meta) = scan.meta;
+            seg.set_meta(scan.meta);
             if !scan.truncated && scan.next_offset == next_base {
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
@@ -894,7 +1018,7 @@ impl Log {
         // checkpoint says it holds are the first ones in memory (after resuming from it, or after
         // a clean shutdown).
         let rpindex_reusable = |rp: &RecoveryPosition| {
-            let m = lock(&active.meta);
+            let m = active.meta();
             rp.segment_base == active.base_offset
                 && usize::try_from(rp.index_count)
                     .ok()
@@ -933,7 +1057,8 @@ impl Log {
             opened_cp.store(dir)?;
             dir_dirty = false;
         }
-        let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
+        let written_point = WrittenPoint::of(&active, &active.meta(), active.size(), log_end);
+        let segment_count = segments.len();
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
             .and_then(|b| checkpoint::decode_leader_epochs(&b))
@@ -980,7 +1105,18 @@ impl Log {
                 at: Instant::now(),
                 written_bytes_total: 0,
             }),
-            recovery_scanned_bytes: scanned_bytes,
+            // The first recovery point after open asks for a capture; until then the rebuild
+            // replays from the newest snapshot on disk.
+            snapshot_wanted: AtomicBool::new(true),
+            pending_snapshot: Mutex::new(None),
+            recovery: Mutex::new(RecoveryStats {
+                segments: segment_count,
+                segments_lazy,
+                index_files_loaded,
+                segments_scanned: scanned.len(),
+                scanned_bytes,
+                ..RecoveryStats::default()
+            }),
             damage: damage.clone(),
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
@@ -1011,8 +1147,14 @@ impl Log {
             if damage.is_none() {
                 s.delete_producer_snapshots(|o| o > log_end)?;
             }
-            let producers = s.rebuild_producer_state(log_end, now_ms())?;
+            let (producers, batches, bytes) =
+                s.rebuild_producer_state_counted(log_end, now_ms())?;
             lock(&s.append).producers = producers;
+            let mut r = lock(&s.recovery);
+            r.producer_replay_batches = batches;
+            r.producer_replay_bytes = bytes;
+            r.open_micros = u64::try_from(open_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(dir = %dir.display(), stats = ?*r, "log opened");
         }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -1178,7 +1320,7 @@ impl Log {
 
         let end_pos = start_pos + batches_bytes;
         let point = {
-            let mut m = lock(&seg.meta);
+            let mut m = seg.meta();
             let mut pos = start_pos;
             let mut batch_base = base_offset;
             for p in &pending {
@@ -1201,6 +1343,15 @@ impl Log {
         s.log_end.store(next, Ordering::Release);
         if !producer_updates.is_empty() {
             st.producers.apply(producer_updates);
+        }
+        if s.snapshot_wanted.load(Ordering::Relaxed)
+            && s.snapshot_wanted.swap(false, Ordering::AcqRel)
+        {
+            *lock(&s.pending_snapshot) = Some(PendingSnapshot {
+                offset: next,
+                entries: st.producers.entries(),
+                truncations: s.truncations.load(Ordering::Acquire),
+            });
         }
         {
             let mut d = lock(&s.durable);
@@ -1275,7 +1426,7 @@ impl Log {
             return Ok(());
         }
         let index_full =
-            (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
+            (seg.meta().index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
         let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
         let must_roll = size + incoming_bytes > segment_bytes_max
             || now_ms().saturating_sub(seg.created_ms) >= config.segment_ms
@@ -1432,7 +1583,7 @@ impl Log {
                 let budget_left = max_bytes.saturating_sub(taken + (pos - start));
                 if budget_left > 0 {
                     // Jump over whole batches using the index: an entry is a batch boundary.
-                    let m = lock(&seg.meta);
+                    let m = seg.meta();
                     let reach = (pos + budget_left).min(size);
                     let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
                     let j2 = m
@@ -1516,7 +1667,7 @@ impl Log {
             };
             let size = seg.size();
             let mut pos = {
-                let m = lock(&seg.meta);
+                let m = seg.meta();
                 let j = m.index.partition_point(|e| e.ts_before < ts_ms);
                 j.checked_sub(1)
                     .and_then(|j| m.index.get(j))
@@ -1646,7 +1797,7 @@ impl Log {
                 )?;
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 new_end = scan.next_offset;
                 let keep = segs.iter().take(k + 1).cloned().collect();
@@ -1667,7 +1818,7 @@ impl Log {
                     same.remove_index_files();
                 }
                 s.env.files.create(&seg.log_path)?;
-                *lock(&seg.meta) = SegMeta::empty(offset);
+                seg.set_meta(SegMeta::empty(offset));
                 new_end = offset;
                 s.log_start.store(offset, Ordering::Release);
                 (doomed, vec![seg])
@@ -1697,12 +1848,8 @@ impl Log {
                 d.unsynced.push(Arc::clone(&st.active));
             }
             d.dir_dirty = true;
-            d.written_point = WrittenPoint::of(
-                &st.active,
-                &lock(&st.active.meta),
-                st.active.size(),
-                new_end,
-            );
+            d.written_point =
+                WrittenPoint::of(&st.active, &st.active.meta(), st.active.size(), new_end);
         }
         let active_base = st.active.base_offset;
         let log_start = s.log_start();
@@ -1867,7 +2014,13 @@ impl Log {
     /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean
     /// shutdown, otherwise about what was written after the last persisted recovery point.
     pub fn recovery_scanned_bytes(&self) -> u64 {
-        self.shared.recovery_scanned_bytes
+        lock(&self.shared.recovery).scanned_bytes
+    }
+
+    /// What opening this log cost: segments, index files read, bytes scanned, producer-state
+    /// replay.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *lock(&self.shared.recovery)
     }
 
     /// Test hook: drops the handle as a crash would (no clean-shutdown checkpoint) and returns
