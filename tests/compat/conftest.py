@@ -121,22 +121,34 @@ def _stop(process: subprocess.Popen) -> str | None:
     return None
 
 
-def start_broker(binary: Path, work_dir: Path) -> Broker:
+def start_broker(
+    binary: Path,
+    work_dir: Path,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+    port: int | None = None,
+) -> Broker:
+    """Starts `weir serve`. Tests that need their own broker (other
+    settings, restarts on the same data) pass extra flags, environment, and
+    the data directory and port to reuse."""
     failures = []
+    given_dir, given_port = data_dir, port
     for attempt in range(1, BROKER_START_ATTEMPTS_MAX + 1):
-        port = _free_port()
-        data_dir = work_dir / f"data-{attempt}"
-        data_dir.mkdir()
-        log_path = work_dir / f"weir-{attempt}.log"
+        port = given_port or _free_port()
+        data_dir = given_dir or work_dir / f"data-{attempt}"
+        data_dir.mkdir(exist_ok=True)
+        log_path = work_dir / f"weir-{len(_broker_logs)}-{attempt}.log"
         _broker_logs.append(log_path)
         # The broker reads WEIR_* variables as flag defaults; the suite tests
         # the documented defaults, so none may leak in from the caller.
         env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
+        env.update(extra_env or {})
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"{BROKER_HOST}:{port}"],
+                [str(binary), "serve", "--data-dir", str(data_dir), "--listen", f"{BROKER_HOST}:{port}", *extra_args],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -59,6 +59,11 @@ KAFKA_4_1_RANGES = {
     21: (0, 2),  # DeleteRecords
     22: (0, 5),  # InitProducerId (v6, KIP-939, is unstable in 4.1)
     23: (0, 4),  # OffsetForLeaderEpoch
+    24: (0, 5),  # AddPartitionsToTxn (v4+ batched and verify-only, KIP-890)
+    25: (0, 4),  # AddOffsetsToTxn
+    26: (0, 5),  # EndTxn (v5: the epoch moves on with each transaction, KIP-890 part 2)
+    27: (0, 1),  # WriteTxnMarkers
+    28: (0, 5),  # TxnOffsetCommit
     32: (0, 4),  # DescribeConfigs
     33: (0, 2),  # AlterConfigs
     34: (1, 2),  # AlterReplicaLogDirs
@@ -72,6 +77,8 @@ KAFKA_4_1_RANGES = {
     47: (0, 0),  # OffsetDelete
     60: (0, 2),  # DescribeCluster
     61: (0, 0),  # DescribeProducers
+    65: (0, 0),  # DescribeTransactions
+    66: (0, 2),  # ListTransactions (v1 duration filter, v2 id pattern)
     68: (0, 1),  # ConsumerGroupHeartbeat
     69: (0, 1),  # ConsumerGroupDescribe
     74: (0, 1),  # ListConfigResources

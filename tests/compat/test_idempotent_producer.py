@@ -1,20 +1,14 @@
-"""Idempotent producers on their default settings, and transactional clients
-refused at once.
+"""Idempotent producers on their default settings.
 
 kafka-python 3 turns idempotence on by default: before InitProducerId it
 failed at the first send (IncompatibleBrokerVersion). Transactional clients
-used to be told COORDINATOR_NOT_AVAILABLE and retried until their timeout;
-now they get TRANSACTIONAL_ID_AUTHORIZATION_FAILED, fatal in every client."""
+are tested in test_transactions.py."""
 
 from __future__ import annotations
 
-import time
-
-import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka import errors as kafka_errors
 
 from weir_compat import unique_topic
 
@@ -22,10 +16,6 @@ CALL_TIMEOUT_MS = 30_000
 RECORDS_PER_PARTITION = 2_000
 PARTITIONS = 3
 POLL_ROUNDS_MAX = 240
-# A fatal error comes back within a round trip or two; a retried one only at
-# the caller's timeout.
-REFUSAL_SECONDS_MAX = 5.0
-INIT_TIMEOUT_S = 15.0
 
 
 def test_kafka_python_default_producer_is_idempotent_and_round_trips(broker):
@@ -102,33 +92,3 @@ def test_confluent_idempotent_producer_round_trips(broker):
     assert producer.flush(CALL_TIMEOUT_MS / 1000) == 0
     assert errors == []
     assert acked == [(0, n) for n in range(1_000)]
-
-
-def test_confluent_transactional_producer_is_refused_at_once(broker):
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": unique_topic("txn")})
-    started = time.monotonic()
-    with pytest.raises(KafkaException) as raised:
-        producer.init_transactions(INIT_TIMEOUT_S)
-    elapsed = time.monotonic() - started
-    error = raised.value.args[0]
-    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
-    assert error.fatal(), error
-    assert "not supported" in error.str(), error
-    assert elapsed < REFUSAL_SECONDS_MAX, f"refused after {elapsed:.1f} s: retried instead of failing"
-
-
-def test_kafka_python_transactional_producer_is_refused_at_once(broker):
-    producer = KafkaProducer(
-        bootstrap_servers=broker.bootstrap,
-        transactional_id=unique_topic("txn"),
-        request_timeout_ms=CALL_TIMEOUT_MS,
-        max_block_ms=int(INIT_TIMEOUT_S * 1000),
-    )
-    try:
-        started = time.monotonic()
-        with pytest.raises(kafka_errors.TransactionalIdAuthorizationFailedError):
-            producer.init_transactions()
-        elapsed = time.monotonic() - started
-        assert elapsed < REFUSAL_SECONDS_MAX, f"refused after {elapsed:.1f} s"
-    finally:
-        producer.close(timeout=1)

@@ -87,6 +87,20 @@ pub struct BrokerConfig {
     /// Kafka's `producer.id.expiration.ms`: a partition forgets an idempotent
     /// producer whose last batch is older than this.
     pub producer_id_expiration_ms: i64,
+    /// Serve transactions (transactional InitProducerId, AddPartitionsToTxn,
+    /// EndTxn, ...). Off, transactional clients get
+    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which every client treats as
+    /// fatal (Kafka has no such switch; this is for operators who want none).
+    pub transactions_enabled: bool,
+    /// Kafka's `transaction.max.timeout.ms`: the longest `transaction.timeout.ms`
+    /// a producer may ask for (INVALID_TRANSACTION_TIMEOUT above it).
+    pub transaction_max_timeout_ms: i32,
+    /// Kafka's `transaction.state.log.num.partitions`: partitions of
+    /// `__transaction_state` when it is created.
+    pub transaction_state_partitions: i32,
+    /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`:
+    /// how often transactions past their timeout are looked for and aborted.
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
     /// Which settings were given explicitly (config file, environment or
     /// flags), by field name; topic defaults as `topic_defaults.<kafka name>`.
     /// DescribeConfigs reports these as STATIC_BROKER_CONFIG and the rest as
@@ -127,6 +141,10 @@ impl Default for BrokerConfig {
             offsets_topic_partitions: 50,
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 86_400_000,
+            transactions_enabled: true,
+            transaction_max_timeout_ms: 900_000,
+            transaction_state_partitions: 50,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_bytes_max: 4096,
             group_consumer_min_heartbeat_interval_ms: 5_000,
@@ -241,6 +259,26 @@ impl BrokerConfig {
             return Err(
                 "group_consumer_min_*_ms must be > 0 and <= the matching group_consumer_max_*_ms"
                     .into(),
+            );
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err(format!(
+                "transaction_max_timeout_ms must be >= 1, got {}",
+                self.transaction_max_timeout_ms
+            ));
+        }
+        if !(1..=crate::topics::PARTITIONS_PER_TOPIC_MAX)
+            .contains(&self.transaction_state_partitions)
+        {
+            return Err(format!(
+                "transaction_state_partitions must be between 1 and {}, got {}",
+                crate::topics::PARTITIONS_PER_TOPIC_MAX,
+                self.transaction_state_partitions
+            ));
+        }
+        if self.transaction_abort_timed_out_transaction_cleanup_interval_ms == 0 {
+            return Err(
+                "transaction_abort_timed_out_transaction_cleanup_interval_ms must be >= 1".into(),
             );
         }
         if self.group_max_size == 0 {

@@ -6,6 +6,7 @@
 //! - [`topics`]: the topic registry and its on-disk metadata.
 //! - [`partition`]: one partition (its log).
 //! - [`producer_ids`]: producer ids for InitProducerId, reserved durably in blocks.
+//! - [`txn`]: the transaction coordinator (state in `__transaction_state`).
 //! - `handlers`: one module per group of Kafka APIs.
 //! - [`error`]: broker errors and their single mapping to Kafka error codes.
 //!
@@ -28,6 +29,7 @@ pub mod producer_ids;
 mod refusals;
 pub mod topic_config;
 pub mod topics;
+pub mod txn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -62,6 +64,8 @@ pub struct Broker {
     topics: RwLock<TopicRegistry>,
     /// Consumer groups and committed offsets (state in `__consumer_offsets`).
     pub groups: groups::GroupCoordinator,
+    /// Transactional ids and their transactions (state in `__transaction_state`).
+    pub txn: txn::TxnCoordinator,
     /// When each refused (api key, version) was last logged, so that a client
     /// retrying a refused request can't flood the log.
     refusals: refusals::RefusalLog,
@@ -127,6 +131,8 @@ impl Broker {
                 "startup phases"
             );
         }
+        // After the groups: its replay is not part of groups_ms above.
+        let txn = txn::TxnCoordinator::open(&config, &registry)?;
         let producer_ids = producer_ids::ProducerIdManager::new(Box::new(
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));
@@ -137,6 +143,7 @@ impl Broker {
             env,
             topics: RwLock::new(registry),
             groups,
+            txn,
             refusals: refusals::RefusalLog::default(),
             dynamic: Mutex::new(dynamic),
             producer_ids,
@@ -147,6 +154,7 @@ impl Broker {
     /// Flushes and checkpoints every log. Call after the server has drained.
     pub fn shutdown(&self) {
         self.groups.shutdown();
+        self.txn.shutdown();
         self.registry().close_all();
         self.env.shutdown();
     }

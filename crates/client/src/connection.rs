@@ -72,6 +72,14 @@ requests! {
     offset_commit::OffsetCommitRequest => OffsetCommitResponse;
     delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
     describe_producers::DescribeProducersRequest => DescribeProducersResponse;
+    init_producer_id::InitProducerIdRequest => InitProducerIdResponse;
+    add_partitions_to_txn::AddPartitionsToTxnRequest => AddPartitionsToTxnResponse;
+    add_offsets_to_txn::AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;
+    end_txn::EndTxnRequest => EndTxnResponse;
+    txn_offset_commit::TxnOffsetCommitRequest => TxnOffsetCommitResponse;
+    write_txn_markers::WriteTxnMarkersRequest => WriteTxnMarkersResponse;
+    describe_transactions::DescribeTransactionsRequest => DescribeTransactionsResponse;
+    list_transactions::ListTransactionsRequest => ListTransactionsResponse;
 }
 
 /// The Kafka name of an API, for messages.

@@ -26,6 +26,7 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod producer;
+pub mod transactions;
 
 pub use client::{
     AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata,
@@ -38,6 +39,7 @@ pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescript
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use transactions::{TransactionDescription, TransactionListing};
 pub use weir_protocol::compression::Compression;
 pub use weir_protocol::error_code::ErrorCode;
 pub use weir_protocol::record::RecordHeader;

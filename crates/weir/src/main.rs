@@ -31,6 +31,9 @@ enum Command {
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
+    /// List and describe transactions (transactional ids and their state).
+    #[command(subcommand)]
+    Txn(commands::txn::TxnCommand),
     /// Cluster information.
     #[command(subcommand)]
     Cluster(commands::cluster::ClusterCommand),
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
         Command::Bench(args) => commands::bench::run(args),
         Command::Group(cmd) => commands::run(commands::group::run(cmd)),
+        Command::Txn(cmd) => commands::run(commands::txn::run(cmd)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

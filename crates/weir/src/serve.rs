@@ -55,6 +55,22 @@ pub struct ServeArgs {
     /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
     #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<i32>,
+    /// Serve transactions (true) or refuse transactional clients with a fatal error (false).
+    #[arg(long, env = "WEIR_TRANSACTIONS_ENABLED")]
+    transactions_enabled: Option<bool>,
+    /// Longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms).
+    #[arg(long, env = "WEIR_TRANSACTION_MAX_TIMEOUT_MS")]
+    transaction_max_timeout_ms: Option<i32>,
+    /// Partitions of __transaction_state when it is created (Kafka's transaction.state.log.num.partitions).
+    #[arg(long, env = "WEIR_TRANSACTION_STATE_PARTITIONS")]
+    transaction_state_partitions: Option<i32>,
+    /// How often transactions past their timeout are aborted, in ms (Kafka's
+    /// transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    #[arg(
+        long,
+        env = "WEIR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
+    )]
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     /// Default topic config, Kafka names, repeatable: --topic-config retention.ms=60000
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     topic_config: Vec<String>,
@@ -114,6 +130,20 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "offsets_topic_partitions",
             args.offsets_topic_partitions.is_some(),
         ),
+        ("transactions_enabled", args.transactions_enabled.is_some()),
+        (
+            "transaction_max_timeout_ms",
+            args.transaction_max_timeout_ms.is_some(),
+        ),
+        (
+            "transaction_state_partitions",
+            args.transaction_state_partitions.is_some(),
+        ),
+        (
+            "transaction_abort_timed_out_transaction_cleanup_interval_ms",
+            args.transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .is_some(),
+        ),
     ];
     explicit.extend(
         given
@@ -153,6 +183,18 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(n) = args.offsets_topic_partitions {
         config.offsets_topic_partitions = n;
+    }
+    if let Some(enabled) = args.transactions_enabled {
+        config.transactions_enabled = enabled;
+    }
+    if let Some(ms) = args.transaction_max_timeout_ms {
+        config.transaction_max_timeout_ms = ms;
+    }
+    if let Some(n) = args.transaction_state_partitions {
+        config.transaction_state_partitions = n;
+    }
+    if let Some(ms) = args.transaction_abort_timed_out_transaction_cleanup_interval_ms {
+        config.transaction_abort_timed_out_transaction_cleanup_interval_ms = ms;
     }
     for pair in &args.topic_config {
         let Some((key, value)) = pair.split_once('=') else {
@@ -196,6 +238,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = Broker::open(config.clone()).with_context(|| {
             format!("opening data directory {}", config.data_dir.display())
         })?;
+        // Completes transactions a crash left prepared, and starts the timeout scan.
+        broker.txn.start(&broker);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;

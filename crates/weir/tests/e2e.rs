@@ -17,5 +17,6 @@ mod e2e {
     mod restart;
     mod retention;
     mod timestamps;
+    mod transactions;
     mod transactions_read;
 }

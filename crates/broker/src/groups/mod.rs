@@ -28,6 +28,13 @@
 //! changes when the record is appended, before it is durable: a reader may see
 //! a commit whose fsync later fails (the committer itself gets the error).
 //!
+//! Transactional offset commits (TxnOffsetCommit) are written as
+//! transactional batches under the producer's id and epoch and kept in
+//! `txn_offsets` until the transaction coordinator writes the marker to that
+//! partition ([`GroupCoordinator::complete_txn_offsets`]): a commit marker
+//! publishes them, an abort marker drops them. Replay does the same with the
+//! markers it finds; offsets without a marker stay pending.
+//!
 //! Consumer-protocol membership (epochs, members, target assignments) is kept
 //! in memory only; Kafka's ConsumerGroup* records are not written. After a
 //! restart such members get UNKNOWN_MEMBER_ID and rejoin with epoch 0; their
@@ -142,7 +149,15 @@ pub struct GroupCoordinator {
     timer_started: AtomicBool,
     stopped: AtomicBool,
     next_expiry_check_ms: Mutex<i64>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by
+    /// producer id: stored in `__consumer_offsets` as transactional batches,
+    /// but visible to OffsetFetch only once the commit marker is written.
+    /// Lock order: `groups`, then this.
+    txn_offsets: Mutex<HashMap<i64, TxnOffsets>>,
 }
+
+/// Offsets a transaction committed, by (group, topic, partition).
+type TxnOffsets = std::collections::BTreeMap<(String, String, i32), OffsetEntry>;
 
 /// Java's `String.hashCode`, so groups land on the partitions Kafka would pick.
 fn java_string_hash(s: &str) -> i32 {
@@ -195,6 +210,7 @@ impl GroupCoordinator {
             next_expiry_check_ms: Mutex::new(now_ms().saturating_add(
                 i64::try_from(config.offsets_retention_check_interval_ms).unwrap_or(i64::MAX),
             )),
+            txn_offsets: Mutex::new(HashMap::new()),
         };
         if let Some(topic) = registry.get(OFFSETS_TOPIC) {
             coordinator.replay(topic)?;
@@ -211,7 +227,12 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut groups = self.lock();
         let mut records_read = 0usize;
+        // Transactional offset commits wait for their partition's marker:
+        // (producer id -> records) per partition, in log order.
+        let mut open_txns: HashMap<i64, Vec<Record>> = HashMap::new();
+        let mut still_open: HashMap<i64, TxnOffsets> = HashMap::new();
         for partition in &topic.partitions {
+            open_txns.clear();
             let log = &partition.log;
             let end = log.log_end_offset();
             let mut offset = log.log_start_offset();
@@ -235,11 +256,32 @@ impl GroupCoordinator {
                     }
                     offset = next;
                     progressed = true;
-                    if header.is_control() {
-                        continue;
-                    }
                     let decoded = record::decode_records(&batch, REPLAY_DECOMPRESSED_BYTES_MAX)
                         .map_err(|e| BrokerError::Corrupt(format!("{OFFSETS_TOPIC}: {e}")))?;
+                    if header.is_control() {
+                        // A marker publishes (commit) or drops (abort) the
+                        // producer's transactional commits in this partition.
+                        let commit = decoded
+                            .first()
+                            .and_then(|r| r.key.as_ref())
+                            .map(|k| weir_protocol::control::parse_control_key(k));
+                        let records = open_txns.remove(&header.producer_id).unwrap_or_default();
+                        if let Some(Ok(Some(weir_protocol::control::ControlType::Commit))) = commit
+                        {
+                            for rec in records {
+                                apply_record(&mut groups, rec, now);
+                            }
+                        }
+                        continue;
+                    }
+                    if header.is_transactional() && header.producer_id >= 0 {
+                        records_read += decoded.len();
+                        open_txns
+                            .entry(header.producer_id)
+                            .or_default()
+                            .extend(decoded);
+                        continue;
+                    }
                     for rec in decoded {
                         records_read += 1;
                         apply_record(&mut groups, rec, now);
@@ -249,7 +291,18 @@ impl GroupCoordinator {
                     break;
                 }
             }
+            // Transactions without a marker yet: the transaction coordinator
+            // completes or aborts them, and its marker publishes or drops these.
+            for (pid, records) in open_txns.drain() {
+                let pending = still_open.entry(pid).or_default();
+                for rec in records {
+                    if let Some((group, topic, partition, entry)) = decode_offset_record(rec) {
+                        pending.insert((group, topic, partition), entry);
+                    }
+                }
+            }
         }
+        *self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner()) = still_open;
         tracing::info!(
             groups = groups.len(),
             records = records_read,
@@ -628,6 +681,153 @@ impl GroupCoordinator {
         .unwrap_or(Err(unknown_group))
     }
 
+    /// TxnOffsetCommit (KIP-98, KIP-447): offsets committed inside a
+    /// transaction. They are written to the group's `__consumer_offsets`
+    /// partition as one transactional batch under the producer's id and
+    /// epoch, and become visible when the transaction's commit marker is
+    /// written there ([`GroupCoordinator::complete_txn_offsets`]). The
+    /// partition must be in the transaction (AddOffsetsToTxn first, KIP-890).
+    /// `Err` is the error for every partition.
+    #[allow(clippy::too_many_arguments)]
+    pub fn txn_commit(
+        &self,
+        broker: &Arc<Broker>,
+        transactional_id: &str,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<(String, i32, OffsetEntry)>,
+    ) -> Result<Option<Durable>, ErrorCode> {
+        let topic = self.ensure_offsets_topic(broker)?;
+        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let index = partition_for(group_id, count);
+        let Some(partition) = topic.partition(index).cloned() else {
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        };
+        let code = broker.txn.verify(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            &(OFFSETS_TOPIC.to_string(), index),
+        );
+        if code != ErrorCode::None {
+            return Err(code);
+        }
+        // A commit naming its member and generation is checked against the
+        // group (KIP-447); one without (generation -1, no member) is a
+        // standalone producer's and needs no group.
+        let check_member = generation >= 0 || !member_id.is_empty();
+        self.with_group(broker, group_id, !check_member, |g, _| {
+            if check_member {
+                let code = match &g.consumer {
+                    Some(c) => c.check_member_epoch(member_id, generation),
+                    None => g.check_commit(member_id, instance_id, generation, now_ms()),
+                };
+                if code != ErrorCode::None {
+                    return Err(code);
+                }
+            }
+            if offsets.is_empty() {
+                return Ok(None);
+            }
+            let mut builder = RecordBatchBuilder::new(Compression::None)
+                .base_timestamp(now_ms())
+                // No sequence, as Kafka's group coordinator writes them: the
+                // coordinator origin checks epochs and transaction state only.
+                .producer(producer_id, producer_epoch, -1)
+                .transactional(true);
+            for (i, (t, p, e)) in offsets.iter().enumerate() {
+                builder.push(Record {
+                    offset_delta: i32::try_from(i).unwrap_or(i32::MAX),
+                    timestamp_delta: 0,
+                    key: Some(records::offset_key(group_id, t, *p)),
+                    value: Some(records::offset_value(e)),
+                    headers: Vec::new(),
+                });
+            }
+            let batch = builder.build().map_err(|e| {
+                tracing::error!(error = %e, "encoding a transactional offset batch failed");
+                ErrorCode::UnknownServerError
+            })?;
+            let options = AppendOptions {
+                leader_epoch: 0,
+                log_append_time_ms: None,
+            };
+            let info = partition.log.append_as_coordinator(&batch, &options).map_err(|e| {
+                tracing::warn!(error = %e, group = group_id, "appending transactional offsets failed");
+                match e {
+                    LogError::Producer(_) => ErrorCode::InvalidProducerEpoch,
+                    _ => ErrorCode::CoordinatorNotAvailable,
+                }
+            })?;
+            let mut pending = self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner());
+            let entries = pending.entry(producer_id).or_default();
+            for (t, p, e) in offsets {
+                entries.insert((group_id.to_string(), t, p), e);
+            }
+            Ok(Some(
+                broker.raise_watermark_when_durable(&partition, info.last_offset + 1),
+            ))
+        })
+        .unwrap_or(Err(ErrorCode::IllegalGeneration))
+    }
+
+    /// A transaction marker was written to `__consumer_offsets` partition
+    /// `offsets_partition`: the producer's pending offsets of the groups
+    /// stored there are published (commit) or dropped (abort).
+    /// `partitions` is the topic's partition count (the placement modulus).
+    pub fn complete_txn_offsets(
+        &self,
+        producer_id: i64,
+        offsets_partition: i32,
+        partitions: i32,
+        commit: bool,
+    ) {
+        let now = now_ms();
+        let mut groups = self.lock();
+        let mut pending = self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entries) = pending.get_mut(&producer_id) else {
+            return;
+        };
+        let mine: Vec<(String, String, i32)> = entries
+            .keys()
+            .filter(|(group, _, _)| partition_for(group, partitions) == offsets_partition)
+            .cloned()
+            .collect();
+        for key in mine {
+            let Some(entry) = entries.remove(&key) else {
+                continue;
+            };
+            if !commit {
+                continue;
+            }
+            let (group, topic, partition) = key;
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now))
+                .offsets
+                .insert((topic, partition), entry);
+        }
+        if entries.is_empty() {
+            pending.remove(&producer_id);
+        }
+    }
+
+    /// Whether a transaction has an offset for this partition that is not yet
+    /// committed (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.txn_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|entries| {
+                entries.contains_key(&(group_id.to_string(), topic.to_string(), partition))
+            })
+    }
+
     /// OffsetFetch for one group. `None` topics means every committed offset.
     /// Unknown groups and partitions read as offset -1 (no error).
     pub fn fetch_offsets(
@@ -970,6 +1170,21 @@ fn apply_record(groups: &mut HashMap<String, Group<Waiter>>, rec: Record, now: i
             }
         },
     }
+}
+
+/// The (group, topic, partition, offset) of an offset-commit record, if it is one.
+fn decode_offset_record(rec: Record) -> Option<(String, String, i32, OffsetEntry)> {
+    let key = records::decode_key(rec.key?).ok()??;
+    let records::Key::Offset {
+        group,
+        topic,
+        partition,
+    } = key
+    else {
+        return None;
+    };
+    let entry = records::decode_offset_value(rec.value?).ok()?;
+    Some((group, topic, partition, entry))
 }
 
 /// Sends replies, after `durable` resolves if there is a write to wait for.

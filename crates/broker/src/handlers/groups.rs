@@ -59,14 +59,15 @@ use crate::{Broker, PendingReply, encode_frame, now_ms, ready};
 const DURABILITY_WAIT_MS: u64 = 30_000;
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
-/// KIP-98 transaction coordinators, not served yet.
+/// KIP-98 transaction coordinators.
 const KEY_TYPE_TRANSACTION: i8 = 1;
-/// Why a transactional client is refused (FindCoordinator's error message).
-const TRANSACTIONS_UNSUPPORTED: &str =
-    "transactions are not supported by this broker (Weir) yet; idempotent producers are";
+/// Why a transactional client is refused when transactions are off
+/// (FindCoordinator's error message).
+const TRANSACTIONS_DISABLED: &str =
+    "transactions are disabled on this broker (transactions_enabled=false)";
 
 /// Waits for a group record to be durable; the error to report if it isn't.
-async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
+pub(super) async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
     let Some(durable) = durable else {
         return ErrorCode::None;
     };
@@ -77,7 +78,7 @@ async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
     }
 }
 
-fn invalid_group_id(group_id: &str) -> bool {
+pub(super) fn invalid_group_id(group_id: &str) -> bool {
     group_id.is_empty()
 }
 
@@ -91,15 +92,29 @@ pub fn find_coordinator(
     let port = i32::from(advertised.port());
     let node_id = broker.config.node_id;
     let answer = |key: &str| -> (ErrorCode, Option<String>) {
-        // Transactions are not built yet. COORDINATOR_NOT_AVAILABLE would be retried forever
-        // (aiokafka: ten lookups a second). TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one
-        // error every client treats as fatal here (librdkafka retries any other, even
-        // UNSUPPORTED_VERSION); the message says what is really missing.
         if request.key_type == KEY_TYPE_TRANSACTION {
-            return (
-                ErrorCode::TransactionalIdAuthorizationFailed,
-                Some(TRANSACTIONS_UNSUPPORTED.into()),
-            );
+            // With transactions off, COORDINATOR_NOT_AVAILABLE would be retried
+            // forever (aiokafka: ten lookups a second).
+            // TRANSACTIONAL_ID_AUTHORIZATION_FAILED is the one error every
+            // client treats as fatal here (librdkafka retries any other, even
+            // UNSUPPORTED_VERSION); the message says what is really missing.
+            if !broker.txn.enabled {
+                return (
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    Some(TRANSACTIONS_DISABLED.into()),
+                );
+            }
+            if key.is_empty() {
+                return (
+                    ErrorCode::InvalidRequest,
+                    Some("empty transactional id".into()),
+                );
+            }
+            // The leader of the id's __transaction_state partition: this node.
+            return match broker.txn.ensure_topic(broker) {
+                Ok(_) => (ErrorCode::None, None),
+                Err(code) => (code, Some("could not create __transaction_state".into())),
+            };
         }
         if request.key_type != KEY_TYPE_GROUP {
             return (
@@ -421,6 +436,15 @@ pub fn offset_fetch(
     let fetch = |group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>| {
         broker.groups.fetch_offsets(group_id, topics.as_deref())
     };
+    // KIP-447: a consumer asking for stable offsets is told to retry while a
+    // transaction holds an uncommitted offset for the partition.
+    let require_stable = request.require_stable;
+    let unstable = |group_id: &str, topic: &str, partition: i32| {
+        require_stable
+            && broker
+                .groups
+                .has_pending_txn_offset(group_id, topic, partition)
+    };
     let leader_epoch = |e: &Option<OffsetEntry>| e.as_ref().map_or(-1, |e| e.leader_epoch);
     if header.api_version < 8 {
         let wanted = request.topics.map(|ts| {
@@ -428,20 +452,32 @@ pub fn offset_fetch(
                 .map(|t| (t.name, t.partition_indexes))
                 .collect::<Vec<_>>()
         });
+        let group_id = request.group_id.clone();
         let topics = fetch(&request.group_id, wanted)
             .into_iter()
             .map(|(name, parts)| OffsetFetchResponseTopic {
-                name,
                 partitions: parts
                     .into_iter()
-                    .map(|(partition_index, entry)| OffsetFetchResponsePartition {
-                        partition_index,
-                        committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
-                        committed_leader_epoch: leader_epoch(&entry),
-                        metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
-                        error_code: ErrorCode::None.code(),
+                    .map(|(partition_index, entry)| {
+                        if unstable(&group_id, &name, partition_index) {
+                            return OffsetFetchResponsePartition {
+                                partition_index,
+                                committed_offset: -1,
+                                committed_leader_epoch: -1,
+                                metadata: Some(String::new()),
+                                error_code: ErrorCode::UnstableOffsetCommit.code(),
+                            };
+                        }
+                        OffsetFetchResponsePartition {
+                            partition_index,
+                            committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
+                            committed_leader_epoch: leader_epoch(&entry),
+                            metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
+                            error_code: ErrorCode::None.code(),
+                        }
                     })
                     .collect(),
+                name,
             })
             .collect();
         return OffsetFetchResponse {
@@ -461,17 +497,28 @@ pub fn offset_fetch(
             let topics = fetch(&g.group_id, wanted)
                 .into_iter()
                 .map(|(name, parts)| OffsetFetchResponseTopics {
-                    name,
                     partitions: parts
                         .into_iter()
-                        .map(|(partition_index, entry)| OffsetFetchResponsePartitions {
-                            partition_index,
-                            committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
-                            committed_leader_epoch: leader_epoch(&entry),
-                            metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
-                            error_code: ErrorCode::None.code(),
+                        .map(|(partition_index, entry)| {
+                            if unstable(&g.group_id, &name, partition_index) {
+                                return OffsetFetchResponsePartitions {
+                                    partition_index,
+                                    committed_offset: -1,
+                                    committed_leader_epoch: -1,
+                                    metadata: Some(String::new()),
+                                    error_code: ErrorCode::UnstableOffsetCommit.code(),
+                                };
+                            }
+                            OffsetFetchResponsePartitions {
+                                partition_index,
+                                committed_offset: entry.as_ref().map_or(-1, |e| e.offset),
+                                committed_leader_epoch: leader_epoch(&entry),
+                                metadata: Some(entry.map(|e| e.metadata).unwrap_or_default()),
+                                error_code: ErrorCode::None.code(),
+                            }
                         })
                         .collect(),
+                    name,
                 })
                 .collect();
             OffsetFetchResponseGroup {

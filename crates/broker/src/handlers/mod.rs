@@ -17,6 +17,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod replicas;
+mod txn;
 
 use std::sync::Arc;
 
@@ -66,6 +67,13 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::DescribeTopicPartitions,
     ApiKey::InitProducerId,
     ApiKey::DescribeProducers,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+    ApiKey::WriteTxnMarkers,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::DescribeTransactions,
+    ApiKey::ListTransactions,
 ];
 
 /// Whether this broker answers `key` (it is advertised in ApiVersions).
@@ -244,8 +252,38 @@ pub async fn dispatch(
             let response = describe_topic_partitions::handle(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
-        ApiKey::InitProducerId => {
-            let response = init_producer_id::handle(broker, &header, decode(&header, body)?);
+        ApiKey::InitProducerId => Some(init_producer_id::handle(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::AddPartitionsToTxn => Some(txn::add_partitions_to_txn(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::AddOffsetsToTxn => Some(txn::add_offsets_to_txn(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::TxnOffsetCommit => Some(txn::txn_offset_commit(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::EndTxn => Some(txn::end_txn(broker, header.clone(), decode(&header, body)?)),
+        ApiKey::WriteTxnMarkers => Some(txn::write_txn_markers(
+            broker,
+            header.clone(),
+            decode(&header, body)?,
+        )),
+        ApiKey::DescribeTransactions => {
+            let response = txn::describe_transactions(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::ListTransactions => {
+            let response = txn::list_transactions(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::DescribeProducers => {

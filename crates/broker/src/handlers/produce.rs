@@ -286,16 +286,67 @@ fn apply_max_timestamp_fixes(
     Ok(copy.freeze())
 }
 
+/// KIP-890 part 1: a transactional batch is appended only if its partition
+/// is in the producer's open transaction (AddPartitionsToTxn came first).
+/// The coordinator is on this node, so the check is a lookup, not a request.
+fn verify_transactional(
+    broker: &Broker,
+    transactional_id: Option<&str>,
+    partition: &Partition,
+    records: &Bytes,
+) -> Result<(), (ErrorCode, String)> {
+    let Some(transactional_id) = transactional_id else {
+        return Ok(());
+    };
+    let Some(Ok(batch)) = record::split_batches(records).next() else {
+        return Ok(()); // validation reports malformed records
+    };
+    let Ok(header) = BatchHeader::parse(&batch) else {
+        return Ok(());
+    };
+    if !header.is_transactional() || header.is_control() || header.producer_id < 0 {
+        return Ok(());
+    }
+    let code = broker.txn.verify(
+        transactional_id,
+        header.producer_id,
+        header.producer_epoch,
+        &(partition.topic.clone(), partition.index),
+    );
+    let code = match code {
+        ErrorCode::None => return Ok(()),
+        // As Kafka's produce path: the old epoch's error, and a retriable
+        // error while the coordinator completes the previous transaction.
+        ErrorCode::ProducerFenced => ErrorCode::InvalidProducerEpoch,
+        ErrorCode::ConcurrentTransactions => ErrorCode::NotEnoughReplicas,
+        other => other,
+    };
+    Err((
+        code,
+        format!(
+            "partition {}-{} is not in the open transaction of transactional id {transactional_id} \
+             (producer {} epoch {})",
+            partition.topic, partition.index, header.producer_id, header.producer_epoch
+        ),
+    ))
+}
+
 fn append_partition(
     broker: &Arc<Broker>,
     partition: &Arc<Partition>,
     config: &TopicConfig,
     records: Option<Bytes>,
     wants_ack: bool,
+    transactional_id: Option<&str>,
 ) -> PartitionOutcome {
     let index = partition.index;
     let mut records = records.unwrap_or_default();
     let now = now_ms();
+    if let Err((code, message)) =
+        verify_transactional(broker, transactional_id, partition, &records)
+    {
+        return PartitionOutcome::failed(index, code, Some(message));
+    }
     let fixes = match validate(&records, config, now) {
         Ok(fixes) => fixes,
         Err((code, message)) => return PartitionOutcome::failed(index, code, Some(message)),
@@ -412,9 +463,14 @@ pub fn handle(
                 .as_ref()
                 .and_then(|t| t.partition(data.index).map(|p| (t, p)))
             {
-                Some((topic, partition)) => {
-                    append_partition(broker, partition, &topic.config, data.records, wants_ack)
-                }
+                Some((topic, partition)) => append_partition(
+                    broker,
+                    partition,
+                    &topic.config,
+                    data.records,
+                    wants_ack,
+                    request.transactional_id.as_deref(),
+                ),
                 None => {
                     let error = if by_id && topic.is_none() {
                         ErrorCode::UnknownTopicId

@@ -9,6 +9,7 @@ pub mod consume;
 pub mod group;
 pub mod produce;
 pub mod topic;
+pub mod txn;
 
 use weir_client::{Client, ClientConfig};
 
