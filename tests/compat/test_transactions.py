@@ -121,7 +121,8 @@ def test_confluent_commit_and_abort_are_read_back_with_their_markers(broker):
     for n in range(10):
         producer.produce(topic, value=f"c{n}".encode(), partition=n % 2)
     producer.commit_transaction(CALL_TIMEOUT_S)
-    # EndTxn is answered once PrepareCommit is durable; the markers follow.
+    # EndTxn is answered once the markers and CompleteCommit are durable
+    # (within 5 s); waiting also covers the 5 s fallback.
     wait_for_state(broker, tid, "CompleteCommit")
 
     producer.begin_transaction()

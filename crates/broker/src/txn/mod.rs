@@ -21,8 +21,12 @@
 //! `transaction.state.log.num.partitions`, default 50), compacted, no retention.
 //!
 //! Durability and recovery: a state is acknowledged only after its record is
-//! fsynced. EndTxn is answered once PrepareCommit/PrepareAbort is durable;
-//! the markers follow, then CompleteCommit/CompleteAbort is written. On start
+//! fsynced. EndTxn writes PrepareCommit/PrepareAbort, then the markers, then
+//! CompleteCommit/CompleteAbort, and is answered when that is durable (or
+//! after 5 s, when the prepare record alone stands, as Kafka answers). Kafka
+//! answers at the prepare record, but its next AddPartitionsToTxn then meets
+//! CONCURRENT_TRANSACTIONS until the markers are in; on one node waiting for
+//! them costs two more group commits and spares the client's retry. On start
 //! the topic is replayed (before the port opens, so clients never see
 //! COORDINATOR_LOAD_IN_PROGRESS) and every transaction found in a Prepare
 //! state has its markers written again (a marker written twice is harmless,
@@ -60,6 +64,8 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 /// Pause before writing markers again after a partition refused one.
 const MARKER_RETRY_MS: u64 = 1_000;
+/// How long an EndTxn reply waits for its markers and Complete state.
+const MARKERS_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Test-only: `kill -9` stand-in right after a PrepareCommit/PrepareAbort is
 /// durable and before any marker is written, so a test can check that the
 /// restarted coordinator completes the transaction. Read once at open.
@@ -83,8 +89,15 @@ pub type InitReply = Result<(i64, i16), ErrorCode>;
 /// A reply that is ready once a record is durable.
 pub struct Pending<T> {
     durable: Option<Durable>,
-    /// Runs after the record is durable (markers of a prepared transaction).
-    then: Option<Box<dyn FnOnce() + Send>>,
+    /// Runs after the record is durable (markers of a prepared transaction);
+    /// returns the task writing them.
+    then: Option<Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>>,
+    /// Whether the reply also waits (up to [`MARKERS_WAIT_MAX`]) for that
+    /// task: EndTxn does, so the client's next AddPartitionsToTxn finds the
+    /// transaction complete instead of CONCURRENT_TRANSACTIONS and a 20 ms
+    /// retry (librdkafka's back-off), which capped small transactions at
+    /// about 8 a second.
+    await_markers: bool,
     reply: T,
 }
 
@@ -93,6 +106,7 @@ impl<T> Pending<T> {
         Pending {
             durable: None,
             then: None,
+            await_markers: false,
             reply,
         }
     }
@@ -106,7 +120,12 @@ impl<T> Pending<T> {
             return Err(ErrorCode::CoordinatorNotAvailable);
         }
         if let Some(then) = self.then {
-            then();
+            let markers = then();
+            if self.await_markers {
+                // Past the bound the prepare record still stands and the
+                // markers follow; the client sees the usual Kafka behaviour.
+                let _ = tokio::time::timeout(MARKERS_WAIT_MAX, markers).await;
+            }
         }
         Ok(self.reply)
     }
@@ -330,6 +349,7 @@ impl TxnCoordinator {
         Ok(Pending {
             durable,
             then,
+            await_markers: false,
             reply,
         })
     }
@@ -340,7 +360,7 @@ impl TxnCoordinator {
         broker: &Arc<Broker>,
         meta: &TxnMetadata,
         marker: ControlType,
-    ) -> Box<dyn FnOnce() + Send> {
+    ) -> Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send> {
         let broker = broker.clone();
         let id = meta.transactional_id.clone();
         let (pid, epoch) = (meta.producer_id, meta.producer_epoch);
@@ -353,7 +373,7 @@ impl TxnCoordinator {
             }
             tokio::spawn(write_markers_and_complete(
                 broker, id, pid, epoch, partitions, marker,
-            ));
+            ))
         })
     }
 
@@ -568,10 +588,12 @@ impl TxnCoordinator {
         }
         self.start_timer(broker);
         let now = now_ms();
-        self.transition(broker, transactional_id, |m| {
+        let mut pending = self.transition(broker, transactional_id, |m| {
             let end = m.end_txn(producer_id, producer_epoch, commit, bump_epoch, now)?;
             Ok((end.effect, (end.producer_id, end.producer_epoch)))
-        })
+        })?;
+        pending.await_markers = true;
+        Ok(pending)
     }
 
     pub fn describe(&self, transactional_id: &str) -> Option<TxnDescription> {

@@ -407,19 +407,14 @@ fn produce_with(
         if let Some(n) = transaction_records {
             in_transaction += count;
             if in_transaction == n {
-                // commit_transaction flushes the transaction's records first.
-                producer
-                    .commit_transaction(TRANSACTION_CALL_TIMEOUT)
-                    .context("commit_transaction")?;
+                commit_transaction(&producer)?;
                 producer.begin_transaction().context("begin_transaction")?;
                 in_transaction = 0;
             }
         }
     }
     if transaction_records.is_some() {
-        producer
-            .commit_transaction(TRANSACTION_CALL_TIMEOUT)
-            .context("commit_transaction")?;
+        commit_transaction(&producer)?;
     }
     if let Some(total) = sent_total {
         total.store(sent, Ordering::Release);
@@ -435,6 +430,30 @@ fn produce_with(
     // Untimed acks leave no timestamp; every ack had arrived by `flushed`.
     acked.last_ack = acked.last_ack.max(flushed);
     Ok(acked)
+}
+
+/// Commits the open transaction through librdkafka's own call, which flushes
+/// the transaction's records first, serving delivery reports as it waits.
+/// rdkafka's `commit_transaction` flushes by polling for one event at a time
+/// with the whole timeout, and this producer's polling thread takes those
+/// events: each commit then waited ~120 ms, capping 100-record transactions
+/// at ~800 records/s where confluent-kafka does ~34,000 against the same
+/// broker.
+fn commit_transaction(producer: &ThreadedProducer<DeliveryContext>) -> anyhow::Result<()> {
+    let timeout_ms = i32::try_from(TRANSACTION_CALL_TIMEOUT.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the client is alive (borrowed from `producer`); a returned
+    // error object is ours to read and destroy, exactly once.
+    unsafe {
+        let error = rdsys::rd_kafka_commit_transaction(producer.client().native_ptr(), timeout_ms);
+        if !error.is_null() {
+            let text = CStr::from_ptr(rdsys::rd_kafka_error_string(error))
+                .to_string_lossy()
+                .into_owned();
+            rdsys::rd_kafka_error_destroy(error);
+            bail!("commit_transaction: {text}");
+        }
+    }
+    Ok(())
 }
 
 /// librdkafka reports the missing group coordinator as an error on a broker
