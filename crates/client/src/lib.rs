@@ -13,6 +13,8 @@
 //!   [`DeliveryFuture`] per record.
 //! - [`groups`]: consumer-group administration (list, describe, offsets,
 //!   delete, reset) through the group's coordinator.
+//! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter for every
+//!   retry loop (producer batches, CLI fetch loops).
 //! - [`error`]: [`ClientError`], carrying the Kafka [`ErrorCode`] when the
 //!   broker returned one.
 //!
@@ -26,11 +28,13 @@ pub mod connection;
 pub mod error;
 pub mod groups;
 pub mod producer;
+pub mod retry;
 
 pub use client::{
     AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata,
     ConfigEntry, ConfigOpType, ConfigResource, ConfigSource, FetchPosition, FetchedPartition,
-    FetchedRecord, ListedOffset, NewTopic, OffsetSpec, PartitionInfo, ResourceType, TopicInfo,
+    FetchedRecord, ListedOffset, LogDirDescription, LogDirPartition, NewTopic, OffsetSpec,
+    PartitionInfo, ResourceType, TopicInfo,
 };
 pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
 pub use error::ClientError;
@@ -38,6 +42,7 @@ pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescript
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use retry::{Backoff, RetryPolicy};
 pub use weir_protocol::compression::Compression;
 pub use weir_protocol::error_code::ErrorCode;
 pub use weir_protocol::record::RecordHeader;
