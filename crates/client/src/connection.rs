@@ -71,6 +71,7 @@ requests! {
     offset_fetch::OffsetFetchRequest => OffsetFetchResponse;
     offset_commit::OffsetCommitRequest => OffsetCommitResponse;
     delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
+    offset_delete::OffsetDeleteRequest => OffsetDeleteResponse;
 }
 
 /// Rewords a failed first exchange: if the peer's bytes are not a Kafka

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
     about = "Weir: a Kafka-compatible streaming platform"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: commands::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +42,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        commands::exit_quietly_on_closed_stdout();
+    }
+    if let Err(e) = commands::init(&cli.global) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(cmd) => commands::run(commands::topic::run(cmd)),
@@ -51,6 +60,7 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if commands::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
