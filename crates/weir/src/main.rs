@@ -26,10 +26,13 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(commands::topic::TopicCommand),
-    /// Produce lines from stdin to a topic.
+    /// Produce records from stdin to a topic (lines, any delimiter, or a format).
     Produce(commands::produce::ProduceArgs),
-    /// Consume records from a topic and print them.
+    /// Consume records from topics and print them (text, a format string, or JSON).
     Consume(commands::consume::ConsumeArgs),
+    /// Per-partition log start, high watermark, last stable offset, and the
+    /// offset at a timestamp (kcat -Q).
+    Offsets(commands::offsets::OffsetsArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Topic(cmd) => commands::run(commands::topic::run(cmd)),
         Command::Produce(args) => commands::run(commands::produce::run(args)),
         Command::Consume(args) => commands::run(commands::consume::run(args)),
+        Command::Offsets(args) => commands::run(commands::offsets::run(args)),
         Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
         Command::Bench(args) => commands::bench::run(args),
         Command::Group(cmd) => commands::run(commands::group::run(cmd)),

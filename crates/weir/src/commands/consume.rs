@@ -336,29 +336,53 @@ fn json_bytes(bytes: &Option<bytes::Bytes>) -> (serde_json::Value, &'static str)
     }
 }
 
-/// One record as a JSON object. Fields are only ever added.
+/// One record of `consume --format json`. Fields are only ever added.
+#[derive(serde::Serialize)]
+struct RecordJson<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: serde_json::Value,
+    /// "text" (UTF-8), "base64" (other bytes) or "null".
+    key_encoding: &'static str,
+    value: serde_json::Value,
+    value_encoding: &'static str,
+    headers: Vec<HeaderJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct HeaderJson<'a> {
+    key: &'a str,
+    value: serde_json::Value,
+    value_encoding: &'static str,
+}
+
 fn render_json(topic: &str, partition: i32, record: &FetchedRecord) -> Vec<u8> {
     let (key, key_encoding) = json_bytes(&record.key);
     let (value, value_encoding) = json_bytes(&record.value);
-    let headers: Vec<serde_json::Value> = record
-        .headers
-        .iter()
-        .map(|h| {
-            let (v, enc) = json_bytes(&h.value);
-            serde_json::json!({"key": h.key, "value": v, "value_encoding": enc})
-        })
-        .collect();
-    let object = serde_json::json!({
-        "topic": topic,
-        "partition": partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-        "key": key,
-        "key_encoding": key_encoding,
-        "value": value,
-        "value_encoding": value_encoding,
-        "headers": headers,
-    });
+    let object = RecordJson {
+        topic,
+        partition,
+        offset: record.offset,
+        timestamp: record.timestamp_ms,
+        key,
+        key_encoding,
+        value,
+        value_encoding,
+        headers: record
+            .headers
+            .iter()
+            .map(|h| {
+                let (value, value_encoding) = json_bytes(&h.value);
+                HeaderJson {
+                    key: &h.key,
+                    value,
+                    value_encoding,
+                }
+            })
+            .collect(),
+    };
     let mut line = serde_json::to_vec(&object).unwrap_or_default();
     line.push(b'\n');
     line

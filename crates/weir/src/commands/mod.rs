@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cluster;
 pub mod consume;
 pub mod group;
+pub mod offsets;
 pub mod produce;
 pub mod topic;
 
