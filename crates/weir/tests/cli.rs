@@ -460,7 +460,7 @@ fn weir_alone(args: &[&str]) -> Output {
 
 #[test]
 fn a_bootstrap_without_port_says_what_to_fix() {
-    let out = weir_alone(&["topic", "list", "-b", "localhost"]);
+    let out = weir_alone(&["topic", "list", "--bootstrap", "localhost"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -481,7 +481,7 @@ fn an_http_port_is_reported_as_not_kafka() {
             let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
         }
     });
-    let out = weir_alone(&["topic", "list", "-b", &addr]);
+    let out = weir_alone(&["topic", "list", "--bootstrap", &addr]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -504,7 +504,7 @@ fn a_listener_that_never_answers_fails_in_bounded_time() {
         }
     });
     let mut child = Command::new(WEIR)
-        .args(["topic", "list", "-b", &addr])
+        .args(["topic", "list", "--bootstrap", &addr])
         .env_remove("WEIR_BOOTSTRAP")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
