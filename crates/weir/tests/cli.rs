@@ -786,7 +786,7 @@ fn a_malformed_format_string_is_rejected_with_a_message() {
     for (format, says) in [
         ("%v %q", "unknown directive %q"),
         ("%v%", "lone %"),
-        ("%v\\x", "unknown escape \\x"),
+        ("%v\\q", "unknown escape \\q"),
     ] {
         let stderr = broker.fails(&["consume", "bad-fmt", "--format", format]);
         assert!(stderr.contains(says), "{format}: {stderr}");
@@ -1082,6 +1082,14 @@ fn consume_timestamp_start() {
     assert_eq!(
         lines(&broker.ok(&["consume", "ts", "-o", "@1500:@3000"], "")),
         vec!["b"]
+    );
+    assert_eq!(
+        lines(&broker.ok(&["consume", "ts", "-o", "@1500:3000"], "")),
+        vec!["b"]
+    );
+    assert_eq!(
+        lines(&broker.ok(&["consume", "ts", "-o", "@:2000"], "")),
+        vec!["a"]
     );
 }
 

@@ -32,8 +32,9 @@ pub struct ConsumeArgs {
     #[arg(short = 'r', long)]
     pub regex: bool,
     /// Where to start and, optionally, stop (rpk's -o): start|oldest, end|newest,
-    /// N (an offset), +N (N after the start), -N (N before the end), @MS (a
-    /// timestamp); START:END stops before END (an offset, @MS, or `end`).
+    /// N (an offset), +N (N after the start), -N (N before the end);
+    /// START:END stops before END (an offset, +N, or `end`); timestamps in
+    /// ms: @T, @T1:T2, @:T.
     #[arg(short = 'o', long, value_name = "START[:END]", allow_hyphen_values = true,
           value_parser = parse_offset_range, conflicts_with = "from")]
     pub offset: Option<OffsetRange>,
@@ -57,7 +58,7 @@ pub struct ConsumeArgs {
     /// `json` (one object per line), or a kcat-style format string:
     /// %t topic, %p partition, %o offset, %k key, %v value, %T timestamp (ms),
     /// %h headers (k=v,...), %K key length, %S value length (-1 for null),
-    /// %% a percent sign; escapes \n \t \r \\. Default: %v\n.
+    /// %% a percent sign; escapes \n \t \r \0 \xNN \\. Default: %v\n.
     #[arg(long, value_name = "json|FORMAT")]
     pub format: Option<String>,
     /// Prefix each line with PARTITION:OFFSET and a tab (without --format).
@@ -145,6 +146,33 @@ fn parse_position(s: &str, whole: &str) -> Result<Position, String> {
 }
 
 fn parse_offset_range(s: &str) -> Result<OffsetRange, String> {
+    // rpk's timestamp ranges: @T, @T:, @:T, @T1:T2 (T2 may be `end`).
+    if let Some(rest) = s.strip_prefix('@') {
+        let bad = || format!("-o @T1:T2 needs timestamps in ms, got '{s}'");
+        let ms = |t: &str| {
+            t.strip_prefix('@')
+                .unwrap_or(t)
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| *ms >= 0)
+                .ok_or_else(bad)
+        };
+        let (t1, t2) = rest.split_once(':').unwrap_or((rest, ""));
+        let start = if t1.is_empty() {
+            Position::Oldest
+        } else {
+            Position::Timestamp(ms(t1)?)
+        };
+        let end = match t2 {
+            "" => None,
+            "end" => Some(Position::Newest),
+            t => Some(Position::Timestamp(ms(t)?)),
+        };
+        if t1.is_empty() && end.is_none() {
+            return Err(bad());
+        }
+        return Ok(OffsetRange { start, end });
+    }
     let (start, end) = match s.split_once(':') {
         Some((start, end)) => (start, Some(end)),
         None => (s, None),
@@ -155,7 +183,7 @@ fn parse_offset_range(s: &str) -> Result<OffsetRange, String> {
         parse_position(start, s)?
     };
     let end = match end {
-        None => None,
+        None | Some("") => None,
         Some(e) => match parse_position(e, s)? {
             p @ (Position::Newest | Position::Exact(_) | Position::Timestamp(_)) => Some(p),
             Position::AfterStart(n) => Some(Position::AfterStart(n)),
@@ -233,9 +261,22 @@ pub fn parse_format(s: &str) -> Result<Vec<Piece>, String> {
                 Some('r') => literal.push(b'\r'),
                 Some('0') => literal.push(0),
                 Some('\\') => literal.push(b'\\'),
+                Some('x') => {
+                    let hex: String = (0..2)
+                        .filter_map(|_| chars.next().map(|(_, c)| c))
+                        .collect();
+                    match u8::from_str_radix(&hex, 16) {
+                        Ok(byte) if hex.len() == 2 => literal.push(byte),
+                        _ => {
+                            return Err(format!(
+                                "\\x at position {at} of the format string needs two hex digits"
+                            ));
+                        }
+                    }
+                }
                 Some(other) => {
                     return Err(format!(
-                        "unknown escape \\{other} at position {at} of the format string; known: \\n \\t \\r \\0 \\\\"
+                        "unknown escape \\{other} at position {at} of the format string; known: \\n \\t \\r \\0 \\xNN \\\\"
                     ));
                 }
                 None => {
@@ -839,6 +880,23 @@ mod tests {
         );
         assert_eq!(r(":end").end, Some(Position::Newest));
         assert_eq!(r("@1:@2").end, Some(Position::Timestamp(2)));
+        assert_eq!(r("5:").end, None);
+        assert_eq!(
+            r("@1000:2000"),
+            OffsetRange {
+                start: Position::Timestamp(1000),
+                end: Some(Position::Timestamp(2000))
+            }
+        );
+        assert_eq!(
+            r("@:2000"),
+            OffsetRange {
+                start: Position::Oldest,
+                end: Some(Position::Timestamp(2000))
+            }
+        );
+        assert_eq!(r("@1000:end").end, Some(Position::Newest));
+        assert!(parse_offset_range("@x").is_err());
         assert!(parse_offset_range("x").is_err());
         assert!(parse_offset_range("1:-2").is_err());
         assert!(parse_offset_range("+-1").is_err());
@@ -870,7 +928,12 @@ mod tests {
     fn malformed_format_strings_say_where() {
         assert!(parse_format("%q").unwrap_err().contains("%q"));
         assert!(parse_format("abc%").unwrap_err().contains("lone %"));
-        assert!(parse_format("\\x").unwrap_err().contains("\\x"));
+        assert!(parse_format("\\q").unwrap_err().contains("\\q"));
+        assert!(parse_format("\\x4").unwrap_err().contains("two hex digits"));
+        assert_eq!(
+            parse_format("\\x1e").unwrap(),
+            vec![Piece::Literal(vec![0x1e])]
+        );
         assert!(parse_format("a\\").unwrap_err().contains("lone \\"));
     }
 
