@@ -52,7 +52,7 @@ pub fn run(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
 fn base_config(args: &BenchArgs) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &args.connect.bootstrap())
+        .set("bootstrap.servers", args.connect.bootstrap())
         .set("client.id", "weir-bench")
         .set("broker.address.family", "v4")
         .set("log_level", "3");
