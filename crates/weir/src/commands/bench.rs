@@ -149,7 +149,9 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Isolation {
+    #[value(name = "read_committed")]
     ReadCommitted,
+    #[value(name = "read_uncommitted")]
     ReadUncommitted,
 }
 

@@ -19,8 +19,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList, bindings as rdsys};
 
 use super::{
-    BenchArgs, E2E_DRAIN_TIMEOUT, Isolation, Latencies, Measured, Pacer, StopAt, Workload,
-    acks_name, after_warmup, payload, read_stamp, stamp,
+    BenchArgs, E2E_DRAIN_TIMEOUT, Latencies, Measured, Pacer, StopAt, Workload, acks_name,
+    after_warmup, payload, read_stamp, stamp,
 };
 
 /// How long a transactional call (init, commit) may take.
@@ -86,7 +86,12 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
         .set("queue.buffering.max.kbytes", "2097151")
         .set(
             "enable.idempotence",
-            if args.idempotent { "true" } else { "false" },
+            // librdkafka requires idempotence for a transactional producer.
+            if args.idempotent || args.transaction_records.is_some() {
+                "true"
+            } else {
+                "false"
+            },
         )
         // Bounded so a dead broker fails the run in seconds, not minutes.
         .set("message.timeout.ms", "30000");
@@ -96,6 +101,8 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
             "transactional.id",
             format!("weir-bench-{}-{}", std::process::id(), args.topic),
         );
+        // librdkafka wants message.timeout.ms (set above) within it.
+        config.set("transaction.timeout.ms", "120000");
     }
     let max_in_flight = args.max_in_flight;
     if let Some(n) = max_in_flight {
@@ -126,10 +133,11 @@ fn consumer_config(args: &BenchArgs) -> ClientConfig {
     if let Some(isolation) = args.isolation {
         config.set("isolation.level", isolation.name());
     }
-    if args.isolation == Some(Isolation::ReadCommitted) {
-        // A read_committed reader's last record is not at the high watermark
-        // when a marker follows it; the end-of-partition event (fetch position
-        // at the last stable offset) says where it ends instead.
+    if args.isolation.is_some() {
+        // Transactional topics end with a marker, which no reader receives
+        // as a record; the end-of-partition event (the fetch position at the
+        // high watermark, or the last stable offset for read_committed) says
+        // where the data ends instead.
         config.set("enable.partition.eof", "true");
     }
     apply_overrides(&mut config, args);
@@ -492,7 +500,7 @@ fn consume(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
             // we own until rd_kafka_message_destroy below.
             let message = unsafe { &*ptr };
             if message.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                // Only enabled for read_committed (see consumer_config).
+                // Only enabled with --isolation (see consumer_config).
                 let p = message.partition;
                 if ends.get(&p).is_some_and(|end| message.offset >= *end) {
                     ends.remove(&p);
