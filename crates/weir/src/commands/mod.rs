@@ -219,7 +219,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Makes a closed stdout end the process quietly, as it ends `cat` or kcat,
 /// instead of `println!` panicking with "failed printing to stdout". Only for
 /// the client commands: the broker must never die of a signal. Sockets are
-/// unaffected (Rust writes to them with MSG_NOSIGNAL).
+/// unaffected: std's `TcpStream::write` (under tokio's) sends with
+/// MSG_NOSIGNAL, and weir-client writes with `write_all`, never `writev`.
 pub fn exit_quietly_on_closed_stdout() {
     // SAFETY: restoring the default disposition of SIGPIPE is
     // async-signal-safe and done before any thread is spawned.
