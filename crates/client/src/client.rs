@@ -402,10 +402,14 @@ impl Client {
     // ---- connections and routing -------------------------------------------
 
     async fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        // Every call through the client reads its own response, so a request
+        // still in flight here belongs to a future that was dropped (e.g. a
+        // fetch cancelled by Ctrl-C): its answer would arrive in place of
+        // ours, so the connection is replaced.
         if self
             .connections
             .get(addr)
-            .is_some_and(Connection::is_broken)
+            .is_some_and(|c| c.is_broken() || c.in_flight() > 0)
         {
             self.connections.remove(addr);
         }

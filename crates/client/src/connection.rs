@@ -72,6 +72,10 @@ requests! {
     offset_commit::OffsetCommitRequest => OffsetCommitResponse;
     delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
     offset_delete::OffsetDeleteRequest => OffsetDeleteResponse;
+    join_group::JoinGroupRequest => JoinGroupResponse;
+    sync_group::SyncGroupRequest => SyncGroupResponse;
+    heartbeat::HeartbeatRequest => HeartbeatResponse;
+    leave_group::LeaveGroupRequest => LeaveGroupResponse;
 }
 
 /// Rewords a failed first exchange: if the peer's bytes are not a Kafka

@@ -289,6 +289,18 @@ impl Client {
         group: &str,
         offsets: &[(String, i32, i64)],
     ) -> Result<(), ClientError> {
+        self.commit_offsets_as(group, -1, "", offsets).await
+    }
+
+    /// Commits offsets as a member of a generation (`generation_id` -1 and
+    /// an empty member id: from outside the group).
+    pub async fn commit_offsets_as(
+        &mut self,
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), ClientError> {
         let coordinator = self.find_coordinator(group).await?;
         let mut topics: Vec<offset_commit::OffsetCommitRequestTopic> = Vec::new();
         for (topic, partition, offset) in offsets {
@@ -309,8 +321,8 @@ impl Client {
         }
         let request = offset_commit::OffsetCommitRequest {
             group_id: group.to_owned(),
-            generation_id_or_member_epoch: -1,
-            member_id: String::new(),
+            generation_id_or_member_epoch: generation_id,
+            member_id: member_id.to_owned(),
             group_instance_id: None,
             retention_time_ms: -1,
             topics,

@@ -15,6 +15,8 @@
 //!   delete, reset) through the group's coordinator.
 //! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter for every
 //!   retry loop (producer batches, CLI fetch loops).
+//! - [`membership`]: joining a consumer group (classic protocol, range
+//!   assignor) for `weir consume --group`.
 //! - [`error`]: [`ClientError`], carrying the Kafka [`ErrorCode`] when the
 //!   broker returned one.
 //!
@@ -27,6 +29,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod groups;
+pub mod membership;
 pub mod producer;
 pub mod retry;
 
@@ -39,6 +42,7 @@ pub use client::{
 pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
 pub use error::ClientError;
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
+pub use membership::{Membership, MembershipTimeouts, needs_rejoin};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

@@ -1283,3 +1283,165 @@ fn cluster_config_get_set_export_and_logdirs() {
         "{dirs}"
     );
 }
+
+/// Reads a child's stderr lines into a channel.
+fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits for a line containing `needle`; returns it.
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} within {limit:?}; saw {seen:?}");
+}
+
+#[test]
+fn two_group_members_split_the_partitions_and_rebalance() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "shared", "--partitions", "4"], "");
+    let spawn_member = || {
+        broker
+            .command(&[
+                "consume", "shared", "-g", "crew", "-f", "--format", "%p:%v\\n",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn member")
+    };
+    let mut first = spawn_member();
+    let first_log = stderr_lines(&mut first);
+    let joined = wait_for_line(&first_log, "joined group crew", Duration::from_secs(30));
+    assert!(joined.contains("assigned shared:0,1,2,3"), "{joined}");
+
+    let mut second = spawn_member();
+    let second_log = stderr_lines(&mut second);
+    let second_joined = wait_for_line(&second_log, "joined group crew", Duration::from_secs(40));
+    wait_for_line(&first_log, "rejoining", Duration::from_secs(10));
+    let first_rejoined = wait_for_line(&first_log, "joined group crew", Duration::from_secs(30));
+    // Range over sorted member ids: one member gets 0,1 and the other 2,3.
+    let halves = [first_rejoined.as_str(), second_joined.as_str()];
+    assert!(
+        halves.iter().any(|l| l.ends_with("assigned shared:0,1"))
+            && halves.iter().any(|l| l.ends_with("assigned shared:2,3")),
+        "{halves:?}"
+    );
+
+    let input: String = (0..40).map(|i| format!("{i}\n")).collect();
+    broker.ok(
+        &["produce", "shared", "--partitioner", "round-robin"],
+        &input,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for child in [&mut first, &mut second] {
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: SIGINT to our own child: it commits, leaves and exits.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        wait_bounded(child, Duration::from_secs(15), "group member");
+    }
+    let mut values: Vec<i64> = Vec::new();
+    for child in [&mut first, &mut second] {
+        let out = read_all(child.stdout.take());
+        let partitions: std::collections::BTreeSet<&str> =
+            out.lines().filter_map(|l| l.split(':').next()).collect();
+        assert!(
+            partitions == ["0", "1"].into() || partitions == ["2", "3"].into(),
+            "a member read partitions it was not assigned: {out}"
+        );
+        values.extend(
+            out.lines()
+                .filter_map(|l| l.split(':').nth(1)?.parse::<i64>().ok()),
+        );
+    }
+    values.sort_unstable();
+    assert_eq!(
+        values,
+        (0..40).collect::<Vec<_>>(),
+        "every record exactly once"
+    );
+    // Both left: the group is empty and its offsets cover everything.
+    let group = broker.json(&["group", "describe", "crew", "--format", "json"]);
+    assert_eq!(group["state"], "Empty", "{group}");
+    let lag: i64 = group["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .filter_map(|o| o["lag"].as_i64())
+        .sum();
+    assert_eq!(lag, 0, "{group}");
+}
+
+#[test]
+fn weir_and_kcat_share_one_consumer_group() {
+    if !kcat_available() {
+        eprintln!("kcat not installed; skipping");
+        return;
+    }
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "mixed", "--partitions", "2"], "");
+    let mut weir = broker
+        .command(&["consume", "mixed", "-g", "mixed-crew", "-f"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weir");
+    let weir_log = stderr_lines(&mut weir);
+    wait_for_line(
+        &weir_log,
+        "joined group mixed-crew",
+        Duration::from_secs(30),
+    );
+    let mut kcat = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-G",
+            "mixed-crew",
+            "-X",
+            "partition.assignment.strategy=range",
+            "-q",
+            "mixed",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kcat");
+    let rejoined = {
+        wait_for_line(&weir_log, "rejoining", Duration::from_secs(30));
+        wait_for_line(
+            &weir_log,
+            "joined group mixed-crew",
+            Duration::from_secs(30),
+        )
+    };
+    let _ = kcat.kill();
+    let _ = kcat.wait();
+    let _ = weir.kill();
+    let _ = weir.wait();
+    // Two members, two partitions: weir keeps exactly one.
+    assert!(
+        rejoined.ends_with("assigned mixed:0") || rejoined.ends_with("assigned mixed:1"),
+        "{rejoined}"
+    );
+}

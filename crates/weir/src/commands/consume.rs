@@ -12,7 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use weir_client::{Client, ClientError, ErrorCode, FetchPosition, FetchedRecord, OffsetSpec};
+use weir_client::{
+    Client, ClientError, ErrorCode, FetchPosition, FetchedRecord, Membership, MembershipTimeouts,
+    OffsetSpec, needs_rejoin,
+};
 
 use super::{ConnectArgs, per_second};
 
@@ -22,6 +25,9 @@ const FETCH_BYTES_MAX: i32 = 4 * 1024 * 1024;
 const FETCH_WAIT_MS: i32 = 500;
 /// Longest pause between reconnect attempts while following.
 const RECONNECT_BACKOFF_MS_MAX: u64 = 5_000;
+/// How often a group member heartbeats: a third of its session timeout, as
+/// Kafka's consumer does.
+const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(3_000);
 
 #[derive(clap::Args, Debug)]
 pub struct ConsumeArgs {
@@ -42,7 +48,7 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = parse_start)]
     pub from: Option<Start>,
     /// Only these partitions (repeatable; default: all).
-    #[arg(short = 'p', long = "partition")]
+    #[arg(short = 'p', long = "partition", conflicts_with = "group")]
     pub partitions: Vec<i32>,
     /// Stop after this many records.
     #[arg(short = 'n', long)]
@@ -50,9 +56,9 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records instead of exiting at the end.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Start from this group's committed offsets and commit what was printed.
-    /// The command does not join the group (it commits as a standalone
-    /// consumer, which Kafka allows while the group has no active members).
+    /// Join this consumer group (classic protocol, range assignor): read the
+    /// partitions it assigns, from its committed offsets, and commit what
+    /// was printed. Other members (any Kafka client) share the partitions.
     #[arg(short = 'g', long, value_name = "GROUP")]
     pub group: Option<String>,
     /// `json` (one object per line), or a kcat-style format string:
@@ -494,6 +500,8 @@ async fn topics_for(client: &mut Client, args: &ConsumeArgs) -> anyhow::Result<V
 async fn initial_states(
     client: &mut Client,
     args: &ConsumeArgs,
+    topics: &[String],
+    membership: Option<&Membership>,
 ) -> anyhow::Result<Vec<PartitionState>> {
     let range = match (args.offset, args.from) {
         (Some(range), _) => range,
@@ -511,20 +519,31 @@ async fn initial_states(
             end: None,
         },
     };
-    let committed: BTreeMap<(String, i32), i64> = match &args.group {
-        Some(group) => client
-            .committed_offsets(group)
+    let committed: BTreeMap<(String, i32), i64> = match membership {
+        Some(m) => client
+            .committed_offsets(&m.group)
             .await
-            .with_context(|| format!("reading the committed offsets of group '{group}'"))?
+            .with_context(|| format!("reading the committed offsets of group '{}'", m.group))?
             .into_iter()
             .map(|c| ((c.topic, c.partition), c.offset))
             .collect(),
         None => BTreeMap::new(),
     };
     let mut states = Vec::new();
-    for topic in topics_for(client, args).await? {
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match membership {
+        // A member reads what the group assigned it, nothing else.
+        Some(m) => m
+            .assignment
+            .iter()
+            .map(|(t, ps)| (t.clone(), Some(ps.clone())))
+            .collect(),
+        None => topics.iter().map(|t| (t.clone(), None)).collect(),
+    };
+    for (topic, assigned) in wanted {
         let info = client.topic(&topic, false).await?;
-        let partitions: Vec<i32> = if args.partitions.is_empty() {
+        let partitions: Vec<i32> = if let Some(assigned) = assigned {
+            assigned
+        } else if args.partitions.is_empty() {
             info.partitions.iter().map(|p| p.partition).collect()
         } else {
             for &p in &args.partitions {
@@ -598,7 +617,11 @@ fn summary(progress: &Progress, states: &[PartitionState]) -> String {
     text
 }
 
-async fn commit(client: &mut Client, group: &str, states: &[PartitionState]) -> anyhow::Result<()> {
+async fn commit(
+    client: &mut Client,
+    m: &Membership,
+    states: &[PartitionState],
+) -> anyhow::Result<()> {
     let offsets: Vec<(String, i32, i64)> = states
         .iter()
         .filter_map(|s| {
@@ -610,9 +633,53 @@ async fn commit(client: &mut Client, group: &str, states: &[PartitionState]) -> 
         return Ok(());
     }
     client
-        .commit_offsets(group, &offsets)
+        .commit_offsets_as(&m.group, m.generation_id, &m.member_id, &offsets)
         .await
-        .with_context(|| format!("committing offsets for group '{group}'"))
+        .with_context(|| format!("committing offsets for group '{}'", m.group))
+}
+
+/// Joins the group and says on stderr what this member got.
+async fn join(
+    client: &mut Client,
+    group: &str,
+    topics: &[String],
+    previous: Option<&Membership>,
+) -> anyhow::Result<Membership> {
+    let m = client
+        .join_group(group, topics, previous, MembershipTimeouts::default())
+        .await
+        .with_context(|| format!("joining group '{group}'"))?;
+    let assigned: Vec<String> = m
+        .assignment
+        .iter()
+        .map(|(t, ps)| {
+            let ps: Vec<String> = ps.iter().map(i32::to_string).collect();
+            format!("{t}:{}", ps.join(","))
+        })
+        .collect();
+    eprintln!(
+        "joined group {group} (generation {}): assigned {}",
+        m.generation_id,
+        if assigned.is_empty() {
+            "nothing".to_owned()
+        } else {
+            assigned.join(" ")
+        }
+    );
+    Ok(m)
+}
+
+/// Commits what was printed and leaves the group, so the others take over at once.
+async fn finish_membership(
+    client: &mut Client,
+    m: &Membership,
+    states: &[PartitionState],
+) -> anyhow::Result<()> {
+    commit(client, m, states).await?;
+    if let Err(e) = client.leave_group(m).await {
+        eprintln!("warning: could not leave group {}: {e}", m.group);
+    }
+    Ok(())
 }
 
 /// Whether an error means the broker itself is unreachable (not one partition's problem).
@@ -629,7 +696,13 @@ fn broker_unreachable(e: &ClientError) -> bool {
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let output = output_for(&args)?;
     let mut client = args.connect.connect().await?;
-    let mut states = initial_states(&mut client, &args).await?;
+    let topics = topics_for(&mut client, &args).await?;
+    let mut membership = match &args.group {
+        Some(group) => Some(join(&mut client, group, &topics, None).await?),
+        None => None,
+    };
+    let mut states = initial_states(&mut client, &args, &topics, membership.as_ref()).await?;
+    let mut last_heartbeat = Instant::now();
     let mut all_states_done: Vec<PartitionState> = Vec::new();
     let mut progress = Progress {
         printed: 0,
@@ -651,7 +724,47 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             .partition(|s| s.end_offset.is_some_and(|end| s.position.offset >= end));
         all_states_done.extend(done);
         states = live;
-        if states.is_empty() || progress.printed >= limit {
+        if let Some(m) = membership.as_mut()
+            && last_heartbeat.elapsed() >= HEARTBEAT_INTERVAL
+        {
+            last_heartbeat = Instant::now();
+            match client.heartbeat(m).await {
+                Ok(()) => {}
+                Err(e) if needs_rejoin(&e) => {
+                    // Commit what was printed while this generation still
+                    // counts, then take whatever the new one assigns.
+                    let mut printed = std::mem::take(&mut states);
+                    printed.append(&mut all_states_done);
+                    if let Err(e) = commit(&mut client, m, &printed).await {
+                        eprintln!("warning: {e:#}");
+                    }
+                    eprintln!("group {} is rebalancing ({e}); rejoining", m.group);
+                    *m = join(&mut client, &m.group.clone(), &topics, Some(&*m)).await?;
+                    states = initial_states(&mut client, &args, &topics, Some(&*m)).await?;
+                    continue;
+                }
+                // A dead broker is noticed, and waited out, by the fetch below.
+                Err(e) if broker_unreachable(&e) => {}
+                Err(e) => return Err(e).context("heartbeat"),
+            }
+        }
+        if progress.printed >= limit {
+            break;
+        }
+        if states.is_empty() {
+            // An idle member (more members than partitions) keeps its place.
+            if args.follow && membership.is_some() {
+                tokio::select! {
+                    () = tokio::time::sleep(HEARTBEAT_INTERVAL) => continue,
+                    _ = &mut ctrl_c => {
+                        if let Some(m) = &membership {
+                            finish_membership(&mut client, m, &all_states_done).await?;
+                        }
+                        eprintln!("interrupted: {}", summary(&progress, &all_states_done));
+                        return Ok(());
+                    }
+                }
+            }
             break;
         }
         let positions: Vec<FetchPosition> = states.iter().map(|s| s.position.clone()).collect();
@@ -659,11 +772,10 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             r = client.fetch_many(&positions, FETCH_BYTES_MAX, FETCH_WAIT_MS) => r,
             _ = &mut ctrl_c => {
                 let _ = stdout.lock().flush();
-                if let Some(group) = &args.group {
-                    commit(&mut client, group, &states).await?;
-                    commit(&mut client, group, &all_states_done).await?;
-                }
                 states.extend(all_states_done);
+                if let Some(m) = &membership {
+                    finish_membership(&mut client, m, &states).await?;
+                }
                 eprintln!("interrupted: {}", summary(&progress, &states));
                 return Ok(());
             }
@@ -793,8 +905,8 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         } else {
             backoff = policy.backoff();
         }
-        if let Some(group) = &args.group {
-            commit(&mut client, group, &states).await?;
+        if let Some(m) = &membership {
+            commit(&mut client, m, &states).await?;
         }
         if show_progress {
             eprint!(
@@ -805,13 +917,12 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         }
     }
     let _ = stdout.lock().flush();
-    if let Some(group) = &args.group {
-        commit(&mut client, group, &states).await?;
-        commit(&mut client, group, &all_states_done).await?;
+    states.extend(all_states_done);
+    if let Some(m) = &membership {
+        finish_membership(&mut client, m, &states).await?;
     }
     if show_progress {
         eprintln!();
-        states.extend(all_states_done);
         eprintln!("{}", summary(&progress, &states));
     }
     Ok(())
