@@ -65,6 +65,40 @@ pub fn log_error_code(error: &LogError) -> ErrorCode {
         LogError::Producer(ProducerStateError::InvalidProducerEpoch(_)) => {
             ErrorCode::InvalidProducerEpoch
         }
+        LogError::Producer(ProducerStateError::InvalidTxnState(_)) => ErrorCode::InvalidTxnState,
+        LogError::Producer(ProducerStateError::CoordinatorFenced(_)) => {
+            ErrorCode::TransactionCoordinatorFenced
+        }
         _ => ErrorCode::KafkaStorageError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_state_refusals_map_to_their_kafka_codes() {
+        let cases = [
+            (
+                ProducerStateError::OutOfOrderSequence(String::new()),
+                ErrorCode::OutOfOrderSequenceNumber,
+            ),
+            (
+                ProducerStateError::InvalidProducerEpoch(String::new()),
+                ErrorCode::InvalidProducerEpoch,
+            ),
+            (
+                ProducerStateError::InvalidTxnState(String::new()),
+                ErrorCode::InvalidTxnState,
+            ),
+            (
+                ProducerStateError::CoordinatorFenced(String::new()),
+                ErrorCode::TransactionCoordinatorFenced,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(log_error_code(&LogError::Producer(error)), code);
+        }
     }
 }

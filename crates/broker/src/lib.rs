@@ -88,13 +88,45 @@ impl Broker {
         let topic_defaults = dynamic
             .topic_defaults(&config.topic_defaults)
             .map_err(|e| BrokerError::Corrupt(format!("stored dynamic broker configs: {e}")))?;
+        let started = std::time::Instant::now();
         let registry = TopicRegistry::load(
             &config.data_dir,
             env.clone(),
             &topic_defaults,
             config.producer_id_expiration_ms,
         )?;
+        let logs_opened = started.elapsed();
         let groups = groups::GroupCoordinator::open(&config, &registry)?;
+        let groups_loaded = started.elapsed() - logs_opened;
+        {
+            // What restart work grows with (issue 22: it must stay bounded per partition).
+            let mut sum = weir_log::RecoveryStats::default();
+            let mut partitions = 0usize;
+            for p in registry.iter().flat_map(|t| t.partitions.iter()) {
+                let r = p.log.recovery_stats();
+                partitions += 1;
+                sum.segments += r.segments;
+                sum.segments_lazy += r.segments_lazy;
+                sum.index_files_loaded += r.index_files_loaded;
+                sum.segments_scanned += r.segments_scanned;
+                sum.scanned_bytes += r.scanned_bytes;
+                sum.producer_replay_batches += r.producer_replay_batches;
+                sum.producer_replay_bytes += r.producer_replay_bytes;
+            }
+            tracing::info!(
+                logs_ms = logs_opened.as_millis() as u64,
+                groups_ms = groups_loaded.as_millis() as u64,
+                partitions,
+                segments = sum.segments,
+                segments_lazy = sum.segments_lazy,
+                index_files_loaded = sum.index_files_loaded,
+                segments_scanned = sum.segments_scanned,
+                scanned_bytes = sum.scanned_bytes,
+                producer_replay_batches = sum.producer_replay_batches,
+                producer_replay_bytes = sum.producer_replay_bytes,
+                "startup phases"
+            );
+        }
         let producer_ids = producer_ids::ProducerIdManager::new(Box::new(
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));

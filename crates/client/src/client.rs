@@ -14,8 +14,8 @@ use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::messages::{
     alter_configs, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, describe_log_dirs, fetch, incremental_alter_configs,
-    list_offsets, metadata,
+    describe_cluster, describe_configs, describe_log_dirs, describe_producers, fetch,
+    incremental_alter_configs, list_offsets, metadata,
 };
 use weir_protocol::record::{self, BatchHeader, RecordError, RecordHeader, TimestampType};
 
@@ -1131,6 +1131,38 @@ impl Client {
             }
         }
         Ok(dirs)
+    }
+
+    /// DescribeProducers for one partition, asked of its leader: the producers its log knows
+    /// (epoch, last sequence and timestamp, coordinator epoch, open transaction's start).
+    pub async fn describe_producers(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<describe_producers::ProducerState>, ClientError> {
+        let leader = self.leader_for(topic, partition, false).await?;
+        let request = describe_producers::DescribeProducersRequest {
+            topics: vec![describe_producers::TopicRequest {
+                name: topic.to_owned(),
+                partition_indexes: vec![partition],
+            }],
+        };
+        let response = self.send_to_node(leader, &request, 0).await?;
+        let found = response
+            .topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|p| p.partition_index == partition);
+        let Some(p) = found else {
+            return Err(ClientError::Protocol {
+                addr: String::new(),
+                detail: format!("DescribeProducers response lacks {topic}-{partition}"),
+            });
+        };
+        ClientError::check(p.error_code, p.error_message.as_deref(), || {
+            format!("describe producers of {topic}-{partition}")
+        })?;
+        Ok(p.active_producers)
     }
 
     /// Sleeps for a retry backoff; a helper so callers need not depend on tokio.

@@ -71,6 +71,7 @@ requests! {
     offset_fetch::OffsetFetchRequest => OffsetFetchResponse;
     offset_commit::OffsetCommitRequest => OffsetCommitResponse;
     delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
+    describe_producers::DescribeProducersRequest => DescribeProducersResponse;
     offset_delete::OffsetDeleteRequest => OffsetDeleteResponse;
     join_group::JoinGroupRequest => JoinGroupResponse;
     sync_group::SyncGroupRequest => SyncGroupResponse;

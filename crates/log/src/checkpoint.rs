@@ -155,9 +155,14 @@ pub(crate) fn decode_leader_epochs(b: &[u8]) -> Option<Vec<(i32, i64)>> {
     Some(out)
 }
 
-const PRODUCER_SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRPSS2";
-/// Producer id, epoch, last timestamp, batch count.
+/// Version 3 adds each producer's coordinator epoch and open transaction's first offset.
+const PRODUCER_SNAPSHOT_MAGIC: &[u8; 8] = b"WEIRPSS3";
+/// Version 2 (before transactions) still loads: its producers have no open transaction.
+const PRODUCER_SNAPSHOT_MAGIC_V2: &[u8; 8] = b"WEIRPSS2";
+/// Producer id, epoch, last timestamp, batch count (version 2).
 const PRODUCER_ENTRY_FIXED_BYTES: usize = 8 + 2 + 8 + 1;
+/// Coordinator epoch and open transaction's first offset (version 3).
+const PRODUCER_ENTRY_TXN_BYTES: usize = 4 + 8;
 /// First and last sequence, first and last offset.
 const PRODUCER_BATCH_BYTES: usize = 4 + 4 + 8 + 8;
 
@@ -172,12 +177,15 @@ pub(crate) fn producer_snapshot_offset(name: &str) -> Option<i64> {
 }
 
 /// Format: magic, snapshot offset (i64), entry count (u32), entries (each: producer id, epoch,
-/// last timestamp, batch count (u8), then that many batches: first/last sequence, first/last
-/// offset), CRC32C of all before it. Big-endian throughout.
+/// last timestamp, coordinator epoch (i32), open transaction's first offset (i64, -1 for none),
+/// batch count (u8), then that many batches: first/last sequence, first/last offset), CRC32C of
+/// all before it. Big-endian throughout. Version 2 lacks the two transaction fields.
 pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerEntry]) -> Vec<u8> {
     let mut b = Vec::with_capacity(
         24 + entries.len()
-            * (PRODUCER_ENTRY_FIXED_BYTES + PRODUCER_BATCHES_RETAINED * PRODUCER_BATCH_BYTES),
+            * (PRODUCER_ENTRY_FIXED_BYTES
+                + PRODUCER_ENTRY_TXN_BYTES
+                + PRODUCER_BATCHES_RETAINED * PRODUCER_BATCH_BYTES),
     );
     b.extend_from_slice(PRODUCER_SNAPSHOT_MAGIC);
     b.extend_from_slice(&offset.to_be_bytes());
@@ -186,6 +194,8 @@ pub(crate) fn encode_producer_snapshot(offset: i64, entries: &[ProducerEntry]) -
         b.extend_from_slice(&e.producer_id.to_be_bytes());
         b.extend_from_slice(&e.epoch.to_be_bytes());
         b.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
+        b.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+        b.extend_from_slice(&e.current_txn_first_offset.to_be_bytes());
         let batches = e.batches();
         b.push(batches.len() as u8);
         for bt in batches {
@@ -208,11 +218,14 @@ fn take<const N: usize>(b: &[u8], pos: &mut usize) -> Option<[u8; N]> {
 
 pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerEntry>)> {
     let (body, crc) = b.split_at_checked(b.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?)
-        || body.get(..8)? != PRODUCER_SNAPSHOT_MAGIC
-    {
+    if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
         return None;
     }
+    let with_txn = match body.get(..8)? {
+        m if m == PRODUCER_SNAPSHOT_MAGIC => true,
+        m if m == PRODUCER_SNAPSHOT_MAGIC_V2 => false,
+        _ => return None,
+    };
     let mut pos = 8;
     let offset = i64::from_be_bytes(take(body, &mut pos)?);
     let count = usize::try_from(u32::from_be_bytes(take(body, &mut pos)?)).ok()?;
@@ -225,6 +238,14 @@ pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerEnt
         let producer_id = i64::from_be_bytes(take(body, &mut pos)?);
         let epoch = i16::from_be_bytes(take(body, &mut pos)?);
         let last_timestamp_ms = i64::from_be_bytes(take(body, &mut pos)?);
+        let (coordinator_epoch, current_txn_first_offset) = if with_txn {
+            (
+                i32::from_be_bytes(take(body, &mut pos)?),
+                i64::from_be_bytes(take(body, &mut pos)?),
+            )
+        } else {
+            (-1, -1)
+        };
         let [batch_count] = take::<1>(body, &mut pos)?;
         if usize::from(batch_count) > PRODUCER_BATCHES_RETAINED {
             return None;
@@ -239,6 +260,8 @@ pub(crate) fn decode_producer_snapshot(b: &[u8]) -> Option<(i64, Vec<ProducerEnt
             };
             e.push_batch(epoch, batch, last_timestamp_ms);
         }
+        e.coordinator_epoch = coordinator_epoch;
+        e.current_txn_first_offset = current_txn_first_offset;
         out.push(e);
     }
     (pos == body.len()).then_some((offset, out))
@@ -319,7 +342,10 @@ mod tests {
                 123,
             );
         }
-        let e = vec![one, ProducerEntry::new(10, 0, -1)];
+        let mut in_txn = ProducerEntry::new(10, 0, -1);
+        in_txn.coordinator_epoch = 3;
+        in_txn.current_txn_first_offset = 77;
+        let e = vec![one, in_txn];
         let enc = encode_producer_snapshot(101, &e);
         assert_eq!(decode_producer_snapshot(&enc), Some((101, e)));
         assert_eq!(decode_producer_snapshot(&enc[..enc.len() - 1]), None);
@@ -327,5 +353,24 @@ mod tests {
             producer_snapshot_offset(&producer_snapshot_name(101)),
             Some(101)
         );
+    }
+
+    #[test]
+    fn version_2_producer_snapshot_loads_without_transactions() {
+        // Version 2 layout: one producer (id 5, epoch 1, last timestamp 9) without batches.
+        let mut b = Vec::new();
+        b.extend_from_slice(PRODUCER_SNAPSHOT_MAGIC_V2);
+        b.extend_from_slice(&40i64.to_be_bytes());
+        b.extend_from_slice(&1u32.to_be_bytes());
+        b.extend_from_slice(&5i64.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&9i64.to_be_bytes());
+        b.push(0);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        let (offset, entries) = decode_producer_snapshot(&b).expect("v2 decodes");
+        assert_eq!(offset, 40);
+        assert_eq!(entries, vec![ProducerEntry::new(5, 1, 9)]);
+        assert!(!entries[0].has_open_txn());
     }
 }

@@ -12,9 +12,13 @@
 //! - `checkpoint.rs`: atomically replaced small files (log checkpoint with the recovery point,
 //!   leader epochs, producer state snapshots).
 //! - `producer_state.rs`: idempotent producers' epochs and last five batches per producer id, a
-//!   sans-I/O state machine the append checks under its lock; snapshotted at every roll and at
-//!   close, rebuilt on open (and after truncation) from the newest snapshot plus the batch
-//!   headers after it.
+//!   sans-I/O state machine the append checks under its lock; snapshotted at every roll, at
+//!   close and with the recovery point, rebuilt on open (and after truncation) from the newest
+//!   snapshot plus the batch headers after it.
+//! - `txn_index.rs`: each segment's aborted transactions (`.txnindex`), written with the
+//!   segment's index files and rebuilt from the log for segments recovery scans; with the open
+//!   transactions in the producer state they give the last stable offset and what a
+//!   read_committed fetch must report.
 //! - Batch headers are read and rewritten with `weir_protocol::record` (sans-I/O, no tokio), so
 //!   storage and the codec agree on one definition of the v2 format.
 //!
@@ -31,7 +35,9 @@
 //!   the first bad batch and everything after it is cut off (a crash's torn tail). Damage in an
 //!   earlier segment cuts nothing: the log opens damaged ([`Damage`]), serves reads up to the
 //!   damage, refuses writes, and keeps every later segment on disk. Bytes before the recovery
-//!   point were fsynced and are trusted without re-reading them (as Kafka does).
+//!   point were fsynced and are trusted without re-reading them (as Kafka does): a sealed
+//!   segment below it costs a stat and a 64-byte index-header read at open, its index loading
+//!   on first use, so restart work is bounded per partition whatever the history.
 
 mod checkpoint;
 pub mod durable;
@@ -40,13 +46,17 @@ mod log;
 pub mod producer_state;
 mod segment;
 pub mod test_support;
+mod txn_index;
 
 use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
 pub use env::LogEnv;
-pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult};
-pub use producer_state::{ProducerBatch, ProducerEntry, ProducerState, ProducerStateError};
+pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult, RecoveryStats};
+pub use producer_state::{
+    AbortedTxn, AppendOrigin, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState,
+    ProducerStateError,
+};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

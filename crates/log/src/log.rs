@@ -19,7 +19,10 @@ use weir_protocol::record::{self, BATCH_HEADER_BYTES, BatchHeader};
 
 use crate::checkpoint::{self, LEADER_EPOCH_CHECKPOINT_FILE, LogCheckpoint, RecoveryPosition};
 use crate::env::LogEnv;
-use crate::producer_state::{AppendedBatch, ProducerCheck, ProducerEntry, ProducerState};
+use crate::producer_state::{
+    AbortedTxn, AppendOrigin, AppendedBatch, CompletedTxn, ProducerCheck, ProducerEntry,
+    ProducerState,
+};
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
@@ -64,6 +67,9 @@ pub struct ReadResult {
     pub bytes: usize,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The offset after the last batch returned (the upper bound for
+    /// [`Log::aborted_transactions`]); the read's start offset when nothing was returned.
+    pub end_offset: i64,
 }
 
 impl ReadResult {
@@ -84,6 +90,8 @@ impl ReadResult {
 /// One batch of an append, parsed before the append lock is taken.
 struct PendingBatch {
     header: BatchHeader,
+    /// What a control batch says, if it is a transaction marker.
+    marker: Option<Marker>,
     bytes: Bytes,
     /// The header as written: offsets and leader epoch assigned.
     header_out: [u8; BATCH_HEADER_BYTES],
@@ -152,6 +160,65 @@ impl WrittenPoint {
     }
 }
 
+/// What the last stable offset depends on besides the high watermark. Kept apart from the
+/// producer state (under the append lock) so that fetches and watermark raises never wait for
+/// an append.
+#[derive(Debug, Default)]
+struct TxnTracker {
+    /// First offset of the earliest open transaction; `i64::MAX` if none is open.
+    first_undecided: i64,
+    /// Transactions whose marker is written but not yet below the high watermark, as (first
+    /// offset, marker offset): their records must not be read as committed until the marker
+    /// is durable (Kafka's unreplicated transactions).
+    unreplicated: Vec<(i64, i64)>,
+}
+
+impl TxnTracker {
+    fn new(first_undecided: Option<i64>, unreplicated: Vec<(i64, i64)>) -> TxnTracker {
+        TxnTracker {
+            first_undecided: first_undecided.unwrap_or(i64::MAX),
+            unreplicated,
+        }
+    }
+
+    /// Forgets the completed transactions whose marker lies below `hw`.
+    fn prune(&mut self, hw: i64) {
+        self.unreplicated.retain(|&(_, marker)| marker >= hw);
+    }
+
+    fn first_unstable(&self) -> i64 {
+        self.unreplicated
+            .iter()
+            .map(|&(first, _)| first)
+            .fold(self.first_undecided, i64::min)
+    }
+}
+
+/// The producer state for the log below some offset, and what replaying the log found.
+struct Rebuilt {
+    state: ProducerState,
+    /// Where the replay started (the snapshot's offset, or the log start).
+    replay_from: i64,
+    /// Aborted transactions whose marker the replay met, in offset order.
+    aborted: Vec<AbortedTxn>,
+    /// Completed transactions whose marker lies at or above the high watermark.
+    unreplicated: Vec<(i64, i64)>,
+    /// Batch headers replayed and the bytes they span (recovery statistics).
+    batches: u64,
+    bytes: u64,
+}
+
+/// Largest control batch read whole while replaying (a marker is under 100 bytes).
+const MARKER_BATCH_BYTES_MAX: u64 = 64 * 1024;
+
+/// The producer state covering every batch below `offset`, captured under the append lock.
+struct PendingSnapshot {
+    offset: i64,
+    entries: Vec<ProducerEntry>,
+    /// `Shared::truncations` at capture: a truncation since makes it stale.
+    truncations: u64,
+}
+
 /// When the recovery point was last persisted, for rate limiting.
 struct RecoveryPointClock {
     at: Instant,
@@ -183,6 +250,10 @@ pub(crate) struct Shared {
     pub(crate) flush_timer_armed: AtomicBool,
     config: Mutex<LogConfig>,
     epochs: Mutex<Vec<(i32, i64)>>,
+    /// Open and not yet stable transactions, for the last stable offset.
+    txns: Mutex<TxnTracker>,
+    /// (segment base, aborts) of the active segment's `.txnindex` as last stored.
+    txn_index_persisted: Mutex<(i64, usize)>,
     checkpoint: Mutex<LogCheckpoint>,
     /// Test hook: the next sync fails as if the device returned EIO.
     fail_next_sync: AtomicBool,
@@ -190,11 +261,40 @@ pub(crate) struct Shared {
     /// checkpoints into a directory that may already have been reopened.
     detached: AtomicBool,
     recovery_point_clock: Mutex<RecoveryPointClock>,
-    /// Bytes the CRC scan read when this log was opened (0 after a clean shutdown).
-    recovery_scanned_bytes: u64,
+    /// Set by a recovery-point store: the next append captures the producer state at its end
+    /// into `pending_snapshot`.
+    snapshot_wanted: AtomicBool,
+    /// Producer state captured by an append, written as a snapshot by the first recovery-point
+    /// store at or past its offset (so that it never describes data a crash can take back).
+    pending_snapshot: Mutex<Option<PendingSnapshot>>,
+    /// What opening this log cost (recovery diagnostics and the bounded-restart tests).
+    recovery: Mutex<RecoveryStats>,
     /// Set by recovery when a segment before the last one is damaged; the log then refuses
     /// writes for its whole life.
     damage: Option<Damage>,
+}
+
+/// The work `Log::open` did, for the startup log line and the tests that check restart work stays
+/// bounded whatever the log's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments the log opened with.
+    pub segments: usize,
+    /// Sealed segments below the recovery point: only their 64-byte index header was read; the
+    /// index entries load on first use.
+    pub segments_lazy: usize,
+    /// Segments whose index files were read at open (trusted without a scan if they validate).
+    pub index_files_loaded: usize,
+    /// Segments CRC-scanned (some of them from a recovery position).
+    pub segments_scanned: usize,
+    /// Bytes the CRC scan read (0 after a clean shutdown).
+    pub scanned_bytes: u64,
+    /// Batch headers read to rebuild the idempotent producers' state after the newest snapshot.
+    pub producer_replay_batches: u64,
+    /// Bytes those batches span in their segments.
+    pub producer_replay_bytes: u64,
+    /// Wall time of `Log::open`.
+    pub open_micros: u64,
 }
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
@@ -417,6 +517,16 @@ impl Shared {
                     *lock(&self.recovery_point_clock) = RecoveryPointClock {
                         at: Instant::now(),
                         written_bytes_total,
+                    };
+                    // The active segment's aborts go to disk before a producer snapshot past
+                    // them can: recovery takes the aborts below its snapshot from this file.
+                    match self.persist_active_txn_index(&point) {
+                        Ok(()) => {
+                            self.store_pending_producer_snapshot(point.next_offset, truncations)
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the transaction index")
+                        }
                     }
                 }
                 Err(e) => {
@@ -441,7 +551,9 @@ impl Shared {
             }
             _ => (0, 0),
         };
-        let Some(entries) = lock(&p.seg.meta)
+        let Some(entries) = p
+            .seg
+            .meta()
             .index
             .get(from as usize..p.index_len)
             .map(<[_]>::to_vec)
@@ -491,6 +603,78 @@ impl Shared {
                     .join(segment::file_name(old.segment_base, segment::RPINDEX_EXT)),
             );
         }
+        Ok(())
+    }
+
+    /// Writes the producer state captured by an append since the last recovery point, if the
+    /// recovery point just stored (`recovery_point`) covers it, and asks the next append for a
+    /// new capture. The rebuild after a crash then replays batch headers from at most one
+    /// recovery-point interval before the recovery point, not from the active segment's start
+    /// (which may be a gigabyte away). Callers hold `recovery_point_lock`, which truncation
+    /// takes too, so no truncation runs between the check below and the write.
+    fn store_pending_producer_snapshot(&self, recovery_point: i64, truncations: u64) {
+        let pending = lock(&self.pending_snapshot).take();
+        let now_truncations = self.truncations.load(Ordering::Acquire);
+        if let Some(p) = pending {
+            if p.offset > recovery_point {
+                // Not durable yet: keep it for the next recovery point.
+                *lock(&self.pending_snapshot) = Some(p);
+                return;
+            }
+            if p.truncations == now_truncations && truncations == now_truncations {
+                let written = checkpoint::write_atomic(
+                    &self.dir,
+                    &checkpoint::producer_snapshot_name(p.offset),
+                    &checkpoint::encode_producer_snapshot(p.offset, &p.entries),
+                );
+                match written {
+                    Ok(()) => {
+                        // Older snapshots taken this way are superseded; those at segment bases
+                        // stay for truncation (they go with their segments).
+                        let bases: Vec<i64> = rw_read(&self.segments)
+                            .iter()
+                            .map(|sg| sg.base_offset)
+                            .collect();
+                        if let Err(e) = self.delete_producer_snapshots(|o| {
+                            o < p.offset && bases.binary_search(&o).is_err()
+                        }) {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove old producer snapshots");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write producer snapshot")
+                    }
+                }
+            }
+        }
+        self.snapshot_wanted.store(true, Ordering::Release);
+    }
+
+    /// Stores the aborts of `p`'s segment whose marker lies below `p` (synced data) as its
+    /// `.txnindex`, replaced atomically, if they changed since the last store. Callers hold
+    /// `recovery_point_lock` or have exclusive access.
+    fn persist_active_txn_index(&self, p: &WrittenPoint) -> io::Result<()> {
+        let entries: Vec<AbortedTxn> = p
+            .seg
+            .aborted()
+            .iter()
+            .copied()
+            .filter(|a| a.last_offset < p.next_offset)
+            .collect();
+        let mut persisted = lock(&self.txn_index_persisted);
+        if *persisted == (p.seg.base_offset, entries.len()) {
+            return Ok(());
+        }
+        if entries.is_empty() {
+            // A segment new since the last store: it has no file.
+            *persisted = (p.seg.base_offset, 0);
+            return Ok(());
+        }
+        crate::durable::write_file_atomically(
+            &p.seg.txn_index_path(),
+            &crate::txn_index::encode(&entries),
+        )?;
+        *persisted = (p.seg.base_offset, entries.len());
         Ok(())
     }
 
@@ -554,12 +738,23 @@ impl Shared {
     }
 
     /// Rebuilds the producer state for the log below `end`: the newest snapshot at or below it,
-    /// then every batch header after it (headers only: no record is read). Without a snapshot
-    /// (a log written before producer state existed) only the last two segments are read, as
-    /// Kafka does: older producers have long expired or will be treated as new (KIP-360).
-    fn rebuild_producer_state(&self, end: i64, now_ms: i64) -> Result<ProducerState, LogError> {
+    /// then every batch header after it (headers only: a record is read only for markers).
+    /// Without a snapshot (a log written before producer state existed) only the last two
+    /// segments are read, as Kafka does: older producers have long expired or will be treated as
+    /// new (KIP-360). With `txn_from`, the replay starts at or below it (to rebuild the
+    /// transaction indexes of segments from there on). Every abort the replay meets is returned.
+    fn rebuild_producer_state(
+        &self,
+        end: i64,
+        now_ms: i64,
+        txn_from: Option<i64>,
+        hw: i64,
+    ) -> Result<Rebuilt, LogError> {
+        let mut batches: u64 = 0;
+        let mut bytes: u64 = 0;
         let segs = rw_read(&self.segments).clone();
-        let (mut state, from) = match self.load_producer_snapshot(end)? {
+        let snapshot_at_most = txn_from.map_or(end, |t| t.min(end));
+        let (mut state, from) = match self.load_producer_snapshot(snapshot_at_most)? {
             Some((offset, entries)) => (ProducerState::from_entries(entries), offset),
             None => {
                 let from = segs
@@ -567,10 +762,12 @@ impl Shared {
                     .checked_sub(2)
                     .and_then(|i| segs.get(i))
                     .map_or(0, |sg| sg.base_offset);
-                (ProducerState::new(), from)
+                (ProducerState::new(), txn_from.map_or(from, |t| t.min(from)))
             }
         };
         let from = from.max(self.log_start());
+        let mut aborted = Vec::new();
+        let mut unreplicated = Vec::new();
         for seg in &segs {
             if seg.next_offset() <= from || seg.base_offset >= end {
                 continue;
@@ -582,13 +779,42 @@ impl Shared {
                 if h.base_offset >= end {
                     break;
                 }
-                state.replay(&h, h.base_offset);
-                pos += batch_len(&h);
+                let len = batch_len(&h);
+                let marker = if h.is_control() && h.producer_id >= 0 {
+                    read_marker(&file, pos, len)?
+                } else {
+                    None
+                };
+                if let Some((txn, abort)) = state.replay(&h, h.base_offset, marker) {
+                    if txn.last_offset >= hw {
+                        unreplicated.push((txn.first_offset, txn.last_offset));
+                    }
+                    aborted.extend(abort);
+                }
+                pos += len;
+                batches += 1;
+                bytes += len;
             }
         }
         let expiration_ms = lock(&self.config).producer_id_expiration_ms;
         state.remove_expired(now_ms, expiration_ms);
-        Ok(state)
+        Ok(Rebuilt {
+            state,
+            replay_from: from,
+            aborted,
+            unreplicated,
+            batches,
+            bytes,
+        })
+    }
+
+    /// The last stable offset: the high watermark, held back to the first offset of the earliest
+    /// transaction that is open or whose marker is not yet below the high watermark, but never
+    /// below the log start (retention may delete an open transaction's first records).
+    fn last_stable_offset(&self) -> i64 {
+        let t = lock(&self.txns);
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        hw.min(t.first_unstable().max(self.log_start()))
     }
 
     fn persist_epochs(&self, epochs: &[(i32, i64)]) -> io::Result<()> {
@@ -653,6 +879,22 @@ impl Shared {
     }
 }
 
+/// Reads the transaction marker in the control batch of `len` bytes at `pos`; `None` for another
+/// kind of control batch, or one that can't be read as a marker.
+fn read_marker(file: &File, pos: u64, len: u64) -> Result<Option<Marker>, LogError> {
+    if len > MARKER_BATCH_BYTES_MAX {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, pos)?;
+    Ok(
+        weir_protocol::control::parse_marker_batch(&Bytes::from(buf))
+            .ok()
+            .flatten()
+            .map(|(_, m)| m),
+    )
+}
+
 /// Damage found by recovery inside the log, before its last segment: a batch that is torn, fails
 /// its CRC, or breaks the offset sequence, or a gap or overlap between two segments. A single
 /// node cannot repair it (a follower later may, from its leader), and cutting the log there would
@@ -715,6 +957,7 @@ impl Log {
         // A new partition directory must be durable in its parent before anything appended to
         // it is acknowledged: fsyncing the segment files does not make their directory's name
         // durable.
+        let open_started = Instant::now();
         crate::durable::create_partition_dir(dir)?;
         let cp = LogCheckpoint::load(dir);
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
@@ -760,24 +1003,57 @@ impl Log {
         let mut scanned: Vec<Arc<Segment>> = Vec::new();
         let mut damage: Option<Damage> = None;
         let mut scanned_bytes: u64 = 0;
+        let mut index_files_loaded: usize = 0;
+        let mut segments_lazy: usize = 0;
         // Offset below which recovered data is known to be synced (where the first scan started).
         let mut synced_end: Option<i64> = None;
         // Files were cut, created or removed: the directory needs a sync before a checkpoint
         // relies on it.
         let mut dir_dirty = false;
         for (i, &base) in bases.iter().enumerate() {
+            let next_base = bases.get(i + 1).copied();
+            if let Some(next) = next_base
+                && next <= recovery_point
+            {
+                // Wholly below the recovery point: its data was synced, and its index files
+                // before the point was stored. Only the 64-byte index header is read here, as a
+                // tripwire for a segment cut, lost or replaced since (its size and end must match
+                // the file and the next segment); the index entries and the time index load on
+                // first use. Open so costs a stat and one small read per sealed segment, not a
+                // read of every index (Kafka, too, trusts segments below its recovery point and
+                // loads their indexes lazily).
+                let path = dir.join(segment::file_name(base, "log"));
+                let file_len = std::fs::metadata(&path)?.len();
+                if segment::load_index_summary(dir, base)
+                    .is_some_and(|sum| sum.log_bytes == file_len && sum.next_offset == next)
+                {
+                    segments_lazy += 1;
+                    segments.push(Arc::new(Segment::sealed_lazy(
+                        dir, base, next, file_len, created_ms,
+                    )));
+                    continue;
+                }
+            }
             let seg = Segment::new(dir, base, created_ms);
             let file_len = std::fs::metadata(&seg.log_path)?.len();
-            let next_base = bases.get(i + 1).copied();
-            let trusted = segment::load_index_files(&seg).filter(|(sum, _)| {
-                sum.log_bytes == file_len
-                    && sum.next_offset <= recovery_point
-                    && next_base.is_none_or(|n| n == sum.next_offset)
-            });
-            if let Some((sum, meta)) = trusted {
+            let trusted = segment::load_index_files(&seg)
+                .filter(|(sum, _)| {
+                    sum.log_bytes == file_len
+                        && sum.next_offset <= recovery_point
+                        && next_base.is_none_or(|n| n == sum.next_offset)
+                })
+                .and_then(|(sum, meta)| {
+                    // An invalid transaction index makes the segment untrusted too: scanning it
+                    // rebuilds the index from the markers.
+                    crate::txn_index::load(&seg.txn_index_path(), base, sum.next_offset)
+                        .map(|aborted| (sum, meta, aborted))
+                });
+            index_files_loaded += 1;
+            if let Some((sum, meta, aborted)) = trusted {
                 seg.size.store(sum.log_bytes, Ordering::Release);
                 seg.next_offset.store(sum.next_offset, Ordering::Release);
-                *lock(&seg.meta) = meta;
+                seg.set_meta(meta);
+                seg.set_aborted(aborted);
                 segments.push(Arc::new(seg));
                 continue;
             }
@@ -804,7 +1080,7 @@ impl Log {
                 }
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
                 segments.push(Arc::clone(&seg));
@@ -813,7 +1089,7 @@ impl Log {
             };
             seg.size.store(scan.valid_bytes, Ordering::Release);
             seg.next_offset.store(scan.next_offset, Ordering::Release);
-            *lock(&seg.meta) = scan.meta;
+            seg.set_meta(scan.meta);
             if !scan.truncated && scan.next_offset == next_base {
                 seg.remove_index_files();
                 let seg = Arc::new(seg);
@@ -894,7 +1170,7 @@ impl Log {
         // checkpoint says it holds are the first ones in memory (after resuming from it, or after
         // a clean shutdown).
         let rpindex_reusable = |rp: &RecoveryPosition| {
-            let m = lock(&active.meta);
+            let m = active.meta();
             rp.segment_base == active.base_offset
                 && usize::try_from(rp.index_count)
                     .ok()
@@ -933,7 +1209,8 @@ impl Log {
             opened_cp.store(dir)?;
             dir_dirty = false;
         }
-        let written_point = WrittenPoint::of(&active, &lock(&active.meta), active.size(), log_end);
+        let written_point = WrittenPoint::of(&active, &active.meta(), active.size(), log_end);
+        let segment_count = segments.len();
         let epochs = std::fs::read(dir.join(LEADER_EPOCH_CHECKPOINT_FILE))
             .ok()
             .and_then(|b| checkpoint::decode_leader_epochs(&b))
@@ -973,6 +1250,8 @@ impl Log {
             flush_timer_armed: AtomicBool::new(false),
             config: Mutex::new(config),
             epochs: Mutex::new(Vec::new()),
+            txns: Mutex::new(TxnTracker::new(None, Vec::new())),
+            txn_index_persisted: Mutex::new((active.base_offset, 0)),
             checkpoint: Mutex::new(opened_cp),
             fail_next_sync: AtomicBool::new(false),
             detached: AtomicBool::new(false),
@@ -980,7 +1259,18 @@ impl Log {
                 at: Instant::now(),
                 written_bytes_total: 0,
             }),
-            recovery_scanned_bytes: scanned_bytes,
+            // The first recovery point after open asks for a capture; until then the rebuild
+            // replays from the newest snapshot on disk.
+            snapshot_wanted: AtomicBool::new(true),
+            pending_snapshot: Mutex::new(None),
+            recovery: Mutex::new(RecoveryStats {
+                segments: segment_count,
+                segments_lazy,
+                index_files_loaded,
+                segments_scanned: scanned.len(),
+                scanned_bytes,
+                ..RecoveryStats::default()
+            }),
             damage: damage.clone(),
         });
         // Keep the active segment's `.rpindex` and the one the checkpoint names; the sealed-format
@@ -1011,8 +1301,59 @@ impl Log {
             if damage.is_none() {
                 s.delete_producer_snapshots(|o| o > log_end)?;
             }
-            let producers = s.rebuild_producer_state(log_end, now_ms())?;
-            lock(&s.append).producers = producers;
+            // Transaction indexes of the segments recovery scanned. A sealed one (its index
+            // files were not trusted) gets its aborts from a replay starting at or below its
+            // base. The active segment's `.txnindex` is stored with each recovery point before
+            // the producer snapshot taken there, so it holds the aborts below the newest
+            // snapshot and the usual replay from that snapshot finds the rest; only if it is
+            // invalid does the replay start at the active segment's base.
+            let active_base = active.base_offset;
+            let mut txn_from = scanned
+                .iter()
+                .find(|sg| sg.base_offset != active_base)
+                .map(|sg| sg.base_offset);
+            let active_scanned = scanned.iter().any(|sg| sg.base_offset == active_base);
+            let mut active_persisted = None;
+            if txn_from.is_none() && active_scanned {
+                match crate::txn_index::load(&active.txn_index_path(), active_base, log_end) {
+                    Some(entries) => active_persisted = Some(entries),
+                    None => txn_from = Some(active_base),
+                }
+            }
+            let rebuilt = s.rebuild_producer_state(log_end, now_ms(), txn_from, high_watermark)?;
+            for seg in &scanned {
+                let mut aborted: Vec<AbortedTxn> = Vec::new();
+                if seg.base_offset == active_base
+                    && let Some(persisted) = &active_persisted
+                {
+                    aborted.extend(
+                        persisted
+                            .iter()
+                            .filter(|a| a.last_offset < rebuilt.replay_from),
+                    );
+                }
+                aborted.extend(rebuilt.aborted.iter().filter(|a| {
+                    a.last_offset >= seg.base_offset && a.last_offset < seg.next_offset()
+                }));
+                seg.set_aborted(aborted);
+            }
+            // What the active segment's file holds (its entries are the ones in memory).
+            let on_disk = match &active_persisted {
+                Some(entries) => entries.len(),
+                None if !active_scanned => active.aborted().len(),
+                None => 0,
+            };
+            *lock(&s.txn_index_persisted) = (active_base, on_disk);
+            let mut tracker =
+                TxnTracker::new(rebuilt.state.first_undecided_offset(), rebuilt.unreplicated);
+            tracker.prune(high_watermark);
+            *lock(&s.txns) = tracker;
+            lock(&s.append).producers = rebuilt.state;
+            let mut r = lock(&s.recovery);
+            r.producer_replay_batches = rebuilt.batches;
+            r.producer_replay_bytes = rebuilt.bytes;
+            r.open_micros = u64::try_from(open_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            tracing::debug!(dir = %dir.display(), stats = ?*r, "log opened");
         }
         // Drop epochs that point past the recovered end (their data was cut off).
         {
@@ -1059,6 +1400,26 @@ impl Log {
     /// Appends one or more concatenated, already CRC-validated v2 batches, assigning offsets.
     /// Returns once the bytes are in the page cache; use [`Log::on_durable`] to wait for the sync.
     pub fn append(&self, batches: &Bytes, opts: &AppendOptions) -> Result<AppendInfo, LogError> {
+        self.append_from(batches, opts, AppendOrigin::Client)
+    }
+
+    /// [`Log::append`] for the broker's own coordinators (Kafka's `AppendOrigin.COORDINATOR`):
+    /// producer epochs and transaction state are checked, sequences are not (transactional
+    /// offset commits carry none) and nothing is taken for a retry.
+    pub fn append_as_coordinator(
+        &self,
+        batches: &Bytes,
+        opts: &AppendOptions,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_from(batches, opts, AppendOrigin::Coordinator)
+    }
+
+    fn append_from(
+        &self,
+        batches: &Bytes,
+        opts: &AppendOptions,
+        origin: AppendOrigin,
+    ) -> Result<AppendInfo, LogError> {
         const NOT_WHOLE: LogError = LogError::InvalidBatch("not a sequence of whole v2 batches");
         self.shared.refuse_if_damaged()?;
         // Parsed before taking the lock. Each batch is written as [rewritten 61-byte header]
@@ -1071,8 +1432,17 @@ impl Log {
             if !segment::offsets_plausible(&h) {
                 return Err(NOT_WHOLE);
             }
+            // A marker's record is read here, outside the lock (it is one small record).
+            let marker = if h.is_control() && h.producer_id >= 0 {
+                weir_protocol::control::parse_marker_batch(&b)
+                    .map_err(|_| LogError::InvalidBatch("malformed transaction marker"))?
+                    .map(|(_, m)| m)
+            } else {
+                None
+            };
             pending.push(PendingBatch {
                 header: h,
+                marker,
                 bytes: b,
                 header_out: [0; BATCH_HEADER_BYTES],
             });
@@ -1108,7 +1478,7 @@ impl Log {
         let base_offset = s.log_end();
 
         // Batches without a producer id (the common case) skip the producer state entirely.
-        let mut producer_updates: Vec<ProducerEntry> = Vec::new();
+        let mut producer_update = None;
         if pending.iter().any(|p| p.header.producer_id >= 0) {
             let mut at = base_offset;
             let appended: Vec<AppendedBatch<'_>> = pending
@@ -1117,13 +1487,14 @@ impl Log {
                     let b = AppendedBatch {
                         header: &p.header,
                         base_offset: at,
+                        marker: p.marker,
                     };
                     at += i64::from(p.header.last_offset_delta) + 1;
                     b
                 })
                 .collect();
-            match st.producers.check(&appended)? {
-                ProducerCheck::Append(updates) => producer_updates = updates,
+            match st.producers.check_from(&appended, origin)? {
+                ProducerCheck::Append(update) => producer_update = Some(update),
                 ProducerCheck::Duplicate(dup) => {
                     return Ok(AppendInfo {
                         base_offset: dup.first_offset,
@@ -1178,7 +1549,7 @@ impl Log {
 
         let end_pos = start_pos + batches_bytes;
         let point = {
-            let mut m = lock(&seg.meta);
+            let mut m = seg.meta();
             let mut pos = start_pos;
             let mut batch_base = base_offset;
             for p in &pending {
@@ -1199,8 +1570,34 @@ impl Log {
         seg.size.store(end_pos, Ordering::Release);
         seg.next_offset.store(next, Ordering::Release);
         s.log_end.store(next, Ordering::Release);
-        if !producer_updates.is_empty() {
-            st.producers.apply(producer_updates);
+        if let Some(update) = producer_update.filter(|u| !u.is_empty()) {
+            let completed: Vec<CompletedTxn> = update.completed.clone();
+            let undecided_before = st.producers.first_undecided_offset();
+            let aborted = st.producers.apply(update);
+            if !aborted.is_empty() {
+                seg.aborted().extend(aborted);
+            }
+            // Before the append lock is released: the high watermark can't pass this append's
+            // offsets before the tracker knows of the transactions they open or end. Idempotent
+            // appends that change no transaction skip the tracker's lock.
+            let changed =
+                !completed.is_empty() || st.producers.first_undecided_offset() != undecided_before;
+            if changed {
+                let mut t = lock(&s.txns);
+                t.first_undecided = st.producers.first_undecided_offset().unwrap_or(i64::MAX);
+                t.unreplicated
+                    .extend(completed.iter().map(|c| (c.first_offset, c.last_offset)));
+                t.prune(s.high_watermark.load(Ordering::Acquire));
+            }
+        }
+        if s.snapshot_wanted.load(Ordering::Relaxed)
+            && s.snapshot_wanted.swap(false, Ordering::AcqRel)
+        {
+            *lock(&s.pending_snapshot) = Some(PendingSnapshot {
+                offset: next,
+                entries: st.producers.entries(),
+                truncations: s.truncations.load(Ordering::Acquire),
+            });
         }
         {
             let mut d = lock(&s.durable);
@@ -1259,7 +1656,7 @@ impl Log {
         let batch =
             weir_protocol::control::marker_batch(producer_id, producer_epoch, marker, timestamp_ms)
                 .map_err(|_| LogError::InvalidBatch("transaction marker could not be encoded"))?;
-        self.append(&batch, opts)
+        self.append_as_coordinator(&batch, opts)
     }
 
     fn maybe_roll(
@@ -1275,7 +1672,7 @@ impl Log {
             return Ok(());
         }
         let index_full =
-            (lock(&seg.meta).index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
+            (seg.meta().index.len() as u64 + 1) * 8 > u64::from(config.segment_index_bytes);
         let segment_bytes_max = config.segment_bytes.min(i32::MAX as u64);
         let must_roll = size + incoming_bytes > segment_bytes_max
             || now_ms().saturating_sub(seg.created_ms) >= config.segment_ms
@@ -1379,6 +1776,7 @@ impl Log {
             bytes: 0,
             high_watermark: s.high_watermark.load(Ordering::Acquire),
             log_start_offset: log_start,
+            end_offset: offset,
         };
         if offset < log_start || offset > log_end {
             return Err(LogError::OffsetOutOfRange {
@@ -1396,6 +1794,7 @@ impl Log {
             .partition_point(|sg| sg.base_offset <= offset)
             .saturating_sub(1);
         let mut taken: u64 = 0;
+        let mut end_offset = offset;
         let mut looking_for_start = true;
         'segments: while let Some(seg) = segs.get(i) {
             i += 1;
@@ -1432,7 +1831,7 @@ impl Log {
                 let budget_left = max_bytes.saturating_sub(taken + (pos - start));
                 if budget_left > 0 {
                     // Jump over whole batches using the index: an entry is a batch boundary.
-                    let m = lock(&seg.meta);
+                    let m = seg.meta();
                     let reach = (pos + budget_left).min(size);
                     let j1 = m.index.partition_point(|e| u64::from(e.position) <= reach);
                     let j2 = m
@@ -1458,6 +1857,9 @@ impl Log {
                     break;
                 }
                 pos += len;
+                // The range's last batch is always read here (index jumps land on a batch
+                // that is then read), so this ends at the last returned offset.
+                end_offset = h.last_offset() + 1;
             }
             if pos > start {
                 let len = usize::try_from(pos - start)
@@ -1474,6 +1876,7 @@ impl Log {
             }
         }
         out.bytes = usize::try_from(taken).unwrap_or(usize::MAX);
+        out.end_offset = end_offset;
         Ok(out)
     }
 
@@ -1489,15 +1892,44 @@ impl Log {
         self.shared.high_watermark.load(Ordering::Acquire)
     }
 
-    /// Raises the high watermark (never lowers it; clamped to the log end).
+    /// Raises the high watermark (never lowers it; clamped to the log end). Transactions whose
+    /// marker it passes become stable.
     pub fn set_high_watermark(&self, hw: i64) {
-        let hw = hw.min(self.shared.log_end());
-        self.shared.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        let s = &self.shared;
+        let hw = hw.min(s.log_end());
+        s.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        // Pruned with the watermark loaded under the tracker's lock, so a marker registered
+        // concurrently is pruned by whichever of the two runs last.
+        let mut t = lock(&s.txns);
+        t.prune(s.high_watermark.load(Ordering::Acquire));
     }
 
-    /// Hook for transactions; equal to the high watermark for now.
+    /// The last stable offset (LSO): read_committed consumers read below it. It is the high
+    /// watermark unless a transaction holds it back: the earliest one that is open, or whose
+    /// marker is not yet below the high watermark (not yet durable here), stops it at its first
+    /// offset. It is never below the log start. It rises when a marker's offset falls below the
+    /// high watermark (the marker is durable) and when the high watermark rises with no
+    /// transaction below it.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.shared.last_stable_offset()
+    }
+
+    /// The aborted transactions a read_committed fetch of `[fetch_offset, upper_bound)` must
+    /// report (Kafka's `collectAbortedTransactions`): those whose abort marker is at or after
+    /// the fetch offset and that began before the upper bound, from the segment holding the
+    /// fetch offset on, until an entry's last stable offset reaches the upper bound.
+    pub fn aborted_transactions(&self, fetch_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let segs = rw_read(&self.shared.segments).clone();
+        let first = segs
+            .partition_point(|sg| sg.base_offset <= fetch_offset)
+            .saturating_sub(1);
+        let mut out = Vec::new();
+        for seg in segs.iter().skip(first) {
+            if crate::txn_index::collect(&seg.aborted(), fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// First batch whose max timestamp is `>= ts_ms`, as (offset, that batch's max timestamp).
@@ -1516,7 +1948,7 @@ impl Log {
             };
             let size = seg.size();
             let mut pos = {
-                let m = lock(&seg.meta);
+                let m = seg.meta();
                 let j = m.index.partition_point(|e| e.ts_before < ts_ms);
                 j.checked_sub(1)
                     .and_then(|j| m.index.get(j))
@@ -1646,7 +2078,7 @@ impl Log {
                 )?;
                 seg.size.store(scan.valid_bytes, Ordering::Release);
                 seg.next_offset.store(scan.next_offset, Ordering::Release);
-                *lock(&seg.meta) = scan.meta;
+                seg.set_meta(scan.meta);
                 seg.remove_index_files();
                 new_end = scan.next_offset;
                 let keep = segs.iter().take(k + 1).cloned().collect();
@@ -1665,9 +2097,10 @@ impl Log {
                 if let Some(same) = segs.iter().find(|sg| sg.base_offset == offset) {
                     s.env.files.forget(&same.log_path);
                     same.remove_index_files();
+                    let _ = std::fs::remove_file(same.txn_index_path());
                 }
                 s.env.files.create(&seg.log_path)?;
-                *lock(&seg.meta) = SegMeta::empty(offset);
+                seg.set_meta(SegMeta::empty(offset));
                 new_end = offset;
                 s.log_start.store(offset, Ordering::Release);
                 (doomed, vec![seg])
@@ -1697,12 +2130,8 @@ impl Log {
                 d.unsynced.push(Arc::clone(&st.active));
             }
             d.dir_dirty = true;
-            d.written_point = WrittenPoint::of(
-                &st.active,
-                &lock(&st.active.meta),
-                st.active.size(),
-                new_end,
-            );
+            d.written_point =
+                WrittenPoint::of(&st.active, &st.active.meta(), st.active.size(), new_end);
         }
         let active_base = st.active.base_offset;
         let log_start = s.log_start();
@@ -1728,7 +2157,46 @@ impl Log {
         } else {
             s.delete_producer_snapshots(|o| o > new_end)?;
         }
-        st.producers = s.rebuild_producer_state(new_end, now_ms())?;
+        // Aborts whose marker was cut are no longer aborts here (Kafka's
+        // `TransactionIndex.truncateTo`).
+        for seg in &keep {
+            seg.aborted().retain(|a| a.last_offset < new_end);
+        }
+        // The cut segment (now active) keeps a `.txnindex` true to what is left: recovery reads
+        // it below the producer snapshot it replays from.
+        {
+            let entries = st.active.aborted().clone();
+            let path = st.active.txn_index_path();
+            if entries.is_empty() {
+                match crate::durable::remove_file(&path) {
+                    Err(e) if !is_not_found(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            } else {
+                crate::durable::write_file_atomically(&path, &crate::txn_index::encode(&entries))?;
+            }
+            *lock(&s.txn_index_persisted) = (st.active.base_offset, entries.len());
+        }
+        let rebuilt = s.rebuild_producer_state(new_end, now_ms(), None, hw)?;
+        {
+            // Completed transactions below the cut stay unstable until the watermark passes
+            // their marker; those the replay found again are not listed twice.
+            let mut t = lock(&s.txns);
+            let mut unreplicated: Vec<(i64, i64)> = t
+                .unreplicated
+                .iter()
+                .copied()
+                .filter(|&(_, marker)| marker < new_end)
+                .collect();
+            for u in rebuilt.unreplicated {
+                if !unreplicated.contains(&u) {
+                    unreplicated.push(u);
+                }
+            }
+            *t = TxnTracker::new(rebuilt.state.first_undecided_offset(), unreplicated);
+            t.prune(hw);
+        }
+        st.producers = rebuilt.state;
         drop(storing_recovery_point);
         drop(flushing);
         drop(st);
@@ -1867,7 +2335,13 @@ impl Log {
     /// Bytes that recovery read (and CRC-checked) when this log was opened: 0 after a clean
     /// shutdown, otherwise about what was written after the last persisted recovery point.
     pub fn recovery_scanned_bytes(&self) -> u64 {
-        self.shared.recovery_scanned_bytes
+        lock(&self.shared.recovery).scanned_bytes
+    }
+
+    /// What opening this log cost: segments, index files read, bytes scanned, producer-state
+    /// replay.
+    pub fn recovery_stats(&self) -> RecoveryStats {
+        *lock(&self.shared.recovery)
     }
 
     /// Test hook: drops the handle as a crash would (no clean-shutdown checkpoint) and returns

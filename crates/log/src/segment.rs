@@ -4,24 +4,31 @@
 //! The indexes live in memory while the log is open; they are written to disk when the segment is
 //! sealed (rolled) and at clean shutdown. On-disk index files carry a summary (base, next offset,
 //! `.log` size, max timestamp) and CRCs, so recovery can trust a sealed segment without scanning it,
-//! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`.
+//! and a missing, stale or torn index file is detected and rebuilt by scanning the `.log`. A sealed
+//! segment below the recovery point is opened from its index header alone; the entries load on
+//! first use ([`Segment::meta`]).
 //!
 //! The active segment's index entries are also appended, as they are made durable, to a
 //! `.rpindex` file ("recovery-point index") that the log checkpoint refers to by entry count and
 //! CRC: after a crash, recovery loads those entries and resumes the CRC scan at the recovery
 //! point instead of reading the whole active segment.
+//!
+//! A segment holding abort markers also has a `.txnindex` (see `txn_index.rs`), written and
+//! trusted with the other index files.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use weir_protocol::record::{BATCH_HEADER_BYTES, BatchHeader, verify_crc};
 
 use crate::checkpoint::RecoveryPosition;
 use crate::lock;
+use crate::producer_state::AbortedTxn;
+use crate::txn_index::{self, TXN_INDEX_EXT};
 
 /// One sparse index entry: a batch boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +112,16 @@ pub(crate) struct Segment {
     pub next_offset: AtomicI64,
     /// Wall-clock creation (or open) time, for `segment.ms`.
     pub created_ms: i64,
-    pub meta: Mutex<SegMeta>,
+    /// Use [`Segment::meta`], which loads it first if it is still pending.
+    meta: Mutex<SegMeta>,
+    /// Set for a sealed segment opened below the recovery point: its index files are read on first
+    /// use, not at open, so opening a log costs no read per sealed segment.
+    meta_pending: AtomicBool,
+    /// Transactions whose abort marker lies in this segment, in offset order (the `.txnindex`).
+    /// Use [`Segment::aborted`], which loads it first if it is still pending.
+    aborted: Mutex<Vec<AbortedTxn>>,
+    /// Like `meta_pending`, for the `.txnindex` of a lazily opened sealed segment.
+    aborted_pending: AtomicBool,
 }
 
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -121,6 +137,105 @@ impl Segment {
             next_offset: AtomicI64::new(base_offset),
             created_ms,
             meta: Mutex::new(SegMeta::empty(base_offset)),
+            meta_pending: AtomicBool::new(false),
+            aborted: Mutex::new(Vec::new()),
+            aborted_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// The aborted transactions whose marker is in this segment, loaded from the `.txnindex`
+    /// first if still pending (a lazily opened sealed segment).
+    pub fn aborted(&self) -> MutexGuard<'_, Vec<AbortedTxn>> {
+        let mut a = lock(&self.aborted);
+        if self.aborted_pending.load(Ordering::Acquire) {
+            // Synced with the other index files before the recovery point that trusts this
+            // segment was stored; if it is invalid now, its aborts can't be recovered here.
+            *a = txn_index::load(&self.txn_index_path(), self.base_offset, self.next_offset())
+                .unwrap_or_else(|| {
+                    tracing::error!(segment = %self.log_path.display(),
+                        "transaction index of a sealed segment below the recovery point is invalid; its aborted transactions are not reported");
+                    Vec::new()
+                });
+            self.aborted_pending.store(false, Ordering::Release);
+        }
+        a
+    }
+
+    pub fn set_aborted(&self, aborted: Vec<AbortedTxn>) {
+        let mut a = lock(&self.aborted);
+        *a = aborted;
+        self.aborted_pending.store(false, Ordering::Release);
+    }
+
+    /// A sealed segment that recovery trusts without reading it (it lies wholly below the
+    /// recovery point, so its data and index files were synced before that point was stored):
+    /// `size` bytes holding offsets up to `next_offset`; the index is loaded on first use.
+    pub fn sealed_lazy(
+        dir: &Path,
+        base_offset: i64,
+        next_offset: i64,
+        size: u64,
+        created_ms: i64,
+    ) -> Segment {
+        let seg = Segment::new(dir, base_offset, created_ms);
+        seg.size.store(size, Ordering::Release);
+        seg.next_offset.store(next_offset, Ordering::Release);
+        seg.meta_pending.store(true, Ordering::Release);
+        seg.aborted_pending.store(true, Ordering::Release);
+        seg
+    }
+
+    /// The in-memory index and timestamps, loaded from the index files first if still pending.
+    pub fn meta(&self) -> MutexGuard<'_, SegMeta> {
+        let mut m = lock(&self.meta);
+        if self.meta_pending.load(Ordering::Acquire) {
+            *m = self.load_meta();
+            self.meta_pending.store(false, Ordering::Release);
+        }
+        m
+    }
+
+    pub fn set_meta(&self, meta: SegMeta) {
+        let mut m = lock(&self.meta);
+        *m = meta;
+        self.meta_pending.store(false, Ordering::Release);
+    }
+
+    /// Reads the index files of a lazily opened sealed segment. They were synced before the
+    /// recovery point that trusts this segment was stored, so they should validate; if they
+    /// don't (lost or damaged since), the index is rebuilt from the `.log` headers.
+    fn load_meta(&self) -> SegMeta {
+        if let Some((sum, meta)) = load_index_files(self)
+            && sum.log_bytes == self.size()
+            && sum.next_offset == self.next_offset()
+        {
+            return meta;
+        }
+        tracing::warn!(segment = %self.log_path.display(),
+            "index files of a sealed segment below the recovery point are missing or stale; rebuilding the index from the log");
+        let rebuilt = File::open(&self.log_path).and_then(|f| {
+            scan(
+                &f,
+                self.base_offset,
+                ScanStart::file_start(self.base_offset),
+                LAZY_REBUILD_INDEX_INTERVAL_BYTES,
+                false,
+            )
+        });
+        match rebuilt {
+            Ok(scan) => {
+                let meta = scan.meta;
+                // Best effort: the next open finds valid files again.
+                if let Err(e) = write_index_files_from(self, &meta) {
+                    tracing::warn!(segment = %self.log_path.display(), error = %e, "cannot rewrite index files");
+                }
+                meta
+            }
+            Err(e) => {
+                // Reads still work without an index (they walk batch headers from the start).
+                tracing::warn!(segment = %self.log_path.display(), error = %e, "cannot rebuild segment index");
+                SegMeta::empty(self.base_offset)
+            }
         }
     }
 
@@ -144,18 +259,24 @@ impl Segment {
         self.log_path.with_extension(RPINDEX_EXT)
     }
 
-    /// Every file that belongs to this segment: data, both indexes, recovery-point index.
-    pub fn file_paths(&self) -> [PathBuf; 4] {
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.log_path.with_extension(TXN_INDEX_EXT)
+    }
+
+    /// Every file that belongs to this segment: data, both indexes, recovery-point index,
+    /// aborted-transaction index.
+    pub fn file_paths(&self) -> [PathBuf; 5] {
         [
             self.log_path.clone(),
             self.index_path(),
             self.timeindex_path(),
             self.rpindex_path(),
+            self.txn_index_path(),
         ]
     }
 
     pub fn max_ts(&self) -> (i64, i64) {
-        let m = lock(&self.meta);
+        let m = self.meta();
         (m.max_ts, m.max_ts_offset)
     }
 
@@ -163,7 +284,7 @@ impl Segment {
     /// from the closest index entry. Returns the position and that batch's header, if any.
     pub fn locate(&self, file: &File, offset: i64) -> io::Result<(u64, Option<BatchHeader>)> {
         let size = self.size();
-        let (_, mut pos) = lock(&self.meta).floor_by_offset(self.base_offset, offset);
+        let (_, mut pos) = self.meta().floor_by_offset(self.base_offset, offset);
         while pos < size {
             let Some(h) = read_header(file, pos, size)? else {
                 break;
@@ -180,8 +301,15 @@ impl Segment {
     pub fn remove_index_files(&self) {
         let _ = std::fs::remove_file(self.index_path());
         let _ = std::fs::remove_file(self.timeindex_path());
+        // The `.txnindex` stays: it is validated against the segment's offsets where it is read,
+        // the active segment's copy is what recovery uses below the producer snapshot it
+        // replays from, and truncation rewrites it.
     }
 }
+
+/// Index spacing for an index rebuilt lazily (the topic's `index.interval.bytes` is not known
+/// there); Kafka's default.
+const LAZY_REBUILD_INDEX_INTERVAL_BYTES: u32 = 4096;
 
 pub(crate) fn batch_len(h: &BatchHeader) -> u64 {
     h.total_bytes() as u64
@@ -466,7 +594,11 @@ pub(crate) struct IndexSummary {
 
 /// Writes `.index` and `.timeindex` for a segment whose contents are `size` bytes up to `next`.
 pub(crate) fn write_index_files(seg: &Segment) -> io::Result<()> {
-    let meta = lock(&seg.meta).clone();
+    let meta = seg.meta().clone();
+    write_index_files_from(seg, &meta)
+}
+
+fn write_index_files_from(seg: &Segment, meta: &SegMeta) -> io::Result<()> {
     let size = seg.size();
     let next = seg.next_offset();
     let mut idx = Vec::with_capacity(INDEX_HEADER_BYTES + meta.index.len() * 8);
@@ -500,7 +632,10 @@ pub(crate) fn write_index_files(seg: &Segment) -> io::Result<()> {
     tix.extend_from_slice(&tbody);
     // Not synced here (this runs under the append lock at a roll): the flusher makes them durable
     // with `sync_index_files` before a recovery point relies on them. The files are
-    // self-validating, so a torn one is rebuilt on open.
+    // self-validating, so a torn one is rebuilt on open. The `.index` goes last: without it
+    // none of the others is trusted.
+    let aborted = seg.aborted().clone();
+    txn_index::write(&seg.txn_index_path(), &aborted)?;
     std::fs::write(seg.timeindex_path(), tix)?;
     std::fs::write(seg.index_path(), idx)?;
     Ok(())
@@ -513,14 +648,29 @@ pub(crate) fn sync_index_files(seg: &Segment) -> io::Result<()> {
         let file = std::fs::File::open(&path)?;
         rustix::fs::fdatasync(&file)?;
     }
+    // Present only when the segment holds an abort marker.
+    match std::fs::File::open(seg.txn_index_path()) {
+        Ok(file) => rustix::fs::fdatasync(&file)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
-/// Loads and validates both index files; `None` if missing, torn or inconsistent.
-pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)> {
-    let idx = std::fs::read(seg.index_path()).ok()?;
-    let tix = std::fs::read(seg.timeindex_path()).ok()?;
-    let header = idx.get(..INDEX_HEADER_BYTES)?;
+/// Reads and validates only the header of a sealed segment's `.index` (one 64-byte read).
+pub(crate) fn load_index_summary(dir: &Path, base_offset: i64) -> Option<IndexSummary> {
+    let file = File::open(dir.join(file_name(base_offset, "index"))).ok()?;
+    let mut header = [0u8; INDEX_HEADER_BYTES];
+    file.read_exact_at(&mut header, 0).ok()?;
+    parse_index_header(&header, base_offset).map(|(sum, _)| sum)
+}
+
+/// The summary in a `.index` header plus (max_ts, max_ts_offset, entry count, body CRC), if the
+/// header's magic, CRC and base offset check out.
+fn parse_index_header(
+    header: &[u8],
+    base_offset: i64,
+) -> Option<(IndexSummary, (i64, i64, usize, u32))> {
     if header.get(..8)? != INDEX_MAGIC {
         return None;
     }
@@ -528,25 +678,55 @@ pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)>
     if crc32c::crc32c(header.get(..60)?) != stored_crc {
         return None;
     }
+    let i64_at = |at: usize| -> Option<i64> {
+        Some(i64::from_be_bytes(header.get(at..at + 8)?.try_into().ok()?))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?))
+    };
+    let base = i64_at(8)?;
+    let next = i64_at(16)?;
+    let log_bytes = u64::try_from(i64_at(24)?).ok()?;
+    if base != base_offset || next < base {
+        return None;
+    }
+    let rest = (
+        i64_at(32)?,
+        i64_at(40)?,
+        usize::try_from(u32_at(48)?).ok()?,
+        u32_at(52)?,
+    );
+    Some((
+        IndexSummary {
+            base_offset: base,
+            next_offset: next,
+            log_bytes,
+        },
+        rest,
+    ))
+}
+
+/// Loads and validates both index files; `None` if missing, torn or inconsistent.
+pub(crate) fn load_index_files(seg: &Segment) -> Option<(IndexSummary, SegMeta)> {
+    let idx = std::fs::read(seg.index_path()).ok()?;
+    let tix = std::fs::read(seg.timeindex_path()).ok()?;
+    let header = idx.get(..INDEX_HEADER_BYTES)?;
+    let (
+        IndexSummary {
+            base_offset: base,
+            next_offset: next,
+            log_bytes,
+        },
+        (max_ts, max_ts_offset, count, body_crc),
+    ) = parse_index_header(header, seg.base_offset)?;
     let i64_at = |b: &[u8], at: usize| -> Option<i64> {
         Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
     };
     let u32_at = |b: &[u8], at: usize| -> Option<u32> {
         Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
     };
-    let base = i64_at(header, 8)?;
-    let next = i64_at(header, 16)?;
-    let log_bytes = u64::try_from(i64_at(header, 24)?).ok()?;
-    let max_ts = i64_at(header, 32)?;
-    let max_ts_offset = i64_at(header, 40)?;
-    let count = usize::try_from(u32_at(header, 48)?).ok()?;
-    let body_crc = u32_at(header, 52)?;
     let body = idx.get(INDEX_HEADER_BYTES..)?;
-    if base != seg.base_offset
-        || next < base
-        || body.len() != count.checked_mul(8)?
-        || crc32c::crc32c(body) != body_crc
-    {
+    if body.len() != count.checked_mul(8)? || crc32c::crc32c(body) != body_crc {
         return None;
     }
     if tix.get(..8)? != TIMEINDEX_MAGIC || usize::try_from(u32_at(&tix, 8)?).ok()? != count {

@@ -17,4 +17,5 @@ mod e2e {
     mod restart;
     mod retention;
     mod timestamps;
+    mod transactions_read;
 }

@@ -104,7 +104,11 @@ impl Rig {
         let (tmp, crashfs) = crashfs_or_skip()?;
         let data_dir = crashfs.mountpoint().join("data");
         let log_path = tmp.path().join("broker.log");
-        let broker = Broker::start_in(data_dir, log_path, &[], env);
+        let mut env = env.to_vec();
+        if std::env::var_os("WEIR_POWERLOSS_VERBOSE").is_some() {
+            env.push(("WEIR_LOG", "info,weir_log=debug"));
+        }
+        let broker = Broker::start_in(data_dir, log_path, &[], &env);
         Some(Rig {
             broker,
             crashfs,
@@ -626,11 +630,12 @@ fn run_cycles(rig: &mut Rig, cycles: u64, seed: u64, stop_at_first: bool) -> (Ve
         let found = check(rig, &mut oracle, &mut stats, full);
         if verbose {
             eprintln!(
-                "cycle {cycle}: workload {} ms, startup {} ms, check {} ms, {} violations",
+                "cycle {cycle}: workload {} ms, startup {} ms, check {} ms, {} violations; {}",
                 worked.as_millis(),
                 startup.as_millis(),
                 (started.elapsed() - worked - startup).as_millis(),
-                found.len()
+                found.len(),
+                startup_phases(rig)
             );
         }
         violations.extend(found.into_iter().map(|v| format!("cycle {cycle}: {v}")));
@@ -799,10 +804,11 @@ fn startup_after_cuts() {
             .unwrap_or_else(|| panic!("no start after cut {cut}; log:\n{}", rig.broker.log()));
         let data_bytes = dir_bytes(&rig.broker.data_dir);
         eprintln!(
-            "cut {cut}: startup {} ms, data {} MiB, {} records acked so far",
+            "cut {cut}: startup {} ms, data {} MiB, {} records acked so far; {}",
             startup.as_millis(),
             data_bytes >> 20,
-            acked.records.lock().unwrap().len()
+            acked.records.lock().unwrap().len(),
+            startup_phases(&rig)
         );
         startup_ms.push(startup.as_millis());
     }
@@ -823,6 +829,63 @@ fn startup_after_cuts() {
         median(&startup_ms[startup_ms.len() - n..]),
         startup_ms.iter().max().unwrap()
     );
+}
+
+/// The broker's last "startup phases" and "group coordinator loaded" log
+/// lines (what the restart spent its time on), fields only.
+fn startup_phases(rig: &Rig) -> String {
+    let log = rig.broker.log();
+    let last = |needle: &str| {
+        log.lines()
+            .rev()
+            .find(|l| l.contains(needle))
+            .and_then(|l| {
+                l.split_once(needle)
+                    .map(|(_, rest)| rest.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    // With WEIR_POWERLOSS_VERBOSE the broker logs each log's open at debug:
+    // the sum and the slowest of the last start.
+    let end_at = log.rfind("startup phases").unwrap_or(log.len());
+    let start_at = log[..end_at].rfind("weir is serving").unwrap_or(0);
+    let mut opens: Vec<(u64, String)> = log[start_at..end_at]
+        .lines()
+        .map(|l| {
+            // Without the terminal colour codes.
+            let mut out = String::new();
+            let mut in_esc = false;
+            for c in l.chars() {
+                match (in_esc, c) {
+                    (false, '\u{1b}') => in_esc = true,
+                    (true, 'm') => in_esc = false,
+                    (true, _) => {}
+                    (false, c) => out.push(c),
+                }
+            }
+            out
+        })
+        .filter(|l| l.contains("log opened"))
+        .filter_map(|l| {
+            let us = l.split("open_micros: ").nth(1)?;
+            let us: u64 = us
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            Some((us, l.split("stats=").nth(1).unwrap_or("").to_string()))
+        })
+        .collect();
+    opens.sort_by_key(|(us, _)| std::cmp::Reverse(*us));
+    let sum_us: u64 = opens.iter().map(|(us, _)| us).sum();
+    format!(
+        "{} | {} | {} log opens, {} ms summed, slowest {:?}",
+        last("startup phases"),
+        last("group coordinator loaded"),
+        opens.len(),
+        sum_us / 1000,
+        opens.first()
+    )
 }
 
 fn dir_bytes(dir: &Path) -> u64 {

@@ -1,5 +1,6 @@
-//! Fetch: read whole batches up to the high watermark, long-polling on
-//! min_bytes / max_wait_ms.
+//! Fetch: read whole batches up to the high watermark (read_uncommitted) or
+//! the last stable offset (read_committed, which also gets the aborted
+//! transactions of the range), long-polling on min_bytes / max_wait_ms.
 //!
 //! The long-poll waits on the watermark notifications of the partitions it
 //! reads (an append elsewhere does not wake it), registered before each check
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::fetch::{
-    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 
 use weir_protocol::api::ApiKey;
@@ -97,10 +98,28 @@ fn read_once(
                 partitions.push(data);
                 continue;
             }
+            // read_committed answers always carry the list (maybe empty), read_uncommitted ones
+            // null, as Kafka's.
+            if read_committed {
+                data.aborted_transactions = Some(Vec::new());
+            }
             match log.read(fetch_offset, partition_budget.max(1), limit) {
                 Ok(result) => {
                     if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
                         total_bytes += result.bytes;
+                        if read_committed {
+                            // The transactions aborted in the returned range: the consumer drops
+                            // their records (control batches themselves it always skips).
+                            data.aborted_transactions = Some(
+                                log.aborted_transactions(fetch_offset, result.end_offset)
+                                    .into_iter()
+                                    .map(|a| AbortedTransaction {
+                                        producer_id: a.producer_id,
+                                        first_offset: a.first_offset,
+                                    })
+                                    .collect(),
+                            );
+                        }
                         data.records = Some(placeholders.add(result));
                     }
                 }

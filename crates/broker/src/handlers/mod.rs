@@ -8,6 +8,7 @@ mod admin;
 pub mod api_versions;
 mod config_resources;
 mod configs;
+mod describe_producers;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -64,6 +65,7 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
     ApiKey::InitProducerId,
+    ApiKey::DescribeProducers,
 ];
 
 /// Whether this broker answers `key` (it is advertised in ApiVersions).
@@ -244,6 +246,10 @@ pub async fn dispatch(
         }
         ApiKey::InitProducerId => {
             let response = init_producer_id::handle(broker, &header, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeProducers => {
+            let response = describe_producers::handle(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         _ => {

@@ -210,6 +210,23 @@ fn validate(
                 format!("batch CRC check failed: {e}"),
             )
         })?;
+        // Kafka's LogValidator rules for client batches: markers are written only by the
+        // transaction coordinator, and a producer id needs a sequence.
+        if header.is_control() {
+            return Err((
+                ErrorCode::InvalidRecord,
+                "Clients are not allowed to write control records".into(),
+            ));
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err((
+                ErrorCode::InvalidRecord,
+                format!(
+                    "Invalid sequence number {} in record batch with producerId {}",
+                    header.base_sequence, header.producer_id
+                ),
+            ));
+        }
         if header.record_count <= 0
             || i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count)
         {
@@ -578,5 +595,37 @@ mod tests {
         assert_eq!(code, ErrorCode::InvalidTimestamp);
         let fine = batch(Compression::None, &[0, 30_000], None);
         validate(&fine, &config, NOW_MS).unwrap();
+    }
+
+    #[test]
+    fn control_batches_and_producer_ids_without_sequence_are_invalid_record() {
+        let marker = weir_protocol::control::marker_batch(
+            7,
+            0,
+            weir_protocol::control::Marker {
+                control_type: weir_protocol::control::ControlType::Abort,
+                coordinator_epoch: 0,
+            },
+            NOW_MS,
+        )
+        .unwrap();
+        let (code, message) = validate(&marker, &TopicConfig::default(), NOW_MS).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidRecord);
+        assert!(message.contains("control records"), "{message}");
+        let no_sequence = RecordBatchBuilder::new(Compression::None)
+            .base_timestamp(NOW_MS)
+            .producer(7, 0, -1)
+            .transactional(true)
+            .record(Record {
+                offset_delta: 0,
+                timestamp_delta: 0,
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                headers: Vec::new(),
+            })
+            .build()
+            .unwrap();
+        let (code, _) = validate(&no_sequence, &TopicConfig::default(), NOW_MS).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidRecord);
     }
 }

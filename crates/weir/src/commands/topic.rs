@@ -216,6 +216,7 @@ struct TopicDescription {
     id: Option<String>,
     internal: bool,
     partitions: Vec<PartitionDescription>,
+    producers: Vec<ProducerDescription>,
     configs: Vec<ConfigDescription>,
 }
 
@@ -232,6 +233,22 @@ struct PartitionDescription {
     /// With --offsets only.
     #[serde(skip_serializing_if = "Option::is_none")]
     offsets: Option<PartitionOffsets>,
+    /// Why the partition's producers could not be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producers_error: Option<String>,
+}
+
+/// A producer a partition's log knows (DescribeProducers).
+#[derive(Serialize)]
+struct ProducerDescription {
+    partition: i32,
+    producer_id: i64,
+    producer_epoch: i32,
+    last_sequence: i32,
+    last_timestamp: i64,
+    coordinator_epoch: i32,
+    /// -1 unless the producer has an open transaction here.
+    current_txn_start_offset: i64,
 }
 
 /// Where a partition's log starts and ends.
@@ -319,7 +336,25 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
             isr: p.isr.clone(),
             error: p.error.map(|e| e.name().to_owned()),
             offsets,
+            producers_error: None,
         });
+    }
+    // The producers each partition's log knows (DescribeProducers): idempotent
+    // ones, and transactional ones with the start of their open transaction.
+    let mut producers = Vec::new();
+    for p in partitions.iter_mut() {
+        match client.describe_producers(&info.name, p.partition).await {
+            Ok(list) => producers.extend(list.into_iter().map(|pr| ProducerDescription {
+                partition: p.partition,
+                producer_id: pr.producer_id,
+                producer_epoch: pr.producer_epoch,
+                last_sequence: pr.last_sequence,
+                last_timestamp: pr.last_timestamp,
+                coordinator_epoch: pr.coordinator_epoch,
+                current_txn_start_offset: pr.current_txn_start_offset,
+            })),
+            Err(e) => p.producers_error = Some(e.to_string()),
+        }
     }
     let mut configs = client
         .describe_configs(&ConfigResource::topic(&args.name), None)
@@ -331,6 +366,7 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
         id: (info.topic_id != [0; 16]).then(|| hex(&info.topic_id)),
         internal: info.is_internal,
         partitions,
+        producers,
         configs: configs
             .into_iter()
             .map(|c| ConfigDescription {
@@ -381,6 +417,35 @@ fn print_description(d: &TopicDescription) {
                 );
             }
         }
+    }
+    for p in &d.partitions {
+        if let Some(e) = &p.producers_error {
+            println!("  partition {}  producers: unavailable ({e})", p.partition);
+        }
+    }
+    if !d.producers.is_empty() {
+        println!("producers:");
+    }
+    for pr in &d.producers {
+        let txn = if pr.current_txn_start_offset >= 0 {
+            format!(
+                "  open transaction from offset {}",
+                pr.current_txn_start_offset
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  partition {}  producer {}  epoch {}  last sequence {}  last timestamp {}  \
+             coordinator epoch {}{}",
+            pr.partition,
+            pr.producer_id,
+            pr.producer_epoch,
+            pr.last_sequence,
+            pr.last_timestamp,
+            pr.coordinator_epoch,
+            txn
+        );
     }
     println!("configs:");
     for c in &d.configs {
