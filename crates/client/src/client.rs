@@ -14,8 +14,8 @@ use bytes::Bytes;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::messages::{
     alter_configs, create_partitions, create_topics, delete_records, delete_topics,
-    describe_cluster, describe_configs, describe_producers, fetch, incremental_alter_configs,
-    list_offsets, metadata,
+    describe_cluster, describe_configs, describe_log_dirs, describe_producers, fetch,
+    incremental_alter_configs, list_offsets, metadata,
 };
 use weir_protocol::record::{self, BatchHeader, RecordError, RecordHeader, TimestampType};
 
@@ -308,6 +308,27 @@ pub struct FetchedPartition {
     pub next_offset: i64,
 }
 
+/// One log directory of one broker (DescribeLogDirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirDescription {
+    pub broker_id: i32,
+    pub path: String,
+    pub error: Option<ErrorCode>,
+    /// -1 when the broker does not say.
+    pub total_bytes: i64,
+    pub usable_bytes: i64,
+    pub partitions: Vec<LogDirPartition>,
+}
+
+/// A partition's replica in a log directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub size_bytes: i64,
+    pub offset_lag: i64,
+}
+
 /// A Kafka client: metadata cache plus one connection per broker.
 pub struct Client {
     config: ClientConfig,
@@ -334,6 +355,9 @@ impl Client {
     /// Connects to the first bootstrap address that answers and loads the
     /// broker list.
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        for addr in &config.bootstrap {
+            check_address(addr)?;
+        }
         let mut last_error = ClientError::NoBootstrap;
         for addr in &config.bootstrap {
             match Connection::connect(addr, config.connection.clone()).await {
@@ -378,10 +402,14 @@ impl Client {
     // ---- connections and routing -------------------------------------------
 
     async fn connection(&mut self, addr: &str) -> Result<&mut Connection, ClientError> {
+        // Every call through the client reads its own response, so a request
+        // still in flight here belongs to a future that was dropped (e.g. a
+        // fetch cancelled by Ctrl-C): its answer would arrive in place of
+        // ours, so the connection is replaced.
         if self
             .connections
             .get(addr)
-            .is_some_and(Connection::is_broken)
+            .is_some_and(|c| c.is_broken() || c.in_flight() > 0)
         {
             self.connections.remove(addr);
         }
@@ -851,10 +879,24 @@ impl Client {
         partition: i32,
         spec: OffsetSpec,
     ) -> Result<ListedOffset, ClientError> {
+        self.list_offsets_isolated(topic, partition, spec, false)
+            .await
+    }
+
+    /// [`Client::list_offsets`] with a choice of isolation: with
+    /// `read_committed`, `Latest` answers the last stable offset (the end a
+    /// read_committed consumer sees) instead of the high watermark.
+    pub async fn list_offsets_isolated(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<ListedOffset, ClientError> {
         let leader = self.leader_for(topic, partition, false).await?;
         let request = list_offsets::ListOffsetsRequest {
             replica_id: -1,
-            isolation_level: 0,
+            isolation_level: i8::from(read_committed),
             topics: vec![list_offsets::ListOffsetsTopic {
                 name: topic.to_owned(),
                 partitions: vec![list_offsets::ListOffsetsPartition {
@@ -1038,6 +1080,59 @@ impl Client {
         Ok(p.low_watermark)
     }
 
+    /// The log directories of every broker and the size of each partition in
+    /// them (DescribeLogDirs). `topics: None` asks for every partition.
+    pub async fn describe_log_dirs(
+        &mut self,
+        topics: Option<&[String]>,
+    ) -> Result<Vec<LogDirDescription>, ClientError> {
+        let request = describe_log_dirs::DescribeLogDirsRequest {
+            topics: topics.map(|names| {
+                names
+                    .iter()
+                    .filter_map(|name| {
+                        let info = self.topics.get(name)?;
+                        Some(describe_log_dirs::DescribableLogDirTopic {
+                            topic: name.clone(),
+                            partitions: info.partitions.iter().map(|p| p.partition).collect(),
+                        })
+                    })
+                    .collect()
+            }),
+        };
+        let node_ids: Vec<i32> = self.brokers.keys().copied().collect();
+        let mut dirs = Vec::new();
+        for node_id in node_ids {
+            let response = self.send_to_node(node_id, &request, 0).await?;
+            ClientError::check(response.error_code, None, || {
+                format!("describe log dirs of broker {node_id}")
+            })?;
+            for result in response.results {
+                dirs.push(LogDirDescription {
+                    broker_id: node_id,
+                    path: result.log_dir,
+                    error: error_of(result.error_code),
+                    total_bytes: result.total_bytes,
+                    usable_bytes: result.usable_bytes,
+                    partitions: result
+                        .topics
+                        .into_iter()
+                        .flat_map(|t| {
+                            let name = t.name;
+                            t.partitions.into_iter().map(move |p| LogDirPartition {
+                                topic: name.clone(),
+                                partition: p.partition_index,
+                                size_bytes: p.partition_size,
+                                offset_lag: p.offset_lag,
+                            })
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Ok(dirs)
+    }
+
     /// DescribeProducers for one partition, asked of its leader: the producers its log knows
     /// (epoch, last sequence and timestamp, coordinator epoch, open transaction's start).
     pub async fn describe_producers(
@@ -1073,6 +1168,37 @@ impl Client {
     /// Sleeps for a retry backoff; a helper so callers need not depend on tokio.
     pub async fn backoff(ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+/// Rejects a bootstrap address that cannot be right before trying it, so the
+/// error names the mistake ("no port") instead of a resolver failure.
+pub fn check_address(addr: &str) -> Result<(), ClientError> {
+    let bad = |problem| {
+        Err(ClientError::BadAddress {
+            addr: addr.to_owned(),
+            problem,
+        })
+    };
+    if addr.contains("://") {
+        return bad("has a URL scheme");
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return bad("has no port");
+    };
+    // A bare IPv6 address ("::1") splits at its own colons.
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return bad("is an IPv6 address without brackets or port");
+    }
+    if host.is_empty() || host == "[]" {
+        return bad("has no host");
+    }
+    if port.is_empty() {
+        return bad("has no port");
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => bad("has a port that is not a number from 1 to 65535"),
+        Ok(_) => Ok(()),
     }
 }
 
@@ -1269,6 +1395,31 @@ pub fn decode_fetched_records(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bootstrap_addresses_need_host_and_port() {
+        use super::check_address;
+        for good in [
+            "127.0.0.1:9092",
+            "localhost:1",
+            "[::1]:9092",
+            "kafka.example:65535",
+        ] {
+            assert!(check_address(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("localhost", "has no port"),
+            ("localhost:", "has no port"),
+            (":9092", "has no host"),
+            ("localhost:http", "not a number"),
+            ("localhost:70000", "not a number"),
+            ("::1", "IPv6"),
+            ("http://localhost:9092", "URL scheme"),
+        ] {
+            let e = check_address(bad).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("HOST:PORT"), "{bad}: {e}");
+        }
+    }
+
     use super::*;
     use weir_protocol::compression::Compression;
     use weir_protocol::record::{Record, RecordBatchBuilder};

@@ -80,6 +80,58 @@ requests! {
     write_txn_markers::WriteTxnMarkersRequest => WriteTxnMarkersResponse;
     describe_transactions::DescribeTransactionsRequest => DescribeTransactionsResponse;
     list_transactions::ListTransactionsRequest => ListTransactionsResponse;
+    offset_delete::OffsetDeleteRequest => OffsetDeleteResponse;
+    join_group::JoinGroupRequest => JoinGroupResponse;
+    sync_group::SyncGroupRequest => SyncGroupResponse;
+    heartbeat::HeartbeatRequest => HeartbeatResponse;
+    leave_group::LeaveGroupRequest => LeaveGroupResponse;
+}
+
+/// Rewords a failed first exchange: if the peer's bytes are not a Kafka
+/// response, say so (with what they look like) instead of reporting a frame
+/// length that is really the start of "HTTP/1.1 400".
+fn not_kafka(addr: &str, error: ClientError) -> ClientError {
+    let detail = match &error {
+        ClientError::FrameTooLarge { length, .. } => {
+            let prefix = u32::try_from(*length).unwrap_or(u32::MAX).to_be_bytes();
+            describe_prefix(prefix)
+        }
+        ClientError::Protocol { detail, .. } if detail.starts_with("negative frame length") => {
+            let length: i32 = detail
+                .trim_start_matches("negative frame length ")
+                .parse()
+                .unwrap_or(-1);
+            describe_prefix(length.to_be_bytes())
+        }
+        ClientError::Decode { .. } => "its answer to ApiVersions does not parse".to_owned(),
+        ClientError::Protocol { detail, .. } => detail.clone(),
+        ClientError::Io { error: io, .. }
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            "it closed the connection without answering ApiVersions".to_owned()
+        }
+        _ => return error,
+    };
+    ClientError::NotKafka {
+        addr: addr.to_owned(),
+        detail,
+    }
+}
+
+/// "it answered \"HTTP\"" when the first four bytes are text, else their hex.
+fn describe_prefix(prefix: [u8; 4]) -> String {
+    if prefix.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        let text: String = prefix.iter().map(|&b| char::from(b)).collect();
+        format!("it answered \"{text}...\"")
+    } else {
+        format!(
+            "its answer starts with bytes {:02x}{:02x}{:02x}{:02x}",
+            prefix[0], prefix[1], prefix[2], prefix[3]
+        )
+    }
 }
 
 /// The Kafka name of an API, for messages.
@@ -208,8 +260,22 @@ impl Connection {
             broken: false,
             write_buf: BytesMut::with_capacity(4096),
         };
-        conn.negotiate_versions().await?;
-        Ok(conn)
+        // The handshake is bounded too: something that accepts connections
+        // but never answers (a stuck process, a non-Kafka listener waiting for
+        // a request it understands) must not hang the caller.
+        match tokio::time::timeout(
+            Duration::from_millis(connect_timeout_ms),
+            conn.negotiate_versions(),
+        )
+        .await
+        {
+            Err(_) => Err(ClientError::NoAnswer {
+                addr: addr.to_owned(),
+                timeout_ms: connect_timeout_ms,
+            }),
+            Ok(Err(e)) => Err(not_kafka(addr, e)),
+            Ok(Ok(())) => Ok(conn),
+        }
     }
 
     pub fn addr(&self) -> &str {
@@ -731,5 +797,64 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains(&addr), "{err}");
+    }
+
+    /// A listener that answers every connection with `reply` (or nothing).
+    async fn scripted_peer(reply: Option<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = sock.read(&mut buf).await;
+            match reply {
+                Some(bytes) => {
+                    let _ = sock.write_all(bytes).await;
+                    let _ = sock.flush().await;
+                }
+                None => tokio::time::sleep(Duration::from_secs(60)).await,
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_http_port_is_named_as_not_kafka() {
+        let addr = scripted_peer(Some(b"HTTP/1.1 400 Bad Request\r\n\r\n")).await;
+        let err = Connection::connect(&addr, ConnectionOptions::default())
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ClientError::NotKafka { .. }), "{text}");
+        assert!(text.contains("\"HTTP...\""), "{text}");
+        assert!(text.contains("not an HTTP"), "{text}");
+        assert!(!text.contains("1213486160"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_answers_times_out_with_a_hint() {
+        let addr = scripted_peer(None).await;
+        let options = ConnectionOptions {
+            connect_timeout_ms: 300,
+            ..ConnectionOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let err = Connection::connect(&addr, options).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(err, ClientError::NoAnswer { .. }), "{err}");
+        assert!(
+            err.to_string().contains("did not answer ApiVersions"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_hangs_up_is_named() {
+        let addr = scripted_peer(Some(b"")).await;
+        let err = Connection::connect(&addr, ConnectionOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::NotKafka { .. }), "{err}");
+        assert!(err.to_string().contains("closed the connection"), "{err}");
     }
 }

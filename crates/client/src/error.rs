@@ -94,6 +94,19 @@ pub enum ClientError {
     /// A caller-supplied argument is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A bootstrap address is not HOST:PORT.
+    #[error("bootstrap address '{addr}' {problem}; expected HOST:PORT, e.g. 127.0.0.1:9092")]
+    BadAddress { addr: String, problem: &'static str },
+    /// Something answered at the address, but not in the Kafka protocol.
+    #[error(
+        "{addr} does not speak the Kafka protocol ({detail}); is this the broker's Kafka listener (weir serve --listen), not an HTTP or admin port?"
+    )]
+    NotKafka { addr: String, detail: String },
+    /// The connection was accepted, but the ApiVersions handshake got no answer.
+    #[error(
+        "{addr} accepted the connection but did not answer ApiVersions within {timeout_ms} ms; is it a Kafka listener, and is the broker healthy?"
+    )]
+    NoAnswer { addr: String, timeout_ms: u64 },
     /// None of the bootstrap addresses could be used.
     #[error("no bootstrap address given; pass --bootstrap HOST:PORT")]
     NoBootstrap,
@@ -118,6 +131,13 @@ impl ClientError {
             ClientError::NoLeader { .. } | ClientError::Io { .. } | ClientError::Timeout { .. } => {
                 true
             }
+            // A broker that restarts refuses connections for a moment.
+            ClientError::Connect { error, .. } => matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
             _ => false,
         }
     }

@@ -6,7 +6,8 @@
 
 use bytes::{Buf, Bytes};
 use weir_protocol::messages::{
-    delete_groups, describe_groups, find_coordinator, list_groups, offset_commit, offset_fetch,
+    delete_groups, describe_groups, find_coordinator, list_groups, offset_commit, offset_delete,
+    offset_fetch,
 };
 
 use crate::client::Client;
@@ -288,6 +289,18 @@ impl Client {
         group: &str,
         offsets: &[(String, i32, i64)],
     ) -> Result<(), ClientError> {
+        self.commit_offsets_as(group, -1, "", offsets).await
+    }
+
+    /// Commits offsets as a member of a generation (`generation_id` -1 and
+    /// an empty member id: from outside the group).
+    pub async fn commit_offsets_as(
+        &mut self,
+        group: &str,
+        generation_id: i32,
+        member_id: &str,
+        offsets: &[(String, i32, i64)],
+    ) -> Result<(), ClientError> {
         let coordinator = self.find_coordinator(group).await?;
         let mut topics: Vec<offset_commit::OffsetCommitRequestTopic> = Vec::new();
         for (topic, partition, offset) in offsets {
@@ -308,8 +321,8 @@ impl Client {
         }
         let request = offset_commit::OffsetCommitRequest {
             group_id: group.to_owned(),
-            generation_id_or_member_epoch: -1,
-            member_id: String::new(),
+            generation_id_or_member_epoch: generation_id,
+            member_id: member_id.to_owned(),
             group_instance_id: None,
             retention_time_ms: -1,
             topics,
@@ -319,6 +332,51 @@ impl Client {
             for p in t.partitions {
                 ClientError::check(p.error_code, None, || {
                     format!("commit offset of {}-{}", t.name, p.partition_index)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Deletes a group's committed offsets of some partitions (OffsetDelete).
+    /// Kafka refuses this for partitions the group is consuming
+    /// (GROUP_SUBSCRIBED_TO_TOPIC).
+    pub async fn delete_committed_offsets(
+        &mut self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), ClientError> {
+        let coordinator = self.find_coordinator(group).await?;
+        let mut topics: Vec<offset_delete::OffsetDeleteRequestTopic> = Vec::new();
+        for (topic, partition) in partitions {
+            let p = offset_delete::OffsetDeleteRequestPartition {
+                partition_index: *partition,
+            };
+            match topics.iter_mut().find(|t| &t.name == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(offset_delete::OffsetDeleteRequestTopic {
+                    name: topic.clone(),
+                    partitions: vec![p],
+                }),
+            }
+        }
+        let request = offset_delete::OffsetDeleteRequest {
+            group_id: group.to_owned(),
+            topics,
+        };
+        let response = self.send_to_node(coordinator, &request, 0).await?;
+        ClientError::check(response.error_code, None, || {
+            format!("delete committed offsets of group '{group}'")
+        })?;
+        for t in response.topics {
+            for p in t.partitions {
+                ClientError::check(p.error_code, None, || {
+                    format!(
+                        "delete committed offset of {}-{} for group '{group}'",
+                        t.name, p.partition_index
+                    )
                 })?;
             }
         }

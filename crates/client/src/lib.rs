@@ -13,6 +13,10 @@
 //!   [`DeliveryFuture`] per record.
 //! - [`groups`]: consumer-group administration (list, describe, offsets,
 //!   delete, reset) through the group's coordinator.
+//! - [`retry`]: [`RetryPolicy`], exponential backoff with jitter for every
+//!   retry loop (producer batches, CLI fetch loops).
+//! - [`membership`]: joining a consumer group (classic protocol, range
+//!   assignor) for `weir consume --group`.
 //! - [`error`]: [`ClientError`], carrying the Kafka [`ErrorCode`] when the
 //!   broker returned one.
 //!
@@ -25,20 +29,25 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod groups;
+pub mod membership;
 pub mod producer;
+pub mod retry;
 pub mod transactions;
 
 pub use client::{
     AlterConfigOp, BrokerInfo, Client, ClientConfig, ClusterDescription, ClusterMetadata,
     ConfigEntry, ConfigOpType, ConfigResource, ConfigSource, FetchPosition, FetchedPartition,
-    FetchedRecord, ListedOffset, NewTopic, OffsetSpec, PartitionInfo, ResourceType, TopicInfo,
+    FetchedRecord, ListedOffset, LogDirDescription, LogDirPartition, NewTopic, OffsetSpec,
+    PartitionInfo, ResourceType, TopicInfo,
 };
 pub use connection::{Connection, ConnectionOptions, PendingResponse, Request};
 pub use error::ClientError;
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
+pub use membership::{Membership, MembershipTimeouts, needs_rejoin};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use retry::{Backoff, RetryPolicy};
 pub use transactions::{TransactionDescription, TransactionListing};
 pub use weir_protocol::compression::Compression;
 pub use weir_protocol::error_code::ErrorCode;

@@ -29,6 +29,7 @@ use weir_protocol::record::{Record, RecordBatchBuilder, RecordHeader};
 
 use crate::client::Client;
 use crate::error::ClientError;
+use crate::retry::RetryPolicy;
 
 /// How many replicas must have a batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +72,12 @@ pub struct ProducerConfig {
     pub batch_bytes_max: usize,
     /// Broker-side timeout for acks=all.
     pub request_timeout_ms: i32,
+    /// Retries of a failed batch (retriable errors only).
     pub retries: u32,
+    /// The first pause before a retry; later pauses double, with jitter.
     pub retry_backoff_ms: u64,
+    /// Cap on one pause (Kafka's retry.backoff.max.ms).
+    pub retry_backoff_max_ms: u64,
     /// Records that may wait in the channel to the background task.
     pub queue_records_max: usize,
     /// Whether sending to a missing topic may auto-create it.
@@ -87,8 +92,9 @@ impl Default for ProducerConfig {
             linger_ms: 5,
             batch_bytes_max: 1024 * 1024,
             request_timeout_ms: 30_000,
-            retries: 5,
+            retries: 6,
             retry_backoff_ms: 100,
+            retry_backoff_max_ms: 1_000,
             queue_records_max: 10_000,
             allow_auto_topic_creation: true,
         }
@@ -133,6 +139,17 @@ type DeliveryResult = Result<RecordMetadata, ClientError>;
 /// Resolves when the record's batch has been acknowledged (or has failed).
 #[derive(Debug)]
 pub struct DeliveryFuture(oneshot::Receiver<DeliveryResult>);
+
+impl DeliveryFuture {
+    /// The outcome if it is already known, without waiting.
+    pub fn try_take(&mut self) -> Option<DeliveryResult> {
+        match self.0.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(ClientError::ProducerClosed)),
+        }
+    }
+}
 
 impl Future for DeliveryFuture {
     type Output = DeliveryResult;
@@ -355,12 +372,16 @@ impl Worker {
             }
         }
         let mut pending: Vec<PartitionBatch> = self.batches.drain().collect();
-        let mut attempt = 0u32;
+        let mut backoff = RetryPolicy {
+            initial_backoff_ms: self.config.retry_backoff_ms,
+            max_backoff_ms: self.config.retry_backoff_max_ms,
+            retries_max: self.config.retries as usize,
+            total_backoff_ms_max: u64::try_from(self.config.request_timeout_ms).unwrap_or(30_000),
+        }
+        .backoff();
+        let mut next_delay = backoff.next_delay();
         while !pending.is_empty() {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
-            }
-            let may_retry = attempt < self.config.retries;
+            let may_retry = next_delay.is_some();
             let mut retry = Vec::new();
             let mut by_leader: BTreeMap<i32, Vec<PartitionBatch>> = BTreeMap::new();
             for (key, batch) in pending {
@@ -381,7 +402,10 @@ impl Worker {
                 retry.extend(self.send_to_leader(leader, items, may_retry).await);
             }
             pending = retry;
-            attempt += 1;
+            if let (false, Some(delay)) = (pending.is_empty(), next_delay) {
+                tokio::time::sleep(delay).await;
+                next_delay = backoff.next_delay();
+            }
         }
     }
 

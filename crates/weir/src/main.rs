@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
     about = "Weir: a Kafka-compatible streaming platform"
 )]
 struct Cli {
+    #[command(flatten)]
+    global: commands::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,10 +26,13 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topic(commands::topic::TopicCommand),
-    /// Produce lines from stdin to a topic.
+    /// Produce records from stdin to a topic (lines, any delimiter, or a format).
     Produce(commands::produce::ProduceArgs),
-    /// Consume records from a topic and print them.
+    /// Consume records from topics and print them (text, a format string, or JSON).
     Consume(commands::consume::ConsumeArgs),
+    /// Per-partition log start, high watermark, last stable offset, and the
+    /// offset at a timestamp (kcat -Q).
+    Offsets(commands::offsets::OffsetsArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     #[command(subcommand)]
     Group(commands::group::GroupCommand),
@@ -43,11 +48,19 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        commands::exit_quietly_on_closed_stdout();
+    }
+    if let Err(e) = commands::init(&cli.global) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(cmd) => commands::run(commands::topic::run(cmd)),
         Command::Produce(args) => commands::run(commands::produce::run(args)),
         Command::Consume(args) => commands::run(commands::consume::run(args)),
+        Command::Offsets(args) => commands::run(commands::offsets::run(args)),
         Command::Cluster(cmd) => commands::run(commands::cluster::run(cmd)),
         Command::Bench(args) => commands::bench::run(args),
         Command::Group(cmd) => commands::run(commands::group::run(cmd)),
@@ -55,6 +68,7 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if commands::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -329,7 +329,7 @@ impl BenchReport {
         BenchReport {
             workload: args.workload,
             driver: args.driver,
-            bootstrap: args.connect.bootstrap.clone(),
+            bootstrap: args.connect.bootstrap(),
             topic: args.topic.clone(),
             partitions,
             record_size: args.record_size,

@@ -1,15 +1,87 @@
-//! `weir cluster info`: cluster id, controller, brokers and topic count.
+//! `weir cluster info|config|logdirs`: cluster id, controller, brokers and
+//! topic count; broker configs; log directories and partition sizes.
 
-use super::ConnectArgs;
+use anyhow::Context as _;
+use serde::Serialize;
+use weir_client::{AlterConfigOp, Client, ConfigResource};
+
+use super::{ConnectArgs, OutputFormat, parse_key_value, print_json};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Show the cluster id, controller, brokers and topic count.
     Info(InfoArgs),
+    /// Read and change broker configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Each broker's log directories and the size of each partition in them.
+    Logdirs(LogdirsArgs),
 }
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print broker configs (all, or the KEYs given) as KEY=VALUE lines.
+    Get(ConfigGetArgs),
+    /// Set or reset broker configs (IncrementalAlterConfigs).
+    Set(ConfigSetArgs),
+    /// Print every non-sensitive broker config as KEY=VALUE, one per line:
+    /// input for `cluster config set --from-file`.
+    Export(ConfigExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigGetArgs {
+    /// Config names (default: all).
+    pub keys: Vec<String>,
+    /// The broker to ask (default: the one the client reached first).
+    #[arg(long, value_name = "ID")]
+    pub broker: Option<i32>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigSetArgs {
+    /// KEY=VALUE pairs to set.
+    #[arg(value_parser = parse_key_value)]
+    pub configs: Vec<(String, String)>,
+    /// Reset this config to its default (repeatable).
+    #[arg(long = "delete", value_name = "KEY")]
+    pub delete: Vec<String>,
+    /// Read KEY=VALUE lines from this file ('#' starts a comment).
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "ID")]
+    pub broker: Option<i32>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigExportArgs {
+    #[arg(long, value_name = "ID")]
+    pub broker: Option<i32>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogdirsArgs {
+    /// Only these topics (default: all).
+    #[arg(long = "topic", value_name = "NAME")]
+    pub topics: Vec<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -17,7 +89,30 @@ pub struct InfoArgs {
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Info(args) => info(args).await,
+        ClusterCommand::Config(ConfigCommand::Get(args)) => config_get(args).await,
+        ClusterCommand::Config(ConfigCommand::Set(args)) => config_set(args).await,
+        ClusterCommand::Config(ConfigCommand::Export(args)) => config_export(args).await,
+        ClusterCommand::Logdirs(args) => logdirs(args).await,
     }
+}
+
+/// `cluster info --format json`. Fields are only ever added.
+#[derive(Serialize)]
+struct ClusterInfo {
+    cluster_id: String,
+    controller: i32,
+    brokers: Vec<BrokerJson>,
+    topics: usize,
+    internal_topics: usize,
+}
+
+#[derive(Serialize)]
+struct BrokerJson {
+    id: i32,
+    host: String,
+    port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rack: Option<String>,
 }
 
 async fn info(args: InfoArgs) -> anyhow::Result<()> {
@@ -25,6 +120,24 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
     let cluster = client.describe_cluster().await?;
     let metadata = client.metadata(None, false).await?;
     let internal = metadata.topics.iter().filter(|t| t.is_internal).count();
+    if args.format == OutputFormat::Json {
+        return print_json(&ClusterInfo {
+            cluster_id: cluster.cluster_id,
+            controller: cluster.controller_id,
+            brokers: cluster
+                .brokers
+                .into_iter()
+                .map(|b| BrokerJson {
+                    id: b.node_id,
+                    host: b.host,
+                    port: b.port,
+                    rack: b.rack,
+                })
+                .collect(),
+            topics: metadata.topics.len(),
+            internal_topics: internal,
+        });
+    }
     println!("cluster id: {}", cluster.cluster_id);
     println!("controller: {}", cluster.controller_id);
     println!("brokers: {}", cluster.brokers.len());
@@ -37,5 +150,193 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
         println!("  {}  {}{}", b.node_id, b.addr(), rack);
     }
     println!("topics: {} ({} internal)", metadata.topics.len(), internal);
+    Ok(())
+}
+
+/// The broker a config command talks about: the one named, else the first.
+fn broker_id(client: &Client, wanted: Option<i32>) -> anyhow::Result<i32> {
+    let known: Vec<i32> = client.brokers().map(|b| b.node_id).collect();
+    match wanted {
+        Some(id) if known.contains(&id) => Ok(id),
+        Some(id) => anyhow::bail!("no broker {id} in the cluster (brokers: {known:?})"),
+        None => known
+            .first()
+            .copied()
+            .context("the cluster reported no brokers"),
+    }
+}
+
+#[derive(Serialize)]
+struct ConfigJson {
+    name: String,
+    value: Option<String>,
+    source: &'static str,
+    read_only: bool,
+    sensitive: bool,
+}
+
+async fn config_get(args: ConfigGetArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    let id = broker_id(&client, args.broker)?;
+    let keys: Vec<&str> = args.keys.iter().map(String::as_str).collect();
+    let mut configs = client
+        .describe_configs(
+            &ConfigResource::broker(id),
+            (!keys.is_empty()).then_some(keys.as_slice()),
+        )
+        .await?;
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(missing) = args
+        .keys
+        .iter()
+        .find(|k| !configs.iter().any(|c| &c.name == *k))
+    {
+        anyhow::bail!("broker {id} has no config '{missing}'");
+    }
+    if args.format == OutputFormat::Json {
+        let out: Vec<ConfigJson> = configs
+            .into_iter()
+            .map(|c| ConfigJson {
+                value: if c.is_sensitive { None } else { c.value },
+                name: c.name,
+                source: c.source.name(),
+                read_only: c.read_only,
+                sensitive: c.is_sensitive,
+            })
+            .collect();
+        return print_json(&out);
+    }
+    for c in configs {
+        let value = if c.is_sensitive {
+            "(sensitive)".to_owned()
+        } else {
+            c.value.unwrap_or_else(|| "null".to_owned())
+        };
+        println!("{}={}", c.name, value);
+    }
+    Ok(())
+}
+
+async fn config_set(args: ConfigSetArgs) -> anyhow::Result<()> {
+    let mut pairs = args.configs.clone();
+    if let Some(path) = &args.from_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            pairs.push(
+                parse_key_value(line)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
+            );
+        }
+    }
+    if pairs.is_empty() && args.delete.is_empty() {
+        anyhow::bail!("nothing to change: pass KEY=VALUE, --delete KEY or --from-file PATH");
+    }
+    let mut client = args.connect.connect().await?;
+    let id = broker_id(&client, args.broker)?;
+    let ops: Vec<AlterConfigOp> = pairs
+        .iter()
+        .map(|(k, v)| AlterConfigOp::set(k, v))
+        .chain(args.delete.iter().map(AlterConfigOp::delete))
+        .collect();
+    client
+        .incremental_alter_configs(&ConfigResource::broker(id), &ops)
+        .await?;
+    println!("altered {} config(s) of broker {id}", ops.len());
+    Ok(())
+}
+
+async fn config_export(args: ConfigExportArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    let id = broker_id(&client, args.broker)?;
+    let mut configs = client
+        .describe_configs(&ConfigResource::broker(id), None)
+        .await?;
+    configs.sort_by(|a, b| a.name.cmp(&b.name));
+    println!("# broker {id} configs, exported by weir; sensitive values omitted");
+    for c in configs {
+        if c.is_sensitive {
+            continue;
+        }
+        if let Some(value) = c.value {
+            println!("{}={}", c.name, value);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct LogDirJson {
+    broker: i32,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    total_bytes: i64,
+    usable_bytes: i64,
+    partitions: Vec<LogDirPartitionJson>,
+}
+
+#[derive(Serialize)]
+struct LogDirPartitionJson {
+    topic: String,
+    partition: i32,
+    size_bytes: i64,
+}
+
+async fn logdirs(args: LogdirsArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    for topic in &args.topics {
+        // Loads the partition list that DescribeLogDirs asks about.
+        client.topic(topic, false).await?;
+    }
+    let dirs = client
+        .describe_log_dirs((!args.topics.is_empty()).then_some(args.topics.as_slice()))
+        .await?;
+    let mut out: Vec<LogDirJson> = dirs
+        .into_iter()
+        .map(|d| {
+            let mut partitions: Vec<LogDirPartitionJson> = d
+                .partitions
+                .into_iter()
+                .map(|p| LogDirPartitionJson {
+                    topic: p.topic,
+                    partition: p.partition,
+                    size_bytes: p.size_bytes,
+                })
+                .collect();
+            partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            LogDirJson {
+                broker: d.broker_id,
+                path: d.path,
+                error: d.error.map(|e| e.name().to_owned()),
+                total_bytes: d.total_bytes,
+                usable_bytes: d.usable_bytes,
+                partitions,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (a.broker, &a.path).cmp(&(b.broker, &b.path)));
+    if args.format == OutputFormat::Json {
+        return print_json(&out);
+    }
+    for d in &out {
+        let error = d
+            .error
+            .as_deref()
+            .map(|e| format!("  error {e}"))
+            .unwrap_or_default();
+        println!(
+            "broker {}  {}  total {} bytes  usable {} bytes{error}",
+            d.broker, d.path, d.total_bytes, d.usable_bytes
+        );
+        println!("  TOPIC\tPARTITION\tSIZE-BYTES");
+        for p in &d.partitions {
+            println!("  {}\t{}\t{}", p.topic, p.partition, p.size_bytes);
+        }
+    }
     Ok(())
 }

@@ -30,6 +30,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(300);
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
 /// A consumer that receives nothing for this long has stalled.
 const CONSUME_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// librdkafka's queue staying full this long means the broker stopped
+/// acknowledging (it died or hangs): the run fails instead of waiting for
+/// message.timeout.ms to drain the queue record by record.
+const PRODUCE_STALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Back-off when librdkafka's queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_micros(200);
 
@@ -48,7 +52,7 @@ pub fn run(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<
 fn base_config(args: &BenchArgs) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", &args.connect.bootstrap)
+        .set("bootstrap.servers", args.connect.bootstrap())
         .set("client.id", "weir-bench")
         .set("broker.address.family", "v4")
         .set("log_level", "3");
@@ -89,7 +93,8 @@ fn producer_config(args: &BenchArgs) -> ClientConfig {
                 "false"
             },
         )
-        .set("message.timeout.ms", "120000");
+        // Bounded so a dead broker fails the run in seconds, not minutes.
+        .set("message.timeout.ms", "30000");
     if args.transaction_records.is_some() {
         // One id per run, so a rerun never fences (or waits on) an old one.
         config.set(
@@ -256,7 +261,13 @@ impl TopicHandle {
         chunk: &mut [rdsys::rd_kafka_message_t],
     ) -> anyhow::Result<()> {
         let mut pending = chunk.len();
+        let stalled_after = Instant::now() + PRODUCE_STALL_TIMEOUT;
         while pending > 0 {
+            if Instant::now() > stalled_after {
+                bail!(
+                    "librdkafka's queue stayed full for {PRODUCE_STALL_TIMEOUT:?}: the broker stopped acknowledging records (is it down?)"
+                );
+            }
             let count = i32::try_from(pending).context("chunk too large")?;
             // SAFETY: the handle is live, and `chunk[..pending]` is a valid,
             // exclusively borrowed array that librdkafka only reads and
