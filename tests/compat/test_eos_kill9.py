@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -54,6 +55,9 @@ OUTPUT_PARTITIONS = 2
 ABORT_EVERY = 5
 RECORDS_PER_TXN_MAX = 200
 CALL_TIMEOUT_S = 60.0
+# send_offsets_to_transaction's own bound (see `bounded`); a restart takes
+# well under a second here.
+SEND_OFFSETS_TIMEOUT_S = 15.0
 # The whole test gives up after this long (a hang is a failure, not a wait).
 DEADLINE_S = 420.0
 KILL_GAP_S = (1.0, 3.0)
@@ -62,7 +66,8 @@ KILL_GAP_S = (1.0, 3.0)
 class Broker:
     """A `weir serve` that can be killed and restarted on the same dir and port."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, env: dict[str, str]):
+        self.extra_env = env
         self.binary = weir_binary()
         self.data_dir = work_dir / "data"
         self.data_dir.mkdir()
@@ -78,6 +83,7 @@ class Broker:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
+        env.update(self.extra_env)
         env.setdefault("RUST_LOG", "info")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -101,6 +107,38 @@ class Broker:
             assert self.process.wait(timeout=30) == 0, "weir did not exit 0 on SIGTERM"
 
 
+class StuckClient(Exception):
+    """A client call that outlived its own timeout."""
+
+
+def bounded(call, timeout_s: float):
+    """Runs a blocking client call in a daemon thread and gives up on it
+    after `timeout_s` (plus slack). librdkafka's send_offsets_to_transaction
+    can block past its timeout when the group coordinator's connection drops
+    between AddOffsetsToTxn and TxnOffsetCommit and nothing else changes
+    state afterwards (librdkafka issues #5456 and #5511: the coordinator
+    request's timeout is never checked). Seen here with a broker killed at
+    that moment and no later kill; the application's way out is the one a
+    real one would take: a new producer, whose init_transactions fences the
+    stuck one."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout_s + 10)
+    if worker.is_alive():
+        raise StuckClient(f"client call still blocked {timeout_s + 10}s after it began")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def txn_producer(bootstrap: str, transactional_id: str) -> Producer:
     producer = Producer(
         {
@@ -110,6 +148,7 @@ def txn_producer(bootstrap: str, transactional_id: str) -> Producer:
             "transaction.timeout.ms": 20000,
             "message.timeout.ms": 20000,
             "linger.ms": 5,
+            **({"debug": os.environ["WEIR_EOS_DEBUG"]} if os.environ.get("WEIR_EOS_DEBUG") else {}),
         }
     )
     producer.init_transactions(CALL_TIMEOUT_S)
@@ -154,9 +193,37 @@ def read_topic(bootstrap: str, topic: str, partitions: int, isolation: str) -> l
 
 
 def test_consume_transform_produce_is_exactly_once_across_kill9():
+    run_exactly_once(KILLS, {})
+
+
+def test_exactly_once_check_catches_a_broker_that_leaks_aborted_records():
+    """The planted bug: read_committed fetches without their aborted
+    transactions, so consumers keep aborted records."""
+    with pytest.raises(AssertionError, match="not exactly-once"):
+        run_exactly_once(2, {"WEIR_TEST_LEAK_ABORTED_TXNS": "1"})
+
+
+def run_exactly_once(kills: int, broker_env: dict[str, str]) -> None:
+    """Runs the three clients and the checks; the broker never outlives it.
+    Its data and log are kept only when a check fails unexpectedly (the log
+    is printed by conftest's summary)."""
     work_dir = Path(tempfile.mkdtemp(prefix="weir-eos-"))
-    broker = Broker(work_dir)
+    broker = Broker(work_dir, broker_env)
     broker.start()
+    passed = False
+    try:
+        exercise(broker, kills)
+        passed = True
+    finally:
+        if broker.process is not None and broker.process.poll() is None:
+            broker.process.kill()
+            broker.process.wait()
+        if passed or broker_env:
+            _broker_logs.remove(broker.log_path)
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def exercise(broker: Broker, kills: int) -> None:
     rng = random.Random(int(os.environ.get("WEIR_EOS_SEED", str(time.time_ns()))))
     suffix = rng.randrange(1 << 30)
     topic_in, topic_out = f"eos-in-{suffix}", f"eos-out-{suffix}"
@@ -205,7 +272,7 @@ def test_consume_transform_produce_is_exactly_once_across_kill9():
         stats["fed"] = n
 
     def kill_loop() -> None:
-        for _ in range(KILLS):
+        for _ in range(kills):
             time.sleep(rng.uniform(*KILL_GAP_S))
             with broker.lock:
                 broker.kill9()
@@ -266,7 +333,11 @@ def test_consume_transform_produce_is_exactly_once_across_kill9():
                         partition=(m.partition() + m.offset()) % OUTPUT_PARTITIONS,
                     )
                 positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
-                producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), CALL_TIMEOUT_S)
+                metadata = consumer.consumer_group_metadata()
+                bounded(
+                    lambda: producer.send_offsets_to_transaction(positions, metadata, SEND_OFFSETS_TIMEOUT_S),
+                    SEND_OFFSETS_TIMEOUT_S,
+                )
                 if abort_on_purpose:
                     # Flushed first so the aborted records are in the log, for
                     # the read_uncommitted check.
@@ -278,11 +349,12 @@ def test_consume_transform_produce_is_exactly_once_across_kill9():
                 else:
                     producer.commit_transaction(CALL_TIMEOUT_S)
                     stats["committed_txns"] += 1
-            except KafkaException as exc:
-                err = exc.args[0]
+            except (KafkaException, StuckClient) as exc:
                 stats["txn_errors"] += 1
+                if isinstance(exc, StuckClient):
+                    stats["stuck_calls"] += 1
                 recovered = False
-                if not err.fatal():
+                if isinstance(exc, KafkaException) and not exc.args[0].fatal():
                     try:
                         producer.abort_transaction(CALL_TIMEOUT_S)
                         recovered = True
@@ -299,7 +371,7 @@ def test_consume_transform_produce_is_exactly_once_across_kill9():
         killer.join()
         feeder.join()
 
-    assert stats["kills"] == KILLS
+    assert stats["kills"] == kills
     assert not feeder_errors, f"input producer errors: {feeder_errors[:5]}"
     assert stats["committed_txns"] > 0 and stats["aborted_txns"] > 0, dict(stats)
 

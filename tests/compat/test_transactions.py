@@ -88,8 +88,12 @@ def read_uncommitted(broker, topic: str, partition: int, count: int) -> list[tup
         consumer.close()
 
 
-def high_watermark(broker, topic: str, partition: int) -> int:
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "weir-compat-unused"})
+def high_watermark(broker, topic: str, partition: int, isolation: str = "read_committed") -> int:
+    """The end librdkafka reports: the last stable offset for read_committed
+    (its default), the high watermark for read_uncommitted."""
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "weir-compat-unused", "isolation.level": isolation}
+    )
     try:
         return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=CALL_TIMEOUT_S)[1]
     finally:
@@ -191,11 +195,14 @@ def test_hung_transaction_is_aborted_by_the_broker_after_its_timeout(tmp_path):
         for n in range(5):
             producer.produce(topic, value=f"h{n}".encode(), partition=0)
         assert producer.flush(CALL_TIMEOUT_S) == 0
+        # The open transaction holds the last stable offset at its start.
+        assert high_watermark(own, topic, 0, "read_uncommitted") == 5
+        assert high_watermark(own, topic, 0) == 0, "the open transaction holds the LSO"
         started = time.monotonic()
         # The producer goes quiet; the broker aborts on its own.
         wait_for_state(own, tid, "CompleteAbort", timeout_s=15.0)
         assert time.monotonic() - started >= 1.0, "aborted before the transaction timeout"
-        assert high_watermark(own, topic, 0) == 6, "five records and the abort marker"
+        assert high_watermark(own, topic, 0) == 6, "the LSO moved past the records and the abort marker"
         # The producer that hung was fenced by the abort's epoch bump.
         with pytest.raises(KafkaException):
             producer.commit_transaction(CALL_TIMEOUT_S)

@@ -29,6 +29,13 @@ use crate::error::log_error_code;
 use crate::frame::{Placeholders, splice};
 use crate::{Broker, Frame, PendingReply, encode_frame, encode_response, log_encode_failure};
 
+/// Test-only planted bug: read_committed answers leave out the aborted
+/// transactions, so consumers keep aborted records. The exactly-once test
+/// (`tests/compat/test_eos_kill9.py`) must catch it. Read once.
+pub const LEAK_ABORTED_TXNS_ENV: &str = "WEIR_TEST_LEAK_ABORTED_TXNS";
+static LEAK_ABORTED_TXNS: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os(LEAK_ABORTED_TXNS_ENV).is_some_and(|v| v == "1"));
+
 /// Kafka's `fetch.max.wait.ms` ceiling: a client can't park a request forever.
 const FETCH_WAIT_MS_MAX: u64 = 30_000;
 /// read_committed (isolation level 1) reads up to the last stable offset.
@@ -107,7 +114,7 @@ fn read_once(
                 Ok(result) => {
                     if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
                         total_bytes += result.bytes;
-                        if read_committed {
+                        if read_committed && !*LEAK_ABORTED_TXNS {
                             // The transactions aborted in the returned range: the consumer drops
                             // their records (control batches themselves it always skips).
                             data.aborted_transactions = Some(
