@@ -313,34 +313,7 @@ impl GroupCoordinator {
 
     /// Makes sure `__consumer_offsets` exists (created on first use).
     pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>, ErrorCode> {
-        if let Some(topic) = broker.topic(OFFSETS_TOPIC) {
-            return Ok(topic);
-        }
-        let mut registry = broker.registry_mut();
-        if let Some(topic) = registry.get(OFFSETS_TOPIC) {
-            return Ok(topic.clone());
-        }
-        let overrides = [
-            ("cleanup.policy", "compact"),
-            ("retention.ms", "-1"),
-            ("retention.bytes", "-1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        match registry.create(OFFSETS_TOPIC, self.partitions_configured, overrides) {
-            Ok(topic) => {
-                tracing::info!(
-                    partitions = self.partitions_configured,
-                    "created {OFFSETS_TOPIC}"
-                );
-                Ok(topic)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not create {OFFSETS_TOPIC}");
-                Err(ErrorCode::CoordinatorNotAvailable)
-            }
-        }
+        broker.ensure_internal_topic(OFFSETS_TOPIC, self.partitions_configured)
     }
 
     /// Appends group records to the group's partition and returns when they'll be durable.

@@ -249,38 +249,7 @@ impl TxnCoordinator {
 
     /// Makes sure `__transaction_state` exists (created on first use).
     pub fn ensure_topic(&self, broker: &Broker) -> Result<Arc<Topic>, ErrorCode> {
-        if let Some(topic) = broker.topic(TRANSACTION_STATE_TOPIC) {
-            return Ok(topic);
-        }
-        let mut registry = broker.registry_mut();
-        if let Some(topic) = registry.get(TRANSACTION_STATE_TOPIC) {
-            return Ok(topic.clone());
-        }
-        let overrides = [
-            ("cleanup.policy", "compact"),
-            ("retention.ms", "-1"),
-            ("retention.bytes", "-1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        match registry.create(
-            TRANSACTION_STATE_TOPIC,
-            self.partitions_configured,
-            overrides,
-        ) {
-            Ok(topic) => {
-                tracing::info!(
-                    partitions = self.partitions_configured,
-                    "created {TRANSACTION_STATE_TOPIC}"
-                );
-                Ok(topic)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not create {TRANSACTION_STATE_TOPIC}");
-                Err(ErrorCode::CoordinatorNotAvailable)
-            }
-        }
+        broker.ensure_internal_topic(TRANSACTION_STATE_TOPIC, self.partitions_configured)
     }
 
     /// Appends one id's state to its partition; resolves when durable.
