@@ -17,6 +17,7 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod cluster_config;
 pub mod config;
 pub mod data_dir;
 pub mod dynamic_config;

@@ -380,8 +380,8 @@ pub fn describe_cluster(
         controller_id: broker.config.node_id,
         brokers: vec![DescribeClusterBroker {
             broker_id: broker.config.node_id,
-            host: advertised.ip().to_string(),
-            port: i32::from(advertised.port()),
+            host: advertised.host.clone(),
+            port: i32::from(advertised.port),
             rack: None,
             ..Default::default()
         }],
