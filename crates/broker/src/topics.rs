@@ -46,21 +46,27 @@ pub struct Topic {
     pub id: [u8; 16],
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
+    /// The partitions whose logs this broker holds, by index ascending. On a
+    /// single node that is all of them; in a cluster, those assigned here.
     pub partitions: Vec<Arc<Partition>>,
+    /// How many partitions the topic has across the cluster.
+    pub partition_count: i32,
 }
 
 impl Topic {
+    /// The partition `index`, if this broker holds its log.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
+        self.partitions
+            .binary_search_by_key(&index, |p| p.index)
             .ok()
-            .and_then(|i| self.partitions.get(i))
+            .map(|i| &self.partitions[i])
     }
 
     fn meta(&self) -> TopicMeta {
         TopicMeta {
             name: self.name.clone(),
             id_hex: hex(&self.id),
-            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
+            partitions: self.partition_count,
             overrides: self.overrides.clone(),
         }
     }
@@ -207,6 +213,7 @@ impl TopicRegistry {
             overrides: meta.overrides.clone(),
             config,
             partitions,
+            partition_count: meta.partitions,
         })
     }
 
@@ -257,7 +264,7 @@ impl TopicRegistry {
             let live = self
                 .topics
                 .get(topic)
-                .is_some_and(|t| index < i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
+                .is_some_and(|t| t.partition(index).is_some());
             if !live && validate_topic_name(topic).is_ok() {
                 tracing::warn!(dir = %entry.path().display(), "removing orphan partition directory");
                 durable::remove_dir_all(&entry.path())?;
@@ -341,6 +348,7 @@ impl TopicRegistry {
                 overrides: topic.overrides.clone(),
                 config,
                 partitions: topic.partitions.clone(),
+                partition_count: topic.partition_count,
             };
             self.topics.insert(topic.name.clone(), Arc::new(replaced));
         }
@@ -404,7 +412,7 @@ impl TopicRegistry {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let current = topic.partition_count;
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
                 "topic '{name}' has {current} partitions; the new count {count} must be larger"
@@ -425,6 +433,7 @@ impl TopicRegistry {
             overrides: topic.overrides.clone(),
             config: topic.config.clone(),
             partitions,
+            partition_count: count,
         };
         self.persist(&grown.meta())?;
         self.topics.insert(name.to_string(), Arc::new(grown));
@@ -450,6 +459,7 @@ impl TopicRegistry {
             overrides,
             config: config.clone(),
             partitions: topic.partitions.clone(),
+            partition_count: topic.partition_count,
         };
         self.persist(&updated.meta())?;
         for partition in &updated.partitions {

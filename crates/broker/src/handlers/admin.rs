@@ -275,13 +275,10 @@ pub fn create_partitions(
             } else if request.validate_only {
                 match broker.topic(&t.name) {
                     None => Err(BrokerError::UnknownTopic(t.name.clone())),
-                    Some(topic)
-                        if t.count <= i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX) =>
-                    {
+                    Some(topic) if t.count <= topic.partition_count => {
                         Err(BrokerError::InvalidPartitions(format!(
                             "topic '{}' already has {} partitions",
-                            t.name,
-                            topic.partitions.len()
+                            t.name, topic.partition_count
                         )))
                     }
                     Some(_) => Ok(()),
