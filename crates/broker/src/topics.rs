@@ -23,6 +23,7 @@ use weir_log::{Log, LogConfig, LogEnv, durable};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
+use weir_protocol::error_code::ErrorCode;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_CHARS_MAX: usize = 249;
@@ -60,6 +61,20 @@ impl Topic {
             .binary_search_by_key(&index, |p| p.index)
             .ok()
             .map(|i| &self.partitions[i])
+    }
+
+    /// The partition `index` for a request that only its leader may serve:
+    /// UNKNOWN_TOPIC_OR_PARTITION when the topic has no such partition,
+    /// NOT_LEADER_OR_FOLLOWER when it does but this broker does not lead it
+    /// (clients then refresh metadata and go to the leader).
+    pub fn led_partition(&self, index: i32) -> Result<&Arc<Partition>, ErrorCode> {
+        if !(0..self.partition_count).contains(&index) {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        match self.partition(index) {
+            Some(p) if p.is_leader() => Ok(p),
+            _ => Err(ErrorCode::NotLeaderOrFollower),
+        }
     }
 
     fn meta(&self) -> TopicMeta {

@@ -317,11 +317,16 @@ pub fn delete_records(
                         low_watermark: -1,
                         ..Default::default()
                     };
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        out.error_code = ErrorCode::UnknownTopicOrPartition.code();
-                        return out;
+                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index)) {
+                        Some(Ok(partition)) => partition,
+                        Some(Err(error)) => {
+                            out.error_code = error.code();
+                            return out;
+                        }
+                        None => {
+                            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                            return out;
+                        }
                     };
                     // Kafka's ReplicaManager refuses this for internal topics
                     // ("Cannot delete records of internal topic"); the
