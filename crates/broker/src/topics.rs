@@ -37,6 +37,10 @@ pub struct TopicMeta {
     /// Kafka topic id (KIP-516), as 32 hex chars on disk.
     pub id_hex: String,
     pub partitions: i32,
+    /// The partitions whose logs this broker holds; absent (as written
+    /// before the cluster) means all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<Vec<i32>>,
     /// Only the configs set explicitly for this topic; the rest follow broker defaults.
     pub overrides: BTreeMap<String, String>,
 }
@@ -82,6 +86,7 @@ impl Topic {
             name: self.name.clone(),
             id_hex: hex(&self.id),
             partitions: self.partition_count,
+            hosted: Some(self.partitions.iter().map(|p| p.index).collect()),
             overrides: self.overrides.clone(),
         }
     }
@@ -219,9 +224,22 @@ impl TopicRegistry {
         let id = unhex(&meta.id_hex)
             .ok_or_else(|| BrokerError::Corrupt(format!("topic {} has a bad id", meta.name)))?;
         let mut partitions = Vec::new();
-        for index in 0..meta.partitions {
+        let mut hosted: Vec<i32> = match &meta.hosted {
+            Some(hosted) => hosted.clone(),
+            None => (0..meta.partitions).collect(),
+        };
+        hosted.sort_unstable();
+        hosted.dedup();
+        for index in hosted {
+            if !(0..meta.partitions).contains(&index) {
+                return Err(BrokerError::Corrupt(format!(
+                    "topic {} holds partition {index} of {}",
+                    meta.name, meta.partitions
+                )));
+            }
             partitions.push(Arc::new(self.open_partition(&meta.name, index, &config)?));
         }
+
         Ok(Topic {
             name: meta.name.clone(),
             id,
@@ -384,6 +402,7 @@ impl TopicRegistry {
             name: name.to_string(),
             id_hex: hex(&random_id()),
             partitions,
+            hosted: None,
             overrides,
         };
         // Validate configs before anything touches the disk.
@@ -482,6 +501,87 @@ impl TopicRegistry {
         }
         self.topics.insert(name.to_string(), Arc::new(updated));
         Ok(())
+    }
+
+    /// Makes this broker's copy of a topic match the metadata image: its id,
+    /// partition count and overrides, and a log for each partition in
+    /// `hosted` (those whose replicas include this broker). Returns the
+    /// topic as it now is. A local topic of the same name with another id is
+    /// an older topic deleted and re-created while this broker was away: its
+    /// data goes.
+    pub fn sync_topic(
+        &mut self,
+        name: &str,
+        id: [u8; 16],
+        partition_count: i32,
+        hosted: &[i32],
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(old) = self.topics.get(name).cloned()
+            && old.id != id
+        {
+            tracing::warn!(topic = name, old_id = %hex(&old.id), new_id = %hex(&id),
+                "the metadata log names another topic of this name; deleting the local copy");
+            self.delete(name)?;
+        }
+        let existing = self.topics.get(name).cloned();
+        let config = self
+            .defaults
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .or_else(|e| {
+                // A stored override this build can't read must not stop the
+                // broker from serving the topic: fall back to the defaults.
+                tracing::error!(topic = name, error = %e, "topic overrides not understood; using defaults");
+                Ok::<_, BrokerError>(self.defaults.clone())
+            })?;
+        let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(hosted.len());
+        let mut changed = existing.is_none();
+        for &index in hosted {
+            match existing.as_ref().and_then(|t| t.partition(index)) {
+                Some(p) => partitions.push(p.clone()),
+                None => {
+                    partitions.push(Arc::new(self.open_partition(name, index, &config)?));
+                    changed = true;
+                }
+            }
+        }
+        partitions.sort_by_key(|p| p.index);
+        if let Some(old) = &existing {
+            // Partitions no longer assigned here (a reassignment moved them).
+            for p in &old.partitions {
+                if !hosted.contains(&p.index) {
+                    p.log.close().ok();
+                    let dir = self.partition_dir(name, p.index);
+                    if let Err(e) = durable::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+                    }
+                    changed = true;
+                }
+            }
+            if old.partition_count != partition_count || &old.overrides != overrides {
+                changed = true;
+            }
+            if old.config != config {
+                for p in &partitions {
+                    p.log.update_config(self.log_config(&config));
+                }
+            }
+        }
+        if !changed {
+            return Ok(existing.expect("unchanged implies it existed"));
+        }
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            overrides: overrides.clone(),
+            config,
+            partitions,
+            partition_count,
+        };
+        self.persist(&topic.meta())?;
+        let topic = Arc::new(topic);
+        self.topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
     }
 
     /// Flushes and checkpoints every log (clean shutdown).

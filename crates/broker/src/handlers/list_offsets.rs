@@ -92,7 +92,8 @@ pub fn handle(
                         leader_epoch: 0,
                         ..Default::default()
                     };
-                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index)) {
+                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
+                    {
                         Some(Ok(partition)) => partition,
                         Some(Err(error)) => {
                             out.error_code = error.code();
