@@ -439,6 +439,120 @@ impl Broker {
     }
 }
 
+/// How long an admin request waits for its change to reach this broker's
+/// own state after the controller committed it.
+const RECONCILE_WAIT: Duration = Duration::from_secs(30);
+
+impl Broker {
+    /// Runs `request` on the active controller and waits until this broker
+    /// has applied its records, so the client that asked sees the change in
+    /// this broker's next answers.
+    pub(crate) async fn run_on_controller(
+        &self,
+        request: ControllerRequest,
+    ) -> Result<ControllerResponse, BrokerError> {
+        let link = self.cluster();
+        let submitted = link.quorum.submit(request).await.map_err(|e| match e {
+            QuorumError::NotAvailable(m) => BrokerError::NoController(m),
+            QuorumError::Refused(e) => BrokerError::InvalidRequest(e.to_string()),
+        })?;
+        if !link.wait_reconciled(submitted.index, RECONCILE_WAIT).await {
+            tracing::warn!(
+                index = submitted.index,
+                "committed change not applied here in time"
+            );
+        }
+        Ok(submitted.response)
+    }
+
+    /// The node that leads `topic`'s partition `index`, with its advertised
+    /// address; `None` when the partition has no live leader.
+    pub(crate) fn partition_leader(&self, topic: &str, index: i32) -> Option<(i32, String, u16)> {
+        let image = self.cluster().image();
+        let t = image.topic_by_name(topic)?;
+        let leader = t.partitions.get(&index)?.leader;
+        let b = image.broker(leader).filter(|b| !b.fenced)?;
+        let e = b.endpoints.first()?;
+        Some((leader, e.host.clone(), e.port))
+    }
+
+    /// Whether this broker leads `topic`'s partition `index` right now.
+    pub(crate) fn leads(&self, topic: &str, index: i32) -> bool {
+        self.topic(topic)
+            .and_then(|t| t.partition(index).map(|p| p.is_leader()))
+            .unwrap_or(false)
+    }
+
+    /// Kafka's auto.create.topics.enable: creates `names` with the broker
+    /// defaults through the controller. Failures leave the topics unknown.
+    pub(crate) async fn auto_create_topics(&self, names: Vec<String>) {
+        let request = ControllerRequest::CreateTopics {
+            topics: names
+                .iter()
+                .map(|name| weir_metadata::controller::NewTopic {
+                    name: name.clone(),
+                    partitions: self.config.default_partitions,
+                    replication_factor: 1,
+                    assignments: None,
+                    configs: BTreeMap::new(),
+                })
+                .collect(),
+            validate_only: false,
+        };
+        match self.run_on_controller(request).await {
+            Ok(ControllerResponse::Items(items)) => {
+                for item in &items {
+                    if item.error_code == 0 {
+                        tracing::info!(topic = %item.name, "auto-created topic");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not auto-create topics"),
+        }
+    }
+
+    /// Creates an internal topic through the controller if the image lacks
+    /// it (compacted, no retention, RF 1 until replication lands), and waits
+    /// for it here. Failures are logged; callers answer COORDINATOR_NOT_AVAILABLE.
+    pub(crate) async fn create_internal_topic(&self, name: &str, partitions: i32) {
+        if self.cluster().image().topic_by_name(name).is_some() {
+            return;
+        }
+        let configs = [
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let request = ControllerRequest::CreateTopics {
+            topics: vec![weir_metadata::controller::NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor: 1,
+                assignments: None,
+                configs,
+            }],
+            validate_only: false,
+        };
+        match self.run_on_controller(request).await {
+            Ok(ControllerResponse::Items(items)) => {
+                for item in items
+                    .iter()
+                    .filter(|i| i.error_code != 0 && i.error_code != 36)
+                {
+                    tracing::error!(topic = name, code = item.error_code, message = ?item.message,
+                        "could not create internal topic");
+                }
+            }
+            Ok(other) => tracing::error!(?other, "unexpected answer creating {name}"),
+            Err(e) => tracing::warn!(error = %e, "could not create {name} yet"),
+        }
+    }
+}
+
 /// Producer-id blocks from the controller (`ProducerIds` records), so that
 /// no two brokers hand out the same id.
 struct QuorumProducerIds {

@@ -175,40 +175,21 @@ impl Broker {
         self.topics.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Makes sure a coordinator's internal topic exists, created on first use
-    /// compacted and without retention (as Kafka's `__consumer_offsets` and
-    /// `__transaction_state`). A failure is COORDINATOR_NOT_AVAILABLE, which
-    /// clients retry.
+    /// A coordinator's internal topic, if this broker has it. Absent, the
+    /// creation goes to the controller in the background and the caller
+    /// answers COORDINATOR_NOT_AVAILABLE, which clients retry.
     pub(crate) fn ensure_internal_topic(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         partitions: i32,
     ) -> Result<Arc<topics::Topic>, weir_protocol::error_code::ErrorCode> {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
-        let mut registry = self.registry_mut();
-        if let Some(topic) = registry.get(name) {
-            return Ok(topic.clone());
-        }
-        let overrides = [
-            ("cleanup.policy", "compact"),
-            ("retention.ms", "-1"),
-            ("retention.bytes", "-1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        match registry.create(name, partitions, overrides) {
-            Ok(topic) => {
-                tracing::info!(partitions, "created {name}");
-                Ok(topic)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not create {name}");
-                Err(weir_protocol::error_code::ErrorCode::CoordinatorNotAvailable)
-            }
-        }
+        let broker = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move { broker.create_internal_topic(&name, partitions).await });
+        Err(weir_protocol::error_code::ErrorCode::CoordinatorNotAvailable)
     }
 
     /// Runs retention on every partition. Called periodically by the binary.

@@ -312,7 +312,7 @@ impl GroupCoordinator {
     }
 
     /// Makes sure `__consumer_offsets` exists (created on first use).
-    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>, ErrorCode> {
+    pub fn ensure_offsets_topic(&self, broker: &Arc<Broker>) -> Result<Arc<Topic>, ErrorCode> {
         broker.ensure_internal_topic(OFFSETS_TOPIC, self.partitions_configured)
     }
 

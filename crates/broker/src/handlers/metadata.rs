@@ -1,4 +1,5 @@
-//! Metadata: brokers, topics and partition leadership, with auto-creation.
+//! Metadata: brokers, topics and partition leadership, from the metadata
+//! image this broker has applied, with auto-creation through the controller.
 
 use std::sync::Arc;
 
@@ -9,32 +10,63 @@ use weir_protocol::messages::metadata::{
     MetadataResponsePartition, MetadataResponseTopic,
 };
 
-use super::acl;
-use crate::Broker;
-use crate::topics::Topic;
+use weir_metadata::image::{MetadataImage, TopicImage};
+use weir_metadata::records::NO_LEADER;
 
-pub fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = broker.config.node_id;
+use super::acl;
+use super::admin::is_internal_topic;
+use crate::Broker;
+use crate::topics::validate_topic_name;
+
+/// One topic's entry from the metadata image: every partition with its
+/// leader, leader epoch, replicas, ISR and the replicas on brokers that are
+/// not live. A partition without a live leader is LEADER_NOT_AVAILABLE.
+pub fn topic_entry(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
     MetadataResponseTopic {
         error_code: ErrorCode::None.code(),
         name: Some(topic.name.clone()),
-        topic_id: topic.id,
-        is_internal: topic.name.starts_with("__"),
+        topic_id: topic.topic_id,
+        is_internal: is_internal_topic(&topic.name),
         partitions: topic
             .partitions
             .iter()
-            .map(|p| MetadataResponsePartition {
-                error_code: ErrorCode::None.code(),
-                partition_index: p.index,
-                leader_id: node,
-                leader_epoch: 0,
-                replica_nodes: vec![node],
-                isr_nodes: vec![node],
-                offline_replicas: Vec::new(),
+            .map(|(&index, p)| MetadataResponsePartition {
+                error_code: if p.leader == NO_LEADER {
+                    ErrorCode::LeaderNotAvailable.code()
+                } else {
+                    ErrorCode::None.code()
+                },
+                partition_index: index,
+                leader_id: p.leader,
+                leader_epoch: p.leader_epoch,
+                replica_nodes: p.replicas.clone(),
+                isr_nodes: p.isr.clone(),
+                offline_replicas: p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| !image.is_live(*r))
+                    .collect(),
             })
             .collect(),
         ..Default::default()
     }
+}
+
+/// The live brokers as Metadata lists them.
+pub fn broker_entries(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .live_brokers()
+        .filter_map(|b| {
+            let e = b.endpoints.first()?;
+            Some(MetadataResponseBroker {
+                node_id: b.broker_id,
+                host: e.host.clone(),
+                port: i32::from(e.port),
+                rack: b.rack.clone(),
+            })
+        })
+        .collect()
 }
 
 fn error_entry(name: Option<String>, id: [u8; 16], code: ErrorCode) -> MetadataResponseTopic {
@@ -66,12 +98,11 @@ fn invalid_request(request: MetadataRequest) -> MetadataResponse {
     }
 }
 
-pub fn handle(
+pub async fn handle(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: MetadataRequest,
 ) -> MetadataResponse {
-    let advertised = broker.config.advertised();
     // v0 has no null: an empty list means "all topics". From v1, null means all
     // and empty means none.
     let all = match &request.topics {
@@ -90,23 +121,48 @@ pub fn handle(
             return invalid_request(request);
         }
     }
+    let allow_create = request.allow_auto_topic_creation && broker.config.auto_create_topics;
+    if !all && allow_create {
+        // Auto-creation goes through the controller like any CreateTopics;
+        // the answer below then shows the new topics.
+        let missing: Vec<String> = {
+            let image = broker.cluster().image();
+            request
+                .topics
+                .iter()
+                .flatten()
+                .filter_map(|t| t.name.clone())
+                .filter(|n| image.topic_by_name(n).is_none() && validate_topic_name(n).is_ok())
+                .collect()
+        };
+        if !missing.is_empty() {
+            broker.auto_create_topics(missing).await;
+        }
+    }
+    let image = broker.cluster().image();
     let mut topics: Vec<MetadataResponseTopic> = if all {
-        let mut topics: Vec<_> = broker.registry().iter().cloned().collect();
+        let mut topics: Vec<_> = image.topics.values().collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
-        topics.iter().map(|t| topic_entry(broker, t)).collect()
+        topics.into_iter().map(|t| topic_entry(&image, t)).collect()
     } else {
-        let allow_create = request.allow_auto_topic_creation && broker.config.auto_create_topics;
         request
             .topics
+            .clone()
             .unwrap_or_default()
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) => match broker.find_or_create_topic(&name, allow_create) {
-                    Ok(topic) => topic_entry(broker, &topic),
-                    Err(e) => error_entry(Some(name), [0; 16], e.code()),
+                Some(name) => match image.topic_by_name(&name) {
+                    Some(topic) => topic_entry(&image, topic),
+                    None => {
+                        let code = match validate_topic_name(&name) {
+                            Err(_) => ErrorCode::InvalidTopicException,
+                            Ok(()) => ErrorCode::UnknownTopicOrPartition,
+                        };
+                        error_entry(Some(name), [0; 16], code)
+                    }
                 },
-                None => match broker.registry().by_id(&wanted.topic_id).cloned() {
-                    Some(topic) => topic_entry(broker, &topic),
+                None => match image.topic(&wanted.topic_id) {
+                    Some(topic) => topic_entry(&image, topic),
                     None => error_entry(None, wanted.topic_id, ErrorCode::UnknownTopicId),
                 },
             })
@@ -127,14 +183,9 @@ pub fn handle(
             acl::CLUSTER_OPERATIONS,
         ),
         throttle_time_ms: 0,
-        brokers: vec![MetadataResponseBroker {
-            node_id: broker.config.node_id,
-            host: advertised.host.clone(),
-            port: i32::from(advertised.port),
-            rack: None,
-        }],
+        brokers: broker_entries(&image),
         cluster_id: Some(broker.cluster_id.clone()),
-        controller_id: broker.config.node_id,
+        controller_id: broker.cluster().quorum.leader_id().unwrap_or(-1),
         topics,
         ..Default::default()
     }

@@ -109,7 +109,7 @@ pub async fn dispatch(
         }
         ApiKey::Metadata => {
             let request = decode(&header, body)?;
-            let response = metadata::handle(broker, &header, request);
+            let response = metadata::handle(broker, &header, request).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::Produce => {

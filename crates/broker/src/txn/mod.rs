@@ -248,7 +248,7 @@ impl TxnCoordinator {
     }
 
     /// Makes sure `__transaction_state` exists (created on first use).
-    pub fn ensure_topic(&self, broker: &Broker) -> Result<Arc<Topic>, ErrorCode> {
+    pub fn ensure_topic(&self, broker: &Arc<Broker>) -> Result<Arc<Topic>, ErrorCode> {
         broker.ensure_internal_topic(TRANSACTION_STATE_TOPIC, self.partitions_configured)
     }
 
