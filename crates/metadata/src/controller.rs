@@ -36,7 +36,9 @@ pub enum ControllerRequest {
         topics: Vec<NewTopic>,
         validate_only: bool,
     },
-    DeleteTopics { names: Vec<String> },
+    DeleteTopics {
+        names: Vec<String>,
+    },
     CreatePartitions {
         topics: Vec<NewPartitions>,
         validate_only: bool,
@@ -46,7 +48,10 @@ pub enum ControllerRequest {
         changes: Vec<(ConfigResource, String, Option<String>)>,
         validate_only: bool,
     },
-    AllocateProducerIds { broker_id: BrokerId, broker_epoch: i64 },
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +87,18 @@ pub struct ItemResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerResponse {
     /// `broker_epoch` is the index of the committed registration; the shell fills it in.
-    RegisterBroker { broker_epoch: i64 },
-    BrokerHeartbeat { fenced: bool, should_shut_down: bool },
+    RegisterBroker {
+        broker_epoch: i64,
+    },
+    BrokerHeartbeat {
+        fenced: bool,
+        should_shut_down: bool,
+    },
     Items(Vec<ItemResult>),
-    ProducerIds { first_producer_id: i64, size: i64 },
+    ProducerIds {
+        first_producer_id: i64,
+        size: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +107,11 @@ pub enum ControllerError {
     #[error("broker id {0} is already registered by a live process")]
     DuplicateBrokerId(BrokerId),
     #[error("stale broker epoch {given} for broker {broker_id} (current {current})")]
-    StaleBrokerEpoch { broker_id: BrokerId, given: i64, current: i64 },
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        given: i64,
+        current: i64,
+    },
     #[error("broker {0} is not registered")]
     UnknownBroker(BrokerId),
     #[error("{0}")]
@@ -129,7 +146,10 @@ pub struct Controller {
 
 impl Controller {
     pub fn new(config: ControllerConfig) -> Controller {
-        Controller { config, last_heartbeat_ms: BTreeMap::new() }
+        Controller {
+            config,
+            last_heartbeat_ms: BTreeMap::new(),
+        }
     }
 
     /// Decides one request against `image` at time `now_ms`.
