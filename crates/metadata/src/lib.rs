@@ -3,9 +3,15 @@
 //! - [`records`]: the metadata log's records (KRaft-like).
 //! - [`image`]: the image, a deterministic state machine over the records.
 //! - [`names`]: Kafka's topic-name rules, as pure functions.
+//! - [`placement`]: where new replicas go (even, striped, rack-aware).
 //! - [`controller`]: the active controller's decisions, sans I/O.
 
 pub mod controller;
 pub mod image;
 pub mod names;
+pub mod placement;
+#[cfg(test)]
+mod planted;
 pub mod records;
+#[cfg(test)]
+mod testkit;
