@@ -476,6 +476,15 @@ impl MetadataImage {
                 .collect(),
             next_producer_id: self.next_producer_id,
         };
+        #[cfg(test)]
+        let file = if crate::planted::is(crate::planted::Bug::SnapshotForgetsProducerIds) {
+            SnapshotFile {
+                next_producer_id: 0,
+                ..file
+            }
+        } else {
+            file
+        };
         // Every key is a string or an integer and every value plain data, so
         // serialising cannot fail; an empty snapshot would fail to load loudly.
         serde_json::to_vec(&file).unwrap_or_default()
