@@ -27,6 +27,8 @@ use weir_protocol::messages::describe_log_dirs::{
     DescribeLogDirsResult, DescribeLogDirsTopic,
 };
 
+use weir_metadata::controller::{ControllerRequest, ControllerResponse, NewPartitions, NewTopic};
+
 use super::acl;
 use super::configs::{CONFIG_SOURCE_DEFAULT, CONFIG_SOURCE_TOPIC};
 use crate::Broker;
@@ -34,8 +36,6 @@ use crate::error::BrokerError;
 use crate::topic_config::TopicConfig;
 use crate::topics::Topic;
 
-/// Live brokers: single-node Weir has exactly one.
-const LIVE_BROKERS: i16 = 1;
 
 /// Kafka's internal topics (`Topic.isInternal`): the broker's own state.
 pub const INTERNAL_TOPICS: &[&str] = &[
@@ -77,126 +77,176 @@ fn topic_configs(
         .collect()
 }
 
-fn create_one(
+/// RF > 1 is refused until replication lands (issue 14): a replica that
+/// copies nothing would promise durability it does not have.
+const REPLICATION_NOT_YET: &str =
+    "replication factor above 1 is not supported yet: this Weir does not replicate partitions";
+
+/// What a topic's partition count and replication factor come to, and
+/// whether the request may go to the controller as it is.
+fn checked_new_topic(
     broker: &Broker,
-    name: &str,
-    num_partitions: i32,
-    replication_factor: i16,
-    assignment_count: usize,
-    assignments_ok: bool,
-    overrides: BTreeMap<String, String>,
-    validate_only: bool,
-) -> Result<(i32, TopicConfig, [u8; 16], BTreeMap<String, String>), BrokerError> {
-    let partitions = if assignment_count > 0 {
-        if num_partitions != -1 || replication_factor != -1 {
+    t: &weir_protocol::messages::create_topics::CreatableTopic,
+    overrides: &BTreeMap<String, String>,
+) -> Result<NewTopic, BrokerError> {
+    let assignments = if t.assignments.is_empty() {
+        None
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err(BrokerError::InvalidRequest(
                 "give either replica assignments or partition count and replication factor, not both".into(),
             ));
         }
-        if !assignments_ok {
-            return Err(BrokerError::InvalidRequest(format!(
-                "replica assignments may only name broker {}",
-                broker.config.node_id
-            )));
+        if t.assignments.iter().any(|a| a.broker_ids.len() > 1) {
+            return Err(BrokerError::InvalidReplicationFactor(REPLICATION_NOT_YET.into()));
         }
-        i32::try_from(assignment_count).unwrap_or(i32::MAX)
-    } else if num_partitions == -1 {
-        broker.config.default_partitions
-    } else {
-        num_partitions
+        Some(
+            t.assignments
+                .iter()
+                .map(|a| (a.partition_index, a.broker_ids.clone()))
+                .collect(),
+        )
     };
-    let replication = if replication_factor == -1 {
-        1
-    } else {
-        replication_factor
-    };
-    if replication < 1 || replication > LIVE_BROKERS {
-        return Err(BrokerError::InvalidReplicationFactor(format!(
-            "replication factor {replication} is larger than the {LIVE_BROKERS} live broker(s)"
-        )));
+    if t.replication_factor > 1 {
+        return Err(BrokerError::InvalidReplicationFactor(REPLICATION_NOT_YET.into()));
     }
-    let mut registry = broker.registry_mut();
-    let config = registry
+    // Config values are checked here, where their meaning is known; the
+    // controller only stores them.
+    broker
+        .registry()
         .defaults()
         .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-    registry.check_new(name, partitions)?;
-    if validate_only {
-        return Ok((partitions, config, [0; 16], overrides));
-    }
-    let topic = registry.create(name, partitions, overrides.clone())?;
-    Ok((partitions, topic.config.clone(), topic.id, overrides))
+    Ok(NewTopic {
+        name: t.name.clone(),
+        partitions: if t.num_partitions == -1 {
+            broker.config.default_partitions
+        } else {
+            t.num_partitions
+        },
+        replication_factor: if t.replication_factor == -1 { 1 } else { t.replication_factor },
+        assignments,
+        configs: overrides.clone(),
+    })
 }
 
-pub fn create_topics(
+fn item_error(code: i16, message: Option<String>) -> (i16, Option<String>) {
+    (code, message)
+}
+
+pub async fn create_topics(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
-    let node = broker.config.node_id;
+    let mut results: Vec<CreatableTopicResult> = Vec::with_capacity(request.topics.len());
+    let mut to_controller: Vec<NewTopic> = Vec::new();
+    let mut overrides_of: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let mut result = CreatableTopicResult {
-                name: t.name.clone(),
-                num_partitions: -1,
-                replication_factor: -1,
-                ..Default::default()
-            };
-            if !seen.insert(t.name.clone()) {
-                result.error_code = ErrorCode::InvalidRequest.code();
-                result.error_message = Some("topic named twice in one request".into());
-                return result;
-            }
-            let mut overrides = BTreeMap::new();
-            for c in &t.configs {
-                match &c.value {
-                    Some(v) => {
-                        overrides.insert(c.name.clone(), v.clone());
-                    }
-                    None => {
-                        overrides.remove(&c.name);
-                    }
+    for t in &request.topics {
+        let mut result = CreatableTopicResult {
+            name: t.name.clone(),
+            num_partitions: -1,
+            replication_factor: -1,
+            ..Default::default()
+        };
+        if !seen.insert(t.name.clone()) {
+            result.error_code = ErrorCode::InvalidRequest.code();
+            result.error_message = Some("topic named twice in one request".into());
+            results.push(result);
+            continue;
+        }
+        let mut overrides = BTreeMap::new();
+        for c in &t.configs {
+            match &c.value {
+                Some(v) => {
+                    overrides.insert(c.name.clone(), v.clone());
+                }
+                None => {
+                    overrides.remove(&c.name);
                 }
             }
-            let assignments_ok = t.assignments.iter().all(|a| a.broker_ids == [node]);
-            match create_one(
-                broker,
-                &t.name,
-                t.num_partitions,
-                t.replication_factor,
-                t.assignments.len(),
-                assignments_ok,
-                overrides,
-                request.validate_only,
-            ) {
-                Ok((partitions, config, id, overrides)) => {
-                    result.num_partitions = partitions;
-                    result.replication_factor = 1;
-                    result.topic_id = id;
-                    if header.api_version >= 5 {
-                        result.configs = Some(topic_configs(&overrides, &config));
-                    }
-                    if !request.validate_only {
-                        tracing::info!(topic = %t.name, partitions, "created topic");
-                    }
-                }
-                Err(e) => {
-                    result.error_code = e.code().code();
-                    result.error_message = Some(e.to_string());
-                }
+        }
+        match checked_new_topic(broker, t, &overrides) {
+            Ok(new) => {
+                overrides_of.insert(t.name.clone(), overrides);
+                to_controller.push(new);
             }
-            result
-        })
-        .collect();
+            Err(e) => {
+                result.error_code = e.code().code();
+                result.error_message = Some(e.to_string());
+            }
+        }
+        results.push(result);
+    }
+    let outcome: BTreeMap<String, (i16, Option<String>)> = if to_controller.is_empty() {
+        BTreeMap::new()
+    } else {
+        let names: Vec<String> = to_controller.iter().map(|t| t.name.clone()).collect();
+        let asked = ControllerRequest::CreateTopics {
+            topics: to_controller,
+            validate_only: request.validate_only,
+        };
+        match broker.run_on_controller(asked).await {
+            Ok(ControllerResponse::Items(items)) => items
+                .into_iter()
+                .map(|i| (i.name, item_error(i.error_code, i.message)))
+                .collect(),
+            Ok(other) => names
+                .into_iter()
+                .map(|n| (n, (ErrorCode::UnknownServerError.code(), Some(format!("unexpected answer {other:?}")))))
+                .collect(),
+            Err(e) => names
+                .into_iter()
+                .map(|n| (n, (e.code().code(), Some(e.to_string()))))
+                .collect(),
+        }
+    };
+    let image = broker.cluster().image();
+    for result in &mut results {
+        let Some((code, message)) = outcome.get(&result.name) else {
+            continue;
+        };
+        result.error_code = *code;
+        result.error_message = message.clone();
+        if *code != 0 {
+            continue;
+        }
+        let overrides = overrides_of.remove(&result.name).unwrap_or_default();
+        let config = broker
+            .registry()
+            .defaults()
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_or_else(|_| broker.registry().defaults().clone());
+        if let Some(topic) = image.topic_by_name(&result.name) {
+            result.topic_id = topic.topic_id;
+            result.num_partitions = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+            result.replication_factor = topic
+                .partitions
+                .values()
+                .next()
+                .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX));
+        } else {
+            // validate_only: nothing was created; report what would be.
+            let wanted = request.topics.iter().find(|t| t.name == result.name);
+            result.num_partitions = wanted
+                .map(|t| if t.num_partitions == -1 { broker.config.default_partitions } else { t.num_partitions })
+                .unwrap_or(-1);
+            result.replication_factor = 1;
+        }
+        if header.api_version >= 5 {
+            result.configs = Some(topic_configs(&overrides, &config));
+        }
+        if !request.validate_only {
+            tracing::info!(topic = %result.name, partitions = result.num_partitions, "created topic");
+        }
+    }
     CreateTopicsResponse {
         throttle_time_ms: 0,
-        topics,
+        topics: results,
     }
 }
 
-pub fn delete_topics(
+pub async fn delete_topics(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: DeleteTopicsRequest,
@@ -208,91 +258,145 @@ pub fn delete_topics(
         .map(|n| (Some(n), [0; 16]))
         .collect();
     targets.extend(request.topics.into_iter().map(|t| (t.name, t.topic_id)));
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
+    let mut results = Vec::with_capacity(targets.len());
+    let mut to_delete = Vec::new();
+    {
+        let image = broker.cluster().image();
+        for (name, id) in targets {
             let resolved = match &name {
                 Some(n) => Some(n.clone()),
-                None => broker.registry().by_id(&id).map(|t| t.name.clone()),
+                None => image.topic(&id).map(|t| t.name.clone()),
             };
             let mut result = DeletableTopicResult {
                 name: name.clone(),
                 topic_id: id,
                 ..Default::default()
             };
-            let outcome = match resolved {
-                Some(n) if is_internal_topic(&n) => Err(BrokerError::InvalidTopic(format!(
-                    "Cannot delete internal topic {n}: {}",
-                    internal_topic_role(&n)
-                ))),
-                Some(n) => broker.registry_mut().delete(&n).map(|()| n),
-                None => Err(BrokerError::UnknownTopic(String::new())),
-            };
-            match outcome {
-                Ok(n) => {
-                    tracing::info!(topic = %n, "deleted topic");
-                    if header.api_version >= 6 {
-                        result.name = Some(n);
-                    }
+            match resolved {
+                Some(n) if is_internal_topic(&n) => {
+                    result.error_code = ErrorCode::InvalidTopicException.code();
+                    result.error_message = Some(format!(
+                        "Cannot delete internal topic {n}: {}",
+                        internal_topic_role(&n)
+                    ));
                 }
-                Err(e) => {
-                    result.error_code = if name.is_none() {
-                        ErrorCode::UnknownTopicId.code()
-                    } else {
-                        e.code().code()
-                    };
-                    result.error_message = Some(e.to_string());
+                Some(n) => {
+                    if header.api_version >= 6 {
+                        result.name = Some(n.clone());
+                    }
+                    to_delete.push(n);
+                }
+                None => {
+                    result.error_code = ErrorCode::UnknownTopicId.code();
+                    result.error_message = Some("unknown topic id".into());
                 }
             }
-            result
-        })
-        .collect();
+            results.push((resolved_name(&result), result));
+        }
+    }
+    if !to_delete.is_empty() {
+        let asked = ControllerRequest::DeleteTopics { names: to_delete.clone() };
+        let outcome: BTreeMap<String, (i16, Option<String>)> =
+            match broker.run_on_controller(asked).await {
+                Ok(ControllerResponse::Items(items)) => items
+                    .into_iter()
+                    .map(|i| (i.name, (i.error_code, i.message)))
+                    .collect(),
+                Ok(_) | Err(_) => to_delete
+                    .iter()
+                    .map(|n| (n.clone(), (ErrorCode::NotController.code(), Some("no active controller".into()))))
+                    .collect(),
+            };
+        for (name, result) in &mut results {
+            if let Some(n) = name
+                && let Some((code, message)) = outcome.get(n)
+            {
+                result.error_code = *code;
+                result.error_message = message.clone();
+                if *code == 0 {
+                    tracing::info!(topic = %n, "deleted topic");
+                }
+            }
+        }
+    }
     DeleteTopicsResponse {
         throttle_time_ms: 0,
-        responses,
+        responses: results.into_iter().map(|(_, r)| r).collect(),
     }
 }
 
-pub fn create_partitions(
+/// The topic a delete result is about, by name, once resolved.
+fn resolved_name(result: &DeletableTopicResult) -> Option<String> {
+    if result.error_code != 0 {
+        return None;
+    }
+    result.name.clone()
+}
+
+pub async fn create_partitions(
     broker: &Arc<Broker>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let results = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let mut result = CreatePartitionsTopicResult {
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut to_controller = Vec::new();
+    for t in &request.topics {
+        let mut result = CreatePartitionsTopicResult {
+            name: t.name.clone(),
+            ..Default::default()
+        };
+        if is_internal_topic(&t.name) {
+            result.error_code = ErrorCode::InvalidTopicException.code();
+            result.error_message = Some(format!(
+                "Cannot add partitions to internal topic {}: groups are placed by \
+                 hash modulo its partition count, so a new count would move them away \
+                 from their stored state",
+                t.name
+            ));
+        } else if t
+            .assignments
+            .iter()
+            .flatten()
+            .any(|a| a.broker_ids.len() > 1)
+        {
+            result.error_code = ErrorCode::InvalidReplicaAssignment.code();
+            result.error_message = Some(REPLICATION_NOT_YET.into());
+        } else {
+            to_controller.push(NewPartitions {
                 name: t.name.clone(),
-                ..Default::default()
+                total: t.count,
+                assignments: t
+                    .assignments
+                    .as_ref()
+                    .map(|list| list.iter().map(|a| a.broker_ids.clone()).collect()),
+            });
+        }
+        results.push(result);
+    }
+    if !to_controller.is_empty() {
+        let names: Vec<String> = to_controller.iter().map(|t| t.name.clone()).collect();
+        let asked = ControllerRequest::CreatePartitions {
+            topics: to_controller,
+            validate_only: request.validate_only,
+        };
+        let outcome: BTreeMap<String, (i16, Option<String>)> =
+            match broker.run_on_controller(asked).await {
+                Ok(ControllerResponse::Items(items)) => items
+                    .into_iter()
+                    .map(|i| (i.name, (i.error_code, i.message)))
+                    .collect(),
+                Ok(_) => BTreeMap::new(),
+                Err(e) => names
+                    .into_iter()
+                    .map(|n| (n, (e.code().code(), Some(e.to_string()))))
+                    .collect(),
             };
-            let outcome = if is_internal_topic(&t.name) {
-                Err(BrokerError::InvalidTopic(format!(
-                    "Cannot add partitions to internal topic {}: groups are placed by \
-                     hash modulo its partition count, so a new count would move them away \
-                     from their stored state",
-                    t.name
-                )))
-            } else if request.validate_only {
-                match broker.topic(&t.name) {
-                    None => Err(BrokerError::UnknownTopic(t.name.clone())),
-                    Some(topic) if t.count <= topic.partition_count => {
-                        Err(BrokerError::InvalidPartitions(format!(
-                            "topic '{}' already has {} partitions",
-                            t.name, topic.partition_count
-                        )))
-                    }
-                    Some(_) => Ok(()),
-                }
-            } else {
-                broker.registry_mut().add_partitions(&t.name, t.count)
-            };
-            if let Err(e) = outcome {
-                result.error_code = e.code().code();
-                result.error_message = Some(e.to_string());
+        for result in &mut results {
+            if let Some((code, message)) = outcome.get(&result.name) {
+                result.error_code = *code;
+                result.error_message = message.clone();
             }
-            result
-        })
-        .collect();
+        }
+    }
     CreatePartitionsResponse {
         throttle_time_ms: 0,
         results,
@@ -370,7 +474,7 @@ pub fn describe_cluster(
     broker: &Arc<Broker>,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let advertised = broker.config.advertised();
+    let image = broker.cluster().image();
     DescribeClusterResponse {
         cluster_authorized_operations: acl::authorized_operations(
             request.include_cluster_authorized_operations,
@@ -380,14 +484,20 @@ pub fn describe_cluster(
         error_code: 0,
         error_message: None,
         cluster_id: broker.cluster_id.clone(),
-        controller_id: broker.config.node_id,
-        brokers: vec![DescribeClusterBroker {
-            broker_id: broker.config.node_id,
-            host: advertised.host.clone(),
-            port: i32::from(advertised.port),
-            rack: None,
-            ..Default::default()
-        }],
+        controller_id: broker.cluster().quorum.leader_id().unwrap_or(-1),
+        brokers: image
+            .live_brokers()
+            .filter_map(|b| {
+                let e = b.endpoints.first()?;
+                Some(DescribeClusterBroker {
+                    broker_id: b.broker_id,
+                    host: e.host.clone(),
+                    port: i32::from(e.port),
+                    rack: b.rack.clone(),
+                    ..Default::default()
+                })
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -28,6 +28,9 @@ use weir_protocol::messages::incremental_alter_configs::{
     IncrementalAlterConfigsResponse,
 };
 
+use weir_metadata::controller::{ControllerRequest, ControllerResponse};
+use weir_metadata::records::ConfigResource;
+
 use super::admin::{internal_topic_role, is_internal_topic};
 use crate::Broker;
 use crate::config::BrokerConfig;
@@ -659,15 +662,19 @@ fn check_internal_topic(
     Ok(())
 }
 
+/// A topic's overrides before and after a change that the controller must commit.
+type TopicChange = (String, BTreeMap<String, String>, BTreeMap<String, String>);
+
 fn alter_topic(
     broker: &Broker,
     name: &str,
     changes: &[Change],
     replace_all: bool,
     validate_only: bool,
+    pending: &mut Option<TopicChange>,
 ) -> Result<(), BrokerError> {
     check_changes(changes)?;
-    let mut registry = broker.registry_mut();
+    let registry = broker.registry();
     let topic = registry
         .get(name)
         .cloned()
@@ -694,11 +701,45 @@ fn alter_topic(
     }
     let defaults = registry.defaults().clone();
     check_internal_topic(name, &overrides, &defaults)?;
-    if validate_only {
-        defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    if !validate_only {
+        *pending = Some((name.to_string(), topic.overrides.clone(), overrides));
+    }
+    Ok(())
+}
+
+/// Commits a topic's new overrides through the controller (every broker
+/// applies them from the metadata log), as the changed keys only.
+async fn commit_topic_change(broker: &Broker, change: TopicChange) -> Result<(), BrokerError> {
+    let (name, old, new) = change;
+    let resource = ConfigResource::Topic(name);
+    let mut changes: Vec<(ConfigResource, String, Option<String>)> = Vec::new();
+    for (k, v) in &new {
+        if old.get(k) != Some(v) {
+            changes.push((resource.clone(), k.clone(), Some(v.clone())));
+        }
+    }
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            changes.push((resource.clone(), k.clone(), None));
+        }
+    }
+    if changes.is_empty() {
         return Ok(());
     }
-    registry.set_overrides(name, overrides)
+    let request = ControllerRequest::AlterConfigs {
+        changes,
+        validate_only: false,
+    };
+    match broker.run_on_controller(request).await? {
+        ControllerResponse::Items(items) => match items.into_iter().find(|i| i.error_code != 0) {
+            None => Ok(()),
+            Some(i) => Err(BrokerError::InvalidRequest(
+                i.message.unwrap_or_else(|| format!("controller error {}", i.error_code)),
+            )),
+        },
+        other => Err(BrokerError::Internal(format!("unexpected answer {other:?}"))),
+    }
 }
 
 fn alter_broker(
@@ -823,7 +864,7 @@ fn alter_group(
     Ok(())
 }
 
-fn alter_resource(
+async fn alter_resource(
     broker: &Broker,
     resource_type: i8,
     name: &str,
@@ -832,7 +873,14 @@ fn alter_resource(
     validate_only: bool,
 ) -> Result<(), BrokerError> {
     match resource_type {
-        RESOURCE_TOPIC => alter_topic(broker, name, changes, replace_all, validate_only),
+        RESOURCE_TOPIC => {
+            let mut pending = None;
+            alter_topic(broker, name, changes, replace_all, validate_only, &mut pending)?;
+            match pending {
+                Some(change) => commit_topic_change(broker, change).await,
+                None => Ok(()),
+            }
+        }
         RESOURCE_BROKER => {
             let level = broker_level(broker, name, false)?;
             alter_broker(broker, level, changes, replace_all, validate_only)
@@ -866,17 +914,16 @@ fn outcome_fields(outcome: Result<(), BrokerError>) -> (i16, Option<String>) {
     }
 }
 
-pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let twice = duplicated_resources(
         request
             .resources
             .iter()
             .map(|r| (r.resource_type, r.resource_name.as_str())),
     );
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for r in request.resources {
+        {
             let outcome = if twice.contains(&(r.resource_type, r.resource_name.clone())) {
                 Err(BrokerError::InvalidRequest(
                     "Each resource must appear at most once.".into(),
@@ -900,23 +947,24 @@ pub fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigs
                     true,
                     request.validate_only,
                 )
+                .await
             };
             let (error_code, error_message) = outcome_fields(outcome);
-            AlterConfigsResourceResponse {
+            responses.push(AlterConfigsResourceResponse {
                 error_code,
                 error_message,
                 resource_type: r.resource_type,
                 resource_name: r.resource_name,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     AlterConfigsResponse {
         throttle_time_ms: 0,
         responses,
     }
 }
 
-pub fn incremental_alter(
+pub async fn incremental_alter(
     broker: &Arc<Broker>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
@@ -926,10 +974,9 @@ pub fn incremental_alter(
             .iter()
             .map(|r| (r.resource_type, r.resource_name.as_str())),
     );
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for r in request.resources {
+        {
             let outcome = if twice.contains(&(r.resource_type, r.resource_name.clone())) {
                 Err(BrokerError::InvalidRequest(
                     "Each resource must appear at most once.".into(),
@@ -952,16 +999,17 @@ pub fn incremental_alter(
                     false,
                     request.validate_only,
                 )
+                .await
             };
             let (error_code, error_message) = outcome_fields(outcome);
-            IncrementalResourceResponse {
+            responses.push(IncrementalResourceResponse {
                 error_code,
                 error_message,
                 resource_type: r.resource_type,
                 resource_name: r.resource_name,
-            }
-        })
-        .collect();
+            });
+        }
+    }
     IncrementalAlterConfigsResponse {
         throttle_time_ms: 0,
         responses,

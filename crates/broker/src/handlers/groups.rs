@@ -82,16 +82,29 @@ pub(super) fn invalid_group_id(group_id: &str) -> bool {
     group_id.is_empty()
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     broker: &Arc<Broker>,
     header: &RequestHeader,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
-    let advertised = broker.config.advertised();
-    let host = advertised.host.clone();
-    let port = i32::from(advertised.port);
-    let node_id = broker.config.node_id;
-    let answer = |key: &str| -> (ErrorCode, Option<String>) {
+    // The coordinator of a key is the leader of its partition of the
+    // internal topic, which is created (through the controller) on first use.
+    let internal = match request.key_type {
+        KEY_TYPE_TRANSACTION if broker.txn.enabled => Some((
+            crate::txn::TRANSACTION_STATE_TOPIC,
+            broker.config.transaction_state_partitions,
+        )),
+        KEY_TYPE_GROUP => Some((
+            crate::groups::OFFSETS_TOPIC,
+            broker.config.offsets_topic_partitions,
+        )),
+        _ => None,
+    };
+    if let Some((topic, partitions)) = internal {
+        broker.create_internal_topic(topic, partitions).await;
+    }
+    type Found = Result<(i32, String, i32), (ErrorCode, Option<String>)>;
+    let answer = |key: &str| -> Found {
         if request.key_type == KEY_TYPE_TRANSACTION {
             // With transactions off, COORDINATOR_NOT_AVAILABLE would be retried
             // forever (aiokafka: ten lookups a second).
@@ -99,54 +112,57 @@ pub fn find_coordinator(
             // client treats as fatal here (librdkafka retries any other, even
             // UNSUPPORTED_VERSION); the message says what is really missing.
             if !broker.txn.enabled {
-                return (
+                return Err((
                     ErrorCode::TransactionalIdAuthorizationFailed,
                     Some(TRANSACTIONS_DISABLED.into()),
-                );
+                ));
             }
             if key.is_empty() {
-                return (
-                    ErrorCode::InvalidRequest,
-                    Some("empty transactional id".into()),
-                );
+                return Err((ErrorCode::InvalidRequest, Some("empty transactional id".into())));
             }
-            // The leader of the id's __transaction_state partition: this node.
-            return match broker.txn.ensure_topic(broker) {
-                Ok(_) => (ErrorCode::None, None),
-                Err(code) => (code, Some("could not create __transaction_state".into())),
-            };
-        }
-        if request.key_type != KEY_TYPE_GROUP {
-            return (
+        } else if request.key_type != KEY_TYPE_GROUP {
+            return Err((
                 ErrorCode::InvalidRequest,
                 Some(format!("unknown coordinator key type {}", request.key_type)),
-            );
+            ));
+        } else if key.is_empty() {
+            return Err((ErrorCode::InvalidRequest, Some("empty group id".into())));
         }
-        if key.is_empty() {
-            return (ErrorCode::InvalidRequest, Some("empty group id".into()));
-        }
-        // The coordinator is the leader of the group's __consumer_offsets
-        // partition; on a single node that is always this broker, once the topic exists.
-        match broker.groups.ensure_offsets_topic(broker) {
-            Ok(_) => (ErrorCode::None, None),
-            Err(code) => (code, Some("could not create __consumer_offsets".into())),
+        let (topic, _) = internal.expect("a known key type has an internal topic");
+        let unavailable = |what: &str| {
+            Err((ErrorCode::CoordinatorNotAvailable, Some(what.to_string())))
+        };
+        let count = match broker.cluster().image().topic_by_name(topic) {
+            Some(t) => i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+            None => return unavailable(&format!("{topic} is not created yet")),
+        };
+        let index = crate::groups::partition_for(key, count);
+        match broker.partition_leader(topic, index) {
+            Some((node, host, port)) => Ok((node, host, i32::from(port))),
+            None => unavailable(&format!("{topic}-{index} has no live leader")),
         }
     };
     if header.api_version >= 4 {
         let coordinators = request
             .coordinator_keys
             .iter()
-            .map(|key| {
-                let (code, message) = answer(key);
-                let ok = code == ErrorCode::None;
-                Coordinator {
+            .map(|key| match answer(key) {
+                Ok((node_id, host, port)) => Coordinator {
                     key: key.clone(),
-                    node_id: if ok { node_id } else { -1 },
-                    host: if ok { host.clone() } else { String::new() },
-                    port: if ok { port } else { -1 },
+                    node_id,
+                    host,
+                    port,
+                    error_code: ErrorCode::None.code(),
+                    error_message: None,
+                },
+                Err((code, message)) => Coordinator {
+                    key: key.clone(),
+                    node_id: -1,
+                    host: String::new(),
+                    port: -1,
                     error_code: code.code(),
                     error_message: message,
-                }
+                },
             })
             .collect();
         return FindCoordinatorResponse {
@@ -154,15 +170,21 @@ pub fn find_coordinator(
             ..Default::default()
         };
     }
-    let (code, message) = answer(&request.key);
-    let ok = code == ErrorCode::None;
-    FindCoordinatorResponse {
-        error_code: code.code(),
-        error_message: message,
-        node_id: if ok { node_id } else { -1 },
-        host: if ok { host } else { String::new() },
-        port: if ok { port } else { -1 },
-        ..Default::default()
+    match answer(&request.key) {
+        Ok((node_id, host, port)) => FindCoordinatorResponse {
+            node_id,
+            host,
+            port,
+            ..Default::default()
+        },
+        Err((code, message)) => FindCoordinatorResponse {
+            error_code: code.code(),
+            error_message: message,
+            node_id: -1,
+            host: String::new(),
+            port: -1,
+            ..Default::default()
+        },
     }
 }
 

@@ -129,15 +129,15 @@ pub async fn dispatch(
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::CreateTopics => {
-            let response = admin::create_topics(broker, &header, decode(&header, body)?);
+            let response = admin::create_topics(broker, &header, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::DeleteTopics => {
-            let response = admin::delete_topics(broker, &header, decode(&header, body)?);
+            let response = admin::delete_topics(broker, &header, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::CreatePartitions => {
-            let response = admin::create_partitions(broker, decode(&header, body)?);
+            let response = admin::create_partitions(broker, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::DeleteRecords => {
@@ -157,15 +157,15 @@ pub async fn dispatch(
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::AlterConfigs => {
-            let response = configs::alter(broker, decode(&header, body)?);
+            let response = configs::alter(broker, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::IncrementalAlterConfigs => {
-            let response = configs::incremental_alter(broker, decode(&header, body)?);
+            let response = configs::incremental_alter(broker, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::FindCoordinator => {
-            let response = groups::find_coordinator(broker, &header, decode(&header, body)?);
+            let response = groups::find_coordinator(broker, &header, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::JoinGroup => Some(groups::join_group(
