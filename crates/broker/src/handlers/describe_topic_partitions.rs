@@ -15,6 +15,9 @@ use weir_protocol::messages::describe_topic_partitions::{
     DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 
+use weir_metadata::image::MetadataImage;
+use weir_metadata::records::NO_LEADER;
+
 use crate::Broker;
 use crate::topics::{self, Topic};
 
@@ -28,17 +31,42 @@ pub const PARTITIONS_PER_RESPONSE_MAX: i32 = 2000;
 const TOPIC_AUTHORIZED_OPERATIONS_ALL: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 
-fn partition_entry(node: i32, index: i32) -> DescribeTopicPartitionsResponsePartition {
+/// One partition as the metadata image has it.
+fn partition_entry(
+    image: &MetadataImage,
+    topic_id: &[u8; 16],
+    index: i32,
+) -> DescribeTopicPartitionsResponsePartition {
+    let Some(p) = image.partition(topic_id, index) else {
+        return DescribeTopicPartitionsResponsePartition {
+            error_code: ErrorCode::UnknownTopicOrPartition.code(),
+            partition_index: index,
+            leader_id: NO_LEADER,
+            leader_epoch: -1,
+            eligible_leader_replicas: Some(Vec::new()),
+            last_known_elr: Some(Vec::new()),
+            ..Default::default()
+        };
+    };
     DescribeTopicPartitionsResponsePartition {
-        error_code: ErrorCode::None.code(),
+        error_code: if p.leader == NO_LEADER {
+            ErrorCode::LeaderNotAvailable.code()
+        } else {
+            ErrorCode::None.code()
+        },
         partition_index: index,
-        leader_id: node,
-        leader_epoch: 0,
-        replica_nodes: vec![node],
-        isr_nodes: vec![node],
+        leader_id: p.leader,
+        leader_epoch: p.leader_epoch,
+        replica_nodes: p.replicas.clone(),
+        isr_nodes: p.isr.clone(),
         eligible_leader_replicas: Some(Vec::new()),
         last_known_elr: Some(Vec::new()),
-        offline_replicas: Vec::new(),
+        offline_replicas: p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !image.is_live(*r))
+            .collect(),
     }
 }
 
@@ -82,7 +110,6 @@ pub fn handle(
     broker: &Arc<Broker>,
     request: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let node = broker.config.node_id;
     let all_topics = request.topics.is_empty();
     let cursor_topic = request
         .cursor
@@ -145,7 +172,12 @@ pub fn handle(
         let count = topic.partition_count;
         let start = start_of(&name);
         let end = count.min(start.saturating_add(remaining));
-        let partitions: Vec<_> = (start..end).map(|i| partition_entry(node, i)).collect();
+        let partitions: Vec<_> = {
+            let image = broker.cluster().image();
+            (start..end)
+                .map(|i| partition_entry(&image, &topic.id, i))
+                .collect()
+        };
         let taken = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
         topics.push(topic_entry(&topic, partitions));
         if end < count {
