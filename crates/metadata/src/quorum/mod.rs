@@ -3,6 +3,11 @@
 //! Layout:
 //! - [`log_store`]: the Raft log, vote and committed index on local disk (fsynced).
 //! - [`state_machine`]: applies entries to the image; snapshots on disk.
+//! - [`rpc`]: the messages nodes exchange (Raft RPCs, forwarded controller
+//!   requests, AddLearner), each stamped with the sender's voter set.
+//! - [`network`]: openraft's network traits over a [`Transport`].
+//! - [`node`]: [`QuorumNode`], the tokio shell: bootstrap, the serialised
+//!   controller loop, forwarding, DescribeQuorum.
 //!
 //! This module never opens a socket: the [`Transport`] is given to it (the
 //! server crate implements it over TCP), so the quorum can be tested with any
@@ -12,6 +17,9 @@
 //! applied atomically, in order, under the entry's index.
 
 pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod rpc;
 pub mod state_machine;
 pub mod testing;
 
@@ -26,6 +34,8 @@ use std::time::Duration;
 use crate::controller::{Controller, ControllerError, ControllerRequest, Decision};
 use crate::image::MetadataImage;
 use crate::records::MetadataRecord;
+
+pub use node::{QuorumConfig, QuorumDescription, QuorumNode, ReplicaDescription};
 
 /// A node id: Kafka's `node.id`, the same number as the broker id.
 pub type NodeId = u64;
