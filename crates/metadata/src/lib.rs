@@ -6,6 +6,7 @@
 //! - [`placement`]: where new replicas go (even, striped, rack-aware).
 //! - [`controller`]: the active controller's decisions, sans I/O.
 //! - [`import`]: a single-node data directory from before the quorum, as records.
+//! - [`quorum`]: the Raft quorum (openraft) that orders the records, with its on-disk log.
 
 pub mod controller;
 pub mod image;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod placement;
 #[cfg(test)]
 mod planted;
+pub mod quorum;
 pub mod records;
 #[cfg(test)]
 mod testkit;

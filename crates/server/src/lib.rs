@@ -9,6 +9,11 @@
 //! The writer awaits those futures in order, so a connection pipelines up to
 //! `in_flight_requests_max` requests while answering them in order, as Kafka
 //! clients require.
+//!
+//! [`controller_net`] is the controller listener: the metadata quorum's
+//! transport over TCP, apart from the Kafka listener.
+
+pub mod controller_net;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,405 @@
+//! The metadata quorum over real TCP on 127.0.0.1: several in-process nodes,
+//! each with its own controller listener on an ephemeral port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use weir_metadata::controller::ControllerResponse;
+use weir_metadata::quorum::testing::{
+    TOPIC_ALREADY_EXISTS, TestImage, create_topic, test_controller,
+};
+use weir_metadata::quorum::{QuorumConfig, QuorumError, QuorumNode, Transport, TransportError};
+use weir_server::controller_net::{TcpTransport, TcpTransportConfig};
+
+type Node = QuorumNode<TestImage>;
+
+/// Ports the OS considers free right now (bound, then released).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+fn voters_of(addrs: &[SocketAddr]) -> BTreeMap<u64, String> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i as u64 + 1, a.to_string()))
+        .collect()
+}
+
+fn config(id: u64, dir: &Path, listen: SocketAddr, voters: &BTreeMap<u64, String>) -> QuorumConfig {
+    let mut config = QuorumConfig::new(id, dir.join(format!("node-{id}")), voters.clone());
+    config.controller_listen = Some(listen);
+    config
+}
+
+fn transport() -> Arc<dyn Transport> {
+    Arc::new(TcpTransport::new(TcpTransportConfig::default()))
+}
+
+async fn start(config: QuorumConfig) -> Result<Node, QuorumError> {
+    // A restarted node may find its port still held for a moment by the old
+    // listener's task; retry the bind briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match QuorumNode::start(config.clone(), transport(), test_controller()).await {
+            Err(QuorumError::Transport(TransportError::Listen { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    addrs: Vec<SocketAddr>,
+    voters: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, Node>,
+}
+
+impl Cluster {
+    async fn start(voter_count: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs = free_addrs(voter_count);
+        let voters = voters_of(&addrs);
+        let mut cluster = Cluster {
+            dir,
+            addrs,
+            voters,
+            nodes: BTreeMap::new(),
+        };
+        for id in 1..=voter_count as u64 {
+            cluster.start_node(id).await;
+        }
+        cluster
+    }
+
+    async fn start_node(&mut self, id: u64) {
+        let listen = self.addrs[id as usize - 1];
+        let node = start(config(id, self.dir.path(), listen, &self.voters))
+            .await
+            .unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    async fn stop_node(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).unwrap();
+        node.shutdown().await;
+    }
+
+    /// Waits until every running node names the same running leader.
+    async fn leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let seen: Vec<Option<u64>> = self.nodes.values().map(|n| n.leader_id()).collect();
+            if let Some(Some(leader)) = seen.first()
+                && seen.iter().all(|s| *s == Some(*leader))
+                && self.nodes.get(leader).is_some_and(|n| n.is_leader())
+            {
+                return *leader;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every running node has applied what the leader has.
+    async fn converge(&self) {
+        let leader = self.leader().await;
+        let target = *self.nodes[&leader].applied_index_watch().borrow();
+        for node in self.nodes.values() {
+            node.wait_applied(target, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    }
+
+    fn topics(&self, id: u64) -> Vec<String> {
+        self.nodes[&id]
+            .image()
+            .read()
+            .unwrap()
+            .topics
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+fn error_codes(response: &ControllerResponse) -> Vec<i16> {
+    match response {
+        ControllerResponse::Items(items) => items.iter().map(|i| i.error_code).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_voters_elect_commit_from_a_follower_and_converge() {
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+
+    // Forwarded to the leader, answered once committed.
+    let response = cluster.nodes[&follower]
+        .submit(create_topic("orders"))
+        .await
+        .unwrap();
+    assert_eq!(error_codes(&response), vec![0]);
+    let again = cluster.nodes[&follower]
+        .submit(create_topic("orders"))
+        .await
+        .unwrap();
+    assert_eq!(error_codes(&again), vec![TOPIC_ALREADY_EXISTS]);
+    cluster.converge().await;
+    for &id in cluster.nodes.keys() {
+        assert_eq!(cluster.topics(id), ["orders"], "node {id}");
+    }
+
+    // DescribeQuorum from a follower is answered by the leader.
+    let quorum = cluster.nodes[&follower].describe_quorum().await.unwrap();
+    assert_eq!(quorum.leader_id, leader);
+    assert_eq!(
+        quorum.voters.iter().map(|v| v.node_id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(quorum.learners.is_empty());
+    assert!(
+        quorum.high_watermark >= cluster.nodes[&leader].image().read().unwrap().topics["orders"]
+    );
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_elects_another_and_submit_works_from_every_node() {
+    let mut cluster = Cluster::start(3).await;
+    let first = cluster.leader().await;
+    cluster.nodes[&first]
+        .submit(create_topic("before"))
+        .await
+        .unwrap();
+
+    let killed_at = Instant::now();
+    cluster.stop_node(first).await;
+    let second = cluster.leader().await;
+    assert_ne!(second, first);
+    let survivors: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for (i, id) in survivors.iter().enumerate() {
+        let response = cluster.nodes[id]
+            .submit(create_topic(&format!("after-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(error_codes(&response), vec![0], "submit at node {id}");
+    }
+    eprintln!(
+        "leader {first} killed; admin request committed again after {:?}",
+        killed_at.elapsed()
+    );
+
+    // The old leader comes back from its disk and catches up.
+    cluster.start_node(first).await;
+    cluster.converge().await;
+    for id in 1..=3 {
+        assert_eq!(
+            cluster.topics(id),
+            ["after-0", "after-1", "before"],
+            "node {id}"
+        );
+    }
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_restart_from_disk_keeps_everything() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader().await;
+    for name in ["a", "b", "c"] {
+        cluster.nodes[&leader]
+            .submit(create_topic(name))
+            .await
+            .unwrap();
+    }
+    cluster.converge().await;
+    for id in 1..=3 {
+        cluster.stop_node(id).await;
+    }
+    for id in 1..=3 {
+        cluster.start_node(id).await;
+    }
+    let leader = cluster.leader().await;
+    cluster.nodes[&leader]
+        .submit(create_topic("d"))
+        .await
+        .unwrap();
+    cluster.converge().await;
+    for id in 1..=3 {
+        assert_eq!(cluster.topics(id), ["a", "b", "c", "d"], "node {id}");
+    }
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_outside_the_voters_follows_as_a_learner() {
+    let mut cluster = Cluster::start(1).await;
+    let learner_addr = free_addrs(1)[0];
+    let learner = start(config(
+        7,
+        &cluster.data_dir(),
+        learner_addr,
+        &cluster.voters,
+    ))
+    .await
+    .unwrap();
+
+    // Forwarded by the learner to the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match learner.submit(create_topic("seen-by-learner")).await {
+            Ok(r) => break r,
+            Err(e) if Instant::now() < deadline => eprintln!("learner submit: {e}"),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(error_codes(&response), vec![0]);
+    let target = *cluster.nodes[&1].applied_index_watch().borrow();
+    learner
+        .wait_applied(target, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        learner
+            .image()
+            .read()
+            .unwrap()
+            .topics
+            .keys()
+            .collect::<Vec<_>>(),
+        ["seen-by-learner"]
+    );
+
+    let quorum = cluster.nodes[&1].describe_quorum().await.unwrap();
+    assert_eq!(
+        quorum.voters.iter().map(|v| v.node_id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert_eq!(
+        quorum
+            .learners
+            .iter()
+            .map(|v| v.node_id)
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+    assert_eq!(quorum.learners[0].addr, learner_addr.to_string());
+    // The learner never votes: the voters alone stay the quorum.
+    assert!(!learner.is_leader());
+    learner.shutdown().await;
+    cluster.stop_node(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_with_a_different_voter_list_is_refused_with_both_lists() {
+    let mut cluster = Cluster::start(2).await;
+    let third = free_addrs(1)[0];
+    // Nodes 1 and 2 list only themselves; node 3 lists all three.
+    let mut theirs = cluster.voters.clone();
+    theirs.insert(3, third.to_string());
+    let err = start(config(3, &cluster.data_dir(), third, &theirs))
+        .await
+        .err()
+        .expect("refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, QuorumError::VoterMismatch { .. }),
+        "{message}"
+    );
+    let ours = format!("[1@{},2@{}]", cluster.addrs[0], cluster.addrs[1]);
+    let mine = format!(
+        "[1@{},2@{},3@{}]",
+        cluster.addrs[0], cluster.addrs[1], third
+    );
+    assert!(
+        message.contains(&format!("has voters {ours}, we have {mine}")),
+        "{message}"
+    );
+    assert!(
+        message.contains("all voters must list the same --controller-voters"),
+        "{message}"
+    );
+    // The running voters are unharmed.
+    let leader = cluster.leader().await;
+    cluster.nodes[&leader]
+        .submit(create_topic("still-fine"))
+        .await
+        .unwrap();
+    for id in 1..=2 {
+        cluster.stop_node(id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_controller_address_nobody_listens_on_is_named_in_the_error() {
+    let nobody = free_addrs(1)[0].to_string();
+    let err = transport()
+        .call(&nobody, b"hello".to_vec(), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains(&nobody), "{err}");
+    let err = transport()
+        .call(
+            "no-such-host.invalid:9093",
+            b"x".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no-such-host.invalid:9093"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_closes_that_connection_and_the_listener_keeps_serving() {
+    let cluster = Cluster::start(1).await;
+    let addr = cluster.addrs[0];
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let mut buf = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "connection closed, got {read:?}"
+    );
+    // Garbage inside a well-formed frame gets an answer, not a closed connection.
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&5u32.to_be_bytes()).await.unwrap();
+    raw.write_all(b"junk!").await.unwrap();
+    let len = raw.read_u32().await.unwrap();
+    let mut reply = vec![0; len as usize];
+    raw.read_exact(&mut reply).await.unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert!(reply.get("Malformed").is_some(), "{reply}");
+    cluster.nodes[&1].shutdown().await;
+}
