@@ -73,7 +73,72 @@ pub trait MetadataQuorum: Send + Sync + 'static {
     fn submit(&self, request: ControllerRequest) -> BoxFuture<Result<Submitted, QuorumError>>;
     /// The active controller, if one is known.
     fn leader_id(&self) -> Option<i32>;
-    fn describe(&self) -> QuorumView;
+    /// DescribeQuorum's view, from the leader.
+    fn describe(&self) -> BoxFuture<Result<QuorumView, QuorumError>>;
+}
+
+/// The real quorum: openraft through `weir_metadata::quorum`.
+impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
+    fn image(&self) -> Arc<RwLock<MetadataImage>> {
+        weir_metadata::quorum::node::QuorumNode::image(self)
+    }
+
+    fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied_index_watch()
+    }
+
+    fn submit(&self, request: ControllerRequest) -> BoxFuture<Result<Submitted, QuorumError>> {
+        let node = self.clone();
+        Box::pin(async move {
+            let before = *node.applied_index_watch().borrow();
+            match weir_metadata::quorum::node::QuorumNode::submit(&node, request).await {
+                Ok(response) => {
+                    // On the leader the records are applied when submit
+                    // returns; a follower has them once its index passes
+                    // where it stood before.
+                    let index = if node.is_leader() {
+                        *node.applied_index_watch().borrow()
+                    } else {
+                        before + 1
+                    };
+                    Ok(Submitted { response, index })
+                }
+                Err(weir_metadata::quorum::QuorumError::Controller(e)) => {
+                    Err(QuorumError::Refused(e))
+                }
+                Err(e) => Err(QuorumError::NotAvailable(e.to_string())),
+            }
+        })
+    }
+
+    fn leader_id(&self) -> Option<i32> {
+        weir_metadata::quorum::node::QuorumNode::leader_id(self)
+            .and_then(|id| i32::try_from(id).ok())
+    }
+
+    fn describe(&self) -> BoxFuture<Result<QuorumView, QuorumError>> {
+        let node = self.clone();
+        Box::pin(async move {
+            let d = node
+                .describe_quorum()
+                .await
+                .map_err(|e| QuorumError::NotAvailable(e.to_string()))?;
+            let replica = |r: &weir_metadata::quorum::node::ReplicaDescription| ReplicaView {
+                node_id: i32::try_from(r.node_id).unwrap_or(-1),
+                log_end_index: r
+                    .matched_index
+                    .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX)),
+                last_contact_ms: None,
+            };
+            Ok(QuorumView {
+                leader_id: i32::try_from(d.leader_id).ok(),
+                leader_epoch: i64::try_from(d.leader_epoch).unwrap_or(i64::MAX),
+                high_watermark: i64::try_from(d.high_watermark).unwrap_or(i64::MAX),
+                voters: d.voters.iter().map(replica).collect(),
+                learners: d.learners.iter().map(replica).collect(),
+            })
+        })
+    }
 }
 
 /// The broker's membership in the cluster.
@@ -86,6 +151,9 @@ pub struct ClusterLink {
     /// The metadata index the local state (registry, leadership) matches.
     reconciled: watch::Sender<u64>,
 }
+
+/// How often a fenced broker heartbeats, to be unfenced as soon as it caught up.
+const FENCED_HEARTBEAT: Duration = Duration::from_millis(50);
 
 /// How long a broker waits for the quorum before each retry of its registration.
 const REGISTER_RETRY: Duration = Duration::from_millis(200);
@@ -227,7 +295,6 @@ impl Broker {
         let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
         let mut warned = false;
         loop {
-            tokio::time::sleep(interval).await;
             let link = self.cluster();
             let applied_index = *link.quorum.applied_index().borrow();
             let request = ControllerRequest::BrokerHeartbeat {
@@ -249,6 +316,13 @@ impl Broker {
                     }
                 }
             }
+            // A fenced broker asks again soon: it is unfenced by the first
+            // heartbeat that shows it caught up (KRaft does the same).
+            let fenced = {
+                let image = link.image();
+                image.broker(self.config.node_id).is_none_or(|b| b.fenced)
+            };
+            tokio::time::sleep(if fenced { FENCED_HEARTBEAT } else { interval }).await;
         }
     }
 

@@ -322,7 +322,11 @@ impl Controller {
             ControllerRequest::ImportTopics {
                 topics,
                 next_producer_id,
-            } => Ok(crate::import::import_decision(image, topics, *next_producer_id)),
+            } => Ok(crate::import::import_decision(
+                image,
+                topics,
+                *next_producer_id,
+            )),
         }
     }
 

@@ -12,7 +12,11 @@ use clap::Args;
 use tokio::net::TcpListener;
 use weir_broker::config::{HostPort, Voters};
 use weir_broker::{Broker, BrokerConfig};
+use weir_metadata::controller::{Controller, ControllerConfig};
+use weir_metadata::image::MetadataImage;
+use weir_metadata::quorum::{ControllerFactory, QuorumConfig, QuorumNode};
 use weir_server::ConnectionLimits;
+use weir_server::controller_net::{TcpTransport, TcpTransportConfig};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -243,7 +247,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -262,6 +266,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = Broker::open(config.clone()).with_context(|| {
             format!("opening data directory {}", config.data_dir.display())
         })?;
+        // The metadata quorum (a quorum of one without --controller-voters),
+        // then membership: registered, unfenced and following the image
+        // before any client is served.
+        let (quorum, fresh_metadata) = start_quorum(&config).await?;
+        broker
+            .join_cluster(Arc::new(quorum.clone()), fresh_metadata)
+            .await
+            .context("joining the cluster")?;
         // Completes transactions a crash left prepared, and starts the timeout scan.
         broker.txn.start(&broker);
         let listener = TcpListener::bind((config.listen.host.as_str(), config.listen.port))
@@ -289,10 +301,63 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("serving")?;
         retention.abort();
+        // Leadership moves off this broker now, not after the session timeout.
+        broker.leave_cluster().await;
+        quorum.shutdown().await;
         broker.shutdown();
         tracing::info!("clean shutdown complete");
         Ok(())
     })
+}
+
+/// Starts this node's member of the metadata quorum: the Raft log under
+/// `<data_dir>/metadata`, the controller listener when there are peers.
+/// Also says whether the data directory had no metadata log before: its
+/// topics (if any) then predate the quorum and are imported into it.
+async fn start_quorum(config: &BrokerConfig) -> anyhow::Result<(QuorumNode<MetadataImage>, bool)> {
+    let metadata_dir = config.data_dir.join("metadata");
+    let fresh = std::fs::read_dir(&metadata_dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
+    let node_id = u64::try_from(config.node_id).context("node id")?;
+    let voters = config
+        .voters()
+        .0
+        .iter()
+        .map(|(id, addr)| (*id as u64, addr.to_string()))
+        .collect();
+    let mut qc = QuorumConfig::new(node_id, config.data_dir.clone(), voters);
+    if let Some(bind) = config.controller_bind() {
+        let addr = bind
+            .resolve()
+            .with_context(|| format!("resolving --controller-listen {bind}"))?;
+        qc.controller_listen = Some(addr);
+        qc.controller_advertised = Some(bind.to_string());
+    }
+    let controller_config = ControllerConfig {
+        broker_session_timeout_ms: config.broker_session_timeout_ms,
+        producer_id_block_size: weir_broker::producer_ids::PRODUCER_ID_BLOCK_SIZE,
+        default_partitions: config.default_partitions,
+        default_replication_factor: 1,
+    };
+    let factory: ControllerFactory<MetadataImage> = Arc::new(move || {
+        Box::new(
+            Controller::new(controller_config.clone())
+                .with_id_source(weir_broker::topics::random_id),
+        ) as Box<dyn weir_metadata::quorum::ControllerLogic<MetadataImage>>
+    });
+    let transport = Arc::new(TcpTransport::new(TcpTransportConfig::default()));
+    let started = std::time::Instant::now();
+    let quorum = QuorumNode::start(qc, transport, factory)
+        .await
+        .context("starting the metadata quorum")?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        voters = %config.voters(),
+        voter = config.is_voter(),
+        "metadata quorum started"
+    );
+    Ok((quorum, fresh))
 }
 
 fn spawn_retention(

@@ -36,7 +36,6 @@ use crate::error::BrokerError;
 use crate::topic_config::TopicConfig;
 use crate::topics::Topic;
 
-
 /// Kafka's internal topics (`Topic.isInternal`): the broker's own state.
 pub const INTERNAL_TOPICS: &[&str] = &[
     "__consumer_offsets",
@@ -98,7 +97,9 @@ fn checked_new_topic(
             ));
         }
         if t.assignments.iter().any(|a| a.broker_ids.len() > 1) {
-            return Err(BrokerError::InvalidReplicationFactor(REPLICATION_NOT_YET.into()));
+            return Err(BrokerError::InvalidReplicationFactor(
+                REPLICATION_NOT_YET.into(),
+            ));
         }
         Some(
             t.assignments
@@ -108,7 +109,9 @@ fn checked_new_topic(
         )
     };
     if t.replication_factor > 1 {
-        return Err(BrokerError::InvalidReplicationFactor(REPLICATION_NOT_YET.into()));
+        return Err(BrokerError::InvalidReplicationFactor(
+            REPLICATION_NOT_YET.into(),
+        ));
     }
     // Config values are checked here, where their meaning is known; the
     // controller only stores them.
@@ -123,7 +126,11 @@ fn checked_new_topic(
         } else {
             t.num_partitions
         },
-        replication_factor: if t.replication_factor == -1 { 1 } else { t.replication_factor },
+        replication_factor: if t.replication_factor == -1 {
+            1
+        } else {
+            t.replication_factor
+        },
         assignments,
         configs: overrides.clone(),
     })
@@ -193,7 +200,15 @@ pub async fn create_topics(
                 .collect(),
             Ok(other) => names
                 .into_iter()
-                .map(|n| (n, (ErrorCode::UnknownServerError.code(), Some(format!("unexpected answer {other:?}")))))
+                .map(|n| {
+                    (
+                        n,
+                        (
+                            ErrorCode::UnknownServerError.code(),
+                            Some(format!("unexpected answer {other:?}")),
+                        ),
+                    )
+                })
                 .collect(),
             Err(e) => names
                 .into_iter()
@@ -229,7 +244,13 @@ pub async fn create_topics(
             // validate_only: nothing was created; report what would be.
             let wanted = request.topics.iter().find(|t| t.name == result.name);
             result.num_partitions = wanted
-                .map(|t| if t.num_partitions == -1 { broker.config.default_partitions } else { t.num_partitions })
+                .map(|t| {
+                    if t.num_partitions == -1 {
+                        broker.config.default_partitions
+                    } else {
+                        t.num_partitions
+                    }
+                })
                 .unwrap_or(-1);
             result.replication_factor = 1;
         }
@@ -295,7 +316,9 @@ pub async fn delete_topics(
         }
     }
     if !to_delete.is_empty() {
-        let asked = ControllerRequest::DeleteTopics { names: to_delete.clone() };
+        let asked = ControllerRequest::DeleteTopics {
+            names: to_delete.clone(),
+        };
         let outcome: BTreeMap<String, (i16, Option<String>)> =
             match broker.run_on_controller(asked).await {
                 Ok(ControllerResponse::Items(items)) => items
@@ -304,7 +327,15 @@ pub async fn delete_topics(
                     .collect(),
                 Ok(_) | Err(_) => to_delete
                     .iter()
-                    .map(|n| (n.clone(), (ErrorCode::NotController.code(), Some("no active controller".into()))))
+                    .map(|n| {
+                        (
+                            n.clone(),
+                            (
+                                ErrorCode::NotController.code(),
+                                Some("no active controller".into()),
+                            ),
+                        )
+                    })
                     .collect(),
             };
         for (name, result) in &mut results {

@@ -735,10 +735,13 @@ async fn commit_topic_change(broker: &Broker, change: TopicChange) -> Result<(),
         ControllerResponse::Items(items) => match items.into_iter().find(|i| i.error_code != 0) {
             None => Ok(()),
             Some(i) => Err(BrokerError::InvalidRequest(
-                i.message.unwrap_or_else(|| format!("controller error {}", i.error_code)),
+                i.message
+                    .unwrap_or_else(|| format!("controller error {}", i.error_code)),
             )),
         },
-        other => Err(BrokerError::Internal(format!("unexpected answer {other:?}"))),
+        other => Err(BrokerError::Internal(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 
@@ -875,7 +878,14 @@ async fn alter_resource(
     match resource_type {
         RESOURCE_TOPIC => {
             let mut pending = None;
-            alter_topic(broker, name, changes, replace_all, validate_only, &mut pending)?;
+            alter_topic(
+                broker,
+                name,
+                changes,
+                replace_all,
+                validate_only,
+                &mut pending,
+            )?;
             match pending {
                 Some(change) => commit_topic_change(broker, change).await,
                 None => Ok(()),

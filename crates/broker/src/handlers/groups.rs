@@ -118,7 +118,10 @@ pub async fn find_coordinator(
                 ));
             }
             if key.is_empty() {
-                return Err((ErrorCode::InvalidRequest, Some("empty transactional id".into())));
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    Some("empty transactional id".into()),
+                ));
             }
         } else if request.key_type != KEY_TYPE_GROUP {
             return Err((
@@ -129,9 +132,8 @@ pub async fn find_coordinator(
             return Err((ErrorCode::InvalidRequest, Some("empty group id".into())));
         }
         let (topic, _) = internal.expect("a known key type has an internal topic");
-        let unavailable = |what: &str| {
-            Err((ErrorCode::CoordinatorNotAvailable, Some(what.to_string())))
-        };
+        let unavailable =
+            |what: &str| Err((ErrorCode::CoordinatorNotAvailable, Some(what.to_string())));
         let count = match broker.cluster().image().topic_by_name(topic) {
             Some(t) => i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
             None => return unavailable(&format!("{topic} is not created yet")),
