@@ -550,6 +550,36 @@ impl Broker {
         Some((leader, e.host.clone(), e.port))
     }
 
+    /// Whether this broker is the coordinator of `group_id`: it leads the
+    /// group's `__consumer_offsets` partition (or the topic is not created
+    /// yet, and whoever is asked first creates it).
+    pub(crate) fn coordinates_group(&self, group_id: &str) -> bool {
+        let topic = crate::groups::OFFSETS_TOPIC;
+        let Some(count) = self
+            .cluster()
+            .image()
+            .topic_by_name(topic)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+        else {
+            return true;
+        };
+        self.leads(topic, crate::groups::partition_for(group_id, count))
+    }
+
+    /// Whether this broker is the transaction coordinator of `transactional_id`.
+    pub(crate) fn coordinates_transaction(&self, transactional_id: &str) -> bool {
+        let topic = crate::txn::TRANSACTION_STATE_TOPIC;
+        let Some(count) = self
+            .cluster()
+            .image()
+            .topic_by_name(topic)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+        else {
+            return true;
+        };
+        self.leads(topic, crate::groups::partition_for(transactional_id, count))
+    }
+
     /// Whether this broker leads `topic`'s partition `index` right now.
     pub(crate) fn leads(&self, topic: &str, index: i32) -> bool {
         self.topic(topic)
