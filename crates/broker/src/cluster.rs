@@ -94,12 +94,16 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
             match weir_metadata::quorum::node::QuorumNode::submit(&node, request).await {
                 Ok(response) => {
                     // On the leader the records are applied when submit
-                    // returns; a follower has them once its index passes
-                    // where it stood before.
+                    // returns. A follower learns how far to catch up from
+                    // the leader's high watermark, which covers the entry
+                    // (it was committed before the answer came back).
                     let index = if node.is_leader() {
                         *node.applied_index_watch().borrow()
                     } else {
-                        before + 1
+                        match node.describe_quorum().await {
+                            Ok(d) => d.high_watermark,
+                            Err(_) => before + 1,
+                        }
                     };
                     Ok(Submitted { response, index })
                 }
@@ -151,6 +155,9 @@ pub struct ClusterLink {
     /// The metadata index the local state (registry, leadership) matches.
     reconciled: watch::Sender<u64>,
 }
+
+/// How often a refused registration is logged again.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How often a fenced broker heartbeats, to be unfenced as soon as it caught up.
 const FENCED_HEARTBEAT: Duration = Duration::from_millis(50);
@@ -212,7 +219,7 @@ impl Broker {
         if import_local_topics {
             self.import_local_topics().await?;
         }
-        let epoch = self.register().await;
+        let epoch = self.register().await?;
         tracing::info!(broker_epoch = epoch, "registered with the controller");
         self.producer_ids.set_source(Box::new(QuorumProducerIds {
             quorum: self.cluster().quorum.clone(),
@@ -256,9 +263,11 @@ impl Broker {
     }
 
     /// Registers until the controller accepts; returns the broker epoch.
-    async fn register(&self) -> i64 {
+    /// A refusal (another live process holds this node id) is final.
+    async fn register(&self) -> Result<i64, BrokerError> {
         let link = self.cluster();
         let mut logged = false;
+        let mut last_refusal_log: Option<std::time::Instant> = None;
         loop {
             let request = ControllerRequest::RegisterBroker {
                 broker_id: self.config.node_id,
@@ -272,15 +281,31 @@ impl Broker {
                     ..
                 }) => {
                     link.broker_epoch.store(broker_epoch, Ordering::Release);
-                    return broker_epoch;
+                    return Ok(broker_epoch);
                 }
                 Ok(other) => {
                     tracing::error!(response = ?other.response, "unexpected answer to RegisterBroker");
                 }
+                Err(QuorumError::Refused(e)) => {
+                    // As Kafka's broker: a restart within the old process's
+                    // session is refused until that session expires, so keep
+                    // trying; a second live process with this id never gets in.
+                    let now = std::time::Instant::now();
+                    if last_refusal_log.is_none_or(|t| now.duration_since(t) > REFUSAL_LOG_EVERY) {
+                        tracing::error!(error = %e, node_id = self.config.node_id,
+                            "the controller refuses this node's registration: if another \
+                             process runs with this --node-id, stop it or give this one \
+                             another id; after a restart this clears when the old \
+                             session expires (broker_session_timeout_ms)");
+                        last_refusal_log = Some(now);
+                    }
+                }
                 Err(e) => {
                     if !logged {
                         tracing::warn!(error = %e, node_id = self.config.node_id,
-                            "cannot register with the controller yet; retrying");
+                            voters = %self.config.voters(),
+                            "cannot register with the controller yet (is a majority of the \
+                             voters running and reachable at their controller addresses?); retrying");
                         logged = true;
                     }
                 }
@@ -307,7 +332,9 @@ impl Broker {
                 Ok(_) => warned = false,
                 Err(QuorumError::Refused(e)) => {
                     tracing::warn!(error = %e, "heartbeat refused; registering again");
-                    self.register().await;
+                    if let Err(e) = self.register().await {
+                        tracing::error!(error = %e, "could not register again");
+                    }
                 }
                 Err(e) => {
                     if !warned {
