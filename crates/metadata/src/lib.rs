@@ -12,6 +12,8 @@ pub mod names;
 pub mod placement;
 #[cfg(test)]
 mod planted;
+#[cfg(test)]
+mod proptests;
 pub mod records;
 #[cfg(test)]
 mod testkit;
