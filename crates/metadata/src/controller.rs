@@ -95,6 +95,25 @@ pub enum ControllerRequest {
         broker_id: BrokerId,
         broker_epoch: i64,
     },
+    /// Brings a data directory written by single-node Weir (before the
+    /// quorum) into the metadata log: its topics keep their ids. Topics the
+    /// log already has are left as they are. See [`crate::import`].
+    ImportTopics {
+        topics: Vec<ImportedTopic>,
+        /// The first producer id the old node had not reserved: blocks
+        /// handed out from here on start at or above it.
+        next_producer_id: i64,
+    },
+}
+
+/// One topic of a data directory from before the quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedTopic {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partitions: i32,
+    pub replicas: Vec<BrokerId>,
+    pub configs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +319,14 @@ impl Controller {
                 broker_id,
                 broker_epoch,
             } => self.allocate_producer_ids(image, *broker_id, *broker_epoch),
+            ControllerRequest::ImportTopics {
+                topics,
+                next_producer_id,
+            } => Ok(crate::import::import_decision(
+                image,
+                topics,
+                *next_producer_id,
+            )),
         }
     }
 

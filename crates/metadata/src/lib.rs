@@ -5,9 +5,11 @@
 //! - [`names`]: Kafka's topic-name rules, as pure functions.
 //! - [`placement`]: where new replicas go (even, striped, rack-aware).
 //! - [`controller`]: the active controller's decisions, sans I/O.
+//! - [`import`]: a single-node data directory from before the quorum, as records.
 
 pub mod controller;
 pub mod image;
+pub mod import;
 pub mod names;
 pub mod placement;
 #[cfg(test)]
