@@ -226,10 +226,10 @@ impl Broker {
             broker_id: self.config.node_id,
             broker_epoch: self.cluster().broker_epoch.clone(),
         }));
-        let follower = self.clone();
-        tokio::spawn(async move { follower.follow_image().await });
-        let beater = self.clone();
-        tokio::spawn(async move { beater.heartbeat_loop().await });
+        // The loops hold the broker weakly, so they end when it is dropped
+        // (tests reopen a data directory in one process).
+        tokio::spawn(follow_image(Arc::downgrade(self)));
+        tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
         // Serve only once unfenced and reconciled: before that, Metadata
         // would not list this broker or its partitions.
         let mut applied = self.cluster().quorum.applied_index();
@@ -316,43 +316,6 @@ impl Broker {
 
     /// Heartbeats every `broker_heartbeat_interval_ms`; registers again
     /// when the controller no longer knows this registration.
-    async fn heartbeat_loop(self: Arc<Self>) {
-        let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let mut warned = false;
-        loop {
-            let link = self.cluster();
-            let applied_index = *link.quorum.applied_index().borrow();
-            let request = ControllerRequest::BrokerHeartbeat {
-                broker_id: self.config.node_id,
-                broker_epoch: link.broker_epoch(),
-                applied_index,
-                want_shutdown: false,
-            };
-            match link.quorum.submit(request).await {
-                Ok(_) => warned = false,
-                Err(QuorumError::Refused(e)) => {
-                    tracing::warn!(error = %e, "heartbeat refused; registering again");
-                    if let Err(e) = self.register().await {
-                        tracing::error!(error = %e, "could not register again");
-                    }
-                }
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(error = %e, "heartbeat not delivered; serving from the last metadata image");
-                        warned = true;
-                    }
-                }
-            }
-            // A fenced broker asks again soon: it is unfenced by the first
-            // heartbeat that shows it caught up (KRaft does the same).
-            let fenced = {
-                let image = link.image();
-                image.broker(self.config.node_id).is_none_or(|b| b.fenced)
-            };
-            tokio::time::sleep(if fenced { FENCED_HEARTBEAT } else { interval }).await;
-        }
-    }
-
     /// Tells the controller this broker is going away, so it moves leadership
     /// off it now rather than after the session timeout. Best effort, bounded.
     pub async fn leave_cluster(&self) {
@@ -366,40 +329,6 @@ impl Broker {
             want_shutdown: true,
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), link.quorum.submit(request)).await;
-    }
-
-    /// Applies every new image to the local state.
-    async fn follow_image(self: Arc<Self>) {
-        let mut applied = self.cluster().quorum.applied_index();
-        loop {
-            let index = *applied.borrow_and_update();
-            let broker = self.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                // Until the controller has unfenced this registration, the
-                // local image may lag the log (a restart applies only what
-                // it knew was committed): a topic missing from it may just
-                // be newer. Nothing is deleted until the broker caught up.
-                let caught_up = {
-                    let link = broker.cluster();
-                    let image = link.image();
-                    image
-                        .broker(broker.config.node_id)
-                        .is_some_and(|b| !b.fenced && b.broker_epoch == link.broker_epoch())
-                };
-                broker.reconcile(caught_up)
-            })
-            .await;
-            match done {
-                Ok(Ok(())) => {
-                    self.cluster().reconciled.send_replace(index);
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "could not apply the metadata image"),
-                Err(e) => tracing::error!(error = %e, "metadata image follower failed"),
-            }
-            if applied.changed().await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Makes the topic registry and partition leadership match the image.
@@ -540,6 +469,93 @@ impl Broker {
     }
 }
 
+/// Heartbeats every `broker_heartbeat_interval_ms`; registers again when the
+/// controller no longer knows this registration. Ends with the broker.
+async fn heartbeat_loop(broker: std::sync::Weak<Broker>) {
+    let mut warned = false;
+    loop {
+        let Some(this) = broker.upgrade() else {
+            return;
+        };
+        let link = this.cluster();
+        let applied_index = *link.quorum.applied_index().borrow();
+        let request = ControllerRequest::BrokerHeartbeat {
+            broker_id: this.config.node_id,
+            broker_epoch: link.broker_epoch(),
+            applied_index,
+            want_shutdown: false,
+        };
+        match link.quorum.submit(request).await {
+            Ok(_) => warned = false,
+            Err(QuorumError::Refused(e)) => {
+                tracing::warn!(error = %e, "heartbeat refused; registering again");
+                if let Err(e) = this.register().await {
+                    tracing::error!(error = %e, "could not register again");
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "heartbeat not delivered; serving from the last metadata image");
+                    warned = true;
+                }
+            }
+        }
+        // A fenced broker asks again soon: it is unfenced by the first
+        // heartbeat that shows it caught up (KRaft does the same).
+        let fenced = {
+            let image = link.image();
+            image.broker(this.config.node_id).is_none_or(|b| b.fenced)
+        };
+        let pause = if fenced {
+            FENCED_HEARTBEAT
+        } else {
+            Duration::from_millis(this.config.broker_heartbeat_interval_ms)
+        };
+        drop(this);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Applies every new image to the local state. Ends with the broker or the quorum.
+async fn follow_image(broker: std::sync::Weak<Broker>) {
+    let Some(mut applied) = broker.upgrade().map(|b| b.cluster().quorum.applied_index()) else {
+        return;
+    };
+    loop {
+        let Some(this) = broker.upgrade() else {
+            return;
+        };
+        let index = *applied.borrow_and_update();
+        let worker = this.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            // Until the controller has unfenced this registration, the
+            // local image may lag the log (a restart applies only what
+            // it knew was committed): a topic missing from it may just
+            // be newer. Nothing is deleted until the broker caught up.
+            let caught_up = {
+                let link = worker.cluster();
+                let image = link.image();
+                image
+                    .broker(worker.config.node_id)
+                    .is_some_and(|b| !b.fenced && b.broker_epoch == link.broker_epoch())
+            };
+            worker.reconcile(caught_up)
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                this.cluster().reconciled.send_replace(index);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "could not apply the metadata image"),
+            Err(e) => tracing::error!(error = %e, "metadata image follower failed"),
+        }
+        drop(this);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// How long an admin request waits for its change to reach this broker's
 /// own state after the controller committed it.
 const RECONCILE_WAIT: Duration = Duration::from_secs(30);
@@ -616,7 +632,7 @@ impl Broker {
 
     /// Kafka's auto.create.topics.enable: creates `names` with the broker
     /// defaults through the controller. Failures leave the topics unknown.
-    pub(crate) async fn auto_create_topics(&self, names: Vec<String>) {
+    pub async fn auto_create_topics(&self, names: Vec<String>) {
         let request = ControllerRequest::CreateTopics {
             topics: names
                 .iter()

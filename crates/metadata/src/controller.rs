@@ -1321,7 +1321,10 @@ mod tests {
             endpoints: endpoint(1),
             rack: None,
         };
-        assert_eq!(sim.request(third), Err(ControllerError::DuplicateBrokerId(1)));
+        assert_eq!(
+            sim.request(third),
+            Err(ControllerError::DuplicateBrokerId(1))
+        );
     }
 
     #[test]
