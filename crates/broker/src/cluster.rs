@@ -221,6 +221,7 @@ impl Broker {
         }
         let epoch = self.register().await?;
         tracing::info!(broker_epoch = epoch, "registered with the controller");
+        self.settle_cluster_id(import_local_topics).await?;
         self.producer_ids.set_source(Box::new(QuorumProducerIds {
             quorum: self.cluster().quorum.clone(),
             broker_id: self.config.node_id,
@@ -251,6 +252,55 @@ impl Broker {
             .wait_reconciled(index, Duration::from_secs(60))
             .await;
         Ok(())
+    }
+
+    /// The cluster id: the metadata log's, once claimed (the first broker
+    /// to register claims its own); this data directory's before that.
+    pub fn cluster_id(&self) -> String {
+        self.cluster
+            .get()
+            .and_then(|link| link.image().cluster_id.clone())
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
+
+    /// Claims this directory's cluster id for the cluster, or learns the
+    /// cluster's. A directory whose metadata log is new takes the cluster's
+    /// id into its `meta.properties`; one that already followed another
+    /// cluster's log is refused, as KRaft refuses a mismatched `cluster.id`.
+    async fn settle_cluster_id(&self, metadata_log_is_new: bool) -> Result<(), BrokerError> {
+        let request = ControllerRequest::ClaimClusterId {
+            cluster_id: self.cluster_id.clone(),
+        };
+        let effective = loop {
+            match self.cluster().quorum.submit(request.clone()).await {
+                Ok(Submitted {
+                    response: ControllerResponse::Items(items),
+                    ..
+                }) if !items.is_empty() => break items[0].name.clone(),
+                Ok(other) => {
+                    return Err(BrokerError::Internal(format!(
+                        "unexpected answer to ClaimClusterId: {:?}",
+                        other.response
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for the controller to settle the cluster id");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        };
+        if effective == self.cluster_id {
+            return Ok(());
+        }
+        if metadata_log_is_new {
+            return self._data_dir.adopt_cluster_id(&effective);
+        }
+        Err(BrokerError::DataDir(format!(
+            "this data directory belongs to cluster {} but the metadata quorum's cluster is \
+             {effective}; point the node at its own cluster's voters, or give it an empty \
+             --data-dir to join this one",
+            self.cluster_id
+        )))
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {

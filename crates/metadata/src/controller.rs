@@ -95,6 +95,11 @@ pub enum ControllerRequest {
         broker_id: BrokerId,
         broker_epoch: i64,
     },
+    /// Claims the cluster id for the whole cluster if none is set yet; the
+    /// answer's single item names the cluster's id either way.
+    ClaimClusterId {
+        cluster_id: String,
+    },
     /// Brings a data directory written by single-node Weir (before the
     /// quorum) into the metadata log: its topics keep their ids. Topics the
     /// log already has are left as they are. See [`crate::import`].
@@ -327,6 +332,27 @@ impl Controller {
                 broker_id,
                 broker_epoch,
             } => self.allocate_producer_ids(image, *broker_id, *broker_epoch),
+            ControllerRequest::ClaimClusterId { cluster_id } => {
+                let effective = image
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(|| cluster_id.clone());
+                Ok(Decision {
+                    records: if image.cluster_id.is_none() {
+                        vec![MetadataRecord::ClusterId {
+                            cluster_id: cluster_id.clone(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    response: ControllerResponse::Items(vec![ItemResult {
+                        name: effective,
+                        error_code: codes::NONE,
+                        message: None,
+                        topic_id: None,
+                    }]),
+                })
+            }
             ControllerRequest::ImportTopics {
                 topics,
                 next_producer_id,

@@ -514,7 +514,7 @@ pub fn describe_cluster(
         throttle_time_ms: 0,
         error_code: 0,
         error_message: None,
-        cluster_id: broker.cluster_id.clone(),
+        cluster_id: broker.cluster_id(),
         controller_id: broker.cluster().quorum.leader_id().unwrap_or(-1),
         brokers: image
             .live_brokers()
