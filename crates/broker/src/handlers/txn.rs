@@ -457,7 +457,7 @@ pub fn write_txn_markers(
                     None => ErrorCode::UnknownTopicOrPartition,
                     Some(partition) => {
                         let options = weir_log::AppendOptions {
-                            leader_epoch: 0,
+                            leader_epoch: partition.leader_epoch(),
                             log_append_time_ms: None,
                         };
                         let m = Marker {
