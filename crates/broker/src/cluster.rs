@@ -50,6 +50,8 @@ pub struct ReplicaView {
     pub log_end_index: i64,
     /// Milliseconds since the leader last heard from it, when known.
     pub last_contact_ms: Option<i64>,
+    /// Its controller (Raft) listener, HOST:PORT, as the quorum knows it.
+    pub controller_addr: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -133,6 +135,7 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
                     .matched_index
                     .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX)),
                 last_contact_ms: None,
+                controller_addr: r.addr.clone(),
             };
             Ok(QuorumView {
                 leader_id: i32::try_from(d.leader_id).ok(),

@@ -4,6 +4,7 @@
 
 mod e2e {
     mod admin;
+    mod cluster_ops;
     mod configs;
     mod crash;
     mod data_dir;
