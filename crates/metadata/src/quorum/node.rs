@@ -70,6 +70,9 @@ pub struct QuorumConfig {
     pub no_leader_wait_ms: u64,
     /// A snapshot is built every this many entries.
     pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind the latest snapshot, so a follower a
+    /// little behind catches up from the log rather than a whole snapshot.
+    pub snapshot_logs_kept: u64,
     pub controller_tick_ms: u64,
     /// Controller requests waiting for the controller loop.
     pub submit_queue_len: usize,
@@ -95,6 +98,7 @@ impl QuorumConfig {
             forward_timeout_ms: 10_000,
             no_leader_wait_ms: 5_000,
             snapshot_every_entries: 10_000,
+            snapshot_logs_kept: 1_000,
             controller_tick_ms: 250,
             submit_queue_len: 64,
         }
@@ -233,7 +237,7 @@ impl<I: ImageState> QuorumNode<I> {
             // Each chunk is one RPC; JSON roughly triples raw bytes, keeping
             // it far below the transport's frame cap.
             snapshot_max_chunk_size: 1 << 20,
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.snapshot_logs_kept,
             ..Default::default()
         }
         .validate()
