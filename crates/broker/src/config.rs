@@ -5,11 +5,11 @@
 //! the shape, the defaults and validation.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cluster_config::{HostPort, Voters};
 use crate::topic_config::TopicConfig;
 
 /// Everything a single broker needs at start.
@@ -18,11 +18,27 @@ use crate::topic_config::TopicConfig;
 pub struct BrokerConfig {
     /// This broker's id in Metadata responses.
     pub node_id: i32,
-    /// Where the Kafka listener binds.
-    pub listen: SocketAddr,
+    /// Where the Kafka listener binds (clients and, in a cluster, replica fetches).
+    pub listen: HostPort,
     /// What Metadata tells clients to connect to; defaults to `listen` (but a
     /// wildcard bind address is replaced by 127.0.0.1, since clients can't dial 0.0.0.0).
-    pub advertised_listen: Option<SocketAddr>,
+    pub advertised_listen: Option<HostPort>,
+    /// Where the metadata quorum's (Raft) listener binds. Defaults to this
+    /// node's own entry in `controller_voters`; a single node needs none.
+    pub controller_listen: Option<HostPort>,
+    /// The metadata quorum's voters, KRaft's `controller.quorum.voters`
+    /// shape (`1@host:9093,2@host:9093,3@host:9093`). Every voter must be
+    /// given the same list. Unset: this node alone is the quorum. A node not
+    /// in the list follows the metadata log as a non-voting learner.
+    pub controller_voters: Option<Voters>,
+    /// Kafka's `broker.rack`: replicas of a partition go to different racks
+    /// while there are racks to spare.
+    pub rack: Option<String>,
+    /// Kafka's `broker.session.timeout.ms`: the controller fences a broker it
+    /// has not heard from for this long.
+    pub broker_session_timeout_ms: u64,
+    /// Kafka's `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
     /// Root of all partition directories and broker metadata.
     pub data_dir: PathBuf,
     /// Stable id reported in Metadata/DescribeCluster.
@@ -118,8 +134,13 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 1,
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            listen: HostPort::new("127.0.0.1", 9092),
             advertised_listen: None,
+            controller_listen: None,
+            controller_voters: None,
+            rack: None,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
             data_dir: PathBuf::from("weir-data"),
             cluster_id: String::new(),
             auto_create_topics: true,
@@ -164,21 +185,84 @@ impl BrokerConfig {
     }
 
     /// The address clients are told to connect to.
-    pub fn advertised(&self) -> SocketAddr {
-        if let Some(addr) = self.advertised_listen {
-            return addr;
+    pub fn advertised(&self) -> HostPort {
+        if let Some(addr) = &self.advertised_listen {
+            return addr.clone();
         }
-        let mut addr = self.listen;
-        if addr.ip().is_unspecified() {
-            addr.set_ip([127, 0, 0, 1].into());
+        let mut addr = self.listen.clone();
+        if addr.is_wildcard() {
+            addr.host = "127.0.0.1".into();
         }
         addr
+    }
+
+    /// The quorum's voters: the configured list, or this node alone.
+    pub fn voters(&self) -> Voters {
+        match &self.controller_voters {
+            Some(voters) => voters.clone(),
+            None => {
+                let own = self
+                    .controller_listen
+                    .clone()
+                    .unwrap_or_else(|| HostPort::new("127.0.0.1", 0));
+                Voters([(self.node_id, own)].into_iter().collect())
+            }
+        }
+    }
+
+    /// Whether this node votes in the metadata quorum (else it is a learner).
+    pub fn is_voter(&self) -> bool {
+        self.voters().0.contains_key(&self.node_id)
+    }
+
+    /// Where this node's Raft listener binds: `controller_listen`, else its
+    /// own voter entry. `None` for a quorum of one, which needs no listener.
+    pub fn controller_bind(&self) -> Option<HostPort> {
+        if let Some(addr) = &self.controller_listen {
+            return Some(addr.clone());
+        }
+        let voters = self.controller_voters.as_ref()?;
+        voters.0.get(&self.node_id).cloned()
     }
 
     /// Rejects settings that can't work, with a message that says what to fix.
     pub fn validate(&self) -> Result<(), String> {
         if self.node_id < 0 {
             return Err(format!("node_id must be >= 0, got {}", self.node_id));
+        }
+        if let Some(voters) = &self.controller_voters {
+            let own = voters.0.get(&self.node_id);
+            if own.is_none() && self.controller_listen.is_none() {
+                return Err(format!(
+                    "node {} is not among the controller voters ({voters}), so it joins as a \
+                     learner and needs --controller-listen HOST:PORT for the quorum to reach it",
+                    self.node_id
+                ));
+            }
+            if let (Some(own), Some(bind)) = (own, &self.controller_listen)
+                && own.port != bind.port
+            {
+                return Err(format!(
+                    "--controller-listen {bind} and this node's voter entry {}@{own} name \
+                     different ports; the other voters dial {own}",
+                    self.node_id
+                ));
+            }
+        }
+        if self
+            .rack
+            .as_deref()
+            .is_some_and(|r| r.is_empty() || r.len() > 255)
+        {
+            return Err("rack must be 1 to 255 characters".into());
+        }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+        {
+            return Err(format!(
+                "broker_heartbeat_interval_ms ({}) must be > 0 and below broker_session_timeout_ms ({})",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            ));
         }
         if self.default_partitions < 1 {
             return Err(format!(
@@ -301,6 +385,41 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         BrokerConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_learner_needs_a_controller_listener_and_a_voter_its_own_port() {
+        let message = refused(|c| {
+            c.node_id = 4;
+            c.controller_voters = Some("1@a:9093,2@b:9093".parse().unwrap());
+        });
+        assert!(
+            message.contains("learner") && message.contains("--controller-listen"),
+            "{message}"
+        );
+        let message = refused(|c| {
+            c.node_id = 1;
+            c.controller_voters = Some("1@a:9093,2@b:9093".parse().unwrap());
+            c.controller_listen = Some("0.0.0.0:9999".parse().unwrap());
+        });
+        assert!(message.contains("different ports"), "{message}");
+        let mut c = BrokerConfig::default();
+        c.controller_voters = Some("1@a:9093,2@b:9093".parse().unwrap());
+        c.validate().unwrap();
+        assert_eq!(c.controller_bind(), Some(HostPort::new("a", 9093)));
+        assert!(c.is_voter());
+        c.node_id = 3;
+        c.controller_listen = Some("c:9093".parse().unwrap());
+        c.validate().unwrap();
+        assert!(!c.is_voter());
+    }
+
+    #[test]
+    fn a_single_node_is_its_own_quorum_without_a_listener() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.voters().0.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert!(c.is_voter());
+        assert_eq!(c.controller_bind(), None);
     }
 
     #[test]

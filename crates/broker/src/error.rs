@@ -33,6 +33,14 @@ pub enum BrokerError {
     Corrupt(String),
     #[error("internal: {0}")]
     Internal(String),
+    /// No active controller could be reached to decide a metadata change;
+    /// clients retry NOT_CONTROLLER.
+    #[error("{0}")]
+    NoController(String),
+    /// A coordinator's prerequisite (its internal topic, a producer-id block)
+    /// is not there yet; clients retry.
+    #[error("{0}")]
+    CoordinatorNotAvailable(String),
 }
 
 impl BrokerError {
@@ -48,6 +56,8 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Log(e) => log_error_code(e),
             BrokerError::Io(_) => ErrorCode::KafkaStorageError,
+            BrokerError::NoController(_) => ErrorCode::NotController,
+            BrokerError::CoordinatorNotAvailable(_) => ErrorCode::CoordinatorNotAvailable,
             BrokerError::DataDir(_) | BrokerError::Corrupt(_) | BrokerError::Internal(_) => {
                 ErrorCode::UnknownServerError
             }

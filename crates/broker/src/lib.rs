@@ -17,6 +17,8 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod cluster;
+pub mod cluster_config;
 pub mod config;
 pub mod data_dir;
 pub mod dynamic_config;
@@ -74,6 +76,9 @@ pub struct Broker {
     dynamic: Mutex<dynamic_config::DynamicConfigs>,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: producer_ids::ProducerIdManager,
+    /// The metadata quorum and this broker's membership: set once, by
+    /// [`Broker::join_cluster`], before the Kafka listener opens.
+    cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -147,6 +152,7 @@ impl Broker {
             refusals: refusals::RefusalLog::default(),
             dynamic: Mutex::new(dynamic),
             producer_ids,
+            cluster: std::sync::OnceLock::new(),
             _data_dir: data_dir,
         }))
     }

@@ -76,6 +76,16 @@ impl LocalProducerIdSource {
     }
 }
 
+impl LocalProducerIdSource {
+    /// The first id not yet reserved: every id below it may have been handed out.
+    pub fn next_unreserved(&self) -> i64 {
+        *self
+            .next_unreserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl ProducerIdSource for LocalProducerIdSource {
     fn next_block(&self) -> Result<ProducerIdBlock, BrokerError> {
         let mut next = self
@@ -97,7 +107,8 @@ impl ProducerIdSource for LocalProducerIdSource {
 
 /// Gives out ids from the current block, fetching the next block when it runs out.
 pub struct ProducerIdManager {
-    source: Box<dyn ProducerIdSource>,
+    /// Replaced once, when the broker joins the metadata quorum.
+    source: std::sync::RwLock<Box<dyn ProducerIdSource>>,
     /// Next id to give and the end (exclusive) of the current block.
     current: Mutex<(i64, i64)>,
 }
@@ -105,9 +116,14 @@ pub struct ProducerIdManager {
 impl ProducerIdManager {
     pub fn new(source: Box<dyn ProducerIdSource>) -> ProducerIdManager {
         ProducerIdManager {
-            source,
+            source: std::sync::RwLock::new(source),
             current: Mutex::new((0, 0)),
         }
+    }
+
+    /// Takes blocks from `source` from now on; the current block is given out first.
+    pub fn set_source(&self, source: Box<dyn ProducerIdSource>) {
+        *self.source.write().unwrap_or_else(|p| p.into_inner()) = source;
     }
 
     /// A producer id no client has had. Once every block size ids, this waits for a durable
@@ -115,7 +131,11 @@ impl ProducerIdManager {
     pub fn generate(&self) -> Result<i64, BrokerError> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if cur.0 >= cur.1 {
-            let block = self.source.next_block()?;
+            let block = self
+                .source
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_block()?;
             *cur = (block.first, block.first + block.size);
         }
         let id = cur.0;

@@ -23,6 +23,7 @@ use weir_log::{Log, LogConfig, LogEnv, durable};
 use crate::error::BrokerError;
 use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
+use weir_protocol::error_code::ErrorCode;
 
 /// Kafka's limit on topic name length.
 pub const TOPIC_NAME_CHARS_MAX: usize = 249;
@@ -36,6 +37,10 @@ pub struct TopicMeta {
     /// Kafka topic id (KIP-516), as 32 hex chars on disk.
     pub id_hex: String,
     pub partitions: i32,
+    /// The partitions whose logs this broker holds; absent (as written
+    /// before the cluster) means all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<Vec<i32>>,
     /// Only the configs set explicitly for this topic; the rest follow broker defaults.
     pub overrides: BTreeMap<String, String>,
 }
@@ -46,21 +51,42 @@ pub struct Topic {
     pub id: [u8; 16],
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
+    /// The partitions whose logs this broker holds, by index ascending. On a
+    /// single node that is all of them; in a cluster, those assigned here.
     pub partitions: Vec<Arc<Partition>>,
+    /// How many partitions the topic has across the cluster.
+    pub partition_count: i32,
 }
 
 impl Topic {
+    /// The partition `index`, if this broker holds its log.
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
+        self.partitions
+            .binary_search_by_key(&index, |p| p.index)
             .ok()
-            .and_then(|i| self.partitions.get(i))
+            .map(|i| &self.partitions[i])
+    }
+
+    /// The partition `index` for a request that only its leader may serve:
+    /// UNKNOWN_TOPIC_OR_PARTITION when the topic has no such partition,
+    /// NOT_LEADER_OR_FOLLOWER when it does but this broker does not lead it
+    /// (clients then refresh metadata and go to the leader).
+    pub fn led_partition(&self, index: i32) -> Result<&Arc<Partition>, ErrorCode> {
+        if !(0..self.partition_count).contains(&index) {
+            return Err(ErrorCode::UnknownTopicOrPartition);
+        }
+        match self.partition(index) {
+            Some(p) if p.is_leader() => Ok(p),
+            _ => Err(ErrorCode::NotLeaderOrFollower),
+        }
     }
 
     fn meta(&self) -> TopicMeta {
         TopicMeta {
             name: self.name.clone(),
             id_hex: hex(&self.id),
-            partitions: i32::try_from(self.partitions.len()).unwrap_or(i32::MAX),
+            partitions: self.partition_count,
+            hosted: Some(self.partitions.iter().map(|p| p.index).collect()),
             overrides: self.overrides.clone(),
         }
     }
@@ -198,15 +224,29 @@ impl TopicRegistry {
         let id = unhex(&meta.id_hex)
             .ok_or_else(|| BrokerError::Corrupt(format!("topic {} has a bad id", meta.name)))?;
         let mut partitions = Vec::new();
-        for index in 0..meta.partitions {
+        let mut hosted: Vec<i32> = match &meta.hosted {
+            Some(hosted) => hosted.clone(),
+            None => (0..meta.partitions).collect(),
+        };
+        hosted.sort_unstable();
+        hosted.dedup();
+        for index in hosted {
+            if !(0..meta.partitions).contains(&index) {
+                return Err(BrokerError::Corrupt(format!(
+                    "topic {} holds partition {index} of {}",
+                    meta.name, meta.partitions
+                )));
+            }
             partitions.push(Arc::new(self.open_partition(&meta.name, index, &config)?));
         }
+
         Ok(Topic {
             name: meta.name.clone(),
             id,
             overrides: meta.overrides.clone(),
             config,
             partitions,
+            partition_count: meta.partitions,
         })
     }
 
@@ -257,7 +297,7 @@ impl TopicRegistry {
             let live = self
                 .topics
                 .get(topic)
-                .is_some_and(|t| index < i32::try_from(t.partitions.len()).unwrap_or(i32::MAX));
+                .is_some_and(|t| t.partition(index).is_some());
             if !live && validate_topic_name(topic).is_ok() {
                 tracing::warn!(dir = %entry.path().display(), "removing orphan partition directory");
                 durable::remove_dir_all(&entry.path())?;
@@ -341,6 +381,7 @@ impl TopicRegistry {
                 overrides: topic.overrides.clone(),
                 config,
                 partitions: topic.partitions.clone(),
+                partition_count: topic.partition_count,
             };
             self.topics.insert(topic.name.clone(), Arc::new(replaced));
         }
@@ -361,6 +402,7 @@ impl TopicRegistry {
             name: name.to_string(),
             id_hex: hex(&random_id()),
             partitions,
+            hosted: None,
             overrides,
         };
         // Validate configs before anything touches the disk.
@@ -404,7 +446,7 @@ impl TopicRegistry {
         let Some(topic) = self.topics.get(name).cloned() else {
             return Err(BrokerError::UnknownTopic(name.to_string()));
         };
-        let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let current = topic.partition_count;
         if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
                 "topic '{name}' has {current} partitions; the new count {count} must be larger"
@@ -425,6 +467,7 @@ impl TopicRegistry {
             overrides: topic.overrides.clone(),
             config: topic.config.clone(),
             partitions,
+            partition_count: count,
         };
         self.persist(&grown.meta())?;
         self.topics.insert(name.to_string(), Arc::new(grown));
@@ -450,6 +493,7 @@ impl TopicRegistry {
             overrides,
             config: config.clone(),
             partitions: topic.partitions.clone(),
+            partition_count: topic.partition_count,
         };
         self.persist(&updated.meta())?;
         for partition in &updated.partitions {
@@ -457,6 +501,87 @@ impl TopicRegistry {
         }
         self.topics.insert(name.to_string(), Arc::new(updated));
         Ok(())
+    }
+
+    /// Makes this broker's copy of a topic match the metadata image: its id,
+    /// partition count and overrides, and a log for each partition in
+    /// `hosted` (those whose replicas include this broker). Returns the
+    /// topic as it now is. A local topic of the same name with another id is
+    /// an older topic deleted and re-created while this broker was away: its
+    /// data goes.
+    pub fn sync_topic(
+        &mut self,
+        name: &str,
+        id: [u8; 16],
+        partition_count: i32,
+        hosted: &[i32],
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        if let Some(old) = self.topics.get(name).cloned()
+            && old.id != id
+        {
+            tracing::warn!(topic = name, old_id = %hex(&old.id), new_id = %hex(&id),
+                "the metadata log names another topic of this name; deleting the local copy");
+            self.delete(name)?;
+        }
+        let existing = self.topics.get(name).cloned();
+        let config = self
+            .defaults
+            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .or_else(|e| {
+                // A stored override this build can't read must not stop the
+                // broker from serving the topic: fall back to the defaults.
+                tracing::error!(topic = name, error = %e, "topic overrides not understood; using defaults");
+                Ok::<_, BrokerError>(self.defaults.clone())
+            })?;
+        let mut partitions: Vec<Arc<Partition>> = Vec::with_capacity(hosted.len());
+        let mut changed = existing.is_none();
+        for &index in hosted {
+            match existing.as_ref().and_then(|t| t.partition(index)) {
+                Some(p) => partitions.push(p.clone()),
+                None => {
+                    partitions.push(Arc::new(self.open_partition(name, index, &config)?));
+                    changed = true;
+                }
+            }
+        }
+        partitions.sort_by_key(|p| p.index);
+        if let Some(old) = &existing {
+            // Partitions no longer assigned here (a reassignment moved them).
+            for p in &old.partitions {
+                if !hosted.contains(&p.index) {
+                    p.log.close().ok();
+                    let dir = self.partition_dir(name, p.index);
+                    if let Err(e) = durable::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+                    }
+                    changed = true;
+                }
+            }
+            if old.partition_count != partition_count || &old.overrides != overrides {
+                changed = true;
+            }
+            if old.config != config {
+                for p in &partitions {
+                    p.log.update_config(self.log_config(&config));
+                }
+            }
+        }
+        if !changed {
+            return Ok(existing.expect("unchanged implies it existed"));
+        }
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            overrides: overrides.clone(),
+            config,
+            partitions,
+            partition_count,
+        };
+        self.persist(&topic.meta())?;
+        let topic = Arc::new(topic);
+        self.topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
     }
 
     /// Flushes and checkpoints every log (clean shutdown).

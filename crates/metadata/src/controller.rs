@@ -4,14 +4,57 @@
 //! (and waits for them to be applied) before it asks for the next, so every
 //! decision sees the image its predecessors produced.
 //!
-//! SKELETON: the contract; bodies are filled in by the controller work.
+//! The controller is deterministic: the same image, time, request, heartbeat
+//! memory and topic-id source give the same decision. Randomness (topic ids)
+//! comes in through [`Controller::with_id_source`]; time comes in as `now_ms`.
+//!
+//! What every decision keeps true, once its records are applied (the property
+//! tests in `tests.rs` check it over random request sequences):
+//! - its records apply without an `ApplyError`;
+//! - every leader is an unfenced broker in its partition's ISR, or `NO_LEADER`;
+//! - a partition without a leader has no unfenced broker in its ISR;
+//! - leader epochs never go down.
+//!
+//! Leadership moves only through [`leadership_changes`]: a leader that is not
+//! live gives way to the first live ISR member in replica order, else to
+//! `NO_LEADER`. ISR membership is not changed here (replication owns it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::image::MetadataImage;
-use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, TopicId};
+use crate::names::{collision_key, validate_topic_name};
+use crate::placement::{PlacementError, place_replicas};
+use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, NO_LEADER, TopicId};
+
+/// Kafka error codes the controller answers with (`Errors.java`). Kept here,
+/// not taken from weir-protocol, so this crate has no wire dependency.
+pub mod codes {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+}
+
+/// The most records one admin request may produce, as Kafka's
+/// `QuorumController.MAX_RECORDS_PER_USER_OP`; beyond it the whole request
+/// fails with POLICY_VIOLATION, as Kafka's does. It also bounds the
+/// partitions one CreateTopics or CreatePartitions can ask for.
+pub const RECORDS_PER_REQUEST_MAX: usize = 10_000;
+
+/// How many topic ids to draw before giving up on finding an unused one.
+/// A random source collides with odds of 2^-122; running out means the
+/// source is broken.
+const TOPIC_ID_DRAWS_MAX: usize = 100;
 
 /// Requests that only the active controller may decide. Any node accepts
 /// them and forwards them to the controller (KIP-590's forwarding, over the
@@ -36,7 +79,9 @@ pub enum ControllerRequest {
         topics: Vec<NewTopic>,
         validate_only: bool,
     },
-    DeleteTopics { names: Vec<String> },
+    DeleteTopics {
+        names: Vec<String>,
+    },
     CreatePartitions {
         topics: Vec<NewPartitions>,
         validate_only: bool,
@@ -46,7 +91,29 @@ pub enum ControllerRequest {
         changes: Vec<(ConfigResource, String, Option<String>)>,
         validate_only: bool,
     },
-    AllocateProducerIds { broker_id: BrokerId, broker_epoch: i64 },
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    },
+    /// Brings a data directory written by single-node Weir (before the
+    /// quorum) into the metadata log: its topics keep their ids. Topics the
+    /// log already has are left as they are. See [`crate::import`].
+    ImportTopics {
+        topics: Vec<ImportedTopic>,
+        /// The first producer id the old node had not reserved: blocks
+        /// handed out from here on start at or above it.
+        next_producer_id: i64,
+    },
+}
+
+/// One topic of a data directory from before the quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedTopic {
+    pub name: String,
+    pub topic_id: TopicId,
+    pub partitions: i32,
+    pub replicas: Vec<BrokerId>,
+    pub configs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,10 +149,18 @@ pub struct ItemResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerResponse {
     /// `broker_epoch` is the index of the committed registration; the shell fills it in.
-    RegisterBroker { broker_epoch: i64 },
-    BrokerHeartbeat { fenced: bool, should_shut_down: bool },
+    RegisterBroker {
+        broker_epoch: i64,
+    },
+    BrokerHeartbeat {
+        fenced: bool,
+        should_shut_down: bool,
+    },
     Items(Vec<ItemResult>),
-    ProducerIds { first_producer_id: i64, size: i64 },
+    ProducerIds {
+        first_producer_id: i64,
+        size: i64,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +169,11 @@ pub enum ControllerError {
     #[error("broker id {0} is already registered by a live process")]
     DuplicateBrokerId(BrokerId),
     #[error("stale broker epoch {given} for broker {broker_id} (current {current})")]
-    StaleBrokerEpoch { broker_id: BrokerId, given: i64, current: i64 },
+    StaleBrokerEpoch {
+        broker_id: BrokerId,
+        given: i64,
+        current: i64,
+    },
     #[error("broker {0} is not registered")]
     UnknownBroker(BrokerId),
     #[error("{0}")]
@@ -119,34 +198,1634 @@ pub struct ControllerConfig {
     pub default_replication_factor: i16,
 }
 
+/// Where topic ids come from: random in production (KIP-516 ids are random
+/// UUIDs), scripted in tests.
+pub type TopicIdSource = Box<dyn FnMut() -> TopicId + Send>;
+
 /// The controller's memory beyond the image: when it last heard from each broker.
 /// Lost on failover; a new controller counts every broker as heard at its start.
-#[derive(Debug)]
 pub struct Controller {
     pub config: ControllerConfig,
     last_heartbeat_ms: BTreeMap<BrokerId, u64>,
+    /// `None`: ids derived from the log position and the topic name, which is
+    /// deterministic but predictable; the quorum shell passes a random source.
+    id_source: Option<TopicIdSource>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("config", &self.config)
+            .field("last_heartbeat_ms", &self.last_heartbeat_ms)
+            .field("id_source", &self.id_source.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// One item's outcome inside a decision.
+type ItemOutcome = Result<ItemSuccess, (i16, String)>;
+
+/// How a new topic's replicas are chosen.
+enum Plan {
+    /// Given by the request, partition by partition.
+    Manual(Vec<Vec<BrokerId>>),
+    /// By [`place_replicas`] over the live brokers.
+    Placed {
+        partitions: usize,
+        replication_factor: usize,
+    },
+}
+
+struct ItemSuccess {
+    records: Vec<MetadataRecord>,
+    topic_id: Option<TopicId>,
+}
+
+fn fail<T>(code: i16, message: impl Into<String>) -> Result<T, (i16, String)> {
+    Err((code, message.into()))
 }
 
 impl Controller {
     pub fn new(config: ControllerConfig) -> Controller {
-        Controller { config, last_heartbeat_ms: BTreeMap::new() }
+        Controller {
+            config,
+            last_heartbeat_ms: BTreeMap::new(),
+            id_source: None,
+        }
+    }
+
+    /// Topic ids come from `source` (for the quorum shell: 16 random bytes).
+    /// Ids that are taken or reserved (all zero, Kafka's metadata topic id,
+    /// or ones whose base64 form starts with '-') are drawn again.
+    pub fn with_id_source(
+        mut self,
+        source: impl FnMut() -> TopicId + Send + 'static,
+    ) -> Controller {
+        self.id_source = Some(Box::new(source));
+        self
+    }
+
+    /// When this controller last heard from `broker_id`, if it has.
+    pub fn last_heard_ms(&self, broker_id: BrokerId) -> Option<u64> {
+        self.last_heartbeat_ms.get(&broker_id).copied()
     }
 
     /// Decides one request against `image` at time `now_ms`.
+    ///
+    /// For `RegisterBroker` the response's `broker_epoch` is -1: the epoch is
+    /// the index of the log entry that commits the decision's records, which
+    /// only the shell knows; it fills it in.
     pub fn handle(
         &mut self,
         image: &MetadataImage,
         now_ms: u64,
         request: &ControllerRequest,
     ) -> Result<Decision, ControllerError> {
-        let _ = (image, now_ms, request, &mut self.last_heartbeat_ms);
-        unimplemented!("skeleton")
+        self.note_unfenced_brokers(image, now_ms);
+        match request {
+            ControllerRequest::RegisterBroker {
+                broker_id,
+                incarnation_id,
+                endpoints,
+                rack,
+            } => self.register_broker(image, now_ms, *broker_id, *incarnation_id, endpoints, rack),
+            ControllerRequest::BrokerHeartbeat {
+                broker_id,
+                broker_epoch,
+                applied_index,
+                want_shutdown,
+            } => self.broker_heartbeat(
+                image,
+                now_ms,
+                *broker_id,
+                *broker_epoch,
+                *applied_index,
+                *want_shutdown,
+            ),
+            ControllerRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => Ok(self.create_topics(image, topics, *validate_only)),
+            ControllerRequest::DeleteTopics { names } => Ok(delete_topics(image, names)),
+            ControllerRequest::CreatePartitions {
+                topics,
+                validate_only,
+            } => Ok(create_partitions(image, topics, *validate_only)),
+            ControllerRequest::AlterConfigs {
+                changes,
+                validate_only,
+            } => Ok(alter_configs(image, changes, *validate_only)),
+            ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            } => self.allocate_producer_ids(image, *broker_id, *broker_epoch),
+            ControllerRequest::ImportTopics {
+                topics,
+                next_producer_id,
+            } => Ok(crate::import::import_decision(
+                image,
+                topics,
+                *next_producer_id,
+            )),
+        }
     }
 
     /// Periodic work: fence brokers silent past the session timeout and move
     /// leadership off them (or mark their partitions offline).
     pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<MetadataRecord> {
-        let _ = (image, now_ms);
-        unimplemented!("skeleton")
+        self.note_unfenced_brokers(image, now_ms);
+        let silent: Vec<(BrokerId, i64)> = image
+            .live_brokers()
+            .filter(|b| !self.heard_within_session(b.broker_id, now_ms))
+            .map(|b| (b.broker_id, b.broker_epoch))
+            .collect();
+        let live: BTreeSet<BrokerId> = image
+            .live_brokers()
+            .map(|b| b.broker_id)
+            .filter(|id| !silent.iter().any(|(s, _)| s == id))
+            .collect();
+        // As KRaft's handleBrokerFenced: leadership moves first, then the fence.
+        let mut records = leadership_changes(image, &live);
+        records.extend(silent.into_iter().map(|(broker_id, broker_epoch)| {
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            }
+        }));
+        records
+    }
+
+    /// A controller that just took over has heard from nobody; it gives every
+    /// unfenced broker a full session from now rather than fencing them all
+    /// at its first tick. Brokers that left the image are forgotten.
+    fn note_unfenced_brokers(&mut self, image: &MetadataImage, now_ms: u64) {
+        self.last_heartbeat_ms
+            .retain(|id, _| image.brokers.contains_key(id));
+        for broker in image.live_brokers() {
+            self.last_heartbeat_ms
+                .entry(broker.broker_id)
+                .or_insert(now_ms);
+        }
+    }
+
+    fn heard_within_session(&self, broker_id: BrokerId, now_ms: u64) -> bool {
+        self.last_heartbeat_ms.get(&broker_id).is_some_and(|last| {
+            now_ms.saturating_sub(*last) <= self.config.broker_session_timeout_ms
+        })
+    }
+
+    fn register_broker(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        broker_id: BrokerId,
+        incarnation_id: [u8; 16],
+        endpoints: &[Endpoint],
+        rack: &Option<String>,
+    ) -> Result<Decision, ControllerError> {
+        if broker_id < 0 {
+            return Err(ControllerError::Invalid(format!(
+                "broker id {broker_id} is negative"
+            )));
+        }
+        if let Some(existing) = image.broker(broker_id)
+            && !existing.fenced
+            && self.heard_within_session(broker_id, now_ms)
+            && existing.incarnation_id != incarnation_id
+        {
+            return Err(ControllerError::DuplicateBrokerId(broker_id));
+        }
+        // The new registration starts fenced (KRaft does the same) until the
+        // broker heartbeats having applied the log up to it. Whatever the old
+        // registration led moves off it now: it restarted, its replicas are
+        // not serving until it catches up.
+        let mut records = vec![MetadataRecord::RegisterBroker {
+            broker_id,
+            incarnation_id,
+            endpoints: endpoints.to_vec(),
+            rack: rack.clone(),
+            fenced: true,
+        }];
+        let mut live: BTreeSet<BrokerId> = image.live_brokers().map(|b| b.broker_id).collect();
+        live.remove(&broker_id);
+        records.extend(leadership_changes(image, &live));
+        self.last_heartbeat_ms.insert(broker_id, now_ms);
+        Ok(Decision {
+            records,
+            response: ControllerResponse::RegisterBroker { broker_epoch: -1 },
+        })
+    }
+
+    fn broker_heartbeat(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        applied_index: u64,
+        want_shutdown: bool,
+    ) -> Result<Decision, ControllerError> {
+        let broker = image
+            .broker(broker_id)
+            .ok_or(ControllerError::UnknownBroker(broker_id))?;
+        if broker.broker_epoch != broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                broker_id,
+                given: broker_epoch,
+                current: broker.broker_epoch,
+            });
+        }
+        self.last_heartbeat_ms.insert(broker_id, now_ms);
+        let mut live: BTreeSet<BrokerId> = image.live_brokers().map(|b| b.broker_id).collect();
+        let caught_up = u64::try_from(broker_epoch).is_ok_and(|epoch| applied_index >= epoch);
+        let (records, fenced) = if want_shutdown {
+            // A clean shutdown: leadership moves now rather than after a
+            // session timeout.
+            let mut records = Vec::new();
+            if !broker.fenced {
+                live.remove(&broker_id);
+                records = leadership_changes(image, &live);
+                records.push(MetadataRecord::FenceBroker {
+                    broker_id,
+                    broker_epoch,
+                });
+            }
+            (records, true)
+        } else if broker.fenced && caught_up {
+            // As KRaft's handleBrokerUnfenced: the unfence first, then the
+            // partitions that were waiting for a live ISR member.
+            live.insert(broker_id);
+            let mut records = vec![MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            }];
+            records.extend(leadership_changes(image, &live));
+            (records, false)
+        } else {
+            (Vec::new(), broker.fenced)
+        };
+        Ok(Decision {
+            records,
+            response: ControllerResponse::BrokerHeartbeat {
+                fenced,
+                should_shut_down: want_shutdown,
+            },
+        })
+    }
+
+    fn allocate_producer_ids(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    ) -> Result<Decision, ControllerError> {
+        let broker = image
+            .broker(broker_id)
+            .ok_or(ControllerError::UnknownBroker(broker_id))?;
+        if broker.broker_epoch != broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                broker_id,
+                given: broker_epoch,
+                current: broker.broker_epoch,
+            });
+        }
+        let size = self.config.producer_id_block_size;
+        if size <= 0 {
+            return Err(ControllerError::Invalid(format!(
+                "producer id block size {size} is not positive"
+            )));
+        }
+        let first_producer_id = image.next_producer_id;
+        if first_producer_id.checked_add(size).is_none() {
+            return Err(ControllerError::Invalid(
+                "producer ids are exhausted: the next block would pass the int64 limit".into(),
+            ));
+        }
+        Ok(Decision {
+            records: vec![MetadataRecord::ProducerIds {
+                broker_id,
+                broker_epoch,
+                first_producer_id,
+                size,
+            }],
+            response: ControllerResponse::ProducerIds {
+                first_producer_id,
+                size,
+            },
+        })
+    }
+
+    fn create_topics(
+        &mut self,
+        image: &MetadataImage,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Decision {
+        let duplicates = duplicated(topics.iter().map(|t| t.name.as_str()));
+        let live = live_placement(image);
+        // Names and ids given out earlier in this request: the image does not
+        // hold them yet.
+        let mut new_keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut new_ids: BTreeSet<TopicId> = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let outcome = if duplicates.contains(topic.name.as_str()) {
+                fail(codes::INVALID_REQUEST, "Duplicate topic name.")
+            } else {
+                self.create_topic(image, topic, &live, &new_keys, &new_ids)
+            };
+            if let Ok(success) = &outcome {
+                new_keys.insert(collision_key(&topic.name), topic.name.clone());
+                new_ids.extend(success.topic_id);
+            }
+            outcomes.push((topic.name.clone(), outcome));
+        }
+        finish_items(outcomes, validate_only)
+    }
+
+    fn create_topic(
+        &mut self,
+        image: &MetadataImage,
+        topic: &NewTopic,
+        live: &[(BrokerId, Option<String>)],
+        new_keys: &BTreeMap<String, String>,
+        new_ids: &BTreeSet<TopicId>,
+    ) -> ItemOutcome {
+        let name = &topic.name;
+        if let Err(why) = validate_topic_name(name) {
+            return fail(codes::INVALID_TOPIC_EXCEPTION, why);
+        }
+        if image.topic_by_name(name).is_some() {
+            return fail(
+                codes::TOPIC_ALREADY_EXISTS,
+                format!("Topic '{name}' already exists."),
+            );
+        }
+        let key = collision_key(name);
+        let colliding = image
+            .topic_ids_by_name
+            .keys()
+            .find(|existing| collision_key(existing) == key)
+            .or_else(|| new_keys.get(&key));
+        if let Some(other) = colliding {
+            return fail(
+                codes::INVALID_TOPIC_EXCEPTION,
+                format!(
+                    "Topic '{name}' collides with existing topic '{other}' ('.' and '_' are treated alike)."
+                ),
+            );
+        }
+        if let Some(empty) = topic.configs.keys().find(|k| k.is_empty()) {
+            return fail(
+                codes::INVALID_CONFIG,
+                format!("config name '{empty}' is empty"),
+            );
+        }
+        let plan = match topic.assignments.as_ref().filter(|a| !a.is_empty()) {
+            Some(manual) => {
+                if topic.replication_factor != -1 {
+                    return fail(
+                        codes::INVALID_REQUEST,
+                        "A manual partition assignment was specified, but replication factor was not set to -1.",
+                    );
+                }
+                if topic.partitions != -1 {
+                    return fail(
+                        codes::INVALID_REQUEST,
+                        "A manual partition assignment was specified, but numPartitions was not set to -1.",
+                    );
+                }
+                if manual.len() > RECORDS_PER_REQUEST_MAX {
+                    return fail(codes::POLICY_VIOLATION, too_many_partitions(manual.len()));
+                }
+                let dense = manual
+                    .keys()
+                    .enumerate()
+                    .all(|(i, p)| usize::try_from(*p).ok() == Some(i));
+                if !dense {
+                    return fail(
+                        codes::INVALID_REPLICA_ASSIGNMENT,
+                        "partitions should be a consecutive 0-based integer sequence",
+                    );
+                }
+                let replication_factor = manual.values().next().map_or(0, Vec::len);
+                for replicas in manual.values() {
+                    check_manual_assignment(image, replicas, replication_factor)?;
+                }
+                Plan::Manual(manual.values().cloned().collect())
+            }
+            None => {
+                let replication_factor = match topic.replication_factor {
+                    -1 => self.config.default_replication_factor,
+                    rf => rf,
+                };
+                let Ok(replication_factor @ 1..) = usize::try_from(replication_factor) else {
+                    return fail(
+                        codes::INVALID_REPLICATION_FACTOR,
+                        "Replication factor must be larger than 0, or -1 to use the default value.",
+                    );
+                };
+                let partitions = match topic.partitions {
+                    -1 => self.config.default_partitions,
+                    n => n,
+                };
+                let Ok(partitions @ 1..) = usize::try_from(partitions) else {
+                    return fail(
+                        codes::INVALID_PARTITIONS,
+                        "Number of partitions was set to an invalid non-positive value.",
+                    );
+                };
+                if partitions > RECORDS_PER_REQUEST_MAX {
+                    return fail(codes::POLICY_VIOLATION, too_many_partitions(partitions));
+                }
+                // Checked before an id is drawn, so a failed create draws none.
+                if let Err(e) = place_replicas(live, 0, 1, replication_factor) {
+                    return placement_failure(e);
+                }
+                Plan::Placed {
+                    partitions,
+                    replication_factor,
+                }
+            }
+        };
+        let topic_id = self.draw_topic_id(image, name, new_ids)?;
+        let assignments = match plan {
+            Plan::Manual(assignments) => assignments,
+            Plan::Placed {
+                partitions,
+                replication_factor,
+            } => place_replicas(
+                live,
+                start_offset(&topic_id),
+                partitions,
+                replication_factor,
+            )
+            .or_else(placement_failure)?,
+        };
+        let mut records = Vec::with_capacity(1 + topic.configs.len() + assignments.len());
+        records.push(MetadataRecord::Topic {
+            name: name.clone(),
+            topic_id,
+        });
+        // As KRaft: configs after the topic (they need it) and before its partitions.
+        records.extend(
+            topic
+                .configs
+                .iter()
+                .map(|(key, value)| MetadataRecord::Config {
+                    resource: ConfigResource::Topic(name.clone()),
+                    name: key.clone(),
+                    value: Some(value.clone()),
+                }),
+        );
+        for (index, replicas) in assignments.into_iter().enumerate() {
+            records.push(new_partition(image, topic_id, index, replicas));
+        }
+        Ok(ItemSuccess {
+            records,
+            topic_id: Some(topic_id),
+        })
+    }
+
+    fn draw_topic_id(
+        &mut self,
+        image: &MetadataImage,
+        name: &str,
+        new_ids: &BTreeSet<TopicId>,
+    ) -> Result<TopicId, (i16, String)> {
+        for attempt in 0..TOPIC_ID_DRAWS_MAX {
+            let id = match &mut self.id_source {
+                Some(source) => source(),
+                None => derived_topic_id(image.last_applied_index, name, attempt),
+            };
+            if usable_topic_id(&id) && !image.topics.contains_key(&id) && !new_ids.contains(&id) {
+                return Ok(id);
+            }
+        }
+        fail(
+            codes::UNKNOWN_SERVER_ERROR,
+            format!("no unused topic id after {TOPIC_ID_DRAWS_MAX} draws"),
+        )
+    }
+}
+
+/// The leadership moves that make every leader live, given the brokers that
+/// will be live once this decision is applied. A leader that is not live gives
+/// way to the first live ISR member in replica order (the preferred replica
+/// first, as Kafka's election); if there is none the partition goes offline
+/// (`NO_LEADER`). An offline partition with a live ISR member gets it as its
+/// leader. ISRs are left as they are.
+pub fn leadership_changes(image: &MetadataImage, live: &BTreeSet<BrokerId>) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for p in image.partitions() {
+        let state = p.state;
+        if state.leader != NO_LEADER && live.contains(&state.leader) {
+            continue;
+        }
+        let elected = state
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| state.isr.contains(r) && is_electable(live, *r))
+            .unwrap_or(NO_LEADER);
+        if elected != state.leader {
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: p.topic.topic_id,
+                partition: p.partition,
+                leader: Some(elected),
+                isr: None,
+                replicas: None,
+            });
+        }
+    }
+    records
+}
+
+fn is_electable(live: &BTreeSet<BrokerId>, broker_id: BrokerId) -> bool {
+    #[cfg(test)]
+    if crate::planted::is(crate::planted::Bug::ElectFencedLeaders) {
+        return true;
+    }
+    live.contains(&broker_id)
+}
+
+/// Unfenced brokers with their racks, in id order: where new replicas may go.
+fn live_placement(image: &MetadataImage) -> Vec<(BrokerId, Option<String>)> {
+    image
+        .live_brokers()
+        .map(|b| (b.broker_id, b.rack.clone()))
+        .collect()
+}
+
+/// A new partition's record: ISR is the replicas that are live (placement
+/// uses only live brokers, so all of them then), the leader the first of those.
+fn new_partition(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    index: usize,
+    replicas: Vec<BrokerId>,
+) -> MetadataRecord {
+    let isr: Vec<BrokerId> = replicas
+        .iter()
+        .copied()
+        .filter(|r| image.is_live(*r))
+        .collect();
+    MetadataRecord::Partition {
+        topic_id,
+        partition: i32::try_from(index).unwrap_or(i32::MAX),
+        leader: isr.first().copied().unwrap_or(NO_LEADER),
+        replicas,
+        isr,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    }
+}
+
+/// Kafka's checks on a manual assignment (`validateManualPartitionAssignment`),
+/// plus one: some replica must be live to lead.
+fn check_manual_assignment(
+    image: &MetadataImage,
+    replicas: &[BrokerId],
+    replication_factor: usize,
+) -> Result<(), (i16, String)> {
+    if replicas.is_empty() {
+        return fail(
+            codes::INVALID_REPLICA_ASSIGNMENT,
+            "The manual partition assignment includes an empty replica list.",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for broker in replicas {
+        if image.broker(*broker).is_none() {
+            return fail(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "The manual partition assignment includes broker {broker}, but no such broker is registered."
+                ),
+            );
+        }
+        if !seen.insert(*broker) {
+            return fail(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "The manual partition assignment includes the broker {broker} more than once."
+                ),
+            );
+        }
+    }
+    if replicas.len() != replication_factor {
+        return fail(
+            codes::INVALID_REPLICA_ASSIGNMENT,
+            format!(
+                "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with other partitions, which have {replication_factor} replica(s).",
+                replicas.len()
+            ),
+        );
+    }
+    if !replicas.iter().any(|r| image.is_live(*r)) {
+        return fail(
+            codes::INVALID_REPLICA_ASSIGNMENT,
+            format!("All brokers in the manual partition assignment {replicas:?} are fenced."),
+        );
+    }
+    Ok(())
+}
+
+fn placement_failure<T>(error: PlacementError) -> Result<T, (i16, String)> {
+    fail(codes::INVALID_REPLICATION_FACTOR, error.to_string())
+}
+
+fn too_many_partitions(partitions: usize) -> String {
+    format!(
+        "{partitions} partitions in one request is over the limit of {RECORDS_PER_REQUEST_MAX} records per request"
+    )
+}
+
+/// Where striping starts for a topic: from its (random) id, so that the
+/// first partitions of many topics do not all land on the same broker.
+fn start_offset(topic_id: &TopicId) -> usize {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&topic_id[..8]);
+    // Truncation is fine: any value is a valid starting point.
+    u64::from_le_bytes(bytes) as usize
+}
+
+/// Ids Kafka never hands out (`Uuid.randomUuid`): zero, the metadata topic's
+/// id (1), and ids whose base64 text starts with '-' (tools take it for a flag).
+fn usable_topic_id(id: &TopicId) -> bool {
+    let mut metadata_topic_id = [0u8; 16];
+    metadata_topic_id[15] = 1;
+    *id != [0u8; 16] && *id != metadata_topic_id && id[0] >> 2 != 62
+}
+
+/// A topic id from the log position and the name, for controllers built
+/// without an id source. Two topics made at the same log position differ
+/// by name; a retry differs by `attempt`.
+fn derived_topic_id(last_applied_index: Option<u64>, name: &str, attempt: usize) -> TopicId {
+    let mut seed = 0xcbf2_9ce4_8422_2325u64;
+    for byte in last_applied_index
+        .map_or(u64::MAX, |i| i)
+        .to_le_bytes()
+        .iter()
+        .chain(name.as_bytes())
+        .chain(&(attempt as u64).to_le_bytes())
+    {
+        seed = (seed ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&splitmix64(seed).to_le_bytes());
+    id[8..].copy_from_slice(&splitmix64(seed ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    id
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Names that appear more than once (Kafka answers each with INVALID_REQUEST).
+fn duplicated<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<&'a str> {
+    let mut seen = BTreeSet::new();
+    let mut twice = BTreeSet::new();
+    for name in names {
+        if !seen.insert(name) {
+            twice.insert(name);
+        }
+    }
+    twice
+}
+
+/// Turns per-item outcomes into a decision: successes contribute records
+/// (none when validating only), and a request whose records would pass
+/// [`RECORDS_PER_REQUEST_MAX`] fails whole, as Kafka's does.
+fn finish_items(outcomes: Vec<(String, ItemOutcome)>, validate_only: bool) -> Decision {
+    let record_count: usize = outcomes
+        .iter()
+        .filter_map(|(_, o)| o.as_ref().ok())
+        .map(|s| s.records.len())
+        .sum();
+    let too_large = record_count > RECORDS_PER_REQUEST_MAX;
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (name, outcome) in outcomes {
+        let result = match outcome {
+            Ok(_) if too_large => ItemResult {
+                name,
+                error_code: codes::POLICY_VIOLATION,
+                message: Some(format!(
+                    "Unable to perform excessively large batch operation: {record_count} records, the limit is {RECORDS_PER_REQUEST_MAX}."
+                )),
+                topic_id: None,
+            },
+            Ok(success) => {
+                if !validate_only {
+                    records.extend(success.records);
+                }
+                ItemResult {
+                    name,
+                    error_code: codes::NONE,
+                    message: None,
+                    topic_id: success.topic_id,
+                }
+            }
+            Err((error_code, message)) => ItemResult {
+                name,
+                error_code,
+                message: Some(message),
+                topic_id: None,
+            },
+        };
+        results.push(result);
+    }
+    Decision {
+        records,
+        response: ControllerResponse::Items(results),
+    }
+}
+
+fn delete_topics(image: &MetadataImage, names: &[String]) -> Decision {
+    let duplicates = duplicated(names.iter().map(String::as_str));
+    let outcomes = names
+        .iter()
+        .map(|name| {
+            let outcome = if duplicates.contains(name.as_str()) {
+                fail(codes::INVALID_REQUEST, "Duplicate topic name.")
+            } else {
+                match image.topic_by_name(name) {
+                    None => fail(
+                        codes::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("Topic '{name}' does not exist."),
+                    ),
+                    Some(topic) => Ok(ItemSuccess {
+                        records: vec![MetadataRecord::RemoveTopic {
+                            topic_id: topic.topic_id,
+                        }],
+                        topic_id: Some(topic.topic_id),
+                    }),
+                }
+            };
+            (name.clone(), outcome)
+        })
+        .collect();
+    finish_items(outcomes, false)
+}
+
+fn create_partitions(
+    image: &MetadataImage,
+    topics: &[NewPartitions],
+    validate_only: bool,
+) -> Decision {
+    let duplicates = duplicated(topics.iter().map(|t| t.name.as_str()));
+    let live = live_placement(image);
+    let outcomes = topics
+        .iter()
+        .map(|request| {
+            let outcome = if duplicates.contains(request.name.as_str()) {
+                fail(codes::INVALID_REQUEST, "Duplicate topic name.")
+            } else {
+                create_partitions_of(image, request, &live)
+            };
+            (request.name.clone(), outcome)
+        })
+        .collect();
+    finish_items(outcomes, validate_only)
+}
+
+fn create_partitions_of(
+    image: &MetadataImage,
+    request: &NewPartitions,
+    live: &[(BrokerId, Option<String>)],
+) -> ItemOutcome {
+    let name = &request.name;
+    let Some(topic) = image.topic_by_name(name) else {
+        return fail(
+            codes::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("Topic '{name}' does not exist."),
+        );
+    };
+    let current = topic.partitions.len();
+    let total = usize::try_from(request.total).unwrap_or(0);
+    if total == current {
+        return fail(
+            codes::INVALID_PARTITIONS,
+            format!("Topic already has {current} partition(s)."),
+        );
+    }
+    if total < current {
+        return fail(
+            codes::INVALID_PARTITIONS,
+            format!(
+                "The topic {name} currently has {current} partition(s); {} would not be an increase.",
+                request.total
+            ),
+        );
+    }
+    let additional = total - current;
+    if additional > RECORDS_PER_REQUEST_MAX {
+        return fail(codes::POLICY_VIOLATION, too_many_partitions(additional));
+    }
+    // A topic always has partition 0 (Topic and Partition records of a
+    // create are committed together); its replica count is the topic's RF.
+    let replication_factor = topic
+        .partitions
+        .values()
+        .next()
+        .map_or(1, |p| p.replicas.len());
+    let assignments = match &request.assignments {
+        Some(manual) => {
+            if manual.len() != additional {
+                return fail(
+                    codes::INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                        manual.len()
+                    ),
+                );
+            }
+            for replicas in manual {
+                check_manual_assignment(image, replicas, replication_factor)?;
+            }
+            manual.clone()
+        }
+        None => place_replicas(
+            live,
+            start_offset(&topic.topic_id).wrapping_add(current),
+            additional,
+            replication_factor,
+        )
+        .or_else(placement_failure)?,
+    };
+    let records = assignments
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| new_partition(image, topic.topic_id, current + i, replicas))
+        .collect();
+    Ok(ItemSuccess {
+        records,
+        topic_id: Some(topic.topic_id),
+    })
+}
+
+/// Incremental config changes, one result per resource in order of first
+/// appearance. A resource is changed whole or not at all. Values are not
+/// checked here: the broker knows the configs and validates them before it
+/// forwards the request.
+fn alter_configs(
+    image: &MetadataImage,
+    changes: &[(ConfigResource, String, Option<String>)],
+    validate_only: bool,
+) -> Decision {
+    let mut order: Vec<&ConfigResource> = Vec::new();
+    let mut by_resource: BTreeMap<&ConfigResource, Vec<(&String, &Option<String>)>> =
+        BTreeMap::new();
+    for (resource, name, value) in changes {
+        let entries = by_resource.entry(resource).or_default();
+        if entries.is_empty() {
+            order.push(resource);
+        }
+        entries.push((name, value));
+    }
+    let outcomes = order
+        .into_iter()
+        .map(|resource| {
+            let entries = &by_resource[resource];
+            (
+                resource_name(resource),
+                alter_resource(image, resource, entries),
+            )
+        })
+        .collect();
+    finish_items(outcomes, validate_only)
+}
+
+fn alter_resource(
+    image: &MetadataImage,
+    resource: &ConfigResource,
+    entries: &[(&String, &Option<String>)],
+) -> ItemOutcome {
+    match resource {
+        ConfigResource::Topic(topic) if image.topic_by_name(topic).is_none() => {
+            return fail(
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("Topic '{topic}' does not exist."),
+            );
+        }
+        ConfigResource::Broker(Some(id)) if *id < 0 => {
+            return fail(
+                codes::INVALID_REQUEST,
+                format!("broker id {id} is negative"),
+            );
+        }
+        ConfigResource::Group(group) if group.is_empty() => {
+            return fail(codes::INVALID_REQUEST, "the group id is empty");
+        }
+        _ => {}
+    }
+    let mut seen = BTreeSet::new();
+    for (name, _) in entries {
+        if name.is_empty() {
+            return fail(codes::INVALID_CONFIG, "a config name is empty");
+        }
+        if !seen.insert(*name) {
+            return fail(
+                codes::INVALID_REQUEST,
+                format!("Error due to duplicate config keys: '{name}'"),
+            );
+        }
+    }
+    let records = entries
+        .iter()
+        .map(|(name, value)| MetadataRecord::Config {
+            resource: resource.clone(),
+            name: (*name).clone(),
+            value: (*value).clone(),
+        })
+        .collect();
+    Ok(ItemSuccess {
+        records,
+        topic_id: None,
+    })
+}
+
+/// A resource's name as Kafka's DescribeConfigs/AlterConfigs carry it: the
+/// broker-wide default is the empty name.
+fn resource_name(resource: &ConfigResource) -> String {
+    match resource {
+        ConfigResource::Topic(name) | ConfigResource::Group(name) => name.clone(),
+        ConfigResource::Broker(Some(id)) => id.to_string(),
+        ConfigResource::Broker(None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{SESSION_TIMEOUT_MS, Sim, config, endpoint};
+
+    fn new_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            assignments: None,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn create(sim: &mut Sim, topics: Vec<NewTopic>) -> Vec<ItemResult> {
+        items(sim.request(ControllerRequest::CreateTopics {
+            topics,
+            validate_only: false,
+        }))
+    }
+
+    fn items(response: Result<ControllerResponse, ControllerError>) -> Vec<ItemResult> {
+        match response {
+            Ok(ControllerResponse::Items(items)) => items,
+            other => panic!("expected items, got {other:?}"),
+        }
+    }
+
+    fn codes_of(results: &[ItemResult]) -> Vec<i16> {
+        results.iter().map(|r| r.error_code).collect()
+    }
+
+    fn cluster(brokers: &[BrokerId]) -> Sim {
+        let mut sim = Sim::new();
+        for id in brokers {
+            sim.add_broker(*id, None);
+        }
+        sim
+    }
+
+    fn state(sim: &Sim, topic: &str, partition: i32) -> crate::image::PartitionState {
+        sim.image.topic_by_name(topic).unwrap().partitions[&partition].clone()
+    }
+
+    #[test]
+    fn a_new_broker_starts_fenced_and_is_unfenced_once_it_has_applied_its_registration() {
+        let mut sim = Sim::new();
+        let epoch = sim.register(1, None).unwrap();
+        assert!(sim.image.broker(1).unwrap().fenced);
+        let behind = sim.request(ControllerRequest::BrokerHeartbeat {
+            broker_id: 1,
+            broker_epoch: epoch,
+            applied_index: epoch as u64 - 1,
+            want_shutdown: false,
+        });
+        assert_eq!(
+            behind.unwrap(),
+            ControllerResponse::BrokerHeartbeat {
+                fenced: true,
+                should_shut_down: false
+            }
+        );
+        let caught_up = sim.request(ControllerRequest::BrokerHeartbeat {
+            broker_id: 1,
+            broker_epoch: epoch,
+            applied_index: epoch as u64,
+            want_shutdown: false,
+        });
+        assert_eq!(
+            caught_up.unwrap(),
+            ControllerResponse::BrokerHeartbeat {
+                fenced: false,
+                should_shut_down: false
+            }
+        );
+        assert!(sim.image.is_live(1));
+    }
+
+    #[test]
+    fn a_heartbeat_with_a_stale_epoch_or_from_an_unknown_broker_is_refused() {
+        let mut sim = cluster(&[1]);
+        let current = sim.image.broker(1).unwrap().broker_epoch;
+        let stale = sim.request(ControllerRequest::BrokerHeartbeat {
+            broker_id: 1,
+            broker_epoch: current - 1,
+            applied_index: 100,
+            want_shutdown: false,
+        });
+        assert_eq!(
+            stale,
+            Err(ControllerError::StaleBrokerEpoch {
+                broker_id: 1,
+                given: current - 1,
+                current
+            })
+        );
+        assert_eq!(
+            sim.heartbeat(7, false),
+            Err(ControllerError::UnknownBroker(7))
+        );
+    }
+
+    #[test]
+    fn a_broker_id_held_by_a_live_process_is_refused_to_another_incarnation() {
+        let mut sim = cluster(&[1]);
+        let other_process = ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [99; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        };
+        assert_eq!(
+            sim.request(other_process.clone()),
+            Err(ControllerError::DuplicateBrokerId(1))
+        );
+        // The same process registering again is let through.
+        let again = sim.register(1, None).unwrap();
+        assert_eq!(sim.image.broker(1).unwrap().broker_epoch, again);
+        // Once the holder is silent past the session, the id is free again.
+        sim.heartbeat(1, false).unwrap();
+        sim.now_ms += SESSION_TIMEOUT_MS + 1;
+        assert!(sim.request(other_process.clone()).is_ok());
+        assert_eq!(sim.image.broker(1).unwrap().incarnation_id, [99; 16]);
+    }
+
+    #[test]
+    fn a_fenced_registration_does_not_hold_its_id() {
+        let mut sim = Sim::new();
+        sim.register(1, None).unwrap();
+        let other = sim.request(ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [99; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        });
+        assert!(other.is_ok(), "{other:?}");
+    }
+
+    #[test]
+    fn a_silent_broker_is_fenced_and_its_partitions_move_to_the_next_live_isr_member() {
+        let mut sim = cluster(&[1, 2, 3]);
+        let results = create(
+            &mut sim,
+            vec![NewTopic {
+                assignments: Some(BTreeMap::from([(0, vec![1, 2, 3]), (1, vec![1, 3, 2])])),
+                ..new_topic("replicated", -1, -1)
+            }],
+        );
+        assert_eq!(codes_of(&results), vec![0]);
+        create(
+            &mut sim,
+            vec![NewTopic {
+                assignments: Some(BTreeMap::from([(0, vec![1])])),
+                ..new_topic("single", -1, -1)
+            }],
+        );
+        sim.now_ms += SESSION_TIMEOUT_MS / 2;
+        sim.heartbeat(2, false).unwrap();
+        sim.heartbeat(3, false).unwrap();
+        assert!(sim.tick().is_empty(), "nobody is silent yet");
+        sim.now_ms += SESSION_TIMEOUT_MS / 2 + 1;
+        let records = sim.tick();
+        assert!(matches!(
+            records.last(),
+            Some(MetadataRecord::FenceBroker { broker_id: 1, .. })
+        ));
+        assert!(!sim.image.is_live(1));
+        let (p0, p1, single) = (
+            state(&sim, "replicated", 0),
+            state(&sim, "replicated", 1),
+            state(&sim, "single", 0),
+        );
+        assert_eq!(
+            (p0.leader, p0.leader_epoch),
+            (2, 1),
+            "replica order: 2 before 3"
+        );
+        assert_eq!((p1.leader, p1.leader_epoch), (3, 1));
+        assert_eq!(p0.isr, vec![1, 2, 3], "the ISR is replication's to shrink");
+        assert_eq!((single.leader, single.leader_epoch), (NO_LEADER, 1));
+        assert_eq!(sim.image.offline_partitions().count(), 1);
+
+        // Broker 1 comes back: the offline partition is its again; the others stay put.
+        let response = sim.heartbeat(1, false).unwrap();
+        assert_eq!(
+            response,
+            ControllerResponse::BrokerHeartbeat {
+                fenced: false,
+                should_shut_down: false
+            }
+        );
+        let single = state(&sim, "single", 0);
+        assert_eq!((single.leader, single.leader_epoch), (1, 2));
+        assert_eq!(state(&sim, "replicated", 0).leader, 2);
+        assert_eq!(sim.image.offline_partitions().count(), 0);
+    }
+
+    #[test]
+    fn a_new_controller_gives_every_unfenced_broker_a_full_session() {
+        let mut sim = cluster(&[1, 2]);
+        sim.now_ms += 10 * SESSION_TIMEOUT_MS;
+        sim.controller = Controller::new(config());
+        assert!(sim.tick().is_empty());
+        sim.now_ms += SESSION_TIMEOUT_MS;
+        sim.heartbeat(2, false).unwrap();
+        sim.now_ms += 1;
+        let fenced: Vec<_> = sim
+            .tick()
+            .into_iter()
+            .filter(|r| matches!(r, MetadataRecord::FenceBroker { .. }))
+            .collect();
+        assert_eq!(fenced.len(), 1);
+        assert!(!sim.image.is_live(1) && sim.image.is_live(2));
+    }
+
+    #[test]
+    fn a_clean_shutdown_fences_at_once_and_moves_leadership() {
+        let mut sim = cluster(&[1, 2]);
+        create(
+            &mut sim,
+            vec![NewTopic {
+                assignments: Some(BTreeMap::from([(0, vec![1, 2])])),
+                ..new_topic("t", -1, -1)
+            }],
+        );
+        let response = sim.heartbeat(1, true).unwrap();
+        assert_eq!(
+            response,
+            ControllerResponse::BrokerHeartbeat {
+                fenced: true,
+                should_shut_down: true
+            }
+        );
+        assert!(!sim.image.is_live(1));
+        assert_eq!(state(&sim, "t", 0).leader, 2);
+        // Asking again changes nothing.
+        let index = sim.next_index;
+        sim.heartbeat(1, true).unwrap();
+        assert_eq!(sim.next_index, index, "no records");
+    }
+
+    #[test]
+    fn a_restarted_leader_gives_up_leadership_until_it_is_unfenced() {
+        let mut sim = cluster(&[1, 2]);
+        let results = create(
+            &mut sim,
+            vec![
+                NewTopic {
+                    assignments: Some(BTreeMap::from([(0, vec![1, 2])])),
+                    ..new_topic("t", -1, -1)
+                },
+                NewTopic {
+                    assignments: Some(BTreeMap::from([(0, vec![1])])),
+                    ..new_topic("u", -1, -1)
+                },
+            ],
+        );
+        assert_eq!(codes_of(&results), vec![0, 0]);
+        sim.request(ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [1; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        })
+        .unwrap();
+        assert!(!sim.image.is_live(1));
+        assert_eq!(state(&sim, "t", 0).leader, 2);
+        assert_eq!(state(&sim, "u", 0).leader, NO_LEADER);
+        sim.heartbeat(1, false).unwrap();
+        assert_eq!(state(&sim, "u", 0).leader, 1);
+    }
+
+    #[test]
+    fn create_topics_places_partitions_and_writes_topic_configs_and_partitions() {
+        let mut sim = cluster(&[1, 2, 3]);
+        let mut topic = new_topic("orders", 6, 2);
+        topic
+            .configs
+            .insert("cleanup.policy".into(), "compact".into());
+        let decision = sim
+            .controller
+            .handle(
+                &sim.image,
+                sim.now_ms,
+                &ControllerRequest::CreateTopics {
+                    topics: vec![topic],
+                    validate_only: false,
+                },
+            )
+            .unwrap();
+        let kinds: Vec<&str> = decision
+            .records
+            .iter()
+            .map(|r| match r {
+                MetadataRecord::Topic { .. } => "topic",
+                MetadataRecord::Config { .. } => "config",
+                MetadataRecord::Partition { .. } => "partition",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "topic",
+                "config",
+                "partition",
+                "partition",
+                "partition",
+                "partition",
+                "partition",
+                "partition"
+            ]
+        );
+        let ControllerResponse::Items(results) = &decision.response else {
+            panic!()
+        };
+        let topic_id = results[0].topic_id.expect("an id");
+        sim.commit(&decision.records).unwrap();
+        let image_topic = sim.image.topic_by_name("orders").unwrap();
+        assert_eq!(image_topic.topic_id, topic_id);
+        let mut leaders = BTreeMap::new();
+        for state in image_topic.partitions.values() {
+            assert_eq!(state.replicas.len(), 2);
+            assert_eq!(state.isr, state.replicas);
+            assert_eq!(state.leader, state.replicas[0]);
+            assert_eq!((state.leader_epoch, state.partition_epoch), (0, 0));
+            *leaders.entry(state.leader).or_insert(0) += 1;
+        }
+        assert_eq!(
+            leaders.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "leaders spread evenly"
+        );
+        assert_eq!(
+            sim.image
+                .configs_of(&ConfigResource::Topic("orders".into()))
+                .unwrap()["cleanup.policy"],
+            "compact"
+        );
+    }
+
+    #[test]
+    fn create_topics_uses_the_defaults_for_minus_one_and_answers_kafkas_error_codes() {
+        let mut sim = cluster(&[1, 2]);
+        create(
+            &mut sim,
+            vec![new_topic("exists", 1, 1), new_topic("a.b", 1, 1)],
+        );
+        let mut empty_config = new_topic("cfg", 1, 1);
+        empty_config.configs.insert(String::new(), "x".into());
+        let results = create(
+            &mut sim,
+            vec![
+                new_topic("defaults", -1, -1),
+                new_topic("exists", 1, 1),
+                new_topic("zero", 0, 1),
+                new_topic("negative", -2, 1),
+                new_topic("rf0", 1, 0),
+                new_topic("rf3", 1, 3),
+                new_topic("bad name", 1, 1),
+                new_topic("a_b", 1, 1),
+                new_topic("x.y", 1, 1),
+                new_topic("x_y", 1, 1),
+                empty_config,
+                new_topic("twice", 1, 1),
+                new_topic("twice", 1, 1),
+                new_topic("huge", 20_000, 1),
+            ],
+        );
+        assert_eq!(
+            codes_of(&results),
+            vec![0, 36, 37, 37, 38, 38, 17, 17, 0, 17, 40, 42, 42, 44]
+        );
+        let rf3 = results[5].message.as_deref().unwrap();
+        assert!(
+            rf3.contains('3') && rf3.contains('2'),
+            "names both numbers: {rf3}"
+        );
+        assert_eq!(
+            sim.image
+                .topic_by_name("defaults")
+                .unwrap()
+                .partitions
+                .len(),
+            3
+        );
+        assert!(
+            sim.image.topic_by_name("x.y").is_some() && sim.image.topic_by_name("x_y").is_none()
+        );
+    }
+
+    #[test]
+    fn validate_only_writes_nothing() {
+        let mut sim = cluster(&[1]);
+        let decision = sim
+            .controller
+            .handle(
+                &sim.image,
+                sim.now_ms,
+                &ControllerRequest::CreateTopics {
+                    topics: vec![new_topic("t", 2, 1), new_topic("t t", 1, 1)],
+                    validate_only: true,
+                },
+            )
+            .unwrap();
+        assert!(decision.records.is_empty());
+        let ControllerResponse::Items(results) = decision.response else {
+            panic!()
+        };
+        assert_eq!(codes_of(&results), vec![0, 17]);
+        let decision = sim
+            .controller
+            .handle(
+                &sim.image,
+                sim.now_ms,
+                &ControllerRequest::AlterConfigs {
+                    changes: vec![(
+                        ConfigResource::Broker(None),
+                        "log.retention.ms".into(),
+                        Some("1".into()),
+                    )],
+                    validate_only: true,
+                },
+            )
+            .unwrap();
+        assert!(decision.records.is_empty());
+    }
+
+    #[test]
+    fn manual_assignments_are_checked_as_kafka_does() {
+        let mut sim = cluster(&[1, 2]);
+        sim.register(3, None).unwrap(); // registered, fenced
+        let manual = |name: &str, assignments: &[(i32, &[BrokerId])]| NewTopic {
+            assignments: Some(assignments.iter().map(|(p, r)| (*p, r.to_vec())).collect()),
+            ..new_topic(name, -1, -1)
+        };
+        let results = create(
+            &mut sim,
+            vec![
+                manual("ok", &[(0, &[2, 3]), (1, &[3, 1])]),
+                manual("gap", &[(0, &[1]), (2, &[2])]),
+                manual("empty", &[(0, &[])]),
+                manual("unknown", &[(0, &[9])]),
+                manual("twice", &[(0, &[1, 1])]),
+                manual("uneven", &[(0, &[1, 2]), (1, &[1])]),
+                manual("fenced", &[(0, &[3])]),
+                NewTopic {
+                    partitions: 2,
+                    ..manual("with-count", &[(0, &[1])])
+                },
+            ],
+        );
+        assert_eq!(codes_of(&results), vec![0, 39, 39, 39, 39, 39, 39, 42]);
+        // ISR: the live replicas; leader: the first of them.
+        let p1 = state(&sim, "ok", 1);
+        assert_eq!(
+            (p1.replicas.clone(), p1.isr.clone(), p1.leader),
+            (vec![3, 1], vec![1], 1)
+        );
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_racks() {
+        let mut sim = Sim::new();
+        for (id, rack) in [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")] {
+            sim.add_broker(id, Some(rack));
+        }
+        create(&mut sim, vec![new_topic("t", 12, 3)]);
+        for state in sim.image.topic_by_name("t").unwrap().partitions.values() {
+            let racks: BTreeSet<_> = state
+                .replicas
+                .iter()
+                .map(|r| sim.image.broker(*r).unwrap().rack.clone())
+                .collect();
+            assert_eq!(racks.len(), 3, "{:?}", state.replicas);
+        }
+    }
+
+    #[test]
+    fn delete_topics_removes_known_topics_and_answers_unknown_ones() {
+        let mut sim = cluster(&[1]);
+        let mut topic = new_topic("t", 2, 1);
+        topic.configs.insert("retention.ms".into(), "5".into());
+        create(&mut sim, vec![topic]);
+        let results = items(sim.request(ControllerRequest::DeleteTopics {
+            names: vec!["t".into(), "nope".into(), "dup".into(), "dup".into()],
+        }));
+        assert_eq!(codes_of(&results), vec![0, 3, 42, 42]);
+        assert!(results[0].topic_id.is_some());
+        assert!(sim.image.topics.is_empty() && sim.image.configs.is_empty());
+    }
+
+    #[test]
+    fn create_partitions_grows_a_topic_at_its_replication_factor() {
+        let mut sim = cluster(&[1, 2, 3]);
+        create(&mut sim, vec![new_topic("t", 2, 2)]);
+        let grow =
+            |name: &str, total: i32, assignments: Option<Vec<Vec<BrokerId>>>| NewPartitions {
+                name: name.into(),
+                total,
+                assignments,
+            };
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![
+                grow("t", 5, None),
+                grow("nope", 5, None),
+                grow("u", 1, None),
+            ],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![0, 3, 3]);
+        let topic = sim.image.topic_by_name("t").unwrap();
+        assert_eq!(topic.partitions.len(), 5);
+        assert!(topic.partitions.values().all(|p| p.replicas.len() == 2));
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 5, None), grow("t", 4, None)],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![42, 42]);
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 4, None)],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![37]);
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 5, None)],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![37]);
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 7, Some(vec![vec![1, 2]]))],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![39]);
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 6, Some(vec![vec![3]]))],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![39], "RF must match the topic's");
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 6, Some(vec![vec![3, 1]]))],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![0]);
+        assert_eq!(state(&sim, "t", 5).replicas, vec![3, 1]);
+        // Two brokers gone: RF 2 cannot be placed on one.
+        sim.heartbeat(1, true).unwrap();
+        sim.heartbeat(2, true).unwrap();
+        let results = items(sim.request(ControllerRequest::CreatePartitions {
+            topics: vec![grow("t", 7, None)],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![38]);
+    }
+
+    #[test]
+    fn alter_configs_writes_records_per_resource() {
+        let mut sim = cluster(&[1]);
+        create(&mut sim, vec![new_topic("t", 1, 1)]);
+        let topic = ConfigResource::Topic("t".into());
+        let results = items(sim.request(ControllerRequest::AlterConfigs {
+            changes: vec![
+                (topic.clone(), "retention.ms".into(), Some("10".into())),
+                (
+                    ConfigResource::Broker(Some(1)),
+                    "log.cleaner.threads".into(),
+                    Some("2".into()),
+                ),
+                (topic.clone(), "segment.ms".into(), Some("20".into())),
+                (
+                    ConfigResource::Topic("gone".into()),
+                    "retention.ms".into(),
+                    Some("1".into()),
+                ),
+                (
+                    ConfigResource::Group("g".into()),
+                    "x".into(),
+                    Some("1".into()),
+                ),
+                (
+                    ConfigResource::Group("g".into()),
+                    "x".into(),
+                    Some("2".into()),
+                ),
+                (
+                    ConfigResource::Broker(None),
+                    String::new(),
+                    Some("2".into()),
+                ),
+            ],
+            validate_only: false,
+        }));
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["t", "1", "gone", "g", ""]);
+        assert_eq!(codes_of(&results), vec![0, 0, 3, 42, 40]);
+        assert_eq!(sim.image.configs_of(&topic).unwrap().len(), 2);
+        assert!(
+            sim.image
+                .configs_of(&ConfigResource::Group("g".into()))
+                .is_none()
+        );
+        items(sim.request(ControllerRequest::AlterConfigs {
+            changes: vec![(topic.clone(), "retention.ms".into(), None)],
+            validate_only: false,
+        }));
+        assert_eq!(sim.image.configs_of(&topic).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other_and_need_the_current_epoch() {
+        let mut sim = cluster(&[1]);
+        let epoch = sim.image.broker(1).unwrap().broker_epoch;
+        let allocate = |sim: &mut Sim, broker_id, broker_epoch| {
+            sim.request(ControllerRequest::AllocateProducerIds {
+                broker_id,
+                broker_epoch,
+            })
+        };
+        assert_eq!(
+            allocate(&mut sim, 1, epoch),
+            Ok(ControllerResponse::ProducerIds {
+                first_producer_id: 0,
+                size: 1000
+            })
+        );
+        assert_eq!(
+            allocate(&mut sim, 1, epoch),
+            Ok(ControllerResponse::ProducerIds {
+                first_producer_id: 1000,
+                size: 1000
+            })
+        );
+        assert_eq!(sim.image.next_producer_id, 2000);
+        assert!(matches!(
+            allocate(&mut sim, 1, epoch - 1),
+            Err(ControllerError::StaleBrokerEpoch { .. })
+        ));
+        assert_eq!(
+            allocate(&mut sim, 4, 0),
+            Err(ControllerError::UnknownBroker(4))
+        );
+    }
+
+    #[test]
+    fn a_reserved_or_taken_topic_id_is_drawn_again() {
+        let mut scripted = vec![[0u8; 16], [0xf8; 16], [7; 16], [7; 16], [8; 16]].into_iter();
+        let mut sim = cluster(&[1]);
+        sim.controller =
+            Controller::new(config()).with_id_source(move || scripted.next().unwrap_or([9; 16]));
+        let results = create(&mut sim, vec![new_topic("a", 1, 1), new_topic("b", 1, 1)]);
+        assert_eq!(results[0].topic_id, Some([7; 16]));
+        assert_eq!(results[1].topic_id, Some([8; 16]));
+    }
+
+    #[test]
+    fn without_an_id_source_ids_are_still_unique_and_deterministic() {
+        let decide = || {
+            let mut sim = cluster(&[1]);
+            sim.controller = Controller::new(config());
+            let first = create(&mut sim, vec![new_topic("a", 1, 1), new_topic("b", 1, 1)]);
+            let second = create(&mut sim, vec![new_topic("c", 1, 1)]);
+            [first[0].topic_id, first[1].topic_id, second[0].topic_id]
+        };
+        let ids = decide();
+        assert_eq!(ids, decide());
+        let distinct: BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 3);
     }
 }

@@ -50,11 +50,20 @@ pub enum MetadataRecord {
         fenced: bool,
     },
     /// A broker leaves the cluster for good (decommission).
-    UnregisterBroker { broker_id: BrokerId, broker_epoch: i64 },
+    UnregisterBroker {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    },
     /// The controller stopped hearing from a broker (session timeout) or it shut down.
-    FenceBroker { broker_id: BrokerId, broker_epoch: i64 },
+    FenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    },
     /// The broker heartbeats again and has caught up with the metadata log.
-    UnfenceBroker { broker_id: BrokerId, broker_epoch: i64 },
+    UnfenceBroker {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+    },
     /// A new topic. Its partitions follow as `Partition` records.
     Topic { name: String, topic_id: TopicId },
     /// One partition's full state: a new partition, or a snapshot of one.

@@ -4,13 +4,13 @@
 //! (`--config`), `WEIR_*` environment variables, then flags. The effective
 //! configuration is printed at start so what runs is never a guess.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
+use weir_broker::config::{HostPort, Voters};
 use weir_broker::{Broker, BrokerConfig};
 use weir_server::ConnectionLimits;
 
@@ -22,12 +22,24 @@ pub struct ServeArgs {
     /// Directory for partition logs and broker metadata.
     #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Address the Kafka listener binds, HOST:PORT.
+    /// Address the Kafka listener binds, HOST:PORT (a hostname, IPv4, or [IPv6]).
     #[arg(long, env = "WEIR_LISTEN")]
-    listen: Option<SocketAddr>,
+    listen: Option<HostPort>,
     /// Address advertised to clients in Metadata, HOST:PORT (defaults to --listen).
     #[arg(long, env = "WEIR_ADVERTISED_LISTEN")]
-    advertised_listen: Option<SocketAddr>,
+    advertised_listen: Option<HostPort>,
+    /// Address the metadata quorum's (Raft) listener binds, HOST:PORT
+    /// (defaults to this node's entry in --controller-voters).
+    #[arg(long, env = "WEIR_CONTROLLER_LISTEN")]
+    controller_listen: Option<HostPort>,
+    /// The metadata quorum's voters, ID@HOST:PORT,... (KRaft's
+    /// controller.quorum.voters); the same list on every voter. Unset: this
+    /// node alone. A node not in the list joins as a non-voting learner.
+    #[arg(long, env = "WEIR_CONTROLLER_VOTERS")]
+    controller_voters: Option<Voters>,
+    /// This broker's rack (Kafka's broker.rack), for rack-aware placement.
+    #[arg(long, env = "WEIR_RACK")]
+    rack: Option<String>,
     /// This broker's node id.
     #[arg(long, env = "WEIR_NODE_ID")]
     node_id: Option<i32>,
@@ -107,6 +119,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         ("data_dir", args.data_dir.is_some()),
         ("listen", args.listen.is_some()),
         ("advertised_listen", args.advertised_listen.is_some()),
+        ("controller_listen", args.controller_listen.is_some()),
+        ("controller_voters", args.controller_voters.is_some()),
+        ("rack", args.rack.is_some()),
         ("node_id", args.node_id.is_some()),
         ("default_partitions", args.default_partitions.is_some()),
         ("auto_create_topics", args.auto_create_topics.is_some()),
@@ -154,11 +169,20 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
     }
-    if let Some(addr) = args.advertised_listen {
-        config.advertised_listen = Some(addr);
+    if let Some(addr) = &args.advertised_listen {
+        config.advertised_listen = Some(addr.clone());
+    }
+    if let Some(addr) = &args.controller_listen {
+        config.controller_listen = Some(addr.clone());
+    }
+    if let Some(voters) = &args.controller_voters {
+        config.controller_voters = Some(voters.clone());
+    }
+    if let Some(rack) = &args.rack {
+        config.rack = Some(rack.clone());
     }
     if let Some(id) = args.node_id {
         config.node_id = id;
@@ -240,7 +264,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         })?;
         // Completes transactions a crash left prepared, and starts the timeout scan.
         broker.txn.start(&broker);
-        let listener = TcpListener::bind(config.listen)
+        let listener = TcpListener::bind((config.listen.host.as_str(), config.listen.port))
             .await
             .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
         let limits = ConnectionLimits {

@@ -324,7 +324,7 @@ impl GroupCoordinator {
         entries: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<Durable, ErrorCode> {
         let topic = self.ensure_offsets_topic(broker)?;
-        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let count = topic.partition_count;
         let Some(partition) = topic.partition(partition_for(group_id, count)) else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
@@ -675,7 +675,7 @@ impl GroupCoordinator {
         offsets: Vec<(String, i32, OffsetEntry)>,
     ) -> Result<Option<Durable>, ErrorCode> {
         let topic = self.ensure_offsets_topic(broker)?;
-        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let count = topic.partition_count;
         let index = partition_for(group_id, count);
         let Some(partition) = topic.partition(index).cloned() else {
             return Err(ErrorCode::CoordinatorNotAvailable);
@@ -1002,12 +1002,7 @@ impl GroupCoordinator {
         broker
             .registry()
             .iter()
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
-                )
-            })
+            .map(|t| (t.name.clone(), t.partition_count))
             .collect()
     }
 

@@ -275,13 +275,10 @@ pub fn create_partitions(
             } else if request.validate_only {
                 match broker.topic(&t.name) {
                     None => Err(BrokerError::UnknownTopic(t.name.clone())),
-                    Some(topic)
-                        if t.count <= i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX) =>
-                    {
+                    Some(topic) if t.count <= topic.partition_count => {
                         Err(BrokerError::InvalidPartitions(format!(
                             "topic '{}' already has {} partitions",
-                            t.name,
-                            topic.partitions.len()
+                            t.name, topic.partition_count
                         )))
                     }
                     Some(_) => Ok(()),
@@ -320,11 +317,17 @@ pub fn delete_records(
                         low_watermark: -1,
                         ..Default::default()
                     };
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        out.error_code = ErrorCode::UnknownTopicOrPartition.code();
-                        return out;
+                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
+                    {
+                        Some(Ok(partition)) => partition,
+                        Some(Err(error)) => {
+                            out.error_code = error.code();
+                            return out;
+                        }
+                        None => {
+                            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                            return out;
+                        }
                     };
                     // Kafka's ReplicaManager refuses this for internal topics
                     // ("Cannot delete records of internal topic"); the
@@ -380,8 +383,8 @@ pub fn describe_cluster(
         controller_id: broker.config.node_id,
         brokers: vec![DescribeClusterBroker {
             broker_id: broker.config.node_id,
-            host: advertised.ip().to_string(),
-            port: i32::from(advertised.port()),
+            host: advertised.host.clone(),
+            port: i32::from(advertised.port),
             rack: None,
             ..Default::default()
         }],

@@ -142,7 +142,7 @@ pub fn handle(
             }
             continue;
         };
-        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let count = topic.partition_count;
         let start = start_of(&name);
         let end = count.min(start.saturating_add(remaining));
         let partitions: Vec<_> = (start..end).map(|i| partition_entry(node, i)).collect();

@@ -74,14 +74,18 @@ fn read_once(
                 records: Some(Bytes::new()),
                 ..Default::default()
             };
-            let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
-                data.error_code = if topic.is_none() && want.topic_name.is_empty() {
-                    ErrorCode::UnknownTopicId.code()
-                } else {
-                    ErrorCode::UnknownTopicOrPartition.code()
-                };
-                partitions.push(data);
-                continue;
+            let found = match &topic {
+                Some(t) => t.led_partition(index),
+                None if want.topic_name.is_empty() => Err(ErrorCode::UnknownTopicId),
+                None => Err(ErrorCode::UnknownTopicOrPartition),
+            };
+            let partition = match found {
+                Ok(partition) => partition,
+                Err(error) => {
+                    data.error_code = error.code();
+                    partitions.push(data);
+                    continue;
+                }
             };
             let log = &partition.log;
             let high_watermark = log.high_watermark();

@@ -88,8 +88,8 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let advertised = broker.config.advertised();
-    let host = advertised.ip().to_string();
-    let port = i32::from(advertised.port());
+    let host = advertised.host.clone();
+    let port = i32::from(advertised.port);
     let node_id = broker.config.node_id;
     let answer = |key: &str| -> (ErrorCode, Option<String>) {
         if request.key_type == KEY_TYPE_TRANSACTION {

@@ -92,11 +92,17 @@ pub fn handle(
                         leader_epoch: 0,
                         ..Default::default()
                     };
-                    let Some(partition) =
-                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
-                    else {
-                        out.error_code = ErrorCode::UnknownTopicOrPartition.code();
-                        return out;
+                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
+                    {
+                        Some(Ok(partition)) => partition,
+                        Some(Err(error)) => {
+                            out.error_code = error.code();
+                            return out;
+                        }
+                        None => {
+                            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                            return out;
+                        }
                     };
                     let log = &partition.log;
                     let limit = if read_committed {

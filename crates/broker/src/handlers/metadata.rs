@@ -129,8 +129,8 @@ pub fn handle(
         throttle_time_ms: 0,
         brokers: vec![MetadataResponseBroker {
             node_id: broker.config.node_id,
-            host: advertised.ip().to_string(),
-            port: i32::from(advertised.port()),
+            host: advertised.host.clone(),
+            port: i32::from(advertised.port),
             rack: None,
         }],
         cluster_id: Some(broker.cluster_id.clone()),

@@ -461,9 +461,9 @@ pub fn handle(
             }
             let outcome = match topic
                 .as_ref()
-                .and_then(|t| t.partition(data.index).map(|p| (t, p)))
+                .map(|t| t.led_partition(data.index).map(|p| (t, p)))
             {
-                Some((topic, partition)) => append_partition(
+                Some(Ok((topic, partition))) => append_partition(
                     broker,
                     partition,
                     &topic.config,
@@ -471,8 +471,9 @@ pub fn handle(
                     wants_ack,
                     request.transactional_id.as_deref(),
                 ),
+                Some(Err(error)) => PartitionOutcome::failed(data.index, error, None),
                 None => {
-                    let error = if by_id && topic.is_none() {
+                    let error = if by_id {
                         ErrorCode::UnknownTopicId
                     } else {
                         ErrorCode::UnknownTopicOrPartition

@@ -265,7 +265,7 @@ pub fn add_offsets_to_txn(
         Ok(topic) => topic,
         Err(code) => return ready(respond(code)),
     };
-    let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    let count = topic.partition_count;
     let partition = (
         OFFSETS_TOPIC.to_string(),
         partition_for(&request.group_id, count),
@@ -463,9 +463,7 @@ pub fn write_txn_markers(
                         ) {
                             Ok(info) => {
                                 if topic.name == OFFSETS_TOPIC {
-                                    let count = found.as_ref().map_or(1, |t| {
-                                        i32::try_from(t.partitions.len()).unwrap_or(1)
-                                    });
+                                    let count = found.as_ref().map_or(1, |t| t.partition_count);
                                     broker.groups.complete_txn_offsets(
                                         marker.producer_id,
                                         index,

@@ -255,7 +255,7 @@ impl TxnCoordinator {
     /// Appends one id's state to its partition; resolves when durable.
     fn append(&self, broker: &Arc<Broker>, meta: &TxnMetadata) -> Result<Durable, ErrorCode> {
         let topic = self.ensure_topic(broker)?;
-        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let count = topic.partition_count;
         let Some(partition) = topic.partition(partition_for(&meta.transactional_id, count)) else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
@@ -625,7 +625,7 @@ async fn write_markers_and_complete(
             let Some(partition) = found.partition(index).cloned() else {
                 continue;
             };
-            let partition_count = i32::try_from(found.partitions.len()).unwrap_or(i32::MAX);
+            let partition_count = found.partition_count;
             let options = AppendOptions {
                 leader_epoch: 0,
                 log_append_time_ms: None,
