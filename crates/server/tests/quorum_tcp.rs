@@ -183,6 +183,17 @@ async fn three_voters_elect_commit_from_a_follower_and_converge() {
         vec![1, 2, 3]
     );
     assert!(quorum.learners.is_empty());
+    for voter in &quorum.voters {
+        if voter.node_id == leader {
+            assert_eq!(
+                voter.last_fetch_timestamp_ms, None,
+                "Kafka reports -1 for the leader"
+            );
+        } else {
+            assert!(voter.last_fetch_timestamp_ms.is_some(), "{voter:?}");
+            assert!(voter.last_caught_up_timestamp_ms.is_some(), "{voter:?}");
+        }
+    }
     assert!(
         quorum.high_watermark >= cluster.nodes[&leader].image().read().unwrap().topics["orders"]
     );
