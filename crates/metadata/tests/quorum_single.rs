@@ -105,6 +105,8 @@ async fn snapshots_are_built_and_restore_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = alone(dir.path());
     config.snapshot_every_entries = 5;
+    // Nothing kept behind the snapshot: the restart must start from it.
+    config.snapshot_logs_kept = 0;
     let node = start(config.clone()).await.unwrap();
     wait_leader(&node).await;
     let names: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
@@ -114,7 +116,10 @@ async fn snapshots_are_built_and_restore_after_restart() {
     let mut metrics = node.raft_metrics();
     tokio::time::timeout(
         Duration::from_secs(10),
-        metrics.wait_for(|m| m.snapshot.is_some_and(|s| s.index >= 20)),
+        // Built, and the log purged up to it: only the snapshot holds the first entries.
+        metrics.wait_for(|m| {
+            m.snapshot.is_some_and(|s| s.index >= 20) && m.purged.is_some_and(|p| p.index >= 20)
+        }),
     )
     .await
     .expect("a snapshot every 5 entries")

@@ -64,10 +64,16 @@ struct Cluster {
     addrs: Vec<SocketAddr>,
     voters: BTreeMap<u64, String>,
     nodes: BTreeMap<u64, Node>,
+    /// Applied to every node's configuration.
+    tweak: fn(&mut QuorumConfig),
 }
 
 impl Cluster {
     async fn start(voter_count: usize) -> Cluster {
+        Cluster::start_with(voter_count, |_| {}).await
+    }
+
+    async fn start_with(voter_count: usize, tweak: fn(&mut QuorumConfig)) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let addrs = free_addrs(voter_count);
         let voters = voters_of(&addrs);
@@ -76,6 +82,7 @@ impl Cluster {
             addrs,
             voters,
             nodes: BTreeMap::new(),
+            tweak,
         };
         for id in 1..=voter_count as u64 {
             cluster.start_node(id).await;
@@ -85,9 +92,9 @@ impl Cluster {
 
     async fn start_node(&mut self, id: u64) {
         let listen = self.addrs[id as usize - 1];
-        let node = start(config(id, self.dir.path(), listen, &self.voters))
-            .await
-            .unwrap();
+        let mut config = config(id, self.dir.path(), listen, &self.voters);
+        (self.tweak)(&mut config);
+        let node = start(config).await.unwrap();
         self.nodes.insert(id, node);
     }
 
@@ -176,6 +183,17 @@ async fn three_voters_elect_commit_from_a_follower_and_converge() {
         vec![1, 2, 3]
     );
     assert!(quorum.learners.is_empty());
+    for voter in &quorum.voters {
+        if voter.node_id == leader {
+            assert_eq!(
+                voter.last_fetch_timestamp_ms, None,
+                "Kafka reports -1 for the leader"
+            );
+        } else {
+            assert!(voter.last_fetch_timestamp_ms.is_some(), "{voter:?}");
+            assert!(voter.last_caught_up_timestamp_ms.is_some(), "{voter:?}");
+        }
+    }
     assert!(
         quorum.high_watermark >= cluster.nodes[&leader].image().read().unwrap().topics["orders"]
     );
@@ -402,4 +420,77 @@ async fn an_oversized_frame_closes_that_connection_and_the_listener_keeps_servin
     let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     assert!(reply.get("Malformed").is_some(), "{reply}");
     cluster.nodes[&1].shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let mut cluster = Cluster::start_with(3, |c| {
+        c.snapshot_every_entries = 5;
+        c.snapshot_logs_kept = 0;
+    })
+    .await;
+    let leader = cluster.leader().await;
+    let behind = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    cluster.stop_node(behind).await;
+    let names: Vec<String> = (0..20).map(|i| format!("t{i:02}")).collect();
+    for name in &names {
+        cluster.nodes[&leader]
+            .submit(create_topic(name))
+            .await
+            .unwrap();
+    }
+    let mut metrics = cluster.nodes[&leader].raft_metrics();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        metrics.wait_for(|m| m.purged.is_some_and(|p| p.index >= 15)),
+    )
+    .await
+    .expect("the leader purges its log behind a snapshot")
+    .unwrap();
+
+    // The entries it missed are gone from every log: only a snapshot carries them.
+    cluster.start_node(behind).await;
+    cluster.converge().await;
+    assert_eq!(cluster.topics(behind), names);
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
+}
+
+/// Not a check but a measurement: run with
+/// `cargo test --release -p weir-server --test quorum_tcp -- --ignored --nocapture measure_controller_failover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn measure_controller_failover() {
+    const KILLS: usize = 12;
+    let mut cluster = Cluster::start(3).await;
+    let mut took = Vec::new();
+    for round in 0..KILLS {
+        let leader = cluster.leader().await;
+        cluster.nodes[&leader]
+            .submit(create_topic(&format!("warm-{round}")))
+            .await
+            .unwrap();
+        let killed_at = Instant::now();
+        cluster.stop_node(leader).await;
+        let survivor = *cluster.nodes.keys().next().unwrap();
+        let response = cluster.nodes[&survivor]
+            .submit(create_topic(&format!("after-{round}")))
+            .await
+            .unwrap();
+        assert_eq!(error_codes(&response), vec![0]);
+        took.push(killed_at.elapsed());
+        cluster.start_node(leader).await;
+        cluster.converge().await;
+    }
+    took.sort();
+    eprintln!(
+        "controller failover over {KILLS} leader kills (shutdown to the next committed admin request): median {:?}, max {:?}, min {:?}",
+        took[KILLS / 2],
+        took[KILLS - 1],
+        took[0]
+    );
+    for node in cluster.nodes.values() {
+        node.shutdown().await;
+    }
 }

@@ -31,9 +31,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::controller::{Controller, ControllerError, ControllerRequest, Decision};
+use crate::controller::{
+    Controller, ControllerConfig, ControllerError, ControllerRequest, Decision,
+};
 use crate::image::MetadataImage;
-use crate::records::MetadataRecord;
+use crate::records::{MetadataRecord, TopicId};
 
 pub use node::{QuorumConfig, QuorumDescription, QuorumNode, ReplicaDescription};
 
@@ -56,14 +58,19 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// What the state machine needs from an image. [`MetadataImage`] is the real
 /// one; tests may use a smaller one.
 pub trait ImageState: Default + Send + Sync + 'static {
-    fn apply_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String>;
+    fn apply_metadata_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String>;
+    /// An entry without records (Raft's blank or membership entries) was applied.
+    fn note_applied(&mut self, _index: u64) {}
     fn to_snapshot_bytes(&self) -> Vec<u8>;
     fn from_snapshot(bytes: &[u8]) -> Result<Self, String>;
 }
 
 impl ImageState for MetadataImage {
-    fn apply_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String> {
+    fn apply_metadata_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String> {
         self.apply(index, record).map_err(|e| e.to_string())
+    }
+    fn note_applied(&mut self, index: u64) {
+        MetadataImage::note_applied(self, index)
     }
     fn to_snapshot_bytes(&self) -> Vec<u8> {
         self.to_snapshot()
@@ -102,6 +109,24 @@ impl ControllerLogic<MetadataImage> for Controller {
 /// Makes a fresh controller each time this node becomes the leader (its
 /// heartbeat memory does not survive a failover, as in KRaft).
 pub type ControllerFactory<I> = Arc<dyn Fn() -> Box<dyn ControllerLogic<I>> + Send + Sync>;
+
+/// The quorum of the real image.
+pub type MetadataQuorum = QuorumNode<MetadataImage>;
+
+/// The real controller, made afresh at each leadership, with random topic ids
+/// (KIP-516 ids are random UUIDs).
+pub fn metadata_controller(config: ControllerConfig) -> ControllerFactory<MetadataImage> {
+    Arc::new(move || {
+        Box::new(Controller::new(config.clone()).with_id_source(random_topic_id))
+            as Box<dyn ControllerLogic<MetadataImage>>
+    })
+}
+
+fn random_topic_id() -> TopicId {
+    let mut id = [0u8; 16];
+    fastrand::fill(&mut id);
+    id
+}
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -23,6 +23,26 @@ pub struct Peers {
     pub self_id: NodeId,
     pub voters: BTreeMap<NodeId, String>,
     pub transport: Arc<dyn Transport>,
+    pub contacts: Contacts,
+}
+
+/// When the leader last heard from a replica and last saw it caught up, in
+/// wall-clock ms, as Kafka's DescribeQuorum v1 reports (KIP-836). openraft
+/// 0.9 does not report these, so the network layer and a metrics watcher
+/// record them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaContact {
+    pub last_fetch_ms: Option<i64>,
+    pub last_caught_up_ms: Option<i64>,
+}
+
+pub type Contacts = Arc<std::sync::Mutex<BTreeMap<NodeId, ReplicaContact>>>;
+
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Peers {
@@ -136,7 +156,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(narrow)?
         {
-            Reply::AppendEntries(Ok(r)) => Ok(r),
+            Reply::AppendEntries(Ok(r)) => {
+                let mut contacts = self.peers.contacts.lock().expect("contacts lock");
+                contacts.entry(self.target).or_default().last_fetch_ms = Some(wall_clock_ms());
+                Ok(r)
+            }
             Reply::AppendEntries(Err(e)) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }

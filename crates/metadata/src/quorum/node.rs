@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::log_store::{LogStore, read_state, write_state};
-use super::network::{NetworkFactory, Peers};
+use super::network::{Contacts, NetworkFactory, Peers, ReplicaContact, wall_clock_ms};
 use super::rpc::{Envelope, ForwardError, Reply, Request};
 use super::state_machine::StateMachineStore;
 use super::{
@@ -70,6 +70,9 @@ pub struct QuorumConfig {
     pub no_leader_wait_ms: u64,
     /// A snapshot is built every this many entries.
     pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind the latest snapshot, so a follower a
+    /// little behind catches up from the log rather than a whole snapshot.
+    pub snapshot_logs_kept: u64,
     pub controller_tick_ms: u64,
     /// Controller requests waiting for the controller loop.
     pub submit_queue_len: usize,
@@ -95,6 +98,7 @@ impl QuorumConfig {
             forward_timeout_ms: 10_000,
             no_leader_wait_ms: 5_000,
             snapshot_every_entries: 10_000,
+            snapshot_logs_kept: 1_000,
             controller_tick_ms: 250,
             submit_queue_len: 64,
         }
@@ -114,6 +118,12 @@ pub struct ReplicaDescription {
     pub matched_index: Option<u64>,
     /// The leader's last index minus `matched_index`.
     pub lag: Option<u64>,
+    /// Leader wall clock (ms since the epoch) of this replica's last answer to
+    /// an AppendEntries; `None` for the leader itself or if never heard.
+    pub last_fetch_timestamp_ms: Option<i64>,
+    /// Leader wall clock when this replica was last seen holding everything
+    /// the leader had; now for the leader itself.
+    pub last_caught_up_timestamp_ms: Option<i64>,
 }
 
 /// What DescribeQuorum reports, from the leader.
@@ -233,7 +243,7 @@ impl<I: ImageState> QuorumNode<I> {
             // Each chunk is one RPC; JSON roughly triples raw bytes, keeping
             // it far below the transport's frame cap.
             snapshot_max_chunk_size: 1 << 20,
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: config.snapshot_logs_kept,
             ..Default::default()
         }
         .validate()
@@ -243,6 +253,7 @@ impl<I: ImageState> QuorumNode<I> {
             self_id: config.node_id,
             voters: config.voters.clone(),
             transport: transport.clone(),
+            contacts: Contacts::default(),
         };
         let raft = Raft::new(
             config.node_id,
@@ -335,6 +346,8 @@ impl<I: ImageState> QuorumNode<I> {
             inner.tasks.lock().expect("lock").push(join);
         }
 
+        let watcher = tokio::spawn(track_caught_up(inner.clone()));
+        inner.tasks.lock().expect("lock").push(watcher);
         let controller = tokio::spawn(controller_loop(inner.clone(), submit_rx, make_controller));
         inner.tasks.lock().expect("lock").push(controller);
         Ok(())
@@ -652,6 +665,32 @@ async fn controller_loop<I: ImageState>(
     }
 }
 
+/// On the leader, notes when each replica holds everything the leader has
+/// (DescribeQuorum's LastCaughtUpTimestamp). Runs on every metrics change,
+/// which openraft publishes as replication progresses.
+async fn track_caught_up<I: ImageState>(inner: Arc<Inner<I>>) {
+    let mut metrics = inner.raft.metrics();
+    let mut shutdown = inner.shutdown_tx.subscribe();
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            if let (Some(replication), Some(last)) = (&m.replication, m.last_log_index) {
+                let now_ms = wall_clock_ms();
+                let mut contacts = inner.peers.contacts.lock().expect("contacts lock");
+                for (id, matched) in replication {
+                    if matched.is_some_and(|l| l.index >= last) {
+                        contacts.entry(*id).or_default().last_caught_up_ms = Some(now_ms);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = async { shutdown.wait_for(|&stop| stop).await.is_ok() } => return,
+        }
+    }
+}
+
 /// A learner asks the voters, in turn, until the leader adds it.
 async fn join_as_learner<I: ImageState>(inner: Arc<Inner<I>>, addr: String) {
     let config = &inner.config;
@@ -730,6 +769,8 @@ fn describe_here<I: ImageState>(inner: &Inner<I>) -> Option<QuorumDescription> {
     let last_index = m.last_log_index.unwrap_or(0);
     let replication = m.replication.clone().unwrap_or_default();
     let membership = m.membership_config.membership();
+    let now_ms = wall_clock_ms();
+    let contacts = inner.peers.contacts.lock().expect("contacts lock").clone();
     let describe = |id: NodeId| {
         let matched = if id == inner.config.node_id {
             Some(last_index)
@@ -738,7 +779,17 @@ fn describe_here<I: ImageState>(inner: &Inner<I>) -> Option<QuorumDescription> {
                 .get(&id)
                 .map(|l| l.map(|l| l.index).unwrap_or(0))
         };
+        let contact = if id == inner.config.node_id {
+            ReplicaContact {
+                last_fetch_ms: None,
+                last_caught_up_ms: Some(now_ms),
+            }
+        } else {
+            contacts.get(&id).copied().unwrap_or_default()
+        };
         ReplicaDescription {
+            last_fetch_timestamp_ms: contact.last_fetch_ms,
+            last_caught_up_timestamp_ms: contact.last_caught_up_ms,
             node_id: id,
             addr: membership
                 .get_node(&id)

@@ -230,17 +230,26 @@ impl<I: ImageState> RaftStateMachine<TypeConfig> for StateMachineStore<I> {
         for entry in entries {
             let index = entry.log_id.index;
             match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(records) => {
+                EntryPayload::Normal(records) if !records.is_empty() => {
                     let mut image = self.image.write().expect("image lock poisoned");
                     for record in &records {
                         // Every node skips the same bad record, so skipping keeps them in step.
-                        if let Err(e) = image.apply_record(index, record) {
+                        if let Err(e) = image.apply_metadata_record(index, record) {
                             tracing::warn!(index, ?record, error = %e, "metadata record not applied");
                         }
                     }
                 }
+                EntryPayload::Normal(_) | EntryPayload::Blank => {
+                    self.image
+                        .write()
+                        .expect("image lock poisoned")
+                        .note_applied(index);
+                }
                 EntryPayload::Membership(membership) => {
+                    self.image
+                        .write()
+                        .expect("image lock poisoned")
+                        .note_applied(index);
                     self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                 }
             }

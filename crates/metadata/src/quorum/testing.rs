@@ -24,7 +24,7 @@ pub struct TestImage {
 }
 
 impl ImageState for TestImage {
-    fn apply_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String> {
+    fn apply_metadata_record(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String> {
         if index < self.last_index {
             return Err(format!("index {index} after {}", self.last_index));
         }
