@@ -4,6 +4,8 @@
 
 mod e2e {
     mod admin;
+    mod cluster;
+    mod cluster_harness;
     mod configs;
     mod crash;
     mod data_dir;
