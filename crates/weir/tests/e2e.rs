@@ -21,4 +21,5 @@ mod e2e {
     mod timestamps;
     mod transactions;
     mod transactions_read;
+    mod upgrade;
 }

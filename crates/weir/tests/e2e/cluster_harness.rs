@@ -112,8 +112,6 @@ const METADATA_VERSION: i16 = 12;
 /// Errors (refused connection, closed socket) are returned, not panicked
 /// on, since callers poll nodes that may be down.
 pub fn metadata(addr: SocketAddr, topics: Option<&[&str]>) -> std::io::Result<MetadataResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let request = MetadataRequest {
         topics: topics.map(|names| {
             names
@@ -127,18 +125,28 @@ pub fn metadata(addr: SocketAddr, topics: Option<&[&str]>) -> std::io::Result<Me
         allow_auto_topic_creation: false,
         ..Default::default()
     };
+    call(addr, ApiKey::Metadata, METADATA_VERSION, &request)
+}
+
+/// One request and its answer over a fresh connection.
+pub fn call<Req: Encode, Resp: Decode>(
+    addr: SocketAddr,
+    key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> std::io::Result<Resp> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let header = RequestHeader {
-        api_key: ApiKey::Metadata as i16,
-        api_version: METADATA_VERSION,
+        api_key: key as i16,
+        api_version: version,
         correlation_id: 7,
         client_id: Some("weir-e2e-cluster".into()),
     };
     let mut buf = BytesMut::new();
     buf.extend_from_slice(&[0; 4]);
     header.encode(&mut buf).expect("header");
-    request
-        .encode(&mut buf, METADATA_VERSION)
-        .expect("metadata request");
+    request.encode(&mut buf, version).expect("request body");
     let size = (buf.len() - 4) as i32;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     stream.write_all(&buf)?;
@@ -152,10 +160,10 @@ pub fn metadata(addr: SocketAddr, topics: Option<&[&str]>) -> std::io::Result<Me
     let mut frame = vec![0u8; len as usize];
     stream.read_exact(&mut frame)?;
     let mut frame = Bytes::from(frame);
-    let header_version = api::response_header_version(ApiKey::Metadata as i16, METADATA_VERSION);
+    let header_version = api::response_header_version(key as i16, version);
     let header = ResponseHeader::decode(&mut frame, header_version).expect("response header");
     assert_eq!(header.correlation_id, 7);
-    Ok(MetadataResponse::decode(&mut frame, METADATA_VERSION).expect("metadata response"))
+    Ok(Resp::decode(&mut frame, version).expect("response body"))
 }
 
 /// A Metadata answer with its lists in a canonical order, so that two
