@@ -75,6 +75,7 @@ KAFKA_4_1_RANGES = {
     45: (0, 1),  # AlterPartitionReassignments
     46: (0, 0),  # ListPartitionReassignments
     47: (0, 0),  # OffsetDelete
+    55: (0, 2),  # DescribeQuorum (v2 adds Nodes, KIP-853)
     60: (0, 2),  # DescribeCluster
     61: (0, 0),  # DescribeProducers
     65: (0, 0),  # DescribeTransactions

@@ -50,6 +50,8 @@ pub struct ReplicaView {
     pub log_end_index: i64,
     /// Milliseconds since the leader last heard from it, when known.
     pub last_contact_ms: Option<i64>,
+    /// Its controller (Raft) listener, HOST:PORT, as the quorum knows it.
+    pub controller_addr: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,12 +96,16 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
             match weir_metadata::quorum::node::QuorumNode::submit(&node, request).await {
                 Ok(response) => {
                     // On the leader the records are applied when submit
-                    // returns; a follower has them once its index passes
-                    // where it stood before.
+                    // returns. A follower learns how far to catch up from
+                    // the leader's high watermark, which covers the entry
+                    // (it was committed before the answer came back).
                     let index = if node.is_leader() {
                         *node.applied_index_watch().borrow()
                     } else {
-                        before + 1
+                        match node.describe_quorum().await {
+                            Ok(d) => d.high_watermark,
+                            Err(_) => before + 1,
+                        }
                     };
                     Ok(Submitted { response, index })
                 }
@@ -129,6 +135,7 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
                     .matched_index
                     .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX)),
                 last_contact_ms: None,
+                controller_addr: r.addr.clone(),
             };
             Ok(QuorumView {
                 leader_id: i32::try_from(d.leader_id).ok(),
@@ -151,6 +158,9 @@ pub struct ClusterLink {
     /// The metadata index the local state (registry, leadership) matches.
     reconciled: watch::Sender<u64>,
 }
+
+/// How often a refused registration is logged again.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How often a fenced broker heartbeats, to be unfenced as soon as it caught up.
 const FENCED_HEARTBEAT: Duration = Duration::from_millis(50);
@@ -212,17 +222,18 @@ impl Broker {
         if import_local_topics {
             self.import_local_topics().await?;
         }
-        let epoch = self.register().await;
+        let epoch = self.register().await?;
         tracing::info!(broker_epoch = epoch, "registered with the controller");
+        self.settle_cluster_id(import_local_topics).await?;
         self.producer_ids.set_source(Box::new(QuorumProducerIds {
             quorum: self.cluster().quorum.clone(),
             broker_id: self.config.node_id,
             broker_epoch: self.cluster().broker_epoch.clone(),
         }));
-        let follower = self.clone();
-        tokio::spawn(async move { follower.follow_image().await });
-        let beater = self.clone();
-        tokio::spawn(async move { beater.heartbeat_loop().await });
+        // The loops hold the broker weakly, so they end when it is dropped
+        // (tests reopen a data directory in one process).
+        tokio::spawn(follow_image(Arc::downgrade(self)));
+        tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
         // Serve only once unfenced and reconciled: before that, Metadata
         // would not list this broker or its partitions.
         let mut applied = self.cluster().quorum.applied_index();
@@ -246,6 +257,55 @@ impl Broker {
         Ok(())
     }
 
+    /// The cluster id: the metadata log's, once claimed (the first broker
+    /// to register claims its own); this data directory's before that.
+    pub fn cluster_id(&self) -> String {
+        self.cluster
+            .get()
+            .and_then(|link| link.image().cluster_id.clone())
+            .unwrap_or_else(|| self.cluster_id.clone())
+    }
+
+    /// Claims this directory's cluster id for the cluster, or learns the
+    /// cluster's. A directory whose metadata log is new takes the cluster's
+    /// id into its `meta.properties`; one that already followed another
+    /// cluster's log is refused, as KRaft refuses a mismatched `cluster.id`.
+    async fn settle_cluster_id(&self, metadata_log_is_new: bool) -> Result<(), BrokerError> {
+        let request = ControllerRequest::ClaimClusterId {
+            cluster_id: self.cluster_id.clone(),
+        };
+        let effective = loop {
+            match self.cluster().quorum.submit(request.clone()).await {
+                Ok(Submitted {
+                    response: ControllerResponse::Items(items),
+                    ..
+                }) if !items.is_empty() => break items[0].name.clone(),
+                Ok(other) => {
+                    return Err(BrokerError::Internal(format!(
+                        "unexpected answer to ClaimClusterId: {:?}",
+                        other.response
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for the controller to settle the cluster id");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        };
+        if effective == self.cluster_id {
+            return Ok(());
+        }
+        if metadata_log_is_new {
+            return self._data_dir.adopt_cluster_id(&effective);
+        }
+        Err(BrokerError::DataDir(format!(
+            "this data directory belongs to cluster {} but the metadata quorum's cluster is \
+             {effective}; point the node at its own cluster's voters, or give it an empty \
+             --data-dir to join this one",
+            self.cluster_id
+        )))
+    }
+
     fn endpoints(&self) -> Vec<Endpoint> {
         let advertised = self.config.advertised();
         vec![Endpoint {
@@ -256,9 +316,11 @@ impl Broker {
     }
 
     /// Registers until the controller accepts; returns the broker epoch.
-    async fn register(&self) -> i64 {
+    /// A refusal (another live process holds this node id) is final.
+    async fn register(&self) -> Result<i64, BrokerError> {
         let link = self.cluster();
         let mut logged = false;
+        let mut last_refusal_log: Option<std::time::Instant> = None;
         loop {
             let request = ControllerRequest::RegisterBroker {
                 broker_id: self.config.node_id,
@@ -272,15 +334,31 @@ impl Broker {
                     ..
                 }) => {
                     link.broker_epoch.store(broker_epoch, Ordering::Release);
-                    return broker_epoch;
+                    return Ok(broker_epoch);
                 }
                 Ok(other) => {
                     tracing::error!(response = ?other.response, "unexpected answer to RegisterBroker");
                 }
+                Err(QuorumError::Refused(e)) => {
+                    // As Kafka's broker: a restart within the old process's
+                    // session is refused until that session expires, so keep
+                    // trying; a second live process with this id never gets in.
+                    let now = std::time::Instant::now();
+                    if last_refusal_log.is_none_or(|t| now.duration_since(t) > REFUSAL_LOG_EVERY) {
+                        tracing::error!(error = %e, node_id = self.config.node_id,
+                            "the controller refuses this node's registration: if another \
+                             process runs with this --node-id, stop it or give this one \
+                             another id; after a restart this clears when the old \
+                             session expires (broker_session_timeout_ms)");
+                        last_refusal_log = Some(now);
+                    }
+                }
                 Err(e) => {
                     if !logged {
                         tracing::warn!(error = %e, node_id = self.config.node_id,
-                            "cannot register with the controller yet; retrying");
+                            voters = %self.config.voters(),
+                            "cannot register with the controller yet (is a majority of the \
+                             voters running and reachable at their controller addresses?); retrying");
                         logged = true;
                     }
                 }
@@ -291,41 +369,6 @@ impl Broker {
 
     /// Heartbeats every `broker_heartbeat_interval_ms`; registers again
     /// when the controller no longer knows this registration.
-    async fn heartbeat_loop(self: Arc<Self>) {
-        let interval = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-        let mut warned = false;
-        loop {
-            let link = self.cluster();
-            let applied_index = *link.quorum.applied_index().borrow();
-            let request = ControllerRequest::BrokerHeartbeat {
-                broker_id: self.config.node_id,
-                broker_epoch: link.broker_epoch(),
-                applied_index,
-                want_shutdown: false,
-            };
-            match link.quorum.submit(request).await {
-                Ok(_) => warned = false,
-                Err(QuorumError::Refused(e)) => {
-                    tracing::warn!(error = %e, "heartbeat refused; registering again");
-                    self.register().await;
-                }
-                Err(e) => {
-                    if !warned {
-                        tracing::warn!(error = %e, "heartbeat not delivered; serving from the last metadata image");
-                        warned = true;
-                    }
-                }
-            }
-            // A fenced broker asks again soon: it is unfenced by the first
-            // heartbeat that shows it caught up (KRaft does the same).
-            let fenced = {
-                let image = link.image();
-                image.broker(self.config.node_id).is_none_or(|b| b.fenced)
-            };
-            tokio::time::sleep(if fenced { FENCED_HEARTBEAT } else { interval }).await;
-        }
-    }
-
     /// Tells the controller this broker is going away, so it moves leadership
     /// off it now rather than after the session timeout. Best effort, bounded.
     pub async fn leave_cluster(&self) {
@@ -339,40 +382,6 @@ impl Broker {
             want_shutdown: true,
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), link.quorum.submit(request)).await;
-    }
-
-    /// Applies every new image to the local state.
-    async fn follow_image(self: Arc<Self>) {
-        let mut applied = self.cluster().quorum.applied_index();
-        loop {
-            let index = *applied.borrow_and_update();
-            let broker = self.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                // Until the controller has unfenced this registration, the
-                // local image may lag the log (a restart applies only what
-                // it knew was committed): a topic missing from it may just
-                // be newer. Nothing is deleted until the broker caught up.
-                let caught_up = {
-                    let link = broker.cluster();
-                    let image = link.image();
-                    image
-                        .broker(broker.config.node_id)
-                        .is_some_and(|b| !b.fenced && b.broker_epoch == link.broker_epoch())
-                };
-                broker.reconcile(caught_up)
-            })
-            .await;
-            match done {
-                Ok(Ok(())) => {
-                    self.cluster().reconciled.send_replace(index);
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "could not apply the metadata image"),
-                Err(e) => tracing::error!(error = %e, "metadata image follower failed"),
-            }
-            if applied.changed().await.is_err() {
-                return;
-            }
-        }
     }
 
     /// Makes the topic registry and partition leadership match the image.
@@ -513,6 +522,93 @@ impl Broker {
     }
 }
 
+/// Heartbeats every `broker_heartbeat_interval_ms`; registers again when the
+/// controller no longer knows this registration. Ends with the broker.
+async fn heartbeat_loop(broker: std::sync::Weak<Broker>) {
+    let mut warned = false;
+    loop {
+        let Some(this) = broker.upgrade() else {
+            return;
+        };
+        let link = this.cluster();
+        let applied_index = *link.quorum.applied_index().borrow();
+        let request = ControllerRequest::BrokerHeartbeat {
+            broker_id: this.config.node_id,
+            broker_epoch: link.broker_epoch(),
+            applied_index,
+            want_shutdown: false,
+        };
+        match link.quorum.submit(request).await {
+            Ok(_) => warned = false,
+            Err(QuorumError::Refused(e)) => {
+                tracing::warn!(error = %e, "heartbeat refused; registering again");
+                if let Err(e) = this.register().await {
+                    tracing::error!(error = %e, "could not register again");
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "heartbeat not delivered; serving from the last metadata image");
+                    warned = true;
+                }
+            }
+        }
+        // A fenced broker asks again soon: it is unfenced by the first
+        // heartbeat that shows it caught up (KRaft does the same).
+        let fenced = {
+            let image = link.image();
+            image.broker(this.config.node_id).is_none_or(|b| b.fenced)
+        };
+        let pause = if fenced {
+            FENCED_HEARTBEAT
+        } else {
+            Duration::from_millis(this.config.broker_heartbeat_interval_ms)
+        };
+        drop(this);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Applies every new image to the local state. Ends with the broker or the quorum.
+async fn follow_image(broker: std::sync::Weak<Broker>) {
+    let Some(mut applied) = broker.upgrade().map(|b| b.cluster().quorum.applied_index()) else {
+        return;
+    };
+    loop {
+        let Some(this) = broker.upgrade() else {
+            return;
+        };
+        let index = *applied.borrow_and_update();
+        let worker = this.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            // Until the controller has unfenced this registration, the
+            // local image may lag the log (a restart applies only what
+            // it knew was committed): a topic missing from it may just
+            // be newer. Nothing is deleted until the broker caught up.
+            let caught_up = {
+                let link = worker.cluster();
+                let image = link.image();
+                image
+                    .broker(worker.config.node_id)
+                    .is_some_and(|b| !b.fenced && b.broker_epoch == link.broker_epoch())
+            };
+            worker.reconcile(caught_up)
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {
+                this.cluster().reconciled.send_replace(index);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "could not apply the metadata image"),
+            Err(e) => tracing::error!(error = %e, "metadata image follower failed"),
+        }
+        drop(this);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// How long an admin request waits for its change to reach this broker's
 /// own state after the controller committed it.
 const RECONCILE_WAIT: Duration = Duration::from_secs(30);
@@ -550,6 +646,36 @@ impl Broker {
         Some((leader, e.host.clone(), e.port))
     }
 
+    /// Whether this broker is the coordinator of `group_id`: it leads the
+    /// group's `__consumer_offsets` partition (or the topic is not created
+    /// yet, and whoever is asked first creates it).
+    pub(crate) fn coordinates_group(&self, group_id: &str) -> bool {
+        let topic = crate::groups::OFFSETS_TOPIC;
+        let Some(count) = self
+            .cluster()
+            .image()
+            .topic_by_name(topic)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+        else {
+            return true;
+        };
+        self.leads(topic, crate::groups::partition_for(group_id, count))
+    }
+
+    /// Whether this broker is the transaction coordinator of `transactional_id`.
+    pub(crate) fn coordinates_transaction(&self, transactional_id: &str) -> bool {
+        let topic = crate::txn::TRANSACTION_STATE_TOPIC;
+        let Some(count) = self
+            .cluster()
+            .image()
+            .topic_by_name(topic)
+            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+        else {
+            return true;
+        };
+        self.leads(topic, crate::groups::partition_for(transactional_id, count))
+    }
+
     /// Whether this broker leads `topic`'s partition `index` right now.
     pub(crate) fn leads(&self, topic: &str, index: i32) -> bool {
         self.topic(topic)
@@ -559,7 +685,7 @@ impl Broker {
 
     /// Kafka's auto.create.topics.enable: creates `names` with the broker
     /// defaults through the controller. Failures leave the topics unknown.
-    pub(crate) async fn auto_create_topics(&self, names: Vec<String>) {
+    pub async fn auto_create_topics(&self, names: Vec<String>) {
         let request = ControllerRequest::CreateTopics {
             topics: names
                 .iter()

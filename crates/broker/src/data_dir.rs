@@ -107,6 +107,23 @@ impl DataDir {
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
     }
+
+    /// Records that this directory belongs to `cluster_id` from now on: a
+    /// node joining a running cluster takes the cluster's id (the metadata
+    /// quorum's), instead of the one it made up at first start.
+    pub fn adopt_cluster_id(&self, cluster_id: &str) -> Result<(), BrokerError> {
+        validate_cluster_id(cluster_id)?;
+        write_meta_properties(
+            &self.path,
+            &MetaProperties {
+                node_id: self.node_id,
+                cluster_id: cluster_id.to_string(),
+            },
+        )?;
+        tracing::info!(dir = %self.path.display(), %cluster_id,
+            "joined the cluster: {META_PROPERTIES_FILE} now names its id");
+        Ok(())
+    }
 }
 
 /// What `meta.properties` records.

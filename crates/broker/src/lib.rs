@@ -351,33 +351,6 @@ fn log_encode_failure(header: &RequestHeader, error: &weir_protocol::codec::Enco
 }
 
 impl Broker {
-    /// Looks a topic up, creating it with broker defaults when allowed
-    /// (Kafka's auto.create.topics.enable).
-    pub fn find_or_create_topic(
-        &self,
-        name: &str,
-        allow_create: bool,
-    ) -> Result<Arc<topics::Topic>, BrokerError> {
-        if let Some(topic) = self.registry().get(name) {
-            return Ok(topic.clone());
-        }
-        if !allow_create {
-            topics::validate_topic_name(name).map_err(BrokerError::InvalidTopic)?;
-            return Err(BrokerError::UnknownTopic(name.to_string()));
-        }
-        let mut registry = self.registry_mut();
-        if let Some(topic) = registry.get(name) {
-            return Ok(topic.clone()); // created by a racing request
-        }
-        let topic = registry.create(name, self.config.default_partitions, Default::default())?;
-        tracing::info!(
-            topic = name,
-            partitions = topic.partitions.len(),
-            "auto-created topic"
-        );
-        Ok(topic)
-    }
-
     /// Registers for everything below `end_offset` becoming durable; then
     /// raises the high watermark (consumers may read it from then on) and
     /// wakes long-polling fetches. The receiver resolves with the flush outcome.

@@ -11,8 +11,16 @@ use weir_broker::groups::group::OffsetEntry;
 use weir_broker::groups::{OFFSETS_TOPIC, partition_for};
 use weir_broker::txn::state::TxnState;
 use weir_broker::{Broker, BrokerConfig};
+use weir_metadata::controller::{Controller, ControllerConfig};
+use weir_metadata::image::MetadataImage;
+use weir_metadata::quorum::{
+    ControllerFactory, ControllerLogic, NoTransport, QuorumConfig, QuorumNode,
+};
 
-fn open(dir: &std::path::Path) -> Arc<Broker> {
+/// Opens the data directory as `weir serve` does: the broker, a metadata
+/// quorum of one, membership. Drop the broker and shut the quorum down
+/// before opening the directory again.
+async fn open(dir: &std::path::Path) -> (Arc<Broker>, QuorumNode<MetadataImage>) {
     let config = BrokerConfig {
         data_dir: dir.to_path_buf(),
         offsets_topic_partitions: 3,
@@ -20,8 +28,50 @@ fn open(dir: &std::path::Path) -> Arc<Broker> {
         ..BrokerConfig::default()
     };
     let broker = Broker::open(config).expect("open broker");
-    broker.txn.start(&broker);
+    let quorum_config = QuorumConfig::new(
+        1,
+        dir.to_path_buf(),
+        [(1, "127.0.0.1:0".to_string())].into(),
+    );
+    let factory: ControllerFactory<MetadataImage> = Arc::new(|| {
+        Box::new(
+            Controller::new(ControllerConfig {
+                broker_session_timeout_ms: 9_000,
+                producer_id_block_size: 1000,
+                default_partitions: 1,
+                default_replication_factor: 1,
+            })
+            .with_id_source(weir_broker::topics::random_id),
+        ) as Box<dyn ControllerLogic<MetadataImage>>
+    });
+    let quorum = QuorumNode::start(quorum_config, Arc::new(NoTransport), factory)
+        .await
+        .expect("quorum of one");
     broker
+        .join_cluster(Arc::new(quorum.clone()), false)
+        .await
+        .expect("join");
+    broker.txn.start(&broker);
+    (broker, quorum)
+}
+
+/// Creates topic `t` through the controller and waits for it here.
+async fn create_t(broker: &Broker) {
+    broker.auto_create_topics(vec!["t".into()]).await;
+    assert!(broker.topic("t").is_some(), "topic t created");
+}
+
+/// Looks the internal topics up as clients do first (FindCoordinator creates them).
+async fn create_internal_topics(broker: &Arc<Broker>) {
+    for _ in 0..200 {
+        let offsets = broker.groups.ensure_offsets_topic(broker).is_ok();
+        let txn = broker.txn.ensure_topic(broker).is_ok();
+        if offsets && txn {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("internal topics never created");
 }
 
 fn entry(offset: i64) -> OffsetEntry {
@@ -100,8 +150,9 @@ async fn txn_commit_offset(broker: &Arc<Broker>, id: &str, group: &str, offset: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open(dir.path());
-    broker.find_or_create_topic("t", true).unwrap();
+    let (broker, quorum) = open(dir.path()).await;
+    create_t(&broker).await;
+    create_internal_topics(&broker).await;
 
     let (pid, epoch) = txn_commit_offset(&broker, "tx", "g", 5).await;
     assert_eq!(committed(&broker, "g"), None, "pending until the marker");
@@ -110,7 +161,8 @@ async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_repl
     // A restart with the transaction open: the offset is still pending.
     broker.shutdown();
     drop(broker);
-    let broker = open(dir.path());
+    quorum.shutdown().await;
+    let (broker, quorum) = open(dir.path()).await;
     assert_eq!(committed(&broker, "g"), None);
     assert!(broker.groups.has_pending_txn_offset("g", "t", 0));
     assert_eq!(broker.txn.describe("tx").unwrap().state, TxnState::Ongoing);
@@ -145,7 +197,8 @@ async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_repl
     // Replay sees both markers.
     broker.shutdown();
     drop(broker);
-    let broker = open(dir.path());
+    quorum.shutdown().await;
+    let (broker, quorum) = open(dir.path()).await;
     assert_eq!(committed(&broker, "g"), Some(5));
     assert!(!broker.groups.has_pending_txn_offset("g", "t", 0));
     assert_eq!(
@@ -153,4 +206,5 @@ async fn transactional_offsets_are_published_by_commit_dropped_by_abort_and_repl
         TxnState::CompleteAbort
     );
     broker.shutdown();
+    quorum.shutdown().await;
 }

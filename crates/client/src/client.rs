@@ -106,7 +106,11 @@ pub struct ClusterMetadata {
 pub struct ClusterDescription {
     pub cluster_id: String,
     pub controller_id: i32,
+    /// The brokers clients may use (unfenced).
     pub brokers: Vec<BrokerInfo>,
+    /// Registered but fenced brokers (DescribeCluster v2+, KIP-1073); empty
+    /// from older brokers, which do not say.
+    pub fenced_brokers: Vec<BrokerInfo>,
 }
 
 /// A topic to create.
@@ -843,30 +847,35 @@ impl Client {
                     cluster_id: m.cluster_id.unwrap_or_default(),
                     controller_id: m.controller_id,
                     brokers: m.brokers,
+                    fenced_brokers: Vec::new(),
                 });
             }
             Err(e) => return Err(e),
         }
-        let request = describe_cluster::DescribeClusterRequest::default();
+        // Ignored below v2, where only unfenced brokers are listed.
+        let request = describe_cluster::DescribeClusterRequest {
+            include_fenced_brokers: true,
+            ..Default::default()
+        };
         let response = self.send_any(&request).await?;
         ClientError::check(
             response.error_code,
             response.error_message.as_deref(),
             || "describe cluster".to_owned(),
         )?;
+        let (fenced, live): (Vec<_>, Vec<_>) =
+            response.brokers.into_iter().partition(|b| b.is_fenced);
+        let info = |b: describe_cluster::DescribeClusterBroker| BrokerInfo {
+            node_id: b.broker_id,
+            host: b.host,
+            port: b.port,
+            rack: b.rack,
+        };
         Ok(ClusterDescription {
             cluster_id: response.cluster_id,
             controller_id: response.controller_id,
-            brokers: response
-                .brokers
-                .into_iter()
-                .map(|b| BrokerInfo {
-                    node_id: b.broker_id,
-                    host: b.host,
-                    port: b.port,
-                    rack: b.rack,
-                })
-                .collect(),
+            brokers: live.into_iter().map(info).collect(),
+            fenced_brokers: fenced.into_iter().map(info).collect(),
         })
     }
 

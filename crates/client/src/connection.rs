@@ -64,6 +64,7 @@ requests! {
     alter_configs::AlterConfigsRequest => AlterConfigsResponse;
     incremental_alter_configs::IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
     describe_cluster::DescribeClusterRequest => DescribeClusterResponse;
+    describe_quorum::DescribeQuorumRequest => DescribeQuorumResponse;
     describe_log_dirs::DescribeLogDirsRequest => DescribeLogDirsResponse;
     find_coordinator::FindCoordinatorRequest => FindCoordinatorResponse;
     list_groups::ListGroupsRequest => ListGroupsResponse;

@@ -31,6 +31,7 @@ pub mod error;
 pub mod groups;
 pub mod membership;
 pub mod producer;
+pub mod quorum;
 pub mod retry;
 pub mod transactions;
 
@@ -47,6 +48,7 @@ pub use membership::{Membership, MembershipTimeouts, needs_rejoin};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use quorum::{QuorumDescription, QuorumListener, QuorumReplica};
 pub use retry::{Backoff, RetryPolicy};
 pub use transactions::{TransactionDescription, TransactionListing};
 pub use weir_protocol::compression::Compression;

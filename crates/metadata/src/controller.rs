@@ -95,6 +95,11 @@ pub enum ControllerRequest {
         broker_id: BrokerId,
         broker_epoch: i64,
     },
+    /// Claims the cluster id for the whole cluster if none is set yet; the
+    /// answer's single item names the cluster's id either way.
+    ClaimClusterId {
+        cluster_id: String,
+    },
     /// Brings a data directory written by single-node Weir (before the
     /// quorum) into the metadata log: its topics keep their ids. Topics the
     /// log already has are left as they are. See [`crate::import`].
@@ -207,6 +212,13 @@ pub type TopicIdSource = Box<dyn FnMut() -> TopicId + Send>;
 pub struct Controller {
     pub config: ControllerConfig,
     last_heartbeat_ms: BTreeMap<BrokerId, u64>,
+    /// Brokers that registered or heartbeated to this controller itself. A
+    /// new controller gives every unfenced broker a grace period before
+    /// fencing it, but only a broker heard here holds a session that keeps
+    /// another incarnation of its id out (as KRaft's heartbeat manager): a
+    /// node that restarts after kill -9 together with the controller must
+    /// not wait out a session nobody saw.
+    heard_here: BTreeSet<BrokerId>,
     /// `None`: ids derived from the log position and the topic name, which is
     /// deterministic but predictable; the quorum shell passes a random source.
     id_source: Option<TopicIdSource>,
@@ -250,6 +262,7 @@ impl Controller {
         Controller {
             config,
             last_heartbeat_ms: BTreeMap::new(),
+            heard_here: BTreeSet::new(),
             id_source: None,
         }
     }
@@ -319,6 +332,27 @@ impl Controller {
                 broker_id,
                 broker_epoch,
             } => self.allocate_producer_ids(image, *broker_id, *broker_epoch),
+            ControllerRequest::ClaimClusterId { cluster_id } => {
+                let effective = image
+                    .cluster_id
+                    .clone()
+                    .unwrap_or_else(|| cluster_id.clone());
+                Ok(Decision {
+                    records: if image.cluster_id.is_none() {
+                        vec![MetadataRecord::ClusterId {
+                            cluster_id: cluster_id.clone(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    response: ControllerResponse::Items(vec![ItemResult {
+                        name: effective,
+                        error_code: codes::NONE,
+                        message: None,
+                        topic_id: None,
+                    }]),
+                })
+            }
             ControllerRequest::ImportTopics {
                 topics,
                 next_producer_id,
@@ -361,6 +395,7 @@ impl Controller {
     fn note_unfenced_brokers(&mut self, image: &MetadataImage, now_ms: u64) {
         self.last_heartbeat_ms
             .retain(|id, _| image.brokers.contains_key(id));
+        self.heard_here.retain(|id| image.brokers.contains_key(id));
         for broker in image.live_brokers() {
             self.last_heartbeat_ms
                 .entry(broker.broker_id)
@@ -390,6 +425,7 @@ impl Controller {
         }
         if let Some(existing) = image.broker(broker_id)
             && !existing.fenced
+            && self.heard_here.contains(&broker_id)
             && self.heard_within_session(broker_id, now_ms)
             && existing.incarnation_id != incarnation_id
         {
@@ -410,6 +446,7 @@ impl Controller {
         live.remove(&broker_id);
         records.extend(leadership_changes(image, &live));
         self.last_heartbeat_ms.insert(broker_id, now_ms);
+        self.heard_here.insert(broker_id);
         Ok(Decision {
             records,
             response: ControllerResponse::RegisterBroker { broker_epoch: -1 },
@@ -436,6 +473,7 @@ impl Controller {
             });
         }
         self.last_heartbeat_ms.insert(broker_id, now_ms);
+        self.heard_here.insert(broker_id);
         let mut live: BTreeSet<BrokerId> = image.live_brokers().map(|b| b.broker_id).collect();
         let caught_up = u64::try_from(broker_epoch).is_ok_and(|epoch| applied_index >= epoch);
         let (records, fenced) = if want_shutdown {
@@ -1283,6 +1321,36 @@ mod tests {
         sim.now_ms += SESSION_TIMEOUT_MS + 1;
         assert!(sim.request(other_process.clone()).is_ok());
         assert_eq!(sim.image.broker(1).unwrap().incarnation_id, [99; 16]);
+    }
+
+    #[test]
+    fn a_new_controller_lets_a_restarted_incarnation_in_at_once() {
+        // kill -9 of a single node: its registration is unfenced in the
+        // image, but the controller that comes up with it never heard from
+        // the old process, so the restart must not wait out a session.
+        let mut sim = cluster(&[1]);
+        sim.controller = Controller::new(config());
+        let restarted = ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [98; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        };
+        assert!(sim.request(restarted).is_ok());
+        assert_eq!(sim.image.broker(1).unwrap().incarnation_id, [98; 16]);
+        sim.heartbeat(1, false).unwrap();
+        assert!(!sim.image.broker(1).unwrap().fenced);
+        // Now that this controller hears the new incarnation, a third is refused.
+        let third = ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [97; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        };
+        assert_eq!(
+            sim.request(third),
+            Err(ControllerError::DuplicateBrokerId(1))
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct MetadataImage {
     pub configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id of the next block the controller hands out.
     pub next_producer_id: i64,
+    /// The cluster's id, once the first broker claimed it.
+    pub cluster_id: Option<String>,
 }
 
 /// One partition as the query helpers return it.
@@ -108,6 +110,8 @@ struct SnapshotFile {
     topics: Vec<TopicImage>,
     configs: Vec<(ConfigResource, BTreeMap<String, String>)>,
     next_producer_id: i64,
+    #[serde(default)]
+    cluster_id: Option<String>,
 }
 
 fn inconsistent(message: String) -> ApplyError {
@@ -436,6 +440,18 @@ impl MetadataImage {
                 Ok(())
             }
             MetadataRecord::NoOp => Ok(()),
+            MetadataRecord::ClusterId { cluster_id } => match &self.cluster_id {
+                Some(existing) if existing != cluster_id => Err(inconsistent(format!(
+                    "the cluster id is {existing} already, not {cluster_id}"
+                ))),
+                _ if cluster_id.is_empty() || cluster_id.len() > 64 => {
+                    Err(inconsistent("a cluster id is 1 to 64 characters".into()))
+                }
+                _ => {
+                    self.cluster_id = Some(cluster_id.clone());
+                    Ok(())
+                }
+            },
         }
     }
 
@@ -475,6 +491,7 @@ impl MetadataImage {
                 .map(|(resource, entries)| (resource.clone(), entries.clone()))
                 .collect(),
             next_producer_id: self.next_producer_id,
+            cluster_id: self.cluster_id.clone(),
         };
         #[cfg(test)]
         let file = if crate::planted::is(crate::planted::Bug::SnapshotForgetsProducerIds) {
@@ -518,6 +535,7 @@ impl MetadataImage {
         let mut image = MetadataImage {
             last_applied_index: file.last_applied_index,
             next_producer_id: file.next_producer_id,
+            cluster_id: file.cluster_id,
             ..MetadataImage::default()
         };
         for broker in file.brokers {
@@ -1122,5 +1140,25 @@ mod tests {
                 prop_assert!(restored.check_consistent().is_ok());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod cluster_id_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cluster_id_claim_wins_and_survives_a_snapshot() {
+        let mut image = MetadataImage::new();
+        let claim = |id: &str| MetadataRecord::ClusterId {
+            cluster_id: id.to_string(),
+        };
+        image.apply(1, &claim("first")).unwrap();
+        image.apply(2, &claim("first")).unwrap();
+        assert!(image.apply(3, &claim("second")).is_err());
+        assert!(image.apply(4, &claim("")).is_err());
+        assert_eq!(image.cluster_id.as_deref(), Some("first"));
+        let restored = MetadataImage::from_snapshot(&image.to_snapshot()).unwrap();
+        assert_eq!(restored, image);
     }
 }

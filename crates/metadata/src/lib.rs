@@ -15,6 +15,8 @@ pub mod names;
 pub mod placement;
 #[cfg(test)]
 mod planted;
+#[cfg(test)]
+mod proptests;
 pub mod quorum;
 pub mod records;
 #[cfg(test)]

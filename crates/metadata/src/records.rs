@@ -106,4 +106,8 @@ pub enum MetadataRecord {
     /// Written by a new quorum leader before it acts as controller, so that
     /// it knows it has applied everything its predecessor committed.
     NoOp,
+    /// The cluster's id (Kafka's `cluster.id`), claimed once by the first
+    /// broker to register; every broker answers clients with it. A second
+    /// claim with another id is refused by the image.
+    ClusterId { cluster_id: String },
 }

@@ -43,6 +43,7 @@ fn kafka_4_1_maxima_are_served() {
         (ApiKey::ListPartitionReassignments, 0),
         (ApiKey::ListConfigResources, 1),
         (ApiKey::DescribeTopicPartitions, 0),
+        (ApiKey::DescribeQuorum, 2),
     ];
     for (key, max) in expected {
         let served = SUPPORTED_APIS
@@ -212,4 +213,100 @@ fn alter_replica_log_dirs_v1_is_not_flexible() {
     assert_eq!(request.dirs[0].path, "/d");
     assert_eq!(request.dirs[0].topics[0].partitions, vec![0]);
     assert_eq!(&encode(&request, 1)[..], &wire[..]);
+}
+
+#[test]
+fn describe_quorum_v2_response_layout_from_the_spec() {
+    use weir_protocol::messages::describe_quorum::{
+        DescribeQuorumListener, DescribeQuorumNode, DescribeQuorumResponse,
+        DescribeQuorumResponsePartition, DescribeQuorumResponseTopic, ReplicaState,
+    };
+    let name = b"__cluster_metadata";
+    let wire: Vec<u8> = [
+        &[0, 0][..],                // error_code
+        &[0],                       // error_message: null (v2+)
+        &[2],                       // 1 topic
+        &[19],                      // topic_name length + 1
+        &name[..],                  //
+        &[2],                       // 1 partition
+        &[0, 0, 0, 0],              // partition_index
+        &[0, 0],                    // error_code
+        &[0],                       // error_message: null (v2+)
+        &[0, 0, 0, 1],              // leader_id
+        &[0, 0, 0, 3],              // leader_epoch
+        &[0, 0, 0, 0, 0, 0, 0, 9],  // high_watermark
+        &[2],                       // 1 current voter
+        &[0, 0, 0, 1],              //   replica_id
+        &ID,                        //   replica_directory_id (v2+)
+        &[0, 0, 0, 0, 0, 0, 0, 10], //   log_end_offset
+        &[0xff; 8],                 //   last_fetch_timestamp -1 (v1+)
+        &[0xff; 8],                 //   last_caught_up_timestamp -1 (v1+)
+        &[0],                       //   replica tags
+        &[1],                       // no observers
+        &[0],                       // partition tags
+        &[0],                       // topic tags
+        &[2],                       // 1 node (v2+)
+        &[0, 0, 0, 1],              //   node_id
+        &[2],                       //   1 listener
+        &[11],                      //     name length + 1
+        b"CONTROLLER",              //
+        &[2, b'h'],                 //     host
+        &[0x23, 0x85],              //     port 9093 (uint16)
+        &[0],                       //     listener tags
+        &[0],                       //   node tags
+        &[0],                       // response tags
+    ]
+    .concat();
+    let response: DescribeQuorumResponse = decode_all(&wire, 2);
+    assert_eq!(
+        response,
+        DescribeQuorumResponse {
+            error_code: 0,
+            error_message: None,
+            topics: vec![DescribeQuorumResponseTopic {
+                topic_name: "__cluster_metadata".into(),
+                partitions: vec![DescribeQuorumResponsePartition {
+                    partition_index: 0,
+                    error_code: 0,
+                    error_message: None,
+                    leader_id: 1,
+                    leader_epoch: 3,
+                    high_watermark: 9,
+                    current_voters: vec![ReplicaState {
+                        replica_id: 1,
+                        replica_directory_id: ID,
+                        log_end_offset: 10,
+                        last_fetch_timestamp: -1,
+                        last_caught_up_timestamp: -1,
+                    }],
+                    observers: Vec::new(),
+                }],
+            }],
+            nodes: vec![DescribeQuorumNode {
+                node_id: 1,
+                listeners: vec![DescribeQuorumListener {
+                    name: "CONTROLLER".into(),
+                    host: "h".into(),
+                    port: 9093,
+                }],
+            }],
+        }
+    );
+    assert_eq!(&encode(&response, 2)[..], &wire[..]);
+    // v0 has none of the v1/v2 fields: the replica is 12 bytes plus tags.
+    let v0 = encode(&response, 0);
+    let v0_back: DescribeQuorumResponse = decode_all(&v0, 0);
+    assert_eq!(v0_back.nodes, Vec::new());
+    assert_eq!(
+        v0_back.topics[0].partitions[0].current_voters[0].replica_directory_id,
+        [0; 16]
+    );
+    assert_eq!(
+        v0_back.topics[0].partitions[0].current_voters[0].last_fetch_timestamp,
+        -1
+    );
+    assert_eq!(
+        v0.len(),
+        wire.len() - 1 - 16 - 16 - 1 - (1 + 4 + 1 + 11 + 2 + 2 + 1 + 1)
+    );
 }

@@ -69,6 +69,13 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if commands::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<commands::ExitStatus>().is_some() => {
+            let status = e.downcast_ref::<commands::ExitStatus>().expect("checked");
+            if !status.message.is_empty() {
+                eprintln!("{}", status.message);
+            }
+            std::process::ExitCode::from(status.code)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -47,6 +47,14 @@ pub struct ServeArgs {
     /// This broker's node id.
     #[arg(long, env = "WEIR_NODE_ID")]
     node_id: Option<i32>,
+    /// The controller fences a broker it has not heard from for this long,
+    /// in ms (Kafka's broker.session.timeout.ms).
+    #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS")]
+    broker_session_timeout_ms: Option<u64>,
+    /// How often this broker heartbeats to the controller, in ms (Kafka's
+    /// broker.heartbeat.interval.ms); below the session timeout.
+    #[arg(long, env = "WEIR_BROKER_HEARTBEAT_INTERVAL_MS")]
+    broker_heartbeat_interval_ms: Option<u64>,
     /// Partitions for auto-created topics (Kafka's num.partitions).
     #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
     default_partitions: Option<i32>,
@@ -127,6 +135,14 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         ("controller_voters", args.controller_voters.is_some()),
         ("rack", args.rack.is_some()),
         ("node_id", args.node_id.is_some()),
+        (
+            "broker_session_timeout_ms",
+            args.broker_session_timeout_ms.is_some(),
+        ),
+        (
+            "broker_heartbeat_interval_ms",
+            args.broker_heartbeat_interval_ms.is_some(),
+        ),
         ("default_partitions", args.default_partitions.is_some()),
         ("auto_create_topics", args.auto_create_topics.is_some()),
         (
@@ -190,6 +206,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(id) = args.node_id {
         config.node_id = id;
+    }
+    if let Some(ms) = args.broker_session_timeout_ms {
+        config.broker_session_timeout_ms = ms;
+    }
+    if let Some(ms) = args.broker_heartbeat_interval_ms {
+        config.broker_heartbeat_interval_ms = ms;
     }
     if let Some(n) = args.default_partitions {
         config.default_partitions = n;

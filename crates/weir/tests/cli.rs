@@ -361,6 +361,64 @@ fn cluster_info_reports_one_broker_and_the_topic_count() {
 }
 
 #[test]
+fn cluster_info_shows_the_metadata_quorum_of_a_single_node() {
+    let broker = Broker::start();
+    let info = broker.ok(&["cluster", "info"], "");
+    // A quorum of one: node 1 leads, is the only voter and has no lag.
+    assert!(info.contains("quorum: leader 1, epoch "), "{info}");
+    let leader_row = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("leader\t"))
+        .unwrap_or_else(|| panic!("no leader row in {info}"));
+    let cells: Vec<&str> = leader_row.split_whitespace().collect();
+    assert_eq!(cells.first(), Some(&"leader"), "{info}");
+    assert_eq!(cells.get(1), Some(&"1"), "{info}");
+    assert_eq!(cells.last(), Some(&"0"), "lag of the leader: {info}");
+    assert!(!info.contains("fenced brokers"), "{info}");
+
+    let json = broker.json(&["cluster", "info", "--format", "json"]);
+    let quorum = &json["quorum"];
+    assert_eq!(quorum["leader"], 1, "{json}");
+    assert!(
+        quorum["leader_epoch"].as_i64().is_some_and(|e| e >= 1),
+        "{json}"
+    );
+    let high_watermark = quorum["high_watermark"].as_i64().expect("high watermark");
+    assert!(
+        high_watermark >= 1,
+        "the broker's registration is committed: {json}"
+    );
+    let voters = quorum["voters"].as_array().expect("voters");
+    assert_eq!(voters.len(), 1, "{json}");
+    assert_eq!(voters[0]["id"], 1);
+    assert_eq!(voters[0]["lag"], 0);
+    assert!(
+        voters[0]["log_end_offset"]
+            .as_i64()
+            .is_some_and(|o| o >= high_watermark)
+    );
+    assert_eq!(quorum["observers"].as_array().map(Vec::len), Some(0));
+    assert_eq!(json["fenced_brokers"].as_array().map(Vec::len), Some(0));
+    assert_eq!(json["unregistered_nodes"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn cluster_health_of_a_healthy_single_node_exits_zero() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "h", "--partitions", "3"], "");
+    let text = broker.ok(&["cluster", "health"], "");
+    assert!(text.contains("every partition has a leader"), "{text}");
+    assert!(text.contains("metadata quorum leader: 1"), "{text}");
+    let json = broker.json(&["cluster", "health", "--format", "json"]);
+    assert_eq!(json["healthy"], true, "{json}");
+    assert_eq!(json["offline_partitions"].as_array().map(Vec::len), Some(0));
+    assert_eq!(json["fenced_brokers"].as_array().map(Vec::len), Some(0));
+    assert_eq!(json["quorum_leader"], 1);
+    let help = broker.ok(&["cluster", "health", "--help"], "");
+    assert!(help.contains("2 when not"), "{help}");
+}
+
+#[test]
 fn unreachable_broker_error_says_to_start_weir_serve() {
     let port = TcpListener::bind("127.0.0.1:0")
         .expect("bind")

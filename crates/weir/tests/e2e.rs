@@ -6,6 +6,7 @@ mod e2e {
     mod admin;
     mod cluster;
     mod cluster_harness;
+    mod cluster_ops;
     mod configs;
     mod crash;
     mod data_dir;

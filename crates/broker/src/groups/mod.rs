@@ -344,7 +344,7 @@ impl GroupCoordinator {
             ErrorCode::UnknownServerError
         })?;
         let options = AppendOptions {
-            leader_epoch: 0,
+            leader_epoch: partition.leader_epoch(),
             log_append_time_ms: None,
         };
         let info = partition.log.append(&batch, &options).map_err(|e| {
@@ -726,7 +726,7 @@ impl GroupCoordinator {
                 ErrorCode::UnknownServerError
             })?;
             let options = AppendOptions {
-                leader_epoch: 0,
+                leader_epoch: partition.leader_epoch(),
                 log_append_time_ms: None,
             };
             let info = partition.log.append_as_coordinator(&batch, &options).map_err(|e| {

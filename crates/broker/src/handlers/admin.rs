@@ -514,10 +514,14 @@ pub fn describe_cluster(
         throttle_time_ms: 0,
         error_code: 0,
         error_message: None,
-        cluster_id: broker.cluster_id.clone(),
+        cluster_id: broker.cluster_id(),
         controller_id: broker.cluster().quorum.leader_id().unwrap_or(-1),
+        // KIP-1073: v2 may ask for the fenced (registered, not live)
+        // brokers too, flagged; older versions never list them.
         brokers: image
-            .live_brokers()
+            .brokers
+            .values()
+            .filter(|b| !b.fenced || request.include_fenced_brokers)
             .filter_map(|b| {
                 let e = b.endpoints.first()?;
                 Some(DescribeClusterBroker {
@@ -525,7 +529,7 @@ pub fn describe_cluster(
                     host: e.host.clone(),
                     port: i32::from(e.port),
                     rack: b.rack.clone(),
-                    ..Default::default()
+                    is_fenced: b.fenced,
                 })
             })
             .collect(),

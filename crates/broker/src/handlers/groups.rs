@@ -78,6 +78,16 @@ pub(super) async fn wait_durable(durable: Option<Durable>) -> ErrorCode {
     }
 }
 
+/// Why this broker won't serve a request about `group_id`: an empty id is
+/// INVALID_GROUP_ID; a group whose `__consumer_offsets` partition another
+/// broker leads is NOT_COORDINATOR (the client looks the coordinator up again).
+pub(super) fn group_refused(broker: &Broker, group_id: &str) -> Option<ErrorCode> {
+    if invalid_group_id(group_id) {
+        return Some(ErrorCode::InvalidGroupId);
+    }
+    (!broker.coordinates_group(group_id)).then_some(ErrorCode::NotCoordinator)
+}
+
 pub(super) fn invalid_group_id(group_id: &str) -> bool {
     group_id.is_empty()
 }
@@ -223,8 +233,8 @@ pub fn join_group(
     request: JoinGroupRequest,
 ) -> PendingReply {
     let version = header.api_version;
-    if invalid_group_id(&request.group_id) {
-        let reply = JoinReply::error(ErrorCode::InvalidGroupId, &request.member_id);
+    if let Some(refused) = group_refused(broker, &request.group_id) {
+        let reply = JoinReply::error(refused, &request.member_id);
         return ready(encode_frame(&header, &join_response(version, reply)));
     }
     let rebalance_timeout_ms = if request.rebalance_timeout_ms < 0 {
@@ -276,10 +286,10 @@ pub fn sync_group(
     header: RequestHeader,
     request: SyncGroupRequest,
 ) -> PendingReply {
-    if invalid_group_id(&request.group_id) {
+    if let Some(refused) = group_refused(broker, &request.group_id) {
         return ready(encode_frame(
             &header,
-            &sync_response(SyncReply::error(ErrorCode::InvalidGroupId)),
+            &sync_response(SyncReply::error(refused)),
         ));
     }
     let req = SyncRequest {
@@ -305,8 +315,8 @@ pub fn sync_group(
 }
 
 pub fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
-    let code = if invalid_group_id(&request.group_id) {
-        ErrorCode::InvalidGroupId
+    let code = if let Some(refused) = group_refused(broker, &request.group_id) {
+        refused
     } else {
         broker.groups.heartbeat(
             broker,
@@ -327,9 +337,9 @@ pub fn leave_group(
     header: &RequestHeader,
     request: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
-    if invalid_group_id(&request.group_id) {
+    if let Some(refused) = group_refused(broker, &request.group_id) {
         return LeaveGroupResponse {
-            error_code: ErrorCode::InvalidGroupId.code(),
+            error_code: refused.code(),
             ..Default::default()
         };
     }
@@ -409,8 +419,8 @@ pub fn offset_commit(
         }
         codes.push((topic.name.clone(), list));
     }
-    let outcome = if invalid_group_id(&request.group_id) {
-        Err(ErrorCode::InvalidGroupId)
+    let outcome = if let Some(refused) = group_refused(broker, &request.group_id) {
+        Err(refused)
     } else {
         broker.groups.commit(
             broker,
@@ -471,6 +481,12 @@ pub fn offset_fetch(
     };
     let leader_epoch = |e: &Option<OffsetEntry>| e.as_ref().map_or(-1, |e| e.leader_epoch);
     if header.api_version < 8 {
+        if !broker.coordinates_group(&request.group_id) {
+            return OffsetFetchResponse {
+                error_code: ErrorCode::NotCoordinator.code(),
+                ..Default::default()
+            };
+        }
         let wanted = request.topics.map(|ts| {
             ts.into_iter()
                 .map(|t| (t.name, t.partition_indexes))
@@ -513,6 +529,13 @@ pub fn offset_fetch(
         .groups
         .into_iter()
         .map(|g| {
+            if !broker.coordinates_group(&g.group_id) {
+                return OffsetFetchResponseGroup {
+                    group_id: g.group_id,
+                    topics: Vec::new(),
+                    error_code: ErrorCode::NotCoordinator.code(),
+                };
+            }
             let wanted = g.topics.map(|ts| {
                 ts.into_iter()
                     .map(|t| (t.name, t.partition_indexes))
@@ -573,8 +596,8 @@ pub fn offset_delete(
             )
         })
         .collect();
-    let outcome = if invalid_group_id(&request.group_id) {
-        Err(ErrorCode::InvalidGroupId)
+    let outcome = if let Some(refused) = group_refused(broker, &request.group_id) {
+        Err(refused)
     } else {
         broker
             .groups
@@ -656,6 +679,11 @@ pub fn describe_groups(
         .groups
         .into_iter()
         .map(|group_id| match broker.groups.describe(&group_id) {
+            _ if !broker.coordinates_group(&group_id) => DescribedGroup {
+                error_code: ErrorCode::NotCoordinator.code(),
+                group_id,
+                ..Default::default()
+            },
             Some(d) => DescribedGroup {
                 error_code: ErrorCode::None.code(),
                 group_id,
@@ -711,8 +739,8 @@ pub fn delete_groups(
         .groups_names
         .into_iter()
         .map(|g| {
-            let outcome = if invalid_group_id(&g) {
-                Err(ErrorCode::InvalidGroupId)
+            let outcome = if let Some(refused) = group_refused(broker, &g) {
+                Err(refused)
             } else {
                 broker.groups.delete_group(broker, &g)
             };
@@ -754,6 +782,12 @@ pub fn consumer_group_heartbeat(
     };
     if invalid_group_id(&request.group_id) {
         return fail(ErrorCode::InvalidRequest, "GroupId can't be empty.");
+    }
+    if !broker.coordinates_group(&request.group_id) {
+        return fail(
+            ErrorCode::NotCoordinator,
+            "this broker is not the group's coordinator",
+        );
     }
     let owned = request.topic_partitions.map(|list| {
         let registry = broker.registry();

@@ -58,6 +58,9 @@ pub fn handle(
         None => {}
         // As Kafka: an empty transactional id is the client's mistake.
         Some("") => return respond(&header, refused(ErrorCode::InvalidRequest)),
+        Some(id) if broker.txn.enabled && !broker.coordinates_transaction(id) => {
+            return respond(&header, refused(ErrorCode::NotCoordinator));
+        }
         Some(id) => {
             if !broker.txn.enabled {
                 tracing::info!(transactional_id = id, client_id = ?header.client_id,

@@ -89,7 +89,7 @@ pub fn handle(
                         partition_index: p.partition_index,
                         timestamp: -1,
                         offset: -1,
-                        leader_epoch: 0,
+                        leader_epoch: -1,
                         ..Default::default()
                     };
                     let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
@@ -104,6 +104,13 @@ pub fn handle(
                             return out;
                         }
                     };
+                    if let Some(error) =
+                        epoch_mismatch(p.current_leader_epoch, partition.leader_epoch())
+                    {
+                        out.error_code = error.code();
+                        return out;
+                    }
+                    out.leader_epoch = partition.leader_epoch();
                     let log = &partition.log;
                     let limit = if read_committed {
                         log.last_stable_offset()
@@ -155,7 +162,22 @@ pub fn handle(
     }
 }
 
-/// Single-node Weir has leader epoch 0 for ever, so every epoch ends at the log end.
+/// Kafka's check of a client's `current_leader_epoch` against the leader's:
+/// older is FENCED_LEADER_EPOCH (the client's metadata is stale), newer is
+/// UNKNOWN_LEADER_EPOCH (this broker's is); -1 skips the check.
+pub(crate) fn epoch_mismatch(current_leader_epoch: i32, leader_epoch: i32) -> Option<ErrorCode> {
+    if current_leader_epoch < 0 || current_leader_epoch == leader_epoch {
+        None
+    } else if current_leader_epoch < leader_epoch {
+        Some(ErrorCode::FencedLeaderEpoch)
+    } else {
+        Some(ErrorCode::UnknownLeaderEpoch)
+    }
+}
+
+/// The end of the asked epoch from the log's leader-epoch cache: the largest
+/// epoch at or below it and where it ended (the next epoch's start, or the
+/// log end for the current one).
 pub fn offset_for_leader_epoch(
     broker: &Arc<Broker>,
     request: OffsetForLeaderEpochRequest,
@@ -175,16 +197,25 @@ pub fn offset_for_leader_epoch(
                         end_offset: -1,
                         ..Default::default()
                     };
-                    match topic.as_ref().and_then(|t| t.partition(p.partition)) {
-                        None => out.error_code = ErrorCode::UnknownTopicOrPartition.code(),
-                        Some(_) if p.current_leader_epoch > 0 => {
-                            out.error_code = ErrorCode::UnknownLeaderEpoch.code()
+                    let found = match &topic {
+                        Some(t) => t.led_partition(p.partition),
+                        None => Err(ErrorCode::UnknownTopicOrPartition),
+                    };
+                    match found {
+                        Err(error) => out.error_code = error.code(),
+                        Ok(partition) => {
+                            if let Some(error) =
+                                epoch_mismatch(p.current_leader_epoch, partition.leader_epoch())
+                            {
+                                out.error_code = error.code();
+                            } else if p.leader_epoch >= 0
+                                && let Some((epoch, end)) =
+                                    partition.log.end_offset_for_epoch(p.leader_epoch)
+                            {
+                                out.leader_epoch = epoch;
+                                out.end_offset = end;
+                            }
                         }
-                        Some(partition) if p.leader_epoch >= 0 => {
-                            out.leader_epoch = 0;
-                            out.end_offset = partition.log.log_end_offset();
-                        }
-                        Some(_) => {}
                     }
                     out
                 })

@@ -184,7 +184,7 @@ pub async fn handle(
         ),
         throttle_time_ms: 0,
         brokers: broker_entries(&image),
-        cluster_id: Some(broker.cluster_id.clone()),
+        cluster_id: Some(broker.cluster_id()),
         controller_id: broker.cluster().quorum.leader_id().unwrap_or(-1),
         topics,
         ..Default::default()

@@ -9,6 +9,7 @@ pub mod api_versions;
 mod config_resources;
 mod configs;
 mod describe_producers;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod fetch;
 mod groups;
@@ -65,6 +66,7 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::ListPartitionReassignments,
     ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
+    ApiKey::DescribeQuorum,
     ApiKey::InitProducerId,
     ApiKey::DescribeProducers,
     ApiKey::AddPartitionsToTxn,
@@ -288,6 +290,10 @@ pub async fn dispatch(
         }
         ApiKey::DescribeProducers => {
             let response = describe_producers::handle(broker, decode(&header, body)?);
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::DescribeQuorum => {
+            let response = describe_quorum::handle(broker, &header, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         _ => {

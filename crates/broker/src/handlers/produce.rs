@@ -369,7 +369,9 @@ fn append_partition(
         TimestampType::CreateTime => None,
     };
     let options = AppendOptions {
-        leader_epoch: 0,
+        // Each batch carries the epoch of the leadership that appended it
+        // (KIP-101), which OffsetForLeaderEpoch answers from.
+        leader_epoch: partition.leader_epoch(),
         log_append_time_ms,
     };
     let info = match partition.log.append(&records, &options) {

@@ -146,6 +146,10 @@ fn add_one(
         let results = same_code_for_all(&topics, |_, _| ErrorCode::InvalidRequest);
         return Box::pin(std::future::ready(results));
     }
+    if !broker.coordinates_transaction(&transactional_id) {
+        let results = same_code_for_all(&topics, |_, _| ErrorCode::NotCoordinator);
+        return Box::pin(std::future::ready(results));
+    }
     if verify_only {
         // KIP-890 part 1: a partition leader asks whether each partition is
         // in the producer's open transaction; nothing changes.
@@ -256,6 +260,9 @@ pub fn add_offsets_to_txn(
     if request.transactional_id.is_empty() {
         return ready(respond(ErrorCode::InvalidRequest));
     }
+    if !broker.coordinates_transaction(&request.transactional_id) {
+        return ready(respond(ErrorCode::NotCoordinator));
+    }
     if super::groups::invalid_group_id(&request.group_id) {
         return ready(respond(ErrorCode::InvalidGroupId));
     }
@@ -331,8 +338,8 @@ pub fn txn_offset_commit(
     }
     let outcome = if request.transactional_id.is_empty() {
         Err(ErrorCode::InvalidRequest)
-    } else if super::groups::invalid_group_id(&request.group_id) {
-        Err(ErrorCode::InvalidGroupId)
+    } else if let Some(refused) = super::groups::group_refused(broker, &request.group_id) {
+        Err(refused)
     } else {
         broker.groups.txn_commit(
             broker,
@@ -403,6 +410,9 @@ pub fn end_txn(
     if request.transactional_id.is_empty() {
         return ready(respond(Err(ErrorCode::InvalidRequest)));
     }
+    if !broker.coordinates_transaction(&request.transactional_id) {
+        return ready(respond(Err(ErrorCode::NotCoordinator)));
+    }
     // EndTxn v5 is KIP-890 part 2: the epoch moves on with every transaction.
     let pending = broker.txn.end_txn(
         broker,
@@ -447,7 +457,7 @@ pub fn write_txn_markers(
                     None => ErrorCode::UnknownTopicOrPartition,
                     Some(partition) => {
                         let options = weir_log::AppendOptions {
-                            leader_epoch: 0,
+                            leader_epoch: partition.leader_epoch(),
                             log_append_time_ms: None,
                         };
                         let m = Marker {

@@ -280,7 +280,7 @@ impl TxnCoordinator {
                 ErrorCode::UnknownServerError
             })?;
         let options = AppendOptions {
-            leader_epoch: 0,
+            leader_epoch: partition.leader_epoch(),
             log_append_time_ms: None,
         };
         let info = partition.log.append(&batch, &options).map_err(|e| {
@@ -627,7 +627,7 @@ async fn write_markers_and_complete(
             };
             let partition_count = found.partition_count;
             let options = AppendOptions {
-                leader_epoch: 0,
+                leader_epoch: partition.leader_epoch(),
                 log_append_time_ms: None,
             };
             let m = Marker {

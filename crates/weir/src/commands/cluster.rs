@@ -1,16 +1,30 @@
-//! `weir cluster info|config|logdirs`: cluster id, controller, brokers and
-//! topic count; broker configs; log directories and partition sizes.
+//! `weir cluster info|health|config|logdirs`: cluster id, controller,
+//! brokers (live and fenced), the metadata quorum and topic count; partitions
+//! without a leader; broker configs; log directories and partition sizes.
 
 use anyhow::Context as _;
 use serde::Serialize;
-use weir_client::{AlterConfigOp, Client, ConfigResource};
+use weir_client::{
+    AlterConfigOp, BrokerInfo, Client, ClusterDescription, ConfigResource, QuorumDescription,
+    QuorumReplica,
+};
 
-use super::{ConnectArgs, OutputFormat, parse_key_value, print_json};
+use super::{ConnectArgs, ExitStatus, OutputFormat, parse_key_value, print_json};
+
+/// `cluster health`'s exit status when a partition has no live leader or
+/// the metadata quorum has none (1 stays "could not ask": an error).
+pub const UNHEALTHY_EXIT_CODE: u8 = 2;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
-    /// Show the cluster id, controller, brokers and topic count.
+    /// Show the cluster id, controller, brokers (live and fenced), the
+    /// metadata quorum (leader, epoch, high watermark, each voter's and
+    /// observer's lag) and topic count.
     Info(InfoArgs),
+    /// List partitions without a live leader and fenced brokers. Exits 0 when
+    /// every partition has a leader and the metadata quorum has a leader,
+    /// 2 when not, 1 when the cluster could not be asked.
+    Health(HealthArgs),
     /// Read and change broker configs.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -20,6 +34,14 @@ pub enum ClusterCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct InfoArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HealthArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
     #[command(flatten)]
@@ -89,6 +111,7 @@ pub struct LogdirsArgs {
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Info(args) => info(args).await,
+        ClusterCommand::Health(args) => health(args).await,
         ClusterCommand::Config(ConfigCommand::Get(args)) => config_get(args).await,
         ClusterCommand::Config(ConfigCommand::Set(args)) => config_set(args).await,
         ClusterCommand::Config(ConfigCommand::Export(args)) => config_export(args).await,
@@ -102,6 +125,15 @@ struct ClusterInfo {
     cluster_id: String,
     controller: i32,
     brokers: Vec<BrokerJson>,
+    /// Registered but fenced: not heartbeating, or not caught up yet.
+    fenced_brokers: Vec<BrokerJson>,
+    /// Voters and observers of the metadata quorum with no broker
+    /// registration at all.
+    unregistered_nodes: Vec<i32>,
+    /// `None` when the quorum could not be described (see `quorum_error`).
+    quorum: Option<QuorumJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum_error: Option<String>,
     topics: usize,
     internal_topics: usize,
 }
@@ -115,25 +147,111 @@ struct BrokerJson {
     rack: Option<String>,
 }
 
+impl From<&BrokerInfo> for BrokerJson {
+    fn from(b: &BrokerInfo) -> Self {
+        BrokerJson {
+            id: b.node_id,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct QuorumJson {
+    leader: i32,
+    leader_epoch: i32,
+    high_watermark: i64,
+    voters: Vec<ReplicaJson>,
+    observers: Vec<ReplicaJson>,
+}
+
+#[derive(Serialize)]
+struct ReplicaJson {
+    id: i32,
+    /// -1 when the leader does not know it.
+    log_end_offset: i64,
+    /// high_watermark - log_end_offset (0 when ahead); null when unknown.
+    lag: Option<i64>,
+}
+
+impl QuorumJson {
+    fn new(q: &QuorumDescription) -> QuorumJson {
+        let replica = |r: &QuorumReplica| ReplicaJson {
+            id: r.node_id,
+            log_end_offset: r.log_end_offset,
+            lag: r.lag(q.high_watermark),
+        };
+        QuorumJson {
+            leader: q.leader_id,
+            leader_epoch: q.leader_epoch,
+            high_watermark: q.high_watermark,
+            voters: q.voters.iter().map(replica).collect(),
+            observers: q.observers.iter().map(replica).collect(),
+        }
+    }
+}
+
+/// Quorum members that no broker registration (live or fenced) names: a
+/// node whose broker never registered, e.g. one that cannot start.
+fn unregistered_nodes(
+    cluster: &ClusterDescription,
+    quorum: Option<&QuorumDescription>,
+) -> Vec<i32> {
+    let Some(quorum) = quorum else {
+        return Vec::new();
+    };
+    let registered = |id: i32| {
+        cluster
+            .brokers
+            .iter()
+            .chain(&cluster.fenced_brokers)
+            .any(|b| b.node_id == id)
+    };
+    let mut ids: Vec<i32> = quorum
+        .voters
+        .iter()
+        .chain(&quorum.observers)
+        .map(|r| r.node_id)
+        .filter(|id| !registered(*id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn print_broker_line(b: &BrokerInfo) {
+    let rack = b
+        .rack
+        .as_deref()
+        .map(|r| format!("  rack {r}"))
+        .unwrap_or_default();
+    println!("  {}  {}{}", b.node_id, b.addr(), rack);
+}
+
 async fn info(args: InfoArgs) -> anyhow::Result<()> {
     let mut client = args.connect.connect().await?;
     let cluster = client.describe_cluster().await?;
     let metadata = client.metadata(None, false).await?;
+    // A broker without DescribeQuorum, or a quorum without a leader, still
+    // gets the rest of the overview.
+    let quorum = client.describe_quorum().await;
     let internal = metadata.topics.iter().filter(|t| t.is_internal).count();
+    let unregistered = unregistered_nodes(&cluster, quorum.as_ref().ok());
     if args.format == OutputFormat::Json {
         return print_json(&ClusterInfo {
-            cluster_id: cluster.cluster_id,
+            cluster_id: cluster.cluster_id.clone(),
             controller: cluster.controller_id,
-            brokers: cluster
-                .brokers
-                .into_iter()
-                .map(|b| BrokerJson {
-                    id: b.node_id,
-                    host: b.host,
-                    port: b.port,
-                    rack: b.rack,
-                })
+            brokers: cluster.brokers.iter().map(BrokerJson::from).collect(),
+            fenced_brokers: cluster
+                .fenced_brokers
+                .iter()
+                .map(BrokerJson::from)
                 .collect(),
+            unregistered_nodes: unregistered,
+            quorum: quorum.as_ref().ok().map(QuorumJson::new),
+            quorum_error: quorum.as_ref().err().map(ToString::to_string),
             topics: metadata.topics.len(),
             internal_topics: internal,
         });
@@ -142,15 +260,149 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
     println!("controller: {}", cluster.controller_id);
     println!("brokers: {}", cluster.brokers.len());
     for b in &cluster.brokers {
-        let rack = b
-            .rack
-            .as_deref()
-            .map(|r| format!("  rack {r}"))
-            .unwrap_or_default();
-        println!("  {}  {}{}", b.node_id, b.addr(), rack);
+        print_broker_line(b);
+    }
+    if !cluster.fenced_brokers.is_empty() {
+        println!("fenced brokers: {}", cluster.fenced_brokers.len());
+        for b in &cluster.fenced_brokers {
+            print_broker_line(b);
+        }
+    }
+    if !unregistered.is_empty() {
+        println!("quorum members not registered as brokers: {unregistered:?}");
+    }
+    match &quorum {
+        Ok(q) => {
+            println!(
+                "quorum: leader {}, epoch {}, high watermark {}",
+                q.leader_id, q.leader_epoch, q.high_watermark
+            );
+            println!("  ROLE\tNODE\tLOG-END\tLAG");
+            let roles = q
+                .voters
+                .iter()
+                .map(|r| {
+                    (
+                        if r.node_id == q.leader_id {
+                            "leader"
+                        } else {
+                            "voter"
+                        },
+                        r,
+                    )
+                })
+                .chain(q.observers.iter().map(|r| ("observer", r)));
+            for (role, r) in roles {
+                let lag = r
+                    .lag(q.high_watermark)
+                    .map_or_else(|| "-".to_owned(), |l| l.to_string());
+                println!("  {role}\t{}\t{}\t{lag}", r.node_id, r.log_end_offset);
+            }
+        }
+        Err(e) => println!("quorum: unavailable ({e})"),
     }
     println!("topics: {} ({} internal)", metadata.topics.len(), internal);
     Ok(())
+}
+
+/// `cluster health --format json`. Fields are only ever added.
+#[derive(Serialize)]
+struct HealthJson {
+    healthy: bool,
+    offline_partitions: Vec<OfflinePartitionJson>,
+    fenced_brokers: Vec<BrokerJson>,
+    unregistered_nodes: Vec<i32>,
+    /// The metadata quorum's leader; `None` when it has none (or could not
+    /// be asked: see `quorum_error`).
+    quorum_leader: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quorum_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct OfflinePartitionJson {
+    topic: String,
+    partition: i32,
+    replicas: Vec<i32>,
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    let cluster = client.describe_cluster().await?;
+    let metadata = client.metadata(None, false).await?;
+    let quorum = client.describe_quorum().await;
+    let live = |id: i32| metadata.brokers.iter().any(|b| b.node_id == id);
+    // Metadata says LEADER_NOT_AVAILABLE with leader -1 for a partition whose
+    // leader is gone; a leader missing from the broker list is as offline.
+    let mut offline: Vec<OfflinePartitionJson> = metadata
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.leader_id < 0 || !live(p.leader_id))
+                .map(move |p| OfflinePartitionJson {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                })
+        })
+        .collect();
+    offline.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let unregistered = unregistered_nodes(&cluster, quorum.as_ref().ok());
+    let quorum_leader = quorum
+        .as_ref()
+        .ok()
+        .map(|q| q.leader_id)
+        .filter(|id| *id >= 0);
+    let healthy = offline.is_empty() && quorum_leader.is_some();
+    if args.format == OutputFormat::Json {
+        print_json(&HealthJson {
+            healthy,
+            offline_partitions: offline,
+            fenced_brokers: cluster
+                .fenced_brokers
+                .iter()
+                .map(BrokerJson::from)
+                .collect(),
+            unregistered_nodes: unregistered,
+            quorum_leader,
+            quorum_error: quorum.as_ref().err().map(ToString::to_string),
+        })?;
+    } else {
+        if offline.is_empty() {
+            println!("every partition has a leader");
+        } else {
+            println!("partitions without a live leader: {}", offline.len());
+            println!("TOPIC\tPARTITION\tREPLICAS");
+            for p in &offline {
+                let replicas: Vec<String> = p.replicas.iter().map(i32::to_string).collect();
+                println!("{}\t{}\t{}", p.topic, p.partition, replicas.join(","));
+            }
+        }
+        if !cluster.fenced_brokers.is_empty() {
+            println!("fenced brokers: {}", cluster.fenced_brokers.len());
+            for b in &cluster.fenced_brokers {
+                print_broker_line(b);
+            }
+        }
+        if !unregistered.is_empty() {
+            println!("quorum members not registered as brokers: {unregistered:?}");
+        }
+        match (&quorum, quorum_leader) {
+            (Ok(_), Some(leader)) => println!("metadata quorum leader: {leader}"),
+            (Ok(_), None) => println!("metadata quorum: no leader"),
+            (Err(e), _) => println!("metadata quorum: unavailable ({e})"),
+        }
+    }
+    if healthy {
+        return Ok(());
+    }
+    Err(ExitStatus {
+        code: UNHEALTHY_EXIT_CODE,
+        message: String::new(),
+    }
+    .into())
 }
 
 /// The broker a config command talks about: the one named, else the first.

@@ -26,6 +26,23 @@ pub fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow
         .block_on(fut)
 }
 
+/// A command that ran to the end but must report failure through its exit
+/// status (e.g. `cluster health` finding offline partitions). `main` exits
+/// with `code` and prints `message` to stderr when it is not empty.
+#[derive(Debug)]
+pub struct ExitStatus {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
 /// Where the cluster is and how long to wait for it: global flags, accepted
 /// before or after the subcommand (`weir -b host:9092 topic list` and
 /// `weir topic list -b host:9092` are the same).

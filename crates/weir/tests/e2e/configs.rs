@@ -209,6 +209,8 @@ fn dynamic_broker_configs_apply_to_topics_and_survive_restart() {
 fn group_config_sets_the_heartbeat_interval_members_are_told_and_survives_restart() {
     let mut broker = Broker::start(&[]);
     create_topic(&broker, "grp-cfg", 2, &[]);
+    // As a client would: the first lookup creates __consumer_offsets.
+    super::harness::wait_for_coordinator(&broker, "tuned", 0);
     assert_eq!(
         set(
             &broker,

@@ -899,6 +899,8 @@ fn offset_commit_to_an_unknown_group_follows_kafkas_rules() {
     let broker = start_broker(&[]);
     create_topic(&broker, "raw-commit-topic", 1, &[]);
     let topic = "raw-commit-topic";
+    // As a client would: the first lookup creates __consumer_offsets.
+    super::harness::wait_for_coordinator(&broker, "raw-a", 0);
     assert_eq!(
         raw_offset_commit(&broker, 9, "raw-a", "id-from-client", -1, topic),
         NONE

@@ -274,3 +274,48 @@ pub fn create_topic(broker: &Broker, name: &str, partitions: i32, configs: &[(&s
         result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
 }
+
+/// Asks FindCoordinator (v1) for `key` until the broker names a coordinator,
+/// as every client does before its first group or transaction request: the
+/// internal topic behind it is created on that first lookup. Panics after
+/// 20 s. `key_type`: 0 group, 1 transaction.
+#[allow(dead_code)]
+pub fn wait_for_coordinator(broker: &Broker, key: &str, key_type: i8) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&0i32.to_be_bytes());
+        frame.extend_from_slice(&10i16.to_be_bytes()); // FindCoordinator
+        frame.extend_from_slice(&1i16.to_be_bytes());
+        frame.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+        frame.extend_from_slice(&2i16.to_be_bytes());
+        frame.extend_from_slice(b"e2");
+        frame.extend_from_slice(&i16::try_from(key.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(key.as_bytes());
+        frame.push(key_type as u8);
+        let size = i32::try_from(frame.len() - 4).unwrap();
+        frame[0..4].copy_from_slice(&size.to_be_bytes());
+        let mut stream = TcpStream::connect(broker.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(&frame).expect("send FindCoordinator");
+        let mut len = [0u8; 4];
+        stream
+            .read_exact(&mut len)
+            .expect("FindCoordinator answered");
+        let mut body = vec![0u8; usize::try_from(i32::from_be_bytes(len)).unwrap()];
+        stream.read_exact(&mut body).expect("FindCoordinator body");
+        // correlation id (4), throttle_time_ms (4), error_code (2)
+        let error_code = i16::from_be_bytes([body[8], body[9]]);
+        if error_code == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator for {key} (last error {error_code})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -206,6 +206,9 @@ fn transaction_requests_with_bad_input_get_kafka_error_codes() {
     ]);
     let topic = "txn-bad-input";
     create_topic(&broker, topic, 2, &[]);
+    // As a client would: the first lookups create the internal topics.
+    super::harness::wait_for_coordinator(&broker, "tx-1", 1);
+    super::harness::wait_for_coordinator(&broker, "g-txn", 0);
     let mut raw = Raw::connect(&broker);
 
     // FindCoordinator for a transaction names this broker.
