@@ -13,9 +13,7 @@ use weir_broker::txn::state::TxnState;
 use weir_broker::{Broker, BrokerConfig};
 use weir_metadata::controller::ControllerConfig;
 use weir_metadata::image::MetadataImage;
-use weir_metadata::quorum::{
-    ControllerFactory, ControllerLogic, NoTransport, QuorumConfig, QuorumNode,
-};
+use weir_metadata::quorum::{NoTransport, QuorumConfig, QuorumNode, metadata_controller};
 
 /// Opens the data directory as `weir serve` does: the broker, a metadata
 /// quorum of one, membership. Drop the broker and shut the quorum down
