@@ -646,6 +646,28 @@ impl Broker {
         Some((leader, e.host.clone(), e.port))
     }
 
+    /// KIP-951: what a client told NOT_LEADER_OR_FOLLOWER needs to go
+    /// straight to the leader: the leader and its epoch from this broker's
+    /// image ((-1, -1) when unknown), and that leader's endpoint.
+    pub(crate) fn leader_hint(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> ((i32, i32), Option<(i32, String, u16, Option<String>)>) {
+        let image = self.cluster().image();
+        let Some(p) = image
+            .topic_by_name(topic)
+            .and_then(|t| t.partitions.get(&index))
+        else {
+            return ((-1, -1), None);
+        };
+        let endpoint = image.broker(p.leader).filter(|b| !b.fenced).and_then(|b| {
+            let e = b.endpoints.first()?;
+            Some((b.broker_id, e.host.clone(), e.port, b.rack.clone()))
+        });
+        ((p.leader, p.leader_epoch), endpoint)
+    }
+
     /// Whether this broker is the coordinator of `group_id`: it leads the
     /// group's `__consumer_offsets` partition (or the topic is not created
     /// yet, and whoever is asked first creates it).

@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::fetch::{
-    AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchRequest, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch,
+    NodeEndpoint, PartitionData,
 };
 
 use weir_protocol::api::ApiKey;
@@ -45,6 +46,49 @@ struct Wanted {
     topic_name: String,
     topic_id: [u8; 16],
     partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
+}
+
+/// KIP-951: each NOT_LEADER_OR_FOLLOWER partition names the leader and
+/// epoch this broker knows, and the response carries those leaders'
+/// endpoints (v16+), so the client re-routes without a Metadata round trip.
+fn add_leader_hints(
+    broker: &Broker,
+    responses: &mut [FetchableTopicResponse],
+) -> Vec<NodeEndpoint> {
+    let mut endpoints: Vec<NodeEndpoint> = Vec::new();
+    for topic in responses.iter_mut() {
+        let name = if topic.topic.is_empty() {
+            match broker.registry().by_id(&topic.topic_id) {
+                Some(t) => t.name.clone(),
+                None => continue,
+            }
+        } else {
+            topic.topic.clone()
+        };
+        for p in topic
+            .partitions
+            .iter_mut()
+            .filter(|p| p.error_code == ErrorCode::NotLeaderOrFollower.code())
+        {
+            let ((leader_id, leader_epoch), endpoint) =
+                broker.leader_hint(&name, p.partition_index);
+            p.current_leader = LeaderIdAndEpoch {
+                leader_id,
+                leader_epoch,
+            };
+            if let Some((node_id, host, port, rack)) = endpoint
+                && !endpoints.iter().any(|e| e.node_id == node_id)
+            {
+                endpoints.push(NodeEndpoint {
+                    node_id,
+                    host,
+                    port: i32::from(port),
+                    rack,
+                });
+            }
+        }
+    }
+    endpoints
 }
 
 /// One pass over every requested partition. Returns the response (records
@@ -248,11 +292,14 @@ pub fn handle(
                 .0;
             }
         };
+        let mut responses = responses;
+        let node_endpoints = add_leader_hints(&broker, &mut responses);
         let response = FetchResponse {
             throttle_time_ms: 0,
             error_code: 0,
             session_id: 0,
             responses,
+            node_endpoints,
             ..Default::default()
         };
         let encoded = match encode_response(&header, &response) {

@@ -15,8 +15,8 @@ use weir_log::{AppendOptions, LogError};
 use weir_protocol::error_code::ErrorCode;
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::produce::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceRequest, ProduceResponse,
-    TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    ProduceRequest, ProduceResponse, TopicProduceResponse,
 };
 use weir_protocol::record::{self, BatchHeader, TimestampType as BatchTimestampType};
 
@@ -46,6 +46,8 @@ struct PartitionOutcome {
     /// record's index within the partition's records.
     record_errors: Vec<BatchIndexAndErrorMessage>,
     durable: Option<oneshot::Receiver<Result<(), LogError>>>,
+    /// KIP-951: for NOT_LEADER_OR_FOLLOWER, the leader and epoch this broker knows.
+    current_leader: Option<(i32, i32)>,
 }
 
 impl PartitionOutcome {
@@ -59,6 +61,7 @@ impl PartitionOutcome {
             log_start_offset: -1,
             record_errors: Vec::new(),
             durable: None,
+            current_leader: None,
         }
     }
 }
@@ -398,6 +401,7 @@ fn append_partition(
         log_start_offset: info.log_start_offset,
         record_errors: Vec::new(),
         durable: wants_ack.then_some(rx),
+        current_leader: None,
     }
 }
 
@@ -436,6 +440,7 @@ pub fn handle(
     // UNKNOWN_TOPIC_ID, as an unknown name is UNKNOWN_TOPIC_OR_PARTITION (and
     // so is a partition the topic doesn't have).
     let by_id = header.api_version >= 13;
+    let mut node_endpoints: Vec<NodeEndpoint> = Vec::new();
     let mut outcomes: Vec<(String, [u8; 16], Vec<PartitionOutcome>)> =
         Vec::with_capacity(request.topic_data.len());
     for topic_data in request.topic_data {
@@ -473,7 +478,26 @@ pub fn handle(
                     wants_ack,
                     request.transactional_id.as_deref(),
                 ),
-                Some(Err(error)) => PartitionOutcome::failed(data.index, error, None),
+                Some(Err(error)) => {
+                    let mut failed = PartitionOutcome::failed(data.index, error, None);
+                    if error == ErrorCode::NotLeaderOrFollower {
+                        let (leader, endpoint) = broker.leader_hint(&topic_data.name, data.index);
+                        failed.current_leader = Some(leader);
+                        if let Some((id, host, port, rack)) = endpoint
+                            && !node_endpoints
+                                .iter()
+                                .any(|n: &NodeEndpoint| n.node_id == id)
+                        {
+                            node_endpoints.push(NodeEndpoint {
+                                node_id: id,
+                                host,
+                                port: i32::from(port),
+                                rack,
+                            });
+                        }
+                    }
+                    failed
+                }
                 None => {
                     let error = if by_id {
                         ErrorCode::UnknownTopicId
@@ -527,6 +551,13 @@ pub fn handle(
                     log_start_offset: outcome.log_start_offset,
                     record_errors: outcome.record_errors,
                     error_message: outcome.error_message,
+                    current_leader: outcome
+                        .current_leader
+                        .map(|(leader_id, leader_epoch)| LeaderIdAndEpoch {
+                            leader_id,
+                            leader_epoch,
+                        })
+                        .unwrap_or_default(),
                     ..Default::default()
                 });
             }
@@ -539,7 +570,7 @@ pub fn handle(
         let response = ProduceResponse {
             responses,
             throttle_time_ms: 0,
-            ..Default::default()
+            node_endpoints,
         };
         encode_frame(&header, &response)
     }))

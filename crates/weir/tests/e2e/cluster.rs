@@ -171,6 +171,109 @@ fn topic_names(m: &MetadataResponse) -> BTreeSet<String> {
     m.topics.iter().filter_map(|t| t.name.clone()).collect()
 }
 
+/// KIP-951: a produce or fetch sent to a broker that does not lead the
+/// partition is NOT_LEADER_OR_FOLLOWER with the leader, its epoch and its
+/// endpoint in the answer, so a client re-routes without asking Metadata.
+fn not_leader_answers_name_the_leader(cluster: &Cluster, m: &MetadataResponse, topic: &str) {
+    use weir_protocol::api::ApiKey;
+    use weir_protocol::messages::fetch::{FetchPartition, FetchRequest, FetchResponse, FetchTopic};
+    use weir_protocol::messages::produce::{
+        PartitionProduceData, ProduceRequest, ProduceResponse, TopicProduceData,
+    };
+    use weir_protocol::record::{Compression, Record, RecordBatchBuilder};
+    let t = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_deref() == Some(topic))
+        .unwrap();
+    let p = t
+        .partitions
+        .iter()
+        .find(|p| p.leader_id == 1)
+        .expect("a partition led by 1");
+    let batch = RecordBatchBuilder::new(Compression::None)
+        .record(Record {
+            offset_delta: 0,
+            timestamp_delta: 0,
+            key: None,
+            value: Some(bytes::Bytes::from_static(b"misrouted")),
+            headers: Vec::new(),
+        })
+        .build()
+        .unwrap();
+    let produce = ProduceRequest {
+        acks: 1,
+        timeout_ms: 5000,
+        topic_data: vec![TopicProduceData {
+            name: topic.to_string(),
+            partition_data: vec![PartitionProduceData {
+                index: p.partition_index,
+                records: Some(batch),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let answer: ProduceResponse =
+        super::cluster_harness::call(cluster.node(2).addr, ApiKey::Produce, 11, &produce).unwrap();
+    let part = &answer.responses[0].partition_responses[0];
+    assert_eq!(part.error_code, 6, "NOT_LEADER_OR_FOLLOWER: {part:?}");
+    assert_eq!(
+        (
+            part.current_leader.leader_id,
+            part.current_leader.leader_epoch
+        ),
+        (1, p.leader_epoch)
+    );
+    let port = i32::from(cluster.node(1).addr.port());
+    assert!(
+        answer
+            .node_endpoints
+            .iter()
+            .any(|n| n.node_id == 1 && n.port == port),
+        "{:?}",
+        answer.node_endpoints
+    );
+    let fetch = FetchRequest {
+        replica_id: -1,
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            topic: String::new(),
+            topic_id: t.topic_id,
+            partitions: vec![FetchPartition {
+                partition: p.partition_index,
+                current_leader_epoch: -1,
+                fetch_offset: 0,
+                log_start_offset: -1,
+                partition_max_bytes: 1 << 20,
+                ..Default::default()
+            }],
+        }],
+        ..Default::default()
+    };
+    let answer: FetchResponse =
+        super::cluster_harness::call(cluster.node(3).addr, ApiKey::Fetch, 16, &fetch).unwrap();
+    let part = &answer.responses[0].partitions[0];
+    assert_eq!(part.error_code, 6, "NOT_LEADER_OR_FOLLOWER: {part:?}");
+    assert_eq!(
+        (
+            part.current_leader.leader_id,
+            part.current_leader.leader_epoch
+        ),
+        (1, p.leader_epoch)
+    );
+    assert!(
+        answer
+            .node_endpoints
+            .iter()
+            .any(|n| n.node_id == 1 && n.port == port),
+        "{:?}",
+        answer.node_endpoints
+    );
+}
+
 #[test]
 fn clients_use_all_three_brokers_and_every_broker_tells_the_same_metadata() {
     let cluster = Cluster::start(&["--group-initial-rebalance-delay-ms", "100"]);
@@ -212,6 +315,7 @@ fn clients_use_all_three_brokers_and_every_broker_tells_the_same_metadata() {
         BTreeMap::from([(1, 4), (2, 4), (3, 4)]),
         "partitions per leader"
     );
+    not_leader_answers_name_the_leader(&cluster, &m, topic);
 
     // A consumer group of two members bootstrapped at brokers 1 and 3;
     // records are produced only once the group has settled, so each record
