@@ -11,7 +11,7 @@ use weir_broker::groups::group::OffsetEntry;
 use weir_broker::groups::{OFFSETS_TOPIC, partition_for};
 use weir_broker::txn::state::TxnState;
 use weir_broker::{Broker, BrokerConfig};
-use weir_metadata::controller::{Controller, ControllerConfig};
+use weir_metadata::controller::ControllerConfig;
 use weir_metadata::image::MetadataImage;
 use weir_metadata::quorum::{
     ControllerFactory, ControllerLogic, NoTransport, QuorumConfig, QuorumNode,
@@ -33,16 +33,11 @@ async fn open(dir: &std::path::Path) -> (Arc<Broker>, QuorumNode<MetadataImage>)
         dir.to_path_buf(),
         [(1, "127.0.0.1:0".to_string())].into(),
     );
-    let factory: ControllerFactory<MetadataImage> = Arc::new(|| {
-        Box::new(
-            Controller::new(ControllerConfig {
-                broker_session_timeout_ms: 9_000,
-                producer_id_block_size: 1000,
-                default_partitions: 1,
-                default_replication_factor: 1,
-            })
-            .with_id_source(weir_broker::topics::random_id),
-        ) as Box<dyn ControllerLogic<MetadataImage>>
+    let factory = metadata_controller(ControllerConfig {
+        broker_session_timeout_ms: 9_000,
+        producer_id_block_size: 1000,
+        default_partitions: 1,
+        default_replication_factor: 1,
     });
     let quorum = QuorumNode::start(quorum_config, Arc::new(NoTransport), factory)
         .await

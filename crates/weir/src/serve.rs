@@ -12,9 +12,9 @@ use clap::Args;
 use tokio::net::TcpListener;
 use weir_broker::config::{HostPort, Voters};
 use weir_broker::{Broker, BrokerConfig};
-use weir_metadata::controller::{Controller, ControllerConfig};
+use weir_metadata::controller::ControllerConfig;
 use weir_metadata::image::MetadataImage;
-use weir_metadata::quorum::{ControllerFactory, QuorumConfig, QuorumNode};
+use weir_metadata::quorum::{QuorumConfig, QuorumNode, metadata_controller};
 use weir_server::ConnectionLimits;
 use weir_server::controller_net::{TcpTransport, TcpTransportConfig};
 
@@ -362,12 +362,7 @@ async fn start_quorum(config: &BrokerConfig) -> anyhow::Result<(QuorumNode<Metad
         default_partitions: config.default_partitions,
         default_replication_factor: 1,
     };
-    let factory: ControllerFactory<MetadataImage> = Arc::new(move || {
-        Box::new(
-            Controller::new(controller_config.clone())
-                .with_id_source(weir_broker::topics::random_id),
-        ) as Box<dyn weir_metadata::quorum::ControllerLogic<MetadataImage>>
-    });
+    let factory = metadata_controller(controller_config);
     let transport = Arc::new(TcpTransport::new(TcpTransportConfig::default()));
     let started = std::time::Instant::now();
     let quorum = QuorumNode::start(qc, transport, factory)

@@ -4,6 +4,8 @@
 
 mod e2e {
     mod admin;
+    mod cluster;
+    mod cluster_harness;
     mod cluster_ops;
     mod configs;
     mod crash;
@@ -20,4 +22,5 @@ mod e2e {
     mod timestamps;
     mod transactions;
     mod transactions_read;
+    mod upgrade;
 }

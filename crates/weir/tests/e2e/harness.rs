@@ -22,7 +22,9 @@ pub struct Broker {
     _tmp: Option<tempfile::TempDir>,
 }
 
-fn free_port() -> u16 {
+/// A port nobody listens on right now (it may be taken again before use,
+/// which on a test machine is rare enough).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
@@ -75,6 +77,33 @@ impl Broker {
         broker
     }
 
+    /// Like [`Broker::start_in`] but returns at once, before the broker
+    /// listens: a cluster's nodes only listen once a quorum of them runs.
+    /// Call [`Broker::wait_until_listening`] before using it.
+    #[allow(dead_code)]
+    pub fn launch_in(
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Broker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut broker = Broker {
+            addr,
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            log_path,
+            _tmp: None,
+        };
+        broker.spawn_process();
+        broker
+    }
+
     fn spawn(&mut self) {
         self.spawn_process();
         self.wait_until_listening();
@@ -103,7 +132,7 @@ impl Broker {
         self.child = Some(child);
     }
 
-    fn wait_until_listening(&mut self) {
+    pub fn wait_until_listening(&mut self) {
         let started = Instant::now();
         while TcpStream::connect(self.addr).is_err() {
             if let Some(status) = self
@@ -124,6 +153,12 @@ impl Broker {
 
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Whether the process was started and not yet stopped or killed.
+    #[allow(dead_code)]
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn pid(&self) -> u32 {
