@@ -48,8 +48,11 @@ pub struct ReplicaView {
     pub node_id: i32,
     /// The last metadata log index it is known to have.
     pub log_end_index: i64,
-    /// Milliseconds since the leader last heard from it, when known.
-    pub last_contact_ms: Option<i64>,
+    /// Leader wall clock (ms since the epoch) of its last fetch (append
+    /// answer); `None` for the leader itself or when never heard.
+    pub last_fetch_timestamp_ms: Option<i64>,
+    /// Leader wall clock when it last held everything the leader had.
+    pub last_caught_up_timestamp_ms: Option<i64>,
     /// Its controller (Raft) listener, HOST:PORT, as the quorum knows it.
     pub controller_addr: String,
 }
@@ -134,7 +137,8 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
                 log_end_index: r
                     .matched_index
                     .map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX)),
-                last_contact_ms: None,
+                last_fetch_timestamp_ms: r.last_fetch_timestamp_ms,
+                last_caught_up_timestamp_ms: r.last_caught_up_timestamp_ms,
                 controller_addr: r.addr.clone(),
             };
             Ok(QuorumView {

@@ -38,9 +38,8 @@ pub async fn handle(
     header: &RequestHeader,
     request: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
-    let now_ms = crate::now_ms();
     if !asks_for_metadata_partition(&request) {
-        return respond(header.api_version, &request, None, now_ms);
+        return respond(header.api_version, &request, None);
     }
     let view = match tokio::time::timeout(DESCRIBE_WAIT, broker.cluster().quorum.describe()).await {
         Ok(view) => view,
@@ -49,7 +48,7 @@ pub async fn handle(
             DESCRIBE_WAIT.as_millis()
         ))),
     };
-    respond(header.api_version, &request, Some(view), now_ms)
+    respond(header.api_version, &request, Some(view))
 }
 
 /// Kafka answers only a request naming exactly `__cluster_metadata`
@@ -71,7 +70,6 @@ pub fn respond(
     version: i16,
     request: &DescribeQuorumRequest,
     view: Option<Result<QuorumView, QuorumError>>,
-    now_ms: i64,
 ) -> DescribeQuorumResponse {
     let Some(view) = view else {
         let topics = request
@@ -131,16 +129,8 @@ pub fn respond(
                 leader_id,
                 leader_epoch: i32::try_from(view.leader_epoch).unwrap_or(i32::MAX),
                 high_watermark: view.high_watermark,
-                current_voters: view
-                    .voters
-                    .iter()
-                    .map(|r| replica_state(r, leader_id, now_ms))
-                    .collect(),
-                observers: view
-                    .learners
-                    .iter()
-                    .map(|r| replica_state(r, leader_id, now_ms))
-                    .collect(),
+                current_voters: view.voters.iter().map(replica_state).collect(),
+                observers: view.learners.iter().map(replica_state).collect(),
             };
             // Nodes (v2+): each voter's controller listener, which is what
             // KIP-853 puts there; observers are not listed, as in Kafka.
@@ -208,22 +198,16 @@ fn error_partition(
     }
 }
 
-/// One replica's progress. Weir's quorum keeps no per-replica wall clock
-/// times yet, so the timestamps are -1 (Kafka's "unknown") unless the
-/// leader reports when it last heard from the replica. The directory id is
-/// the zero uuid: Weir has no KIP-853 directory ids.
-fn replica_state(replica: &ReplicaView, leader_id: i32, now_ms: i64) -> ReplicaState {
-    let last_fetch_timestamp = match replica.last_contact_ms {
-        // Kafka reports -1 for the leader itself: it does not fetch.
-        Some(ago_ms) if replica.node_id != leader_id => now_ms.saturating_sub(ago_ms),
-        _ => -1,
-    };
+/// One replica's progress. Times are the leader's wall clock, -1 when
+/// unknown (Kafka's convention; the leader's own last fetch is always -1).
+/// The directory id is the zero uuid: Weir has no KIP-853 directory ids.
+fn replica_state(replica: &ReplicaView) -> ReplicaState {
     ReplicaState {
         replica_id: replica.node_id,
         replica_directory_id: [0; 16],
         log_end_offset: replica.log_end_index,
-        last_fetch_timestamp,
-        last_caught_up_timestamp: -1,
+        last_fetch_timestamp: replica.last_fetch_timestamp_ms.unwrap_or(-1),
+        last_caught_up_timestamp: replica.last_caught_up_timestamp_ms.unwrap_or(-1),
     }
 }
 
@@ -256,7 +240,8 @@ mod tests {
         ReplicaView {
             node_id,
             log_end_index,
-            last_contact_ms: None,
+            last_fetch_timestamp_ms: None,
+            last_caught_up_timestamp_ms: None,
             controller_addr: addr.to_owned(),
         }
     }
@@ -279,7 +264,7 @@ mod tests {
     fn another_topic_gets_unknown_topic_or_partition_per_partition() {
         let request = ask(&[("orders", &[0, 1]), (METADATA_TOPIC, &[1])]);
         assert!(!asks_for_metadata_partition(&request));
-        let response = respond(2, &request, None, 0);
+        let response = respond(2, &request, None);
         assert_eq!(response.error_code, 0);
         let errors: Vec<(String, i32, i16)> = response
             .topics
@@ -323,7 +308,7 @@ mod tests {
             Err(QuorumError::NotAvailable("no leader".to_owned())),
             Ok(QuorumView::default()),
         ] {
-            let response = respond(2, &request, Some(view), 0);
+            let response = respond(2, &request, Some(view));
             let p = &response.topics[0].partitions[0];
             assert_eq!(p.error_code, ErrorCode::NotLeaderOrFollower.code());
             assert!(ErrorCode::NotLeaderOrFollower.is_retriable());
@@ -335,7 +320,7 @@ mod tests {
     #[test]
     fn leader_view_lists_voters_observers_and_their_log_ends() {
         let request = ask(&[(METADATA_TOPIC, &[0])]);
-        let response = respond(1, &request, Some(Ok(three_voters_one_learner())), 1_000);
+        let response = respond(1, &request, Some(Ok(three_voters_one_learner())));
         assert_eq!(response.topics.len(), 1);
         assert_eq!(response.topics[0].topic_name, METADATA_TOPIC);
         let p = &response.topics[0].partitions[0];
@@ -367,7 +352,7 @@ mod tests {
     #[test]
     fn v2_lists_each_voters_controller_listener() {
         let request = ask(&[(METADATA_TOPIC, &[0])]);
-        let response = respond(2, &request, Some(Ok(three_voters_one_learner())), 0);
+        let response = respond(2, &request, Some(Ok(three_voters_one_learner())));
         let ctl = |node_id, host: &str, port| DescribeQuorumNode {
             node_id,
             listeners: vec![DescribeQuorumListener {
@@ -387,15 +372,23 @@ mod tests {
     }
 
     #[test]
-    fn last_fetch_time_comes_from_last_contact_except_for_the_leader() {
+    fn known_fetch_and_caught_up_times_are_passed_on_unknown_ones_are_minus_one() {
         let mut view = three_voters_one_learner();
-        view.voters[0].last_contact_ms = Some(250);
-        view.voters[1].last_contact_ms = Some(0);
+        view.voters[0].last_fetch_timestamp_ms = Some(9_750);
+        view.voters[0].last_caught_up_timestamp_ms = Some(9_700);
+        view.voters[1].last_caught_up_timestamp_ms = Some(10_000);
         let request = ask(&[(METADATA_TOPIC, &[0])]);
-        let response = respond(1, &request, Some(Ok(view)), 10_000);
+        let response = respond(1, &request, Some(Ok(view)));
         let p = &response.topics[0].partitions[0];
-        assert_eq!(p.current_voters[0].last_fetch_timestamp, 9_750);
-        assert_eq!(p.current_voters[1].last_fetch_timestamp, -1);
+        let times = |i: usize| {
+            (
+                p.current_voters[i].last_fetch_timestamp,
+                p.current_voters[i].last_caught_up_timestamp,
+            )
+        };
+        assert_eq!(times(0), (9_750, 9_700));
+        assert_eq!(times(1), (-1, 10_000));
+        assert_eq!(times(2), (-1, -1));
     }
 
     #[test]
