@@ -676,21 +676,17 @@ impl Broker {
     /// group's `__consumer_offsets` partition (or the topic is not created
     /// yet, and whoever is asked first creates it).
     pub(crate) fn coordinates_group(&self, group_id: &str) -> bool {
-        let topic = crate::groups::OFFSETS_TOPIC;
-        let Some(count) = self
-            .cluster()
-            .image()
-            .topic_by_name(topic)
-            .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
-        else {
-            return true;
-        };
-        self.leads(topic, crate::groups::partition_for(group_id, count))
+        self.coordinates(crate::groups::OFFSETS_TOPIC, group_id)
     }
 
     /// Whether this broker is the transaction coordinator of `transactional_id`.
     pub(crate) fn coordinates_transaction(&self, transactional_id: &str) -> bool {
-        let topic = crate::txn::TRANSACTION_STATE_TOPIC;
+        self.coordinates(crate::txn::TRANSACTION_STATE_TOPIC, transactional_id)
+    }
+
+    /// Whether this broker leads the partition of internal `topic` that
+    /// holds `key` (Kafka's placement: abs(hashCode) modulo the count).
+    fn coordinates(&self, topic: &str, key: &str) -> bool {
         let Some(count) = self
             .cluster()
             .image()
@@ -699,7 +695,7 @@ impl Broker {
         else {
             return true;
         };
-        self.leads(topic, crate::groups::partition_for(transactional_id, count))
+        self.leads(topic, crate::groups::partition_for(key, count))
     }
 
     /// Whether this broker leads `topic`'s partition `index` right now.

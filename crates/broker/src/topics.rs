@@ -25,8 +25,7 @@ use crate::partition::Partition;
 use crate::topic_config::TopicConfig;
 use weir_protocol::error_code::ErrorCode;
 
-/// Kafka's limit on topic name length.
-pub const TOPIC_NAME_CHARS_MAX: usize = 249;
+pub use weir_metadata::names::TOPIC_NAME_CHARS_MAX;
 /// A bound on partitions per topic, so a CreateTopics can't ask for a billion directories.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
@@ -92,36 +91,9 @@ impl Topic {
     }
 }
 
-/// Checks a topic name the way Kafka does; the error text goes back to the client.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name cannot be '{name}'"));
-    }
-    if name.len() > TOPIC_NAME_CHARS_MAX {
-        return Err(format!(
-            "topic name is {} characters; the limit is {TOPIC_NAME_CHARS_MAX}",
-            name.len()
-        ));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || *c == '_' || *c == '-'))
-    {
-        return Err(format!(
-            "topic name '{name}' contains '{bad}'; only ASCII letters, digits, '.', '_' and '-' are legal"
-        ));
-    }
-    Ok(())
-}
-
-/// Kafka treats '.' and '_' as the same character when checking collisions,
-/// because both map to '_' in metric names.
-pub fn collision_key(name: &str) -> String {
-    name.replace('.', "_")
-}
+// Kafka's topic-name rules live with the controller, which decides
+// CreateTopics; the broker checks names by the same functions.
+pub use weir_metadata::names::{collision_key, validate_topic_name};
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,6 +1,5 @@
-//! Kafka's rules for topic names, as pure functions, so the controller
-//! decides CreateTopics with the same rules the single-node broker uses
-//! (`crates/broker/src/topics.rs` holds the copy the broker still calls).
+//! Kafka's rules for topic names, as pure functions: the controller decides
+//! CreateTopics by them, and the broker checks names with the same ones.
 
 /// Kafka's limit on topic name length (`Topic.MAX_NAME_LENGTH`).
 pub const TOPIC_NAME_CHARS_MAX: usize = 249;
