@@ -87,8 +87,14 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
             "path has no file name",
         ));
     };
+    // A name of its own for every write: two writers of the same file (the
+    // flusher's recovery-point producer snapshot and a roll's, at the same
+    // offset) must not share a temp file, or one renames it away under the
+    // other (NotFound). The suffix stays `.tmp`, which recovery removes.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
+    tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     {
         let mut f = File::create(&tmp)?;
