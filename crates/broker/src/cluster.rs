@@ -463,7 +463,11 @@ impl Broker {
             let topic = registry.sync_topic(&w.name, w.id, w.count, &hosted, &w.overrides)?;
             for &(index, leads, epoch) in &w.leadership {
                 if let Some(p) = topic.partition(index) {
-                    if leads && (!p.is_leader() || p.leader_epoch() != epoch) {
+                    // Only a newer epoch starts a new entry: the image can name
+                    // an epoch the cache already holds (a restart), and an older
+                    // one must never rewrite the history consumers validate against.
+                    let newer = p.log.leader_epochs().last().is_none_or(|&(e, _)| epoch > e);
+                    if leads && newer {
                         // Leader epochs mark where each leadership began (KIP-101).
                         if let Err(e) = p.log.assign_leader_epoch(epoch, p.log.log_end_offset()) {
                             tracing::error!(topic = %w.name, partition = index, error = %e,

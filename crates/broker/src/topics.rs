@@ -235,7 +235,12 @@ impl TopicRegistry {
         // (a file replaced with two syncs) off the first produce's path: a fresh
         // 1,000-partition topic spent its first seconds of load writing them. A no-op when
         // the log already starts epoch 0 at or before its end.
-        log.assign_leader_epoch(0, log.log_end_offset())?;
+        // Only for a log without epoch history: assigning epoch 0 at the end
+        // of a log whose cache holds later epochs would replace that history
+        // (and OffsetForLeaderEpoch would then find no epoch a consumer read).
+        if log.leader_epochs().is_empty() {
+            log.assign_leader_epoch(0, log.log_end_offset())?;
+        }
         // After a crash the recovered tail may not be on disk yet (the log queues
         // a sync at open); consumers may read it only once it is, so the high
         // watermark follows durability here just as it does for produce.
