@@ -29,6 +29,8 @@ mod handlers;
 pub mod partition;
 pub mod producer_ids;
 mod refusals;
+pub mod replica;
+pub mod replication;
 pub mod topic_config;
 pub mod topics;
 pub mod txn;
@@ -79,6 +81,8 @@ pub struct Broker {
     /// The metadata quorum and this broker's membership: set once, by
     /// [`Broker::join_cluster`], before the Kafka listener opens.
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
+    /// The replica fetchers of the partitions this broker follows.
+    pub(crate) fetchers: replication::ReplicaFetchers,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -153,6 +157,7 @@ impl Broker {
             dynamic: Mutex::new(dynamic),
             producer_ids,
             cluster: std::sync::OnceLock::new(),
+            fetchers: replication::ReplicaFetchers::default(),
             _data_dir: data_dir,
         }))
     }
@@ -350,29 +355,51 @@ fn log_encode_failure(header: &RequestHeader, error: &weir_protocol::codec::Enco
     );
 }
 
+/// Registers for everything below `end_offset` becoming durable; then feeds the leader's
+/// replication state (which raises the high watermark once the ISR has it too) or, for a
+/// partition without one, raises the watermark to `end_offset`, and wakes long-polling
+/// fetches. The receiver resolves with the flush outcome.
+pub(crate) fn watch_durability(
+    partition: &Arc<partition::Partition>,
+    end_offset: i64,
+) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let weak = Arc::downgrade(partition);
+    partition.log.on_durable(
+        end_offset,
+        Box::new(move |result| {
+            if let (Ok(()), Some(p)) = (&result, weak.upgrade()) {
+                let decided = {
+                    let mut replication = p.replication();
+                    match replication.as_mut() {
+                        Some(state) => state.leader_durable(end_offset),
+                        // Not (yet) set up as a leader: a follower's own syncs do not move
+                        // its watermark (the leader's fetch answers do).
+                        None if !p.is_leader() => None,
+                        None => Some(end_offset),
+                    }
+                };
+                match decided {
+                    Some(hw) => p.raise_high_watermark(hw),
+                    None => p.watermark_raised.notify_waiters(),
+                }
+            }
+            let _ = tx.send(result);
+        }),
+    );
+    rx
+}
+
 impl Broker {
     /// Registers for everything below `end_offset` becoming durable; then
     /// raises the high watermark (consumers may read it from then on) and
     /// wakes long-polling fetches. The receiver resolves with the flush outcome.
     pub(crate) fn raise_watermark_when_durable(
         self: &Arc<Self>,
-        partition: &partition::Partition,
+        partition: &Arc<partition::Partition>,
         end_offset: i64,
     ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let log = partition.log.clone();
-        let waker = partition.watermark_raised.clone();
-        partition.log.on_durable(
-            end_offset,
-            Box::new(move |result| {
-                if result.is_ok() && log.high_watermark() < end_offset {
-                    log.set_high_watermark(end_offset);
-                }
-                waker.notify_waiters();
-                let _ = tx.send(result);
-            }),
-        );
-        rx
+        watch_durability(partition, end_offset)
     }
 
     /// Looks a topic up without creating it.

@@ -46,6 +46,9 @@ struct PartitionOutcome {
     /// record's index within the partition's records.
     record_errors: Vec<BatchIndexAndErrorMessage>,
     durable: Option<oneshot::Receiver<Result<(), LogError>>>,
+    /// acks=all: after durability here, wait for the high watermark to pass this end offset
+    /// (every in-sync replica has the records) under this leader epoch.
+    replicated: Option<ReplicatedWait>,
     /// KIP-951: for NOT_LEADER_OR_FOLLOWER, the leader and epoch this broker knows.
     current_leader: Option<(i32, i32)>,
 }
@@ -61,7 +64,57 @@ impl PartitionOutcome {
             log_start_offset: -1,
             record_errors: Vec::new(),
             durable: None,
+            replicated: None,
             current_leader: None,
+        }
+    }
+}
+
+struct ReplicatedWait {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+    min_insync_replicas: usize,
+}
+
+/// Waits until the high watermark reaches `wait.end_offset` (Kafka's delayed produce for
+/// acks=all). The answer is an error if the leadership is lost meanwhile (the records may be
+/// truncated by the next leader, so they are not acknowledged) or if the ISR shrank below
+/// `min.insync.replicas` by the time they were replicated.
+async fn replicated(
+    wait: &ReplicatedWait,
+    deadline: tokio::time::Instant,
+) -> Result<(), (ErrorCode, String)> {
+    let p = &wait.partition;
+    loop {
+        let raised = p.watermark_raised.notified();
+        tokio::pin!(raised);
+        raised.as_mut().enable();
+        if !p.is_leader() || p.leader_epoch() != wait.leader_epoch {
+            return Err((
+                ErrorCode::NotLeaderOrFollower,
+                "leadership moved before the records were replicated".into(),
+            ));
+        }
+        if p.log.high_watermark() >= wait.end_offset {
+            let isr = p.isr_len().unwrap_or(0);
+            if isr < wait.min_insync_replicas {
+                return Err((
+                    ErrorCode::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "the in-sync replicas shrank to {isr}, below min.insync.replicas={}, \
+                         after the records were appended",
+                        wait.min_insync_replicas
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, raised).await.is_err() {
+            return Err((
+                ErrorCode::RequestTimedOut,
+                "timed out waiting for the in-sync replicas".into(),
+            ));
         }
     }
 }
@@ -339,10 +392,26 @@ fn append_partition(
     partition: &Arc<Partition>,
     config: &TopicConfig,
     records: Option<Bytes>,
-    wants_ack: bool,
+    acks: i16,
     transactional_id: Option<&str>,
 ) -> PartitionOutcome {
+    let wants_ack = acks != 0;
     let index = partition.index;
+    // Kafka checks min.insync.replicas before appending for acks=all: with too few in-sync
+    // replicas nothing is written.
+    let min_insync = usize::try_from(config.min_insync_replicas.max(1)).unwrap_or(1);
+    if acks == -1
+        && let Some(isr) = partition.isr_len()
+        && isr < min_insync
+    {
+        return PartitionOutcome::failed(
+            index,
+            ErrorCode::NotEnoughReplicas,
+            Some(format!(
+                "{isr} in-sync replicas, fewer than min.insync.replicas={min_insync}"
+            )),
+        );
+    }
     let mut records = records.unwrap_or_default();
     let now = now_ms();
     if let Err((code, message)) =
@@ -391,7 +460,14 @@ fn append_partition(
     };
     // A duplicate (an idempotent producer's retry) is acknowledged with its original offsets
     // once those are durable, like any append.
+    partition.appended.notify_waiters();
     let rx = broker.raise_watermark_when_durable(partition, info.last_offset + 1);
+    let replicated = (acks == -1).then(|| ReplicatedWait {
+        partition: Arc::clone(partition),
+        end_offset: info.last_offset + 1,
+        leader_epoch: options.leader_epoch,
+        min_insync_replicas: min_insync,
+    });
     PartitionOutcome {
         index,
         error: ErrorCode::None,
@@ -401,6 +477,7 @@ fn append_partition(
         log_start_offset: info.log_start_offset,
         record_errors: Vec::new(),
         durable: wants_ack.then_some(rx),
+        replicated,
         current_leader: None,
     }
 }
@@ -475,7 +552,7 @@ pub fn handle(
                     partition,
                     &topic.config,
                     data.records,
-                    wants_ack,
+                    request.acks,
                     request.transactional_id.as_deref(),
                 ),
                 Some(Err(error)) => {
@@ -541,6 +618,13 @@ pub fn handle(
                             outcome.error_message = Some("timed out waiting for fsync".into());
                         }
                     }
+                }
+                if outcome.error == ErrorCode::None
+                    && let Some(wait) = outcome.replicated.take()
+                    && let Err((code, message)) = replicated(&wait, deadline).await
+                {
+                    outcome.error = code;
+                    outcome.error_message = Some(message);
                 }
                 let failed = outcome.error != ErrorCode::None;
                 partition_responses.push(PartitionProduceResponse {
