@@ -462,7 +462,7 @@ impl Broker {
                     let Some(p) = topic.partition(*index) else {
                         continue;
                     };
-                    let leads = self.apply_partition_state(p, state);
+                    let leads = self.apply_partition_state(&topic, p, state);
                     if !leads && state.leader != NO_LEADER {
                         followed.push(crate::replication::Followed {
                             topic: w.name.clone(),
@@ -737,12 +737,15 @@ impl Broker {
     }
 
     /// Creates an internal topic through the controller if the image lacks
-    /// it (compacted, no retention, RF 1 until replication lands), and waits
-    /// for it here. Failures are logged; callers answer COORDINATOR_NOT_AVAILABLE.
+    /// it (compacted, no retention, replicated to min(3, live brokers) as
+    /// Kafka's `offsets.topic.replication.factor` default of 3 asks, so that
+    /// committed offsets survive the loss of a broker), and waits for it here. Failures are logged; callers answer COORDINATOR_NOT_AVAILABLE.
     pub(crate) async fn create_internal_topic(&self, name: &str, partitions: i32) {
         if self.cluster().image().topic_by_name(name).is_some() {
             return;
         }
+        let live_brokers = self.cluster().image().live_brokers().count();
+        let replication_factor = i16::try_from(live_brokers.clamp(1, 3)).unwrap_or(1);
         let configs = [
             ("cleanup.policy", "compact"),
             ("retention.ms", "-1"),
@@ -755,7 +758,7 @@ impl Broker {
             topics: vec![weir_metadata::controller::NewTopic {
                 name: name.to_string(),
                 partitions,
-                replication_factor: 1,
+                replication_factor,
                 assignments: None,
                 configs,
             }],

@@ -390,6 +390,34 @@ pub(crate) fn watch_durability(
     rx
 }
 
+/// How long the broker's own writes wait for the in-sync replicas.
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until the high watermark passes `end_offset` under `leader_epoch` (Kafka's delayed
+/// produce): `Ok(true)` once it has, `Ok(false)` at `deadline`. A lost leadership is an error:
+/// the records may yet be truncated by the next leader, so they must not be acknowledged.
+pub(crate) async fn wait_replicated(
+    p: &partition::Partition,
+    end_offset: i64,
+    leader_epoch: i32,
+    deadline: tokio::time::Instant,
+) -> Result<bool, weir_log::LogError> {
+    loop {
+        let raised = p.watermark_raised.notified();
+        tokio::pin!(raised);
+        raised.as_mut().enable();
+        if !p.is_leader() || p.leader_epoch() != leader_epoch {
+            return Err(weir_log::LogError::NotReplicated("leadership moved"));
+        }
+        if p.log.high_watermark() >= end_offset {
+            return Ok(true);
+        }
+        if tokio::time::timeout_at(deadline, raised).await.is_err() {
+            return Ok(false);
+        }
+    }
+}
+
 impl Broker {
     /// Registers for everything below `end_offset` becoming durable; then
     /// raises the high watermark (consumers may read it from then on) and
@@ -399,7 +427,37 @@ impl Broker {
         partition: &Arc<partition::Partition>,
         end_offset: i64,
     ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
-        watch_durability(partition, end_offset)
+        let durable = watch_durability(partition, end_offset);
+        let replicated = partition
+            .replication()
+            .as_ref()
+            .is_some_and(|r| r.replicas().len() > 1);
+        if !replicated {
+            return durable;
+        }
+        // The broker's own writes (group and transaction state, transaction markers) are
+        // acknowledged as acks=all produces are: once every in-sync replica has them.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = Arc::clone(partition);
+        let leader_epoch = p.leader_epoch();
+        tokio::spawn(async move {
+            let outcome = match durable.await {
+                Ok(Ok(())) => {
+                    let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+                    match wait_replicated(&p, end_offset, leader_epoch, deadline).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(weir_log::LogError::NotReplicated(
+                            "timed out waiting for the in-sync replicas",
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(weir_log::LogError::Closed),
+            };
+            let _ = tx.send(outcome);
+        });
+        rx
     }
 
     /// Looks a topic up without creating it.

@@ -559,13 +559,18 @@ impl Broker {
     /// a follower or idle.
     pub(crate) fn apply_partition_state(
         &self,
+        topic: &crate::topics::Topic,
         p: &Arc<Partition>,
         state: &weir_metadata::image::PartitionState,
     ) -> bool {
         let me = self.config.node_id;
         let now = crate::now_ms().max(0) as u64;
         if state.leader != me {
+            let was_leader = p.is_leader();
             p.set_leadership(false, state.leader_epoch);
+            if was_leader {
+                self.coordinators_unload(topic, p.index);
+            }
             return false;
         }
         let same_leadership = p.is_leader()
@@ -614,7 +619,33 @@ impl Broker {
         p.set_leadership(true, state.leader_epoch);
         // The leader's own durable end feeds the watermark (alone, with an ISR of one).
         let _ = crate::watch_durability(p, end);
+        self.coordinators_load(topic, p.index);
         true
+    }
+
+    /// Coordinators move with the leadership of their internal topic's partitions.
+    fn coordinators_load(&self, topic: &crate::topics::Topic, index: i32) {
+        let loaded = match topic.name.as_str() {
+            crate::groups::OFFSETS_TOPIC => self.groups.load_partition(topic, index),
+            crate::txn::TRANSACTION_STATE_TOPIC => self.txn.load_partition(topic, index),
+            _ => return,
+        };
+        if let Err(e) = loaded {
+            tracing::error!(topic = %topic.name, partition = index, error = %e,
+                "could not load coordinator state");
+        }
+    }
+
+    fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
+        match topic.name.as_str() {
+            crate::groups::OFFSETS_TOPIC => {
+                self.groups.unload_partition(topic.partition_count, index)
+            }
+            crate::txn::TRANSACTION_STATE_TOPIC => {
+                self.txn.unload_partition(topic.partition_count, index)
+            }
+            _ => {}
+        }
     }
 }
 

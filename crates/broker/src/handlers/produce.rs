@@ -77,26 +77,20 @@ struct ReplicatedWait {
     min_insync_replicas: usize,
 }
 
-/// Waits until the high watermark reaches `wait.end_offset` (Kafka's delayed produce for
-/// acks=all). The answer is an error if the leadership is lost meanwhile (the records may be
-/// truncated by the next leader, so they are not acknowledged) or if the ISR shrank below
-/// `min.insync.replicas` by the time they were replicated.
+/// acks=all: waits until every in-sync replica has the records. Kafka then answers
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` meanwhile.
 async fn replicated(
     wait: &ReplicatedWait,
     deadline: tokio::time::Instant,
 ) -> Result<(), (ErrorCode, String)> {
     let p = &wait.partition;
-    loop {
-        let raised = p.watermark_raised.notified();
-        tokio::pin!(raised);
-        raised.as_mut().enable();
-        if !p.is_leader() || p.leader_epoch() != wait.leader_epoch {
-            return Err((
-                ErrorCode::NotLeaderOrFollower,
-                "leadership moved before the records were replicated".into(),
-            ));
-        }
-        if p.log.high_watermark() >= wait.end_offset {
+    match crate::wait_replicated(p, wait.end_offset, wait.leader_epoch, deadline).await {
+        Err(e) => Err((ErrorCode::NotLeaderOrFollower, e.to_string())),
+        Ok(false) => Err((
+            ErrorCode::RequestTimedOut,
+            "timed out waiting for the in-sync replicas".into(),
+        )),
+        Ok(true) => {
             let isr = p.isr_len().unwrap_or(0);
             if isr < wait.min_insync_replicas {
                 return Err((
@@ -108,13 +102,7 @@ async fn replicated(
                     ),
                 ));
             }
-            return Ok(());
-        }
-        if tokio::time::timeout_at(deadline, raised).await.is_err() {
-            return Err((
-                ErrorCode::RequestTimedOut,
-                "timed out waiting for the in-sync replicas".into(),
-            ));
+            Ok(())
         }
     }
 }
@@ -461,7 +449,8 @@ fn append_partition(
     // A duplicate (an idempotent producer's retry) is acknowledged with its original offsets
     // once those are durable, like any append.
     partition.appended.notify_waiters();
-    let rx = broker.raise_watermark_when_durable(partition, info.last_offset + 1);
+    // acks=1 waits for this broker's sync alone; acks=all then also for the ISR (below).
+    let rx = crate::watch_durability(partition, info.last_offset + 1);
     let replicated = (acks == -1).then(|| ReplicatedWait {
         partition: Arc::clone(partition),
         end_offset: info.last_offset + 1,
