@@ -344,10 +344,10 @@ mod tests {
         );
         // While the removal is out, 3 still holds the high watermark back (it is committed
         // in the ISR until the controller says otherwise), and no second proposal goes out.
-        assert_eq!(l.follower_fetched(2, 100, 100, 40_000), Ok(None));
-        assert_eq!(l.tick(40_000), None);
+        assert_eq!(l.follower_fetched(2, 100, 100, 33_000), Ok(None));
+        assert_eq!(l.tick(33_000), None);
         assert_eq!(
-            l.image_changed(11, vec![1, 2, 3], vec![1, 2], 40_001),
+            l.image_changed(11, vec![1, 2, 3], vec![1, 2], 33_001),
             Some(100)
         );
         // 3 catches up to the high watermark: back in.
