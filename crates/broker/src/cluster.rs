@@ -239,6 +239,7 @@ impl Broker {
         // (tests reopen a data directory in one process).
         tokio::spawn(follow_image(Arc::downgrade(self)));
         tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
+        tokio::spawn(crate::replication::isr_loop(Arc::downgrade(self)));
         // Serve only once unfenced and reconciled: before that, Metadata
         // would not list this broker or its partitions.
         let mut applied = self.cluster().quorum.applied_index();

@@ -372,6 +372,8 @@ async fn start_quorum(config: &BrokerConfig) -> anyhow::Result<(QuorumNode<Metad
         producer_id_block_size: weir_broker::producer_ids::PRODUCER_ID_BLOCK_SIZE,
         default_partitions: config.default_partitions,
         default_replication_factor: 1,
+        auto_leader_rebalance: config.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_ms: config.leader_imbalance_check_interval_ms,
     };
     let factory = metadata_controller(controller_config);
     let transport = Arc::new(TcpTransport::new(TcpTransportConfig::default()));
