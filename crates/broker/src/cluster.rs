@@ -663,6 +663,14 @@ impl Broker {
         Ok(submitted.response)
     }
 
+    /// A live broker's Kafka address (HOST:PORT) from the image.
+    pub(crate) fn broker_address(&self, broker_id: BrokerId) -> Option<String> {
+        let image = self.cluster().image();
+        let b = image.broker(broker_id).filter(|b| !b.fenced)?;
+        let e = b.endpoints.first()?;
+        Some(format!("{}:{}", e.host, e.port))
+    }
+
     /// The node that leads `topic`'s partition `index`, with its advertised
     /// address; `None` when the partition has no live leader.
     pub(crate) fn partition_leader(&self, topic: &str, index: i32) -> Option<(i32, String, u16)> {

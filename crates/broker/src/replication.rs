@@ -156,13 +156,6 @@ impl ReplicaFetchers {
     }
 }
 
-/// The leader's address for Kafka requests, from the image.
-fn leader_address(broker: &Broker, leader_id: BrokerId) -> Option<String> {
-    let image = broker.cluster().image();
-    let e = image.broker(leader_id)?.endpoints.first()?.clone();
-    Some(format!("{}:{}", e.host, e.port))
-}
-
 fn partition_of(broker: &Broker, topic: &str, index: i32) -> Option<Arc<Partition>> {
     broker.topic(topic)?.partition(index).cloned()
 }
@@ -191,7 +184,7 @@ async fn run_fetcher(broker: Weak<Broker>, fetcher: Arc<Fetcher>) {
         let conn = match connection.as_mut().filter(|c| !c.is_broken()) {
             Some(c) => c,
             None => {
-                let Some(addr) = leader_address(&this, fetcher.leader_id) else {
+                let Some(addr) = this.broker_address(fetcher.leader_id) else {
                     drop(this);
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -270,7 +263,12 @@ async fn fetch_round(
             continue;
         };
         let log = &p.log;
-        let last_fetched_epoch = log.leader_epochs().last().map_or(-1, |&(e, _)| e);
+        // An empty log has fetched nothing, whatever epoch its cache starts with.
+        let last_fetched_epoch = if log.log_end_offset() > log.log_start_offset() {
+            log.leader_epochs().last().map_or(-1, |&(e, _)| e)
+        } else {
+            -1
+        };
         topics
             .entry(f.topic.clone())
             .or_insert_with(|| FetchTopic {
@@ -479,8 +477,8 @@ async fn truncate_round(
             continue;
         };
         let our_epoch = p.log.leader_epochs().last().map_or(-1, |&(e, _)| e);
-        if our_epoch < 0 {
-            // Nothing held under any epoch: nothing to cut.
+        if our_epoch < 0 || p.log.log_end_offset() <= p.log.log_start_offset() {
+            // Nothing held (under any epoch): nothing to cut.
             mark_truncated(fetcher, &(f.topic.clone(), f.index), f.leader_epoch);
             continue;
         }

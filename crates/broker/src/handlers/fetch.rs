@@ -221,8 +221,15 @@ fn read_once(
                     match log.end_offset_for_epoch(w.last_fetched_epoch) {
                         Some((epoch, end))
                             if epoch == w.last_fetched_epoch && end >= fetch_offset => {}
-                        found => {
-                            let (epoch, end) = found.unwrap_or((-1, -1));
+                        None => {
+                            // The follower's epoch predates everything this leader knows:
+                            // no end to name, so Kafka answers OFFSET_OUT_OF_RANGE and the
+                            // follower checks its log with OffsetForLeaderEpoch.
+                            data.error_code = ErrorCode::OffsetOutOfRange.code();
+                            partitions.push(data);
+                            continue;
+                        }
+                        Some((epoch, end)) => {
                             data.diverging_epoch.epoch = epoch;
                             data.diverging_epoch.end_offset = end;
                             data.high_watermark = log.high_watermark();

@@ -431,9 +431,9 @@ pub fn end_txn(
     })
 }
 
-/// WriteTxnMarkers (API 27) is how Kafka's coordinator asks partition leaders
-/// to write markers. Weir's coordinator writes its own, so this is served
-/// only for completeness: each named partition gets the marker, or its error.
+/// WriteTxnMarkers (API 27): a transaction coordinator asks this broker, the
+/// leader of some of a transaction's partitions, to write their markers. Each
+/// named partition gets the marker, or its error.
 pub fn write_txn_markers(
     broker: &Arc<Broker>,
     header: RequestHeader,
@@ -455,6 +455,8 @@ pub fn write_txn_markers(
             for index in topic.partition_indexes {
                 let code = match found.as_ref().and_then(|t| t.partition(index)) {
                     None => ErrorCode::UnknownTopicOrPartition,
+                    // Only the leader writes: a marker on a follower would fork its log.
+                    Some(partition) if !partition.is_leader() => ErrorCode::NotLeaderOrFollower,
                     Some(partition) => {
                         let options = weir_log::AppendOptions {
                             leader_epoch: partition.leader_epoch(),

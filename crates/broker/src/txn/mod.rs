@@ -37,7 +37,7 @@
 pub mod records;
 pub mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -627,6 +627,77 @@ impl TxnCoordinator {
     }
 }
 
+/// Sends one leader the markers of its partitions (Kafka's WriteTxnMarkers from the
+/// coordinator to partition leaders). Returns the partitions that did not take them.
+async fn send_markers(
+    broker: &Broker,
+    leader: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: ControlType,
+    partitions: Vec<TopicPartition>,
+) -> Vec<TopicPartition> {
+    use weir_protocol::messages::write_txn_markers::{
+        WritableTxnMarker, WritableTxnMarkerTopic, WriteTxnMarkersRequest,
+    };
+    let Some(addr) = broker.broker_address(leader) else {
+        return partitions;
+    };
+    let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in &partitions {
+        topics.entry(topic.clone()).or_default().push(*index);
+    }
+    let request = WriteTxnMarkersRequest {
+        markers: vec![WritableTxnMarker {
+            producer_id,
+            producer_epoch,
+            transaction_result: marker == ControlType::Commit,
+            topics: topics
+                .into_iter()
+                .map(|(name, partition_indexes)| WritableTxnMarkerTopic {
+                    name,
+                    partition_indexes,
+                })
+                .collect(),
+            coordinator_epoch: 0,
+        }],
+    };
+    let options = weir_client::ConnectionOptions {
+        client_id: format!("weir-txn-coordinator-{}", broker.config.node_id),
+        connect_timeout_ms: 2_000,
+        request_timeout_ms: 30_000,
+        ..weir_client::ConnectionOptions::default()
+    };
+    let answer = match weir_client::Connection::connect(&addr, options).await {
+        Ok(mut c) => c.send(&request).await,
+        Err(e) => Err(e),
+    };
+    let response = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(leader, error = %e, "sending transaction markers failed; will retry");
+            return partitions;
+        }
+    };
+    let mut done: Vec<TopicPartition> = Vec::new();
+    for m in response.markers {
+        for t in m.topics {
+            for p in t.partitions {
+                if p.error_code == 0 {
+                    done.push((t.name.clone(), p.partition_index));
+                } else {
+                    tracing::debug!(leader, topic = %t.name, partition = p.partition_index,
+                        code = p.error_code, "a leader refused a transaction marker; will retry");
+                }
+            }
+        }
+    }
+    partitions
+        .into_iter()
+        .filter(|tp| !done.contains(tp))
+        .collect()
+}
+
 /// Writes `marker` to every partition of a prepared transaction, waits for
 /// the markers to be durable, then stores the Complete state. A partition
 /// that refuses is tried again every second until it takes the marker
@@ -643,12 +714,25 @@ async fn write_markers_and_complete(
     loop {
         let mut waits = Vec::new();
         let mut failed = Vec::new();
+        // Partitions led by other brokers, by leader: they get WriteTxnMarkers.
+        let mut remote: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
         for (topic, index) in left {
             // A partition whose topic was deleted needs no marker (as Kafka).
-            let Some(found) = broker.topic(&topic) else {
+            if broker.cluster().image().topic_by_name(&topic).is_none() {
                 continue;
-            };
-            let Some(partition) = found.partition(index).cloned() else {
+            }
+            let local = broker
+                .topic(&topic)
+                .and_then(|t| t.partition(index).cloned().map(|p| (t, p)))
+                .filter(|(_, p)| p.is_leader());
+            let Some((found, partition)) = local else {
+                match broker.partition_leader(&topic, index) {
+                    Some((leader, _, _)) if leader != broker.config.node_id => {
+                        remote.entry(leader).or_default().push((topic, index));
+                    }
+                    // No live leader right now: try again.
+                    _ => failed.push((topic, index)),
+                }
                 continue;
             };
             let partition_count = found.partition_count;
@@ -682,6 +766,11 @@ async fn write_markers_and_complete(
                     failed.push((topic, index));
                 }
             }
+        }
+        for (leader, tps) in remote {
+            failed.extend(
+                send_markers(&broker, leader, producer_id, producer_epoch, marker, tps).await,
+            );
         }
         for (tp, durable) in waits {
             if !matches!(durable.await, Ok(Ok(()))) {
