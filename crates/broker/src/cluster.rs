@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use weir_metadata::controller::{ControllerRequest, ControllerResponse};
 use weir_metadata::image::MetadataImage;
-use weir_metadata::records::{BrokerId, ConfigResource, Endpoint};
+use weir_metadata::image::PartitionState;
+use weir_metadata::records::{BrokerId, ConfigResource, Endpoint, NO_LEADER};
 
 use crate::Broker;
 use crate::error::BrokerError;
@@ -390,7 +391,7 @@ impl Broker {
 
     /// Makes the topic registry and partition leadership match the image.
     /// Opening or deleting logs is blocking I/O: runs off the async threads.
-    fn reconcile(&self, allow_deletes: bool) -> Result<(), BrokerError> {
+    fn reconcile(self: &Arc<Self>, allow_deletes: bool) -> Result<(), BrokerError> {
         let me = self.config.node_id;
         // Copy what is needed and let the image go before any disk work.
         struct Wanted {
@@ -398,7 +399,7 @@ impl Broker {
             id: [u8; 16],
             count: i32,
             hosted: Vec<i32>,
-            leadership: Vec<(i32, bool, i32)>,
+            states: Vec<(i32, PartitionState)>,
             overrides: BTreeMap<String, String>,
         }
         let wanted: Vec<Wanted> = {
@@ -407,24 +408,18 @@ impl Broker {
                 .topics
                 .values()
                 .map(|t| {
-                    let hosted: Vec<i32> = t
+                    let states: Vec<(i32, PartitionState)> = t
                         .partitions
                         .iter()
                         .filter(|(_, p)| p.replicas.contains(&me))
-                        .map(|(i, _)| *i)
-                        .collect();
-                    let leadership = t
-                        .partitions
-                        .iter()
-                        .filter(|(_, p)| p.replicas.contains(&me))
-                        .map(|(i, p)| (*i, p.leader == me, p.leader_epoch))
+                        .map(|(i, p)| (*i, p.clone()))
                         .collect();
                     Wanted {
                         name: t.name.clone(),
                         id: t.topic_id,
                         count: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
-                        hosted,
-                        leadership,
+                        hosted: states.iter().map(|(i, _)| *i).collect(),
+                        states,
                         overrides: image
                             .configs_of(&ConfigResource::Topic(t.name.clone()))
                             .cloned()
@@ -433,51 +428,54 @@ impl Broker {
                 })
                 .collect()
         };
-        let mut registry = self.registry_mut();
-        let gone: Vec<String> = registry
-            .iter()
-            .filter(|t| !wanted.iter().any(|w| w.name == t.name && w.id == t.id))
-            .map(|t| t.name.clone())
-            .collect();
-        if allow_deletes {
-            for name in &gone {
-                tracing::info!(topic = %name, "topic deleted in the metadata log; deleting its logs");
-                registry.delete(name)?;
-            }
-        }
-        for w in &wanted {
-            if !allow_deletes && gone.contains(&w.name) {
-                continue; // another topic of this name: its fate waits for catching up
-            }
-            let hosted: Vec<i32> = match registry.get(&w.name) {
-                // Keep partitions no longer assigned here until caught up.
-                Some(t) if !allow_deletes => {
-                    let mut all = w.hosted.clone();
-                    all.extend(t.partitions.iter().map(|p| p.index));
-                    all.sort_unstable();
-                    all.dedup();
-                    all
+        let mut followed = Vec::new();
+        {
+            let mut registry = self.registry_mut();
+            let gone: Vec<String> = registry
+                .iter()
+                .filter(|t| !wanted.iter().any(|w| w.name == t.name && w.id == t.id))
+                .map(|t| t.name.clone())
+                .collect();
+            if allow_deletes {
+                for name in &gone {
+                    tracing::info!(topic = %name, "topic deleted in the metadata log; deleting its logs");
+                    registry.delete(name)?;
                 }
-                _ => w.hosted.clone(),
-            };
-            let topic = registry.sync_topic(&w.name, w.id, w.count, &hosted, &w.overrides)?;
-            for &(index, leads, epoch) in &w.leadership {
-                if let Some(p) = topic.partition(index) {
-                    // Only a newer epoch starts a new entry: the image can name
-                    // an epoch the cache already holds (a restart), and an older
-                    // one must never rewrite the history consumers validate against.
-                    let newer = p.log.leader_epochs().last().is_none_or(|&(e, _)| epoch > e);
-                    if leads && newer {
-                        // Leader epochs mark where each leadership began (KIP-101).
-                        if let Err(e) = p.log.assign_leader_epoch(epoch, p.log.log_end_offset()) {
-                            tracing::error!(topic = %w.name, partition = index, error = %e,
-                                "could not record the leader epoch");
-                        }
+            }
+            for w in &wanted {
+                if !allow_deletes && gone.contains(&w.name) {
+                    continue; // another topic of this name: its fate waits for catching up
+                }
+                let hosted: Vec<i32> = match registry.get(&w.name) {
+                    // Keep partitions no longer assigned here until caught up.
+                    Some(t) if !allow_deletes => {
+                        let mut all = w.hosted.clone();
+                        all.extend(t.partitions.iter().map(|p| p.index));
+                        all.sort_unstable();
+                        all.dedup();
+                        all
                     }
-                    p.set_leadership(leads, epoch);
+                    _ => w.hosted.clone(),
+                };
+                let topic = registry.sync_topic(&w.name, w.id, w.count, &hosted, &w.overrides)?;
+                for (index, state) in &w.states {
+                    let Some(p) = topic.partition(*index) else {
+                        continue;
+                    };
+                    let leads = self.apply_partition_state(&topic, p, state);
+                    if !leads && state.leader != NO_LEADER {
+                        followed.push(crate::replication::Followed {
+                            topic: w.name.clone(),
+                            topic_id: w.id,
+                            index: *index,
+                            leader_id: state.leader,
+                            leader_epoch: state.leader_epoch,
+                        });
+                    }
                 }
             }
         }
+        self.fetchers.sync(self, followed);
         Ok(())
     }
 
@@ -739,12 +737,15 @@ impl Broker {
     }
 
     /// Creates an internal topic through the controller if the image lacks
-    /// it (compacted, no retention, RF 1 until replication lands), and waits
-    /// for it here. Failures are logged; callers answer COORDINATOR_NOT_AVAILABLE.
+    /// it (compacted, no retention, replicated to min(3, live brokers) as
+    /// Kafka's `offsets.topic.replication.factor` default of 3 asks, so that
+    /// committed offsets survive the loss of a broker), and waits for it here. Failures are logged; callers answer COORDINATOR_NOT_AVAILABLE.
     pub(crate) async fn create_internal_topic(&self, name: &str, partitions: i32) {
         if self.cluster().image().topic_by_name(name).is_some() {
             return;
         }
+        let live_brokers = self.cluster().image().live_brokers().count();
+        let replication_factor = i16::try_from(live_brokers.clamp(1, 3)).unwrap_or(1);
         let configs = [
             ("cleanup.policy", "compact"),
             ("retention.ms", "-1"),
@@ -757,7 +758,7 @@ impl Broker {
             topics: vec![weir_metadata::controller::NewTopic {
                 name: name.to_string(),
                 partitions,
-                replication_factor: 1,
+                replication_factor,
                 assignments: None,
                 configs,
             }],

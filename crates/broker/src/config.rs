@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// Kafka's `broker.heartbeat.interval.ms`.
     pub broker_heartbeat_interval_ms: u64,
+    /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up with its leader
+    /// for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// Root of all partition directories and broker metadata.
     pub data_dir: PathBuf,
     /// Stable id reported in Metadata/DescribeCluster.
@@ -139,8 +142,12 @@ impl Default for BrokerConfig {
             controller_listen: None,
             controller_voters: None,
             rack: None,
-            broker_session_timeout_ms: 9_000,
-            broker_heartbeat_interval_ms: 2_000,
+            // Kafka's defaults are 9 s and 2 s. The session bounds how long a dead leader's
+            // partitions wait for a new one, so Weir keeps it short; heartbeats are small RPCs
+            // to the controller that write nothing unless a broker's state changes.
+            broker_session_timeout_ms: 3_000,
+            broker_heartbeat_interval_ms: 500,
+            replica_lag_time_max_ms: 30_000,
             data_dir: PathBuf::from("weir-data"),
             cluster_id: String::new(),
             auto_create_topics: true,

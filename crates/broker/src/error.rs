@@ -69,6 +69,8 @@ impl BrokerError {
 pub fn log_error_code(error: &LogError) -> ErrorCode {
     match error {
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        // Retriable: the writer tries again, at the new leader if it moved.
+        LogError::NotReplicated(_) => ErrorCode::NotLeaderOrFollower,
         LogError::Producer(ProducerStateError::OutOfOrderSequence(_)) => {
             ErrorCode::OutOfOrderSequenceNumber
         }

@@ -29,6 +29,8 @@ mod handlers;
 pub mod partition;
 pub mod producer_ids;
 mod refusals;
+pub mod replica;
+pub mod replication;
 pub mod topic_config;
 pub mod topics;
 pub mod txn;
@@ -79,6 +81,8 @@ pub struct Broker {
     /// The metadata quorum and this broker's membership: set once, by
     /// [`Broker::join_cluster`], before the Kafka listener opens.
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
+    /// The replica fetchers of the partitions this broker follows.
+    pub(crate) fetchers: replication::ReplicaFetchers,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -153,6 +157,7 @@ impl Broker {
             dynamic: Mutex::new(dynamic),
             producer_ids,
             cluster: std::sync::OnceLock::new(),
+            fetchers: replication::ReplicaFetchers::default(),
             _data_dir: data_dir,
         }))
     }
@@ -350,28 +355,108 @@ fn log_encode_failure(header: &RequestHeader, error: &weir_protocol::codec::Enco
     );
 }
 
+/// Registers for everything below `end_offset` becoming durable; then feeds the leader's
+/// replication state (which raises the high watermark once the ISR has it too) or, for a
+/// partition without one, raises the watermark to `end_offset`, and wakes long-polling
+/// fetches. The receiver resolves with the flush outcome.
+pub(crate) fn watch_durability(
+    partition: &Arc<partition::Partition>,
+    end_offset: i64,
+) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let weak = Arc::downgrade(partition);
+    partition.log.on_durable(
+        end_offset,
+        Box::new(move |result| {
+            if let (Ok(()), Some(p)) = (&result, weak.upgrade()) {
+                let decided = {
+                    let mut replication = p.replication();
+                    match replication.as_mut() {
+                        Some(state) => state.leader_durable(end_offset),
+                        // Not (yet) set up as a leader: a follower's own syncs do not move
+                        // its watermark (the leader's fetch answers do).
+                        None if !p.is_leader() => None,
+                        None => Some(end_offset),
+                    }
+                };
+                match decided {
+                    Some(hw) => p.raise_high_watermark(hw),
+                    None => p.watermark_raised.notify_waiters(),
+                }
+            }
+            let _ = tx.send(result);
+        }),
+    );
+    rx
+}
+
+/// How long the broker's own writes wait for the in-sync replicas.
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until the high watermark passes `end_offset` under `leader_epoch` (Kafka's delayed
+/// produce): `Ok(true)` once it has, `Ok(false)` at `deadline`. A lost leadership is an error:
+/// the records may yet be truncated by the next leader, so they must not be acknowledged.
+pub(crate) async fn wait_replicated(
+    p: &partition::Partition,
+    end_offset: i64,
+    leader_epoch: i32,
+    deadline: tokio::time::Instant,
+) -> Result<bool, weir_log::LogError> {
+    loop {
+        let raised = p.watermark_raised.notified();
+        tokio::pin!(raised);
+        raised.as_mut().enable();
+        if !p.is_leader() || p.leader_epoch() != leader_epoch {
+            return Err(weir_log::LogError::NotReplicated("leadership moved"));
+        }
+        if p.log.high_watermark() >= end_offset {
+            return Ok(true);
+        }
+        if tokio::time::timeout_at(deadline, raised).await.is_err() {
+            return Ok(false);
+        }
+    }
+}
+
 impl Broker {
     /// Registers for everything below `end_offset` becoming durable; then
     /// raises the high watermark (consumers may read it from then on) and
     /// wakes long-polling fetches. The receiver resolves with the flush outcome.
     pub(crate) fn raise_watermark_when_durable(
         self: &Arc<Self>,
-        partition: &partition::Partition,
+        partition: &Arc<partition::Partition>,
         end_offset: i64,
     ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
+        let durable = watch_durability(partition, end_offset);
+        let replicated = partition
+            .replication()
+            .as_ref()
+            .is_some_and(|r| r.replicas().len() > 1);
+        if !replicated {
+            return durable;
+        }
+        // The broker's own writes (group and transaction state, transaction markers) are
+        // acknowledged as acks=all produces are: once every in-sync replica has them.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let log = partition.log.clone();
-        let waker = partition.watermark_raised.clone();
-        partition.log.on_durable(
-            end_offset,
-            Box::new(move |result| {
-                if result.is_ok() && log.high_watermark() < end_offset {
-                    log.set_high_watermark(end_offset);
+        let p = Arc::clone(partition);
+        let leader_epoch = p.leader_epoch();
+        tokio::spawn(async move {
+            let outcome = match durable.await {
+                Ok(Ok(())) => {
+                    let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+                    match wait_replicated(&p, end_offset, leader_epoch, deadline).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(weir_log::LogError::NotReplicated(
+                            "timed out waiting for the in-sync replicas",
+                        )),
+                        Err(e) => Err(e),
+                    }
                 }
-                waker.notify_waiters();
-                let _ = tx.send(result);
-            }),
-        );
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(weir_log::LogError::Closed),
+            };
+            let _ = tx.send(outcome);
+        });
         rx
     }
 

@@ -56,6 +56,7 @@ requests! {
     // Fetch v13+ names topics by id only; the client keeps to names.
     fetch::FetchRequest => FetchResponse, max 12;
     list_offsets::ListOffsetsRequest => ListOffsetsResponse;
+    offset_for_leader_epoch::OffsetForLeaderEpochRequest => OffsetForLeaderEpochResponse;
     create_topics::CreateTopicsRequest => CreateTopicsResponse;
     delete_topics::DeleteTopicsRequest => DeleteTopicsResponse;
     create_partitions::CreatePartitionsRequest => CreatePartitionsResponse;

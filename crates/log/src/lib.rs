@@ -140,6 +140,12 @@ pub enum LogError {
     /// An idempotent producer's batch is out of sequence or from a stale epoch.
     #[error(transparent)]
     Producer(#[from] ProducerStateError),
+    /// Written here but not (yet) on the in-sync replicas; set by the broker, which knows them.
+    #[error("not replicated: {0}")]
+    NotReplicated(&'static str),
+    /// A follower's batches do not continue its log (replication).
+    #[error("replicated batch starts at offset {found}, the log ends at {expected}")]
+    NotContiguous { expected: i64, found: i64 },
     #[error("invalid record batch input: {0}")]
     InvalidBatch(&'static str),
     #[error("corrupt log data: {0}")]

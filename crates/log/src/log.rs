@@ -1414,6 +1414,18 @@ impl Log {
         self.append_from(batches, opts, AppendOrigin::Coordinator)
     }
 
+    /// A follower's append (replication): the leader's batches are written byte for byte, with
+    /// the offsets and leader epochs the leader gave them, so every replica's log is the same
+    /// bytes. The first batch must start at this log's end and the rest follow on without a gap;
+    /// a batch carrying a newer leader epoch starts that epoch in the epoch cache.
+    pub fn append_as_follower(&self, batches: &Bytes) -> Result<AppendInfo, LogError> {
+        self.append_from(
+            batches,
+            &AppendOptions::default(),
+            AppendOrigin::Replication,
+        )
+    }
+
     fn append_from(
         &self,
         batches: &Bytes,
@@ -1476,6 +1488,19 @@ impl Log {
         };
         let start_pos = seg.size();
         let base_offset = s.log_end();
+        let replicated = origin == AppendOrigin::Replication;
+        if replicated {
+            let mut expected = base_offset;
+            for p in &pending {
+                if p.header.base_offset != expected {
+                    return Err(LogError::NotContiguous {
+                        expected,
+                        found: p.header.base_offset,
+                    });
+                }
+                expected += i64::from(p.header.last_offset_delta) + 1;
+            }
+        }
 
         // Batches without a producer id (the common case) skip the producer state entirely.
         let mut producer_update = None;
@@ -1509,6 +1534,13 @@ impl Log {
 
         let mut next = base_offset;
         for p in &mut pending {
+            if replicated {
+                // As the leader wrote it: offsets were checked above, the epoch is the leader's.
+                p.header_out
+                    .copy_from_slice(p.bytes.get(..BATCH_HEADER_BYTES).ok_or(NOT_WHOLE)?);
+                next += i64::from(p.header.last_offset_delta) + 1;
+                continue;
+            }
             if let Some(t) = opts.log_append_time_ms {
                 let mut whole = BytesMut::from(&p.bytes[..]);
                 record::set_log_append_time(&mut whole, t).map_err(|_| NOT_WHOLE)?;
@@ -1608,7 +1640,18 @@ impl Log {
                 d.unsynced.push(Arc::clone(&seg));
             }
         }
-        if opts.leader_epoch >= 0
+        if replicated {
+            // Each leader epoch the leader's batches carry starts where its first batch does,
+            // so this replica's epoch cache matches the leader's (KIP-101).
+            let mut at = base_offset;
+            for p in &pending {
+                let epoch = p.header.partition_leader_epoch;
+                if epoch >= 0 && lock(&s.epochs).last().is_none_or(|&(e, _)| epoch > e) {
+                    self.assign_leader_epoch(epoch, at)?;
+                }
+                at += i64::from(p.header.last_offset_delta) + 1;
+            }
+        } else if opts.leader_epoch >= 0
             && lock(&s.epochs)
                 .last()
                 .is_none_or(|&(e, _)| opts.leader_epoch > e)
@@ -2037,13 +2080,24 @@ impl Log {
     /// Removes every batch at or beyond the one containing `offset` (replication truncation).
     /// Truncating to at or below the log start empties the log and restarts it at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.cut(offset, false)
+    }
+
+    /// Empties the log and restarts it at `offset`, which may lie beyond its end: a follower
+    /// that fell behind its leader's log start starts over there (Kafka's
+    /// `truncateFullyAndStartAt`).
+    pub fn restart_at(&self, offset: i64) -> Result<(), LogError> {
+        self.cut(offset, true)
+    }
+
+    fn cut(&self, offset: i64, restart: bool) -> Result<(), LogError> {
         let s = &self.shared;
         s.refuse_if_damaged()?;
         let mut st = lock(&s.append);
         if st.closed {
             return Err(LogError::Closed);
         }
-        if offset >= s.log_end() {
+        if offset >= s.log_end() && !restart {
             return Ok(());
         }
         let flushing = lock(&s.flush_lock);
@@ -2056,7 +2110,7 @@ impl Log {
             .checked_sub(1);
         let new_end;
         let (_removed, keep): (Vec<Arc<Segment>>, Vec<Arc<Segment>>) = match keep_idx {
-            Some(k) if offset > s.log_start() => {
+            Some(k) if offset > s.log_start() && !restart => {
                 let seg = segs
                     .get(k)
                     .cloned()

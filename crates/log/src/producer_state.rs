@@ -180,6 +180,10 @@ pub enum AppendOrigin {
     /// The broker's own coordinators (transaction markers; transactional offset commits, which
     /// carry no sequence): epochs and transaction state, no sequence or duplicate check.
     Coordinator,
+    /// A follower copying its leader's batches: the leader checked them, so the state is
+    /// replayed as is (Kafka's `AppendOrigin.REPLICATION`); refusing here would leave the
+    /// replica unable to follow.
+    Replication,
 }
 
 /// The outcome of checking one append.
@@ -345,7 +349,8 @@ impl ProducerState {
             {
                 return Ok(ProducerCheck::Duplicate(dup));
             }
-            let Some((next, completed)) = step(current, b, Some(origin))? else {
+            let checked_as = (origin != AppendOrigin::Replication).then_some(origin);
+            let Some((next, completed)) = step(current, b, checked_as)? else {
                 continue;
             };
             update.completed.extend(completed);

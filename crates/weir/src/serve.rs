@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// broker.heartbeat.interval.ms); below the session timeout.
     #[arg(long, env = "WEIR_BROKER_HEARTBEAT_INTERVAL_MS")]
     broker_heartbeat_interval_ms: Option<u64>,
+    /// A follower that has not caught up with its leader for this long leaves the ISR, in ms
+    /// (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS")]
+    replica_lag_time_max_ms: Option<u64>,
     /// Partitions for auto-created topics (Kafka's num.partitions).
     #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
     default_partitions: Option<i32>,
@@ -143,6 +147,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "broker_heartbeat_interval_ms",
             args.broker_heartbeat_interval_ms.is_some(),
         ),
+        (
+            "replica_lag_time_max_ms",
+            args.replica_lag_time_max_ms.is_some(),
+        ),
         ("default_partitions", args.default_partitions.is_some()),
         ("auto_create_topics", args.auto_create_topics.is_some()),
         (
@@ -212,6 +220,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.broker_heartbeat_interval_ms {
         config.broker_heartbeat_interval_ms = ms;
+    }
+    if let Some(ms) = args.replica_lag_time_max_ms {
+        config.replica_lag_time_max_ms = ms;
     }
     if let Some(n) = args.default_partitions {
         config.default_partitions = n;

@@ -213,9 +213,41 @@ impl GroupCoordinator {
             txn_offsets: Mutex::new(HashMap::new()),
         };
         if let Some(topic) = registry.get(OFFSETS_TOPIC) {
-            coordinator.replay(topic)?;
+            coordinator.replay(topic, None)?;
         }
         Ok(coordinator)
+    }
+
+    /// This broker became the leader of `__consumer_offsets` partition `index`: the groups
+    /// stored there are rebuilt from its log, which replication kept up to date while another
+    /// broker coordinated them (Kafka's group load on becoming leader).
+    pub fn load_partition(&self, topic: &Topic, index: i32) -> Result<(), BrokerError> {
+        self.unload_partition(topic.partition_count, index);
+        self.replay(topic, Some(index))
+    }
+
+    /// This broker no longer leads `__consumer_offsets` partition `index`: its groups are
+    /// dropped from memory (their members are told NOT_COORDINATOR and find the new one).
+    pub fn unload_partition(&self, partition_count: i32, index: i32) {
+        let mut groups = self.lock();
+        let before = groups.len();
+        groups.retain(|id, _| partition_for(id, partition_count) != index);
+        let dropped = before - groups.len();
+        drop(groups);
+        self.txn_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+            .for_each(|offsets| {
+                offsets.retain(|(group, _, _), _| partition_for(group, partition_count) != index)
+            });
+        if dropped > 0 {
+            tracing::info!(
+                partition = index,
+                groups = dropped,
+                "group coordinator unloaded a partition"
+            );
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group<Waiter>>> {
@@ -223,7 +255,8 @@ impl GroupCoordinator {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn replay(&self, topic: &Topic) -> Result<(), BrokerError> {
+    /// Rebuilds groups from `__consumer_offsets`: every partition, or only `only`.
+    fn replay(&self, topic: &Topic, only: Option<i32>) -> Result<(), BrokerError> {
         let now = now_ms();
         let mut groups = self.lock();
         let mut records_read = 0usize;
@@ -231,7 +264,11 @@ impl GroupCoordinator {
         // (producer id -> records) per partition, in log order.
         let mut open_txns: HashMap<i64, Vec<Record>> = HashMap::new();
         let mut still_open: HashMap<i64, TxnOffsets> = HashMap::new();
-        for partition in &topic.partitions {
+        for partition in topic
+            .partitions
+            .iter()
+            .filter(|p| only.is_none_or(|i| p.index == i))
+        {
             open_txns.clear();
             let log = &partition.log;
             let end = log.log_end_offset();
@@ -302,10 +339,19 @@ impl GroupCoordinator {
                 }
             }
         }
-        *self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner()) = still_open;
+        {
+            let mut pending = self.txn_offsets.lock().unwrap_or_else(|e| e.into_inner());
+            if only.is_none() {
+                pending.clear();
+            }
+            for (pid, offsets) in still_open {
+                pending.entry(pid).or_default().extend(offsets);
+            }
+        }
         tracing::info!(
             groups = groups.len(),
             records = records_read,
+            partition = ?only,
             "group coordinator loaded"
         );
         Ok(())
@@ -328,6 +374,11 @@ impl GroupCoordinator {
         let Some(partition) = topic.partition(partition_for(group_id, count)) else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
+        // Only the partition's leader writes group state: a follower's log holds its
+        // leader's records only, and a stale coordinator's write would fork it.
+        if !partition.is_leader() {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let now = now_ms();
         let mut builder = RecordBatchBuilder::new(Compression::None).base_timestamp(now);
         for (i, (key, value)) in entries.into_iter().enumerate() {

@@ -76,11 +76,6 @@ fn topic_configs(
         .collect()
 }
 
-/// RF > 1 is refused until replication lands (issue 14): a replica that
-/// copies nothing would promise durability it does not have.
-const REPLICATION_NOT_YET: &str =
-    "replication factor above 1 is not supported yet: this Weir does not replicate partitions";
-
 /// What a topic's partition count and replication factor come to, and
 /// whether the request may go to the controller as it is.
 fn checked_new_topic(
@@ -96,11 +91,6 @@ fn checked_new_topic(
                 "give either replica assignments or partition count and replication factor, not both".into(),
             ));
         }
-        if t.assignments.iter().any(|a| a.broker_ids.len() > 1) {
-            return Err(BrokerError::InvalidReplicationFactor(
-                REPLICATION_NOT_YET.into(),
-            ));
-        }
         Some(
             t.assignments
                 .iter()
@@ -108,11 +98,6 @@ fn checked_new_topic(
                 .collect(),
         )
     };
-    if t.replication_factor > 1 {
-        return Err(BrokerError::InvalidReplicationFactor(
-            REPLICATION_NOT_YET.into(),
-        ));
-    }
     // Config values are checked here, where their meaning is known; the
     // controller only stores them.
     broker
@@ -252,7 +237,15 @@ pub async fn create_topics(
                     }
                 })
                 .unwrap_or(-1);
-            result.replication_factor = 1;
+            result.replication_factor = wanted
+                .map(|t| {
+                    if t.replication_factor == -1 {
+                        1
+                    } else {
+                        t.replication_factor
+                    }
+                })
+                .unwrap_or(-1);
         }
         if header.api_version >= 5 {
             result.configs = Some(topic_configs(&overrides, &config));
@@ -383,14 +376,6 @@ pub async fn create_partitions(
                  from their stored state",
                 t.name
             ));
-        } else if t
-            .assignments
-            .iter()
-            .flatten()
-            .any(|a| a.broker_ids.len() > 1)
-        {
-            result.error_code = ErrorCode::InvalidReplicaAssignment.code();
-            result.error_message = Some(REPLICATION_NOT_YET.into());
         } else {
             to_controller.push(NewPartitions {
                 name: t.name.clone(),

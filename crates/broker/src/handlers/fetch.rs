@@ -45,7 +45,74 @@ const READ_COMMITTED: i8 = 1;
 struct Wanted {
     topic_name: String,
     topic_id: [u8; 16],
-    partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
+    partitions: Vec<WantedPartition>,
+}
+
+#[derive(Clone, Copy)]
+struct WantedPartition {
+    index: i32,
+    fetch_offset: i64,
+    max_bytes: i32,
+    /// KIP-320: the leader epoch the fetcher believes current; -1 skips the check.
+    current_leader_epoch: i32,
+    /// The epoch of the last batch the fetcher holds (v12+), for divergence; -1 if none.
+    last_fetched_epoch: i32,
+}
+
+/// A follower broker fetching as a replica (Kafka's replica id >= 0).
+#[derive(Clone, Copy)]
+struct Follower {
+    broker_id: i32,
+    /// Its broker epoch (v15+ ReplicaState); -1 when the version can't carry one.
+    broker_epoch: i64,
+}
+
+/// KIP-320's check of the fetcher's view of the leader epoch.
+fn check_leader_epoch(current: i32, requested: i32) -> Result<(), ErrorCode> {
+    if requested < 0 || requested == current {
+        Ok(())
+    } else if requested < current {
+        Err(ErrorCode::FencedLeaderEpoch)
+    } else {
+        Err(ErrorCode::UnknownLeaderEpoch)
+    }
+}
+
+/// A follower must be the broker it says (its epoch is its current registration's) and hold
+/// a replica of the partition; its fetch offset is its durable log end, which feeds the
+/// leader's high watermark. Returns the error to answer, if any.
+fn note_follower_fetch(
+    broker: &Broker,
+    partition: &crate::partition::Partition,
+    follower: Follower,
+    fetch_offset: i64,
+) -> Result<(), ErrorCode> {
+    let registered = broker
+        .cluster()
+        .image()
+        .broker(follower.broker_id)
+        .map(|b| b.broker_epoch);
+    if registered.is_none()
+        || (follower.broker_epoch >= 0 && registered != Some(follower.broker_epoch))
+    {
+        return Err(ErrorCode::NotLeaderOrFollower);
+    }
+    let leader_end = partition.log.log_end_offset();
+    let decided = match partition.replication().as_mut() {
+        Some(state) => state
+            .follower_fetched(
+                follower.broker_id,
+                fetch_offset,
+                leader_end,
+                crate::now_ms().max(0) as u64,
+            )
+            .map_err(|_| ErrorCode::NotLeaderOrFollower)?,
+        None => return Err(ErrorCode::NotLeaderOrFollower),
+    };
+    if let Some(hw) = decided {
+        partition.raise_high_watermark(hw);
+    }
+    Ok(())
 }
 
 /// KIP-951: each NOT_LEADER_OR_FOLLOWER partition names the leader and
@@ -98,6 +165,7 @@ fn read_once(
     wanted: &[Wanted],
     max_bytes: usize,
     read_committed: bool,
+    follower: Option<Follower>,
     placeholders: &mut Placeholders,
 ) -> (Vec<FetchableTopicResponse>, usize) {
     let mut total_bytes = 0usize;
@@ -109,7 +177,8 @@ fn read_once(
             broker.topic(&want.topic_name)
         };
         let mut partitions = Vec::with_capacity(want.partitions.len());
-        for &(index, fetch_offset, partition_max_bytes) in &want.partitions {
+        for w in &want.partitions {
+            let (index, fetch_offset, partition_max_bytes) = (w.index, w.fetch_offset, w.max_bytes);
             let mut data = PartitionData {
                 partition_index: index,
                 high_watermark: -1,
@@ -131,13 +200,47 @@ fn read_once(
                     continue;
                 }
             };
+            if let Err(error) = check_leader_epoch(partition.leader_epoch(), w.current_leader_epoch)
+            {
+                data.error_code = error.code();
+                partitions.push(data);
+                continue;
+            }
             let log = &partition.log;
+            if let Some(f) = follower {
+                // KIP-320 divergence: the follower's last epoch ends earlier here (or is
+                // unknown) than where it fetches from, so its tail is not the leader's.
+                if w.last_fetched_epoch >= 0 {
+                    match log.end_offset_for_epoch(w.last_fetched_epoch) {
+                        Some((epoch, end))
+                            if epoch == w.last_fetched_epoch && end >= fetch_offset => {}
+                        found => {
+                            let (epoch, end) = found.unwrap_or((-1, -1));
+                            data.diverging_epoch.epoch = epoch;
+                            data.diverging_epoch.end_offset = end;
+                            data.high_watermark = log.high_watermark();
+                            data.last_stable_offset = log.last_stable_offset();
+                            data.log_start_offset = log.log_start_offset();
+                            partitions.push(data);
+                            continue;
+                        }
+                    }
+                }
+                if let Err(error) = note_follower_fetch(broker, partition, f, fetch_offset) {
+                    data.error_code = error.code();
+                    partitions.push(data);
+                    continue;
+                }
+            }
             let high_watermark = log.high_watermark();
             let stable = log.last_stable_offset();
             data.high_watermark = high_watermark;
             data.last_stable_offset = stable;
             data.log_start_offset = log.log_start_offset();
-            let limit = if read_committed {
+            // Followers copy everything the leader has; consumers see only what the ISR has.
+            let limit = if follower.is_some() {
+                log.log_end_offset()
+            } else if read_committed {
                 stable
             } else {
                 high_watermark
@@ -191,9 +294,10 @@ fn read_once(
     (responses, total_bytes)
 }
 
-/// The watermark notifications of the requested partitions that exist. One
-/// that is missing answers with an error at once, so it needs no waiting.
-fn watermark_notifies(broker: &Broker, wanted: &[Wanted]) -> Vec<Arc<Notify>> {
+/// The notifications a long poll waits on: the watermark of each requested partition that
+/// exists, and for a follower also its appends. A missing partition answers with an error at
+/// once, so it needs no waiting.
+fn watermark_notifies(broker: &Broker, wanted: &[Wanted], follower: bool) -> Vec<Arc<Notify>> {
     let mut notifies = Vec::new();
     for want in wanted {
         let topic = if want.topic_name.is_empty() {
@@ -202,9 +306,12 @@ fn watermark_notifies(broker: &Broker, wanted: &[Wanted]) -> Vec<Arc<Notify>> {
             broker.topic(&want.topic_name)
         };
         let Some(topic) = topic else { continue };
-        for &(index, _, _) in &want.partitions {
-            if let Some(partition) = topic.partition(index) {
+        for w in &want.partitions {
+            if let Some(partition) = topic.partition(w.index) {
                 notifies.push(partition.watermark_raised.clone());
+                if follower {
+                    notifies.push(partition.appended.clone());
+                }
             }
         }
     }
@@ -234,7 +341,13 @@ pub fn handle(
             partitions: t
                 .partitions
                 .iter()
-                .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                .map(|p| WantedPartition {
+                    index: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                })
                 .collect(),
         })
         .collect();
@@ -246,10 +359,22 @@ pub fn handle(
             .min(FETCH_WAIT_MS_MAX),
     );
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // v15 moved the replica id into ReplicaState, with the broker epoch (KIP-903).
+    let follower = if header.api_version >= 15 {
+        (request.replica_state.replica_id >= 0).then_some(Follower {
+            broker_id: request.replica_state.replica_id,
+            broker_epoch: request.replica_state.replica_epoch,
+        })
+    } else {
+        (request.replica_id >= 0).then_some(Follower {
+            broker_id: request.replica_id,
+            broker_epoch: -1,
+        })
+    };
     let broker = broker.clone();
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
-        let watched = watermark_notifies(&broker, &wanted);
+        let watched = watermark_notifies(&broker, &wanted, follower.is_some());
         let mut placeholders;
         let responses = loop {
             // Registered before the read, so a raise during it still wakes us.
@@ -264,6 +389,7 @@ pub fn handle(
                 &wanted,
                 max_bytes,
                 read_committed,
+                follower,
                 &mut placeholders,
             );
             let has_error = responses
@@ -287,6 +413,7 @@ pub fn handle(
                     &wanted,
                     max_bytes,
                     read_committed,
+                    follower,
                     &mut placeholders,
                 )
                 .0;

@@ -46,6 +46,9 @@ struct PartitionOutcome {
     /// record's index within the partition's records.
     record_errors: Vec<BatchIndexAndErrorMessage>,
     durable: Option<oneshot::Receiver<Result<(), LogError>>>,
+    /// acks=all: after durability here, wait for the high watermark to pass this end offset
+    /// (every in-sync replica has the records) under this leader epoch.
+    replicated: Option<ReplicatedWait>,
     /// KIP-951: for NOT_LEADER_OR_FOLLOWER, the leader and epoch this broker knows.
     current_leader: Option<(i32, i32)>,
 }
@@ -61,7 +64,45 @@ impl PartitionOutcome {
             log_start_offset: -1,
             record_errors: Vec::new(),
             durable: None,
+            replicated: None,
             current_leader: None,
+        }
+    }
+}
+
+struct ReplicatedWait {
+    partition: Arc<Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+    min_insync_replicas: usize,
+}
+
+/// acks=all: waits until every in-sync replica has the records. Kafka then answers
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below `min.insync.replicas` meanwhile.
+async fn replicated(
+    wait: &ReplicatedWait,
+    deadline: tokio::time::Instant,
+) -> Result<(), (ErrorCode, String)> {
+    let p = &wait.partition;
+    match crate::wait_replicated(p, wait.end_offset, wait.leader_epoch, deadline).await {
+        Err(e) => Err((ErrorCode::NotLeaderOrFollower, e.to_string())),
+        Ok(false) => Err((
+            ErrorCode::RequestTimedOut,
+            "timed out waiting for the in-sync replicas".into(),
+        )),
+        Ok(true) => {
+            let isr = p.isr_len().unwrap_or(0);
+            if isr < wait.min_insync_replicas {
+                return Err((
+                    ErrorCode::NotEnoughReplicasAfterAppend,
+                    format!(
+                        "the in-sync replicas shrank to {isr}, below min.insync.replicas={}, \
+                         after the records were appended",
+                        wait.min_insync_replicas
+                    ),
+                ));
+            }
+            Ok(())
         }
     }
 }
@@ -339,10 +380,26 @@ fn append_partition(
     partition: &Arc<Partition>,
     config: &TopicConfig,
     records: Option<Bytes>,
-    wants_ack: bool,
+    acks: i16,
     transactional_id: Option<&str>,
 ) -> PartitionOutcome {
+    let wants_ack = acks != 0;
     let index = partition.index;
+    // Kafka checks min.insync.replicas before appending for acks=all: with too few in-sync
+    // replicas nothing is written.
+    let min_insync = usize::try_from(config.min_insync_replicas.max(1)).unwrap_or(1);
+    if acks == -1
+        && let Some(isr) = partition.isr_len()
+        && isr < min_insync
+    {
+        return PartitionOutcome::failed(
+            index,
+            ErrorCode::NotEnoughReplicas,
+            Some(format!(
+                "{isr} in-sync replicas, fewer than min.insync.replicas={min_insync}"
+            )),
+        );
+    }
     let mut records = records.unwrap_or_default();
     let now = now_ms();
     if let Err((code, message)) =
@@ -391,7 +448,15 @@ fn append_partition(
     };
     // A duplicate (an idempotent producer's retry) is acknowledged with its original offsets
     // once those are durable, like any append.
-    let rx = broker.raise_watermark_when_durable(partition, info.last_offset + 1);
+    partition.appended.notify_waiters();
+    // acks=1 waits for this broker's sync alone; acks=all then also for the ISR (below).
+    let rx = crate::watch_durability(partition, info.last_offset + 1);
+    let replicated = (acks == -1).then(|| ReplicatedWait {
+        partition: Arc::clone(partition),
+        end_offset: info.last_offset + 1,
+        leader_epoch: options.leader_epoch,
+        min_insync_replicas: min_insync,
+    });
     PartitionOutcome {
         index,
         error: ErrorCode::None,
@@ -401,6 +466,7 @@ fn append_partition(
         log_start_offset: info.log_start_offset,
         record_errors: Vec::new(),
         durable: wants_ack.then_some(rx),
+        replicated,
         current_leader: None,
     }
 }
@@ -475,7 +541,7 @@ pub fn handle(
                     partition,
                     &topic.config,
                     data.records,
-                    wants_ack,
+                    request.acks,
                     request.transactional_id.as_deref(),
                 ),
                 Some(Err(error)) => {
@@ -541,6 +607,13 @@ pub fn handle(
                             outcome.error_message = Some("timed out waiting for fsync".into());
                         }
                     }
+                }
+                if outcome.error == ErrorCode::None
+                    && let Some(wait) = outcome.replicated.take()
+                    && let Err((code, message)) = replicated(&wait, deadline).await
+                {
+                    outcome.error = code;
+                    outcome.error_message = Some(message);
                 }
                 let failed = outcome.error != ErrorCode::None;
                 partition_responses.push(PartitionProduceResponse {

@@ -165,9 +165,26 @@ impl TxnCoordinator {
                 .is_some_and(|v| v == "1"),
         };
         if let Some(topic) = registry.get(TRANSACTION_STATE_TOPIC) {
-            coordinator.replay(topic)?;
+            coordinator.replay(topic, None)?;
         }
         Ok(coordinator)
+    }
+
+    /// This broker became the leader of `__transaction_state` partition `index`: the
+    /// transactional ids stored there are rebuilt from its log. Transactions left in a
+    /// prepare state are completed by the periodic scan, as after a restart.
+    pub fn load_partition(&self, topic: &Topic, index: i32) -> Result<(), BrokerError> {
+        self.unload_partition(topic.partition_count, index);
+        self.replay(topic, Some(index))?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// This broker no longer leads `__transaction_state` partition `index`: its ids are
+    /// dropped from memory.
+    pub fn unload_partition(&self, partition_count: i32, index: i32) {
+        self.lock()
+            .retain(|id, _| partition_for(id, partition_count) != index);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, TxnMetadata>> {
@@ -175,13 +192,18 @@ impl TxnCoordinator {
         self.txns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn replay(&self, topic: &Topic) -> Result<(), BrokerError> {
+    /// Rebuilds transactional ids from `__transaction_state`: every partition, or only `only`.
+    fn replay(&self, topic: &Topic, only: Option<i32>) -> Result<(), BrokerError> {
         let corrupt = |e: &dyn std::fmt::Display| {
             BrokerError::Corrupt(format!("{TRANSACTION_STATE_TOPIC}: {e}"))
         };
         let mut txns = self.lock();
         let mut records_read = 0usize;
-        for partition in &topic.partitions {
+        for partition in topic
+            .partitions
+            .iter()
+            .filter(|p| only.is_none_or(|i| p.index == i))
+        {
             let log = &partition.log;
             let end = log.log_end_offset();
             let mut offset = log.log_start_offset();
@@ -259,6 +281,10 @@ impl TxnCoordinator {
         let Some(partition) = topic.partition(partition_for(&meta.transactional_id, count)) else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
+        // Only the partition's leader writes transaction state (see the group coordinator).
+        if !partition.is_leader() {
+            return Err(ErrorCode::NotCoordinator);
+        }
         let encode_failed = |e: weir_protocol::codec::EncodeError| {
             tracing::error!(error = %e, "encoding a transaction state record failed");
             ErrorCode::UnknownServerError

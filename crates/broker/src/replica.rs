@@ -1,0 +1,406 @@
+//! A partition leader's view of its followers: the sans-I/O core of replication.
+//!
+//! Fed by events (the leader's own log became durable up to an offset, a follower fetched at an
+//! offset, time passed, the metadata image changed the ISR) and answering with decisions (the
+//! new high watermark, an ISR change to propose to the controller). The tokio shells in
+//! `replication.rs` and the fetch and produce handlers do the I/O; nothing here blocks or
+//! reads a clock.
+//!
+//! The rules are Kafka's (`Partition`/`Replica` in apache/kafka, KIP-101, KIP-497), with one
+//! step past them: a follower's fetch offset is its *durable* log end (the fetcher waits for
+//! its own sync before fetching again), so the high watermark, the minimum over the ISR, only
+//! passes records that are on disk on every in-sync replica.
+
+use std::collections::BTreeMap;
+
+use weir_metadata::records::BrokerId;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Follower {
+    /// The offset of its last fetch: everything below is durable there. -1 until it fetches in
+    /// this leadership.
+    log_end: i64,
+    /// When it last held everything the leader had (Kafka's `lastCaughtUpTimeMs`).
+    last_caught_up_ms: u64,
+    /// The leader's log end and the time at its previous fetch: a fetch reaching that end
+    /// shows the follower was caught up then.
+    previous_fetch_leader_end: i64,
+    previous_fetch_ms: u64,
+}
+
+/// An ISR change this leader wants the controller to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// Why a follower's fetch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerRefusal {
+    /// The fetching broker holds no replica of this partition.
+    NotAReplica,
+}
+
+/// One led partition's replication state.
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    me: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    replicas: Vec<BrokerId>,
+    /// The ISR the metadata image holds (committed).
+    isr: Vec<BrokerId>,
+    /// An ISR change sent to the controller and not yet seen in the image, with when it was
+    /// sent. While it is out, the high watermark counts the union of both (KIP-497's "maximal
+    /// ISR"): a member being added counts at once, one being removed until the removal is
+    /// committed.
+    pending: Option<(Vec<BrokerId>, u64)>,
+    followers: BTreeMap<BrokerId, Follower>,
+    /// The leader's own durable log end.
+    leader_durable_end: i64,
+    /// Where this leadership's epoch starts: a follower joins the ISR only once it has all of
+    /// the previous leaders' records (Kafka's `leaderEpochStartOffsetOpt` check).
+    epoch_start_offset: i64,
+    high_watermark: i64,
+    /// Kafka's `replica.lag.time.max.ms`.
+    lag_max_ms: u64,
+}
+
+/// How long an ISR proposal may go unanswered before it is sent again (the controller may have
+/// failed over and lost it).
+pub const PROPOSAL_RETRY_MS: u64 = 5_000;
+
+impl LeaderState {
+    /// A new leadership (a new leader epoch). Every follower starts with an unknown position
+    /// and a full `lag_max_ms` before it can be dropped from the ISR.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        me: BrokerId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+        high_watermark: i64,
+        epoch_start_offset: i64,
+        lag_max_ms: u64,
+        now_ms: u64,
+    ) -> LeaderState {
+        let followers = replicas
+            .iter()
+            .filter(|&&r| r != me)
+            .map(|&r| {
+                (
+                    r,
+                    Follower {
+                        log_end: -1,
+                        last_caught_up_ms: now_ms,
+                        previous_fetch_leader_end: -1,
+                        previous_fetch_ms: now_ms,
+                    },
+                )
+            })
+            .collect();
+        LeaderState {
+            me,
+            leader_epoch,
+            partition_epoch,
+            replicas,
+            isr,
+            pending: None,
+            followers,
+            leader_durable_end: high_watermark,
+            epoch_start_offset,
+            high_watermark,
+            lag_max_ms,
+        }
+    }
+
+    pub fn isr(&self) -> &[BrokerId] {
+        &self.isr
+    }
+
+    pub fn replicas(&self) -> &[BrokerId] {
+        &self.replicas
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    /// The image changed this partition within the same leadership: a committed ISR change
+    /// (ours or the controller's, e.g. a fenced broker removed) or new replicas. Returns the
+    /// new high watermark if it rose.
+    pub fn image_changed(
+        &mut self,
+        partition_epoch: i32,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+        now_ms: u64,
+    ) -> Option<i64> {
+        if partition_epoch < self.partition_epoch {
+            return None;
+        }
+        self.partition_epoch = partition_epoch;
+        for &r in &replicas {
+            if r != self.me {
+                self.followers.entry(r).or_insert(Follower {
+                    log_end: -1,
+                    last_caught_up_ms: now_ms,
+                    previous_fetch_leader_end: -1,
+                    previous_fetch_ms: now_ms,
+                });
+            }
+        }
+        self.followers.retain(|id, _| replicas.contains(id));
+        self.replicas = replicas;
+        self.isr = isr;
+        // Whatever we proposed was either this change or overtaken by it.
+        self.pending = None;
+        self.recompute()
+    }
+
+    /// The controller refused or lost our proposal: the next tick may propose again.
+    pub fn proposal_failed(&mut self) -> Option<i64> {
+        self.pending = None;
+        self.recompute()
+    }
+
+    /// The leader's log is durable below `end`.
+    pub fn leader_durable(&mut self, end: i64) -> Option<i64> {
+        if end <= self.leader_durable_end {
+            return None;
+        }
+        self.leader_durable_end = end;
+        self.recompute()
+    }
+
+    /// A follower fetched at `fetch_offset` (its durable log end) while the leader's log ended
+    /// at `leader_end`. Returns the new high watermark if it rose.
+    pub fn follower_fetched(
+        &mut self,
+        id: BrokerId,
+        fetch_offset: i64,
+        leader_end: i64,
+        now_ms: u64,
+    ) -> Result<Option<i64>, FollowerRefusal> {
+        let f = self
+            .followers
+            .get_mut(&id)
+            .ok_or(FollowerRefusal::NotAReplica)?;
+        if fetch_offset >= leader_end {
+            f.last_caught_up_ms = now_ms;
+        } else if f.previous_fetch_leader_end >= 0 && fetch_offset >= f.previous_fetch_leader_end {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.previous_fetch_ms);
+        }
+        f.previous_fetch_leader_end = leader_end;
+        f.previous_fetch_ms = now_ms;
+        f.log_end = fetch_offset;
+        Ok(self.recompute())
+    }
+
+    /// The ISR members the high watermark waits for: the committed ISR plus any member a
+    /// pending proposal adds.
+    fn maximal_isr(&self) -> impl Iterator<Item = BrokerId> + '_ {
+        let added = self
+            .pending
+            .iter()
+            .flat_map(|(isr, _)| isr.iter().copied())
+            .filter(|r| !self.isr.contains(r));
+        self.isr.iter().copied().chain(added)
+    }
+
+    /// HW = min(leader durable end, each maximal-ISR follower's durable end); never lower
+    /// than before.
+    fn recompute(&mut self) -> Option<i64> {
+        let mut hw = self.leader_durable_end;
+        for r in self.maximal_isr() {
+            if r == self.me {
+                continue;
+            }
+            let end = self.followers.get(&r).map_or(-1, |f| f.log_end);
+            hw = hw.min(end);
+        }
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            Some(hw)
+        } else {
+            None
+        }
+    }
+
+    /// Periodic check: followers that have not caught up within `lag_max_ms` leave the ISR;
+    /// replicas that have caught up to the high watermark (and hold this epoch's start) join
+    /// it. Returns the proposal to send, if any; one proposal is out at a time.
+    pub fn tick(&mut self, now_ms: u64) -> Option<IsrProposal> {
+        if let Some((_, sent_ms)) = &self.pending {
+            if now_ms.saturating_sub(*sent_ms) < PROPOSAL_RETRY_MS {
+                return None;
+            }
+            self.pending = None;
+        }
+        let mut new_isr: Vec<BrokerId> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| {
+                r == self.me
+                    || self.followers.get(&r).is_some_and(|f| {
+                        now_ms.saturating_sub(f.last_caught_up_ms) <= self.lag_max_ms
+                    })
+            })
+            .collect();
+        for (&r, f) in &self.followers {
+            let caught_up = f.log_end >= self.high_watermark
+                && f.log_end >= self.epoch_start_offset
+                && now_ms.saturating_sub(f.last_caught_up_ms) <= self.lag_max_ms;
+            if !new_isr.contains(&r) && caught_up {
+                new_isr.push(r);
+            }
+        }
+        // Replica order, as the controller and clients list it.
+        new_isr.sort_by_key(|r| self.replicas.iter().position(|x| x == r));
+        if !new_isr.contains(&self.me) {
+            new_isr.insert(0, self.me);
+        }
+        let mut current = self.isr.clone();
+        current.sort_by_key(|r| self.replicas.iter().position(|x| x == r));
+        if new_isr == current {
+            return None;
+        }
+        self.pending = Some((new_isr.clone(), now_ms));
+        Some(IsrProposal {
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            new_isr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAG_MS: u64 = 30_000;
+
+    fn leader(isr: &[BrokerId]) -> LeaderState {
+        LeaderState::new(1, 5, 10, vec![1, 2, 3], isr.to_vec(), 0, 0, LAG_MS, 1_000)
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_minimum_durable_end_over_the_isr() {
+        let mut l = leader(&[1, 2, 3]);
+        assert_eq!(l.leader_durable(100), None, "no follower has fetched yet");
+        assert_eq!(l.follower_fetched(2, 100, 100, 1_001), Ok(None));
+        assert_eq!(l.follower_fetched(3, 60, 100, 1_002), Ok(Some(60)));
+        assert_eq!(l.follower_fetched(3, 100, 100, 1_003), Ok(Some(100)));
+        // The leader's own sync bounds it too.
+        assert_eq!(l.follower_fetched(2, 150, 150, 1_004), Ok(None));
+        assert_eq!(l.follower_fetched(3, 150, 150, 1_004), Ok(None));
+        assert_eq!(l.leader_durable(150), Some(150));
+    }
+
+    #[test]
+    fn the_high_watermark_never_moves_back() {
+        let mut l = leader(&[1, 2]);
+        l.leader_durable(50);
+        assert_eq!(l.follower_fetched(2, 50, 50, 1_001), Ok(Some(50)));
+        // A follower that restarted and fetches from lower, or a member added to the ISR
+        // that is behind, cannot lower it.
+        assert_eq!(l.follower_fetched(2, 20, 50, 1_002), Ok(None));
+        assert_eq!(
+            l.image_changed(11, vec![1, 2, 3], vec![1, 2, 3], 1_003),
+            None
+        );
+        assert_eq!(l.high_watermark(), 50);
+    }
+
+    #[test]
+    fn a_single_replica_isr_follows_the_leaders_durability_alone() {
+        let mut l = LeaderState::new(1, 0, 0, vec![1], vec![1], 0, 0, LAG_MS, 0);
+        assert_eq!(l.leader_durable(7), Some(7));
+        assert_eq!(l.tick(1_000_000), None);
+    }
+
+    #[test]
+    fn a_lagging_follower_is_proposed_out_and_a_caught_up_one_back_in() {
+        let mut l = leader(&[1, 2, 3]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 2_000).unwrap();
+        l.follower_fetched(3, 40, 100, 2_000).unwrap();
+        assert_eq!(l.tick(2_000), None, "nobody is past the lag limit yet");
+        // Follower 2 keeps up, 3 stays behind.
+        l.follower_fetched(2, 100, 100, 1_000 + LAG_MS + 1).unwrap();
+        let p = l.tick(1_000 + LAG_MS + 1).expect("3 must be proposed out");
+        assert_eq!(
+            p,
+            IsrProposal {
+                leader_epoch: 5,
+                partition_epoch: 10,
+                new_isr: vec![1, 2]
+            }
+        );
+        // While the removal is out, 3 still holds the high watermark back (it is committed
+        // in the ISR until the controller says otherwise), and no second proposal goes out.
+        assert_eq!(l.follower_fetched(2, 100, 100, 33_000), Ok(None));
+        assert_eq!(l.tick(33_000), None);
+        assert_eq!(
+            l.image_changed(11, vec![1, 2, 3], vec![1, 2], 33_001),
+            Some(100)
+        );
+        // 3 catches up to the high watermark: back in.
+        l.follower_fetched(3, 100, 100, 41_000).unwrap();
+        let p = l.tick(41_000).expect("3 must be proposed back");
+        assert_eq!(p.new_isr, vec![1, 2, 3]);
+        assert_eq!(p.partition_epoch, 11);
+    }
+
+    #[test]
+    fn a_follower_joining_counts_for_the_high_watermark_at_once() {
+        let mut l = leader(&[1]);
+        l.leader_durable(100);
+        assert_eq!(l.high_watermark(), 100);
+        l.follower_fetched(2, 100, 100, 1_500).unwrap();
+        assert_eq!(l.tick(1_500).unwrap().new_isr, vec![1, 2]);
+        l.leader_durable(120);
+        assert_eq!(l.high_watermark(), 100, "the joining member holds it back");
+        assert_eq!(l.follower_fetched(2, 120, 120, 1_600), Ok(Some(120)));
+    }
+
+    #[test]
+    fn a_follower_missing_this_epochs_start_does_not_join() {
+        let mut l = LeaderState::new(1, 5, 10, vec![1, 2], vec![1], 0, 80, LAG_MS, 0);
+        l.leader_durable(100);
+        l.follower_fetched(2, 60, 60, 10).unwrap();
+        assert_eq!(l.high_watermark(), 100);
+        assert_eq!(l.tick(10), None, "60 is below the epoch start 80");
+    }
+
+    #[test]
+    fn a_lost_proposal_is_sent_again_and_a_refused_one_at_the_next_tick() {
+        let mut l = leader(&[1, 2, 3]);
+        let t = 1_000 + LAG_MS + 1;
+        l.follower_fetched(2, 0, 0, t).unwrap();
+        assert!(l.tick(t).is_some());
+        assert!(l.tick(t + 1).is_none());
+        assert!(l.tick(t + PROPOSAL_RETRY_MS).is_some(), "sent again");
+        l.proposal_failed();
+        assert!(l.tick(t + PROPOSAL_RETRY_MS + 1).is_some());
+    }
+
+    #[test]
+    fn a_fetch_from_a_broker_without_a_replica_is_refused() {
+        let mut l = leader(&[1, 2, 3]);
+        assert_eq!(
+            l.follower_fetched(9, 0, 0, 0),
+            Err(FollowerRefusal::NotAReplica)
+        );
+        assert_eq!(
+            l.follower_fetched(1, 0, 0, 0),
+            Err(FollowerRefusal::NotAReplica),
+            "the leader does not fetch from itself"
+        );
+    }
+}

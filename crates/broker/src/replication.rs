@@ -1,0 +1,671 @@
+//! Replication's I/O shells: the replica fetchers a follower runs (one per leader broker,
+//! fetching every partition it follows from that leader in one Fetch request, as Kafka's
+//! `ReplicaFetcherThread`), and the leadership transitions the metadata image drives.
+//!
+//! The decisions live elsewhere: a leader's high watermark and ISR in [`crate::replica`],
+//! elections in the controller. Here: sockets, the follower's truncation (only ever after
+//! asking the leader with OffsetForLeaderEpoch, KIP-101/KIP-279) and its appends.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use weir_client::connection::{Connection, ConnectionOptions};
+use weir_log::{FlushPolicy, LogError};
+use weir_metadata::records::BrokerId;
+use weir_protocol::error_code::ErrorCode;
+use weir_protocol::messages::fetch::{FetchPartition, FetchRequest, FetchTopic, ReplicaState};
+use weir_protocol::messages::offset_for_leader_epoch::{
+    OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+
+use crate::Broker;
+use crate::partition::Partition;
+
+/// Kafka's `replica.fetch.wait.max.ms`.
+const FETCH_WAIT_MS: i32 = 500;
+/// Kafka's `replica.fetch.max.bytes` (per partition) and `replica.fetch.response.max.bytes`.
+const FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
+const FETCH_RESPONSE_BYTES_MAX: i32 = 10 * 1024 * 1024;
+/// Kafka's `replica.fetch.backoff.ms`: after an error, before the partition is fetched again.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// The Fetch version followers send: v15 carries the broker epoch (KIP-903), v16 the leader
+/// hints; higher versions add nothing a follower uses.
+const FETCH_VERSION_MAX: i16 = 16;
+const FETCH_VERSION_MIN: i16 = 15;
+
+/// A partition a follower copies, as the image names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Followed {
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    pub index: i32,
+    pub leader_id: BrokerId,
+    pub leader_epoch: i32,
+}
+
+#[derive(Debug, Clone)]
+struct FollowState {
+    followed: Followed,
+    /// OffsetForLeaderEpoch has been asked (and the log cut) in this leader epoch.
+    truncated: bool,
+    /// Not fetched before this instant (after an error).
+    backoff_until: Option<tokio::time::Instant>,
+}
+
+struct Fetcher {
+    leader_id: BrokerId,
+    partitions: Mutex<BTreeMap<(String, i32), FollowState>>,
+    changed: Notify,
+    stopped: AtomicBool,
+}
+
+impl Fetcher {
+    fn partitions(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, i32), FollowState>> {
+        self.partitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every fetcher this broker runs, by leader.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    by_leader: Mutex<BTreeMap<BrokerId, Arc<Fetcher>>>,
+}
+
+impl ReplicaFetchers {
+    /// Makes the fetchers follow exactly `wanted`: new partitions start with a truncation
+    /// check, a partition whose leader or epoch changed starts over, a leader with nothing
+    /// left to follow loses its fetcher.
+    pub fn sync(&self, broker: &Arc<Broker>, wanted: Vec<Followed>) {
+        let mut by_leader = self.by_leader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut grouped: BTreeMap<BrokerId, Vec<Followed>> = BTreeMap::new();
+        for f in wanted {
+            grouped.entry(f.leader_id).or_default().push(f);
+        }
+        by_leader.retain(|leader, fetcher| {
+            if grouped.contains_key(leader) {
+                return true;
+            }
+            fetcher.stopped.store(true, Ordering::Release);
+            fetcher.changed.notify_one();
+            false
+        });
+        for (leader_id, followed) in grouped {
+            let fetcher = by_leader.entry(leader_id).or_insert_with(|| {
+                let fetcher = Arc::new(Fetcher {
+                    leader_id,
+                    partitions: Mutex::new(BTreeMap::new()),
+                    changed: Notify::new(),
+                    stopped: AtomicBool::new(false),
+                });
+                tokio::spawn(run_fetcher(Arc::downgrade(broker), fetcher.clone()));
+                fetcher
+            });
+            let mut parts = fetcher.partitions();
+            let mut changed = false;
+            parts.retain(|key, _| {
+                let keep = followed.iter().any(|f| (f.topic.clone(), f.index) == *key);
+                changed |= !keep;
+                keep
+            });
+            for f in followed {
+                let key = (f.topic.clone(), f.index);
+                match parts.get_mut(&key) {
+                    Some(s) if s.followed == f => {}
+                    Some(s) => {
+                        *s = FollowState {
+                            followed: f,
+                            truncated: false,
+                            backoff_until: None,
+                        };
+                        changed = true;
+                    }
+                    None => {
+                        parts.insert(
+                            key,
+                            FollowState {
+                                followed: f,
+                                truncated: false,
+                                backoff_until: None,
+                            },
+                        );
+                        changed = true;
+                    }
+                }
+            }
+            drop(parts);
+            if changed {
+                fetcher.changed.notify_one();
+            }
+        }
+    }
+
+    /// Stops every fetcher (shutdown).
+    pub fn stop_all(&self) {
+        let mut by_leader = self.by_leader.lock().unwrap_or_else(|e| e.into_inner());
+        for fetcher in by_leader.values() {
+            fetcher.stopped.store(true, Ordering::Release);
+            fetcher.changed.notify_one();
+        }
+        by_leader.clear();
+    }
+}
+
+/// The leader's address for Kafka requests, from the image.
+fn leader_address(broker: &Broker, leader_id: BrokerId) -> Option<String> {
+    let image = broker.cluster().image();
+    let e = image.broker(leader_id)?.endpoints.first()?.clone();
+    Some(format!("{}:{}", e.host, e.port))
+}
+
+fn partition_of(broker: &Broker, topic: &str, index: i32) -> Option<Arc<Partition>> {
+    broker.topic(topic)?.partition(index).cloned()
+}
+
+async fn run_fetcher(broker: Weak<Broker>, fetcher: Arc<Fetcher>) {
+    let mut connection: Option<Connection> = None;
+    loop {
+        if fetcher.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(this) = broker.upgrade() else { return };
+        let due: Vec<FollowState> = {
+            let now = tokio::time::Instant::now();
+            fetcher
+                .partitions()
+                .values()
+                .filter(|s| s.backoff_until.is_none_or(|t| t <= now))
+                .cloned()
+                .collect()
+        };
+        if due.is_empty() {
+            drop(this);
+            let _ = tokio::time::timeout(BACKOFF, fetcher.changed.notified()).await;
+            continue;
+        }
+        let conn = match connection.as_mut().filter(|c| !c.is_broken()) {
+            Some(c) => c,
+            None => {
+                let Some(addr) = leader_address(&this, fetcher.leader_id) else {
+                    drop(this);
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                };
+                let options = ConnectionOptions {
+                    client_id: format!("weir-replica-fetcher-{}", this.config.node_id),
+                    connect_timeout_ms: 2_000,
+                    request_timeout_ms: 10_000,
+                    ..ConnectionOptions::default()
+                };
+                drop(this);
+                match Connection::connect(&addr, options).await {
+                    Ok(c) => connection.insert(c),
+                    Err(e) => {
+                        tracing::debug!(leader = fetcher.leader_id, error = %e, "replica fetcher cannot connect");
+                        tokio::time::sleep(BACKOFF).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(this) = broker.upgrade() else { return };
+        let result = fetch_round(&this, &fetcher, conn, due).await;
+        drop(this);
+        if let Err(e) = result {
+            tracing::debug!(leader = fetcher.leader_id, error = %e, "replica fetch failed");
+            connection = None;
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+}
+
+/// Marks a partition to wait before its next fetch.
+fn back_off(fetcher: &Fetcher, key: &(String, i32)) {
+    if let Some(s) = fetcher.partitions().get_mut(key) {
+        s.backoff_until = Some(tokio::time::Instant::now() + BACKOFF);
+    }
+}
+
+/// Marks a partition as needing a truncation check again (divergence seen).
+fn needs_truncation(fetcher: &Fetcher, key: &(String, i32), epoch: i32) {
+    if let Some(s) = fetcher.partitions().get_mut(key)
+        && s.followed.leader_epoch == epoch
+    {
+        s.truncated = false;
+    }
+}
+
+fn mark_truncated(fetcher: &Fetcher, key: &(String, i32), epoch: i32) {
+    if let Some(s) = fetcher.partitions().get_mut(key)
+        && s.followed.leader_epoch == epoch
+    {
+        s.truncated = true;
+    }
+}
+
+async fn fetch_round(
+    broker: &Arc<Broker>,
+    fetcher: &Fetcher,
+    conn: &mut Connection,
+    due: Vec<FollowState>,
+) -> Result<(), weir_client::ClientError> {
+    let me = broker.config.node_id;
+    let (to_truncate, to_fetch): (Vec<FollowState>, Vec<FollowState>) =
+        due.into_iter().partition(|s| !s.truncated);
+    if !to_truncate.is_empty() {
+        truncate_round(broker, fetcher, conn, to_truncate).await?;
+        return Ok(());
+    }
+    // One request for every partition due, topics grouped.
+    let mut topics: BTreeMap<String, FetchTopic> = BTreeMap::new();
+    let mut fetched: BTreeMap<(String, i32), (Arc<Partition>, i32)> = BTreeMap::new();
+    for s in &to_fetch {
+        let f = &s.followed;
+        let Some(p) = partition_of(broker, &f.topic, f.index) else {
+            continue;
+        };
+        let log = &p.log;
+        let last_fetched_epoch = log.leader_epochs().last().map_or(-1, |&(e, _)| e);
+        topics
+            .entry(f.topic.clone())
+            .or_insert_with(|| FetchTopic {
+                topic: f.topic.clone(),
+                topic_id: f.topic_id,
+                partitions: Vec::new(),
+            })
+            .partitions
+            .push(FetchPartition {
+                partition: f.index,
+                current_leader_epoch: f.leader_epoch,
+                // The durable end: the leader counts what we report as on our disk.
+                fetch_offset: log.log_end_offset(),
+                last_fetched_epoch,
+                log_start_offset: log.log_start_offset(),
+                partition_max_bytes: FETCH_PARTITION_BYTES_MAX,
+                ..FetchPartition::default()
+            });
+        fetched.insert((f.topic.clone(), f.index), (p, f.leader_epoch));
+    }
+    if topics.is_empty() {
+        tokio::time::sleep(BACKOFF).await;
+        return Ok(());
+    }
+    let version = conn
+        .broker_versions(weir_protocol::api::ApiKey::Fetch as i16)
+        .map_or(FETCH_VERSION_MIN, |(_, max)| max.min(FETCH_VERSION_MAX));
+    if version < FETCH_VERSION_MIN {
+        return Err(weir_client::ClientError::InvalidArgument(format!(
+            "leader {} speaks Fetch only up to v{version}",
+            fetcher.leader_id
+        )));
+    }
+    let request = FetchRequest {
+        replica_id: me,
+        replica_state: ReplicaState {
+            replica_id: me,
+            replica_epoch: broker.cluster().broker_epoch(),
+        },
+        max_wait_ms: FETCH_WAIT_MS,
+        min_bytes: 1,
+        max_bytes: FETCH_RESPONSE_BYTES_MAX,
+        isolation_level: 0,
+        session_id: 0,
+        session_epoch: -1,
+        topics: topics.into_values().collect(),
+        ..FetchRequest::default()
+    };
+    let pending = conn.write_request_at(&request, version).await?;
+    let response = conn
+        .read_response_with_extra_wait(pending, FETCH_WAIT_MS as u64)
+        .await?;
+    if response.error_code != 0 {
+        tracing::debug!(
+            leader = fetcher.leader_id,
+            code = response.error_code,
+            "replica fetch refused"
+        );
+        tokio::time::sleep(BACKOFF).await;
+        return Ok(());
+    }
+    let mut appended: Vec<(Arc<Partition>, i64)> = Vec::new();
+    for topic in response.responses {
+        let name = if topic.topic.is_empty() {
+            match broker.registry().by_id(&topic.topic_id) {
+                Some(t) => t.name.clone(),
+                None => continue,
+            }
+        } else {
+            topic.topic
+        };
+        for data in topic.partitions {
+            let key = (name.clone(), data.partition_index);
+            let Some((p, epoch)) = fetched.get(&key).cloned() else {
+                continue;
+            };
+            if p.is_leader() {
+                continue; // we took over meanwhile
+            }
+            match ErrorCode::from_code_or_unknown(data.error_code) {
+                ErrorCode::None => {}
+                ErrorCode::OffsetOutOfRange => {
+                    handle_out_of_range(&p, data.log_start_offset);
+                    needs_truncation(fetcher, &key, epoch);
+                    continue;
+                }
+                other => {
+                    tracing::debug!(topic = %name, partition = data.partition_index, error = ?other,
+                        "replica fetch error; backing off");
+                    back_off(fetcher, &key);
+                    continue;
+                }
+            }
+            if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
+                needs_truncation(fetcher, &key, epoch);
+                continue;
+            }
+            let records = data.records.unwrap_or_default();
+            if !records.is_empty() {
+                match append(&p, &records) {
+                    Ok(()) => appended.push((p.clone(), p.log.log_end_offset())),
+                    Err(LogError::NotContiguous { .. }) => {
+                        needs_truncation(fetcher, &key, epoch);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %name, partition = data.partition_index, error = %e,
+                            "follower append failed");
+                        back_off(fetcher, &key);
+                        continue;
+                    }
+                }
+            }
+            // The follower's watermark: the leader's, as far as this log reaches.
+            let hw = data.high_watermark.min(p.log.log_end_offset());
+            if hw > p.log.high_watermark() {
+                p.raise_high_watermark(hw);
+            }
+            if data.log_start_offset > p.log.log_start_offset()
+                && data.log_start_offset <= p.log.high_watermark()
+                && let Err(e) = p.log.delete_records_before(data.log_start_offset)
+            {
+                tracing::warn!(topic = %name, error = %e, "follower could not advance its log start");
+            }
+        }
+    }
+    // Our next fetch offset is what the leader counts as on our disk: wait for the sync first
+    // on topics that sync before acknowledging.
+    let mut syncs = Vec::new();
+    for (p, end) in appended {
+        if matches!(p.log.config().flush, FlushPolicy::EveryAppend) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            p.log.on_durable(
+                end,
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
+            syncs.push(rx);
+        }
+    }
+    for rx in syncs {
+        if let Ok(Err(e)) = rx.await {
+            tracing::warn!(error = %e, "follower sync failed");
+        }
+    }
+    Ok(())
+}
+
+fn append(p: &Partition, records: &Bytes) -> Result<(), LogError> {
+    // A fetch answer may end in a partial batch (the leader's byte limit); only whole
+    // batches are appended, the rest comes again with the next fetch.
+    let whole = whole_batches_prefix(records);
+    if whole == 0 {
+        return Ok(());
+    }
+    p.log.append_as_follower(&records.slice(..whole))?;
+    Ok(())
+}
+
+/// The length of the longest prefix of `records` made of whole batches.
+fn whole_batches_prefix(records: &[u8]) -> usize {
+    let mut at = 0usize;
+    // A v2 batch: base offset (8), length (4) counting the bytes after it.
+    while let Some(len) = records
+        .get(at + 8..at + 12)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_be_bytes)
+    {
+        let Ok(len) = usize::try_from(len) else { break };
+        let end = at.saturating_add(12).saturating_add(len);
+        if end > records.len() {
+            break;
+        }
+        at = end;
+    }
+    at
+}
+
+/// OFFSET_OUT_OF_RANGE: a follower behind the leader's log start starts over there; one ahead
+/// of the leader's end is cut by the truncation check that follows.
+fn handle_out_of_range(p: &Partition, leader_log_start: i64) {
+    if leader_log_start >= 0 && p.log.log_end_offset() < leader_log_start {
+        tracing::info!(topic = %p.topic, partition = p.index, from = leader_log_start,
+            "follower is behind the leader's log start; restarting its log there");
+        if let Err(e) = p.log.restart_at(leader_log_start) {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not restart the log");
+        }
+    }
+}
+
+/// Asks the leader where each partition's last local epoch ends there and cuts the local log
+/// to that (Kafka's truncation by leader epoch): whatever this replica holds beyond it was
+/// never replicated under that epoch and may differ from the leader's.
+async fn truncate_round(
+    broker: &Arc<Broker>,
+    fetcher: &Fetcher,
+    conn: &mut Connection,
+    states: Vec<FollowState>,
+) -> Result<(), weir_client::ClientError> {
+    let mut topics: BTreeMap<String, OffsetForLeaderTopic> = BTreeMap::new();
+    let mut asked: BTreeMap<(String, i32), (Arc<Partition>, i32, i32)> = BTreeMap::new();
+    for s in &states {
+        let f = &s.followed;
+        let Some(p) = partition_of(broker, &f.topic, f.index) else {
+            continue;
+        };
+        let our_epoch = p.log.leader_epochs().last().map_or(-1, |&(e, _)| e);
+        if our_epoch < 0 {
+            // Nothing held under any epoch: nothing to cut.
+            mark_truncated(fetcher, &(f.topic.clone(), f.index), f.leader_epoch);
+            continue;
+        }
+        topics
+            .entry(f.topic.clone())
+            .or_insert_with(|| OffsetForLeaderTopic {
+                topic: f.topic.clone(),
+                partitions: Vec::new(),
+            })
+            .partitions
+            .push(OffsetForLeaderPartition {
+                partition: f.index,
+                current_leader_epoch: f.leader_epoch,
+                leader_epoch: our_epoch,
+            });
+        asked.insert((f.topic.clone(), f.index), (p, f.leader_epoch, our_epoch));
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let request = OffsetForLeaderEpochRequest {
+        replica_id: broker.config.node_id,
+        topics: topics.into_values().collect(),
+    };
+    let response = conn.send(&request).await?;
+    for topic in response.topics {
+        for r in topic.partitions {
+            let key = (topic.topic.clone(), r.partition);
+            let Some((p, leader_epoch, our_epoch)) = asked.get(&key).cloned() else {
+                continue;
+            };
+            if ErrorCode::from_code_or_unknown(r.error_code) != ErrorCode::None {
+                tracing::debug!(topic = %topic.topic, partition = r.partition, code = r.error_code,
+                    "OffsetForLeaderEpoch refused; backing off");
+                back_off(fetcher, &key);
+                continue;
+            }
+            let cut = truncation_point(&p, our_epoch, r.leader_epoch, r.end_offset);
+            if cut < p.log.log_end_offset() {
+                tracing::info!(topic = %topic.topic, partition = r.partition,
+                    from = p.log.log_end_offset(), to = cut, leader_epoch,
+                    "truncating a divergent tail before following the new leader");
+                if let Err(e) = p.log.truncate_to(cut) {
+                    tracing::warn!(topic = %topic.topic, error = %e, "truncation failed");
+                    back_off(fetcher, &key);
+                    continue;
+                }
+            }
+            mark_truncated(fetcher, &key, leader_epoch);
+        }
+    }
+    Ok(())
+}
+
+/// Where a follower cuts its log, given the leader's answer for the follower's last epoch
+/// (KIP-279): the leader's end of that epoch if the leader knows the epoch; if the leader's
+/// latest epoch at or below ours is older, the smaller of the leader's end for it and ours;
+/// if the leader knows none (-1), our high watermark.
+fn truncation_point(p: &Partition, our_epoch: i32, leader_epoch: i32, leader_end: i64) -> i64 {
+    let ours = p.log.log_end_offset();
+    if leader_epoch < 0 || leader_end < 0 {
+        return p.log.high_watermark().min(ours);
+    }
+    if leader_epoch == our_epoch {
+        return leader_end.min(ours);
+    }
+    let our_end_for_theirs = p
+        .log
+        .end_offset_for_epoch(leader_epoch)
+        .map_or(ours, |(_, end)| end);
+    leader_end.min(our_end_for_theirs).min(ours)
+}
+
+impl Broker {
+    /// Applies one hosted partition's image state: a new leadership sets up the leader's
+    /// replication state (a fresh view of every follower, the epoch's start recorded); a
+    /// change within it (ISR, replicas) updates that state; anything else makes this broker
+    /// a follower or idle.
+    pub(crate) fn apply_partition_state(
+        &self,
+        topic: &crate::topics::Topic,
+        p: &Arc<Partition>,
+        state: &weir_metadata::image::PartitionState,
+    ) -> bool {
+        let me = self.config.node_id;
+        let now = crate::now_ms().max(0) as u64;
+        if state.leader != me {
+            let was_leader = p.is_leader();
+            p.set_leadership(false, state.leader_epoch);
+            if was_leader {
+                self.coordinators_unload(topic, p.index);
+            }
+            return false;
+        }
+        let same_leadership = p.is_leader()
+            && p.replication()
+                .as_ref()
+                .is_some_and(|r| r.leader_epoch == state.leader_epoch);
+        if same_leadership {
+            let raised = p.replication().as_mut().and_then(|r| {
+                r.image_changed(
+                    state.partition_epoch,
+                    state.replicas.clone(),
+                    state.isr.clone(),
+                    now,
+                )
+            });
+            if let Some(hw) = raised {
+                p.raise_high_watermark(hw);
+            }
+            return true;
+        }
+        let newer = p
+            .log
+            .leader_epochs()
+            .last()
+            .is_none_or(|&(e, _)| state.leader_epoch > e);
+        if newer
+            && let Err(e) = p
+                .log
+                .assign_leader_epoch(state.leader_epoch, p.log.log_end_offset())
+        {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e,
+                "could not record the leader epoch");
+        }
+        let end = p.log.log_end_offset();
+        *p.replication() = Some(crate::replica::LeaderState::new(
+            me,
+            state.leader_epoch,
+            state.partition_epoch,
+            state.replicas.clone(),
+            state.isr.clone(),
+            p.log.high_watermark(),
+            end,
+            self.config.replica_lag_time_max_ms,
+            now,
+        ));
+        p.set_leadership(true, state.leader_epoch);
+        // The leader's own durable end feeds the watermark (alone, with an ISR of one).
+        let _ = crate::watch_durability(p, end);
+        self.coordinators_load(topic, p.index);
+        true
+    }
+
+    /// Coordinators move with the leadership of their internal topic's partitions.
+    fn coordinators_load(&self, topic: &crate::topics::Topic, index: i32) {
+        let loaded = match topic.name.as_str() {
+            crate::groups::OFFSETS_TOPIC => self.groups.load_partition(topic, index),
+            crate::txn::TRANSACTION_STATE_TOPIC => self.txn.load_partition(topic, index),
+            _ => return,
+        };
+        if let Err(e) = loaded {
+            tracing::error!(topic = %topic.name, partition = index, error = %e,
+                "could not load coordinator state");
+        }
+    }
+
+    fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
+        match topic.name.as_str() {
+            crate::groups::OFFSETS_TOPIC => {
+                self.groups.unload_partition(topic.partition_count, index)
+            }
+            crate::txn::TRANSACTION_STATE_TOPIC => {
+                self.txn.unload_partition(topic.partition_count, index)
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_log::test_support::build_batch;
+
+    #[test]
+    fn only_whole_batches_are_taken_from_a_cut_answer() {
+        let a = build_batch(3, 1, b"abc");
+        let b = build_batch(1, 2, b"defgh");
+        let both = [a.clone(), b.clone()].concat();
+        assert_eq!(whole_batches_prefix(&both), both.len());
+        assert_eq!(whole_batches_prefix(&both[..both.len() - 1]), a.len());
+        assert_eq!(whole_batches_prefix(&both[..10]), 0);
+        assert_eq!(whole_batches_prefix(&[]), 0);
+        // A negative length stops the walk instead of wrapping.
+        let mut bad = a.clone();
+        bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(whole_batches_prefix(&bad), 0);
+    }
+}

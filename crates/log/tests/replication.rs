@@ -1,0 +1,163 @@
+//! A follower's log (`append_as_follower`, `truncate_to`, `restart_at`): the same bytes as its
+//! leader's, with the leader's offsets and epochs.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use weir_log::{AppendOptions, LogEnv, LogError};
+
+fn leader_append(log: &weir_log::Log, n: u64, epoch: i32) {
+    log.append(
+        &batch(n, (n % 3 + 1) as i32, 50 + n as usize, 1_000 + n as i64),
+        &AppendOptions {
+            leader_epoch: epoch,
+            log_append_time_ms: None,
+        },
+    )
+    .expect("leader append");
+}
+
+/// Everything the leader holds from `from`, as one buffer of whole batches.
+fn leader_bytes(log: &weir_log::Log, from: i64) -> Bytes {
+    let mut out = Vec::new();
+    for b in read_all(log, from, log.log_end_offset()) {
+        out.extend_from_slice(&b.3);
+    }
+    Bytes::from(out)
+}
+
+#[test]
+fn a_follower_holds_the_leaders_bytes_offsets_and_epochs() {
+    let env = LogEnv::new(16);
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(&env, ld.path(), small_config());
+    let follower = open(&env, fd.path(), small_config());
+    for n in 0..40 {
+        leader_append(&leader, n, if n < 20 { 1 } else { 4 });
+    }
+    // In two fetches, as a fetcher would.
+    let mid = read_all(&leader, 0, leader.log_end_offset())[15].0;
+    let first = {
+        let mut out = Vec::new();
+        for b in read_all(&leader, 0, mid) {
+            out.extend_from_slice(&b.3);
+        }
+        Bytes::from(out)
+    };
+    follower.append_as_follower(&first).unwrap();
+    assert_eq!(follower.log_end_offset(), mid);
+    follower
+        .append_as_follower(&leader_bytes(&leader, mid))
+        .unwrap();
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(
+        read_all(&follower, 0, follower.log_end_offset()),
+        read_all(&leader, 0, leader.log_end_offset())
+    );
+    assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+}
+
+#[test]
+fn batches_that_do_not_continue_the_log_are_refused_and_change_nothing() {
+    let env = LogEnv::new(16);
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(&env, ld.path(), small_config());
+    let follower = open(&env, fd.path(), small_config());
+    for n in 0..10 {
+        leader_append(&leader, n, 2);
+    }
+    let all = read_all(&leader, 0, leader.log_end_offset());
+    // A gap: the second batch onwards without the first.
+    let skipped = Bytes::from(
+        all[1..]
+            .iter()
+            .flat_map(|b| b.3.clone())
+            .collect::<Vec<u8>>(),
+    );
+    match follower.append_as_follower(&skipped) {
+        Err(LogError::NotContiguous { expected: 0, found }) => assert_eq!(found, all[1].0),
+        other => panic!("a gap must be refused, got {other:?}"),
+    }
+    // Out of order inside one append.
+    let swapped = Bytes::from([all[1].3.clone(), all[0].3.clone()].concat());
+    assert!(matches!(
+        follower.append_as_follower(&swapped),
+        Err(LogError::NotContiguous { .. })
+    ));
+    assert_eq!(follower.log_end_offset(), 0);
+    assert!(follower.leader_epochs().is_empty());
+}
+
+#[test]
+fn a_divergent_tail_is_cut_and_replaced_by_the_new_leaders() {
+    let env = LogEnv::new(16);
+    let (ad, bd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let old_leader = open(&env, ad.path(), small_config());
+    let new_leader = open(&env, bd.path(), small_config());
+    for n in 0..10 {
+        leader_append(&old_leader, n, 1);
+    }
+    new_leader
+        .append_as_follower(&leader_bytes(&old_leader, 0))
+        .unwrap();
+    let common_end = old_leader.log_end_offset();
+    // The old leader appended more in epoch 1 that never replicated; the new leader takes
+    // epoch 2 and appends its own.
+    for n in 10..15 {
+        leader_append(&old_leader, n, 1);
+    }
+    for n in 100..103 {
+        leader_append(&new_leader, n, 2);
+    }
+    // OffsetForLeaderEpoch(1) on the new leader: epoch 1 ended where epoch 2 began.
+    assert_eq!(new_leader.end_offset_for_epoch(1), Some((1, common_end)));
+    old_leader.truncate_to(common_end).unwrap();
+    old_leader
+        .append_as_follower(&leader_bytes(&new_leader, common_end))
+        .unwrap();
+    assert_eq!(
+        read_all(&old_leader, 0, old_leader.log_end_offset()),
+        read_all(&new_leader, 0, new_leader.log_end_offset())
+    );
+    assert_eq!(old_leader.leader_epochs(), new_leader.leader_epochs());
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there() {
+    let env = LogEnv::new(16);
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(&env, ld.path(), small_config());
+    let follower = open(&env, fd.path(), small_config());
+    for n in 0..30 {
+        leader_append(&leader, n, 1);
+    }
+    follower
+        .append_as_follower(&leader_bytes(&leader, 0))
+        .unwrap();
+    let start = read_all(&leader, 0, leader.log_end_offset())[20].0;
+    leader.set_high_watermark(leader.log_end_offset());
+    leader.delete_records_before(start).unwrap();
+    // A fresh follower (nothing yet) must start at the leader's log start.
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = open(&env, fresh_dir.path(), small_config());
+    fresh.restart_at(start).unwrap();
+    assert_eq!(
+        (fresh.log_start_offset(), fresh.log_end_offset()),
+        (start, start)
+    );
+    fresh
+        .append_as_follower(&leader_bytes(&leader, start))
+        .unwrap();
+    assert_eq!(fresh.log_end_offset(), leader.log_end_offset());
+    // Restarting past the end of a non-empty log empties it too.
+    let beyond = follower.log_end_offset() + 7;
+    follower.restart_at(beyond).unwrap();
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (beyond, beyond)
+    );
+    drop(follower);
+    let reopened = open(&env, fd.path(), small_config());
+    assert_eq!(reopened.log_end_offset(), beyond);
+}
