@@ -150,6 +150,23 @@ fn views_at(
     Ok(out)
 }
 
+/// Every running node's view of `topic`, one line per node and partition,
+/// for failure messages.
+fn describe(cluster: &Cluster, topic: &str, ids: &[i32]) -> String {
+    let mut lines = Vec::new();
+    for &id in ids {
+        match views_at(cluster, id, Some(&[topic])) {
+            Ok(views) => lines.extend(
+                views
+                    .iter()
+                    .map(|((t, p), v)| format!("node {id} sees {t}-{p}: {v:?}")),
+            ),
+            Err(e) => lines.push(e),
+        }
+    }
+    lines.join("\n")
+}
+
 /// Polls `probe` every 50 ms until it returns Ok, or panics with `what` and
 /// the last reason it gave after `timeout`.
 fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
@@ -312,6 +329,23 @@ impl ClientContext for LedgerContext {
     fn error(&self, error: KafkaError, reason: &str) {
         eprintln!("producer client error (librdkafka retries): {error}: {reason}");
     }
+
+    /// librdkafka's own log lines, printed only when debugging was asked
+    /// for (see [`with_debug`]); its errors come through `error` anyway.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if std::env::var_os("WEIR_E2E_RDKAFKA_DEBUG").is_some() {
+            eprintln!("librdkafka {level:?} {fac}: {message}");
+        }
+    }
+}
+
+/// librdkafka debug contexts (its `debug` setting) for the tests' producers,
+/// from WEIR_E2E_RDKAFKA_DEBUG, e.g. "eos,msg,protocol" when a run stalls.
+fn with_debug(config: &mut ClientConfig) -> &mut ClientConfig {
+    if let Ok(contexts) = std::env::var("WEIR_E2E_RDKAFKA_DEBUG") {
+        config.set("debug", contexts).set("log_level", "7");
+    }
+    config
 }
 
 impl ProducerContext for LedgerContext {
@@ -346,27 +380,29 @@ impl ProducerContext for LedgerContext {
 struct SteadyProducer {
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
-    /// Returns the records sent per partition, once flushed.
-    thread: JoinHandle<Vec<u64>>,
+    /// Returns the records sent per partition, and whether every one was
+    /// acked or failed within the flush timeout.
+    thread: JoinHandle<(Vec<u64>, Result<(), String>)>,
 }
 
 impl SteadyProducer {
     fn start(cluster: &Cluster, topic: &str, partitions: i32) -> SteadyProducer {
         let ledger = Arc::new(Ledger::default());
-        let producer: ThreadedProducer<LedgerContext> = client_config(&bootstrap_all(cluster))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            // Records wait out every failover instead of failing.
-            .set("message.timeout.ms", "300000")
-            // A stopped (SIGSTOP) leader answers nothing: give up on a
-            // request soon, so the producer asks Metadata for the new one.
-            .set("request.timeout.ms", "3000")
-            .set("retry.backoff.ms", "50")
-            .set("reconnect.backoff.ms", "20")
-            .set("reconnect.backoff.max.ms", "200")
-            .create_with_context(LedgerContext(Arc::clone(&ledger)))
-            .expect("producer");
+        let producer: ThreadedProducer<LedgerContext> =
+            with_debug(&mut client_config(&bootstrap_all(cluster)))
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                // Records wait out every failover instead of failing.
+                .set("message.timeout.ms", "300000")
+                // A stopped (SIGSTOP) leader answers nothing: give up on a
+                // request soon, so the producer asks Metadata for the new one.
+                .set("request.timeout.ms", "3000")
+                .set("retry.backoff.ms", "50")
+                .set("reconnect.backoff.ms", "20")
+                .set("reconnect.backoff.max.ms", "200")
+                .create_with_context(LedgerContext(Arc::clone(&ledger)))
+                .expect("producer");
         let stop = Arc::new(AtomicBool::new(false));
         let topic = topic.to_string();
         let stop_flag = Arc::clone(&stop);
@@ -396,10 +432,10 @@ impl SteadyProducer {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            producer
-                .flush(Duration::from_secs(120))
-                .expect("flush: every record acked or failed");
-            sent
+            let flushed = producer
+                .flush(Duration::from_secs(60))
+                .map_err(|e| e.to_string());
+            (sent, flushed)
         });
         SteadyProducer {
             ledger,
@@ -408,24 +444,51 @@ impl SteadyProducer {
         }
     }
 
-    /// Waits until `count` more acks than `before` arrived.
-    fn wait_acks(&self, before: usize, count: usize, why: &str) {
+    /// Waits until every partition got `count` acks after `since`: no
+    /// partition is stuck (the total alone would hide one).
+    fn wait_acks_everywhere(&self, partitions: i32, since: Instant, count: usize, why: &str) {
         wait_until(
-            &format!("{count} more acks ({why})"),
+            &format!("{count} acks on every partition ({why})"),
             CONVERGE_TIMEOUT,
             || {
-                let now = self.ledger.acked_count();
-                (now >= before + count)
+                let per_partition: Vec<usize> = (0..partitions)
+                    .map(|p| self.ledger.acked_since(p, since))
+                    .collect();
+                per_partition
+                    .iter()
+                    .all(|n| *n >= count)
                     .then_some(())
-                    .ok_or(format!("{} acks so far", now - before))
+                    .ok_or(format!("acks per partition so far: {per_partition:?}"))
             },
         );
     }
 
     /// Stops sending, flushes, and returns the records sent per partition.
-    fn finish(self) -> (Vec<u64>, Arc<Ledger>) {
+    /// Records that got no delivery report within a minute fail the test,
+    /// with where each partition stands.
+    fn finish(self, cluster: &Cluster, topic: &str) -> (Vec<u64>, Arc<Ledger>) {
         self.stop.store(true, Ordering::SeqCst);
-        let sent = self.thread.join().expect("producer thread");
+        let (sent, flushed) = self.thread.join().expect("producer thread");
+        if let Err(e) = flushed {
+            let acked = self.ledger.acked.lock().unwrap();
+            let per_partition: Vec<String> = sent
+                .iter()
+                .enumerate()
+                .map(|(p, n)| {
+                    let mine = acked.iter().filter(|d| d.partition == p as i32);
+                    let last = mine.clone().map(|d| d.offset).max();
+                    format!(
+                        "partition {p}: {n} sent, {} acked, last acked offset {last:?}",
+                        mine.count()
+                    )
+                })
+                .collect();
+            panic!(
+                "records still unacknowledged a minute after the producer stopped ({e}):\n{}\n{}",
+                per_partition.join("\n"),
+                describe(cluster, topic, &cluster.running())
+            );
+        }
         (sent, self.ledger)
     }
 }
@@ -505,8 +568,24 @@ fn check_acked_records(
     for (p, log) in logs.iter().enumerate() {
         let p = p as i32;
         let at: HashMap<i64, &[u8]> = log.iter().map(|(o, v)| (*o, v.as_slice())).collect();
+        let held: BTreeSet<&[u8]> = log.iter().map(|(_, v)| v.as_slice()).collect();
         for d in acked.iter().filter(|d| d.partition == p) {
             let want = payload(p, d.seq);
+            if d.offset < 0 {
+                // librdkafka's idempotent producer acks without an offset
+                // the records of a request whose outcome it did not hear,
+                // once a later request of the same producer succeeded
+                // (rd_kafka_dr_implicit_ack in librdkafka src/rdkafka_broker.c):
+                // the broker took them, but
+                // where is unknown. They must be there all the same.
+                if !held.contains(want.as_slice()) {
+                    problems.push(format!(
+                        "acked record {p}/{} (acked without an offset) is lost",
+                        d.seq
+                    ));
+                }
+                continue;
+            }
             match at.get(&d.offset) {
                 Some(v) if *v == want.as_slice() => {}
                 Some(v) => problems.push(format!(
@@ -582,8 +661,9 @@ fn assert_no_acked_record_lost(cluster: &Cluster, topic: &str, sent: &[u64], led
         panic!("{topic} after the run (high watermarks {hw:?}): {e}");
     }
     eprintln!(
-        "{topic}: {} acked records all read back in order, once each",
-        acked.len()
+        "{topic}: {} acked records ({} of them acked without an offset) all read back in order, once each",
+        acked.len(),
+        acked.iter().filter(|d| d.offset < 0).count()
     );
 }
 
@@ -791,13 +871,13 @@ fn leader_kills_lose_no_acked_record() {
         &[("min.insync.replicas", MIN_INSYNC_REPLICAS)],
     );
     wait_full_isr(&cluster, Some(&[topic]), "after creating the topic");
+    let producing_since = Instant::now();
     let producer = SteadyProducer::start(&cluster, topic, partitions);
-    producer.wait_acks(0, 200, "before the first kill");
+    producer.wait_acks_everywhere(partitions, producing_since, 100, "before the first kill");
 
     for kill in 0..KILLS {
         let started = Instant::now();
         let leader = leader_of(&cluster, topic, 0);
-        let acks_before = producer.ledger.acked_count();
         cluster.node_mut(leader).kill9();
         // Down for 1 to 2 s, a different time each round.
         std::thread::sleep(Duration::from_millis(1_000 + (kill as u64 * 337) % 1_000));
@@ -807,7 +887,7 @@ fn leader_kills_lose_no_acked_record() {
             Some(&[topic]),
             &format!("node {leader} back after kill {kill}"),
         );
-        producer.wait_acks(acks_before, 100, &format!("after kill {kill}"));
+        producer.wait_acks_everywhere(partitions, started, 100, &format!("after kill {kill}"));
         eprintln!(
             "kill {kill}: leader {leader} of partition 0 killed and back in the ISR in {:?}; {} acks",
             started.elapsed(),
@@ -815,7 +895,7 @@ fn leader_kills_lose_no_acked_record() {
         );
     }
 
-    let (sent, ledger) = producer.finish();
+    let (sent, ledger) = producer.finish(&cluster, topic);
     assert_no_acked_record_lost(&cluster, topic, &sent, &ledger);
     stop_and_compare_replicas(&mut cluster, topic, partitions);
 }
@@ -836,8 +916,9 @@ fn paused_leader_acks_nothing_and_rejoins() {
         &[("min.insync.replicas", MIN_INSYNC_REPLICAS)],
     );
     wait_full_isr(&cluster, Some(&[topic]), "after creating the topic");
+    let producing_since = Instant::now();
     let producer = SteadyProducer::start(&cluster, topic, partitions);
-    producer.wait_acks(0, 500, "before the pause");
+    producer.wait_acks_everywhere(partitions, producing_since, 200, "before the pause");
 
     let paused_id = leader_of(&cluster, topic, 0);
     let others: Vec<i32> = (1..=3).filter(|id| *id != paused_id).collect();
@@ -878,7 +959,9 @@ fn paused_leader_acks_nothing_and_rejoins() {
         CONVERGE_TIMEOUT,
         || {
             let n = producer.ledger.acked_since(0, leader_since);
-            (n >= 100).then_some(()).ok_or(format!("{n} so far"))
+            (n >= 100)
+                .then_some(())
+                .ok_or_else(|| format!("{n} so far\n{}", describe(&cluster, topic, &others)))
         },
     );
     // Stay stopped past the session timeout, whatever the election took.
@@ -924,9 +1007,9 @@ fn paused_leader_acks_nothing_and_rejoins() {
         resumed_at.elapsed()
     );
     wait_full_isr(&cluster, Some(&[topic]), "after the pause");
-    producer.wait_acks(producer.ledger.acked_count(), 200, "after the resume");
+    producer.wait_acks_everywhere(partitions, Instant::now(), 100, "after the resume");
 
-    let (sent, ledger) = producer.finish();
+    let (sent, ledger) = producer.finish(&cluster, topic);
     assert_no_acked_record_lost(&cluster, topic, &sent, &ledger);
     stop_and_compare_replicas(&mut cluster, topic, partitions);
 }
@@ -1054,13 +1137,18 @@ fn rolling_restart_with_sigterm() {
 
     for id in 1..=3 {
         let started = Instant::now();
-        let (acks_before, seen_before) = (producer.ledger.acked_count(), reader.seen_count());
+        let seen_before = reader.seen_count();
         let clean = cluster.node_mut(id).stop();
         assert!(clean, "node {id} did not exit 0 within 30 s of SIGTERM");
         let stopped_in = started.elapsed();
         cluster.node_mut(id).restart();
         wait_full_isr(&cluster, None, &format!("node {id} back after SIGTERM"));
-        producer.wait_acks(acks_before, 100, &format!("after restarting node {id}"));
+        producer.wait_acks_everywhere(
+            partitions,
+            started,
+            100,
+            &format!("after restarting node {id}"),
+        );
         wait_until(
             &format!("the group consumer reading after restarting node {id}"),
             CONVERGE_TIMEOUT,
@@ -1077,7 +1165,7 @@ fn rolling_restart_with_sigterm() {
         );
     }
 
-    let (sent, ledger) = producer.finish();
+    let (sent, ledger) = producer.finish(&cluster, topic);
     let acked: BTreeSet<(i32, u64)> = ledger
         .acked
         .lock()
