@@ -162,6 +162,9 @@ pub struct ClusterLink {
     incarnation_id: [u8; 16],
     /// The metadata index the local state (registry, leadership) matches.
     reconciled: watch::Sender<u64>,
+    /// Set by a controlled shutdown: heartbeats keep asking to stay fenced (a
+    /// plain heartbeat from a caught-up broker would unfence it again).
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// How often a refused registration is logged again.
@@ -220,6 +223,7 @@ impl Broker {
             broker_epoch: Arc::new(AtomicI64::new(-1)),
             incarnation_id: crate::topics::random_id(),
             reconciled: watch::channel(0).0,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         };
         if self.cluster.set(link).is_err() {
             return Err(BrokerError::Internal("joined the cluster twice".into()));
@@ -239,6 +243,7 @@ impl Broker {
         // (tests reopen a data directory in one process).
         tokio::spawn(follow_image(Arc::downgrade(self)));
         tokio::spawn(heartbeat_loop(Arc::downgrade(self)));
+        tokio::spawn(crate::replication::isr_loop(Arc::downgrade(self)));
         // Serve only once unfenced and reconciled: before that, Metadata
         // would not list this broker or its partitions.
         let mut applied = self.cluster().quorum.applied_index();
@@ -380,13 +385,30 @@ impl Broker {
         let Some(link) = self.cluster.get() else {
             return;
         };
+        link.leaving.store(true, Ordering::Release);
         let request = ControllerRequest::BrokerHeartbeat {
             broker_id: self.config.node_id,
             broker_epoch: link.broker_epoch(),
             applied_index: *link.quorum.applied_index().borrow(),
             want_shutdown: true,
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), link.quorum.submit(request)).await;
+        // Kafka's controlled shutdown: the controller moves every leadership away (and this
+        // broker out of every ISR) at once. Waiting until this broker's own state shows it
+        // means in-flight acks=all writes here end with NOT_LEADER_OR_FOLLOWER, which
+        // clients retry at the new leaders, rather than with a closed connection.
+        match tokio::time::timeout(Duration::from_secs(5), link.quorum.submit(request)).await {
+            Ok(Ok(submitted)) => {
+                if !link
+                    .wait_reconciled(submitted.index, Duration::from_secs(5))
+                    .await
+                {
+                    tracing::warn!("leadership moves not applied here before shutting down");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "controlled shutdown refused"),
+            Err(_) => tracing::warn!("controlled shutdown timed out; leaving anyway"),
+        }
+        self.fetchers.stop_all();
     }
 
     /// Makes the topic registry and partition leadership match the image.
@@ -542,7 +564,7 @@ async fn heartbeat_loop(broker: std::sync::Weak<Broker>) {
             broker_id: this.config.node_id,
             broker_epoch: link.broker_epoch(),
             applied_index,
-            want_shutdown: false,
+            want_shutdown: link.leaving.load(Ordering::Acquire),
         };
         match link.quorum.submit(request).await {
             Ok(_) => warned = false,

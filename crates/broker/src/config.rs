@@ -42,6 +42,12 @@ pub struct BrokerConfig {
     /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up with its leader
     /// for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// Kafka's `auto.leader.rebalance.enable`: leadership moves back to each partition's
+    /// preferred replica (the first) once it is live and in sync again.
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the controller checks for that (Kafka's
+    /// `leader.imbalance.check.interval.seconds`, in ms).
+    pub leader_imbalance_check_interval_ms: u64,
     /// Root of all partition directories and broker metadata.
     pub data_dir: PathBuf,
     /// Stable id reported in Metadata/DescribeCluster.
@@ -148,6 +154,10 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 3_000,
             broker_heartbeat_interval_ms: 500,
             replica_lag_time_max_ms: 30_000,
+            auto_leader_rebalance_enable: true,
+            // Kafka checks every 300 s; a returning broker here gets its leaderships back
+            // within 30 s, so load spreads again soon after a rolling restart.
+            leader_imbalance_check_interval_ms: 30_000,
             data_dir: PathBuf::from("weir-data"),
             cluster_id: String::new(),
             auto_create_topics: true,

@@ -23,7 +23,9 @@ use weir_protocol::messages::offset_for_leader_epoch::{
 };
 
 use crate::Broker;
+use crate::cluster::Submitted;
 use crate::partition::Partition;
+use weir_metadata::controller::{AlterPartitionItem, ControllerRequest, ControllerResponse};
 
 /// Kafka's `replica.fetch.wait.max.ms`.
 const FETCH_WAIT_MS: i32 = 500;
@@ -667,5 +669,89 @@ mod tests {
         let mut bad = a.clone();
         bad[8..12].copy_from_slice(&(-5i32).to_be_bytes());
         assert_eq!(whole_batches_prefix(&bad), 0);
+    }
+}
+
+/// How often leaders check their followers for ISR changes. Kafka checks for shrinks every
+/// `replica.lag.time.max.ms / 2` and expands on the fetch that catches a follower up; one
+/// short period covers both here.
+const ISR_CHECK: Duration = Duration::from_millis(250);
+
+/// Proposes the ISR changes this broker's leaderships decide (AlterPartition to the
+/// controller) until the broker is dropped. One request carries every partition's change.
+pub(crate) async fn isr_loop(broker: Weak<Broker>) {
+    let mut interval = tokio::time::interval(ISR_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(this) = broker.upgrade() else { return };
+        let now = crate::now_ms().max(0) as u64;
+        let mut asked: Vec<(Arc<Partition>, AlterPartitionItem)> = Vec::new();
+        for topic in this.registry().iter() {
+            for p in &topic.partitions {
+                let proposal = p.replication().as_mut().and_then(|r| r.tick(now));
+                if let Some(proposal) = proposal {
+                    asked.push((
+                        Arc::clone(p),
+                        AlterPartitionItem {
+                            topic_id: topic.id,
+                            partition: p.index,
+                            leader_epoch: proposal.leader_epoch,
+                            partition_epoch: proposal.partition_epoch,
+                            new_isr: proposal.new_isr,
+                        },
+                    ));
+                }
+            }
+        }
+        if asked.is_empty() {
+            continue;
+        }
+        for (p, item) in &asked {
+            tracing::info!(topic = %p.topic, partition = p.index, isr = ?item.new_isr,
+                leader_epoch = item.leader_epoch, "proposing an ISR change");
+        }
+        let request = ControllerRequest::AlterPartition {
+            broker_id: this.config.node_id,
+            broker_epoch: this.cluster().broker_epoch(),
+            topics: asked.iter().map(|(_, item)| item.clone()).collect(),
+        };
+        let quorum = this.cluster().quorum.clone();
+        drop(this);
+        let answer = tokio::time::timeout(Duration::from_secs(5), quorum.submit(request)).await;
+        let failed_all = |why: &str| {
+            tracing::debug!(why, "ISR change not committed; proposing again");
+            for (p, _) in &asked {
+                let raised = p.replication().as_mut().and_then(|r| r.proposal_failed());
+                if let Some(hw) = raised {
+                    p.raise_high_watermark(hw);
+                }
+            }
+        };
+        match answer {
+            Ok(Ok(Submitted {
+                response: ControllerResponse::AlterPartition(results),
+                ..
+            })) => {
+                for r in results.iter().filter(|r| r.error_code != 0) {
+                    tracing::info!(
+                        partition = r.partition,
+                        code = r.error_code,
+                        "ISR change refused by the controller"
+                    );
+                    if let Some((p, _)) = asked.iter().find(|(_, item)| {
+                        item.topic_id == r.topic_id && item.partition == r.partition
+                    }) {
+                        let raised = p.replication().as_mut().and_then(|s| s.proposal_failed());
+                        if let Some(hw) = raised {
+                            p.raise_high_watermark(hw);
+                        }
+                    }
+                }
+            }
+            Ok(Ok(other)) => failed_all(&format!("unexpected answer {other:?}")),
+            Ok(Err(e)) => failed_all(&e.to_string()),
+            Err(_) => failed_all("timed out"),
+        }
     }
 }

@@ -241,19 +241,9 @@ impl TopicRegistry {
         if log.leader_epochs().is_empty() {
             log.assign_leader_epoch(0, log.log_end_offset())?;
         }
-        // After a crash the recovered tail may not be on disk yet (the log queues
-        // a sync at open); consumers may read it only once it is, so the high
-        // watermark follows durability here just as it does for produce.
-        let end = log.log_end_offset();
-        let weak = Arc::downgrade(&log);
-        log.on_durable(
-            end,
-            Box::new(move |result| {
-                if let (Ok(()), Some(log)) = (result, weak.upgrade()) {
-                    log.set_high_watermark(end);
-                }
-            }),
-        );
+        // The high watermark stays where the log's checkpoint left it: it moves once the
+        // image says who leads (a leader raises it as its ISR syncs, which after a crash
+        // includes the recovered tail reaching the disk; a follower takes its leader's).
         Ok(Partition::new(topic.to_string(), index, log))
     }
 

@@ -36,6 +36,7 @@ async fn open(dir: &std::path::Path) -> (Arc<Broker>, QuorumNode<MetadataImage>)
         producer_id_block_size: 1000,
         default_partitions: 1,
         default_replication_factor: 1,
+        ..ControllerConfig::default()
     });
     let quorum = QuorumNode::start(quorum_config, Arc::new(NoTransport), factory)
         .await

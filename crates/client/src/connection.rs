@@ -57,6 +57,7 @@ requests! {
     fetch::FetchRequest => FetchResponse, max 12;
     list_offsets::ListOffsetsRequest => ListOffsetsResponse;
     offset_for_leader_epoch::OffsetForLeaderEpochRequest => OffsetForLeaderEpochResponse;
+    elect_leaders::ElectLeadersRequest => ElectLeadersResponse;
     create_topics::CreateTopicsRequest => CreateTopicsResponse;
     delete_topics::DeleteTopicsRequest => DeleteTopicsResponse;
     create_partitions::CreatePartitionsRequest => CreatePartitionsResponse;

@@ -9,22 +9,32 @@
 //! comes in through [`Controller::with_id_source`]; time comes in as `now_ms`.
 //!
 //! What every decision keeps true, once its records are applied (the property
-//! tests in `tests.rs` check it over random request sequences):
+//! tests in `proptests.rs` check it over random request sequences):
 //! - its records apply without an `ApplyError`;
 //! - every leader is an unfenced broker in its partition's ISR, or `NO_LEADER`;
 //! - a partition without a leader has no unfenced broker in its ISR;
-//! - leader epochs never go down.
+//! - no ISR is empty, and a fenced broker is in an ISR only as its last member;
+//! - a leader from outside the ISR comes only from an unclean election;
+//! - leader and partition epochs never go down.
 //!
-//! Leadership moves only through [`leadership_changes`]: a leader that is not
-//! live gives way to the first live ISR member in replica order, else to
-//! `NO_LEADER`. ISR membership is not changed here (replication owns it).
+//! Leadership and ISRs move through [`crate::election`] when brokers are
+//! fenced (session timeout, clean shutdown, a restarted incarnation
+//! registering), unfenced, or on the periodic preferred-leader rebalance, and
+//! through ElectLeaders. ISRs also change through AlterPartition, which only
+//! a partition's leader sends (replication grows and shrinks its ISR).
+//!
+//! Every decision writes at most [`RECORDS_PER_REQUEST_MAX`] records. Work
+//! that needs more (fencing a broker that leads more partitions than that)
+//! is done in slices: each tick takes the next slice, and a broker is
+//! fenced only with the last one, so leaders stay live throughout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::MetadataImage;
+use crate::election::{self, Election, changed_partitions, partition_changes};
+use crate::image::{MetadataImage, PartitionState};
 use crate::names::{collision_key, validate_topic_name};
 use crate::placement::{PlacementError, place_replicas};
 use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, NO_LEADER, TopicId};
@@ -42,7 +52,24 @@ pub mod codes {
     pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_CONFIG: i16 = 40;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const NOT_CONTROLLER: i16 = 41;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = 83;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+}
+
+/// ElectLeaders' election types (KIP-460).
+pub mod election_type {
+    pub const PREFERRED: i8 = 0;
+    pub const UNCLEAN: i8 = 1;
 }
 
 /// The most records one admin request may produce, as Kafka's
@@ -109,6 +136,68 @@ pub enum ControllerRequest {
         /// handed out from here on start at or above it.
         next_producer_id: i64,
     },
+    /// A partition leader asks to change ISRs (Kafka's AlterPartition, v2+:
+    /// topics by id). Answered per partition in request order.
+    AlterPartition {
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        topics: Vec<AlterPartitionItem>,
+    },
+    /// Kafka's ElectLeaders (KIP-460): `election_type` is
+    /// [`election_type::PREFERRED`] or [`election_type::UNCLEAN`];
+    /// `partitions: None` means every partition.
+    ElectLeaders {
+        election_type: i8,
+        partitions: Option<Vec<TopicPartitions>>,
+    },
+}
+
+/// One partition of an AlterPartition request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionItem {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    /// The leader epoch the sender leads in.
+    pub leader_epoch: i32,
+    /// The partition epoch the sender's view is at; the change applies only
+    /// to that version of the partition (compare-and-set).
+    pub partition_epoch: i32,
+    pub new_isr: Vec<BrokerId>,
+}
+
+/// One partition's answer to AlterPartition: its state after the change,
+/// or its current state with the error (leader -1, epochs -1 and an empty
+/// ISR when the partition is unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionResult {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub error_code: i16,
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<BrokerId>,
+}
+
+/// Partitions of one topic, by name (clients name topics in ElectLeaders).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPartitions {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+/// ElectLeaders' answer for one topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicElectionResult {
+    pub topic: String,
+    pub partitions: Vec<PartitionElectionResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionElectionResult {
+    pub partition: i32,
+    pub error_code: i16,
+    pub message: Option<String>,
 }
 
 /// One topic of a data directory from before the quorum.
@@ -166,6 +255,16 @@ pub enum ControllerResponse {
         first_producer_id: i64,
         size: i64,
     },
+    /// Per partition, in request order.
+    AlterPartition(Vec<AlterPartitionResult>),
+    /// `error_code` is the request's own (POLICY_VIOLATION when it would
+    /// elect more than [`RECORDS_PER_REQUEST_MAX`] leaders, then with no
+    /// results); with every partition asked for, partitions that need no
+    /// election are left out, as Kafka does.
+    ElectLeaders {
+        error_code: i16,
+        results: Vec<TopicElectionResult>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +284,20 @@ pub enum ControllerError {
     Invalid(String),
 }
 
+impl ControllerError {
+    /// The Kafka error code a broker answers with for this error.
+    pub fn error_code(&self) -> i16 {
+        match self {
+            ControllerError::DuplicateBrokerId(_) => codes::DUPLICATE_BROKER_REGISTRATION,
+            // As Kafka's checkBrokerEpoch: an unknown broker's epoch is stale too.
+            ControllerError::StaleBrokerEpoch { .. } | ControllerError::UnknownBroker(_) => {
+                codes::STALE_BROKER_EPOCH
+            }
+            ControllerError::Invalid(_) => codes::INVALID_REQUEST,
+        }
+    }
+}
+
 /// What to commit and what to answer once committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -201,6 +314,26 @@ pub struct ControllerConfig {
     /// Default partitions and RF for topics created without them (-1 in the request).
     pub default_partitions: i32,
     pub default_replication_factor: i16,
+    /// Kafka's `auto.leader.rebalance.enable`: every
+    /// `leader_imbalance_check_interval_ms` the tick moves leadership back to
+    /// preferred replicas that are live ISR members.
+    pub auto_leader_rebalance: bool,
+    /// Kafka's `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
+}
+
+impl Default for ControllerConfig {
+    /// Kafka's defaults.
+    fn default() -> ControllerConfig {
+        ControllerConfig {
+            broker_session_timeout_ms: 9_000,
+            producer_id_block_size: 1000,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
+        }
+    }
 }
 
 /// Where topic ids come from: random in production (KIP-516 ids are random
@@ -222,6 +355,16 @@ pub struct Controller {
     /// `None`: ids derived from the log position and the topic name, which is
     /// deterministic but predictable; the quorum shell passes a random source.
     id_source: Option<TopicIdSource>,
+    /// Brokers that asked to shut down (by broker epoch) but still lead or
+    /// sit in ISRs because one decision could not move them all: ticks
+    /// treat them as gone and fence them once they are off everything (as
+    /// KRaft's controlled-shutdown state). Lost on failover; the session
+    /// timeout then does the same.
+    shutting_down: BTreeMap<BrokerId, i64>,
+    /// When the last preferred-leader rebalance pass finished; `None` until
+    /// this controller's first tick, so a new controller waits a full
+    /// interval, as Kafka's.
+    last_rebalance_ms: Option<u64>,
 }
 
 impl fmt::Debug for Controller {
@@ -230,6 +373,8 @@ impl fmt::Debug for Controller {
             .field("config", &self.config)
             .field("last_heartbeat_ms", &self.last_heartbeat_ms)
             .field("id_source", &self.id_source.as_ref().map(|_| "custom"))
+            .field("shutting_down", &self.shutting_down)
+            .field("last_rebalance_ms", &self.last_rebalance_ms)
             .finish()
     }
 }
@@ -264,6 +409,8 @@ impl Controller {
             last_heartbeat_ms: BTreeMap::new(),
             heard_here: BTreeSet::new(),
             id_source: None,
+            shutting_down: BTreeMap::new(),
+            last_rebalance_ms: None,
         }
     }
 
@@ -361,32 +508,110 @@ impl Controller {
                 topics,
                 *next_producer_id,
             )),
+            ControllerRequest::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topics,
+            } => self.alter_partition(image, *broker_id, *broker_epoch, topics),
+            ControllerRequest::ElectLeaders {
+                election_type,
+                partitions,
+            } => self.elect_leaders(image, *election_type, partitions.as_deref()),
         }
     }
 
-    /// Periodic work: fence brokers silent past the session timeout and move
-    /// leadership off them (or mark their partitions offline).
+    /// Periodic work: fence brokers silent past the session timeout (and
+    /// brokers whose clean shutdown one decision could not finish) after
+    /// moving leadership and ISR membership off them; elect leaders for
+    /// partitions that can have one again (unclean elections included, for
+    /// topics that allow them); and, every `leader_imbalance_check_interval_ms`,
+    /// move leadership back to preferred replicas.
+    ///
+    /// At most [`RECORDS_PER_REQUEST_MAX`] records. When the partitions to
+    /// change are more, this tick changes the first ones and fences nobody;
+    /// the next tick continues. A broker is fenced only by the tick that
+    /// finds nothing left to move off it, so every leader stays live.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<MetadataRecord> {
         self.note_unfenced_brokers(image, now_ms);
-        let silent: Vec<(BrokerId, i64)> = image
+        let going: Vec<(BrokerId, i64)> = image
             .live_brokers()
-            .filter(|b| !self.heard_within_session(b.broker_id, now_ms))
+            .filter(|b| {
+                !self.heard_within_session(b.broker_id, now_ms)
+                    || self.shutting_down.get(&b.broker_id) == Some(&b.broker_epoch)
+            })
             .map(|b| (b.broker_id, b.broker_epoch))
             .collect();
-        let live: BTreeSet<BrokerId> = image
-            .live_brokers()
-            .map(|b| b.broker_id)
-            .filter(|id| !silent.iter().any(|(s, _)| s == id))
-            .collect();
-        // As KRaft's handleBrokerFenced: leadership moves first, then the fence.
-        let mut records = leadership_changes(image, &live);
-        records.extend(silent.into_iter().map(|(broker_id, broker_epoch)| {
-            MetadataRecord::FenceBroker {
-                broker_id,
-                broker_epoch,
+        let mut live = self.live_set(image);
+        for (broker_id, _) in &going {
+            live.remove(broker_id);
+        }
+        // As KRaft's handleBrokerFenced: leadership and ISRs move first,
+        // then the fence.
+        let fences = going.len().min(RECORDS_PER_REQUEST_MAX);
+        let settled = partition_changes(
+            image,
+            &live,
+            false,
+            RECORDS_PER_REQUEST_MAX - fences,
+            &BTreeSet::new(),
+        );
+        let mut records = settled.records;
+        if !settled.complete {
+            return records;
+        }
+        if self.rebalance_due(now_ms) {
+            // Partitions changed above are settled already; the rest get a
+            // preferred-leader election. Kafka also checks
+            // `leader.imbalance.per.broker.percentage` before moving a
+            // broker's partitions; this moves every partition whose
+            // preferred replica can lead, whatever the share (KRaft's own
+            // rebalance does the same).
+            let skip = changed_partitions(&records);
+            let room = RECORDS_PER_REQUEST_MAX - fences - records.len();
+            let rebalanced = partition_changes(image, &live, true, room, &skip);
+            records.extend(rebalanced.records);
+            // An unfinished pass goes on at the next tick, as Kafka
+            // reschedules its own at once.
+            if rebalanced.complete {
+                self.last_rebalance_ms = Some(now_ms);
             }
-        }));
+        }
+        records.extend(
+            going
+                .into_iter()
+                .take(fences)
+                .map(|(broker_id, broker_epoch)| MetadataRecord::FenceBroker {
+                    broker_id,
+                    broker_epoch,
+                }),
+        );
         records
+    }
+
+    /// Whether a preferred-leader rebalance pass is due now. The first tick
+    /// of a controller only starts the clock.
+    fn rebalance_due(&mut self, now_ms: u64) -> bool {
+        if !self.config.auto_leader_rebalance {
+            return false;
+        }
+        match self.last_rebalance_ms {
+            None => {
+                self.last_rebalance_ms = Some(now_ms);
+                false
+            }
+            Some(last) => {
+                now_ms.saturating_sub(last) >= self.config.leader_imbalance_check_interval_ms
+            }
+        }
+    }
+
+    /// Brokers that may lead and sit in ISRs: unfenced and not shutting down.
+    fn live_set(&self, image: &MetadataImage) -> BTreeSet<BrokerId> {
+        image
+            .live_brokers()
+            .filter(|b| self.shutting_down.get(&b.broker_id) != Some(&b.broker_epoch))
+            .map(|b| b.broker_id)
+            .collect()
     }
 
     /// A controller that just took over has heard from nobody; it gives every
@@ -396,6 +621,12 @@ impl Controller {
         self.last_heartbeat_ms
             .retain(|id, _| image.brokers.contains_key(id));
         self.heard_here.retain(|id| image.brokers.contains_key(id));
+        // A shutdown ends with the fence or a new registration.
+        self.shutting_down.retain(|id, epoch| {
+            image
+                .broker(*id)
+                .is_some_and(|b| !b.fenced && b.broker_epoch == *epoch)
+        });
         for broker in image.live_brokers() {
             self.last_heartbeat_ms
                 .entry(broker.broker_id)
@@ -433,8 +664,11 @@ impl Controller {
         }
         // The new registration starts fenced (KRaft does the same) until the
         // broker heartbeats having applied the log up to it. Whatever the old
-        // registration led moves off it now: it restarted, its replicas are
-        // not serving until it catches up.
+        // registration led moves off it now, and it leaves every ISR it was
+        // not the last member of: it restarted, and what it holds is unknown
+        // until it has caught up with a leader again. When that is more than
+        // one decision can hold, ticks finish it; until then the partitions
+        // not reached keep their fenced leader.
         let mut records = vec![MetadataRecord::RegisterBroker {
             broker_id,
             incarnation_id,
@@ -442,9 +676,19 @@ impl Controller {
             rack: rack.clone(),
             fenced: true,
         }];
-        let mut live: BTreeSet<BrokerId> = image.live_brokers().map(|b| b.broker_id).collect();
+        let mut live = self.live_set(image);
         live.remove(&broker_id);
-        records.extend(leadership_changes(image, &live));
+        records.extend(
+            partition_changes(
+                image,
+                &live,
+                false,
+                RECORDS_PER_REQUEST_MAX - 1,
+                &BTreeSet::new(),
+            )
+            .records,
+        );
+        self.shutting_down.remove(&broker_id);
         self.last_heartbeat_ms.insert(broker_id, now_ms);
         self.heard_here.insert(broker_id);
         Ok(Decision {
@@ -474,39 +718,49 @@ impl Controller {
         }
         self.last_heartbeat_ms.insert(broker_id, now_ms);
         self.heard_here.insert(broker_id);
-        let mut live: BTreeSet<BrokerId> = image.live_brokers().map(|b| b.broker_id).collect();
         let caught_up = u64::try_from(broker_epoch).is_ok_and(|epoch| applied_index >= epoch);
-        let (records, fenced) = if want_shutdown {
-            // A clean shutdown: leadership moves now rather than after a
-            // session timeout.
-            let mut records = Vec::new();
-            if !broker.fenced {
-                live.remove(&broker_id);
-                records = leadership_changes(image, &live);
-                records.push(MetadataRecord::FenceBroker {
-                    broker_id,
-                    broker_epoch,
-                });
+        let room = RECORDS_PER_REQUEST_MAX - 1;
+        let (records, fenced, should_shut_down) = if want_shutdown {
+            if broker.fenced {
+                (Vec::new(), true, true)
+            } else {
+                // A clean shutdown: leadership and ISR membership move now
+                // rather than after a session timeout, then the fence. If
+                // one decision cannot hold it all, the broker stays unfenced
+                // and told to wait; ticks carry on and fence it at the end.
+                self.shutting_down.insert(broker_id, broker_epoch);
+                let live = self.live_set(image);
+                let changes = partition_changes(image, &live, false, room, &BTreeSet::new());
+                let mut records = changes.records;
+                if changes.complete {
+                    self.shutting_down.remove(&broker_id);
+                    records.push(MetadataRecord::FenceBroker {
+                        broker_id,
+                        broker_epoch,
+                    });
+                }
+                (records, changes.complete, changes.complete)
             }
-            (records, true)
         } else if broker.fenced && caught_up {
             // As KRaft's handleBrokerUnfenced: the unfence first, then the
-            // partitions that were waiting for a live ISR member.
+            // partitions that were waiting for a live ISR member (or, where
+            // allowed, for any live replica).
+            let mut live = self.live_set(image);
             live.insert(broker_id);
             let mut records = vec![MetadataRecord::UnfenceBroker {
                 broker_id,
                 broker_epoch,
             }];
-            records.extend(leadership_changes(image, &live));
-            (records, false)
+            records.extend(partition_changes(image, &live, false, room, &BTreeSet::new()).records);
+            (records, false, false)
         } else {
-            (Vec::new(), broker.fenced)
+            (Vec::new(), broker.fenced, false)
         };
         Ok(Decision {
             records,
             response: ControllerResponse::BrokerHeartbeat {
                 fenced,
-                should_shut_down: want_shutdown,
+                should_shut_down,
             },
         })
     }
@@ -747,44 +1001,294 @@ impl Controller {
     }
 }
 
-/// The leadership moves that make every leader live, given the brokers that
-/// will be live once this decision is applied. A leader that is not live gives
-/// way to the first live ISR member in replica order (the preferred replica
-/// first, as Kafka's election); if there is none the partition goes offline
-/// (`NO_LEADER`). An offline partition with a live ISR member gets it as its
-/// leader. ISRs are left as they are.
-pub fn leadership_changes(image: &MetadataImage, live: &BTreeSet<BrokerId>) -> Vec<MetadataRecord> {
-    let mut records = Vec::new();
-    for p in image.partitions() {
-        let state = p.state;
-        if state.leader != NO_LEADER && live.contains(&state.leader) {
-            continue;
-        }
-        let elected = state
-            .replicas
-            .iter()
-            .copied()
-            .find(|r| state.isr.contains(r) && is_electable(live, *r))
-            .unwrap_or(NO_LEADER);
-        if elected != state.leader {
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: p.topic.topic_id,
-                partition: p.partition,
-                leader: Some(elected),
-                isr: None,
-                replicas: None,
+impl Controller {
+    /// Kafka's AlterPartition (`ReplicationControlManager.alterPartition`),
+    /// checked in Kafka's order, each partition answered on its own:
+    /// - an unknown topic id: UNKNOWN_TOPIC_ID; an unknown partition:
+    ///   UNKNOWN_TOPIC_OR_PARTITION;
+    /// - a leader or partition epoch newer than ours: NOT_CONTROLLER (we are
+    ///   behind, or not the controller; the sender retries);
+    /// - an older leader epoch: FENCED_LEADER_EPOCH;
+    /// - a sender that is not the leader: INVALID_REQUEST (Kafka's answer;
+    ///   not NOT_LEADER_OR_FOLLOWER);
+    /// - an older partition epoch: INVALID_UPDATE_VERSION;
+    /// - an ISR that names a broker twice, a non-replica or a negative id,
+    ///   or that lacks the leader (so an empty one too): INVALID_REQUEST;
+    /// - an ISR naming a broker that is unregistered, fenced or shutting
+    ///   down: INELIGIBLE_REPLICA.
+    ///
+    /// A valid new ISR equal to the current one writes nothing. Each change
+    /// is one `PartitionChange { isr }`; a partition named twice is checked
+    /// the second time against the state the first change leaves. Past
+    /// [`RECORDS_PER_REQUEST_MAX`] changes, further ones are answered
+    /// OPERATION_NOT_ATTEMPTED (send them again).
+    fn alter_partition(
+        &mut self,
+        image: &MetadataImage,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        items: &[AlterPartitionItem],
+    ) -> Result<Decision, ControllerError> {
+        let broker = image
+            .broker(broker_id)
+            .ok_or(ControllerError::UnknownBroker(broker_id))?;
+        if broker.broker_epoch != broker_epoch {
+            return Err(ControllerError::StaleBrokerEpoch {
+                broker_id,
+                given: broker_epoch,
+                current: broker.broker_epoch,
             });
         }
+        let live = self.live_set(image);
+        let mut changed: BTreeMap<(TopicId, i32), PartitionState> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let key = (item.topic_id, item.partition);
+            let current = changed
+                .get(&key)
+                .or_else(|| image.partition(&item.topic_id, item.partition));
+            let answer = |error_code: i16, state: Option<&PartitionState>| AlterPartitionResult {
+                topic_id: item.topic_id,
+                partition: item.partition,
+                error_code,
+                leader: state.map_or(NO_LEADER, |s| s.leader),
+                leader_epoch: state.map_or(-1, |s| s.leader_epoch),
+                partition_epoch: state.map_or(-1, |s| s.partition_epoch),
+                isr: state.map_or_else(Vec::new, |s| s.isr.clone()),
+            };
+            let Some(state) = current else {
+                let code = if image.topic(&item.topic_id).is_none() {
+                    codes::UNKNOWN_TOPIC_ID
+                } else {
+                    codes::UNKNOWN_TOPIC_OR_PARTITION
+                };
+                results.push(answer(code, None));
+                continue;
+            };
+            let code = check_alter_partition(image, &live, broker_id, state, item);
+            if code != codes::NONE || item.new_isr == state.isr {
+                results.push(answer(code, Some(state)));
+                continue;
+            }
+            if records.len() >= RECORDS_PER_REQUEST_MAX {
+                results.push(answer(codes::OPERATION_NOT_ATTEMPTED, Some(state)));
+                continue;
+            }
+            let after = changed_state(state, None, Some(&item.new_isr));
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: item.topic_id,
+                partition: item.partition,
+                leader: None,
+                isr: Some(item.new_isr.clone()),
+                replicas: None,
+            });
+            results.push(answer(codes::NONE, Some(&after)));
+            changed.insert(key, after);
+        }
+        Ok(Decision {
+            records,
+            response: ControllerResponse::AlterPartition(results),
+        })
     }
-    records
+
+    /// Kafka's ElectLeaders (`ReplicationControlManager.electLeaders`).
+    /// Preferred: ELECTION_NOT_NEEDED when the first replica leads already,
+    /// else it leads if it is a live ISR member, else
+    /// PREFERRED_LEADER_NOT_AVAILABLE. Unclean: ELECTION_NOT_NEEDED when
+    /// the partition has a leader, else a live ISR member leads if there is
+    /// one, else the first live replica (an unclean election: see
+    /// [`Election::unclean`], it may lose acknowledged records), else
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE. Unknown topics and partitions:
+    /// UNKNOWN_TOPIC_OR_PARTITION. An unknown election type refuses the
+    /// whole request; so does one that would write more than
+    /// [`RECORDS_PER_REQUEST_MAX`] records (POLICY_VIOLATION, nothing
+    /// elected), as Kafka's bounded record list does.
+    fn elect_leaders(
+        &mut self,
+        image: &MetadataImage,
+        election_type: i8,
+        partitions: Option<&[TopicPartitions]>,
+    ) -> Result<Decision, ControllerError> {
+        let unclean = match election_type {
+            election_type::PREFERRED => false,
+            election_type::UNCLEAN => true,
+            other => {
+                return Err(ControllerError::Invalid(format!(
+                    "Unknown election type {other}"
+                )));
+            }
+        };
+        let election = Election {
+            preferred: !unclean,
+            unclean,
+        };
+        let live = self.live_set(image);
+        let mut changed: BTreeMap<(TopicId, i32), PartitionState> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut too_many = false;
+        let mut elect_one = |topic: &str, partition: i32| -> (i16, Option<String>) {
+            let Some(topic_image) = image.topic_by_name(topic) else {
+                return (
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("No such topic as {topic}")),
+                );
+            };
+            let key = (topic_image.topic_id, partition);
+            let Some(state) = changed.get(&key).or(topic_image.partitions.get(&partition)) else {
+                return (
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(format!("No such partition as {topic}-{partition}")),
+                );
+            };
+            let not_needed = if unclean {
+                state.leader != NO_LEADER
+            } else {
+                state.replicas.first() == Some(&state.leader)
+            };
+            if not_needed {
+                return (codes::ELECTION_NOT_NEEDED, None);
+            }
+            match election::elect(state, &live, election) {
+                Some(_) if records.len() >= RECORDS_PER_REQUEST_MAX => {
+                    too_many = true;
+                    (codes::POLICY_VIOLATION, None)
+                }
+                Some(elected) => {
+                    let after = changed_state(state, elected.leader, elected.isr.as_deref());
+                    records.push(elected.record(key.0, partition));
+                    changed.insert(key, after);
+                    (codes::NONE, None)
+                }
+                None if unclean => (codes::ELIGIBLE_LEADERS_NOT_AVAILABLE, None),
+                None => (codes::PREFERRED_LEADER_NOT_AVAILABLE, None),
+            }
+        };
+        let mut results = Vec::new();
+        match partitions {
+            Some(topics) => {
+                for topic in topics {
+                    let partitions = topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let (error_code, message) = elect_one(&topic.topic, *p);
+                            PartitionElectionResult {
+                                partition: *p,
+                                error_code,
+                                message,
+                            }
+                        })
+                        .collect();
+                    results.push(TopicElectionResult {
+                        topic: topic.topic.clone(),
+                        partitions,
+                    });
+                }
+            }
+            None => {
+                for (name, topic_id) in &image.topic_ids_by_name {
+                    let indexes: Vec<i32> = image
+                        .topic(topic_id)
+                        .map(|t| t.partitions.keys().copied().collect())
+                        .unwrap_or_default();
+                    let partitions = indexes
+                        .into_iter()
+                        .filter_map(|p| {
+                            let (error_code, message) = elect_one(name, p);
+                            (error_code != codes::ELECTION_NOT_NEEDED).then_some(
+                                PartitionElectionResult {
+                                    partition: p,
+                                    error_code,
+                                    message,
+                                },
+                            )
+                        })
+                        .collect();
+                    results.push(TopicElectionResult {
+                        topic: name.clone(),
+                        partitions,
+                    });
+                }
+            }
+        }
+        if too_many {
+            return Ok(Decision {
+                records: Vec::new(),
+                response: ControllerResponse::ElectLeaders {
+                    error_code: codes::POLICY_VIOLATION,
+                    results: Vec::new(),
+                },
+            });
+        }
+        Ok(Decision {
+            records,
+            response: ControllerResponse::ElectLeaders {
+                error_code: codes::NONE,
+                results,
+            },
+        })
+    }
 }
 
-fn is_electable(live: &BTreeSet<BrokerId>, broker_id: BrokerId) -> bool {
-    #[cfg(test)]
-    if crate::planted::is(crate::planted::Bug::ElectFencedLeaders) {
-        return true;
+/// AlterPartition's checks on one partition that exists, in Kafka's order
+/// (`validateAlterPartitionData`). `NONE` when the change may be written.
+fn check_alter_partition(
+    image: &MetadataImage,
+    live: &BTreeSet<BrokerId>,
+    broker_id: BrokerId,
+    state: &PartitionState,
+    item: &AlterPartitionItem,
+) -> i16 {
+    if item.leader_epoch > state.leader_epoch || item.partition_epoch > state.partition_epoch {
+        return codes::NOT_CONTROLLER;
     }
-    live.contains(&broker_id)
+    if item.leader_epoch < state.leader_epoch {
+        return codes::FENCED_LEADER_EPOCH;
+    }
+    if broker_id != state.leader {
+        return codes::INVALID_REQUEST;
+    }
+    if item.partition_epoch < state.partition_epoch {
+        return codes::INVALID_UPDATE_VERSION;
+    }
+    let mut seen = BTreeSet::new();
+    let valid = item
+        .new_isr
+        .iter()
+        .all(|r| *r >= 0 && state.replicas.contains(r) && seen.insert(*r));
+    if !valid || !item.new_isr.contains(&state.leader) {
+        return codes::INVALID_REQUEST;
+    }
+    let eligible = item
+        .new_isr
+        .iter()
+        .all(|r| image.broker(*r).is_some() && live.contains(r));
+    if !eligible {
+        return codes::INELIGIBLE_REPLICA;
+    }
+    codes::NONE
+}
+
+/// A partition's state after a `PartitionChange` with these fields, as the
+/// image applies it: every change bumps the partition epoch, naming a
+/// leader bumps the leader epoch.
+fn changed_state(
+    state: &PartitionState,
+    leader: Option<BrokerId>,
+    isr: Option<&[BrokerId]>,
+) -> PartitionState {
+    PartitionState {
+        replicas: state.replicas.clone(),
+        isr: isr.map_or_else(|| state.isr.clone(), <[BrokerId]>::to_vec),
+        leader: leader.unwrap_or(state.leader),
+        leader_epoch: if leader.is_some() {
+            state.leader_epoch.saturating_add(1)
+        } else {
+            state.leader_epoch
+        },
+        partition_epoch: state.partition_epoch.saturating_add(1),
+    }
 }
 
 /// Unfenced brokers with their racks, in id order: where new replicas may go.
@@ -1200,6 +1704,7 @@ fn resource_name(resource: &ConfigResource) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::election;
     use crate::testkit::{SESSION_TIMEOUT_MS, Sim, config, endpoint};
 
     fn new_topic(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
@@ -1406,8 +1911,15 @@ mod tests {
             "replica order: 2 before 3"
         );
         assert_eq!((p1.leader, p1.leader_epoch), (3, 1));
-        assert_eq!(p0.isr, vec![1, 2, 3], "the ISR is replication's to shrink");
+        assert_eq!(p0.isr, vec![2, 3], "a fenced broker leaves the ISR");
+        assert_eq!(p1.isr, vec![3, 2]);
+        assert_eq!(
+            (p0.partition_epoch, p1.partition_epoch),
+            (1, 1),
+            "one change each"
+        );
         assert_eq!((single.leader, single.leader_epoch), (NO_LEADER, 1));
+        assert_eq!(single.isr, vec![1], "the last member stays");
         assert_eq!(sim.image.offline_partitions().count(), 1);
 
         // Broker 1 comes back: the offline partition is its again; the others stay put.
@@ -1421,7 +1933,12 @@ mod tests {
         );
         let single = state(&sim, "single", 0);
         assert_eq!((single.leader, single.leader_epoch), (1, 2));
-        assert_eq!(state(&sim, "replicated", 0).leader, 2);
+        let p0 = state(&sim, "replicated", 0);
+        assert_eq!(
+            (p0.leader, p0.isr),
+            (2, vec![2, 3]),
+            "it rejoins the ISR only through its leader's AlterPartition"
+        );
         assert_eq!(sim.image.offline_partitions().count(), 0);
     }
 
@@ -1463,6 +1980,7 @@ mod tests {
         );
         assert!(!sim.image.is_live(1));
         assert_eq!(state(&sim, "t", 0).leader, 2);
+        assert_eq!(state(&sim, "t", 0).isr, vec![2], "and leaves the ISR");
         // Asking again changes nothing.
         let index = sim.next_index;
         sim.heartbeat(1, true).unwrap();
@@ -1895,5 +2413,563 @@ mod tests {
         assert_eq!(ids, decide());
         let distinct: BTreeSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), 3);
+    }
+
+    // ---- Replication: ISRs, elections, AlterPartition, ElectLeaders ----
+
+    /// A topic with explicit replicas per partition.
+    fn manual_topic(sim: &mut Sim, name: &str, replicas: &[&[BrokerId]]) -> TopicId {
+        let results = create(
+            sim,
+            vec![NewTopic {
+                assignments: Some(
+                    replicas
+                        .iter()
+                        .enumerate()
+                        .map(|(p, r)| (p as i32, r.to_vec()))
+                        .collect(),
+                ),
+                ..new_topic(name, -1, -1)
+            }],
+        );
+        assert_eq!(codes_of(&results), vec![0]);
+        results[0].topic_id.unwrap()
+    }
+
+    fn set_config(sim: &mut Sim, resource: ConfigResource, name: &str, value: Option<&str>) {
+        let results = items(sim.request(ControllerRequest::AlterConfigs {
+            changes: vec![(resource, name.into(), value.map(str::to_string))],
+            validate_only: false,
+        }));
+        assert_eq!(codes_of(&results), vec![0]);
+    }
+
+    fn alter(
+        sim: &mut Sim,
+        broker_id: BrokerId,
+        items: Vec<AlterPartitionItem>,
+    ) -> Result<Vec<AlterPartitionResult>, ControllerError> {
+        let broker_epoch = sim.image.broker(broker_id).map_or(0, |b| b.broker_epoch);
+        match sim.request(ControllerRequest::AlterPartition {
+            broker_id,
+            broker_epoch,
+            topics: items,
+        })? {
+            ControllerResponse::AlterPartition(results) => Ok(results),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// An AlterPartition item at the partition's current epochs.
+    fn isr_item(
+        sim: &Sim,
+        topic_id: TopicId,
+        partition: i32,
+        new_isr: &[BrokerId],
+    ) -> AlterPartitionItem {
+        let (leader_epoch, partition_epoch) = sim
+            .image
+            .partition(&topic_id, partition)
+            .map_or((0, 0), |s| (s.leader_epoch, s.partition_epoch));
+        AlterPartitionItem {
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            new_isr: new_isr.to_vec(),
+        }
+    }
+
+    fn elect(
+        sim: &mut Sim,
+        election_type: i8,
+        partitions: Option<Vec<(&str, Vec<i32>)>>,
+    ) -> (i16, Vec<TopicElectionResult>) {
+        let request = ControllerRequest::ElectLeaders {
+            election_type,
+            partitions: partitions.map(|p| {
+                p.into_iter()
+                    .map(|(topic, partitions)| TopicPartitions {
+                        topic: topic.into(),
+                        partitions,
+                    })
+                    .collect()
+            }),
+        };
+        match sim.request(request).unwrap() {
+            ControllerResponse::ElectLeaders {
+                error_code,
+                results,
+            } => (error_code, results),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn election_codes(results: &[TopicElectionResult]) -> Vec<(String, i32, i16)> {
+        results
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.topic.clone(), p.partition, p.error_code))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alter_partition_shrinks_and_grows_the_isr_and_answers_the_new_state() {
+        let mut sim = cluster(&[1, 2, 3]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2, 3]]);
+        let shrink = isr_item(&sim, t, 0, &[1, 3]);
+        let results = alter(&mut sim, 1, vec![shrink]).unwrap();
+        assert_eq!(
+            results,
+            vec![AlterPartitionResult {
+                topic_id: t,
+                partition: 0,
+                error_code: codes::NONE,
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                isr: vec![1, 3],
+            }]
+        );
+        let p = state(&sim, "t", 0);
+        assert_eq!(
+            (p.isr.clone(), p.leader_epoch, p.partition_epoch),
+            (vec![1, 3], 0, 1)
+        );
+        // The same ISR again: nothing written, the current state answered.
+        let index = sim.next_index;
+        let same = isr_item(&sim, t, 0, &[1, 3]);
+        let results = alter(&mut sim, 1, vec![same]).unwrap();
+        assert_eq!(sim.next_index, index, "no records");
+        assert_eq!((results[0].error_code, results[0].partition_epoch), (0, 1));
+        let grow = isr_item(&sim, t, 0, &[1, 3, 2]);
+        alter(&mut sim, 1, vec![grow]).unwrap();
+        assert_eq!(state(&sim, "t", 0).isr, vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn alter_partition_checks_each_partition_in_kafkas_order() {
+        let mut sim = cluster(&[1, 2, 3, 4]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2, 3], &[1, 2, 3]]);
+        // Broker 3 shuts down: it leaves the ISRs and is fenced.
+        sim.heartbeat(3, true).unwrap();
+        assert_eq!(state(&sim, "t", 0).isr, vec![1, 2]);
+        let at = |sim: &Sim, isr: &[BrokerId]| isr_item(sim, t, 0, isr);
+        let cases: Vec<(BrokerId, AlterPartitionItem, i16)> = vec![
+            (
+                1,
+                AlterPartitionItem {
+                    topic_id: [9; 16],
+                    ..at(&sim, &[1])
+                },
+                codes::UNKNOWN_TOPIC_ID,
+            ),
+            (
+                1,
+                AlterPartitionItem {
+                    partition: 7,
+                    ..at(&sim, &[1])
+                },
+                codes::UNKNOWN_TOPIC_OR_PARTITION,
+            ),
+            (
+                1,
+                AlterPartitionItem {
+                    leader_epoch: 1,
+                    ..at(&sim, &[1])
+                },
+                codes::NOT_CONTROLLER,
+            ),
+            (
+                1,
+                AlterPartitionItem {
+                    partition_epoch: 9,
+                    ..at(&sim, &[1])
+                },
+                codes::NOT_CONTROLLER,
+            ),
+            (
+                1,
+                AlterPartitionItem {
+                    leader_epoch: -1,
+                    ..at(&sim, &[1])
+                },
+                codes::FENCED_LEADER_EPOCH,
+            ),
+            (2, at(&sim, &[1]), codes::INVALID_REQUEST),
+            (
+                1,
+                AlterPartitionItem {
+                    partition_epoch: 0,
+                    ..at(&sim, &[1])
+                },
+                codes::INVALID_UPDATE_VERSION,
+            ),
+            (1, at(&sim, &[]), codes::INVALID_REQUEST),
+            (1, at(&sim, &[2]), codes::INVALID_REQUEST),
+            (1, at(&sim, &[1, 4]), codes::INVALID_REQUEST),
+            (1, at(&sim, &[1, 1]), codes::INVALID_REQUEST),
+            (1, at(&sim, &[1, -1]), codes::INVALID_REQUEST),
+            (1, at(&sim, &[1, 3]), codes::INELIGIBLE_REPLICA),
+        ];
+        let index = sim.next_index;
+        for (sender, item, expected) in cases {
+            let label = format!("{item:?} from {sender}");
+            let results = alter(&mut sim, sender, vec![item]).unwrap();
+            assert_eq!(results[0].error_code, expected, "{label}");
+        }
+        assert_eq!(sim.next_index, index, "no refused change wrote anything");
+        // An error answers the current state.
+        let items = vec![at(&sim, &[1])];
+        let results = alter(&mut sim, 2, items).unwrap();
+        assert_eq!(
+            (
+                results[0].leader,
+                results[0].isr.clone(),
+                results[0].partition_epoch
+            ),
+            (1, vec![1, 2], 1)
+        );
+        // Each partition on its own: one refused, one written. A partition
+        // named twice is checked against the first change.
+        let items = vec![
+            at(&sim, &[1, 3]),
+            isr_item(&sim, t, 1, &[1]),
+            at(&sim, &[1]),
+            at(&sim, &[1]),
+        ];
+        let results = alter(&mut sim, 1, items).unwrap();
+        assert_eq!(
+            results.iter().map(|r| r.error_code).collect::<Vec<_>>(),
+            vec![
+                codes::INELIGIBLE_REPLICA,
+                0,
+                0,
+                codes::INVALID_UPDATE_VERSION
+            ]
+        );
+        assert_eq!(state(&sim, "t", 1).isr, vec![1]);
+        assert_eq!(state(&sim, "t", 0).isr, vec![1]);
+        // The sender's broker epoch: STALE_BROKER_EPOCH, unknown brokers too.
+        let stale = sim.request(ControllerRequest::AlterPartition {
+            broker_id: 1,
+            broker_epoch: 0,
+            topics: vec![at(&sim, &[1])],
+        });
+        assert_eq!(stale.unwrap_err().error_code(), codes::STALE_BROKER_EPOCH);
+        let unknown = sim.request(ControllerRequest::AlterPartition {
+            broker_id: 9,
+            broker_epoch: 0,
+            topics: vec![],
+        });
+        assert_eq!(unknown.unwrap_err().error_code(), codes::STALE_BROKER_EPOCH);
+    }
+
+    #[test]
+    fn a_returning_broker_rejoins_the_isr_through_its_leader_then_leads_again_after_a_rebalance() {
+        let mut sim = cluster(&[1, 2]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2]]);
+        sim.heartbeat(1, true).unwrap();
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 1));
+        // A fenced broker cannot be added.
+        let items = vec![isr_item(&sim, t, 0, &[2, 1])];
+        let results = alter(&mut sim, 2, items).unwrap();
+        assert_eq!(results[0].error_code, codes::INELIGIBLE_REPLICA);
+        // Back and unfenced, not in the ISR: it does not lead.
+        sim.register(1, None).unwrap();
+        sim.heartbeat(1, false).unwrap();
+        assert_eq!(state(&sim, "t", 0).leader, 2);
+        let items = vec![isr_item(&sim, t, 0, &[2, 1])];
+        let results = alter(&mut sim, 2, items).unwrap();
+        assert_eq!(results[0].error_code, 0);
+        // The rebalance runs once its interval has passed since the
+        // controller's first tick.
+        sim.tick();
+        sim.now_ms += crate::testkit::REBALANCE_INTERVAL_MS - 1;
+        sim.heartbeat(1, false).unwrap();
+        sim.heartbeat(2, false).unwrap();
+        sim.tick();
+        assert_eq!(state(&sim, "t", 0).leader, 2, "not yet");
+        sim.now_ms += 1;
+        sim.tick();
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.leader, p.isr, p.leader_epoch), (1, vec![2, 1], 2));
+    }
+
+    #[test]
+    fn without_auto_rebalance_leadership_stays_where_it_is() {
+        let mut sim = cluster(&[1, 2]);
+        sim.controller = Controller::new(ControllerConfig {
+            auto_leader_rebalance: false,
+            ..config()
+        });
+        let t = manual_topic(&mut sim, "t", &[&[1, 2]]);
+        sim.heartbeat(1, true).unwrap();
+        sim.register(1, None).unwrap();
+        sim.heartbeat(1, false).unwrap();
+        let items = vec![isr_item(&sim, t, 0, &[2, 1])];
+        alter(&mut sim, 2, items).unwrap();
+        for _ in 0..3 {
+            sim.now_ms += crate::testkit::REBALANCE_INTERVAL_MS;
+            sim.heartbeat(1, false).unwrap();
+            sim.heartbeat(2, false).unwrap();
+            sim.tick();
+        }
+        assert_eq!(state(&sim, "t", 0).leader, 2);
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_every_isr_when_it_registers_again() {
+        let mut sim = cluster(&[1, 2, 3]);
+        manual_topic(&mut sim, "t", &[&[1, 2, 3], &[2, 1, 3]]);
+        manual_topic(&mut sim, "u", &[&[1]]);
+        sim.request(ControllerRequest::RegisterBroker {
+            broker_id: 1,
+            incarnation_id: [1; 16],
+            endpoints: endpoint(1),
+            rack: None,
+        })
+        .unwrap();
+        let (p0, p1, p2) = (
+            state(&sim, "t", 0),
+            state(&sim, "t", 1),
+            state(&sim, "u", 0),
+        );
+        assert_eq!((p0.leader, p0.isr), (2, vec![2, 3]));
+        assert_eq!((p1.leader, p1.isr, p1.leader_epoch), (2, vec![2, 3], 0));
+        assert_eq!((p2.leader, p2.isr), (NO_LEADER, vec![1]));
+    }
+
+    #[test]
+    fn when_every_isr_member_is_gone_the_last_one_stays_and_only_it_may_lead_cleanly() {
+        let mut sim = cluster(&[1, 2]);
+        manual_topic(&mut sim, "t", &[&[1, 2]]);
+        sim.heartbeat(2, true).unwrap();
+        sim.heartbeat(1, true).unwrap();
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.leader, p.isr), (NO_LEADER, vec![1]));
+        // Broker 2 returns: it was not in the ISR, so the partition stays offline.
+        sim.register(2, None).unwrap();
+        sim.heartbeat(2, false).unwrap();
+        assert_eq!(state(&sim, "t", 0).leader, NO_LEADER);
+        sim.register(1, None).unwrap();
+        sim.heartbeat(1, false).unwrap();
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.leader, p.isr), (1, vec![1]));
+    }
+
+    #[test]
+    fn unclean_election_elects_a_live_replica_outside_the_isr_only_where_the_config_allows() {
+        let mut sim = cluster(&[1, 2]);
+        manual_topic(&mut sim, "clean", &[&[1, 2]]);
+        manual_topic(&mut sim, "dirty", &[&[1, 2]]);
+        set_config(
+            &mut sim,
+            ConfigResource::Topic("dirty".into()),
+            election::UNCLEAN_LEADER_ELECTION_ENABLE,
+            Some("true"),
+        );
+        sim.heartbeat(2, true).unwrap();
+        sim.heartbeat(1, true).unwrap();
+        sim.register(2, None).unwrap();
+        sim.heartbeat(2, false).unwrap();
+        let (clean, dirty) = (state(&sim, "clean", 0), state(&sim, "dirty", 0));
+        assert_eq!((clean.leader, clean.isr), (NO_LEADER, vec![1]));
+        assert_eq!(
+            (dirty.leader, dirty.isr, dirty.leader_epoch),
+            (2, vec![2], 2)
+        );
+        // Turned on later for the cluster: the next tick elects.
+        set_config(
+            &mut sim,
+            ConfigResource::Broker(None),
+            election::UNCLEAN_LEADER_ELECTION_ENABLE,
+            Some("true"),
+        );
+        assert_eq!(
+            state(&sim, "clean", 0).leader,
+            NO_LEADER,
+            "not by the config change"
+        );
+        sim.tick();
+        let clean = state(&sim, "clean", 0);
+        assert_eq!((clean.leader, clean.isr), (2, vec![2]));
+    }
+
+    #[test]
+    fn elect_leaders_preferred_answers_kafkas_codes() {
+        let mut sim = cluster(&[1, 2, 3]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2], &[1, 2], &[3, 2], &[2, 1]]);
+        sim.heartbeat(1, true).unwrap();
+        sim.register(1, None).unwrap();
+        sim.heartbeat(1, false).unwrap();
+        // Partition 0: 1 back in the ISR; partition 1: not.
+        let items = vec![isr_item(&sim, t, 0, &[2, 1])];
+        alter(&mut sim, 2, items).unwrap();
+        let (error_code, results) = elect(
+            &mut sim,
+            election_type::PREFERRED,
+            Some(vec![("t", vec![0, 1, 2, 9]), ("nope", vec![0])]),
+        );
+        assert_eq!(error_code, 0);
+        assert_eq!(
+            election_codes(&results),
+            vec![
+                ("t".into(), 0, codes::NONE),
+                ("t".into(), 1, codes::PREFERRED_LEADER_NOT_AVAILABLE),
+                ("t".into(), 2, codes::ELECTION_NOT_NEEDED),
+                ("t".into(), 9, codes::UNKNOWN_TOPIC_OR_PARTITION),
+                ("nope".into(), 0, codes::UNKNOWN_TOPIC_OR_PARTITION),
+            ]
+        );
+        assert_eq!(state(&sim, "t", 0).leader, 1);
+        // All partitions: those that need no election are left out.
+        let (_, results) = elect(&mut sim, election_type::PREFERRED, None);
+        assert_eq!(
+            election_codes(&results),
+            vec![("t".into(), 1, codes::PREFERRED_LEADER_NOT_AVAILABLE)]
+        );
+        let bad = sim.request(ControllerRequest::ElectLeaders {
+            election_type: 2,
+            partitions: None,
+        });
+        assert_eq!(bad.unwrap_err().error_code(), codes::INVALID_REQUEST);
+    }
+
+    #[test]
+    fn elect_leaders_unclean_elects_outside_the_isr_only_for_leaderless_partitions() {
+        let mut sim = cluster(&[1, 2, 3, 4]);
+        manual_topic(&mut sim, "t", &[&[1, 2], &[1, 4], &[3, 2]]);
+        for broker in [2, 4, 1] {
+            sim.heartbeat(broker, true).unwrap();
+        }
+        sim.register(2, None).unwrap();
+        sim.heartbeat(2, false).unwrap();
+        // 0: offline with ISR [1] and 2 live outside it; 1: offline, none
+        // of its replicas live; 2: led by 3.
+        let offline: Vec<i32> = sim
+            .image
+            .offline_partitions()
+            .map(|p| p.partition)
+            .collect();
+        assert_eq!(offline, vec![0, 1]);
+        let (_, results) = elect(
+            &mut sim,
+            election_type::UNCLEAN,
+            Some(vec![("t", vec![0, 1, 2])]),
+        );
+        assert_eq!(
+            election_codes(&results),
+            vec![
+                ("t".into(), 0, codes::NONE),
+                ("t".into(), 1, codes::ELIGIBLE_LEADERS_NOT_AVAILABLE),
+                ("t".into(), 2, codes::ELECTION_NOT_NEEDED),
+            ]
+        );
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.leader, p.isr), (2, vec![2]));
+    }
+
+    /// Three topics of 8,334 partitions on brokers [1, 2]: 25,002 partitions led by 1.
+    fn big_cluster() -> Sim {
+        let mut sim = cluster(&[1, 2]);
+        for name in ["a", "b", "c"] {
+            let results = create(
+                &mut sim,
+                vec![NewTopic {
+                    assignments: Some((0..8_334).map(|p| (p, vec![1, 2])).collect()),
+                    ..new_topic(name, -1, -1)
+                }],
+            );
+            assert_eq!(codes_of(&results), vec![0]);
+        }
+        sim
+    }
+
+    fn led_by(sim: &Sim, broker_id: BrokerId) -> usize {
+        sim.image.partitions_led_by(broker_id).count()
+    }
+
+    #[test]
+    fn fencing_a_broker_that_leads_more_than_a_decision_holds_takes_several_ticks() {
+        let mut sim = big_cluster();
+        assert_eq!(led_by(&sim, 1), 25_002);
+        sim.now_ms += SESSION_TIMEOUT_MS + 1;
+        sim.heartbeat(2, false).unwrap();
+        let mut sizes = Vec::new();
+        while sim.image.is_live(1) {
+            let records = sim.tick();
+            assert!(records.len() <= RECORDS_PER_REQUEST_MAX);
+            sizes.push(records.len());
+            // Until the fence, whatever broker 1 still leads it leads live.
+            if sim.image.is_live(1) {
+                assert!(led_by(&sim, 1) > 0);
+            }
+            assert!(sizes.len() < 10, "never finished: {sizes:?}");
+        }
+        // A slice leaves room for the fence, which comes with the last one.
+        assert_eq!(sizes, vec![9_999, 9_999, 5_004 + 1]);
+        assert_eq!(led_by(&sim, 1), 0);
+        assert_eq!(led_by(&sim, 2), 25_002);
+        assert!(sim.image.partitions().all(|p| p.state.isr == vec![2]));
+    }
+
+    #[test]
+    fn a_clean_shutdown_of_a_big_leader_finishes_over_ticks_and_only_then_says_shut_down() {
+        let mut sim = big_cluster();
+        let response = sim.heartbeat(1, true).unwrap();
+        assert_eq!(
+            response,
+            ControllerResponse::BrokerHeartbeat {
+                fenced: false,
+                should_shut_down: false
+            }
+        );
+        assert_eq!(led_by(&sim, 1), 25_002 - (RECORDS_PER_REQUEST_MAX - 1));
+        // Heard from just now: the ticks go on because it is shutting down.
+        let records = sim.tick();
+        assert_eq!(records.len(), RECORDS_PER_REQUEST_MAX - 1);
+        let records = sim.tick();
+        assert!(matches!(
+            records.last(),
+            Some(MetadataRecord::FenceBroker { broker_id: 1, .. })
+        ));
+        assert!(!sim.image.is_live(1) && led_by(&sim, 1) == 0);
+        let response = sim.heartbeat(1, true).unwrap();
+        assert_eq!(
+            response,
+            ControllerResponse::BrokerHeartbeat {
+                fenced: true,
+                should_shut_down: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_big_leader_registering_again_is_moved_off_in_slices() {
+        let mut sim = big_cluster();
+        let decision = sim
+            .controller
+            .handle(
+                &sim.image,
+                sim.now_ms,
+                &ControllerRequest::RegisterBroker {
+                    broker_id: 1,
+                    incarnation_id: [1; 16],
+                    endpoints: endpoint(1),
+                    rack: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(decision.records.len(), RECORDS_PER_REQUEST_MAX);
+        sim.commit(&decision.records).unwrap();
+        sim.tick();
+        sim.tick();
+        assert_eq!(led_by(&sim, 1), 0);
+        assert!(sim.tick().is_empty());
     }
 }

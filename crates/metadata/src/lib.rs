@@ -5,10 +5,12 @@
 //! - [`names`]: Kafka's topic-name rules, as pure functions.
 //! - [`placement`]: where new replicas go (even, striped, rack-aware).
 //! - [`controller`]: the active controller's decisions, sans I/O.
+//! - [`election`]: leader election and ISR upkeep, as pure functions of the image.
 //! - [`import`]: a single-node data directory from before the quorum, as records.
 //! - [`quorum`]: the Raft quorum (openraft) that orders the records, with its on-disk log.
 
 pub mod controller;
+pub mod election;
 pub mod image;
 pub mod import;
 pub mod names;

@@ -11,6 +11,10 @@ pub enum Bug {
     ElectFencedLeaders,
     /// Snapshots forget the next producer id.
     SnapshotForgetsProducerIds,
+    /// Every topic allows unclean leader election, whatever its config says.
+    UncleanWithoutConfig,
+    /// Fencing empties an ISR instead of keeping its last member.
+    ShrinkIsrToEmpty,
 }
 
 thread_local! {

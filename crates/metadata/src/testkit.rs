@@ -9,6 +9,8 @@ use crate::image::MetadataImage;
 use crate::records::{BrokerId, Endpoint, MetadataRecord, TopicId};
 
 pub const SESSION_TIMEOUT_MS: u64 = 9_000;
+/// Shorter than Kafka's five minutes so random time steps reach it.
+pub const REBALANCE_INTERVAL_MS: u64 = 30_000;
 
 pub fn config() -> ControllerConfig {
     ControllerConfig {
@@ -16,6 +18,8 @@ pub fn config() -> ControllerConfig {
         producer_id_block_size: 1000,
         default_partitions: 3,
         default_replication_factor: 1,
+        auto_leader_rebalance: true,
+        leader_imbalance_check_interval_ms: REBALANCE_INTERVAL_MS,
     }
 }
 

@@ -31,6 +31,7 @@ fn controller_config() -> ControllerConfig {
         producer_id_block_size: 1000,
         default_partitions: 1,
         default_replication_factor: 1,
+        ..ControllerConfig::default()
     }
 }
 

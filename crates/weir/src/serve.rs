@@ -323,7 +323,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let signalled = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested; finishing in-flight requests");
+            tracing::info!("shutdown requested; moving leadership away");
+            // Leadership moves off this broker first, while it still serves,
+            // so clients see only retriable errors (Kafka's controlled shutdown).
+            signalled.leave_cluster().await;
+            tracing::info!("finishing in-flight requests");
             // Parked JoinGroup/SyncGroup requests would otherwise hold their
             // connections open until the rebalance timeout.
             signalled.groups.abandon_waiters();
@@ -334,8 +338,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("serving")?;
         retention.abort();
-        // Leadership moves off this broker now, not after the session timeout.
-        broker.leave_cluster().await;
         quorum.shutdown().await;
         broker.shutdown();
         tracing::info!("clean shutdown complete");
@@ -372,6 +374,8 @@ async fn start_quorum(config: &BrokerConfig) -> anyhow::Result<(QuorumNode<Metad
         producer_id_block_size: weir_broker::producer_ids::PRODUCER_ID_BLOCK_SIZE,
         default_partitions: config.default_partitions,
         default_replication_factor: 1,
+        auto_leader_rebalance: config.auto_leader_rebalance_enable,
+        leader_imbalance_check_interval_ms: config.leader_imbalance_check_interval_ms,
     };
     let factory = metadata_controller(controller_config);
     let transport = Arc::new(TcpTransport::new(TcpTransportConfig::default()));

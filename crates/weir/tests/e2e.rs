@@ -17,6 +17,7 @@ mod e2e {
     mod long_poll;
     mod protocol_levels;
     mod rdkafka_roundtrip;
+    mod replica_fetch;
     mod replication;
     mod restart;
     mod retention;

@@ -104,14 +104,17 @@ fn checked_new_topic(
         .registry()
         .defaults()
         .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    // With an explicit assignment both stay -1 (the assignment says them), as the
+    // controller requires.
+    let manual = assignments.is_some();
     Ok(NewTopic {
         name: t.name.clone(),
-        partitions: if t.num_partitions == -1 {
+        partitions: if t.num_partitions == -1 && !manual {
             broker.config.default_partitions
         } else {
             t.num_partitions
         },
-        replication_factor: if t.replication_factor == -1 {
+        replication_factor: if t.replication_factor == -1 && !manual {
             1
         } else {
             t.replication_factor

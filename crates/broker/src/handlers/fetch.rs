@@ -63,7 +63,8 @@ struct WantedPartition {
 #[derive(Clone, Copy)]
 struct Follower {
     broker_id: i32,
-    /// Its broker epoch (v15+ ReplicaState); -1 when the version can't carry one.
+    /// Its broker epoch (v15+ ReplicaState); -1 when the version can't carry one, and
+    /// such a fetch is refused.
     broker_epoch: i64,
 }
 
@@ -78,26 +79,32 @@ fn check_leader_epoch(current: i32, requested: i32) -> Result<(), ErrorCode> {
     }
 }
 
-/// A follower must be the broker it says (its epoch is its current registration's) and hold
-/// a replica of the partition; its fetch offset is its durable log end, which feeds the
-/// leader's high watermark. Returns the error to answer, if any.
+/// A follower must be the broker it says (its epoch is its current registration's), hold
+/// a replica of the partition and fetch within the leader's log; its fetch offset is its
+/// durable log end, which feeds the leader's high watermark. Returns the error to answer.
 fn note_follower_fetch(
     broker: &Broker,
     partition: &crate::partition::Partition,
     follower: Follower,
     fetch_offset: i64,
 ) -> Result<(), ErrorCode> {
+    // Only a fetch carrying the broker's current epoch (v15+, KIP-903) counts: anyone can
+    // put a replica id in a request, and a forged position would raise the high watermark
+    // past records the real follower does not have.
     let registered = broker
         .cluster()
         .image()
         .broker(follower.broker_id)
         .map(|b| b.broker_epoch);
-    if registered.is_none()
-        || (follower.broker_epoch >= 0 && registered != Some(follower.broker_epoch))
-    {
+    if registered.is_none() || registered != Some(follower.broker_epoch) {
         return Err(ErrorCode::NotLeaderOrFollower);
     }
     let leader_end = partition.log.log_end_offset();
+    if fetch_offset > leader_end || fetch_offset < 0 {
+        // Kafka answers before recording the position: the follower holds more than the
+        // leader, so it must truncate first.
+        return Err(ErrorCode::OffsetOutOfRange);
+    }
     let decided = match partition.replication().as_mut() {
         Some(state) => state
             .follower_fetched(

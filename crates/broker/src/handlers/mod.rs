@@ -230,7 +230,7 @@ pub async fn dispatch(
         }
         ApiKey::ElectLeaders => {
             let response =
-                replicas::elect_leaders(broker, header.api_version, decode(&header, body)?);
+                replicas::elect_leaders(broker, header.api_version, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::AlterPartitionReassignments => {

@@ -1,12 +1,9 @@
 //! Replica placement: AlterReplicaLogDirs, ElectLeaders,
 //! AlterPartitionReassignments and ListPartitionReassignments.
 //!
-//! On a single node every partition has exactly one replica, this node, which
-//! leads it and lives in the one data directory. So these APIs have answers
-//! that need no state: each is what Kafka's controller (or, for log dirs, its
-//! replica manager) returns for a cluster of one broker. They must never
-//! pretend to move or elect anything; when replication arrives, this module is
-//! where the real state machine goes.
+//! ElectLeaders goes to the controller, which elects. Reassignment is not
+//! built yet (issue 15): those APIs answer what Kafka's controller answers
+//! when nothing moves, and a broker has one data directory.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -28,8 +25,11 @@ use weir_protocol::messages::list_partition_reassignments::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
 
+use weir_metadata::controller::{
+    ControllerRequest, ControllerResponse, TopicPartitions as ControllerTopicPartitions,
+};
+
 use crate::Broker;
-use crate::topics::Topic;
 
 /// Kafka's ElectionType: 0 elects the preferred replica, 1 any live replica.
 const ELECTION_TYPE_PREFERRED: i8 = 0;
@@ -91,30 +91,10 @@ pub fn alter_replica_log_dirs(
     }
 }
 
-/// The outcome of electing a leader for one partition of a one-node cluster.
-fn election_result(topic: Option<&Arc<Topic>>, name: &str, index: i32) -> PartitionResult {
-    let (error, message) = match topic {
-        None => (
-            ErrorCode::UnknownTopicOrPartition,
-            Some(format!("No such topic as {name}")),
-        ),
-        Some(t) if t.partition(index).is_none() => (
-            ErrorCode::UnknownTopicOrPartition,
-            Some(format!("No such partition as {name}-{index}")),
-        ),
-        // The only replica leads already: it is the preferred replica, and a
-        // partition with a leader needs no unclean election either.
-        Some(_) => (ErrorCode::ElectionNotNeeded, None),
-    };
-    PartitionResult {
-        partition_id: index,
-        error_code: error.code(),
-        error_message: message,
-    }
-}
-
-/// ElectLeaders, as Kafka's controller answers it for one broker.
-pub fn elect_leaders(
+/// ElectLeaders (KIP-460): checked here, decided by the controller, which elects the
+/// preferred replica (if live and in sync) or, for an unclean election, any live replica of a
+/// partition without a leader.
+pub async fn elect_leaders(
     broker: &Arc<Broker>,
     version: i16,
     request: ElectLeadersRequest,
@@ -125,71 +105,90 @@ pub fn elect_leaders(
     } else {
         ELECTION_TYPE_PREFERRED
     };
+    let refuse_all = |code: ErrorCode, message: String, topics: Option<Vec<_>>| {
+        let results = topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(
+                |t: weir_protocol::messages::elect_leaders::TopicPartitions| {
+                    ReplicaElectionResult {
+                        topic: t.topic,
+                        partition_result: t
+                            .partitions
+                            .into_iter()
+                            .map(|index| PartitionResult {
+                                partition_id: index,
+                                error_code: code.code(),
+                                error_message: Some(message.clone()),
+                            })
+                            .collect(),
+                    }
+                },
+            )
+            .collect();
+        ElectLeadersResponse {
+            throttle_time_ms: 0,
+            error_code: code.code(),
+            replica_election_results: results,
+        }
+    };
     if !matches!(
         election_type,
         ELECTION_TYPE_PREFERRED | ELECTION_TYPE_UNCLEAN
     ) {
         // Kafka fails the whole request (InvalidRequestException): every
         // requested partition carries the error, and so does the top level.
-        let message = format!("Unknown election type {election_type}");
-        let results = request
-            .topic_partitions
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| ReplicaElectionResult {
-                topic: t.topic,
-                partition_result: t
-                    .partitions
-                    .into_iter()
-                    .map(|index| PartitionResult {
-                        partition_id: index,
-                        error_code: ErrorCode::InvalidRequest.code(),
-                        error_message: Some(message.clone()),
-                    })
-                    .collect(),
-            })
-            .collect();
-        return ElectLeadersResponse {
-            throttle_time_ms: 0,
-            error_code: ErrorCode::InvalidRequest.code(),
-            replica_election_results: results,
-        };
+        return refuse_all(
+            ErrorCode::InvalidRequest,
+            format!("Unknown election type {election_type}"),
+            request.topic_partitions,
+        );
     }
-    let results = match request.topic_partitions {
-        // Null means every partition. Kafka leaves out the partitions whose
-        // election was not needed, which on one node is all of them, but
-        // still lists each topic.
-        None => {
-            let mut topics: Vec<Arc<Topic>> = broker.registry().iter().cloned().collect();
-            topics.sort_by(|a, b| a.name.cmp(&b.name));
-            topics
+    let partitions = request.topic_partitions.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| ControllerTopicPartitions {
+                topic: t.topic.clone(),
+                partitions: t.partitions.clone(),
+            })
+            .collect()
+    });
+    let asked = ControllerRequest::ElectLeaders {
+        election_type,
+        partitions,
+    };
+    match broker.run_on_controller(asked).await {
+        Ok(ControllerResponse::ElectLeaders {
+            error_code,
+            results,
+        }) => ElectLeadersResponse {
+            throttle_time_ms: 0,
+            error_code,
+            replica_election_results: results
                 .into_iter()
                 .map(|t| ReplicaElectionResult {
-                    topic: t.name.clone(),
-                    partition_result: Vec::new(),
-                })
-                .collect()
-        }
-        Some(wanted) => wanted
-            .into_iter()
-            .map(|t| {
-                let topic = broker.topic(&t.topic);
-                let partition_result = t
-                    .partitions
-                    .iter()
-                    .map(|&index| election_result(topic.as_ref(), &t.topic, index))
-                    .collect();
-                ReplicaElectionResult {
                     topic: t.topic,
-                    partition_result,
-                }
-            })
-            .collect(),
-    };
-    ElectLeadersResponse {
-        throttle_time_ms: 0,
-        error_code: ErrorCode::None.code(),
-        replica_election_results: results,
+                    partition_result: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionResult {
+                            partition_id: p.partition,
+                            error_code: p.error_code,
+                            error_message: p.message,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+        Ok(other) => {
+            tracing::error!(?other, "unexpected controller answer to ElectLeaders");
+            refuse_all(
+                ErrorCode::UnknownServerError,
+                "unexpected controller answer".into(),
+                request.topic_partitions,
+            )
+        }
+        Err(e) => refuse_all(e.code(), e.to_string(), request.topic_partitions),
     }
 }
 

@@ -1,6 +1,7 @@
-//! `weir cluster info|health|config|logdirs`: cluster id, controller,
-//! brokers (live and fenced), the metadata quorum and topic count; partitions
-//! without a leader; broker configs; log directories and partition sizes.
+//! `weir cluster info|health|config|logdirs|elect-leaders`: cluster id,
+//! controller, brokers (live and fenced), the metadata quorum and topic count;
+//! partitions without a leader and under-replicated ones; broker configs; log
+//! directories and partition sizes; preferred or unclean leader elections.
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -30,6 +31,29 @@ pub enum ClusterCommand {
     Config(ConfigCommand),
     /// Each broker's log directories and the size of each partition in them.
     Logdirs(LogdirsArgs),
+    /// Move leadership back to preferred replicas (the first of each
+    /// partition's replicas, when live and in sync), or with `--unclean`
+    /// elect any live replica of a partition that has no leader: that may
+    /// lose acknowledged records. Kafka's kafka-leader-election.sh.
+    ElectLeaders(ElectLeadersArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ElectLeadersArgs {
+    /// Only this topic's partitions (repeatable; default: every partition).
+    #[arg(long = "topic", value_name = "NAME")]
+    pub topics: Vec<String>,
+    /// Only these partitions of the (single) --topic (repeatable).
+    #[arg(long = "partition", value_name = "N", requires = "topics")]
+    pub partitions: Vec<i32>,
+    /// An unclean election: any live replica may lead a leaderless
+    /// partition, and records only the old ISR had are lost.
+    #[arg(long)]
+    pub unclean: bool,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -116,7 +140,101 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Config(ConfigCommand::Set(args)) => config_set(args).await,
         ClusterCommand::Config(ConfigCommand::Export(args)) => config_export(args).await,
         ClusterCommand::Logdirs(args) => logdirs(args).await,
+        ClusterCommand::ElectLeaders(args) => elect_leaders(args).await,
     }
+}
+
+#[derive(Serialize)]
+struct ElectionJson {
+    topic: String,
+    partition: i32,
+    /// Kafka's error name, `NONE` when a new leader was elected.
+    result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+async fn elect_leaders(args: ElectLeadersArgs) -> anyhow::Result<()> {
+    use weir_client::ErrorCode;
+    use weir_protocol::messages::elect_leaders::{ElectLeadersRequest, TopicPartitions};
+    if !args.partitions.is_empty() && args.topics.len() != 1 {
+        anyhow::bail!("--partition needs exactly one --topic");
+    }
+    let mut client = args.connect.connect().await?;
+    let topic_partitions = if args.topics.is_empty() {
+        None
+    } else {
+        let mut wanted = Vec::new();
+        for topic in &args.topics {
+            let partitions = if args.partitions.is_empty() {
+                let info = client.topic(topic, false).await?;
+                info.partitions.iter().map(|p| p.partition).collect()
+            } else {
+                args.partitions.clone()
+            };
+            wanted.push(TopicPartitions {
+                topic: topic.clone(),
+                partitions,
+            });
+        }
+        Some(wanted)
+    };
+    let request = ElectLeadersRequest {
+        election_type: i8::from(args.unclean),
+        topic_partitions,
+        timeout_ms: 30_000,
+    };
+    let response = client.send_any(&request).await?;
+    if response.error_code != 0 {
+        anyhow::bail!(
+            "the controller refused the election: {}",
+            ErrorCode::from_code_or_unknown(response.error_code).name()
+        );
+    }
+    let mut results: Vec<ElectionJson> = response
+        .replica_election_results
+        .into_iter()
+        .flat_map(|t| {
+            let topic = t.topic;
+            t.partition_result.into_iter().map(move |p| ElectionJson {
+                topic: topic.clone(),
+                partition: p.partition_id,
+                result: ErrorCode::from_code_or_unknown(p.error_code)
+                    .name()
+                    .to_string(),
+                message: p.error_message,
+            })
+        })
+        .collect();
+    results.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let failed = results
+        .iter()
+        .filter(|r| r.result != "NONE" && r.result != "ELECTION_NOT_NEEDED")
+        .count();
+    if args.format == OutputFormat::Json {
+        print_json(&results)?;
+    } else if results.is_empty() {
+        println!("no partition needed an election");
+    } else {
+        println!("TOPIC\tPARTITION\tRESULT");
+        for r in &results {
+            let result = match r.result.as_str() {
+                "NONE" => "elected",
+                "ELECTION_NOT_NEEDED" => "already led by the preferred replica",
+                other => other,
+            };
+            match &r.message {
+                Some(m) if r.result != "NONE" && r.result != "ELECTION_NOT_NEEDED" => {
+                    println!("{}\t{}\t{result}: {m}", r.topic, r.partition)
+                }
+                _ => println!("{}\t{}\t{result}", r.topic, r.partition),
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} partition(s) could not get the leader asked for");
+    }
+    Ok(())
 }
 
 /// `cluster info --format json`. Fields are only ever added.
@@ -310,6 +428,9 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
 struct HealthJson {
     healthy: bool,
     offline_partitions: Vec<OfflinePartitionJson>,
+    /// Partitions with fewer in-sync replicas than replicas (a replica is
+    /// down or behind); they still serve, so they don't make the cluster unhealthy.
+    under_replicated_partitions: Vec<UnderReplicatedJson>,
     fenced_brokers: Vec<BrokerJson>,
     unregistered_nodes: Vec<i32>,
     /// The metadata quorum's leader; `None` when it has none (or could not
@@ -324,6 +445,14 @@ struct OfflinePartitionJson {
     topic: String,
     partition: i32,
     replicas: Vec<i32>,
+}
+
+#[derive(Serialize)]
+struct UnderReplicatedJson {
+    topic: String,
+    partition: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
 }
 
 async fn health(args: HealthArgs) -> anyhow::Result<()> {
@@ -349,6 +478,22 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
         })
         .collect();
     offline.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let mut under_replicated: Vec<UnderReplicatedJson> = metadata
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter(|p| p.isr.len() < p.replicas.len())
+                .map(move |p| UnderReplicatedJson {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                })
+        })
+        .collect();
+    under_replicated.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
     let unregistered = unregistered_nodes(&cluster, quorum.as_ref().ok());
     let quorum_leader = quorum
         .as_ref()
@@ -360,6 +505,7 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
         print_json(&HealthJson {
             healthy,
             offline_partitions: offline,
+            under_replicated_partitions: under_replicated,
             fenced_brokers: cluster
                 .fenced_brokers
                 .iter()
@@ -378,6 +524,20 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
             for p in &offline {
                 let replicas: Vec<String> = p.replicas.iter().map(i32::to_string).collect();
                 println!("{}\t{}\t{}", p.topic, p.partition, replicas.join(","));
+            }
+        }
+        if !under_replicated.is_empty() {
+            println!("under-replicated partitions: {}", under_replicated.len());
+            println!("TOPIC\tPARTITION\tREPLICAS\tISR");
+            let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+            for p in &under_replicated {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    p.topic,
+                    p.partition,
+                    list(&p.replicas),
+                    list(&p.isr)
+                );
             }
         }
         if !cluster.fenced_brokers.is_empty() {
