@@ -343,7 +343,9 @@ impl ClientContext for LedgerContext {
 /// from WEIR_E2E_RDKAFKA_DEBUG, e.g. "eos,msg,protocol" when a run stalls.
 fn with_debug(config: &mut ClientConfig) -> &mut ClientConfig {
     if let Ok(contexts) = std::env::var("WEIR_E2E_RDKAFKA_DEBUG") {
-        config.set("debug", contexts).set("log_level", "7");
+        config
+            .set("debug", contexts)
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     }
     config
 }
@@ -922,6 +924,12 @@ fn paused_leader_acks_nothing_and_rejoins() {
 
     let paused_id = leader_of(&cluster, topic, 0);
     let others: Vec<i32> = (1..=3).filter(|id| *id != paused_id).collect();
+    let controller = metadata(cluster.node(others[0]).addr, Some(&[]))
+        .map(|m| m.controller_id)
+        .unwrap_or(-1);
+    eprintln!(
+        "stopping node {paused_id}, the leader of partition 0 (the controller is {controller})"
+    );
     let paused_at = Instant::now();
     let paused = Paused::pause(cluster.node(paused_id).pid());
 
