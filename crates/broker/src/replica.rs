@@ -155,6 +155,15 @@ impl LeaderState {
             }
         }
         self.followers.retain(|id, _| replicas.contains(id));
+        // A member the controller took out (fenced, restarted) must show its position again
+        // from its current process before it may rejoin: what an old process reported says
+        // nothing of a new one's disk.
+        for gone in self.isr.iter().filter(|r| !isr.contains(r)) {
+            if let Some(f) = self.followers.get_mut(gone) {
+                f.log_end = -1;
+                f.previous_fetch_leader_end = -1;
+            }
+        }
         self.replicas = replicas;
         self.isr = isr;
         // Whatever we proposed was either this change or overtaken by it.
@@ -367,6 +376,25 @@ mod tests {
         l.leader_durable(120);
         assert_eq!(l.high_watermark(), 100, "the joining member holds it back");
         assert_eq!(l.follower_fetched(2, 120, 120, 1_600), Ok(Some(120)));
+    }
+
+    #[test]
+    fn a_member_taken_out_of_the_isr_must_fetch_again_before_it_rejoins() {
+        let mut l = leader(&[1, 2, 3]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 2_000).unwrap();
+        l.follower_fetched(3, 100, 100, 2_000).unwrap();
+        // The controller fenced 3 (say it restarted on an empty disk).
+        l.image_changed(11, vec![1, 2, 3], vec![1, 2], 2_100);
+        assert_eq!(
+            l.tick(2_200),
+            None,
+            "3's old position must not bring it back"
+        );
+        l.follower_fetched(3, 0, 100, 2_300).unwrap();
+        assert_eq!(l.tick(2_300), None, "still behind");
+        l.follower_fetched(3, 100, 100, 2_400).unwrap();
+        assert_eq!(l.tick(2_400).map(|p| p.new_isr), Some(vec![1, 2, 3]));
     }
 
     #[test]

@@ -356,32 +356,6 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// Creates a topic: meta file first (the commit point), then partition logs.
-    pub fn create(
-        &mut self,
-        name: &str,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<Arc<Topic>, BrokerError> {
-        let defaults = &self.defaults.clone();
-        self.check_new(name, partitions)?;
-        let meta = TopicMeta {
-            name: name.to_string(),
-            id_hex: hex(&random_id()),
-            partitions,
-            hosted: None,
-            overrides,
-        };
-        // Validate configs before anything touches the disk.
-        defaults
-            .with_overrides(meta.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(BrokerError::InvalidConfig)?;
-        self.persist(&meta)?;
-        let topic = Arc::new(self.open_topic(&meta, defaults)?);
-        self.topics.insert(name.to_string(), topic.clone());
-        Ok(topic)
-    }
-
     fn persist(&self, meta: &TopicMeta) -> Result<(), BrokerError> {
         let json = serde_json::to_vec_pretty(meta)
             .map_err(|e| BrokerError::Internal(format!("serialize topic meta: {e}")))?;
@@ -405,68 +379,6 @@ impl TopicRegistry {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
             }
         }
-        Ok(())
-    }
-
-    /// Grows a topic to `count` partitions.
-    pub fn add_partitions(&mut self, name: &str, count: i32) -> Result<(), BrokerError> {
-        let Some(topic) = self.topics.get(name).cloned() else {
-            return Err(BrokerError::UnknownTopic(name.to_string()));
-        };
-        let current = topic.partition_count;
-        if count <= current {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "topic '{name}' has {current} partitions; the new count {count} must be larger"
-            )));
-        }
-        if count > PARTITIONS_PER_TOPIC_MAX {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "partition count must be at most {PARTITIONS_PER_TOPIC_MAX}"
-            )));
-        }
-        let mut partitions = topic.partitions.clone();
-        for index in current..count {
-            partitions.push(Arc::new(self.open_partition(name, index, &topic.config)?));
-        }
-        let grown = Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides: topic.overrides.clone(),
-            config: topic.config.clone(),
-            partitions,
-            partition_count: count,
-        };
-        self.persist(&grown.meta())?;
-        self.topics.insert(name.to_string(), Arc::new(grown));
-        Ok(())
-    }
-
-    /// Replaces a topic's overrides (AlterConfigs semantics: the full set).
-    pub fn set_overrides(
-        &mut self,
-        name: &str,
-        overrides: BTreeMap<String, String>,
-    ) -> Result<(), BrokerError> {
-        let Some(topic) = self.topics.get(name).cloned() else {
-            return Err(BrokerError::UnknownTopic(name.to_string()));
-        };
-        let config = self
-            .defaults
-            .with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(BrokerError::InvalidConfig)?;
-        let updated = Topic {
-            name: topic.name.clone(),
-            id: topic.id,
-            overrides,
-            config: config.clone(),
-            partitions: topic.partitions.clone(),
-            partition_count: topic.partition_count,
-        };
-        self.persist(&updated.meta())?;
-        for partition in &updated.partitions {
-            partition.log.update_config(self.log_config(&config));
-        }
-        self.topics.insert(name.to_string(), Arc::new(updated));
         Ok(())
     }
 

@@ -546,8 +546,10 @@ impl Controller {
             live.remove(broker_id);
         }
         // As KRaft's handleBrokerFenced: leadership and ISRs move first,
-        // then the fence.
-        let fences = going.len().min(RECORDS_PER_REQUEST_MAX);
+        // then the fence. Fences take at most half a decision, so the moves
+        // always have room (more brokers going at once are fenced over
+        // several ticks).
+        let fences = going.len().min(RECORDS_PER_REQUEST_MAX / 2);
         let settled = partition_changes(
             image,
             &live,
