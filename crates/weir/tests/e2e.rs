@@ -18,6 +18,7 @@ mod e2e {
     mod protocol_levels;
     mod rdkafka_roundtrip;
     mod replica_fetch;
+    mod replication;
     mod restart;
     mod retention;
     mod timestamps;

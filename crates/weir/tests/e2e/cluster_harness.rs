@@ -32,6 +32,15 @@ impl Cluster {
     /// Starts three nodes and waits until all of them listen (each listens
     /// only once registered with the controller and unfenced).
     pub fn start(extra_args: &[&str]) -> Cluster {
+        Cluster::start_with_voters(3, extra_args)
+    }
+
+    /// Three nodes of which only ids `1..=voter_count` vote in the metadata
+    /// quorum; the others join as learners (brokers only). With one voter,
+    /// nodes 2 and 3 can both be down while the quorum still commits, which
+    /// a test of two lost replicas needs (three voters would lose it).
+    pub fn start_with_voters(voter_count: i32, extra_args: &[&str]) -> Cluster {
+        assert!((1..=3).contains(&voter_count), "1 to 3 voters");
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = tmp.path().join("weir.toml");
         std::fs::write(
@@ -42,8 +51,11 @@ impl Cluster {
             ),
         )
         .expect("config file");
-        let voters = (1..=3)
-            .map(|id| format!("{id}@127.0.0.1:{}", free_port()))
+        let controller_addrs: Vec<String> = (1..=3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let voters = (1..=voter_count)
+            .map(|id| format!("{id}@{}", controller_addrs[(id - 1) as usize]))
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = Vec::new();
@@ -59,6 +71,14 @@ impl Cluster {
                 "--config",
                 config.to_str().expect("utf-8 path"),
             ];
+            // A learner is not in the voter list, so it names its own
+            // quorum listener for the leader to reach it.
+            if id > voter_count {
+                args.extend_from_slice(&[
+                    "--controller-listen",
+                    controller_addrs[(id - 1) as usize].as_str(),
+                ]);
+            }
             args.extend_from_slice(extra_args);
             nodes.push(Broker::launch_in(
                 dir.join("data"),
