@@ -566,7 +566,18 @@ async fn heartbeat_loop(broker: std::sync::Weak<Broker>) {
             applied_index,
             want_shutdown: link.leaving.load(Ordering::Acquire),
         };
-        match link.quorum.submit(request).await {
+        // A heartbeat that hangs (forwarded to a controller that stopped answering: paused,
+        // cut off) must not hold the next one back: a new controller fences a broker it has
+        // not heard from within the session, so each try is bounded well inside it.
+        let bound = Duration::from_millis((this.config.broker_session_timeout_ms / 3).max(100));
+        let answer = match tokio::time::timeout(bound, link.quorum.submit(request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(QuorumError::NotAvailable(format!(
+                "no answer from the controller within {} ms",
+                bound.as_millis()
+            ))),
+        };
+        match answer {
             Ok(_) => warned = false,
             Err(QuorumError::Refused(e)) => {
                 tracing::warn!(error = %e, "heartbeat refused; registering again");

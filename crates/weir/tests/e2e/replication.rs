@@ -913,9 +913,6 @@ fn leader_kills_lose_no_acked_record() {
 const ACK_GRACE: Duration = Duration::from_millis(500);
 
 #[test]
-#[ignore = "flaky: when Raft leadership moved early and the paused node is the old controller, \
-            requests forwarded to it hang and the broker is not fenced within the test's 33 s \
-            (seen 2 in 6 runs); run with --ignored"]
 fn paused_leader_acks_nothing_and_rejoins() {
     let mut cluster = Cluster::start(&[]);
     let topic = "replicated-pause";
