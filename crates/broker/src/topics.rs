@@ -91,6 +91,22 @@ impl Topic {
     }
 }
 
+/// [`Topic::led_partition`] for a topic a request named that may not exist here: a missing
+/// topic is UNKNOWN_TOPIC_ID when the request named it by id (v13+ Produce and Fetch), else
+/// UNKNOWN_TOPIC_OR_PARTITION. The one place Produce, Fetch, ListOffsets, OffsetForLeaderEpoch
+/// and DeleteRecords get their routing errors from.
+pub fn led_partition_of(
+    topic: Option<&Arc<Topic>>,
+    index: i32,
+    by_id: bool,
+) -> Result<(&Arc<Topic>, &Arc<Partition>), ErrorCode> {
+    match topic {
+        Some(t) => t.led_partition(index).map(|p| (t, p)),
+        None if by_id => Err(ErrorCode::UnknownTopicId),
+        None => Err(ErrorCode::UnknownTopicOrPartition),
+    }
+}
+
 // Kafka's topic-name rules live with the controller, which decides
 // CreateTopics; the broker checks names by the same functions.
 pub use weir_metadata::names::{collision_key, validate_topic_name};

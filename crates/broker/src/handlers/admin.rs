@@ -440,15 +440,14 @@ pub fn delete_records(
                         low_watermark: -1,
                         ..Default::default()
                     };
-                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
-                    {
-                        Some(Ok(partition)) => partition,
-                        Some(Err(error)) => {
+                    let partition = match crate::topics::led_partition_of(
+                        topic.as_ref(),
+                        p.partition_index,
+                        false,
+                    ) {
+                        Ok((_, partition)) => partition,
+                        Err(error) => {
                             out.error_code = error.code();
-                            return out;
-                        }
-                        None => {
-                            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
                             return out;
                         }
                     };

@@ -194,13 +194,10 @@ fn read_once(
                 records: Some(Bytes::new()),
                 ..Default::default()
             };
-            let found = match &topic {
-                Some(t) => t.led_partition(index),
-                None if want.topic_name.is_empty() => Err(ErrorCode::UnknownTopicId),
-                None => Err(ErrorCode::UnknownTopicOrPartition),
-            };
+            let found =
+                crate::topics::led_partition_of(topic.as_ref(), index, want.topic_name.is_empty());
             let partition = match found {
-                Ok(partition) => partition,
+                Ok((_, partition)) => partition,
                 Err(error) => {
                     data.error_code = error.code();
                     partitions.push(data);

@@ -92,15 +92,14 @@ pub fn handle(
                         leader_epoch: -1,
                         ..Default::default()
                     };
-                    let partition = match topic.as_ref().map(|t| t.led_partition(p.partition_index))
-                    {
-                        Some(Ok(partition)) => partition,
-                        Some(Err(error)) => {
+                    let partition = match crate::topics::led_partition_of(
+                        topic.as_ref(),
+                        p.partition_index,
+                        false,
+                    ) {
+                        Ok((_, partition)) => partition,
+                        Err(error) => {
                             out.error_code = error.code();
-                            return out;
-                        }
-                        None => {
-                            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
                             return out;
                         }
                     };
@@ -197,13 +196,9 @@ pub fn offset_for_leader_epoch(
                         end_offset: -1,
                         ..Default::default()
                     };
-                    let found = match &topic {
-                        Some(t) => t.led_partition(p.partition),
-                        None => Err(ErrorCode::UnknownTopicOrPartition),
-                    };
-                    match found {
+                    match crate::topics::led_partition_of(topic.as_ref(), p.partition, false) {
                         Err(error) => out.error_code = error.code(),
-                        Ok(partition) => {
+                        Ok((_, partition)) => {
                             if let Some(error) =
                                 epoch_mismatch(p.current_leader_epoch, partition.leader_epoch())
                             {

@@ -532,11 +532,8 @@ pub fn handle(
                 ));
                 continue;
             }
-            let outcome = match topic
-                .as_ref()
-                .map(|t| t.led_partition(data.index).map(|p| (t, p)))
-            {
-                Some(Ok((topic, partition))) => append_partition(
+            let outcome = match crate::topics::led_partition_of(topic.as_ref(), data.index, by_id) {
+                Ok((topic, partition)) => append_partition(
                     broker,
                     partition,
                     &topic.config,
@@ -544,7 +541,7 @@ pub fn handle(
                     request.acks,
                     request.transactional_id.as_deref(),
                 ),
-                Some(Err(error)) => {
+                Err(error) => {
                     let mut failed = PartitionOutcome::failed(data.index, error, None);
                     if error == ErrorCode::NotLeaderOrFollower {
                         let (leader, endpoint) = broker.leader_hint(&topic_data.name, data.index);
@@ -563,14 +560,6 @@ pub fn handle(
                         }
                     }
                     failed
-                }
-                None => {
-                    let error = if by_id {
-                        ErrorCode::UnknownTopicId
-                    } else {
-                        ErrorCode::UnknownTopicOrPartition
-                    };
-                    PartitionOutcome::failed(data.index, error, None)
                 }
             };
             partitions.push(outcome);
