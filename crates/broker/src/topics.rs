@@ -28,6 +28,10 @@ use weir_protocol::error_code::ErrorCode;
 pub use weir_metadata::names::TOPIC_NAME_CHARS_MAX;
 /// A bound on partitions per topic, so a CreateTopics can't ask for a billion directories.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+/// The most partitions a topic's meta file may claim. Above what the metadata log can
+/// describe (a topic grows through several CreatePartitions, each within the controller's
+/// per-request bound), far below what a corrupt count could make the broker open.
+const META_PARTITIONS_MAX: i32 = 1_000_000;
 
 /// What is persisted for one topic.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -211,6 +215,14 @@ impl TopicRegistry {
             .map_err(|e| BrokerError::Corrupt(format!("topic {}: {e}", meta.name)))?;
         let id = unhex(&meta.id_hex)
             .ok_or_else(|| BrokerError::Corrupt(format!("topic {} has a bad id", meta.name)))?;
+        // A count off the disk is bounded before anything is opened for it: a corrupted file
+        // must not make the broker open (or allocate for) millions of partitions.
+        if !(1..=META_PARTITIONS_MAX).contains(&meta.partitions) {
+            return Err(BrokerError::Corrupt(format!(
+                "topic {} claims {} partitions (at most {META_PARTITIONS_MAX})",
+                meta.name, meta.partitions
+            )));
+        }
         let mut partitions = Vec::new();
         let mut hosted: Vec<i32> = match &meta.hosted {
             Some(hosted) => hosted.clone(),
