@@ -502,3 +502,40 @@ impl TopicRegistry {
         }
     }
 }
+
+#[cfg(test)]
+mod meta_bounds {
+    use super::*;
+
+    #[test]
+    fn a_meta_file_claiming_too_many_partitions_is_refused_before_opening_any() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta_dir = dir.path().join("meta").join("topics");
+        std::fs::create_dir_all(&meta_dir).unwrap();
+        let meta = TopicMeta {
+            name: "huge".into(),
+            id_hex: "0123456789abcdef0123456789abcdef".into(),
+            partitions: i32::MAX,
+            hosted: None,
+            overrides: BTreeMap::new(),
+        };
+        std::fs::write(
+            meta_dir.join("huge.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let loaded = TopicRegistry::load(
+            dir.path(),
+            LogEnv::new(16),
+            &TopicConfig::default(),
+            86_400_000,
+        );
+        match loaded {
+            Err(BrokerError::Corrupt(message)) => assert!(message.contains("claims"), "{message}"),
+            Err(other) => panic!("expected a corrupt-meta error, got {other}"),
+            Ok(_) => panic!("a meta file claiming {} partitions was opened", i32::MAX),
+        }
+        // Nothing was opened for it.
+        assert!(!dir.path().join("huge-0").exists());
+    }
+}
