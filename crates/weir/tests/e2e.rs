@@ -8,6 +8,7 @@ mod e2e {
     mod cluster_harness;
     mod cluster_ops;
     mod configs;
+    mod coordinator_failover;
     mod crash;
     mod data_dir;
     mod groups;
