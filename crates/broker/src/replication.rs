@@ -618,7 +618,7 @@ impl Broker {
         ));
         p.set_leadership(true, state.leader_epoch);
         // The leader's own durable end feeds the watermark (alone, with an ISR of one).
-        let _ = crate::watch_durability(p, end);
+        drop(crate::watch_durability(p, end));
         self.coordinators_load(topic, p.index);
         true
     }
