@@ -32,8 +32,13 @@ fn coordinator(cluster: &Cluster, node: i32) -> Option<i32> {
         key_type: 0,
         ..Default::default()
     };
-    let answer: FindCoordinatorResponse =
-        call(cluster.node(node).addr, ApiKey::FindCoordinator, 1, &request).ok()?;
+    let answer: FindCoordinatorResponse = call(
+        cluster.node(node).addr,
+        ApiKey::FindCoordinator,
+        1,
+        &request,
+    )
+    .ok()?;
     (answer.error_code == 0).then_some(answer.node_id)
 }
 
@@ -50,12 +55,11 @@ fn consumer(bootstrap: &str) -> BaseConsumer {
 #[test]
 fn committed_offsets_survive_kill_9_of_the_groups_coordinator() {
     let mut cluster = Cluster::start(&[]);
-    let all: Vec<String> = (1..=3).map(|id| cluster.node(id).addr.to_string()).collect();
-    let admin: AdminClient<DefaultClientContext> = cluster
-        .node(1)
-        .client_config()
-        .create()
-        .expect("admin");
+    let all: Vec<String> = (1..=3)
+        .map(|id| cluster.node(id).addr.to_string())
+        .collect();
+    let admin: AdminClient<DefaultClientContext> =
+        cluster.node(1).client_config().create().expect("admin");
     let rt = runtime();
     let created = rt
         .block_on(admin.create_topics(
