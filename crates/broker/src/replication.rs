@@ -108,34 +108,28 @@ impl ReplicaFetchers {
             });
             let mut parts = fetcher.partitions();
             let mut changed = false;
+            let keys: std::collections::BTreeSet<(String, i32)> = followed
+                .iter()
+                .map(|f| (f.topic.clone(), f.index))
+                .collect();
             parts.retain(|key, _| {
-                let keep = followed.iter().any(|f| (f.topic.clone(), f.index) == *key);
+                let keep = keys.contains(key);
                 changed |= !keep;
                 keep
             });
             for f in followed {
                 let key = (f.topic.clone(), f.index);
-                match parts.get_mut(&key) {
-                    Some(s) if s.followed == f => {}
-                    Some(s) => {
-                        *s = FollowState {
+                // A new partition, or a new leader or epoch: start over with a truncation check.
+                if parts.get(&key).map(|s| &s.followed) != Some(&f) {
+                    parts.insert(
+                        key,
+                        FollowState {
                             followed: f,
                             truncated: false,
                             backoff_until: None,
-                        };
-                        changed = true;
-                    }
-                    None => {
-                        parts.insert(
-                            key,
-                            FollowState {
-                                followed: f,
-                                truncated: false,
-                                backoff_until: None,
-                            },
-                        );
-                        changed = true;
-                    }
+                        },
+                    );
+                    changed = true;
                 }
             }
             drop(parts);
@@ -670,6 +664,15 @@ mod tests {
     }
 }
 
+/// The controller did not take a partition's ISR proposal: the next check may propose again
+/// (and the high watermark may rise, no longer waiting for a member that was being added).
+fn proposal_failed(p: &Partition) {
+    let raised = p.replication().as_mut().and_then(|r| r.proposal_failed());
+    if let Some(hw) = raised {
+        p.raise_high_watermark(hw);
+    }
+}
+
 /// How often leaders check their followers for ISR changes. Kafka checks for shrinks every
 /// `replica.lag.time.max.ms / 2` and expands on the fetch that catches a follower up; one
 /// short period covers both here.
@@ -720,10 +723,7 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
         let failed_all = |why: &str| {
             tracing::debug!(why, "ISR change not committed; proposing again");
             for (p, _) in &asked {
-                let raised = p.replication().as_mut().and_then(|r| r.proposal_failed());
-                if let Some(hw) = raised {
-                    p.raise_high_watermark(hw);
-                }
+                proposal_failed(p);
             }
         };
         match answer {
@@ -740,10 +740,7 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
                     if let Some((p, _)) = asked.iter().find(|(_, item)| {
                         item.topic_id == r.topic_id && item.partition == r.partition
                     }) {
-                        let raised = p.replication().as_mut().and_then(|s| s.proposal_failed());
-                        if let Some(hw) = raised {
-                            p.raise_high_watermark(hw);
-                        }
+                        proposal_failed(p);
                     }
                 }
             }
