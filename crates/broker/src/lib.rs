@@ -23,6 +23,7 @@ pub mod config;
 pub mod data_dir;
 pub mod dynamic_config;
 pub mod error;
+pub mod fetch_session;
 pub mod frame;
 pub mod groups;
 mod handlers;
@@ -83,6 +84,9 @@ pub struct Broker {
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// The replica fetchers of the partitions this broker follows.
     pub(crate) fetchers: replication::ReplicaFetchers,
+    /// KIP-227 fetch sessions (sans I/O); the lock is held only to begin or answer a
+    /// fetch, never across a read or a wait.
+    pub(crate) fetch_sessions: Mutex<fetch_session::SessionCache>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -146,6 +150,11 @@ impl Broker {
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
+        let fetch_sessions = Mutex::new(fetch_session::SessionCache::new(
+            config.max_incremental_fetch_session_cache_slots,
+            fetch_session::EVICTION_MS_MIN,
+            fastrand::u64(..),
+        ));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -158,6 +167,7 @@ impl Broker {
             producer_ids,
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
+            fetch_sessions,
             _data_dir: data_dir,
         }))
     }
