@@ -63,6 +63,10 @@ def test_kafka_python_consumes_through_an_incremental_fetch_session(broker, capl
                 for tp, records in consumer.poll(timeout_ms=300).items():
                     seen[tp.partition].extend(r.value for r in records)
             assert seen == sent, f"after wave {wave}"
+        # Idle rounds: incremental fetches whose answers list no partition, and no record
+        # comes twice.
+        for _ in range(6):
+            assert consumer.poll(timeout_ms=300) == {}
         handlers = consumer._fetcher._session_handlers
         assert handlers, "kafka-python built no fetch session handler"
         metadata = [h.next_metadata for h in handlers.values()]
