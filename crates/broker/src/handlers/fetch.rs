@@ -619,7 +619,6 @@ pub fn handle(
             session_id,
             responses,
             node_endpoints,
-            ..Default::default()
         };
         let encoded = match encode_response(&header, &response) {
             Ok(encoded) => encoded,
