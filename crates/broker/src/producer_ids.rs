@@ -126,27 +126,99 @@ impl ProducerIdManager {
         *self.source.write().unwrap_or_else(|p| p.into_inner()) = source;
     }
 
-    /// A producer id no client has had. Once every block size ids, this waits for a durable
-    /// write (a few milliseconds).
+    /// A producer id no client has had. Once every block size ids, this waits for a new block
+    /// (a durable write, or the controller's answer).
+    ///
+    /// The wait happens outside the lock: callers are request handlers on the async runtime's
+    /// workers, and one blocked on this lock holds its worker for as long as the block takes.
+    /// With every worker so held, the quorum could never answer and the broker stopped
+    /// serving altogether (seen with four idempotent producers starting at once on two cores).
+    /// Two requests that both find the block used up both fetch one; the later block is
+    /// dropped, which skips ids but never repeats one.
     pub fn generate(&self) -> Result<i64, BrokerError> {
-        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if cur.0 >= cur.1 {
+        for _ in 0..GENERATE_ATTEMPTS_MAX {
+            {
+                let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+                if cur.0 < cur.1 {
+                    let id = cur.0;
+                    cur.0 += 1;
+                    return Ok(id);
+                }
+            }
             let block = self
                 .source
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .next_block()?;
-            *cur = (block.first, block.first + block.size);
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            if cur.0 >= cur.1 {
+                *cur = (block.first, block.first + block.size);
+            }
         }
-        let id = cur.0;
-        cur.0 += 1;
-        Ok(id)
+        // Only if other requests used up every block this one fetched, again and again.
+        Err(BrokerError::CoordinatorNotAvailable(
+            "producer ids are being handed out faster than blocks arrive; retry".into(),
+        ))
     }
 }
+
+/// How many blocks one `generate` may fetch before it gives up (retriably).
+const GENERATE_ATTEMPTS_MAX: usize = 4;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A source that, like the quorum's, needs other tasks on the runtime to run before it can
+    /// answer.
+    struct NeedsTheRuntime;
+
+    impl ProducerIdSource for NeedsTheRuntime {
+        fn next_block(&self) -> Result<ProducerIdBlock, BrokerError> {
+            static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let _ = tx.send(());
+            });
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(rx))
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            let first = NEXT.fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+            Ok(ProducerIdBlock { first, size: 10 })
+        }
+    }
+
+    #[test]
+    fn many_requests_at_once_while_a_block_is_fetched_do_not_stall_the_runtime() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let ids = runtime.block_on(async {
+                let m = std::sync::Arc::new(ProducerIdManager::new(Box::new(NeedsTheRuntime)));
+                let tasks: Vec<_> = (0..16)
+                    .map(|_| {
+                        let m = m.clone();
+                        tokio::spawn(async move { m.generate() })
+                    })
+                    .collect();
+                let mut ids = Vec::new();
+                for t in tasks {
+                    ids.push(t.await.expect("task").expect("id"));
+                }
+                ids
+            });
+            let _ = done_tx.send(ids);
+        });
+        let ids = done_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("generate stalled the runtime");
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "an id was given twice: {ids:?}");
+    }
 
     #[test]
     fn ids_are_unique_across_reopen_and_blocks() {
