@@ -40,6 +40,7 @@
 //!   on first use, so restart work is bounded per partition whatever the history.
 
 mod checkpoint;
+pub mod cleaner;
 pub mod durable;
 mod env;
 mod log;
@@ -51,6 +52,7 @@ mod txn_index;
 use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
+pub use cleaner::{CleanReport, Cleaner, CleanerStats, CompactionConfig};
 pub use env::LogEnv;
 pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult, RecoveryStats};
 pub use producer_state::{
