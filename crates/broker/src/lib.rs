@@ -17,6 +17,7 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod cleaner;
 pub mod cluster;
 pub mod cluster_config;
 pub mod config;
@@ -83,6 +84,8 @@ pub struct Broker {
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// The replica fetchers of the partitions this broker follows.
     pub(crate) fetchers: replication::ReplicaFetchers,
+    /// The log cleaner pool and threads (compaction).
+    pub(crate) cleaners: Arc<cleaner::LogCleaners>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -146,6 +149,7 @@ impl Broker {
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
+        let cleaners = Arc::new(cleaner::LogCleaners::new(&config));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -158,12 +162,21 @@ impl Broker {
             producer_ids,
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
+            cleaners,
             _data_dir: data_dir,
         }))
     }
 
     /// Flushes and checkpoints every log. Call after the server has drained.
+    /// Starts the log cleaner threads (`log_cleaner_threads`).
+    pub fn start_cleaners(self: &Arc<Self>) {
+        self.cleaners.start(self);
+    }
+
     pub fn shutdown(&self) {
+        // First: a pass in progress finishes its swap (or leaves the old segments) before the
+        // logs close.
+        self.cleaners.stop();
         self.groups.shutdown();
         self.txn.shutdown();
         self.registry().close_all();

@@ -532,6 +532,7 @@ impl Log {
     ) -> Result<Option<CleanReport>, LogError> {
         let s = &self.shared;
         s.refuse_if_damaged_pub()?;
+        let _one_pass = lock(&s.cleaning);
         let plan = self.plan(config, now_ms);
         if plan.stats.dirty_bytes == 0 {
             return Ok(None);

@@ -245,6 +245,8 @@ pub(crate) struct Shared {
     /// the next sync don't wait behind that I/O; truncation, close and detach take it after
     /// `flush_lock`.
     recovery_point_lock: Mutex<()>,
+    /// One cleaning pass at a time per log (two would write the same `.cleaned` file).
+    pub(crate) cleaning: Mutex<()>,
     /// Bumped by truncation: a recovery point captured before it may describe data that is gone,
     /// and is not stored.
     pub(crate) truncations: AtomicU64,
@@ -1269,6 +1271,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             recovery_point_lock: Mutex::new(()),
+            cleaning: Mutex::new(()),
             truncations: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),

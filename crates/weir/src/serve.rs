@@ -68,6 +68,20 @@ pub struct ServeArgs {
     /// How often retention runs, in milliseconds (Kafka's log.retention.check.interval.ms).
     #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Log cleaner threads compacting `compact` topics (Kafka's log.cleaner.threads).
+    #[arg(long, env = "WEIR_LOG_CLEANER_THREADS")]
+    log_cleaner_threads: Option<usize>,
+    /// Read plus write rate cap of each cleaner thread, bytes/s, 0 = none
+    /// (Kafka's log.cleaner.io.max.bytes.per.second).
+    #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Key map memory of all cleaner threads together, bytes (Kafka's
+    /// log.cleaner.dedupe.buffer.size).
+    #[arg(long, env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// How long an idle cleaner thread sleeps, ms (Kafka's log.cleaner.backoff.ms).
+    #[arg(long, env = "WEIR_LOG_CLEANER_BACKOFF_MS")]
+    log_cleaner_backoff_ms: Option<u64>,
     /// How long the first JoinGroup round of an empty consumer group waits for
     /// more members, in ms (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
@@ -157,6 +171,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "retention_check_interval_ms",
             args.retention_check_interval_ms.is_some(),
         ),
+        ("log_cleaner_threads", args.log_cleaner_threads.is_some()),
+        (
+            "log_cleaner_io_max_bytes_per_second",
+            args.log_cleaner_io_max_bytes_per_second.is_some(),
+        ),
+        (
+            "log_cleaner_dedupe_buffer_size",
+            args.log_cleaner_dedupe_buffer_size.is_some(),
+        ),
+        (
+            "log_cleaner_backoff_ms",
+            args.log_cleaner_backoff_ms.is_some(),
+        ),
         (
             "group_initial_rebalance_delay_ms",
             args.group_initial_rebalance_delay_ms.is_some(),
@@ -232,6 +259,18 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.retention_check_interval_ms {
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(n) = args.log_cleaner_threads {
+        config.log_cleaner_threads = n;
+    }
+    if let Some(n) = args.log_cleaner_io_max_bytes_per_second {
+        config.log_cleaner_io_max_bytes_per_second = n;
+    }
+    if let Some(n) = args.log_cleaner_dedupe_buffer_size {
+        config.log_cleaner_dedupe_buffer_size = n;
+    }
+    if let Some(ms) = args.log_cleaner_backoff_ms {
+        config.log_cleaner_backoff_ms = ms;
     }
     if let Some(ms) = args.group_initial_rebalance_delay_ms {
         config.group_initial_rebalance_delay_ms = ms;
@@ -320,6 +359,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let retention = spawn_retention(broker.clone(), shutdown_rx.clone());
+        broker.start_cleaners();
         let signalled = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
