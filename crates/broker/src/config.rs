@@ -104,6 +104,12 @@ pub struct BrokerConfig {
     /// Kafka's `offsets.topic.num.partitions`: partitions of `__consumer_offsets`
     /// when it is created (later changes don't move existing groups).
     pub offsets_topic_partitions: i32,
+    /// Kafka's `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets` when it
+    /// is created. Smaller than other topics' so the cleaner, which never touches the active
+    /// segment, keeps the topic small.
+    pub offsets_topic_segment_bytes: i64,
+    /// Kafka's `transaction.state.log.segment.bytes`, for `__transaction_state`.
+    pub transaction_state_segment_bytes: i64,
     /// Kafka's `offsets.retention.minutes`: how long an empty group's offsets are kept.
     pub offsets_retention_minutes: i64,
     /// Kafka's `offsets.retention.check.interval.ms`.
@@ -192,6 +198,8 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
             offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            transaction_state_segment_bytes: 100 * 1024 * 1024,
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 86_400_000,
             transactions_enabled: true,

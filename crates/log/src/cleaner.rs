@@ -9,7 +9,7 @@
 //!
 //! # One pass
 //! 1. **Plan** (`plan`): the cleanable segments are the sealed ones wholly below
-//!    min(active segment base, last stable offset, high watermark, recovery point) whose
+//!    min(active segment base, last stable offset, high watermark, synced offset) whose
 //!    newest timestamp is at least `min.compaction.lag.ms` old. The dirty part starts at the
 //!    cleaner checkpoint (`cleaner-offset-checkpoint`: the offset the last pass cleaned up to).
 //!    The pass runs if the dirty bytes are at least `min.cleanable.dirty.ratio` of the
@@ -464,7 +464,10 @@ impl Log {
         let limit = self
             .last_stable_offset()
             .min(self.high_watermark())
-            .min(cp.recovery_point);
+            // Only synced data: a cleaned segment drops records for newer ones later in the
+            // log, which a crash must not be able to take back. (The stored recovery point may
+            // lag; segments above it are rescanned at open, which cleaned ones pass.)
+            .min(self.durable_offset());
         // The segments a recovery point names (stored, or the next one to be) describe
         // positions in their files: recovery would misread a cleaned file from them.
         let position_segment = cp.position.map(|p| p.segment_base);

@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
     #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<i32>,
+    /// segment.bytes of __consumer_offsets when it is created (Kafka's
+    /// offsets.topic.segment.bytes).
+    #[arg(long, env = "WEIR_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    offsets_topic_segment_bytes: Option<i64>,
     /// Serve transactions (true) or refuse transactional clients with a fatal error (false).
     #[arg(long, env = "WEIR_TRANSACTIONS_ENABLED")]
     transactions_enabled: Option<bool>,
@@ -200,6 +204,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "offsets_topic_partitions",
             args.offsets_topic_partitions.is_some(),
         ),
+        (
+            "offsets_topic_segment_bytes",
+            args.offsets_topic_segment_bytes.is_some(),
+        ),
         ("transactions_enabled", args.transactions_enabled.is_some()),
         (
             "transaction_max_timeout_ms",
@@ -259,6 +267,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.retention_check_interval_ms {
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(n) = args.offsets_topic_segment_bytes {
+        config.offsets_topic_segment_bytes = n;
     }
     if let Some(n) = args.log_cleaner_threads {
         config.log_cleaner_threads = n;
