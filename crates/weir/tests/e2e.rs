@@ -7,6 +7,7 @@ mod e2e {
     mod cluster;
     mod cluster_harness;
     mod cluster_ops;
+    mod compaction;
     mod configs;
     mod coordinator_failover;
     mod crash;
