@@ -915,6 +915,6 @@ fn decide(
     let built = b
         .build()
         .map_err(|e| LogError::Corrupt(format!("cleaner: cannot re-encode a batch: {e}")))?;
-    debug_assert_eq!(built.len() >= BATCH_HEADER_BYTES, true);
+    debug_assert!(built.len() >= BATCH_HEADER_BYTES);
     Ok(Outcome::Rewritten(built))
 }

@@ -37,6 +37,9 @@ fn producer(broker: &Broker, compression: &str) -> ThreadedProducer<DefaultProdu
         .expect("producer")
 }
 
+/// (partition, offset, key) of every record read.
+type ReadRecords = Vec<(i32, i64, String)>;
+
 /// Reads `partitions` of `topic` from the beginning up to their current high watermarks and
 /// applies each record to a table (a null value deletes the key). Returns the table and how
 /// many records were read.
@@ -44,7 +47,7 @@ fn rebuild_table(
     broker: &Broker,
     topic: &str,
     partitions: i32,
-) -> (HashMap<String, String>, Vec<(i32, i64, String)>) {
+) -> (HashMap<String, String>, ReadRecords) {
     let consumer: BaseConsumer = broker
         .client_config()
         .set("group.id", "weir-e2e-compaction-reader")
@@ -155,7 +158,7 @@ fn cdc_table_is_rebuilt_exactly_from_a_compacted_topic() {
     for n in 0..CHANGES {
         let k = rng.next() % KEYS;
         let key = format!("row-{k}");
-        let delete = rng.next() % 10 == 0;
+        let delete = rng.next().is_multiple_of(10);
         let value = (!delete).then(|| format!("v{n}-{}", "x".repeat((n % 40) as usize)));
         let p = &producers[(k % codecs.len() as u64) as usize];
         let mut record = BaseRecord::<String, String>::to(topic).key(&key);
@@ -328,7 +331,14 @@ fn kill9_during_cleaning_keeps_the_log_valid_and_every_latest_value() {
     let mut mid_pass_kills = 0;
     const KILLS: usize = 12;
     for round in 0..KILLS {
-        let p = producer(&broker, if round % 2 == 0 { "lz4" } else { "none" });
+        let p = producer(
+            &broker,
+            if round.is_multiple_of(2) {
+                "lz4"
+            } else {
+                "none"
+            },
+        );
         for n in 0..3_000u64 {
             let key = format!("key-{}", rng.next() % 300);
             let value = format!("r{round}-n{n}-{}", "y".repeat((n % 50) as usize));
