@@ -411,3 +411,103 @@ fn dirty_ratio_below_the_minimum_waits_unless_max_lag_passed() {
     assert_eq!(stats.last_cleaned_offset, 20);
     assert_eq!(stats.dirty_ratio, 0.0);
 }
+
+/// A transactional batch of keyed records from producer `pid`.
+fn txn_batch(pid: i64, seq: i32, records: &[Kv]) -> Bytes {
+    let mut b = RecordBatchBuilder::new(Compression::Zstd)
+        .base_timestamp(T0_MS)
+        .producer(pid, 0, seq)
+        .transactional(true);
+    for (i, (k, v)) in records.iter().enumerate() {
+        b.push(Record {
+            offset_delta: i as i32,
+            timestamp_delta: 0,
+            key: Some(Bytes::from(vec![b'k', *k])),
+            value: v.map(|v| Bytes::from(v.to_be_bytes().to_vec())),
+            headers: Vec::new(),
+        });
+    }
+    b.build().expect("batch")
+}
+
+fn marker(log: &Log, pid: i64, control_type: weir_protocol::control::ControlType) {
+    log.append_marker(
+        pid,
+        0,
+        weir_protocol::control::Marker {
+            control_type,
+            coordinator_epoch: 0,
+        },
+        T0_MS,
+        &Default::default(),
+    )
+    .expect("marker");
+}
+
+#[test]
+fn aborted_records_go_markers_stay_and_producer_state_survives() {
+    use weir_protocol::control::ControlType;
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    // The records' timestamps are old: the producers must not expire on reopen.
+    let config = LogConfig {
+        producer_id_expiration_ms: i64::MAX,
+        ..config()
+    };
+    let log = Log::open(&env, dir.path(), config).unwrap();
+    // Producer 7 commits key 1 = 10, then aborts key 2 = 20; producer 8 commits key 2 = 30
+    // and its batch is its last: all its records are superseded by a plain append below.
+    log.append(&txn_batch(7, 0, &[(1, Some(10))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Commit);
+    log.append(&txn_batch(7, 1, &[(2, Some(20))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Abort);
+    log.append(&txn_batch(8, 0, &[(3, Some(30))]), &Default::default())
+        .unwrap();
+    marker(&log, 8, ControlType::Commit);
+    log.append(
+        &encode_batch(&[(3, Some(31))], Compression::None, T0_MS),
+        &Default::default(),
+    )
+    .unwrap();
+    seal(&log);
+    let producers_before = log.producer_state().entries();
+    log.clean(&mut Cleaner::new(1 << 20, 0), &compaction(), T0_MS, true)
+        .unwrap()
+        .expect("cleaned");
+    let mut values: Vec<(u8, Option<Vec<u8>>)> = Vec::new();
+    let mut markers = 0;
+    let mut pid8_batch = None;
+    let end = log.log_end_offset();
+    for (base, _, _, bytes) in read_all(&log, 0, end) {
+        let bytes = Bytes::from(bytes);
+        let h = BatchHeader::parse(&bytes).unwrap();
+        if h.is_control() {
+            markers += 1;
+            continue;
+        }
+        if h.producer_id == 8 {
+            pid8_batch = Some((base, h.record_count, h.base_sequence));
+        }
+        for r in record::decode_records(&bytes, 1 << 20).unwrap() {
+            values.push((r.key.unwrap()[1], r.value.map(|v| v.to_vec())));
+        }
+    }
+    assert_eq!(markers, 3, "markers are kept");
+    assert!(
+        !values.iter().any(|(k, _)| *k == 2),
+        "the aborted record is gone: {values:?}"
+    );
+    assert!(values.contains(&(1, Some(10u16.to_be_bytes().to_vec()))));
+    assert_eq!(
+        values.iter().filter(|(k, _)| *k == 3).count(),
+        1,
+        "key 3 keeps only its latest value"
+    );
+    // Producer 8's last batch stays as an empty batch with its producer fields.
+    assert_eq!(pid8_batch, Some((4, 0, 0)));
+    drop(log);
+    let log = Log::open(&env, dir.path(), config).unwrap();
+    assert_eq!(log.producer_state().entries(), producers_before);
+}
