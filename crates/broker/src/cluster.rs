@@ -234,6 +234,7 @@ impl Broker {
         let epoch = self.register().await?;
         tracing::info!(broker_epoch = epoch, "registered with the controller");
         self.settle_cluster_id(import_local_topics).await?;
+        self.import_dynamic_configs().await?;
         self.producer_ids.set_source(Box::new(QuorumProducerIds {
             quorum: self.cluster().quorum.clone(),
             broker_id: self.config.node_id,
@@ -415,6 +416,7 @@ impl Broker {
     /// Opening or deleting logs is blocking I/O: runs off the async threads.
     fn reconcile(self: &Arc<Self>, allow_deletes: bool) -> Result<(), BrokerError> {
         let me = self.config.node_id;
+        self.apply_dynamic_configs();
         // Copy what is needed and let the image go before any disk work.
         struct Wanted {
             name: String,
@@ -498,6 +500,106 @@ impl Broker {
             }
         }
         self.fetchers.sync(self, followed);
+        Ok(())
+    }
+
+    /// Makes the dynamic broker and group configs those of the image: the topic defaults of
+    /// every topic follow, and the local copy is rewritten. A set the image holds that this
+    /// broker can't apply (a value it does not accept) is logged and left out.
+    fn apply_dynamic_configs(&self) {
+        let next = {
+            let image = self.cluster().image();
+            crate::dynamic_config::DynamicConfigs::from_image(&image, self.config.node_id)
+        };
+        let mut dynamic = self.dynamic_configs();
+        if dynamic.same_values(&next) && dynamic.from_metadata_log {
+            return;
+        }
+        let defaults = match next.topic_defaults(&self.config.topic_defaults) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "dynamic broker configs in the metadata log not applied");
+                return;
+            }
+        };
+        if let Err(e) = self.registry_mut().set_defaults(defaults) {
+            tracing::error!(error = %e, "dynamic broker configs in the metadata log not applied");
+            return;
+        }
+        // The copy only speeds up the next start; the metadata log is what counts.
+        if let Err(e) = next.persist(&self.config.data_dir) {
+            tracing::warn!(error = %e, "could not keep a local copy of the dynamic configs");
+        }
+        if !dynamic.same_values(&next) {
+            tracing::info!(
+                cluster_default = next.broker_default.len(),
+                broker = next.broker.len(),
+                groups = next.groups.len(),
+                "dynamic configs applied from the metadata log"
+            );
+        }
+        *dynamic = next;
+    }
+
+    /// Brings the dynamic broker and group configs a broker kept on its own (before they
+    /// moved into the metadata log) into the log, once: keys the log already sets keep its
+    /// value. Until this is done the local file stays as it was.
+    async fn import_dynamic_configs(&self) -> Result<(), BrokerError> {
+        let stored = self.dynamic_configs().clone();
+        if stored.from_metadata_log {
+            return Ok(());
+        }
+        let image_view = {
+            let image = self.cluster().image();
+            crate::dynamic_config::DynamicConfigs::from_image(&image, self.config.node_id)
+        };
+        let changes = stored.import_changes(&image_view, self.config.node_id);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let count = changes.len();
+        let request = ControllerRequest::AlterConfigs {
+            changes,
+            validate_only: false,
+        };
+        // Straight to the quorum: this runs before the image follower starts, and that first
+        // reconcile applies what this commits.
+        let items = loop {
+            match self.cluster().quorum.submit(request.clone()).await {
+                Ok(Submitted {
+                    response: ControllerResponse::Items(items),
+                    ..
+                }) => break items,
+                Ok(other) => {
+                    return Err(BrokerError::Internal(format!(
+                        "unexpected answer to the dynamic configs import: {:?}",
+                        other.response
+                    )));
+                }
+                Err(QuorumError::Refused(e)) => {
+                    return Err(BrokerError::Internal(format!(
+                        "could not import this data directory's dynamic configs into the \
+                         metadata log: {e}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "waiting for the controller to import dynamic configs");
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                }
+            }
+        };
+        if let Some(bad) = items.iter().find(|i| i.error_code != 0) {
+            return Err(BrokerError::Internal(format!(
+                "could not import this data directory's dynamic configs into the metadata log: {}",
+                bad.message
+                    .clone()
+                    .unwrap_or_else(|| format!("error {}", bad.error_code))
+            )));
+        }
+        tracing::info!(
+            configs = count,
+            "dynamic configs kept in the data directory imported into the metadata log"
+        );
         Ok(())
     }
 

@@ -1,11 +1,17 @@
-//! Configs changed at runtime through (Incremental)AlterConfigs and kept in
-//! the data directory: dynamic broker configs and group configs (KIP-848).
+//! Configs changed at runtime through (Incremental)AlterConfigs: dynamic broker
+//! configs and group configs (KIP-848).
 //!
-//! Kafka keeps these in its metadata log; Weir keeps them in
-//! `meta/dynamic-configs.json`, replaced atomically on every change, so they
-//! survive a restart. Precedence for a broker setting, highest first (Kafka's):
-//! per-broker dynamic (resource name = node id), cluster-wide dynamic default
-//! (resource name ""), static (file, environment, flags), built-in default.
+//! The metadata log holds them, as Kafka's does (Config records for the BROKER
+//! resource named by a node id or "" and for GROUP resources): a change goes to
+//! the controller and every broker applies it from its image. Each broker also
+//! keeps the last applied set in `meta/dynamic-configs.json`, replaced
+//! atomically on every change, so that its logs open with the right topic
+//! defaults before the image arrives at a restart. A file written before the
+//! configs moved into the metadata log (no `from_metadata_log` mark) is imported
+//! into it once, at join. Precedence for a broker setting, highest first
+//! (Kafka's): per-broker dynamic (resource name = node id), cluster-wide dynamic
+//! default (resource name ""), static (file, environment, flags), built-in
+//! default.
 //!
 //! Only the topic defaults (`log.retention.ms`, ... : Kafka's
 //! `DynamicLogConfig.ReconfigurableConfigs`) are dynamic in Weir; they apply to
@@ -16,6 +22,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use weir_metadata::records::{BrokerId, ConfigResource};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
@@ -93,6 +101,9 @@ pub const GROUPS_WITH_CONFIGS_MAX: usize = 10_000;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DynamicConfigs {
+    /// Written from the metadata image (a copy of it), rather than by a broker
+    /// that kept these configs on its own: such a file is imported once.
+    pub from_metadata_log: bool,
     /// Cluster-wide dynamic defaults (BROKER resource named ""), broker names.
     pub broker_default: BTreeMap<String, String>,
     /// This broker's dynamic configs (BROKER resource named by its id).
@@ -127,6 +138,70 @@ impl DynamicConfigs {
             .map_err(|e| BrokerError::Internal(format!("serialize dynamic configs: {e}")))?;
         write_atomically(&path, &json)?;
         Ok(())
+    }
+
+    /// This broker's view of the image's dynamic configs.
+    pub fn from_image(image: &weir_metadata::image::MetadataImage, me: BrokerId) -> DynamicConfigs {
+        let mut out = DynamicConfigs {
+            from_metadata_log: true,
+            ..DynamicConfigs::default()
+        };
+        for (resource, configs) in &image.configs {
+            match resource {
+                ConfigResource::Broker(None) => out.broker_default = configs.clone(),
+                ConfigResource::Broker(Some(id)) if *id == me => out.broker = configs.clone(),
+                ConfigResource::Group(group) if !configs.is_empty() => {
+                    out.groups.insert(group.clone(), configs.clone());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The same configs, wherever they were kept.
+    pub fn same_values(&self, other: &DynamicConfigs) -> bool {
+        self.broker_default == other.broker_default
+            && self.broker == other.broker
+            && self.groups == other.groups
+    }
+
+    /// What a file from before the metadata log holds that `image_view` (the image's) does
+    /// not: the changes that import it, as (resource, name, value). Keys the image already
+    /// sets keep the image's value, the cluster's newer word.
+    pub fn import_changes(
+        &self,
+        image_view: &DynamicConfigs,
+        me: BrokerId,
+    ) -> Vec<(ConfigResource, String, Option<String>)> {
+        let mut changes = Vec::new();
+        let mut add = |resource: ConfigResource,
+                       ours: &BTreeMap<String, String>,
+                       theirs: Option<&BTreeMap<String, String>>| {
+            for (k, v) in ours {
+                if theirs.is_none_or(|t| !t.contains_key(k)) {
+                    changes.push((resource.clone(), k.clone(), Some(v.clone())));
+                }
+            }
+        };
+        add(
+            ConfigResource::Broker(None),
+            &self.broker_default,
+            Some(&image_view.broker_default),
+        );
+        add(
+            ConfigResource::Broker(Some(me)),
+            &self.broker,
+            Some(&image_view.broker),
+        );
+        for (group, configs) in &self.groups {
+            add(
+                ConfigResource::Group(group.clone()),
+                configs,
+                image_view.groups.get(group),
+            );
+        }
+        changes
     }
 
     /// The topic defaults in force: the static ones with the dynamic default

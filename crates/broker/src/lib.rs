@@ -74,8 +74,9 @@ pub struct Broker {
     /// When each refused (api key, version) was last logged, so that a client
     /// retrying a refused request can't flood the log.
     refusals: refusals::RefusalLog,
-    /// Dynamic broker configs and group configs, as persisted. Changes to the
-    /// broker layer take this lock and then the registry's, in that order.
+    /// Dynamic broker configs and group configs, as last applied from the
+    /// metadata image (and kept on disk as a copy). Applying takes this lock and
+    /// then the registry's, in that order.
     dynamic: Mutex<dynamic_config::DynamicConfigs>,
     /// Producer ids for idempotent producers (InitProducerId).
     pub producer_ids: producer_ids::ProducerIdManager,

@@ -357,6 +357,9 @@ async fn fetch_round(
                 }
             }
             if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
+                tracing::debug!(topic = %name, partition = data.partition_index,
+                    epoch = data.diverging_epoch.epoch, end_offset = data.diverging_epoch.end_offset,
+                    "the leader reports divergence; asking where to truncate");
                 needs_truncation(fetcher, &key, epoch);
                 continue;
             }
@@ -515,11 +518,13 @@ async fn truncate_round(
                 tracing::info!(topic = %topic.topic, partition = r.partition,
                     from = p.log.log_end_offset(), to = cut, leader_epoch,
                     "truncating a divergent tail before following the new leader");
-                if let Err(e) = p.log.truncate_to(cut) {
-                    tracing::warn!(topic = %topic.topic, error = %e, "truncation failed");
-                    back_off(fetcher, &key);
-                    continue;
-                }
+            }
+            // Even a cut at the log end matters: it drops an epoch this replica recorded as
+            // leader but holds no record of (see `Log::truncate_to`).
+            if let Err(e) = p.log.truncate_to(cut) {
+                tracing::warn!(topic = %topic.topic, error = %e, "truncation failed");
+                back_off(fetcher, &key);
+                continue;
             }
             mark_truncated(fetcher, &key, leader_epoch);
         }

@@ -2259,6 +2259,18 @@ impl Log {
             return Err(LogError::Closed);
         }
         if offset >= s.log_end() && !restart {
+            // No record goes, but an epoch that starts at the log end holds none either: a
+            // broker that became leader and was replaced before appending anything keeps such
+            // an entry, and a follower that kept it would name that epoch as its last fetched
+            // one forever, so the leader would report divergence on every fetch (Kafka clears
+            // it here too).
+            let end = s.log_end();
+            let mut e = lock(&s.epochs);
+            let kept: Vec<(i32, i64)> = e.iter().copied().filter(|&(_, so)| so < end).collect();
+            if kept != *e {
+                s.persist_epochs(&kept)?;
+                *e = kept;
+            }
             return Ok(());
         }
         let flushing = lock(&s.flush_lock);

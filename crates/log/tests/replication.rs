@@ -161,3 +161,29 @@ fn a_follower_behind_the_leaders_log_start_restarts_there() {
     let reopened = open(&env, fd.path(), small_config());
     assert_eq!(reopened.log_end_offset(), beyond);
 }
+
+/// A broker that became leader (its epoch recorded at its log end) and was replaced before it
+/// appended anything must drop that epoch when it follows: it holds no record of it, and a
+/// follower naming it as its last fetched epoch is told it diverged on every fetch.
+#[test]
+fn truncating_at_the_end_drops_an_epoch_that_holds_no_record() {
+    let env = LogEnv::new(16);
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&env, dir.path(), small_config());
+    for n in 0..5 {
+        leader_append(&log, n, 1);
+    }
+    let end = log.log_end_offset();
+    log.assign_leader_epoch(2, end).unwrap();
+    assert_eq!(log.leader_epochs().last(), Some(&(2, end)));
+    log.truncate_to(end).unwrap();
+    assert_eq!(log.log_end_offset(), end, "no record goes");
+    assert_eq!(log.leader_epochs(), vec![(1, 0)]);
+    drop(log);
+    let reopened = open(&env, dir.path(), small_config());
+    assert_eq!(
+        reopened.leader_epochs(),
+        vec![(1, 0)],
+        "the dropped epoch stays dropped after a restart"
+    );
+}

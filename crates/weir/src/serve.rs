@@ -18,11 +18,24 @@ use weir_metadata::quorum::{QuorumConfig, QuorumNode, metadata_controller};
 use weir_server::ConnectionLimits;
 use weir_server::controller_net::{TcpTransport, TcpTransportConfig};
 
+/// How the broker writes its log lines (to stderr).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (for journald, Loki, Elasticsearch ...).
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// TOML config file (keys as in the printed effective config).
     #[arg(long, env = "WEIR_CONFIG")]
     config: Option<PathBuf>,
+    /// Log line format. The log filter is `WEIR_LOG` (tracing's EnvFilter syntax, for
+    /// example `info,weir_broker::replication=debug`); default `info,openraft=warn`.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Directory for partition logs and broker metadata.
     #[arg(long, env = "WEIR_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -326,17 +339,61 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     Ok(config)
 }
 
+/// The log filter when `WEIR_LOG` is unset.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
+/// The log filter from `WEIR_LOG`: an invalid one is an error, not a silent fallback (a
+/// typo would otherwise hide the very lines the operator asked for).
+fn log_filter(from_env: Option<String>) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let text = from_env.unwrap_or_else(|| DEFAULT_LOG_FILTER.to_string());
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "WEIR_LOG={text:?} is not a valid log filter ({e}); use levels and targets such \
+                 as `info` or `info,weir_broker::replication=debug`"
+            )
+        })
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    let filter = log_filter(std::env::var("WEIR_LOG").ok())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        // Colour codes only for a person at a terminal, never into a file or journald.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Ok(())
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        build = if cfg!(debug_assertions) { "debug" } else { "release" },
+        config_file = %args.config.as_deref().map_or("(none)".into(), |p| p.display().to_string()),
+        "weir starting"
+    );
     let config = load_config(&args)?;
-    let rendered = toml::to_string(&config).context("rendering effective config")?;
-    eprintln!("weir: effective configuration\n{rendered}");
+    let mut rendered = toml::to_string(&config).context("rendering effective config")?;
+    if config.cluster_id.is_empty() {
+        // Not configured: the id is the data directory's (or the cluster's, once joined),
+        // logged when the broker opens; an empty string here would read as the id in use.
+        rendered = rendered.replacen(
+            "cluster_id = \"\"\n",
+            "# cluster_id: not set; the data directory's or the cluster's (logged below)\n",
+            1,
+        );
+    }
+    match args.log_format {
+        LogFormat::Text => eprintln!("weir: effective configuration\n{rendered}"),
+        // One event, so that every line of a JSON log stays a JSON object.
+        LogFormat::Json => tracing::info!(config = %rendered, "effective configuration"),
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -346,9 +403,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // Recovery first, then the port: a client that can connect is answered by a broker
         // whose logs are recovered (as Kafka enables request processing only after log
         // recovery). Until then connections are refused, which clients retry.
-        let broker = Broker::open(config.clone()).with_context(|| {
-            format!("opening data directory {}", config.data_dir.display())
-        })?;
+        let broker = Broker::open(config.clone())
+            .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
         // The metadata quorum (a quorum of one without --controller-voters),
         // then membership: registered, unfenced and following the image
         // before any client is served.
@@ -361,7 +417,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         broker.txn.start(&broker);
         let listener = TcpListener::bind((config.listen.host.as_str(), config.listen.port))
             .await
-            .with_context(|| format!("binding {} (is another broker running there?)", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "binding {} (is another broker running there?)",
+                    config.listen
+                )
+            })?;
         let limits = ConnectionLimits {
             request_frame_bytes_max: config.request_frame_bytes_max,
             queued_request_bytes_max: config.queued_request_bytes_max,
@@ -384,10 +445,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             signalled.groups.abandon_waiters();
             let _ = shutdown_tx.send(true);
         });
-        tracing::info!(listen = %config.listen, advertised = %config.advertised(), "weir is serving");
-        weir_server::serve(listener, broker.clone(), config.connections_max, limits, shutdown_rx)
-            .await
-            .context("serving")?;
+        tracing::info!(listen = %config.listen, advertised = %config.advertised(),
+            cluster_id = %broker.cluster_id(), "weir is serving");
+        weir_server::serve(
+            listener,
+            broker.clone(),
+            config.connections_max,
+            limits,
+            shutdown_rx,
+        )
+        .await
+        .context("serving")?;
         retention.abort();
         quorum.shutdown().await;
         broker.shutdown();
@@ -474,5 +542,20 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_log_filter_is_refused_with_what_to_write() {
+        let e = log_filter(Some("info,weir_broker=loud".into())).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("WEIR_LOG"), "{text}");
+        assert!(text.contains("weir_broker=loud"), "{text}");
+        assert!(log_filter(Some("info,weir_broker::replication=debug".into())).is_ok());
+        assert!(log_filter(None).is_ok());
     }
 }

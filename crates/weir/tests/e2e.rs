@@ -16,6 +16,7 @@ mod e2e {
     pub mod harness;
     mod hostile;
     mod idempotent;
+    mod logs;
     mod long_poll;
     mod protocol_levels;
     mod rdkafka_roundtrip;

@@ -662,8 +662,12 @@ fn check_internal_topic(
     Ok(())
 }
 
-/// A topic's overrides before and after a change that the controller must commit.
-type TopicChange = (String, BTreeMap<String, String>, BTreeMap<String, String>);
+/// A resource's configs before and after a change that the controller must commit.
+type ConfigChange = (
+    ConfigResource,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
 
 fn alter_topic(
     broker: &Broker,
@@ -671,7 +675,7 @@ fn alter_topic(
     changes: &[Change],
     replace_all: bool,
     validate_only: bool,
-    pending: &mut Option<TopicChange>,
+    pending: &mut Option<ConfigChange>,
 ) -> Result<(), BrokerError> {
     check_changes(changes)?;
     let registry = broker.registry();
@@ -703,16 +707,19 @@ fn alter_topic(
     check_internal_topic(name, &overrides, &defaults)?;
     defaults.with_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     if !validate_only {
-        *pending = Some((name.to_string(), topic.overrides.clone(), overrides));
+        *pending = Some((
+            ConfigResource::Topic(name.to_string()),
+            topic.overrides.clone(),
+            overrides,
+        ));
     }
     Ok(())
 }
 
-/// Commits a topic's new overrides through the controller (every broker
+/// Commits a resource's new configs through the controller (every broker
 /// applies them from the metadata log), as the changed keys only.
-async fn commit_topic_change(broker: &Broker, change: TopicChange) -> Result<(), BrokerError> {
-    let (name, old, new) = change;
-    let resource = ConfigResource::Topic(name);
+async fn commit_config_change(broker: &Broker, change: ConfigChange) -> Result<(), BrokerError> {
+    let (resource, old, new) = change;
     let mut changes: Vec<(ConfigResource, String, Option<String>)> = Vec::new();
     for (k, v) in &new {
         if old.get(k) != Some(v) {
@@ -751,7 +758,7 @@ fn alter_broker(
     changes: &[Change],
     replace_all: bool,
     validate_only: bool,
-) -> Result<(), BrokerError> {
+) -> Result<Option<ConfigChange>, BrokerError> {
     check_changes(changes)?;
     let static_names: Vec<&str> = changes
         .iter()
@@ -777,7 +784,7 @@ fn alter_broker(
         }
         return Err(BrokerError::InvalidRequest(reasons.join("; ")));
     }
-    let mut dynamic = broker.dynamic_configs();
+    let dynamic = broker.dynamic_configs().clone();
     let mut next = dynamic.clone();
     let map = match level {
         BrokerLevel::ClusterDefault => &mut next.broker_default,
@@ -800,31 +807,26 @@ fn alter_broker(
                 .map_err(|e| BrokerError::InvalidRequest(format!("{name}: {e}")))?;
         }
     }
-    let defaults = next
-        .topic_defaults(&broker.config.topic_defaults)
+    next.topic_defaults(&broker.config.topic_defaults)
         .map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
     if validate_only {
-        return Ok(());
+        return Ok(None);
     }
-    let mut registry = broker.registry_mut();
-    let previous = registry.defaults().clone();
-    registry.set_defaults(defaults)?;
-    if let Err(e) = next.persist(&broker.config.data_dir) {
-        // Not durable, so not applied either.
-        registry.set_defaults(previous)?;
-        return Err(e);
-    }
-    *dynamic = next;
-    tracing::info!(
-        level = if level == BrokerLevel::ThisBroker {
-            "broker"
-        } else {
-            "cluster default"
-        },
-        changes = changes.len(),
-        "dynamic broker configs changed"
-    );
-    Ok(())
+    // Committed through the controller; every broker (this one included) applies it from
+    // the metadata log.
+    let (resource, old, new) = match level {
+        BrokerLevel::ClusterDefault => (
+            ConfigResource::Broker(None),
+            &dynamic.broker_default,
+            &next.broker_default,
+        ),
+        BrokerLevel::ThisBroker => (
+            ConfigResource::Broker(Some(broker.config.node_id)),
+            &dynamic.broker,
+            &next.broker,
+        ),
+    };
+    Ok(Some((resource, old.clone(), new.clone())))
 }
 
 fn alter_group(
@@ -833,38 +835,45 @@ fn alter_group(
     changes: &[Change],
     replace_all: bool,
     validate_only: bool,
-) -> Result<(), BrokerError> {
+) -> Result<Option<ConfigChange>, BrokerError> {
     if group_id.is_empty() {
         return Err(BrokerError::InvalidRequest(
             "Default group resources are not allowed.".into(),
         ));
     }
     check_changes(changes)?;
-    let mut dynamic = broker.dynamic_configs();
-    let mut next = dynamic.clone();
+    let dynamic = broker.dynamic_configs().clone();
+    let old = dynamic.groups.get(group_id).cloned().unwrap_or_default();
     let mut own = if replace_all {
         BTreeMap::new()
     } else {
-        next.groups.get(group_id).cloned().unwrap_or_default()
+        old.clone()
     };
     apply_changes(&mut own, changes, |_| false, |_| None)?;
     validate_group_configs(&own, &broker.config)?;
-    if own.is_empty() {
-        next.groups.remove(group_id);
-    } else {
-        if !next.groups.contains_key(group_id) && next.groups.len() >= GROUPS_WITH_CONFIGS_MAX {
-            return Err(BrokerError::InvalidRequest(format!(
-                "at most {GROUPS_WITH_CONFIGS_MAX} groups may have configs; delete some first"
-            )));
-        }
-        next.groups.insert(group_id.to_string(), own);
+    if !own.is_empty()
+        && !dynamic.groups.contains_key(group_id)
+        && dynamic.groups.len() >= GROUPS_WITH_CONFIGS_MAX
+    {
+        return Err(BrokerError::InvalidRequest(format!(
+            "at most {GROUPS_WITH_CONFIGS_MAX} groups may have configs; delete some first"
+        )));
     }
     if validate_only {
-        return Ok(());
+        return Ok(None);
     }
-    next.persist(&broker.config.data_dir)?;
-    *dynamic = next;
-    Ok(())
+    Ok(Some((
+        ConfigResource::Group(group_id.to_string()),
+        old,
+        own,
+    )))
+}
+
+async fn commit(broker: &Broker, pending: Option<ConfigChange>) -> Result<(), BrokerError> {
+    match pending {
+        Some(change) => commit_config_change(broker, change).await,
+        None => Ok(()),
+    }
 }
 
 async fn alter_resource(
@@ -886,16 +895,17 @@ async fn alter_resource(
                 validate_only,
                 &mut pending,
             )?;
-            match pending {
-                Some(change) => commit_topic_change(broker, change).await,
-                None => Ok(()),
-            }
+            commit(broker, pending).await
         }
         RESOURCE_BROKER => {
             let level = broker_level(broker, name, false)?;
-            alter_broker(broker, level, changes, replace_all, validate_only)
+            let pending = alter_broker(broker, level, changes, replace_all, validate_only)?;
+            commit(broker, pending).await
         }
-        RESOURCE_GROUP => alter_group(broker, name, changes, replace_all, validate_only),
+        RESOURCE_GROUP => {
+            let pending = alter_group(broker, name, changes, replace_all, validate_only)?;
+            commit(broker, pending).await
+        }
         other => Err(BrokerError::InvalidRequest(format!(
             "Unknown resource type {other}"
         ))),

@@ -533,3 +533,58 @@ fn a_killed_controller_is_replaced_and_a_dead_leaders_partitions_go_offline_unti
         .collect();
     assert_eq!(got, want);
 }
+
+/// Nodes outside `--controller-voters` join as learners: they follow the metadata log and
+/// serve as brokers (admin requests through them are forwarded), DescribeQuorum lists them
+/// as observers, and the quorum commits without them.
+#[test]
+fn learners_follow_the_metadata_log_without_voting() {
+    let mut cluster = Cluster::start_with_voters(1, &[]);
+    let quorum = |id: i32| {
+        let broker = cluster.node(id);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async {
+                let mut client = weir_client::Client::connect(weir_client::ClientConfig::new(
+                    &broker.bootstrap(),
+                ))
+                .await
+                .expect("connect");
+                client.describe_quorum().await.expect("describe quorum")
+            })
+    };
+    let seen = wait_for(
+        "learners 2 and 3 in DescribeQuorum",
+        CONVERGE_TIMEOUT,
+        || {
+            let q = quorum(3);
+            let mut observers: Vec<i32> = q.observers.iter().map(|o| o.node_id).collect();
+            observers.sort_unstable();
+            (observers == [2, 3]).then_some(q)
+        },
+    );
+    let voters: Vec<i32> = seen.voters.iter().map(|v| v.node_id).collect();
+    assert_eq!(voters, [1], "only node 1 votes");
+    assert_eq!(seen.leader_id, 1);
+
+    // A topic created through a learner (forwarded to the controller) reaches everyone.
+    create_topic_retrying(cluster.node(3), "via-learner", 3);
+    let m = agreed_metadata(&cluster, &[1, 2, 3]);
+    assert!(topic_names(&m).contains("via-learner"));
+
+    // Without both learners the one voter still commits; a learner back catches up.
+    cluster.node_mut(2).kill9();
+    cluster.node_mut(3).kill9();
+    create_topic_retrying(cluster.node(1), "while-learners-down", 1);
+    cluster.node_mut(3).restart();
+    wait_for(
+        "node 3 caught up after its restart",
+        CONVERGE_TIMEOUT,
+        || {
+            let names = topic_names(&metadata(cluster.node(3).addr, None).ok()?);
+            (names.contains("via-learner") && names.contains("while-learners-down")).then_some(())
+        },
+    );
+}

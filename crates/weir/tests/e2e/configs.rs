@@ -1,4 +1,5 @@
-//! Dynamic broker configs and group configs across a restart, spoken with raw
+//! Dynamic broker configs and group configs across a restart and across brokers (they
+//! live in the metadata log), spoken with raw
 //! requests (the Python clients refuse the cluster-default broker resource ""
 //! and cannot show the heartbeat interval a member is told), and keyless
 //! records on a compacted topic through librdkafka.
@@ -338,4 +339,138 @@ fn keyless_records_in_a_compressed_batch_are_named_in_record_errors() {
         ),
         "{message}"
     );
+}
+
+/// The value and source of `key` in `resource`'s description on `broker`, if described.
+fn described(broker: &Broker, resource_type: i8, name: &str, key: &str) -> Option<(String, i8)> {
+    let (error, configs) = describe(broker, resource_type, name);
+    assert_eq!(error, 0, "DescribeConfigs {name} on {}", broker.addr);
+    configs
+        .iter()
+        .find(|c| c.name == key)
+        .map(|c| (c.value.clone().unwrap_or_default(), c.config_source))
+}
+
+/// Dynamic broker configs (the cluster default and one broker's) and group configs are
+/// Config records in the metadata log: set through one broker, every broker shows them,
+/// and a broker killed and restarted still does.
+#[test]
+fn dynamic_configs_set_on_one_broker_reach_every_broker() {
+    use super::cluster_harness::{Cluster, wait_for};
+    let mut cluster = Cluster::start(&[]);
+    assert_eq!(
+        set(
+            cluster.node(1),
+            RESOURCE_BROKER,
+            "",
+            "log.retention.ms",
+            "2345678"
+        ),
+        0
+    );
+    assert_eq!(
+        set(
+            cluster.node(2),
+            RESOURCE_BROKER,
+            "2",
+            "log.segment.bytes",
+            "2097152"
+        ),
+        0
+    );
+    super::harness::wait_for_coordinator(cluster.node(3), "tuned", 0);
+    assert_eq!(
+        set(
+            cluster.node(3),
+            RESOURCE_GROUP,
+            "tuned",
+            "consumer.heartbeat.interval.ms",
+            "6000"
+        ),
+        0
+    );
+    let everywhere = |cluster: &Cluster| {
+        for id in 1..=3 {
+            let node = cluster.node(id);
+            let retention = described(node, RESOURCE_BROKER, &id.to_string(), "log.retention.ms");
+            if retention != Some(("2345678".into(), SOURCE_DYNAMIC_DEFAULT_BROKER)) {
+                return None;
+            }
+            let segment = described(node, RESOURCE_BROKER, &id.to_string(), "log.segment.bytes");
+            let want_segment_source = if id == 2 {
+                SOURCE_DYNAMIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
+            if segment.map(|(_, source)| source) != Some(want_segment_source) {
+                return None;
+            }
+            let group = described(
+                node,
+                RESOURCE_GROUP,
+                "tuned",
+                "consumer.heartbeat.interval.ms",
+            );
+            if group != Some(("6000".into(), SOURCE_GROUP)) {
+                return None;
+            }
+        }
+        Some(())
+    };
+    wait_for(
+        "the dynamic configs on every broker",
+        Duration::from_secs(30),
+        || everywhere(&cluster),
+    );
+    cluster.node_mut(3).kill9();
+    cluster.node_mut(3).restart();
+    wait_for(
+        "the dynamic configs on every broker after node 3's restart",
+        Duration::from_secs(30),
+        || everywhere(&cluster),
+    );
+}
+
+/// A data directory from when a broker kept its dynamic configs on its own (a
+/// `meta/dynamic-configs.json` without the mark of a copy of the metadata log) has them
+/// imported into the log at start: they stay after the file is gone.
+#[test]
+fn dynamic_configs_kept_by_an_older_broker_are_imported_into_the_metadata_log() {
+    let mut broker = Broker::start(&[]);
+    super::harness::wait_for_coordinator(&broker, "old-group", 0);
+    assert!(broker.stop(), "clean stop");
+    let file = broker.data_dir.join("meta").join("dynamic-configs.json");
+    std::fs::write(
+        &file,
+        r#"{"broker_default": {"log.retention.ms": "3456789"},
+            "broker": {"log.segment.bytes": "3145728"},
+            "groups": {"old-group": {"consumer.heartbeat.interval.ms": "7000"}}}"#,
+    )
+    .unwrap();
+    broker.restart();
+    let check = |broker: &Broker| {
+        assert_eq!(
+            described(broker, RESOURCE_BROKER, "", "log.retention.ms"),
+            Some(("3456789".into(), SOURCE_DYNAMIC_DEFAULT_BROKER))
+        );
+        assert_eq!(
+            described(broker, RESOURCE_BROKER, "1", "log.segment.bytes"),
+            Some(("3145728".into(), SOURCE_DYNAMIC_BROKER))
+        );
+        assert_eq!(
+            described(
+                broker,
+                RESOURCE_GROUP,
+                "old-group",
+                "consumer.heartbeat.interval.ms"
+            ),
+            Some(("7000".into(), SOURCE_GROUP))
+        );
+    };
+    check(&broker);
+    // The file is only a copy now: without it, the metadata log still has them.
+    assert!(broker.stop(), "clean stop");
+    std::fs::remove_file(&file).unwrap();
+    broker.restart();
+    check(&broker);
 }

@@ -9,6 +9,8 @@
 //!   the ISR once resumed.
 //! - `rolling_restart_with_sigterm`: each broker in turn is stopped with
 //!   SIGTERM and restarted while a producer and a consumer group run.
+//! - `leaders_replaced_before_appending_rejoin_as_followers`: leaders killed
+//!   before they append anything come back and rejoin the ISR.
 //! - `min_insync_replicas_refuses_acks_all`: with two of three replicas gone,
 //!   acks=all is refused with NOT_ENOUGH_REPLICAS and acks=1 still works.
 //!
@@ -906,6 +908,36 @@ fn leader_kills_lose_no_acked_record() {
     let (sent, ledger) = producer.finish(&cluster, topic);
     assert_no_acked_record_lost(&cluster, topic, &sent, &ledger);
     stop_and_compare_replicas(&mut cluster, topic, partitions);
+}
+
+/// A broker that becomes leader records its epoch at its log end. If it is killed before it
+/// appends anything and comes back as a follower, that epoch holds none of its records: it
+/// must drop it when it truncates, or the leader finds it divergent on every fetch and it never
+/// rejoins the ISR. Only leaderships with no produce in between show this, so no client
+/// produces after the first record.
+#[test]
+fn leaders_replaced_before_appending_rejoin_as_followers() {
+    let mut cluster = Cluster::start(&[]);
+    let topic = "replicated-idle-kills";
+    create_replicated_topic(&cluster, topic, 1, &[]);
+    wait_full_isr(&cluster, Some(&[topic]), "after creating the topic");
+    let leader = leader_of(&cluster, topic, 0);
+    produce_rdkafka(&cluster, leader, topic, 0, "all").expect("the first record");
+    for kill in 0..3 {
+        let leader = leader_of(&cluster, topic, 0);
+        cluster.node_mut(leader).kill9();
+        let next = leader_of(&cluster, topic, 0);
+        assert_ne!(next, leader);
+        cluster.node_mut(leader).restart();
+        wait_full_isr(
+            &cluster,
+            Some(&[topic]),
+            &format!("node {leader} back after idle kill {kill} (leader now {next})"),
+        );
+    }
+    let leader = leader_of(&cluster, topic, 0);
+    produce_rdkafka(&cluster, leader, topic, 0, "all").expect("a record after the kills");
+    stop_and_compare_replicas(&mut cluster, topic, 1);
 }
 
 /// How long after SIGSTOP an ack may still arrive from the stopped leader:
