@@ -300,6 +300,18 @@ fn empty_batch(
         .map_err(|e| LogError::Corrupt(format!("cannot encode an empty batch: {e}")))
 }
 
+/// An empty batch (no records, no producer) spanning `[base_offset, last_offset]`: what the
+/// cleaner writes for a run of removed batches, and a follower for the part of such a run it
+/// lacks.
+pub(crate) fn empty_batch_bytes(
+    base_offset: i64,
+    last_offset: i64,
+    leader_epoch: i32,
+    timestamp_ms: i64,
+) -> Result<Bytes, LogError> {
+    empty_batch(base_offset, last_offset, leader_epoch, timestamp_ms, None)
+}
+
 pub(crate) fn read_checkpoint(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(CLEANER_CHECKPOINT_FILE))
         .ok()?

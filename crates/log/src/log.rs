@@ -1623,6 +1623,29 @@ impl Log {
         let start_pos = seg.size();
         let base_offset = s.log_end();
         let replicated = origin == AppendOrigin::Replication;
+        if replicated
+            && let Some(first) = pending.first_mut()
+            && first.header.base_offset < base_offset
+            && first.header.last_offset() >= base_offset
+            && first.header.record_count == 0
+            && first.header.producer_id < 0
+            && !first.header.is_control()
+        {
+            // The leader's cleaner merged a run of removed batches into one empty batch that
+            // starts below this follower's end (it had some of them). Its part from our end on
+            // is the same nothing: an empty batch of our own covering it keeps offsets dense.
+            let bytes = crate::cleaner::empty_batch_bytes(
+                base_offset,
+                first.header.last_offset(),
+                first.header.partition_leader_epoch,
+                first.header.max_timestamp,
+            )?;
+            let header = BatchHeader::parse(&bytes).map_err(|_| NOT_WHOLE)?;
+            first.header = header;
+            first.bytes = bytes;
+        }
+        // (Only that substitution changes the byte count.)
+        let batches_bytes: u64 = pending.iter().map(|p| p.bytes.len() as u64).sum();
         if replicated {
             let mut expected = base_offset;
             for p in &pending {
