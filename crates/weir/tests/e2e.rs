@@ -8,6 +8,8 @@ mod e2e {
     mod cluster_harness;
     mod cluster_ops;
     mod compaction;
+    #[allow(dead_code)]
+    mod compaction_support;
     mod configs;
     mod coordinator_failover;
     mod crash;
