@@ -24,6 +24,7 @@ pub mod config;
 pub mod data_dir;
 pub mod dynamic_config;
 pub mod error;
+pub mod fetch_session;
 pub mod frame;
 pub mod groups;
 mod handlers;
@@ -87,6 +88,9 @@ pub struct Broker {
     pub(crate) fetchers: replication::ReplicaFetchers,
     /// The log cleaner pool and threads (compaction).
     pub(crate) cleaners: Arc<cleaner::LogCleaners>,
+    /// KIP-227 fetch sessions (sans I/O); the lock is held only to begin or answer a
+    /// fetch, never across a read or a wait.
+    pub(crate) fetch_sessions: Mutex<fetch_session::SessionCache>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -151,6 +155,11 @@ impl Broker {
         ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
         let cleaners = Arc::new(cleaner::LogCleaners::new(&config));
+        let fetch_sessions = Mutex::new(fetch_session::SessionCache::new(
+            config.max_incremental_fetch_session_cache_slots,
+            fetch_session::EVICTION_MS_MIN,
+            fastrand::u64(..),
+        ));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -164,6 +173,7 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
             cleaners,
+            fetch_sessions,
             _data_dir: data_dir,
         }))
     }
