@@ -889,10 +889,17 @@ impl Broker {
         }
         let live_brokers = self.cluster().image().live_brokers().count();
         let replication_factor = i16::try_from(live_brokers.clamp(1, 3)).unwrap_or(1);
+        let segment_bytes = if name == crate::txn::TRANSACTION_STATE_TOPIC {
+            self.config.transaction_state_segment_bytes
+        } else {
+            self.config.offsets_topic_segment_bytes
+        }
+        .to_string();
         let configs = [
             ("cleanup.policy", "compact"),
             ("retention.ms", "-1"),
             ("retention.bytes", "-1"),
+            ("segment.bytes", segment_bytes.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

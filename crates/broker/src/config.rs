@@ -76,6 +76,17 @@ pub struct BrokerConfig {
     pub open_files_max: usize,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Kafka's `log.cleaner.threads`: threads compacting `compact` topics (0: none run in the
+    /// background; `weir topic compact` still works, on one cleaner).
+    pub log_cleaner_threads: usize,
+    /// Kafka's `log.cleaner.io.max.bytes.per.second`: read plus write rate of each cleaner
+    /// thread (0: unlimited).
+    pub log_cleaner_io_max_bytes_per_second: u64,
+    /// Kafka's `log.cleaner.dedupe.buffer.size`: the key map memory of all cleaner threads
+    /// together, split evenly between them.
+    pub log_cleaner_dedupe_buffer_size: usize,
+    /// Kafka's `log.cleaner.backoff.ms`: how long an idle cleaner thread sleeps.
+    pub log_cleaner_backoff_ms: u64,
     /// Defaults for every topic (overridable per topic with Kafka config names).
     pub topic_defaults: TopicConfig,
     /// Kafka's `group.initial.rebalance.delay.ms`: the first JoinGroup round of
@@ -96,6 +107,12 @@ pub struct BrokerConfig {
     /// Kafka's `offsets.topic.num.partitions`: partitions of `__consumer_offsets`
     /// when it is created (later changes don't move existing groups).
     pub offsets_topic_partitions: i32,
+    /// Kafka's `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets` when it
+    /// is created. Smaller than other topics' so the cleaner, which never touches the active
+    /// segment, keeps the topic small.
+    pub offsets_topic_segment_bytes: i64,
+    /// Kafka's `transaction.state.log.segment.bytes`, for `__transaction_state`.
+    pub transaction_state_segment_bytes: i64,
     /// Kafka's `offsets.retention.minutes`: how long an empty group's offsets are kept.
     pub offsets_retention_minutes: i64,
     /// Kafka's `offsets.retention.check.interval.ms`.
@@ -176,6 +193,10 @@ impl Default for BrokerConfig {
             in_flight_requests_max: 64,
             open_files_max: 4096,
             retention_check_interval_ms: 300_000,
+            log_cleaner_threads: 1,
+            log_cleaner_io_max_bytes_per_second: 0,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_backoff_ms: 15_000,
             topic_defaults: TopicConfig::default(),
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,
@@ -184,6 +205,8 @@ impl Default for BrokerConfig {
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
             offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            transaction_state_segment_bytes: 100 * 1024 * 1024,
             offsets_retention_minutes: 7 * 24 * 60,
             producer_id_expiration_ms: 86_400_000,
             transactions_enabled: true,
@@ -335,6 +358,14 @@ impl BrokerConfig {
                  (Kafka's default connections.max.idle.ms is 600000)",
                 self.connection_idle_ms_max
             ));
+        }
+        if self.log_cleaner_threads > 64 {
+            return Err("log_cleaner_threads must be <= 64".into());
+        }
+        if self.log_cleaner_dedupe_buffer_size / self.log_cleaner_threads.max(1) < 1024 * 1024 {
+            return Err(
+                "log_cleaner_dedupe_buffer_size must give each cleaner thread >= 1 MiB".into(),
+            );
         }
         if self.retention_check_interval_ms == 0 {
             return Err("retention_check_interval_ms must be >= 1".into());

@@ -17,6 +17,7 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod cleaner;
 pub mod cluster;
 pub mod cluster_config;
 pub mod config;
@@ -85,6 +86,8 @@ pub struct Broker {
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// The replica fetchers of the partitions this broker follows.
     pub(crate) fetchers: replication::ReplicaFetchers,
+    /// The log cleaner pool and threads (compaction).
+    pub(crate) cleaners: Arc<cleaner::LogCleaners>,
     /// KIP-227 fetch sessions (sans I/O); the lock is held only to begin or answer a
     /// fetch, never across a read or a wait.
     pub(crate) fetch_sessions: Mutex<fetch_session::SessionCache>,
@@ -151,6 +154,7 @@ impl Broker {
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
+        let cleaners = Arc::new(cleaner::LogCleaners::new(&config));
         let fetch_sessions = Mutex::new(fetch_session::SessionCache::new(
             config.max_incremental_fetch_session_cache_slots,
             fetch_session::EVICTION_MS_MIN,
@@ -168,13 +172,22 @@ impl Broker {
             producer_ids,
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
+            cleaners,
             fetch_sessions,
             _data_dir: data_dir,
         }))
     }
 
     /// Flushes and checkpoints every log. Call after the server has drained.
+    /// Starts the log cleaner threads (`log_cleaner_threads`).
+    pub fn start_cleaners(self: &Arc<Self>) {
+        self.cleaners.start(self);
+    }
+
     pub fn shutdown(&self) {
+        // First: a pass in progress finishes its swap (or leaves the old segments) before the
+        // logs close.
+        self.cleaners.stop();
         self.groups.shutdown();
         self.txn.shutdown();
         self.registry().close_all();

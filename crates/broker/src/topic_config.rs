@@ -341,6 +341,16 @@ impl TopicConfig {
         self.cleanup_policy.split(',').any(|p| p == "compact")
     }
 
+    /// The cleaner's view of this config (used only when [`TopicConfig::is_compacted`]).
+    pub fn compaction_config(&self) -> weir_log::CompactionConfig {
+        weir_log::CompactionConfig {
+            delete_retention_ms: self.delete_retention_ms,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio,
+        }
+    }
+
     /// The storage engine's view of this config.
     pub fn log_config(&self) -> LogConfig {
         let flush = if self.flush_messages <= 1 {

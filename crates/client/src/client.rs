@@ -15,7 +15,7 @@ use weir_protocol::error_code::ErrorCode;
 use weir_protocol::messages::{
     alter_configs, create_partitions, create_topics, delete_records, delete_topics,
     describe_cluster, describe_configs, describe_log_dirs, describe_producers, fetch,
-    incremental_alter_configs, list_offsets, metadata,
+    incremental_alter_configs, list_offsets, metadata, weir_compaction,
 };
 use weir_protocol::record::{self, BatchHeader, RecordError, RecordHeader, TimestampType};
 
@@ -1140,6 +1140,29 @@ impl Client {
             }
         }
         Ok(dirs)
+    }
+
+    /// WeirCompaction (Weir's own API) asked of one broker: the cleaner checkpoint and dirty
+    /// ratio of the partitions of `topic` it hosts, after a compaction pass if `compact_now`.
+    /// Partitions it does not host come back with UNKNOWN_TOPIC_OR_PARTITION.
+    pub async fn weir_compaction(
+        &mut self,
+        node_id: i32,
+        topic: &str,
+        partitions: Vec<i32>,
+        compact_now: bool,
+    ) -> Result<Vec<weir_compaction::PartitionCompaction>, ClientError> {
+        let request = weir_compaction::WeirCompactionRequest {
+            topic: topic.to_owned(),
+            partition_indexes: partitions,
+            compact_now,
+        };
+        // A pass may take a while on a large log.
+        let response = self.send_to_node(node_id, &request, 600_000).await?;
+        ClientError::check(response.error_code, None, || {
+            format!("compaction state of {topic} on node {node_id}")
+        })?;
+        Ok(response.partitions)
     }
 
     /// DescribeProducers for one partition, asked of its leader: the producers its log knows

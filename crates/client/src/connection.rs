@@ -75,6 +75,7 @@ requests! {
     offset_commit::OffsetCommitRequest => OffsetCommitResponse;
     delete_groups::DeleteGroupsRequest => DeleteGroupsResponse;
     describe_producers::DescribeProducersRequest => DescribeProducersResponse;
+    weir_compaction::WeirCompactionRequest => WeirCompactionResponse;
     init_producer_id::InitProducerIdRequest => InitProducerIdResponse;
     add_partitions_to_txn::AddPartitionsToTxnRequest => AddPartitionsToTxnResponse;
     add_offsets_to_txn::AddOffsetsToTxnRequest => AddOffsetsToTxnResponse;

@@ -179,6 +179,10 @@ pub(crate) struct FileCache {
 struct CacheInner {
     map: HashMap<PathBuf, (Arc<File>, u64)>,
     tick: u64,
+    /// Bumped by every `forget`. A `get` opens outside the lock; if a forget ran meanwhile, the
+    /// path may now name another file (the cleaner renames a cleaned segment over the old one),
+    /// so the handle it opened is returned but not cached.
+    forgets: u64,
 }
 
 impl FileCache {
@@ -195,7 +199,7 @@ impl FileCache {
 
     /// Returns an open read-write handle for an existing file.
     pub(crate) fn get(&self, path: &Path) -> io::Result<Arc<File>> {
-        {
+        let forgets_before = {
             let mut c = lock(&self.inner);
             c.tick += 1;
             let tick = c.tick;
@@ -203,9 +207,10 @@ impl FileCache {
                 *used = tick;
                 return Ok(Arc::clone(f));
             }
-        }
+            c.forgets
+        };
         let file = Arc::new(OpenOptions::new().read(true).write(true).open(path)?);
-        Ok(self.insert(path, file))
+        Ok(self.insert(path, file, Some(forgets_before)))
     }
 
     /// Creates (or truncates) a file and caches its handle.
@@ -219,11 +224,15 @@ impl FileCache {
                 .open(path)?,
         );
         self.forget(path);
-        Ok(self.insert(path, file))
+        Ok(self.insert(path, file, None))
     }
 
-    fn insert(&self, path: &Path, file: Arc<File>) -> Arc<File> {
+    /// Caches `file` under `path`, unless a `forget` ran since `forgets_before` was read.
+    fn insert(&self, path: &Path, file: Arc<File>, forgets_before: Option<u64>) -> Arc<File> {
         let mut c = lock(&self.inner);
+        if forgets_before.is_some_and(|f| f != c.forgets) {
+            return file;
+        }
         c.tick += 1;
         let tick = c.tick;
         if let Some((existing, used)) = c.map.get_mut(path) {
@@ -244,6 +253,8 @@ impl FileCache {
 
     /// Drops the cached handle (before unlinking or replacing the file).
     pub(crate) fn forget(&self, path: &Path) {
-        lock(&self.inner).map.remove(path);
+        let mut c = lock(&self.inner);
+        c.forgets += 1;
+        c.map.remove(path);
     }
 }

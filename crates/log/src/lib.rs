@@ -19,13 +19,19 @@
 //!   segment's index files and rebuilt from the log for segments recovery scans; with the open
 //!   transactions in the producer state they give the last stable offset and what a
 //!   read_committed fetch must report.
+//! - `cleaner.rs`: compaction. A pass builds a bounded key map of the dirty part, rewrites the
+//!   sealed segments below the first uncleanable offset into `.cleaned` files without holding
+//!   the log's locks, and swaps them in under the append lock (`.swap` is the commit point,
+//!   completed or discarded by `Log::open`); offsets stay dense (dropped runs become one empty
+//!   batch).
 //! - Batch headers are read and rewritten with `weir_protocol::record` (sans-I/O, no tokio), so
 //!   storage and the codec agree on one definition of the v2 format.
 //!
 //! # Invariants
 //! - Offsets are dense and monotonic; a batch is written exactly as received except for its base
 //!   offset and partition leader epoch (both outside the CRC), or, for LogAppendTime, its max
-//!   timestamp and attributes (the CRC is then recomputed).
+//!   timestamp and attributes (the CRC is then recomputed). The cleaner later rewrites batches
+//!   of compacted logs (fewer records, same offsets; see `cleaner.rs`).
 //! - Readers never see bytes past a segment's committed size, nor batches at or beyond the
 //!   caller's `max_offset_exclusive`.
 //! - After a failed write or fsync the log is poisoned and refuses further writes.
@@ -40,6 +46,7 @@
 //!   on first use, so restart work is bounded per partition whatever the history.
 
 mod checkpoint;
+pub mod cleaner;
 pub mod durable;
 mod env;
 mod log;
@@ -51,6 +58,7 @@ mod txn_index;
 use std::sync::{Mutex, MutexGuard};
 
 pub use checkpoint::LEADER_EPOCH_CHECKPOINT_FILE;
+pub use cleaner::{CleanReport, Cleaner, CleanerStats, CompactionConfig};
 pub use env::LogEnv;
 pub use log::{AppendInfo, AppendOptions, Damage, FileRange, Log, ReadResult, RecoveryStats};
 pub use producer_state::{

@@ -26,6 +26,9 @@ use crate::producer_state::{
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
+/// Attempts of a read that raced with cleaner swaps before it gives up.
+const READ_ATTEMPTS_MAX: usize = 8;
+
 /// Largest number of iovecs per `pwritev` call (Linux IOV_MAX is 1024).
 const IOVECS_PER_WRITE_MAX: usize = 512;
 
@@ -102,7 +105,7 @@ struct PendingBatch {
 /// ones are written with `pwritev` straight from the caller's buffers (no copy).
 const APPEND_COPY_BYTES_MAX: usize = 8 * 1024;
 
-struct AppendState {
+pub(crate) struct AppendState {
     active: Arc<Segment>,
     /// The active segment's descriptor, without a strong reference: the file cache owns it and
     /// may evict it (the fd cap holds), but while it is open appends skip the cache lookup.
@@ -114,7 +117,7 @@ struct AppendState {
     unflushed_messages: u64,
     /// Idempotent producers' state, covering every batch below the log end. Under the append
     /// lock so that the sequence check and the write it permits are one step.
-    producers: ProducerState,
+    pub(crate) producers: ProducerState,
 }
 
 struct Durable {
@@ -228,7 +231,7 @@ struct RecoveryPointClock {
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
     env: Arc<LogEnv>,
-    append: Mutex<AppendState>,
+    pub(crate) append: Mutex<AppendState>,
     segments: RwLock<Vec<Arc<Segment>>>,
     log_end: AtomicI64,
     log_start: AtomicI64,
@@ -242,9 +245,11 @@ pub(crate) struct Shared {
     /// the next sync don't wait behind that I/O; truncation, close and detach take it after
     /// `flush_lock`.
     recovery_point_lock: Mutex<()>,
+    /// One cleaning pass at a time per log (two would write the same `.cleaned` file).
+    pub(crate) cleaning: Mutex<()>,
     /// Bumped by truncation: a recovery point captured before it may describe data that is gone,
     /// and is not stored.
-    truncations: AtomicU64,
+    pub(crate) truncations: AtomicU64,
     poisoned: AtomicBool,
     pub(crate) flush_queued: AtomicBool,
     pub(crate) flush_timer_armed: AtomicBool,
@@ -254,7 +259,7 @@ pub(crate) struct Shared {
     txns: Mutex<TxnTracker>,
     /// (segment base, aborts) of the active segment's `.txnindex` as last stored.
     txn_index_persisted: Mutex<(i64, usize)>,
-    checkpoint: Mutex<LogCheckpoint>,
+    pub(crate) checkpoint: Mutex<LogCheckpoint>,
     /// Test hook: the next sync fails as if the device returned EIO.
     fail_next_sync: AtomicBool,
     /// Set when the `Log` handle is closed or dropped: a flush still queued for it must not write
@@ -299,7 +304,7 @@ pub struct RecoveryStats {
 
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -307,6 +312,11 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// A snapshot of the segment list (for the cleaner).
+pub(crate) fn rw_read_segments(log: &Log) -> Vec<Arc<Segment>> {
+    rw_read(&log.shared.segments).clone()
 }
 
 fn rw_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -389,6 +399,20 @@ impl Shared {
             Some(d) => Err(LogError::Damaged(Box::new(d.clone()))),
             None => Ok(()),
         }
+    }
+
+    /// Base of the segment holding the end of the written data: the next recovery point stored
+    /// names it, so the cleaner leaves it alone.
+    pub(crate) fn written_point_base(&self) -> i64 {
+        lock(&self.durable).written_point.seg.base_offset
+    }
+
+    pub(crate) fn refuse_if_damaged_pub(&self) -> Result<(), LogError> {
+        self.refuse_if_damaged()
+    }
+
+    pub(crate) fn env_files_get(&self, path: &Path) -> io::Result<Arc<File>> {
+        self.env.files.get(path)
     }
 
     fn poison(&self) {
@@ -963,6 +987,9 @@ impl Log {
         let recovery_point = cp.map_or(-1, |c| c.recovery_point);
         let recovery_position = cp.and_then(|c| c.position);
         let created_ms = now_ms();
+        // A cleaner pass interrupted by a crash: finish its swap or drop its output first, so
+        // the segments listed below are either all old or include the cleaned one.
+        crate::cleaner::recover_interrupted_swaps(dir)?;
 
         // Collect segment base offsets; clear leftovers of interrupted file replacements.
         let mut bases: Vec<i64> = Vec::new();
@@ -1244,6 +1271,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             recovery_point_lock: Mutex::new(()),
+            cleaning: Mutex::new(()),
             truncations: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
@@ -1379,6 +1407,112 @@ impl Log {
         &self.shared.dir
     }
 
+    /// Replaces the old segments of `group` with their cleaned form (see `cleaner.rs`, "Crash
+    /// safety"). False, with the cleaned file removed, if the log changed under the pass (a
+    /// truncation, retention or deletion touched the group, or the log closed).
+    pub(crate) fn swap_cleaned(
+        &self,
+        group: &[Arc<Segment>],
+        cleaned: crate::cleaner::CleanedGroup,
+        truncations_expected: &mut u64,
+        crash_after: Option<u32>,
+    ) -> Result<bool, LogError> {
+        use crate::cleaner::crash_point;
+        let s = &self.shared;
+        let st = lock(&s.append);
+        let still_there = {
+            let list = rw_read(&s.segments);
+            group
+                .iter()
+                .zip(&cleaned.sizes_before)
+                .all(|(g, &size)| g.size() == size && list.iter().any(|l| Arc::ptr_eq(l, g)))
+        };
+        if st.closed
+            || s.truncations.load(Ordering::Acquire) != *truncations_expected
+            || !still_there
+            || s.refuse_if_damaged().is_err()
+        {
+            let _ = std::fs::remove_file(&cleaned.path);
+            return Ok(false);
+        }
+        let base = cleaned.base;
+        {
+            // A recovery position inside the group describes bytes of a file about to go:
+            // without it, recovery after a crash scans the cleaned segment from its start. A
+            // recovery point captured before this swap must not be stored after it (it could
+            // name the group again): the bump voids it, as a truncation does.
+            let _rp = lock(&s.recovery_point_lock);
+            *truncations_expected = s.truncations.fetch_add(1, Ordering::AcqRel) + 1;
+            let doomed_position = |cp: &LogCheckpoint| {
+                cp.position
+                    .is_some_and(|p| group.iter().any(|g| g.base_offset == p.segment_base))
+            };
+            if doomed_position(&lock(&s.checkpoint)) {
+                s.store_checkpoint(|cp| {
+                    if doomed_position(cp) {
+                        cp.position = None;
+                    }
+                })?;
+            }
+        }
+        let swap_path = s
+            .dir
+            .join(crate::cleaner::swap_file_name(base, cleaned.end));
+        // The commit point: from here on, recovery completes the swap.
+        std::fs::rename(&cleaned.path, &swap_path)?;
+        crate::durable::sync_dir(&s.dir)?;
+        crash_point(2, crash_after)?;
+        let created_ms = group.first().map_or_else(now_ms, |g| g.created_ms);
+        let new_seg = Arc::new(Segment::new(&s.dir, base, created_ms));
+        new_seg.size.store(cleaned.size, Ordering::Release);
+        new_seg.next_offset.store(cleaned.end, Ordering::Release);
+        new_seg.set_meta(cleaned.meta);
+        new_seg.set_aborted(cleaned.aborted);
+        {
+            // Readers snapshot the list under this lock, so none starts on the old segments
+            // while their files go; those already reading see `replaced` and start over.
+            let mut list = rw_write(&s.segments);
+            for g in group {
+                g.replaced.store(true, Ordering::SeqCst);
+            }
+            for (i, g) in group.iter().enumerate() {
+                for p in g.file_paths() {
+                    if i == 0 && p == g.log_path {
+                        continue;
+                    }
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // The old files must be gone for good before the swap file takes the first one's
+            // name: a crash must never leave the cleaned segment beside its old tail.
+            crate::durable::sync_dir(&s.dir)?;
+            crash_point(3, crash_after)?;
+            std::fs::rename(&swap_path, &new_seg.log_path)?;
+            for g in group {
+                s.env.files.forget(&g.log_path);
+            }
+            let first = group
+                .first()
+                .ok_or_else(|| LogError::Corrupt("empty cleaned group".into()))?;
+            let at = list
+                .iter()
+                .position(|l| Arc::ptr_eq(l, first))
+                .ok_or_else(|| LogError::Corrupt("cleaned segment vanished".into()))?;
+            list.splice(at..at + group.len(), [Arc::clone(&new_seg)]);
+        }
+        drop(st);
+        crash_point(4, crash_after)?;
+        // Until these exist, a restart rebuilds the index by scanning the segment.
+        segment::write_index_files(&new_seg)?;
+        segment::sync_index_files(&new_seg)?;
+        crate::durable::sync_dir(&s.dir)?;
+        Ok(true)
+    }
+
     pub fn config(&self) -> LogConfig {
         *lock(&self.shared.config)
     }
@@ -1489,6 +1623,29 @@ impl Log {
         let start_pos = seg.size();
         let base_offset = s.log_end();
         let replicated = origin == AppendOrigin::Replication;
+        if replicated
+            && let Some(first) = pending.first_mut()
+            && first.header.base_offset < base_offset
+            && first.header.last_offset() >= base_offset
+            && first.header.record_count == 0
+            && first.header.producer_id < 0
+            && !first.header.is_control()
+        {
+            // The leader's cleaner merged a run of removed batches into one empty batch that
+            // starts below this follower's end (it had some of them). Its part from our end on
+            // is the same nothing: an empty batch of our own covering it keeps offsets dense.
+            let bytes = crate::cleaner::empty_batch_bytes(
+                base_offset,
+                first.header.last_offset(),
+                first.header.partition_leader_epoch,
+                first.header.max_timestamp,
+            )?;
+            let header = BatchHeader::parse(&bytes).map_err(|_| NOT_WHOLE)?;
+            first.header = header;
+            first.bytes = bytes;
+        }
+        // (Only that substitution changes the byte count.)
+        let batches_bytes: u64 = pending.iter().map(|p| p.bytes.len() as u64).sum();
         if replicated {
             let mut expected = base_offset;
             for p in &pending {
@@ -1810,6 +1967,25 @@ impl Log {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, LogError> {
+        // A retry happens only when the cleaner swapped a segment in between; swaps of one log
+        // are serialized and rare, so a few attempts always suffice in practice.
+        for _ in 0..READ_ATTEMPTS_MAX - 1 {
+            if let Some(r) = self.read_once(offset, max_bytes, max_offset_exclusive)? {
+                return Ok(r);
+            }
+        }
+        self.read_once(offset, max_bytes, max_offset_exclusive)?
+            .ok_or_else(|| LogError::Corrupt("segments kept being replaced during a read".into()))
+    }
+
+    /// One attempt of [`Log::read`]; `None` if a segment it read was replaced by the cleaner
+    /// meanwhile (its file handle may then belong to the cleaned segment).
+    fn read_once(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Option<ReadResult>, LogError> {
         let s = &self.shared;
         let segs = rw_read(&s.segments).clone();
         let log_start = s.log_start();
@@ -1830,7 +2006,7 @@ impl Log {
         }
         let limit = max_offset_exclusive.min(log_end);
         if offset >= limit {
-            return Ok(out);
+            return Ok(Some(out));
         }
         let max_bytes = max_bytes as u64;
         let mut i = segs
@@ -1857,6 +2033,10 @@ impl Log {
                 Err(e) if is_not_found(&e) => break,
                 Err(e) => return Err(e.into()),
             };
+            // Checked after the open: the cleaner sets the flag before renaming over the file.
+            if seg.replaced.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
             let size = seg.size();
             let start = if looking_for_start {
                 let (p, h) = seg.locate(&file, offset)?;
@@ -1920,7 +2100,7 @@ impl Log {
         }
         out.bytes = usize::try_from(taken).unwrap_or(usize::MAX);
         out.end_offset = end_offset;
-        Ok(out)
+        Ok(Some(out))
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -1989,6 +2169,10 @@ impl Log {
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(e.into()),
             };
+            if seg.replaced.load(Ordering::SeqCst) {
+                // Swapped by the cleaner: its successor holds the same offsets and timestamps.
+                return self.offset_for_timestamp(ts_ms);
+            }
             let size = seg.size();
             let mut pos = {
                 let m = seg.meta();

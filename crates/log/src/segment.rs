@@ -122,6 +122,10 @@ pub(crate) struct Segment {
     aborted: Mutex<Vec<AbortedTxn>>,
     /// Like `meta_pending`, for the `.txnindex` of a lazily opened sealed segment.
     aborted_pending: AtomicBool,
+    /// Set by the cleaner before a cleaned segment is renamed over this one's file: a reader that
+    /// opens `log_path` after seeing it set may hold the new file, whose positions differ, and
+    /// must start over from a fresh segment list.
+    pub replaced: AtomicBool,
 }
 
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -140,6 +144,7 @@ impl Segment {
             meta_pending: AtomicBool::new(false),
             aborted: Mutex::new(Vec::new()),
             aborted_pending: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
         }
     }
 

@@ -187,3 +187,79 @@ fn truncating_at_the_end_drops_an_epoch_that_holds_no_record() {
         "the dropped epoch stays dropped after a restart"
     );
 }
+
+/// After the leader's cleaner merged removed batches into one empty batch, a follower whose
+/// log ends inside that run gets a batch starting below its end: it covers the rest of the run
+/// with an empty batch of its own, and the batches after it follow byte for byte.
+#[test]
+fn a_follower_ending_inside_a_cleaned_empty_run_continues_past_it() {
+    use weir_protocol::record::{Compression, Record, RecordBatchBuilder};
+    let env = LogEnv::new(16);
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let config = weir_log::LogConfig {
+        recovery_point_interval_bytes: 1,
+        recovery_point_interval_ms: 0,
+        ..small_config()
+    };
+    let leader = open(&env, ld.path(), config);
+    let follower = open(&env, fd.path(), config);
+    let keyed = |k: u8, v: u8| {
+        RecordBatchBuilder::new(Compression::None)
+            .record(Record {
+                key: Some(Bytes::from(vec![k])),
+                value: Some(Bytes::from(vec![v; 100])),
+                ..Record::default()
+            })
+            .build()
+            .unwrap()
+    };
+    // Key 1 written 10 times, then key 2 once (in the next segment).
+    for v in 0..10 {
+        leader
+            .append(&keyed(1, v), &AppendOptions::default())
+            .unwrap();
+    }
+    leader.roll().unwrap();
+    leader
+        .append(&keyed(2, 0), &AppendOptions::default())
+        .unwrap();
+    leader
+        .append(&keyed(1, 99), &AppendOptions::default())
+        .unwrap();
+    leader.flush().unwrap();
+    leader.set_high_watermark(leader.log_end_offset());
+    // The follower got the first 4 batches before the leader cleaned.
+    let first_four: Vec<u8> = read_all(&leader, 0, 4)
+        .into_iter()
+        .flat_map(|b| b.3)
+        .collect();
+    follower
+        .append_as_follower(&Bytes::from(first_four))
+        .unwrap();
+    let mut cleaner = weir_log::Cleaner::new(1 << 20, 0);
+    leader
+        .clean(
+            &mut cleaner,
+            &weir_log::CompactionConfig::default(),
+            0,
+            true,
+        )
+        .unwrap()
+        .expect("cleaned");
+    // The leader now answers offset 4 with the empty batch [0, 8] (offset 9 keeps key 1: the
+    // active segment, where key 1 was written again, is not cleaned).
+    let rest = read_all(&leader, 4, leader.log_end_offset());
+    assert_eq!((rest[0].0, rest[0].1), (0, 8), "{rest:?}");
+    let bytes: Vec<u8> = rest.iter().flat_map(|b| b.3.clone()).collect();
+    follower.append_as_follower(&Bytes::from(bytes)).unwrap();
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    let got = read_all(&follower, 4, follower.log_end_offset());
+    assert_eq!(
+        (got[0].0, got[0].1),
+        (4, 8),
+        "the follower's own empty batch"
+    );
+    for (g, l) in got.iter().skip(1).zip(rest.iter().skip(1)) {
+        assert_eq!(g.3, l.3, "later batches byte for byte");
+    }
+}

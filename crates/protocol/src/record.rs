@@ -728,6 +728,11 @@ pub struct RecordBatchBuilder {
     timestamp_type: TimestampType,
     transactional: bool,
     control: bool,
+    /// `None`: the last record's offset delta. The log cleaner keeps a batch's original last
+    /// offset when it removes records, so the offsets it spans do not change.
+    last_offset_delta: Option<i32>,
+    /// KIP-534: `base_timestamp` holds the compaction delete horizon.
+    delete_horizon: bool,
     records: Vec<Record>,
 }
 
@@ -745,8 +750,23 @@ impl RecordBatchBuilder {
             timestamp_type: TimestampType::CreateTime,
             transactional: false,
             control: false,
+            last_offset_delta: None,
+            delete_horizon: false,
             records: Vec::new(),
         }
+    }
+
+    /// Overrides the last offset delta (by default the last record's offset delta).
+    pub fn last_offset_delta(mut self, delta: i32) -> Self {
+        self.last_offset_delta = Some(delta);
+        self
+    }
+
+    /// KIP-534: marks `base_timestamp` as the delete horizon of the batch's tombstones and
+    /// markers (record timestamps stay base + delta).
+    pub fn delete_horizon(mut self, set: bool) -> Self {
+        self.delete_horizon = set;
+        self
     }
 
     pub fn base_offset(mut self, base_offset: i64) -> Self {
@@ -819,6 +839,9 @@ impl RecordBatchBuilder {
         if self.control {
             attributes |= ATTR_CONTROL;
         }
+        if self.delete_horizon {
+            attributes |= ATTR_DELETE_HORIZON;
+        }
         attributes
     }
 
@@ -838,7 +861,9 @@ impl RecordBatchBuilder {
             .map_err(|_| RecordError::InvalidField("batch longer than i32::MAX"))?;
         let record_count = i32::try_from(self.records.len())
             .map_err(|_| RecordError::InvalidField("too many records"))?;
-        let last_offset_delta = self.records.last().map_or(0, |r| r.offset_delta);
+        let last_offset_delta = self
+            .last_offset_delta
+            .unwrap_or_else(|| self.records.last().map_or(0, |r| r.offset_delta));
         let max_timestamp = self.max_timestamp.unwrap_or_else(|| {
             self.records
                 .iter()

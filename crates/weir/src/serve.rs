@@ -85,6 +85,20 @@ pub struct ServeArgs {
     /// How often retention runs, in milliseconds (Kafka's log.retention.check.interval.ms).
     #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Log cleaner threads compacting `compact` topics (Kafka's log.cleaner.threads).
+    #[arg(long, env = "WEIR_LOG_CLEANER_THREADS")]
+    log_cleaner_threads: Option<usize>,
+    /// Read plus write rate cap of each cleaner thread, bytes/s, 0 = none
+    /// (Kafka's log.cleaner.io.max.bytes.per.second).
+    #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
+    log_cleaner_io_max_bytes_per_second: Option<u64>,
+    /// Key map memory of all cleaner threads together, bytes (Kafka's
+    /// log.cleaner.dedupe.buffer.size).
+    #[arg(long, env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
+    log_cleaner_dedupe_buffer_size: Option<usize>,
+    /// How long an idle cleaner thread sleeps, ms (Kafka's log.cleaner.backoff.ms).
+    #[arg(long, env = "WEIR_LOG_CLEANER_BACKOFF_MS")]
+    log_cleaner_backoff_ms: Option<u64>,
     /// How long the first JoinGroup round of an empty consumer group waits for
     /// more members, in ms (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
@@ -100,6 +114,10 @@ pub struct ServeArgs {
     /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
     #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
     offsets_topic_partitions: Option<i32>,
+    /// segment.bytes of __consumer_offsets when it is created (Kafka's
+    /// offsets.topic.segment.bytes).
+    #[arg(long, env = "WEIR_OFFSETS_TOPIC_SEGMENT_BYTES")]
+    offsets_topic_segment_bytes: Option<i64>,
     /// Serve transactions (true) or refuse transactional clients with a fatal error (false).
     #[arg(long, env = "WEIR_TRANSACTIONS_ENABLED")]
     transactions_enabled: Option<bool>,
@@ -178,6 +196,19 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "retention_check_interval_ms",
             args.retention_check_interval_ms.is_some(),
         ),
+        ("log_cleaner_threads", args.log_cleaner_threads.is_some()),
+        (
+            "log_cleaner_io_max_bytes_per_second",
+            args.log_cleaner_io_max_bytes_per_second.is_some(),
+        ),
+        (
+            "log_cleaner_dedupe_buffer_size",
+            args.log_cleaner_dedupe_buffer_size.is_some(),
+        ),
+        (
+            "log_cleaner_backoff_ms",
+            args.log_cleaner_backoff_ms.is_some(),
+        ),
         (
             "group_initial_rebalance_delay_ms",
             args.group_initial_rebalance_delay_ms.is_some(),
@@ -193,6 +224,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         (
             "offsets_topic_partitions",
             args.offsets_topic_partitions.is_some(),
+        ),
+        (
+            "offsets_topic_segment_bytes",
+            args.offsets_topic_segment_bytes.is_some(),
         ),
         ("transactions_enabled", args.transactions_enabled.is_some()),
         (
@@ -256,6 +291,21 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.retention_check_interval_ms {
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(n) = args.offsets_topic_segment_bytes {
+        config.offsets_topic_segment_bytes = n;
+    }
+    if let Some(n) = args.log_cleaner_threads {
+        config.log_cleaner_threads = n;
+    }
+    if let Some(n) = args.log_cleaner_io_max_bytes_per_second {
+        config.log_cleaner_io_max_bytes_per_second = n;
+    }
+    if let Some(n) = args.log_cleaner_dedupe_buffer_size {
+        config.log_cleaner_dedupe_buffer_size = n;
+    }
+    if let Some(ms) = args.log_cleaner_backoff_ms {
+        config.log_cleaner_backoff_ms = ms;
     }
     if let Some(ms) = args.group_initial_rebalance_delay_ms {
         config.group_initial_rebalance_delay_ms = ms;
@@ -392,6 +442,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let retention = spawn_retention(broker.clone(), shutdown_rx.clone());
+        broker.start_cleaners();
         let signalled = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -7,6 +7,9 @@ mod e2e {
     mod cluster;
     mod cluster_harness;
     mod cluster_ops;
+    mod compaction;
+    #[allow(dead_code)]
+    mod compaction_support;
     mod configs;
     mod coordinator_failover;
     mod crash;

@@ -19,6 +19,7 @@ mod metadata;
 mod produce;
 mod replicas;
 mod txn;
+mod weir_compaction;
 
 use std::sync::Arc;
 
@@ -76,6 +77,7 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::TxnOffsetCommit,
     ApiKey::DescribeTransactions,
     ApiKey::ListTransactions,
+    ApiKey::WeirCompaction,
 ];
 
 /// Whether this broker answers `key` (it is advertised in ApiVersions).
@@ -287,6 +289,10 @@ pub async fn dispatch(
         ApiKey::ListTransactions => {
             let response = txn::list_transactions(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::WeirCompaction => {
+            let request = decode(&header, body)?;
+            Some(weir_compaction::handle(broker, header, request))
         }
         ApiKey::DescribeProducers => {
             let response = describe_producers::handle(broker, decode(&header, body)?);

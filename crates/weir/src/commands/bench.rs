@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Value bytes per record (no key). e2e needs at least 8.
     #[arg(long, default_value_t = 100)]
     pub record_size: usize,
+    /// produce (rdkafka driver): give records keys cycling through this many distinct
+    /// ones (a compacted topic refuses keyless records); 0 = no keys.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
     /// Records to produce (or at most to consume). produce/e2e default to
     /// 1,000,000 unless --duration-s is given; consume reads everything.
     #[arg(long)]
@@ -448,6 +452,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let partitions = runtime.block_on(ensure_topic(&args))?;
     let stop = StopAt::from_args(&args);
+    if args.keys > 0 && args.driver == Driver::Weir {
+        anyhow::bail!("--keys needs --driver rdkafka");
+    }
     let measured = match args.driver {
         Driver::Rdkafka => {
             // librdkafka does its I/O on its own threads; ours only block.

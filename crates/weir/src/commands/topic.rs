@@ -24,6 +24,16 @@ pub enum TopicCommand {
     AddPartitions(AddPartitionsArgs),
     /// Delete the records before an offset (DeleteRecords); a dry run unless --execute.
     Trim(TrimArgs),
+    /// Run a compaction pass now on every replica of a compacted topic, whatever its dirty
+    /// ratio, and print each partition's state after it (Weir's own WeirCompaction API).
+    Compact(CompactArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompactArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,6 +140,7 @@ pub async fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Alter(args) => alter(args).await,
         TopicCommand::AddPartitions(args) => add_partitions(args).await,
         TopicCommand::Trim(args) => trim(args).await,
+        TopicCommand::Compact(args) => compact(args).await,
     }
 }
 
@@ -236,6 +247,20 @@ struct PartitionDescription {
     /// Why the partition's producers could not be listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     producers_error: Option<String>,
+    /// Compacted topics only: the leader's cleaner state for the partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction: Option<CompactionDescription>,
+}
+
+/// A partition's cleaner state on one broker (WeirCompaction).
+#[derive(Serialize, Clone, Copy)]
+struct CompactionDescription {
+    /// The offset the log is cleaned up to (the next pass starts there).
+    last_cleaned_offset: i64,
+    /// Dirty bytes / cleanable bytes (sealed segments below the last stable offset).
+    dirty_ratio: f64,
+    clean_bytes: i64,
+    dirty_bytes: i64,
 }
 
 /// A producer a partition's log knows (DescribeProducers).
@@ -337,6 +362,7 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
             error: p.error.map(|e| e.name().to_owned()),
             offsets,
             producers_error: None,
+            compaction: None,
         });
     }
     // The producers each partition's log knows (DescribeProducers): idempotent
@@ -361,6 +387,41 @@ async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
         .await
         .context("could not read the topic's configs")?;
     configs.sort_by(|a, b| a.name.cmp(&b.name));
+    let compacted = configs.iter().any(|c| {
+        c.name == "cleanup.policy"
+            && c.value
+                .as_deref()
+                .is_some_and(|v| v.split(',').any(|p| p == "compact"))
+    });
+    if compacted {
+        // Each partition's state as its leader's log has it.
+        let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+        for p in &partitions {
+            by_leader.entry(p.leader).or_default().push(p.partition);
+        }
+        for (leader, indexes) in by_leader {
+            if leader < 0 {
+                continue;
+            }
+            let states = client
+                .weir_compaction(leader, &info.name, indexes, false)
+                .await
+                .context("could not read the partitions' compaction state (WeirCompaction)")?;
+            for st in states.into_iter().filter(|st| st.error_code == 0) {
+                if let Some(p) = partitions
+                    .iter_mut()
+                    .find(|p| p.partition == st.partition_index)
+                {
+                    p.compaction = Some(CompactionDescription {
+                        last_cleaned_offset: st.last_cleaned_offset,
+                        dirty_ratio: st.dirty_ratio,
+                        clean_bytes: st.clean_bytes,
+                        dirty_bytes: st.dirty_bytes,
+                    });
+                }
+            }
+        }
+    }
     let description = TopicDescription {
         name: info.name.clone(),
         id: (info.topic_id != [0; 16]).then(|| hex(&info.topic_id)),
@@ -418,6 +479,18 @@ fn print_description(d: &TopicDescription) {
             }
         }
     }
+    if d.partitions.iter().any(|p| p.compaction.is_some()) {
+        println!("compaction:");
+        println!("  PARTITION\tLAST-CLEANED-OFFSET\tDIRTY-RATIO\tCLEAN-BYTES\tDIRTY-BYTES");
+        for p in &d.partitions {
+            if let Some(c) = p.compaction {
+                println!(
+                    "  {}\t{}\t{:.3}\t{}\t{}",
+                    p.partition, c.last_cleaned_offset, c.dirty_ratio, c.clean_bytes, c.dirty_bytes
+                );
+            }
+        }
+    }
     for p in &d.partitions {
         if let Some(e) = &p.producers_error {
             println!("  partition {}  producers: unavailable ({e})", p.partition);
@@ -456,6 +529,34 @@ fn print_description(d: &TopicDescription) {
         };
         println!("  {}={}  ({})", c.name, value, c.source);
     }
+}
+
+async fn compact(args: CompactArgs) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    client.invalidate_topic(&args.name);
+    let info = client.topic(&args.name, false).await?;
+    let indexes: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
+    // Every replica cleans its own log, so every broker is asked; each answers for the
+    // partitions it hosts.
+    let nodes: Vec<i32> = client.brokers().map(|b| b.node_id).collect();
+    println!("NODE\tPARTITION\tLAST-CLEANED-OFFSET\tDIRTY-RATIO\tCLEAN-BYTES\tDIRTY-BYTES");
+    for node in nodes {
+        let states = client
+            .weir_compaction(node, &args.name, indexes.clone(), true)
+            .await
+            .with_context(|| format!("compacting {} on node {node}", args.name))?;
+        for st in states.into_iter().filter(|st| st.error_code == 0) {
+            println!(
+                "{node}\t{}\t{}\t{:.3}\t{}\t{}",
+                st.partition_index,
+                st.last_cleaned_offset,
+                st.dirty_ratio,
+                st.clean_bytes,
+                st.dirty_bytes
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn delete(args: DeleteArgs) -> anyhow::Result<()> {

@@ -311,7 +311,7 @@ impl Drop for TopicHandle {
 }
 
 /// A message for `rd_kafka_produce_batch`; `opaque` comes back to `delivery`.
-fn batch_message(value: &[u8], opaque: usize) -> rdsys::rd_kafka_message_t {
+fn batch_message(value: &[u8], key: &[u8], opaque: usize) -> rdsys::rd_kafka_message_t {
     rdsys::rd_kafka_message_t {
         err: rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
         rkt: std::ptr::null_mut(),
@@ -320,8 +320,13 @@ fn batch_message(value: &[u8], opaque: usize) -> rdsys::rd_kafka_message_t {
         // librdkafka never writes through the payload pointer.
         payload: value.as_ptr().cast_mut().cast(),
         len: value.len(),
-        key: std::ptr::null_mut(),
-        key_len: 0,
+        // Null for an empty key (keyless records); librdkafka never writes through it.
+        key: if key.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            key.as_ptr().cast_mut().cast()
+        },
+        key_len: key.len(),
         offset: 0,
         _private: opaque as *mut std::ffi::c_void,
     }
@@ -349,6 +354,10 @@ fn produce_with(
     // producer with records still queued. `topic` is declared after it, so
     // it is released first.
     let mut value = payload(args.record_size);
+    // Keys (--keys), like `value`, outlive the producer: librdkafka keeps pointers to them.
+    let keys: Vec<Vec<u8>> = (0..args.keys)
+        .map(|k| format!("key-{k:010}").into_bytes())
+        .collect();
     let context = DeliveryContext {
         start,
         warmup_s: args.warmup_s,
@@ -405,7 +414,13 @@ fn produce_with(
             } else {
                 0
             };
-            chunk.push(batch_message(&value, opaque));
+            let key = match u64::try_from(keys.len()) {
+                Ok(n) if n > 0 => keys
+                    .get(usize::try_from((sent + i) % n).unwrap_or(0))
+                    .map_or(&[][..], Vec::as_slice),
+                _ => &[][..],
+            };
+            chunk.push(batch_message(&value, key, opaque));
         }
         let partition = if chunk_max == 1 {
             PARTITION_UNASSIGNED
