@@ -26,6 +26,7 @@ pub mod error;
 pub mod frame;
 pub mod groups;
 mod handlers;
+pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 mod refusals;
@@ -84,6 +85,11 @@ pub struct Broker {
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// The replica fetchers of the partitions this broker follows.
     pub(crate) fetchers: replication::ReplicaFetchers,
+    /// Request and connection counters (bumped by the server and handlers).
+    pub metrics: Arc<metrics::RequestMetrics>,
+    /// ISR removals and additions this broker proposed as a leader.
+    pub isr_shrinks: std::sync::atomic::AtomicU64,
+    pub isr_expands: std::sync::atomic::AtomicU64,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -159,6 +165,9 @@ impl Broker {
             producer_ids,
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
+            metrics: Arc::new(metrics::RequestMetrics::new()),
+            isr_shrinks: Default::default(),
+            isr_expands: Default::default(),
             _data_dir: data_dir,
         }))
     }
