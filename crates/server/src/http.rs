@@ -1,4 +1,4 @@
-//! The operations HTTP listener: `/metrics` (Prometheus text format),
+//! The operations HTTP listener: `/metrics` (Prometheus, OpenMetrics text format),
 //! `/health/live` and `/health/ready`.
 //!
 //! Owns: the HTTP routes and their answers. It must never sit on the Kafka
@@ -27,8 +27,9 @@ pub struct HttpState {
     pub shutting_down: watch::Receiver<bool>,
 }
 
-/// The Prometheus text exposition format's content type (version 0.0.4).
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// prometheus-client writes the OpenMetrics text format (counters' `# TYPE` without
+/// `_total`, a closing `# EOF`), which Prometheus reads when told so by this type.
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The routes, apart from any socket, so tests can drive them directly.
 pub fn router(state: HttpState) -> Router {
@@ -76,7 +77,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     // Reading logs' sizes and the groups walks every partition: off the async threads.
     let broker = state.broker.clone();
     match tokio::task::spawn_blocking(move || weir_broker::metrics::render(&broker)).await {
-        Ok(text) => ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
