@@ -49,6 +49,9 @@ pub struct BrokerConfig {
     /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up with its leader
     /// for this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// Kafka's `max.incremental.fetch.session.cache.slots`: how many KIP-227 fetch sessions
+    /// this broker caches (0: none, every fetch is answered in full).
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// Kafka's `auto.leader.rebalance.enable`: leadership moves back to each partition's
     /// preferred replica (the first) once it is live and in sync again.
     pub auto_leader_rebalance_enable: bool,
@@ -145,6 +148,9 @@ pub struct BrokerConfig {
 /// that pause between requests (a consumer's heartbeat gap, a producer's
 /// linger) would be cut off.
 pub const CONNECTION_IDLE_MS_MIN: u64 = 1_000;
+/// The fetch session cache's ceiling: with [`crate::fetch_session::SESSION_PARTITIONS_MAX`]
+/// partitions each, the cache's memory stays bounded whatever the config says.
+pub const FETCH_SESSION_CACHE_SLOTS_MAX: usize = 100_000;
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -163,6 +169,7 @@ impl Default for BrokerConfig {
             broker_session_timeout_ms: 3_000,
             broker_heartbeat_interval_ms: 500,
             replica_lag_time_max_ms: 30_000,
+            max_incremental_fetch_session_cache_slots: crate::fetch_session::CACHE_SLOTS_DEFAULT,
             auto_leader_rebalance_enable: true,
             // Kafka checks every 300 s; a returning broker here gets its leaderships back
             // within 30 s, so load spreads again soon after a rolling restart.
@@ -280,6 +287,14 @@ impl BrokerConfig {
                 "http_listen and listen are both {}; the HTTP (metrics) listener needs a port \
                  of its own",
                 self.listen
+            ));
+        }
+        if self.max_incremental_fetch_session_cache_slots > FETCH_SESSION_CACHE_SLOTS_MAX {
+            return Err(format!(
+                "max_incremental_fetch_session_cache_slots must be at most \
+                 {FETCH_SESSION_CACHE_SLOTS_MAX} (each slot may cache {} partitions), got {}",
+                crate::fetch_session::SESSION_PARTITIONS_MAX,
+                self.max_incremental_fetch_session_cache_slots
             ));
         }
         if self

@@ -23,6 +23,7 @@ pub mod config;
 pub mod data_dir;
 pub mod dynamic_config;
 pub mod error;
+pub mod fetch_session;
 pub mod frame;
 pub mod groups;
 mod handlers;
@@ -90,6 +91,9 @@ pub struct Broker {
     /// ISR removals and additions this broker proposed as a leader.
     pub isr_shrinks: std::sync::atomic::AtomicU64,
     pub isr_expands: std::sync::atomic::AtomicU64,
+    /// KIP-227 fetch sessions (sans I/O); the lock is held only to begin or answer a
+    /// fetch, never across a read or a wait.
+    pub(crate) fetch_sessions: Mutex<fetch_session::SessionCache>,
     /// Holds the data directory's lock for as long as the broker exists.
     _data_dir: data_dir::DataDir,
 }
@@ -153,6 +157,11 @@ impl Broker {
             producer_ids::LocalProducerIdSource::open(&config.data_dir.join("meta"))?,
         ));
         tracing::info!(topics = registry.len(), %cluster_id, "broker opened");
+        let fetch_sessions = Mutex::new(fetch_session::SessionCache::new(
+            config.max_incremental_fetch_session_cache_slots,
+            fetch_session::EVICTION_MS_MIN,
+            fastrand::u64(..),
+        ));
         Ok(Arc::new(Broker {
             config,
             cluster_id,
@@ -168,6 +177,7 @@ impl Broker {
             metrics: Arc::new(metrics::RequestMetrics::new()),
             isr_shrinks: Default::default(),
             isr_expands: Default::default(),
+            fetch_sessions,
             _data_dir: data_dir,
         }))
     }

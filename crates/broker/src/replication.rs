@@ -1,6 +1,8 @@
 //! Replication's I/O shells: the replica fetchers a follower runs (one per leader broker,
-//! fetching every partition it follows from that leader in one Fetch request, as Kafka's
-//! `ReplicaFetcherThread`), and the leadership transitions the metadata image drives.
+//! fetching every partition it follows from that leader in one KIP-227 fetch session, as
+//! Kafka's `ReplicaFetcherThread`; the session's rules are in
+//! [`crate::fetch_session::FetcherSession`]), and the leadership transitions the metadata
+//! image drives.
 //!
 //! The decisions live elsewhere: a leader's high watermark and ISR in [`crate::replica`],
 //! elections in the controller. Here: sockets, the follower's truncation (only ever after
@@ -17,13 +19,16 @@ use weir_client::connection::{Connection, ConnectionOptions};
 use weir_log::{FlushPolicy, LogError};
 use weir_metadata::records::BrokerId;
 use weir_protocol::error_code::ErrorCode;
-use weir_protocol::messages::fetch::{FetchPartition, FetchRequest, FetchTopic, ReplicaState};
+use weir_protocol::messages::fetch::{
+    FetchPartition, FetchRequest, FetchTopic, ForgottenTopic, ReplicaState,
+};
 use weir_protocol::messages::offset_for_leader_epoch::{
     OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 
 use crate::Broker;
 use crate::cluster::Submitted;
+use crate::fetch_session::{FetchParams, FetcherSession, PartitionKey};
 use crate::partition::Partition;
 use weir_metadata::controller::{AlterPartitionItem, ControllerRequest, ControllerResponse};
 
@@ -156,6 +161,8 @@ fn partition_of(broker: &Broker, topic: &str, index: i32) -> Option<Arc<Partitio
 
 async fn run_fetcher(broker: Weak<Broker>, fetcher: Arc<Fetcher>) {
     let mut connection: Option<Connection> = None;
+    // One session per connection to the leader: a new connection starts a full one.
+    let mut session = FetcherSession::default();
     loop {
         if fetcher.stopped.load(Ordering::Acquire) {
             return;
@@ -190,6 +197,7 @@ async fn run_fetcher(broker: Weak<Broker>, fetcher: Arc<Fetcher>) {
                     ..ConnectionOptions::default()
                 };
                 drop(this);
+                session.failed();
                 match Connection::connect(&addr, options).await {
                     Ok(c) => connection.insert(c),
                     Err(e) => {
@@ -201,10 +209,11 @@ async fn run_fetcher(broker: Weak<Broker>, fetcher: Arc<Fetcher>) {
             }
         };
         let Some(this) = broker.upgrade() else { return };
-        let result = fetch_round(&this, &fetcher, conn, due).await;
+        let result = fetch_round(&this, &fetcher, conn, &mut session, due).await;
         drop(this);
         if let Err(e) = result {
             tracing::debug!(leader = fetcher.leader_id, error = %e, "replica fetch failed");
+            session.failed();
             connection = None;
             tokio::time::sleep(BACKOFF).await;
         }
@@ -239,6 +248,7 @@ async fn fetch_round(
     broker: &Arc<Broker>,
     fetcher: &Fetcher,
     conn: &mut Connection,
+    session: &mut FetcherSession,
     due: Vec<FollowState>,
 ) -> Result<(), weir_client::ClientError> {
     let me = broker.config.node_id;
@@ -248,8 +258,10 @@ async fn fetch_round(
         truncate_round(broker, fetcher, conn, to_truncate).await?;
         return Ok(());
     }
-    // One request for every partition due, topics grouped.
-    let mut topics: BTreeMap<String, FetchTopic> = BTreeMap::new();
+    // Every partition due, with what this follower asks of each; the session decides which
+    // of them the request lists.
+    let mut wanted: Vec<(PartitionKey, FetchParams)> = Vec::new();
+    let mut names: BTreeMap<[u8; 16], String> = BTreeMap::new();
     let mut fetched: BTreeMap<(String, i32), (Arc<Partition>, i32)> = BTreeMap::new();
     for s in &to_fetch {
         let f = &s.followed;
@@ -263,27 +275,27 @@ async fn fetch_round(
         } else {
             -1
         };
-        topics
-            .entry(f.topic.clone())
-            .or_insert_with(|| FetchTopic {
+        wanted.push((
+            PartitionKey {
                 topic: f.topic.clone(),
                 topic_id: f.topic_id,
-                partitions: Vec::new(),
-            })
-            .partitions
-            .push(FetchPartition {
-                partition: f.index,
-                current_leader_epoch: f.leader_epoch,
-                // The durable end: the leader counts what we report as on our disk.
+                index: f.index,
+            },
+            FetchParams {
+                // The durable end: the leader counts what we report as on our disk. It is
+                // read here, after the last round's sync, and a change lists the partition
+                // again, so the leader's cached offset for an unlisted one is still true.
                 fetch_offset: log.log_end_offset(),
+                max_bytes: FETCH_PARTITION_BYTES_MAX,
+                current_leader_epoch: f.leader_epoch,
                 last_fetched_epoch,
                 log_start_offset: log.log_start_offset(),
-                partition_max_bytes: FETCH_PARTITION_BYTES_MAX,
-                ..FetchPartition::default()
-            });
+            },
+        ));
+        names.insert(f.topic_id, f.topic.clone());
         fetched.insert((f.topic.clone(), f.index), (p, f.leader_epoch));
     }
-    if topics.is_empty() {
+    if wanted.is_empty() {
         tokio::time::sleep(BACKOFF).await;
         return Ok(());
     }
@@ -296,6 +308,38 @@ async fn fetch_round(
             fetcher.leader_id
         )));
     }
+    let built = session.build(wanted);
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for (key, params) in built.to_send {
+        let partition = FetchPartition {
+            partition: key.index,
+            current_leader_epoch: params.current_leader_epoch,
+            fetch_offset: params.fetch_offset,
+            last_fetched_epoch: params.last_fetched_epoch,
+            log_start_offset: params.log_start_offset,
+            partition_max_bytes: params.max_bytes,
+            ..FetchPartition::default()
+        };
+        match topics.last_mut() {
+            Some(t) if t.topic_id == key.topic_id => t.partitions.push(partition),
+            _ => topics.push(FetchTopic {
+                topic: key.topic,
+                topic_id: key.topic_id,
+                partitions: vec![partition],
+            }),
+        }
+    }
+    let mut forgotten: Vec<ForgottenTopic> = Vec::new();
+    for key in built.to_forget {
+        match forgotten.last_mut() {
+            Some(t) if t.topic_id == key.topic_id => t.partitions.push(key.index),
+            _ => forgotten.push(ForgottenTopic {
+                topic: key.topic,
+                topic_id: key.topic_id,
+                partitions: vec![key.index],
+            }),
+        }
+    }
     let request = FetchRequest {
         replica_id: me,
         replica_state: ReplicaState {
@@ -306,15 +350,17 @@ async fn fetch_round(
         min_bytes: 1,
         max_bytes: FETCH_RESPONSE_BYTES_MAX,
         isolation_level: 0,
-        session_id: 0,
-        session_epoch: -1,
-        topics: topics.into_values().collect(),
+        session_id: built.session_id,
+        session_epoch: built.epoch,
+        topics,
+        forgotten_topics_data: forgotten,
         ..FetchRequest::default()
     };
     let pending = conn.write_request_at(&request, version).await?;
     let response = conn
         .read_response_with_extra_wait(pending, FETCH_WAIT_MS as u64)
         .await?;
+    session.answered(response.error_code, response.session_id);
     if response.error_code != 0 {
         tracing::debug!(
             leader = fetcher.leader_id,
@@ -324,11 +370,12 @@ async fn fetch_round(
         tokio::time::sleep(BACKOFF).await;
         return Ok(());
     }
+    // An incremental answer leaves out partitions with nothing new: nothing to do for them.
     let mut appended: Vec<(Arc<Partition>, i64)> = Vec::new();
     for topic in response.responses {
         let name = if topic.topic.is_empty() {
-            match broker.registry().by_id(&topic.topic_id) {
-                Some(t) => t.name.clone(),
+            match names.get(&topic.topic_id) {
+                Some(name) => name.clone(),
                 None => continue,
             }
         } else {

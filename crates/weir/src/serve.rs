@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// (Kafka's replica.lag.time.max.ms).
     #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS")]
     replica_lag_time_max_ms: Option<u64>,
+    /// How many KIP-227 fetch sessions this broker caches (Kafka's
+    /// max.incremental.fetch.session.cache.slots); 0 answers every fetch in full.
+    #[arg(long, env = "WEIR_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS")]
+    max_incremental_fetch_session_cache_slots: Option<usize>,
     /// Partitions for auto-created topics (Kafka's num.partitions).
     #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
     default_partitions: Option<i32>,
@@ -176,6 +180,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             "replica_lag_time_max_ms",
             args.replica_lag_time_max_ms.is_some(),
         ),
+        (
+            "max_incremental_fetch_session_cache_slots",
+            args.max_incremental_fetch_session_cache_slots.is_some(),
+        ),
         ("default_partitions", args.default_partitions.is_some()),
         ("auto_create_topics", args.auto_create_topics.is_some()),
         (
@@ -254,6 +262,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(ms) = args.replica_lag_time_max_ms {
         config.replica_lag_time_max_ms = ms;
+    }
+    if let Some(slots) = args.max_incremental_fetch_session_cache_slots {
+        config.max_incremental_fetch_session_cache_slots = slots;
     }
     if let Some(n) = args.default_partitions {
         config.default_partitions = n;

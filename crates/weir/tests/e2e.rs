@@ -11,6 +11,7 @@ mod e2e {
     mod coordinator_failover;
     mod crash;
     mod data_dir;
+    mod fetch_sessions;
     mod groups;
     pub mod harness;
     mod hostile;

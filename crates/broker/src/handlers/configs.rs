@@ -165,6 +165,12 @@ const STATIC_BROKER_CONFIGS: &[(&str, &str, ConfigType, Render)] = &[
     ("max.connections", "connections_max", ConfigType::Int, |c| {
         c.connections_max.to_string()
     }),
+    (
+        "max.incremental.fetch.session.cache.slots",
+        "max_incremental_fetch_session_cache_slots",
+        ConfigType::Int,
+        |c| c.max_incremental_fetch_session_cache_slots.to_string(),
+    ),
     ("node.id", "node_id", ConfigType::Int, |c| {
         c.node_id.to_string()
     }),

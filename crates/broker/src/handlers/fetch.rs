@@ -4,10 +4,18 @@
 //!
 //! The long-poll waits on the watermark notifications of the partitions it
 //! reads (an append elsewhere does not wake it), registered before each check
-//! so a raise between check and wait is never missed; it never busy-polls. Record bytes are not copied: each partition's records are
-//! encoded as a placeholder that [`splice`] swaps for segment file ranges, which
-//! the server sends with sendfile. Fetch sessions (KIP-227) are answered as full fetches with
-//! session id 0, which tells the client no session was created.
+//! so a raise between check and wait is never missed; it never busy-polls. Record bytes are
+//! not copied: each partition's records are encoded as a placeholder that [`splice`] swaps
+//! for segment file ranges, which the server sends with sendfile.
+//!
+//! Fetch sessions (KIP-227, v7+): the rules live in [`crate::fetch_session`]. A request first
+//! asks the session cache what to read (its own partitions, or, incremental, every partition
+//! of its session with the cached parameters for those it does not list); the read and the
+//! long poll are the same either way; the answer then goes back to the cache, which creates
+//! the session (full request, epoch 0) or leaves out of an incremental answer the partitions
+//! with nothing new. A follower's position is noted for every partition read, listed or
+//! not: an unlisted partition's fetch offset is the cached one, which is the follower's
+//! durable end because a follower lists a partition again whenever that end moves.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +36,7 @@ use weir_protocol::messages::fetch::{
 use weir_protocol::api::ApiKey;
 
 use crate::error::log_error_code;
+use crate::fetch_session::{Context, FetchParams, Outcome, Owner, PartitionKey};
 use crate::frame::{Placeholders, splice};
 use crate::{Broker, Frame, PendingReply, encode_frame, encode_response, log_encode_failure};
 
@@ -340,47 +349,61 @@ fn watermark_notifies(broker: &Broker, wanted: &[Wanted], follower: bool) -> Vec
     notifies
 }
 
+/// The partitions a request reads, grouped by topic as consecutive partitions of one topic.
+fn group_by_topic(partitions: &[(PartitionKey, FetchParams)]) -> Vec<Wanted> {
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for (key, params) in partitions {
+        let partition = WantedPartition {
+            index: key.index,
+            fetch_offset: params.fetch_offset,
+            max_bytes: params.max_bytes,
+            current_leader_epoch: params.current_leader_epoch,
+            last_fetched_epoch: params.last_fetched_epoch,
+        };
+        match wanted.last_mut() {
+            Some(w) if w.topic_name == key.topic && w.topic_id == key.topic_id => {
+                w.partitions.push(partition)
+            }
+            _ => wanted.push(Wanted {
+                topic_name: key.topic.clone(),
+                topic_id: key.topic_id,
+                partitions: vec![partition],
+            }),
+        }
+    }
+    wanted
+}
+
+/// What the session cache needs to know of one partition's answer.
+fn outcome_of(data: &PartitionData) -> Outcome {
+    Outcome {
+        // A placeholder (or nothing): only whether there are records matters.
+        records_bytes: data.records.as_ref().map_or(0, |r| r.len()),
+        high_watermark: data.high_watermark,
+        last_stable_offset: data.last_stable_offset,
+        log_start_offset: data.log_start_offset,
+        error_code: data.error_code,
+        must_answer: data.diverging_epoch.epoch >= 0
+            || data.diverging_epoch.end_offset >= 0
+            || data.current_leader.leader_id >= 0
+            || data.preferred_read_replica >= 0,
+    }
+}
+
+fn session_error(header: &RequestHeader, error: ErrorCode, session_id: i32) -> PendingReply {
+    let response = FetchResponse {
+        error_code: error.code(),
+        session_id,
+        ..Default::default()
+    };
+    crate::ready(encode_frame(header, &response))
+}
+
 pub fn handle(
     broker: &Arc<Broker>,
     header: RequestHeader,
     request: FetchRequest,
 ) -> Option<PendingReply> {
-    // We never create sessions, so a client naming one is asking about something unknown.
-    if request.session_id != 0 {
-        let response = FetchResponse {
-            error_code: ErrorCode::FetchSessionIdNotFound.code(),
-            session_id: 0,
-            ..Default::default()
-        };
-        return Some(crate::ready(encode_frame(&header, &response)));
-    }
-    let wanted: Vec<Wanted> = request
-        .topics
-        .iter()
-        .map(|t| Wanted {
-            topic_name: t.topic.clone(),
-            topic_id: t.topic_id,
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| WantedPartition {
-                    index: p.partition,
-                    fetch_offset: p.fetch_offset,
-                    max_bytes: p.partition_max_bytes,
-                    current_leader_epoch: p.current_leader_epoch,
-                    last_fetched_epoch: p.last_fetched_epoch,
-                })
-                .collect(),
-        })
-        .collect();
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
-    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let wait = Duration::from_millis(
-        u64::try_from(request.max_wait_ms)
-            .unwrap_or(0)
-            .min(FETCH_WAIT_MS_MAX),
-    );
-    let read_committed = request.isolation_level == READ_COMMITTED;
     // v15 moved the replica id into ReplicaState, with the broker epoch (KIP-903).
     let follower = if header.api_version >= 15 {
         (request.replica_state.replica_id >= 0).then_some(Follower {
@@ -393,6 +416,99 @@ pub fn handle(
             broker_epoch: -1,
         })
     };
+    let owner = follower.map_or(Owner::Consumer, |f| Owner::Replica(f.broker_id));
+    // v13+ names topics by id only (the name field is absent, so empty), older by name only.
+    let uses_topic_ids = header.api_version >= 13;
+    let listed: Vec<(PartitionKey, FetchParams)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    PartitionKey {
+                        topic: t.topic.clone(),
+                        topic_id: t.topic_id,
+                        index: p.partition,
+                    },
+                    FetchParams {
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        current_leader_epoch: p.current_leader_epoch,
+                        last_fetched_epoch: p.last_fetched_epoch,
+                        log_start_offset: p.log_start_offset,
+                    },
+                )
+            })
+        })
+        .collect();
+    let context = if header.api_version < 7 {
+        // No session fields before v7.
+        Context::Sessionless(listed)
+    } else {
+        let forgotten: Vec<PartitionKey> = request
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|&index| PartitionKey {
+                    topic: t.topic.clone(),
+                    topic_id: t.topic_id,
+                    index,
+                })
+            })
+            .collect();
+        let now_ms = crate::now_ms().max(0) as u64;
+        broker
+            .fetch_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .begin(
+                now_ms,
+                owner,
+                uses_topic_ids,
+                request.session_id,
+                request.session_epoch,
+                listed,
+                &forgotten,
+            )
+    };
+    let (session_partitions, create, incremental) = match context {
+        Context::Error(error) => {
+            tracing::debug!(
+                session_id = request.session_id,
+                epoch = request.session_epoch,
+                ?owner,
+                ?error,
+                "fetch session refused"
+            );
+            return Some(session_error(&header, error, 0));
+        }
+        Context::Sessionless(partitions) => (partitions, false, None),
+        Context::Full(partitions) => (partitions, true, None),
+        Context::Incremental {
+            session_id,
+            epoch,
+            partitions,
+        } => {
+            if epoch == 1 && follower.is_some() {
+                tracing::info!(
+                    session_id,
+                    ?owner,
+                    partitions = partitions.len(),
+                    "replica fetch session went incremental"
+                );
+            }
+            (partitions, false, Some((session_id, epoch)))
+        }
+    };
+    let wanted = group_by_topic(&session_partitions);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(0);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let wait = Duration::from_millis(
+        u64::try_from(request.max_wait_ms)
+            .unwrap_or(0)
+            .min(FETCH_WAIT_MS_MAX),
+    );
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let broker = broker.clone();
     Some(Box::pin(async move {
         let deadline = tokio::time::Instant::now() + wait;
@@ -443,13 +559,77 @@ pub fn handle(
         };
         let mut responses = responses;
         let node_endpoints = add_leader_hints(&broker, &mut responses);
+        // `responses` holds one entry per session partition, in `session_partitions` order.
+        let outcomes = responses
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(outcome_of));
+        let mut session_id = crate::fetch_session::NO_SESSION;
+        if create {
+            let partitions: Vec<(PartitionKey, FetchParams, Outcome)> = session_partitions
+                .into_iter()
+                .zip(outcomes)
+                .map(|((key, params), outcome)| (key, params, outcome))
+                .collect();
+            let count = partitions.len();
+            let now_ms = crate::now_ms().max(0) as u64;
+            session_id = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .create(now_ms, owner, uses_topic_ids, partitions);
+            if follower.is_some() {
+                tracing::info!(
+                    session_id,
+                    ?owner,
+                    partitions = count,
+                    "replica fetch session created (0: the cache had no room)"
+                );
+            }
+        } else if let Some((id, epoch)) = incremental {
+            let outcomes: Vec<(PartitionKey, Outcome)> = session_partitions
+                .into_iter()
+                .map(|(key, _)| key)
+                .zip(outcomes)
+                .collect();
+            let answered = broker
+                .fetch_sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .answer(id, epoch, &outcomes);
+            match answered {
+                Ok(keep) => {
+                    let mut keep = keep.into_iter();
+                    for topic in &mut responses {
+                        topic.partitions.retain(|_| keep.next().unwrap_or(true));
+                    }
+                    responses.retain(|t| !t.partitions.is_empty());
+                    session_id = id;
+                }
+                Err(error) => {
+                    // Another request of this session came in meanwhile (or the session is
+                    // gone): what this one read is not what the session now expects.
+                    let id = if error == ErrorCode::InvalidFetchSessionEpoch {
+                        id
+                    } else {
+                        0
+                    };
+                    return encode_frame(
+                        &header,
+                        &FetchResponse {
+                            error_code: error.code(),
+                            session_id: id,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
         let response = FetchResponse {
             throttle_time_ms: 0,
             error_code: 0,
-            session_id: 0,
+            session_id,
             responses,
             node_endpoints,
-            ..Default::default()
         };
         let encoded = match encode_response(&header, &response) {
             Ok(encoded) => encoded,

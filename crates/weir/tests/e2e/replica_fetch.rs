@@ -163,3 +163,103 @@ fn replica_fetches_must_come_from_a_registered_replica_with_its_epoch() {
     ));
     assert!(delivered.is_ok(), "acks=all produce failed: {delivered:?}");
 }
+
+const SESSION_TOPIC: &str = "replica-session";
+/// Short, so that a follower whose position on an idle partition stopped being noted would
+/// leave that partition's ISR within the test.
+const SESSION_TEST_LAG_MS: u64 = 2_000;
+
+/// Follower 2 fetches both partitions of SESSION_TOPIC from leader 1 in one KIP-227 session.
+/// The session must go incremental (the leader logs it), and the incremental fetches must
+/// keep feeding the leader's view of the follower: with records going only to partition 0,
+/// partition 1 is never listed again, yet its ISR keeps the follower (its cached fetch offset
+/// is noted on every fetch), and partition 0's acks=all produces keep being acknowledged.
+#[test]
+fn follower_fetch_session_goes_incremental_and_keeps_idle_partitions_in_sync() {
+    let lag = SESSION_TEST_LAG_MS.to_string();
+    let cluster = Cluster::start(&["--replica-lag-time-max-ms", &lag]);
+    let request = CreateTopicsRequest {
+        topics: vec![CreatableTopic {
+            name: SESSION_TOPIC.into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: (0..2)
+                .map(|partition_index| CreatableReplicaAssignment {
+                    partition_index,
+                    broker_ids: vec![1, 2],
+                })
+                .collect(),
+            configs: Vec::new(),
+        }],
+        timeout_ms: 30_000,
+        validate_only: false,
+    };
+    let created: CreateTopicsResponse =
+        call(cluster.node(1).addr, ApiKey::CreateTopics, 5, &request).expect("create topics");
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let full_isr = || {
+        let m = metadata(cluster.node(1).addr, Some(&[SESSION_TOPIC])).ok()?;
+        let t = m.topics.first()?;
+        let all = t.partitions.len() == 2
+            && t.partitions.iter().all(|p| {
+                let mut isr = p.isr_nodes.clone();
+                isr.sort_unstable();
+                p.leader_id == 1 && isr == [1, 2]
+            });
+        all.then_some(())
+    };
+    wait_for(
+        "the ISR of both partitions to be [1, 2]",
+        Duration::from_secs(30),
+        full_isr,
+    );
+    wait_for(
+        "follower 2's fetch session with leader 1 to go incremental",
+        Duration::from_secs(20),
+        || {
+            let log = cluster.node(1).log();
+            log.lines()
+                .any(|l| {
+                    l.contains("replica fetch session went incremental") && l.contains("Replica(2)")
+                })
+                .then_some(())
+        },
+    );
+    let producer: rdkafka::producer::FutureProducer = cluster
+        .node(1)
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Three lag times of produce to partition 0 only.
+    let until = std::time::Instant::now() + Duration::from_millis(3 * SESSION_TEST_LAG_MS);
+    let mut acked = 0;
+    while std::time::Instant::now() < until {
+        let delivered = runtime.block_on(
+            producer.send(
+                rdkafka::producer::FutureRecord::<(), str>::to(SESSION_TOPIC)
+                    .partition(0)
+                    .payload("x"),
+                Duration::from_secs(10),
+            ),
+        );
+        assert!(delivered.is_ok(), "acks=all produce failed: {delivered:?}");
+        acked += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        acked > 10,
+        "only {acked} acks=all produces in {SESSION_TEST_LAG_MS} ms x 3"
+    );
+    assert!(
+        full_isr().is_some(),
+        "an idle partition's follower left the ISR while its session was incremental: {:?}",
+        metadata(cluster.node(1).addr, Some(&[SESSION_TOPIC]))
+    );
+}
