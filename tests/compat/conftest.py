@@ -144,6 +144,8 @@ def start_broker(
         # the documented defaults, so none may leak in from the caller.
         env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
         env.update(extra_env or {})
+        # Each broker its own ephemeral HTTP (metrics) port: several run at once.
+        env.setdefault("WEIR_HTTP_LISTEN", "127.0.0.1:0")
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         with open(log_path, "wb") as log_file:

@@ -42,6 +42,8 @@ def cluster():
     work_dir = Path(tempfile.mkdtemp(prefix="weir-compat-cluster-"))
     voters = ",".join(f"{i}@{BROKER_HOST}:{_free_port()}" for i in (1, 2, 3))
     env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
+    # Each broker its own ephemeral HTTP (metrics) port: several run at once.
+    env["WEIR_HTTP_LISTEN"] = "127.0.0.1:0"
     nodes = []
     for node_id in (1, 2, 3):
         port = _free_port()

@@ -84,6 +84,8 @@ class Broker:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEIR_")}
         env.update(self.extra_env)
+        # Each broker its own ephemeral HTTP (metrics) port: several run at once.
+        env.setdefault("WEIR_HTTP_LISTEN", "127.0.0.1:0")
         env.setdefault("RUST_LOG", "info")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

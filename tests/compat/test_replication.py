@@ -53,6 +53,8 @@ class Node:
 
     def spawn(self) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("WEIR_")}
+        # Each broker its own ephemeral HTTP (metrics) port: several run at once.
+        env["WEIR_HTTP_LISTEN"] = "127.0.0.1:0"
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(
                 [str(self.binary), "serve", "--node-id", str(self.node_id), "--data-dir", str(self.data_dir),

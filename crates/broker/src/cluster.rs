@@ -165,6 +165,9 @@ pub struct ClusterLink {
     /// Set by a controlled shutdown: heartbeats keep asking to stay fenced (a
     /// plain heartbeat from a caught-up broker would unfence it again).
     leaving: std::sync::atomic::AtomicBool,
+    /// Set when [`Broker::join_cluster`] returns: registered, unfenced and
+    /// caught up with the metadata log as of joining.
+    joined: std::sync::atomic::AtomicBool,
 }
 
 /// How often a refused registration is logged again.
@@ -224,6 +227,7 @@ impl Broker {
             incarnation_id: crate::topics::random_id(),
             reconciled: watch::channel(0).0,
             leaving: std::sync::atomic::AtomicBool::new(false),
+            joined: std::sync::atomic::AtomicBool::new(false),
         };
         if self.cluster.set(link).is_err() {
             return Err(BrokerError::Internal("joined the cluster twice".into()));
@@ -265,6 +269,36 @@ impl Broker {
         self.cluster()
             .wait_reconciled(index, Duration::from_secs(60))
             .await;
+        self.cluster().joined.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether this broker should receive traffic (`/health/ready`): `Err`
+    /// carries a short reason. Ready means the logs are recovered (true of any
+    /// `Broker`, since [`Broker::open`] recovers them), and the broker is
+    /// registered, unfenced with its current registration, caught up on
+    /// metadata, and not shutting down.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        let Some(link) = self.cluster.get() else {
+            return Err("starting the metadata quorum");
+        };
+        if link.leaving.load(Ordering::Acquire) {
+            return Err("shutting down");
+        }
+        let epoch = link.broker_epoch();
+        if epoch < 0 {
+            return Err("not registered with the controller");
+        }
+        let unfenced = link
+            .image()
+            .broker(self.config.node_id)
+            .is_some_and(|b| !b.fenced && b.broker_epoch == epoch);
+        if !unfenced {
+            return Err("fenced by the controller");
+        }
+        if !link.joined.load(Ordering::Acquire) {
+            return Err("catching up on metadata");
+        }
         Ok(())
     }
 

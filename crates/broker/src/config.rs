@@ -20,6 +20,13 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// Where the Kafka listener binds (clients and, in a cluster, replica fetches).
     pub listen: HostPort,
+    /// Where the operations HTTP listener binds (`/metrics`, `/health/live`,
+    /// `/health/ready`). Loopback by default: metrics name topics and groups.
+    pub http_listen: HostPort,
+    /// Most partitions given per-partition metric series (the first ones by
+    /// topic name, then index); the rest are counted in
+    /// `weir_metrics_partition_series_dropped`. Bounds the size of a scrape.
+    pub metrics_partition_series_max: usize,
     /// What Metadata tells clients to connect to; defaults to `listen` (but a
     /// wildcard bind address is replaced by 127.0.0.1, since clients can't dial 0.0.0.0).
     pub advertised_listen: Option<HostPort>,
@@ -171,6 +178,8 @@ impl Default for BrokerConfig {
             controller_listen: None,
             controller_voters: None,
             rack: None,
+            http_listen: HostPort::new("127.0.0.1", 9644),
+            metrics_partition_series_max: 1_000,
             // Kafka's defaults are 9 s and 2 s. The session bounds how long a dead leader's
             // partitions wait for a new one, so Weir keeps it short; heartbeats are small RPCs
             // to the controller that write nothing unless a broker's state changes.
@@ -295,6 +304,13 @@ impl BrokerConfig {
                     self.node_id
                 ));
             }
+        }
+        if self.http_listen.port != 0 && self.http_listen == self.listen {
+            return Err(format!(
+                "http_listen and listen are both {}; the HTTP (metrics) listener needs a port \
+                 of its own",
+                self.listen
+            ));
         }
         if self.max_incremental_fetch_session_cache_slots > FETCH_SESSION_CACHE_SLOTS_MAX {
             return Err(format!(

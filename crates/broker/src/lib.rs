@@ -28,6 +28,7 @@ pub mod fetch_session;
 pub mod frame;
 pub mod groups;
 mod handlers;
+pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 mod refusals;
@@ -88,6 +89,11 @@ pub struct Broker {
     pub(crate) fetchers: replication::ReplicaFetchers,
     /// The log cleaner pool and threads (compaction).
     pub(crate) cleaners: Arc<cleaner::LogCleaners>,
+    /// Request and connection counters (bumped by the server and handlers).
+    pub metrics: Arc<metrics::RequestMetrics>,
+    /// ISR removals and additions this broker proposed as a leader.
+    pub isr_shrinks: std::sync::atomic::AtomicU64,
+    pub isr_expands: std::sync::atomic::AtomicU64,
     /// KIP-227 fetch sessions (sans I/O); the lock is held only to begin or answer a
     /// fetch, never across a read or a wait.
     pub(crate) fetch_sessions: Mutex<fetch_session::SessionCache>,
@@ -173,6 +179,9 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
             cleaners,
+            metrics: Arc::new(metrics::RequestMetrics::new()),
+            isr_shrinks: Default::default(),
+            isr_expands: Default::default(),
             fetch_sessions,
             _data_dir: data_dir,
         }))

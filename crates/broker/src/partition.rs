@@ -27,6 +27,8 @@ pub struct Partition {
     leader: AtomicBool,
     /// The leader epoch the image last gave the partition.
     leader_epoch: AtomicI32,
+    /// Produce and consumer-fetch traffic, for `/metrics`.
+    pub traffic: crate::metrics::PartitionTraffic,
 }
 
 impl Partition {
@@ -40,6 +42,7 @@ impl Partition {
             replication: Mutex::new(None),
             leader: AtomicBool::new(true),
             leader_epoch: AtomicI32::new(0),
+            traffic: Default::default(),
         }
     }
 

@@ -130,6 +130,14 @@ impl LeaderState {
         self.high_watermark
     }
 
+    /// Each follower's durable log end as of its last fetch (-1 before its first).
+    pub fn follower_log_ends(&self) -> Vec<(BrokerId, i64)> {
+        self.followers
+            .iter()
+            .map(|(id, f)| (*id, f.log_end))
+            .collect()
+    }
+
     /// The image changed this partition within the same leadership: a committed ISR change
     /// (ours or the controller's, e.g. a fenced broker removed) or new replicas. Returns the
     /// new high watermark if it rose.

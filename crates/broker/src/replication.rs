@@ -740,10 +740,17 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
         let Some(this) = broker.upgrade() else { return };
         let now = crate::now_ms().max(0) as u64;
         let mut asked: Vec<(Arc<Partition>, AlterPartitionItem)> = Vec::new();
+        // The committed ISR size of each asked partition, to count shrinks and expands.
+        let mut isr_sizes_before: Vec<usize> = Vec::new();
         for topic in this.registry().iter() {
             for p in &topic.partitions {
-                let proposal = p.replication().as_mut().and_then(|r| r.tick(now));
+                let (proposal, isr_size) = {
+                    let mut state = p.replication();
+                    let isr_size = state.as_ref().map_or(0, |r| r.isr().len());
+                    (state.as_mut().and_then(|r| r.tick(now)), isr_size)
+                };
                 if let Some(proposal) = proposal {
+                    isr_sizes_before.push(isr_size);
                     asked.push((
                         Arc::clone(p),
                         AlterPartitionItem {
@@ -783,6 +790,27 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
                 response: ControllerResponse::AlterPartition(results),
                 ..
             })) => {
+                let counted = broker.upgrade();
+                let committed = asked.iter().zip(&isr_sizes_before);
+                for ((_, item), before) in committed.filter(|_| counted.is_some()) {
+                    let refused = results.iter().any(|r| {
+                        r.error_code != 0
+                            && r.topic_id == item.topic_id
+                            && r.partition == item.partition
+                    });
+                    if refused {
+                        continue;
+                    }
+                    if let Some(b) = &counted {
+                        let counter = if item.new_isr.len() < *before {
+                            &b.isr_shrinks
+                        } else {
+                            &b.isr_expands
+                        };
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                drop(counted);
                 for r in results.iter().filter(|r| r.error_code != 0) {
                     tracing::info!(
                         partition = r.partition,

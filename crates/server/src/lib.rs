@@ -11,9 +11,11 @@
 //! clients require.
 //!
 //! [`controller_net`] is the controller listener: the metadata quorum's
-//! transport over TCP, apart from the Kafka listener.
+//! transport over TCP, apart from the Kafka listener. [`http`] is the
+//! operations listener (metrics and health), apart from both.
 
 pub mod controller_net;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +30,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::Interest;
+use weir_broker::metrics::RequestTimer;
 use weir_broker::{Broker, FrameChunk, PendingReply};
 use weir_log::FileRange;
 use weir_protocol::header::{FrameError, RequestHeader, split_frame};
@@ -93,7 +97,9 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let metrics = broker.metrics.clone();
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    metrics.connections_refused.fetch_add(1, Relaxed);
                     tracing::warn!(%peer, connections_max, "connection limit reached; refusing");
                     drop(stream);
                     continue;
@@ -103,12 +109,15 @@ pub async fn serve(
                 let limits = limits.clone();
                 let shutdown = shutdown.clone();
                 let request_memory = request_memory.clone();
+                metrics.connections_accepted.fetch_add(1, Relaxed);
+                metrics.connections_open.fetch_add(1, Relaxed);
                 connections.spawn(async move {
                     if let Err(e) =
                         run_connection(stream, peer, broker, limits, request_memory, shutdown).await
                     {
                         tracing::debug!(%peer, error = %e, "connection closed with error");
                     }
+                    metrics.connections_open.fetch_sub(1, Relaxed);
                     drop(permit);
                 });
             }
@@ -129,7 +138,7 @@ async fn run_connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let (mut reader, writer) = stream.into_split();
-    let (pending_tx, pending_rx) = mpsc::channel::<PendingReply>(limits.in_flight_requests_max);
+    let (pending_tx, pending_rx) = mpsc::channel::<Pending>(limits.in_flight_requests_max);
     let write_task = tokio::spawn(write_replies(writer, pending_rx));
 
     let idle = Duration::from_millis(limits.idle_ms_max);
@@ -149,7 +158,7 @@ async fn run_connection(
                     break 'conn Ok(());
                 }
             };
-            let outcome = dispatch(&broker, peer, frame).await;
+            let (outcome, timer) = dispatch(&broker, peer, frame).await;
             // A reservation is only ever taken for the frame at the head of the
             // buffer, which is the one just dispatched.
             if reservation.is_some() {
@@ -164,7 +173,7 @@ async fn run_connection(
             }
             match outcome {
                 Some(pending) => {
-                    if pending_tx.send(pending).await.is_err() {
+                    if pending_tx.send((pending, timer)).await.is_err() {
                         break 'conn Ok(());
                     }
                 }
@@ -291,9 +300,17 @@ async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()>
     Ok(())
 }
 
+/// A request's answer-to-be, with its latency timer (none for a request Weir
+/// does not serve).
+type Pending = (PendingReply, Option<RequestTimer>);
+
 /// Decodes one frame's header and hands the request to the broker. `None`
 /// means the connection must close (undecodable header, unknown API).
-async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Option<PendingReply> {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+    frame: Bytes,
+) -> (Option<PendingReply>, Option<RequestTimer>) {
     let mut body = frame.clone();
     let header = match RequestHeader::decode(&mut body) {
         Ok(header) => header,
@@ -302,13 +319,16 @@ async fn dispatch(broker: &Arc<Broker>, peer: SocketAddr, frame: Bytes) -> Optio
             // we can't parse; its fixed prefix is enough to answer it with our
             // supported ranges (KIP-511), so the client can downgrade.
             if let Some(header) = api_versions_prefix(&frame) {
-                return broker.handle(peer, header, Bytes::new()).await;
+                return (broker.handle(peer, header, Bytes::new()).await, None);
             }
             tracing::debug!(error = %e, "undecodable request header");
-            return None;
+            return (None, None);
         }
     };
-    broker.handle(peer, header, body).await
+    let timer = broker
+        .metrics
+        .request_started(header.api_key, header.api_version);
+    (broker.handle(peer, header, body).await, timer)
 }
 
 /// The api key, version and correlation id of an ApiVersions request whose
@@ -334,10 +354,10 @@ fn api_versions_prefix(frame: &[u8]) -> Option<RequestHeader> {
 /// to close.
 async fn write_replies(
     mut writer: OwnedWriteHalf,
-    mut pending_rx: mpsc::Receiver<PendingReply>,
+    mut pending_rx: mpsc::Receiver<Pending>,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(64 * 1024);
-    while let Some(mut pending) = pending_rx.recv().await {
+    while let Some((mut pending, mut timer)) = pending_rx.recv().await {
         loop {
             // Responses that are already complete are gathered into one
             // write; before waiting on one that isn't (fsync, long-poll),
@@ -354,6 +374,9 @@ async fn write_replies(
                     pending.await
                 }
             };
+            if let Some(timer) = timer.take() {
+                timer.finish();
+            }
             let close_connection = frame.as_ref().is_some_and(|f| f.close_connection);
             for chunk in frame.into_iter().flat_map(|f| f.chunks) {
                 match chunk {
@@ -381,7 +404,7 @@ async fn write_replies(
                 out.clear();
             }
             match pending_rx.try_recv() {
-                Ok(next) => pending = next,
+                Ok(next) => (pending, timer) = next,
                 Err(_) => break,
             }
         }
@@ -399,8 +422,8 @@ mod tests {
     use super::*;
     use weir_broker::Frame;
 
-    fn ready(frame: Option<Frame>) -> PendingReply {
-        Box::pin(std::future::ready(frame))
+    fn ready(frame: Option<Frame>) -> Pending {
+        (Box::pin(std::future::ready(frame)), None)
     }
 
     #[tokio::test]

@@ -42,6 +42,13 @@ pub struct ServeArgs {
     /// Address the Kafka listener binds, HOST:PORT (a hostname, IPv4, or [IPv6]).
     #[arg(long, env = "WEIR_LISTEN")]
     listen: Option<HostPort>,
+    /// Address the operations HTTP listener binds, HOST:PORT: /metrics (Prometheus),
+    /// /health/live and /health/ready.
+    #[arg(long, env = "WEIR_HTTP_LISTEN")]
+    http_listen: Option<HostPort>,
+    /// Most partitions given per-partition metric series; the rest are only counted.
+    #[arg(long, env = "WEIR_METRICS_PARTITION_SERIES_MAX")]
+    metrics_partition_series_max: Option<usize>,
     /// Address advertised to clients in Metadata, HOST:PORT (defaults to --listen).
     #[arg(long, env = "WEIR_ADVERTISED_LISTEN")]
     advertised_listen: Option<HostPort>,
@@ -170,6 +177,11 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         ("data_dir", args.data_dir.is_some()),
         ("listen", args.listen.is_some()),
         ("advertised_listen", args.advertised_listen.is_some()),
+        ("http_listen", args.http_listen.is_some()),
+        (
+            "metrics_partition_series_max",
+            args.metrics_partition_series_max.is_some(),
+        ),
         ("controller_listen", args.controller_listen.is_some()),
         ("controller_voters", args.controller_voters.is_some()),
         ("rack", args.rack.is_some()),
@@ -255,6 +267,12 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     }
     if let Some(listen) = &args.listen {
         config.listen = listen.clone();
+    }
+    if let Some(addr) = &args.http_listen {
+        config.http_listen = addr.clone();
+    }
+    if let Some(n) = args.metrics_partition_series_max {
+        config.metrics_partition_series_max = n;
     }
     if let Some(addr) = &args.advertised_listen {
         config.advertised_listen = Some(addr.clone());
@@ -416,6 +434,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // recovery). Until then connections are refused, which clients retry.
         let broker = Broker::open(config.clone())
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+        // The operations listener opens once the logs are recovered, so that /health/ready
+        // can say what the broker waits for while it joins the cluster; it closes last.
+        let http_listener =
+            TcpListener::bind((config.http_listen.host.as_str(), config.http_listen.port))
+                .await
+                .with_context(|| format!("binding the HTTP listener {}", config.http_listen))?;
+        let http_addr = http_listener.local_addr().context("HTTP listener address")?;
+        let (draining_tx, draining_rx) = tokio::sync::watch::channel(false);
+        let (http_stop_tx, http_stop_rx) = tokio::sync::watch::channel(false);
+        let http = tokio::spawn(weir_server::http::serve_http(
+            http_listener,
+            weir_server::http::HttpState {
+                broker: broker.clone(),
+                shutting_down: draining_rx,
+            },
+            http_stop_rx,
+        ));
+        // The bound address, since port 0 (tests) picks one.
+        tracing::info!(http_listen = %http_addr, "HTTP listener open (/metrics, /health/live, /health/ready)");
         // The metadata quorum (a quorum of one without --controller-voters),
         // then membership: registered, unfenced and following the image
         // before any client is served.
@@ -446,6 +483,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let signalled = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
+            let _ = draining_tx.send(true);
             tracing::info!("shutdown requested; moving leadership away");
             // Leadership moves off this broker first, while it still serves,
             // so clients see only retriable errors (Kafka's controlled shutdown).
@@ -470,6 +508,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         retention.abort();
         quorum.shutdown().await;
         broker.shutdown();
+        let _ = http_stop_tx.send(true);
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP listener failed"),
+            Err(e) => tracing::warn!(error = %e, "HTTP listener task failed"),
+            Ok(Ok(())) => {}
+        }
         tracing::info!("clean shutdown complete");
         Ok(())
     })

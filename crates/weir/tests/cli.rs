@@ -38,6 +38,7 @@ fn spawn_serve(data_dir: &std::path::Path, bootstrap: &str) -> Child {
         .arg(data_dir)
         .args(["--listen", bootstrap])
         .env_remove("WEIR_BOOTSTRAP")
+        .env("WEIR_HTTP_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

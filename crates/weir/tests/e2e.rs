@@ -21,6 +21,7 @@ mod e2e {
     mod idempotent;
     mod logs;
     mod long_poll;
+    mod ops;
     mod protocol_levels;
     mod rdkafka_roundtrip;
     mod replica_fetch;

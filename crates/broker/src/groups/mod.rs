@@ -111,6 +111,16 @@ pub struct MemberDescription {
     pub assignment: Bytes,
 }
 
+/// What `/metrics` shows of a group.
+#[derive(Debug, Clone)]
+pub struct GroupMetrics {
+    pub group_id: String,
+    pub state_name: &'static str,
+    pub members: usize,
+    /// (topic, partition, committed offset).
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
 /// A group as ListGroups reports it.
 #[derive(Debug, Clone)]
 pub struct ListedGroup {
@@ -969,6 +979,33 @@ impl GroupCoordinator {
         drop(groups);
         deliver(out, None);
         Ok(Some(durable))
+    }
+
+    /// Every group's state, members and committed offsets, by group id, for a
+    /// metrics scrape. Copies under the lock; the caller reads logs after.
+    pub fn metrics_snapshot(&self) -> Vec<GroupMetrics> {
+        let mut groups: Vec<GroupMetrics> = self
+            .lock()
+            .values()
+            .map(|g| GroupMetrics {
+                group_id: g.id.clone(),
+                state_name: match &g.consumer {
+                    Some(c) => c.state().name(),
+                    None => g.state().name(),
+                },
+                members: match &g.consumer {
+                    Some(c) => c.members().count(),
+                    None => g.member_count(),
+                },
+                offsets: g
+                    .offsets
+                    .iter()
+                    .map(|((topic, partition), entry)| (topic.clone(), *partition, entry.offset))
+                    .collect(),
+            })
+            .collect();
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        groups
     }
 
     pub fn list(&self) -> Vec<ListedGroup> {

@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -285,6 +286,16 @@ fn read_once(
                 Ok(result) => {
                     if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
                         total_bytes += result.bytes;
+                        if follower.is_none() {
+                            let traffic = &partition.traffic;
+                            traffic
+                                .bytes_out
+                                .fetch_add(result.bytes as u64, Ordering::Relaxed);
+                            let offsets = u64::try_from(result.end_offset - fetch_offset);
+                            traffic
+                                .offsets_out
+                                .fetch_add(offsets.unwrap_or(0), Ordering::Relaxed);
+                        }
                         if read_committed && !*LEAK_ABORTED_TXNS {
                             // The transactions aborted in the returned range: the consumer drops
                             // their records (control batches themselves it always skips).

@@ -7,6 +7,7 @@
 //! consumer never reads a record that a crash could still take back.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -449,6 +450,14 @@ fn append_partition(
     // A duplicate (an idempotent producer's retry) is acknowledged with its original offsets
     // once those are durable, like any append.
     partition.appended.notify_waiters();
+    if !info.duplicate {
+        let traffic = &partition.traffic;
+        let records_in = u64::try_from(info.last_offset - info.base_offset + 1).unwrap_or(0);
+        traffic.records_in.fetch_add(records_in, Ordering::Relaxed);
+        traffic
+            .bytes_in
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+    }
     // acks=1 waits for this broker's sync alone; acks=all then also for the ISR (below).
     let rx = crate::watch_durability(partition, info.last_offset + 1);
     let replicated = (acks == -1).then(|| ReplicatedWait {

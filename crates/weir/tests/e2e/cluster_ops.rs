@@ -260,6 +260,7 @@ impl Cluster {
             .args(["--broker-session-timeout-ms", SESSION_TIMEOUT_MS])
             .args(["--broker-heartbeat-interval-ms", HEARTBEAT_INTERVAL_MS])
             .env("WEIR_LOG", "info")
+            .env("WEIR_HTTP_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -59,6 +59,7 @@ fn serve_expecting_refusal(data_dir: &Path, extra: &[&str]) -> Output {
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(extra)
+        .env("WEIR_HTTP_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

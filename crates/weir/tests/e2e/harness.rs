@@ -124,6 +124,9 @@ impl Broker {
             .arg(self.addr.to_string())
             .args(&self.extra_args)
             .env("WEIR_LOG", "info")
+            // Tests run brokers side by side: each gets an ephemeral HTTP port unless the
+            // test passes --http-listen (a flag wins over the variable).
+            .env("WEIR_HTTP_LISTEN", "127.0.0.1:0")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,622 @@
+//! Broker metrics: the counters the request path bumps, and the Prometheus
+//! exposition built from them and from existing state when `/metrics` is scraped.
+//!
+//! Owns: per-API request counters and latency histograms (one series per supported
+//! (api key, version), created at start), connection counts, and rendering.
+//! It must never put a lock, an allocation or a map lookup on the request path:
+//! a request costs a table index and a few relaxed atomic adds. Everything that
+//! already lives in the broker's state (log sizes, offsets, ISR, groups) is read
+//! at scrape time instead of being counted as it changes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use weir_protocol::api::{self, ApiKey};
+
+use crate::Broker;
+
+/// Upper bounds of the request latency buckets, in seconds (from 100 µs, where an
+/// answer from memory lands, to 30 s, the longest long-poll a client asks for).
+const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// A latency histogram of relaxed atomics: observing is a bucket search over a
+/// short constant array and two adds, with no lock (prometheus-client's own
+/// histogram takes a mutex per observation).
+struct LatencyHistogram {
+    /// Per bucket (not cumulative); the last one is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    fn new() -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BUCKETS_SECONDS.partition_point(|bound| *bound < seconds);
+        if let Some(b) = self.buckets.get(bucket) {
+            b.fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// (sum in seconds, count, per-bucket (upper bound, count)).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let bounds = LATENCY_BUCKETS_SECONDS.iter().copied().chain([f64::MAX]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.buckets.iter().map(|b| b.load(Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        (sum, count, buckets)
+    }
+}
+
+/// One (api, version) pair's series.
+struct ApiSeries {
+    api: &'static str,
+    version: i16,
+    requests: AtomicU64,
+    latency: LatencyHistogram,
+}
+
+/// Counters bumped on the request path. Shared by the server (connections,
+/// requests) and the broker (their outcome).
+pub struct RequestMetrics {
+    /// One entry per supported (api key, version), in key then version order.
+    series: Box<[ApiSeries]>,
+    /// Per api key (as index): the slot of its lowest supported version and that version.
+    first_slot: Box<[Option<(usize, i16, i16)>]>,
+    pub connections_open: AtomicI64,
+    pub connections_accepted: AtomicU64,
+    /// Connections closed at accept because `connections_max` were open.
+    pub connections_refused: AtomicU64,
+    requests_in_flight: AtomicI64,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics::new()
+    }
+}
+
+impl fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestMetrics")
+            .field("series", &self.series.len())
+            .finish()
+    }
+}
+
+impl RequestMetrics {
+    /// Creates every series up front, so that counting never allocates.
+    pub fn new() -> RequestMetrics {
+        let mut series = Vec::new();
+        let key_max = api::SUPPORTED_APIS
+            .iter()
+            .map(|(key, _, _)| *key)
+            .max()
+            .unwrap_or(0);
+        let mut first_slot = vec![None; usize::try_from(key_max).unwrap_or(0) + 1];
+        for &(key, min, max) in api::SUPPORTED_APIS {
+            let Some(name) = ApiKey::from_i16(key).map(ApiKey::name) else {
+                continue;
+            };
+            if let Some(slot) = usize::try_from(key)
+                .ok()
+                .and_then(|k| first_slot.get_mut(k))
+            {
+                *slot = Some((series.len(), min, max));
+            }
+            for version in min..=max {
+                series.push(ApiSeries {
+                    api: name,
+                    version,
+                    requests: AtomicU64::new(0),
+                    latency: LatencyHistogram::new(),
+                });
+            }
+        }
+        RequestMetrics {
+            series: series.into_boxed_slice(),
+            first_slot: first_slot.into_boxed_slice(),
+            connections_open: AtomicI64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            requests_in_flight: AtomicI64::new(0),
+        }
+    }
+
+    /// Counts a request as it is read. `None` for an api or version Weir does
+    /// not serve (the broker refuses those; they are not worth a series).
+    pub fn request_started(
+        self: &Arc<Self>,
+        api_key: i16,
+        api_version: i16,
+    ) -> Option<RequestTimer> {
+        let (first, min, max) = usize::try_from(api_key)
+            .ok()
+            .and_then(|k| self.first_slot.get(k).copied().flatten())?;
+        if api_version < min || api_version > max {
+            return None;
+        }
+        let slot = first + usize::try_from(api_version - min).ok()?;
+        self.series.get(slot)?.requests.fetch_add(1, Relaxed);
+        self.requests_in_flight.fetch_add(1, Relaxed);
+        Some(RequestTimer {
+            metrics: Arc::clone(self),
+            slot,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// A request being answered: records its latency when finished; counts it out
+/// of the in-flight gauge when dropped (also when its answer never comes, as
+/// on a connection closed mid-request).
+pub struct RequestTimer {
+    metrics: Arc<RequestMetrics>,
+    slot: usize,
+    started: Instant,
+}
+
+impl RequestTimer {
+    /// The response is complete (or known to be none, for acks=0).
+    pub fn finish(self) {
+        if let Some(series) = self.metrics.series.get(self.slot) {
+            series.latency.observe(self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        self.metrics.requests_in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Records and bytes a partition took in (produce) and gave out (consumer
+/// fetches), bumped by the handlers and summed per topic at scrape time.
+#[derive(Debug, Default)]
+pub struct PartitionTraffic {
+    pub bytes_in: AtomicU64,
+    pub records_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Offsets handed to consumers: records, plus control records and
+    /// compaction gaps, which can't be told apart without decoding batches.
+    pub offsets_out: AtomicU64,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One histogram series as read at scrape time: labels, sum, count, per-bucket counts.
+type HistogramSnapshot = (Labels, f64, u64, Vec<(f64, u64)>);
+
+/// Histograms encoded from snapshots taken at scrape time.
+#[derive(Debug, Default)]
+struct HistogramSnapshots(Vec<HistogramSnapshot>);
+
+impl EncodeMetric for HistogramSnapshots {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        for (labels, sum, count, buckets) in &self.0 {
+            encoder
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn gauge_family() -> Family<Labels, Gauge> {
+    Family::default()
+}
+
+fn counter_family() -> Family<Labels, Counter> {
+    Family::default()
+}
+
+fn gauge(value: i64) -> Gauge {
+    let g = Gauge::default();
+    g.set(value);
+    g
+}
+
+fn counter(value: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(value);
+    c
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The Prometheus text exposition of everything the broker measures.
+pub fn render(broker: &Broker) -> String {
+    let mut registry = Registry::with_prefix("weir");
+    render_requests(&broker.metrics, &mut registry);
+    render_partitions(broker, &mut registry);
+    render_cluster(broker, &mut registry);
+    render_groups(broker, &mut registry);
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        // Encoding into a String fails only on a formatting bug; say so in the scrape.
+        return "# encoding failed\n".into();
+    }
+    out
+}
+
+fn render_requests(metrics: &RequestMetrics, registry: &mut Registry) {
+    let requests = counter_family();
+    let mut latency = HistogramSnapshots::default();
+    for s in metrics.series.iter() {
+        let labels = vec![
+            ("api", s.api.to_string()),
+            ("version", s.version.to_string()),
+        ];
+        let count = s.requests.load(Relaxed);
+        // Versions no client used stay out of the scrape: most of the table is never asked for.
+        if count == 0 {
+            continue;
+        }
+        requests.get_or_create(&labels).inc_by(count);
+        let (sum, n, buckets) = s.latency.snapshot();
+        latency.0.push((labels, sum, n, buckets));
+    }
+    registry.register(
+        "requests",
+        "Kafka requests read, by API and version",
+        requests,
+    );
+    registry.register(
+        "request_duration_seconds",
+        "Time from reading a request to its response being complete (durability and long-poll waits included)",
+        latency,
+    );
+    registry.register(
+        "requests_in_flight",
+        "Requests read and not yet answered",
+        gauge(metrics.requests_in_flight.load(Relaxed)),
+    );
+    registry.register(
+        "connections_open",
+        "Kafka connections open",
+        gauge(metrics.connections_open.load(Relaxed)),
+    );
+    registry.register(
+        "connections_accepted",
+        "Kafka connections accepted",
+        counter(metrics.connections_accepted.load(Relaxed)),
+    );
+    registry.register(
+        "connections_refused",
+        "Kafka connections closed at accept because connections_max were open",
+        counter(metrics.connections_refused.load(Relaxed)),
+    );
+}
+
+fn render_partitions(broker: &Broker, registry: &mut Registry) {
+    let series_max = broker.config.metrics_partition_series_max;
+    let mut topics: Vec<Arc<crate::topics::Topic>> = broker.registry().iter().cloned().collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let bytes_in = counter_family();
+    let records_in = counter_family();
+    let bytes_out = counter_family();
+    let offsets_out = counter_family();
+    let size = gauge_family();
+    let segments = gauge_family();
+    let log_start = gauge_family();
+    let high_watermark = gauge_family();
+    let log_end = gauge_family();
+    let mut shown = 0usize;
+    let mut dropped = 0usize;
+    for (topic_index, topic) in topics.iter().enumerate() {
+        // Per-topic traffic is as bounded as the partitions: one series per topic shown.
+        if topic_index < series_max {
+            let traffic = topic.partitions.iter().map(|p| &p.traffic);
+            let sum = |f: fn(&PartitionTraffic) -> u64| traffic.clone().map(f).sum::<u64>();
+            let labels = vec![("topic", topic.name.clone())];
+            bytes_in
+                .get_or_create(&labels)
+                .inc_by(sum(|t| t.bytes_in.load(Relaxed)));
+            records_in
+                .get_or_create(&labels)
+                .inc_by(sum(|t| t.records_in.load(Relaxed)));
+            bytes_out
+                .get_or_create(&labels)
+                .inc_by(sum(|t| t.bytes_out.load(Relaxed)));
+            offsets_out
+                .get_or_create(&labels)
+                .inc_by(sum(|t| t.offsets_out.load(Relaxed)));
+        }
+        for p in &topic.partitions {
+            if shown >= series_max {
+                dropped += 1;
+                continue;
+            }
+            shown += 1;
+            let labels = vec![
+                ("topic", topic.name.clone()),
+                ("partition", p.index.to_string()),
+            ];
+            size.get_or_create(&labels).set(to_i64(p.log.size_bytes()));
+            segments
+                .get_or_create(&labels)
+                .set(i64::try_from(p.log.segment_count()).unwrap_or(i64::MAX));
+            log_start
+                .get_or_create(&labels)
+                .set(p.log.log_start_offset());
+            high_watermark
+                .get_or_create(&labels)
+                .set(p.log.high_watermark());
+            log_end.get_or_create(&labels).set(p.log.log_end_offset());
+        }
+    }
+    registry.register(
+        "topic_bytes_in",
+        "Record batch bytes produced to the topic (this broker's partitions)",
+        bytes_in,
+    );
+    registry.register(
+        "topic_records_in",
+        "Records produced to the topic (this broker's partitions)",
+        records_in,
+    );
+    registry.register(
+        "topic_bytes_out",
+        "Record bytes sent to consumers (replica fetches excluded)",
+        bytes_out,
+    );
+    registry.register(
+        "topic_offsets_out",
+        "Offsets sent to consumers: records plus control records and compaction gaps",
+        offsets_out,
+    );
+    registry.register(
+        "partition_log_size_bytes",
+        "Bytes of the partition's log segments",
+        size,
+    );
+    registry.register(
+        "partition_segments",
+        "Segments in the partition's log",
+        segments,
+    );
+    registry.register(
+        "partition_log_start_offset",
+        "The partition's log start offset",
+        log_start,
+    );
+    registry.register(
+        "partition_high_watermark",
+        "The partition's high watermark",
+        high_watermark,
+    );
+    registry.register(
+        "partition_log_end_offset",
+        "The partition's log end offset",
+        log_end,
+    );
+    registry.register(
+        "metrics_partition_series_dropped",
+        "Partitions left without per-partition series by metrics_partition_series_max",
+        gauge(i64::try_from(dropped).unwrap_or(i64::MAX)),
+    );
+}
+
+fn render_cluster(broker: &Broker, registry: &mut Registry) {
+    let Some(link) = broker.cluster.get() else {
+        return;
+    };
+    let me = broker.config.node_id;
+    let leader = link.quorum.leader_id();
+    registry.register(
+        "controller_active",
+        "1 when this node is the metadata quorum's leader (the active controller)",
+        gauge(i64::from(leader == Some(me))),
+    );
+    registry.register(
+        "quorum_leader_id",
+        "Node id of the metadata quorum's leader; -1 while there is none",
+        gauge(i64::from(leader.unwrap_or(-1))),
+    );
+    registry.register(
+        "metadata_applied_index",
+        "Index of the last metadata record this broker applied",
+        gauge(to_i64(*link.quorum.applied_index().borrow())),
+    );
+    let (offline, led) = {
+        let image = link.image();
+        (
+            image.offline_partitions().count(),
+            image.partitions_led_by(me).count(),
+        )
+    };
+    registry.register(
+        "partitions_offline",
+        "Partitions without a leader, cluster-wide (from the metadata image)",
+        gauge(i64::try_from(offline).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "partitions_led",
+        "Partitions this broker leads",
+        gauge(i64::try_from(led).unwrap_or(i64::MAX)),
+    );
+    let series_max = broker.config.metrics_partition_series_max;
+    let mut under_replicated = 0i64;
+    let follower_lag = gauge_family();
+    let mut shown = 0usize;
+    for topic in broker.registry().iter() {
+        for p in &topic.partitions {
+            let lags = {
+                let state = p.replication();
+                let Some(state) = state.as_ref() else {
+                    continue;
+                };
+                if state.isr().len() < state.replicas().len() {
+                    under_replicated += 1;
+                }
+                state.follower_log_ends()
+            };
+            let leader_end = p.log.log_end_offset();
+            for (follower, end) in lags {
+                if shown >= series_max {
+                    break;
+                }
+                shown += 1;
+                let labels = vec![
+                    ("topic", topic.name.clone()),
+                    ("partition", p.index.to_string()),
+                    ("follower", follower.to_string()),
+                ];
+                // A follower that has not fetched in this leadership yet is behind by everything.
+                let lag = if end < 0 {
+                    leader_end
+                } else {
+                    leader_end - end
+                };
+                follower_lag.get_or_create(&labels).set(lag.max(0));
+            }
+        }
+    }
+    registry.register(
+        "partitions_under_replicated",
+        "Partitions this broker leads whose ISR is smaller than their replica set",
+        gauge(under_replicated),
+    );
+    registry.register(
+        "replica_follower_lag_offsets",
+        "Offsets a follower is behind this leader's log end",
+        follower_lag,
+    );
+    registry.register(
+        "isr_shrinks",
+        "ISR removals this broker proposed as leader",
+        counter(broker.isr_shrinks.load(Relaxed)),
+    );
+    registry.register(
+        "isr_expands",
+        "ISR additions this broker proposed as leader",
+        counter(broker.isr_expands.load(Relaxed)),
+    );
+}
+
+fn render_groups(broker: &Broker, registry: &mut Registry) {
+    let series_max = broker.config.metrics_partition_series_max;
+    let members = gauge_family();
+    let state = gauge_family();
+    let lag = gauge_family();
+    let mut lag_series = 0usize;
+    for group in broker
+        .groups
+        .metrics_snapshot()
+        .into_iter()
+        .take(series_max)
+    {
+        members
+            .get_or_create(&vec![("group", group.group_id.clone())])
+            .set(i64::try_from(group.members).unwrap_or(i64::MAX));
+        state
+            .get_or_create(&vec![
+                ("group", group.group_id.clone()),
+                ("state", group.state_name.to_string()),
+            ])
+            .set(1);
+        for (topic, partition, committed) in group.offsets {
+            if lag_series >= series_max {
+                break;
+            }
+            // Lag against the high watermark, as kafka-consumer-groups shows it; only for
+            // partitions whose log is on this broker.
+            let Some(p) = broker
+                .topic(&topic)
+                .and_then(|t| t.partition(partition).cloned())
+            else {
+                continue;
+            };
+            lag_series += 1;
+            lag.get_or_create(&vec![
+                ("group", group.group_id.clone()),
+                ("topic", topic),
+                ("partition", partition.to_string()),
+            ])
+            .set((p.log.high_watermark() - committed).max(0));
+        }
+    }
+    registry.register("group_members", "Members of the consumer group", members);
+    registry.register(
+        "group_state",
+        "1 for the consumer group's current state",
+        state,
+    );
+    registry.register(
+        "group_lag_offsets",
+        "High watermark minus the group's committed offset, per partition",
+        lag,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_lands_in_its_api_and_version_series() {
+        let metrics = Arc::new(RequestMetrics::new());
+        let produce = ApiKey::Produce.as_i16();
+        let (_, min, max) = *api::SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == produce)
+            .unwrap();
+        let timer = metrics.request_started(produce, max).unwrap();
+        assert_eq!(metrics.requests_in_flight.load(Relaxed), 1);
+        timer.finish();
+        assert_eq!(metrics.requests_in_flight.load(Relaxed), 0);
+        assert!(metrics.request_started(produce, max + 1).is_none());
+        assert!(metrics.request_started(produce, min - 1).is_none());
+        assert!(metrics.request_started(-1, 0).is_none());
+        assert!(metrics.request_started(i16::MAX, 0).is_none());
+        let hit: Vec<_> = metrics
+            .series
+            .iter()
+            .filter(|s| s.requests.load(Relaxed) > 0)
+            .map(|s| (s.api, s.version, s.latency.snapshot().1))
+            .collect();
+        assert_eq!(hit, vec![("Produce", max, 1)]);
+    }
+
+    #[test]
+    fn latency_buckets_hold_each_observation_once() {
+        let h = LatencyHistogram::new();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 3);
+        assert!((sum - 100.00305).abs() < 1e-6, "{sum}");
+        assert_eq!(buckets.first(), Some(&(0.0001, 1)));
+        assert_eq!(buckets.iter().find(|(b, _)| *b == 0.005), Some(&(0.005, 1)));
+        assert_eq!(buckets.last(), Some(&(f64::MAX, 1)));
+    }
+}

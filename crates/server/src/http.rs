@@ -1,0 +1,96 @@
+//! The operations HTTP listener: `/metrics` (Prometheus, OpenMetrics text format),
+//! `/health/live` and `/health/ready`.
+//!
+//! Owns: the HTTP routes and their answers. It must never sit on the Kafka
+//! request path: it reads the broker's counters and state only when scraped or
+//! probed, and runs apart from the Kafka listener (its own port and tasks), so
+//! a slow scrape can't delay a produce.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weir_broker::Broker;
+
+/// What the HTTP handlers read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Set once the logs are recovered; absent before (not ready).
+    pub broker: Arc<Broker>,
+    /// True once shutdown began: ready answers 503 from then on, even before the
+    /// broker has told the controller it is leaving.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+/// prometheus-client writes the OpenMetrics text format (counters' `# TYPE` without
+/// `_total`, a closing `# EOF`), which Prometheus reads when told so by this type.
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The routes, apart from any socket, so tests can drive them directly.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves until `stop` turns true, then finishes the requests in progress.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: HttpState,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+/// 200 while the process answers at all (a liveness probe restarts it otherwise).
+async fn live() -> Response {
+    json(StatusCode::OK, "live", None)
+}
+
+/// 200 when the broker should get traffic; 503 with the reason otherwise.
+async fn ready(State(state): State<HttpState>) -> Response {
+    if *state.shutting_down.borrow() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready",
+            Some("shutting down"),
+        );
+    }
+    match state.broker.readiness() {
+        Ok(()) => json(StatusCode::OK, "ready", None),
+        Err(reason) => json(StatusCode::SERVICE_UNAVAILABLE, "not ready", Some(reason)),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    // Reading logs' sizes and the groups walks every partition: off the async threads.
+    let broker = state.broker.clone();
+    match tokio::task::spawn_blocking(move || weir_broker::metrics::render(&broker)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn json(status: StatusCode, state: &str, reason: Option<&str>) -> Response {
+    let mut body = serde_json::json!({ "status": state });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
