@@ -2,9 +2,9 @@
 //! 100,000 updates and deletes over 1,000 keys from four producers (gzip, snappy, lz4, zstd),
 //! compaction, then a consumer from offset 0 rebuilds exactly the final table.
 //!
-//! A test binary of its own. Known flaky, cause not found: in 4 of about 10 runs the producers'
-//! flush timed out (120 s) with the broker's log free of warnings, 3 times inside the e2e
-//! process and once here alone (the cleaner is off in this test until the CLI asks).
+//! A test binary of its own. It used to time out in about 4 of 10 runs: four idempotent
+//! producers starting at once could stall the broker in InitProducerId (a producer-id block
+//! fetched under a lock that held runtime workers; fixed in `producer_ids.rs`).
 
 #[path = "e2e/compaction_support.rs"]
 #[allow(dead_code)]
