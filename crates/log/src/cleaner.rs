@@ -31,8 +31,12 @@
 //!   invariant that relies on dense offsets (recovery's scan, the end-of-segment tripwire,
 //!   followers' contiguity check) holds for cleaned segments too; the cost is 61 bytes per run.
 //!   Clients skip empty batches (Kafka itself leaves empty batches for producer state).
-//! - Transaction markers are kept (Kafka drops a marker once its transaction's records are
-//!   gone and its delete horizon has passed).
+//! - A transaction marker goes as in Kafka (once no batch of its transaction is kept, a pass
+//!   gives it a delete horizon of `delete.retention.ms`; a pass after the horizon drops it,
+//!   with its aborted-transaction index entry), with one more condition: no producer snapshot
+//!   lies inside the transaction. Weir keeps snapshots at old segment bases (truncation
+//!   rebuilds from them), and a rebuild from one taken while the transaction was open would
+//!   never see it end without its marker, leaving the last stable offset stuck.
 //! - The last batch of each live producer is kept, emptied if all its records go, so that the
 //!   producer state survives a rebuild from the log, as in Kafka.
 //!
@@ -45,7 +49,7 @@
 //! file with a base in `[base, end)` and renaming the swap file to `<base>.log`. Either the
 //! old segments or the cleaned one are served, never a mix.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -234,6 +238,8 @@ pub struct CleanReport {
     pub records_removed: u64,
     /// Largest the key map got, in accounted bytes.
     pub key_map_bytes: usize,
+    /// The earliest KIP-534 delete horizon (ms) among the batches kept; `i64::MAX` if none.
+    pub delete_horizon_ms: i64,
 }
 
 /// What `weir topic describe` shows about a compacted partition.
@@ -254,6 +260,8 @@ struct Plan {
     first_dirty: i64,
     stats: CleanerStats,
     max_lag_due: bool,
+    /// A delete horizon among the cleaned batches has passed: tombstones or markers can go.
+    horizon_due: bool,
 }
 
 /// A record-level decision for one batch.
@@ -266,6 +274,108 @@ enum Outcome {
     Dropped,
     /// Every record goes but the batch is its producer's last: kept as an empty batch.
     Emptied(Bytes),
+}
+
+/// The transactions a pass walks through, per producer: whether any batch of the current one
+/// is kept, which decides whether its marker may go.
+pub(crate) struct Txns {
+    /// Producers whose current transaction has a kept batch.
+    kept: HashSet<i64>,
+    /// The offset of each producer's last marker walked (kept or dropped).
+    last_marker: HashMap<i64, i64>,
+    /// Each producer snapshot's offset and the producers it records inside a transaction, with
+    /// that transaction's first offset (`None`: unreadable, taken to hold all open).
+    snapshots: Vec<(i64, Option<HashMap<i64, i64>>)>,
+    /// (producer id, marker offset) of every marker this pass drops.
+    dropped_markers: HashSet<(i64, i64)>,
+}
+
+impl Txns {
+    pub(crate) fn new(snapshots: Vec<(i64, Option<HashMap<i64, i64>>)>) -> Txns {
+        Txns {
+            kept: HashSet::new(),
+            last_marker: HashMap::new(),
+            snapshots,
+            dropped_markers: HashSet::new(),
+        }
+    }
+
+    /// A transactional data batch and what became of it.
+    fn data(&mut self, h: &BatchHeader, outcome: &Outcome) {
+        if h.is_transactional() && h.producer_id >= 0 && !matches!(outcome, Outcome::Dropped) {
+            self.kept.insert(h.producer_id);
+        }
+    }
+
+    /// Whether a snapshot at or below the marker at `marker_offset` records its transaction
+    /// open: one that began after the producer's previous marker. A rebuild from it would
+    /// never see that transaction end without the marker.
+    fn snapshot_holds_open(&self, producer_id: i64, marker_offset: i64) -> bool {
+        let after = self
+            .last_marker
+            .get(&producer_id)
+            .copied()
+            .unwrap_or(i64::MIN);
+        self.snapshots.iter().any(|(o, open)| {
+            *o <= marker_offset
+                && match open {
+                    Some(open) => open
+                        .get(&producer_id)
+                        .is_some_and(|&first| first > after && first < marker_offset),
+                    None => *o > after,
+                }
+        })
+    }
+
+    /// A marker: kept while any batch of its transaction is; then given a delete horizon;
+    /// dropped once that has passed.
+    fn marker(
+        &mut self,
+        h: &BatchHeader,
+        bytes: &Bytes,
+        config: &CompactionConfig,
+        now_ms: i64,
+    ) -> Result<Outcome, LogError> {
+        let kept = self.kept.remove(&h.producer_id);
+        let held = self.snapshot_holds_open(h.producer_id, h.base_offset);
+        self.last_marker.insert(h.producer_id, h.base_offset);
+        if kept || held {
+            return Ok(Outcome::Verbatim);
+        }
+        if h.has_delete_horizon() {
+            if now_ms >= h.base_timestamp {
+                self.dropped_markers.insert((h.producer_id, h.base_offset));
+                return Ok(Outcome::Dropped);
+            }
+            return Ok(Outcome::Verbatim);
+        }
+        let Ok(records) = record::decode_records(bytes, DECOMPRESSED_BATCH_BYTES_MAX) else {
+            return Ok(Outcome::Verbatim);
+        };
+        let horizon = now_ms.saturating_add(config.delete_retention_ms.max(0));
+        let mut b = RecordBatchBuilder::new(h.compression())
+            .base_offset(h.base_offset)
+            .partition_leader_epoch(h.partition_leader_epoch)
+            .base_timestamp(horizon)
+            .producer(h.producer_id, h.producer_epoch, h.base_sequence)
+            .transactional(true)
+            .control(true)
+            .timestamp_type(h.timestamp_type())
+            .last_offset_delta(h.last_offset_delta)
+            .delete_horizon(true);
+        if h.timestamp_type() == TimestampType::LogAppendTime {
+            b = b.max_timestamp(h.max_timestamp);
+        }
+        for mut r in records {
+            let ts = h.base_timestamp.saturating_add(r.timestamp_delta);
+            r.timestamp_delta = ts.saturating_sub(horizon);
+            b.push(r);
+        }
+        let built = b
+            .build()
+            .map_err(|e| LogError::Corrupt(format!("cleaner: cannot re-encode a marker: {e}")))?;
+        Ok(Outcome::Rewritten(built))
+    }
 }
 
 /// A run of consecutive dropped batches, written as one empty batch.
@@ -529,11 +639,14 @@ impl Log {
         if total > 0 {
             stats.dirty_ratio = stats.dirty_bytes as f64 / total as f64;
         }
+        let horizon_due =
+            !cleanable.is_empty() && s.cleaner_horizon_ms.load(Ordering::Acquire) <= now_ms;
         Plan {
             cleanable,
             first_dirty,
             stats,
             max_lag_due,
+            horizon_due,
         }
     }
 
@@ -549,11 +662,14 @@ impl Log {
         s.refuse_if_damaged_pub()?;
         let _one_pass = lock(&s.cleaning);
         let plan = self.plan(config, now_ms);
-        if plan.stats.dirty_bytes == 0 {
-            return Ok(None);
-        }
-        if !force && !plan.max_lag_due && plan.stats.dirty_ratio < config.min_cleanable_dirty_ratio
-        {
+        // With nothing dirty, a pass only re-walks the cleaned part to drop what a passed delete
+        // horizon covers. (Horizons are known from the passes since open: after a restart the
+        // next pass over dirty data finds them again.)
+        let dirty_due = plan.stats.dirty_bytes > 0
+            && (force
+                || plan.max_lag_due
+                || plan.stats.dirty_ratio >= config.min_cleanable_dirty_ratio);
+        if !dirty_due && !plan.horizon_due {
             return Ok(None);
         }
         let mut truncations_expected = s.truncations.load(Ordering::Acquire);
@@ -564,6 +680,7 @@ impl Log {
         }
         let mut report = CleanReport {
             segments_before: plan.cleanable.len(),
+            delete_horizon_ms: i64::MAX,
             ..CleanReport::default()
         };
 
@@ -608,7 +725,7 @@ impl Log {
             }
             report.bytes_read += reader.bytes_read;
         }
-        if map_end <= plan.first_dirty {
+        if map_end <= plan.first_dirty && plan.first_dirty < dirty_end {
             return Err(LogError::Corrupt(format!(
                 "the cleaner's key map ({} bytes) cannot hold one key: raise log.cleaner.dedupe.buffer.size",
                 cleaner.key_map.bytes_max
@@ -645,12 +762,14 @@ impl Log {
         }
         let mut swapped_all = true;
         let mut segments_after = 0usize;
+        let mut txns = Txns::new(s.open_txns_in_snapshots(dirty_end)?);
         for group in &groups {
             let cleaned = self.clean_group(
                 cleaner,
                 group,
                 &aborted,
                 &last_batches,
+                &mut txns,
                 config,
                 now_ms,
                 config_log.index_interval_bytes,
@@ -675,6 +794,8 @@ impl Log {
         report.segments_after = segments_after;
         report.cleaned_to_offset = map_end;
         store_checkpoint(&s.dir, map_end)?;
+        s.cleaner_horizon_ms
+            .store(report.delete_horizon_ms, Ordering::Release);
         Ok(Some(report))
     }
 
@@ -686,6 +807,7 @@ impl Log {
         group: &[Arc<Segment>],
         aborted: &[AbortedTxn],
         last_batches: &HashMap<i64, i64>,
+        txns: &mut Txns,
         config: &CompactionConfig,
         now_ms: i64,
         index_interval_bytes: u32,
@@ -750,16 +872,22 @@ impl Log {
             let file = s.env_files_get(&seg.log_path)?;
             let mut reader = BatchReader::new(&file, seg.size(), 0);
             while let Some((_, h, bytes)) = reader.next(&mut cleaner.throttler)? {
-                let outcome = decide(
-                    &cleaner.key_map,
-                    &h,
-                    &bytes,
-                    aborted,
-                    last_batches,
-                    config,
-                    now_ms,
-                    report,
-                )?;
+                let outcome = if h.is_control() {
+                    txns.marker(&h, &bytes, config, now_ms)?
+                } else {
+                    let outcome = decide(
+                        &cleaner.key_map,
+                        &h,
+                        &bytes,
+                        aborted,
+                        last_batches,
+                        config,
+                        now_ms,
+                        report,
+                    )?;
+                    txns.data(&h, &outcome);
+                    outcome
+                };
                 let kept = match outcome {
                     Outcome::Dropped => {
                         match &mut run {
@@ -782,7 +910,13 @@ impl Log {
                     Outcome::Rewritten(b) | Outcome::Emptied(b) => b,
                 };
                 flush_run(&mut run, &mut pos, &mut meta, &mut cleaner.throttler)?;
-                let max_ts = BatchHeader::parse(&kept).map_or(h.max_timestamp, |k| k.max_timestamp);
+                let kept_header = BatchHeader::parse(&kept).ok();
+                let max_ts = kept_header
+                    .as_ref()
+                    .map_or(h.max_timestamp, |k| k.max_timestamp);
+                if let Some(k) = kept_header.as_ref().filter(|k| k.has_delete_horizon()) {
+                    report.delete_horizon_ms = report.delete_horizon_ms.min(k.base_timestamp);
+                }
                 write(
                     &kept,
                     h.base_offset,
@@ -795,6 +929,14 @@ impl Log {
             report.bytes_read += reader.bytes_read;
         }
         flush_run(&mut run, &mut pos, &mut meta, &mut cleaner.throttler)?;
+        // An abort whose marker is gone must leave the index too: a read_committed client
+        // that is told of an aborted transaction skips its producer's records until it meets
+        // the marker.
+        aborted_out.retain(|a| {
+            !txns
+                .dropped_markers
+                .contains(&(a.producer_id, a.last_offset))
+        });
         rustix::fs::fdatasync(&out).map_err(io::Error::from)?;
         report.bytes_written += pos;
         Ok(CleanedGroup {
@@ -832,9 +974,7 @@ fn decide(
     now_ms: i64,
     report: &mut CleanReport,
 ) -> Result<Outcome, LogError> {
-    if h.is_control() {
-        return Ok(Outcome::Verbatim);
-    }
+    debug_assert!(!h.is_control(), "markers are decided by Txns::marker");
     let producer_last =
         h.producer_id >= 0 && last_batches.get(&h.producer_id) == Some(&h.last_offset());
     let emptied = |report: &mut CleanReport| -> Result<Outcome, LogError> {

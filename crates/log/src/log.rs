@@ -247,6 +247,10 @@ pub(crate) struct Shared {
     recovery_point_lock: Mutex<()>,
     /// One cleaning pass at a time per log (two would write the same `.cleaned` file).
     pub(crate) cleaning: Mutex<()>,
+    /// The earliest KIP-534 delete horizon (ms) among the batches the last cleaning pass kept:
+    /// once it passes, a pass is due even with nothing dirty, to drop what it covers. Kept in
+    /// memory only (as in Kafka): `i64::MAX`, none known, until a pass runs after open.
+    pub(crate) cleaner_horizon_ms: AtomicI64,
     /// Bumped by truncation: a recovery point captured before it may describe data that is gone,
     /// and is not stored.
     pub(crate) truncations: AtomicU64,
@@ -413,6 +417,33 @@ impl Shared {
 
     pub(crate) fn env_files_get(&self, path: &Path) -> io::Result<Arc<File>> {
         self.env.files.get(path)
+    }
+
+    /// For each producer snapshot at or below `up_to`: its offset and the producers it records
+    /// inside a transaction, with that transaction's first offset; `None` for a snapshot that
+    /// cannot be read (the cleaner then takes it to hold every transaction open).
+    pub(crate) fn open_txns_in_snapshots(
+        &self,
+        up_to: i64,
+    ) -> io::Result<Vec<(i64, Option<std::collections::HashMap<i64, i64>>)>> {
+        let mut out = Vec::new();
+        for (o, path) in self.producer_snapshot_files()? {
+            if o > up_to {
+                continue;
+            }
+            let open = std::fs::read(&path)
+                .ok()
+                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
+                .map(|(_, entries)| {
+                    entries
+                        .iter()
+                        .filter(|e| e.current_txn_first_offset >= 0)
+                        .map(|e| (e.producer_id, e.current_txn_first_offset))
+                        .collect()
+                });
+            out.push((o, open));
+        }
+        Ok(out)
     }
 
     fn poison(&self) {
@@ -1272,6 +1303,7 @@ impl Log {
             flush_lock: Mutex::new(()),
             recovery_point_lock: Mutex::new(()),
             cleaning: Mutex::new(()),
+            cleaner_horizon_ms: AtomicI64::new(i64::MAX),
             truncations: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),

@@ -494,7 +494,10 @@ fn aborted_records_go_markers_stay_and_producer_state_survives() {
             values.push((r.key.unwrap()[1], r.value.map(|v| v.to_vec())));
         }
     }
-    assert_eq!(markers, 3, "markers are kept");
+    assert_eq!(
+        markers, 3,
+        "markers are kept while their transactions keep a batch"
+    );
     assert!(
         !values.iter().any(|(k, _)| *k == 2),
         "the aborted record is gone: {values:?}"
@@ -510,4 +513,147 @@ fn aborted_records_go_markers_stay_and_producer_state_survives() {
     drop(log);
     let log = Log::open(&env, dir.path(), config).unwrap();
     assert_eq!(log.producer_state().entries(), producers_before);
+}
+
+/// Every batch of the log: (base offset, last offset, header).
+fn batches(log: &Log) -> Vec<(i64, i64, BatchHeader)> {
+    read_all(log, log.log_start_offset(), log.log_end_offset())
+        .into_iter()
+        .map(|(base, last, crc_ok, bytes)| {
+            assert!(crc_ok, "batch at {base} fails its CRC");
+            (base, last, BatchHeader::parse(&Bytes::from(bytes)).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn markers_of_transactions_with_nothing_left_get_a_horizon_then_go() {
+    use weir_protocol::control::ControlType;
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    // One segment until `seal`: a roll inside a transaction would keep its marker (below).
+    let config = LogConfig {
+        producer_id_expiration_ms: i64::MAX,
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let log = Log::open(&env, dir.path(), config).unwrap();
+    // The first sync's producer snapshot (at offset 1) must not fall inside a transaction.
+    log.append(
+        &encode_batch(&[(0, Some(0))], Compression::None, T0_MS),
+        &Default::default(),
+    )
+    .unwrap();
+    // Producer 7: commits key 1 (later overwritten), aborts key 2, commits key 6 (kept).
+    // Producer 9: commits key 5 (kept).
+    log.append(&txn_batch(7, 0, &[(1, Some(10))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Commit); // offset 2: goes
+    log.append(&txn_batch(7, 1, &[(2, Some(20))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Abort); // offset 4: goes, with its index entry
+    log.append(&txn_batch(9, 0, &[(5, Some(50))]), &Default::default())
+        .unwrap();
+    marker(&log, 9, ControlType::Commit); // offset 6: stays
+    log.append(
+        &encode_batch(&[(1, Some(11))], Compression::None, T0_MS),
+        &Default::default(),
+    )
+    .unwrap();
+    log.append(&txn_batch(7, 2, &[(6, Some(60))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Commit); // offset 9: stays
+    seal(&log);
+    let end = log.log_end_offset();
+    let producers_before = log.producer_state().entries();
+    assert_eq!(log.aborted_transactions(0, end).len(), 1);
+    let markers = |log: &Log| -> Vec<(i64, bool)> {
+        batches(log)
+            .into_iter()
+            .filter(|(_, _, h)| h.is_control())
+            .map(|(base, _, h)| (base, h.has_delete_horizon()))
+            .collect()
+    };
+
+    // First pass: the two markers whose transactions lost everything get a delete horizon.
+    log.clean(&mut Cleaner::new(1 << 20, 0), &compaction(), T0_MS, true)
+        .unwrap()
+        .expect("cleaned");
+    assert_eq!(
+        markers(&log),
+        vec![(2, true), (4, true), (6, false), (9, false)]
+    );
+    assert_eq!(
+        log.aborted_transactions(0, end).len(),
+        1,
+        "the abort is still there"
+    );
+
+    // Nothing is dirty: no pass until the horizon has passed.
+    let no_dirt = |now_ms| {
+        log.clean(&mut Cleaner::new(1 << 20, 0), &compaction(), now_ms, false)
+            .unwrap()
+    };
+    assert!(no_dirt(T0_MS + DELETE_RETENTION_MS - 1).is_none());
+    // The pass the horizon brings drops them; their offsets stay covered (dense) by an empty
+    // batch.
+    no_dirt(T0_MS + DELETE_RETENTION_MS + 1).expect("a pass once the horizon has passed");
+    assert_eq!(markers(&log), vec![(6, false), (9, false)]);
+    assert_eq!(log.aborted_transactions(0, end), Vec::new());
+    let mut next = log.log_start_offset();
+    for (base, last, _) in batches(&log) {
+        assert_eq!(base, next, "offsets stay dense");
+        next = last + 1;
+    }
+    assert_eq!(next, end);
+    let keys: Vec<u8> = records(&log)
+        .into_iter()
+        .filter(|(h, _, _)| !h.is_control())
+        .filter_map(|(_, _, r)| r.key.map(|k| k[1]))
+        .collect();
+    assert_eq!(keys, vec![0, 5, 1, 6, 99]);
+
+    // Rebuilt from the log, no transaction is left open and the producers are as before.
+    drop(log);
+    let log = Log::open(&env, dir.path(), config).unwrap();
+    log.set_high_watermark(log.log_end_offset());
+    assert_eq!(log.producer_state().entries(), producers_before);
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
+}
+
+#[test]
+fn a_marker_stays_while_a_producer_snapshot_lies_inside_its_transaction() {
+    use weir_protocol::control::ControlType;
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&env, dir.path(), config()).unwrap();
+    log.append(&txn_batch(7, 0, &[(1, Some(10))]), &Default::default())
+        .unwrap();
+    // A roll inside the transaction writes a producer snapshot that holds it open.
+    log.roll().unwrap();
+    marker(&log, 7, ControlType::Commit); // offset 1
+    log.append(
+        &encode_batch(&[(1, Some(11))], Compression::None, T0_MS),
+        &Default::default(),
+    )
+    .unwrap();
+    // So that the first transaction's batch is not the producer's last (which stays).
+    log.append(&txn_batch(7, 1, &[(6, Some(60))]), &Default::default())
+        .unwrap();
+    marker(&log, 7, ControlType::Commit); // offset 4
+    seal(&log);
+    for now_ms in [T0_MS, T0_MS + DELETE_RETENTION_MS + 1] {
+        log.clean(&mut Cleaner::new(1 << 20, 0), &compaction(), now_ms, true)
+            .unwrap();
+    }
+    let markers: Vec<i64> = batches(&log)
+        .into_iter()
+        .filter(|(_, _, h)| h.is_control())
+        .map(|(base, _, _)| base)
+        .collect();
+    assert_eq!(markers, vec![1, 4]);
+    drop(log);
+    let log = Log::open(&env, dir.path(), config()).unwrap();
+    log.set_high_watermark(log.log_end_offset());
+    assert_eq!(log.last_stable_offset(), log.log_end_offset());
 }
