@@ -393,6 +393,10 @@ fn txn_loop(config: &LoadConfig, history: &Arc<History>, stop: &AtomicBool) {
                 match producer.commit_transaction(timeout) {
                     Ok(()) => (TxnOutcome::Committed, true),
                     Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+                        history.record(Event::ClientError {
+                            t_ms: history.now_ms(),
+                            error: format!("{name}: commit_transaction (abortable): {e}"),
+                        });
                         match producer.abort_transaction(timeout) {
                             Ok(()) => (TxnOutcome::Aborted, true),
                             Err(_) => (TxnOutcome::Unknown, false),
