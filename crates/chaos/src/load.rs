@@ -446,11 +446,7 @@ pub fn create_topics(
             match result {
                 Ok(results) => match results.into_iter().next() {
                     Some(Ok(_)) => break,
-                    Some(Err((_, code)))
-                        if code == rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists =>
-                    {
-                        break;
-                    }
+                    Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => break,
                     other if started.elapsed() > Duration::from_secs(60) => {
                         return Err(Error::Kafka(format!("create {topic}: {other:?}")));
                     }
