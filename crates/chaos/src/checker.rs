@@ -182,6 +182,7 @@ pub fn check(events: &[Event]) -> Report {
     let mut txn_outcome: HashMap<&str, TxnOutcome> = HashMap::new();
     // (tp, offset, value) acked, in history order.
     let mut acks: Vec<(Tp, i64, &str)> = Vec::new();
+    let mut acks_anywhere: Vec<(Tp, &str)> = Vec::new();
     // Non-transactional ack times per tp, for unavailability.
     let mut ack_times: BTreeMap<Tp, Vec<u64>> = BTreeMap::new();
     // Every position a value was seen at, and every value an offset was seen holding.
@@ -232,6 +233,13 @@ pub fn check(events: &[Event]) -> Report {
                 let tp = (topic.clone(), *partition);
                 if !sent.get(value.as_str()).is_some_and(|s| s.transactional) {
                     ack_times.entry(tp.clone()).or_default().push(*t_ms);
+                }
+                // An ack without an offset (librdkafka reports -1001 when the broker answered
+                // a retried batch as a duplicate without its offset): the record must be in
+                // the final reads somewhere, at one offset.
+                if *offset < 0 {
+                    acks_anywhere.push((tp, value));
+                    continue;
                 }
                 positions_of
                     .entry(value)
@@ -462,19 +470,27 @@ pub fn check(events: &[Event]) -> Report {
                 });
             }
         }
+        let held_anywhere: HashSet<(&Tp, &str)> = held.iter().map(|(tp, _, v)| (*tp, *v)).collect();
+        for (tp, value) in &acks_anywhere {
+            if !ends.contains_key(tp) || !required_in(*isolation, value, &txn_outcome, &sent) {
+                continue;
+            }
+            report.acked_checked += 1;
+            if !held_anywhere.contains(&(tp, *value)) {
+                report.violations.push(Violation::LostAck {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                    offset: -1,
+                    value: (*value).into(),
+                    reader: reader.clone(),
+                });
+            }
+        }
         for (tp, offset, value) in &acks {
             if !ends.contains_key(tp) {
                 continue;
             }
-            let required = match isolation {
-                Isolation::ReadUncommitted => true,
-                Isolation::ReadCommitted => match txn_outcome.get(value) {
-                    Some(TxnOutcome::Committed) => true,
-                    Some(_) => false,
-                    None => !sent.get(value).is_some_and(|s| s.transactional),
-                },
-            };
-            if !required {
+            if !required_in(*isolation, value, &txn_outcome, &sent) {
                 continue;
             }
             report.acked_checked += 1;
@@ -517,6 +533,23 @@ pub fn check(events: &[Event]) -> Report {
         *max = (*max).max(worst);
     }
     report
+}
+
+/// Whether a final read with `isolation` must hold the acked `value`.
+fn required_in(
+    isolation: Isolation,
+    value: &str,
+    txn_outcome: &HashMap<&str, TxnOutcome>,
+    sent: &HashMap<&str, Sent>,
+) -> bool {
+    match isolation {
+        Isolation::ReadUncommitted => true,
+        Isolation::ReadCommitted => match txn_outcome.get(value) {
+            Some(TxnOutcome::Committed) => true,
+            Some(_) => false,
+            None => !sent.get(value).is_some_and(|s| s.transactional),
+        },
+    }
 }
 
 fn event_time(event: &Event) -> u64 {
@@ -686,6 +719,19 @@ mod tests {
         assert_eq!(k.get("lost-ack"), Some(&1));
         assert_eq!(k.get("duplicate"), Some(&1), "seen at 2 (ack) and 3 (read)");
         assert_eq!(k.get("offset-gap"), Some(&1));
+    }
+
+    #[test]
+    fn an_ack_without_an_offset_needs_the_record_somewhere() {
+        let mut h = clean();
+        h.push(send("p", 0, "d"));
+        h.push(ack(0, -1001, "d"));
+        assert_eq!(kinds(&h), BTreeMap::from([("lost-ack", 1)]));
+        h.retain(|e| *e != final_end(3));
+        h.push(final_read(3, "d"));
+        h.push(final_end(4));
+        let report = check(&h);
+        assert!(report.is_valid(), "{:?}", report.violations);
     }
 
     #[test]
