@@ -233,7 +233,8 @@ impl LeaderState {
     /// than before.
     fn recompute(&mut self) -> Option<i64> {
         let mut hw = self.leader_durable_end;
-        for r in self.maximal_isr() {
+        let followers_counted = !plant_hw_without_isr();
+        for r in self.maximal_isr().filter(|_| followers_counted) {
             if r == self.me {
                 continue;
             }
@@ -294,6 +295,22 @@ impl LeaderState {
             new_isr,
         })
     }
+}
+
+/// The fault harness (`crates/chaos`) and the simulation must show they can fail, so this is
+/// the one planted bug of replication: with `WEIR_TEST_PLANT_HW_WITHOUT_ISR=1` in the
+/// environment (read once) the leader raises the high watermark to its own durable end and
+/// ignores its followers, so acks=all answers before any follower has the records. Never set it
+/// outside those tests.
+fn plant_hw_without_isr() -> bool {
+    static PLANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLANTED.get_or_init(|| {
+        let planted = std::env::var_os("WEIR_TEST_PLANT_HW_WITHOUT_ISR").is_some_and(|v| v == "1");
+        if planted {
+            tracing::warn!("test switch: the high watermark ignores the ISR (planted bug)");
+        }
+        planted
+    })
 }
 
 #[cfg(test)]

@@ -741,12 +741,18 @@ impl GroupCoordinator {
         let Some(partition) = topic.partition(index).cloned() else {
             return Err(ErrorCode::CoordinatorNotAvailable);
         };
-        let code = broker.txn.verify(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            &(OFFSETS_TOPIC.to_string(), index),
-        );
+        // Only the id's coordinator can answer from memory; elsewhere the commit is taken
+        // unchecked, as produce does (see handlers::produce::verify_transactional).
+        let code = if broker.txn.coordinates(broker, transactional_id) {
+            broker.txn.verify(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                &(OFFSETS_TOPIC.to_string(), index),
+            )
+        } else {
+            ErrorCode::None
+        };
         if code != ErrorCode::None {
             return Err(code);
         }

@@ -333,7 +333,12 @@ fn apply_max_timestamp_fixes(
 
 /// KIP-890 part 1: a transactional batch is appended only if its partition
 /// is in the producer's open transaction (AddPartitionsToTxn came first).
-/// The coordinator is on this node, so the check is a lookup, not a request.
+/// When this broker is the id's coordinator the check is a lookup. When
+/// another broker coordinates it, the batch is appended unchecked, as Kafka
+/// did before 3.6: asking that coordinator (AddPartitionsToTxn with
+/// verify_only, as Kafka's partition leaders do) is not done yet, and looking
+/// the id up here, where it is unknown, refused every transaction that wrote
+/// to a partition led by another broker.
 fn verify_transactional(
     broker: &Broker,
     transactional_id: Option<&str>,
@@ -350,6 +355,9 @@ fn verify_transactional(
         return Ok(());
     };
     if !header.is_transactional() || header.is_control() || header.producer_id < 0 {
+        return Ok(());
+    }
+    if !broker.txn.coordinates(broker, transactional_id) {
         return Ok(());
     }
     let code = broker.txn.verify(

@@ -66,11 +66,13 @@ fn unknown_partitions(
     broker: &Broker,
     topics: &[AddPartitionsToTxnTopic],
 ) -> Option<Vec<AddPartitionsToTxnTopicResult>> {
+    // The coordinator need not hold a replica of the partitions a transaction writes (in a
+    // cluster they are led by any broker): a partition is known if the topic has it anywhere.
     let known = |t: &str, p: i32| {
         t != crate::txn::TRANSACTION_STATE_TOPIC
             && broker
                 .topic(t)
-                .is_some_and(|topic| topic.partition(p).is_some())
+                .is_some_and(|topic| (0..topic.partition_count).contains(&p))
     };
     let any_unknown = topics
         .iter()

@@ -554,6 +554,18 @@ impl TxnCoordinator {
         })
     }
 
+    /// Whether this broker coordinates `transactional_id` now (leads its
+    /// `__transaction_state` partition), so that [`TxnCoordinator::verify`] can answer
+    /// from memory.
+    pub fn coordinates(&self, broker: &Broker, transactional_id: &str) -> bool {
+        let Some(topic) = broker.topic(TRANSACTION_STATE_TOPIC) else {
+            return false;
+        };
+        topic
+            .partition(partition_for(transactional_id, topic.partition_count))
+            .is_some_and(|p| p.is_leader())
+    }
+
     /// KIP-890 part 1: is `partition` in the producer's open transaction?
     pub fn verify(
         &self,

@@ -588,3 +588,71 @@ fn learners_follow_the_metadata_log_without_voting() {
         },
     );
 }
+
+/// A transaction spanning partitions led by every broker commits, and a read_committed
+/// consumer sees all of it. Found by the fault harness (weir-chaos): a partition leader that
+/// was not the transactional id's coordinator looked the id up in its own (empty) coordinator
+/// state and refused every transactional batch with INVALID_PRODUCER_ID_MAPPING, so no
+/// transaction touching another broker's partition could ever commit.
+#[test]
+fn a_transaction_spanning_partitions_led_by_other_brokers_commits() {
+    let cluster = Cluster::start(&[]);
+    let topic = "txn-across-brokers";
+    // RF=1 and 6 partitions: leaders are spread over the three brokers, so whichever broker
+    // coordinates the transactional id, most partitions are led by the others.
+    create_topic_retrying(cluster.node(1), topic, 6);
+    let m = agreed_metadata(&cluster, &[1, 2, 3]);
+    let by_leader: BTreeSet<i32> = leaders(&m, topic).values().copied().collect();
+    assert_eq!(by_leader.len(), 3, "leaders on every broker: {by_leader:?}");
+
+    let producer: ThreadedProducer<DefaultProducerContext> = cluster
+        .node(1)
+        .client_config()
+        .set("transactional.id", "across-brokers")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("transactional producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin");
+    for p in 0..6 {
+        let value = format!("v{p}");
+        let record = BaseRecord::to(topic)
+            .key(value.as_str())
+            .payload(value.as_str())
+            .partition(p);
+        producer.send(record).map_err(|(e, _)| e).expect("enqueue");
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("a transaction over every broker's partitions commits");
+
+    let consumer: BaseConsumer = cluster
+        .node(2)
+        .client_config()
+        .set("group.id", "txn-across-reader")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..6 {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut got = BTreeSet::new();
+    let started = Instant::now();
+    while got.len() < 6 {
+        assert!(
+            started.elapsed() < CONVERGE_TIMEOUT,
+            "read_committed saw only {got:?}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.insert(text_of(&m).2);
+        }
+    }
+    assert_eq!(got, (0..6).map(|p| format!("v{p}")).collect());
+}
