@@ -375,7 +375,8 @@ async fn write_replies(
                 }
             };
             if let Some(timer) = timer.take() {
-                timer.finish();
+                let none = weir_broker::metrics::ErrorTally::default();
+                timer.finish(frame.as_ref().map_or(&none, |f| &f.errors));
             }
             let close_connection = frame.as_ref().is_some_and(|f| f.close_connection);
             for chunk in frame.into_iter().flat_map(|f| f.chunks) {
