@@ -17,6 +17,7 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod admin_view;
 pub mod cleaner;
 pub mod cluster;
 pub mod cluster_config;
