@@ -783,6 +783,21 @@ fn snake(name: &str) -> String {
     out
 }
 
+/// Code visiting every `error_code` inside a value `x` of type `ty` (a struct
+/// or arrays of one).
+fn visit_error_codes(ty: &Ty, x: &str, depth: usize) -> String {
+    match ty {
+        Ty::Array(inner) => {
+            let e = format!("e{depth}");
+            format!(
+                "for {e} in {x}.iter() {{ {} }}",
+                visit_error_codes(inner, &e, depth + 1)
+            )
+        }
+        _ => format!("{x}.for_each_error_code(f);"),
+    }
+}
+
 fn base_rust(ty: &Ty) -> String {
     match ty {
         Ty::Bool => "bool".into(),
@@ -1336,6 +1351,28 @@ fn gen_struct(s: &StructDef, out: &mut String) {
     }
     out.push_str("        let _ = &rng;\n        out\n    }\n}\n\n");
 
+    // Error codes, for the per-(api, code) error metric: every `error_code`
+    // field, found through nested structs and arrays.
+    let _ = writeln!(out, "impl ErrorCodes for {name} {{");
+    out.push_str("    #[allow(unused_variables)]\n    fn for_each_error_code<F: FnMut(i16)>(&self, f: &mut F) {\n");
+    for field in &s.fields {
+        let x = format!("self.{}", ident(&field.name));
+        if field.name == "error_code" && field.ty == Ty::I16 && !is_opt(field) {
+            let _ = writeln!(out, "        f({x});");
+            continue;
+        }
+        if struct_of(&field.ty).is_none() {
+            continue;
+        }
+        let visit = visit_error_codes(&field.ty, "v", 0);
+        if is_opt(field) {
+            let _ = writeln!(out, "        if let Some(v) = &{x} {{ {visit} }}");
+        } else {
+            let _ = writeln!(out, "        {{ let v = &{x}; {visit} }}");
+        }
+    }
+    out.push_str("    }\n}\n\n");
+
     if let Some((key, min, max, flex)) = s.top {
         let _ = writeln!(
             out,
@@ -1373,7 +1410,7 @@ fn gen_api(a: &Api) -> String {
     );
     let _ = writeln!(out, "pub mod {} {{", snake(&a.name));
     out.push_str("#![allow(clippy::all, unused_variables, unused_mut, unused_parens, unused_braces, unreachable_patterns)]\n");
-    out.push_str("use crate::codec::{self, Decode, DecodeError, Encode, EncodeError, Message};\nuse bytes::{Bytes, BytesMut};\n\n");
+    out.push_str("use crate::codec::{self, Decode, DecodeError, Encode, EncodeError, ErrorCodes, Message};\nuse bytes::{Bytes, BytesMut};\n\n");
     for s in &a.structs {
         gen_struct(s, &mut out);
     }

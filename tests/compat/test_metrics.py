@@ -8,6 +8,8 @@ the workload."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import urllib.request
 
@@ -99,6 +101,21 @@ def test_metrics_parse_whole_and_count_a_known_workload(tmp_path):
                 and b.labels["api"] == "Produce"
             ]
             assert inf == [s.value]
+
+        # The Grafana dashboard queries only metrics this scrape has (a family may have
+        # no samples yet, such as errors before any error; its name still counts).
+        dashboard = json.loads((conftest.REPO_ROOT / "packaging" / "grafana" / "weir.json").read_text())
+        exposed = set()
+        for family in families.values():
+            exposed.add(family.name)
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+            exposed.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
+        queried = set()
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                queried.update(re.findall(r"\bweir_[a-z_]+", target["expr"]))
+        assert len(queried) >= 20, queried
+        assert queried <= exposed, f"dashboard names no such metric: {sorted(queried - exposed)}"
         consumer.close()
     finally:
         problem = conftest._stop(broker.process)

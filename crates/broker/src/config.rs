@@ -4,7 +4,7 @@
 //! flags (in that order of precedence, lowest first); this crate only defines
 //! the shape, the defaults and validation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -159,6 +159,166 @@ pub struct BrokerConfig {
     /// DEFAULT_CONFIG. Filled by the binary; never read from or written to TOML.
     #[serde(skip)]
     pub explicit: BTreeSet<String>,
+    /// Where each setting's value came from, by the same names as `explicit`;
+    /// a name absent here is at its default. Filled by [`ConfigLayers`].
+    #[serde(skip)]
+    pub sources: BTreeMap<String, ConfigSource>,
+}
+
+/// Where a setting's value came from, lowest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSource {
+    Default,
+    File,
+    Env,
+    Flag,
+}
+
+impl ConfigSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigSource::Default => "default",
+            ConfigSource::File => "file",
+            ConfigSource::Env => "env",
+            ConfigSource::Flag => "flag",
+        }
+    }
+}
+
+/// Builds a [`BrokerConfig`] from layers of settings: the built-in defaults,
+/// then a TOML file, then `WEIR_<KEY>` variables, then `--<key>` flags (each
+/// added in that order by the caller; a later one wins).
+///
+/// The one definition of the settings is [`BrokerConfig`] itself: its serde
+/// field names are the keys in every layer ([`BrokerConfig::scalar_keys`]), so a
+/// field added there is settable everywhere with no other change.
+#[derive(Debug)]
+pub struct ConfigLayers {
+    /// The settings so far, as the serde form of `BrokerConfig`.
+    merged: serde_json::Map<String, serde_json::Value>,
+    sources: BTreeMap<String, ConfigSource>,
+}
+
+impl Default for ConfigLayers {
+    fn default() -> Self {
+        ConfigLayers::new()
+    }
+}
+
+impl ConfigLayers {
+    pub fn new() -> ConfigLayers {
+        let merged = match serde_json::to_value(BrokerConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            // The defaults are a struct of plain fields; serializing them can't fail.
+            _ => serde_json::Map::new(),
+        };
+        ConfigLayers {
+            merged,
+            sources: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a TOML file's settings. Unknown keys and values of the wrong type
+    /// are errors naming the key.
+    pub fn add_file(&mut self, text: &str) -> Result<(), String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (key, value) in table {
+            let value = serde_json::to_value(&value).map_err(|e| format!("{key}: {e}"))?;
+            if key == "topic_defaults" {
+                let serde_json::Value::Object(names) = value else {
+                    return Err("topic_defaults must be a table of topic configs".into());
+                };
+                check(&key, &serde_json::Value::Object(names.clone()))?;
+                let defaults = self
+                    .merged
+                    .entry(key.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                for (name, v) in names {
+                    self.sources
+                        .insert(format!("topic_defaults.{name}"), ConfigSource::File);
+                    if let serde_json::Value::Object(d) = defaults {
+                        d.insert(name, v);
+                    }
+                }
+                continue;
+            }
+            check(&key, &value)?;
+            self.merged.insert(key.clone(), value);
+            self.sources.insert(key, ConfigSource::File);
+        }
+        Ok(())
+    }
+
+    /// Sets one scalar key from text (an environment variable's or a flag's
+    /// value): a number or boolean where the key takes one, else the text.
+    pub fn set_text(&mut self, key: &str, text: &str, source: ConfigSource) -> Result<(), String> {
+        if key == "topic_defaults" || !self.merged.contains_key(key) {
+            return Err(format!("unknown config key {key:?}"));
+        }
+        // Try the text as a JSON scalar first (3000, true), then as a string; the
+        // typed parse decides which one the key takes.
+        let literal = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .filter(|v| v.is_number() || v.is_boolean());
+        let candidates = literal
+            .into_iter()
+            .chain([serde_json::Value::String(text.to_string())]);
+        let mut first_error = None;
+        for value in candidates {
+            match check(key, &value) {
+                Ok(()) => {
+                    self.merged.insert(key.to_string(), value);
+                    self.sources.insert(key.to_string(), source);
+                    return Ok(());
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| format!("{key}: invalid value {text:?}")))
+    }
+
+    /// Sets one default topic config (Kafka name) from text.
+    pub fn set_topic_default(
+        &mut self,
+        name: &str,
+        text: &str,
+        source: ConfigSource,
+    ) -> Result<(), String> {
+        let mut probe = TopicConfig::default();
+        probe.set(name, text).map_err(|e| e.to_string())?;
+        if let Some(serde_json::Value::Object(d)) = self.merged.get_mut("topic_defaults") {
+            d.insert(
+                name.to_string(),
+                serde_json::Value::String(text.to_string()),
+            );
+        }
+        self.sources
+            .insert(format!("topic_defaults.{name}"), source);
+        Ok(())
+    }
+
+    /// The config these layers make, with `explicit` and `sources` filled in.
+    pub fn build(self) -> Result<BrokerConfig, String> {
+        let mut config: BrokerConfig =
+            serde_json::from_value(serde_json::Value::Object(self.merged))
+                .map_err(|e| e.to_string())?;
+        config.explicit = self.sources.keys().cloned().collect();
+        config.sources = self.sources;
+        Ok(config)
+    }
+}
+
+/// Checks that `key = value` alone is a valid setting, so that an error names
+/// the key rather than the whole config.
+fn check(key: &str, value: &serde_json::Value) -> Result<(), String> {
+    let mut one = serde_json::Map::new();
+    one.insert(key.to_string(), value.clone());
+    serde_json::from_value::<BrokerConfig>(serde_json::Value::Object(one))
+        .map(|_| ())
+        .map_err(|e| format!("{key}: {e}"))
 }
 
 /// The shortest `connection_idle_ms_max` accepted: below a second, clients
@@ -229,6 +389,7 @@ impl Default for BrokerConfig {
             group_consumer_min_session_timeout_ms: 45_000,
             group_consumer_max_session_timeout_ms: 60_000,
             explicit: BTreeSet::new(),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -238,6 +399,28 @@ impl BrokerConfig {
     /// explicitly rather than left at its built-in default.
     pub fn is_explicit(&self, key: &str) -> bool {
         self.explicit.contains(key)
+    }
+
+    /// Where the value of `key` (a field name, or `topic_defaults.<kafka name>`) came from.
+    pub fn source_of(&self, key: &str) -> ConfigSource {
+        self.sources
+            .get(key)
+            .copied()
+            .unwrap_or(ConfigSource::Default)
+    }
+
+    /// Every setting that takes one value (all fields but `topic_defaults`, a
+    /// table of Kafka topic configs): the keys of the TOML file, and of the
+    /// `WEIR_<KEY>` variables and `--<key>` flags with `_` as `-`.
+    pub fn scalar_keys() -> Vec<String> {
+        match serde_json::to_value(BrokerConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map
+                .keys()
+                .filter(|k| *k != "topic_defaults")
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// The address clients are told to connect to.
@@ -454,6 +637,97 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_apply_in_order_and_remember_each_source() {
+        let mut layers = ConfigLayers::new();
+        layers
+            .add_file(
+                "node_id = 7\nlisten = \"127.0.0.1:19092\"\nrack = \"r1\"\n[topic_defaults]\n\"retention.ms\" = 60000\n",
+            )
+            .unwrap();
+        layers
+            .set_text("listen", "127.0.0.1:29092", ConfigSource::Env)
+            .unwrap();
+        layers.set_text("rack", "r2", ConfigSource::Env).unwrap();
+        layers.set_text("rack", "r3", ConfigSource::Flag).unwrap();
+        layers
+            .set_text("auto_create_topics", "false", ConfigSource::Env)
+            .unwrap();
+        layers
+            .set_topic_default("segment.bytes", "1048576", ConfigSource::Flag)
+            .unwrap();
+        let config = layers.build().unwrap();
+        assert_eq!(config.node_id, 7);
+        assert_eq!(config.listen, HostPort::new("127.0.0.1", 29092));
+        assert_eq!(config.rack.as_deref(), Some("r3"));
+        assert!(!config.auto_create_topics);
+        assert_eq!(
+            config.topic_defaults.get("retention.ms").as_deref(),
+            Some("60000")
+        );
+        assert_eq!(
+            config.topic_defaults.get("segment.bytes").as_deref(),
+            Some("1048576")
+        );
+        assert_eq!(config.source_of("node_id"), ConfigSource::File);
+        assert_eq!(config.source_of("listen"), ConfigSource::Env);
+        assert_eq!(config.source_of("rack"), ConfigSource::Flag);
+        assert_eq!(config.source_of("auto_create_topics"), ConfigSource::Env);
+        assert_eq!(
+            config.source_of("default_partitions"),
+            ConfigSource::Default
+        );
+        assert_eq!(
+            config.source_of("topic_defaults.retention.ms"),
+            ConfigSource::File
+        );
+        assert_eq!(
+            config.source_of("topic_defaults.segment.bytes"),
+            ConfigSource::Flag
+        );
+        assert!(config.is_explicit("listen") && !config.is_explicit("default_partitions"));
+    }
+
+    #[test]
+    fn every_key_is_settable_from_text() {
+        let defaults = serde_json::to_value(BrokerConfig::default()).unwrap();
+        for key in BrokerConfig::scalar_keys() {
+            let text = match &defaults[&key] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => match key.as_str() {
+                    "controller_voters" => "1@127.0.0.1:9093".into(),
+                    "rack" => "r1".into(),
+                    _ => "127.0.0.1:9999".into(),
+                },
+                other => other.to_string(),
+            };
+            let mut layers = ConfigLayers::new();
+            layers
+                .set_text(&key, &text, ConfigSource::Env)
+                .unwrap_or_else(|e| panic!("{key}={text}: {e}"));
+            let config = layers.build().unwrap();
+            assert_eq!(config.source_of(&key), ConfigSource::Env, "{key}");
+        }
+        assert!(BrokerConfig::scalar_keys().len() > 40);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let mut layers = ConfigLayers::new();
+        let e = layers
+            .set_text("node_id", "seven", ConfigSource::Flag)
+            .unwrap_err();
+        assert!(e.starts_with("node_id:"), "{e}");
+        let e = layers
+            .set_text("no_such_key", "1", ConfigSource::Flag)
+            .unwrap_err();
+        assert!(e.contains("no_such_key"), "{e}");
+        let e = layers.add_file("listen = 5\n").unwrap_err();
+        assert!(e.starts_with("listen:"), "{e}");
+        let e = layers.add_file("nope = 5\n").unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
 
     fn refused(change: impl FnOnce(&mut BrokerConfig)) -> String {
         let mut config = BrokerConfig::default();

@@ -23,6 +23,8 @@ pub struct Frame {
     /// response could not be produced, and a client left waiting for it
     /// would only time out. Closing makes it reconnect and retry at once.
     pub close_connection: bool,
+    /// The error codes the response carries, for the errors-by-code metric.
+    pub errors: crate::metrics::ErrorTally,
 }
 
 impl Frame {
@@ -31,6 +33,7 @@ impl Frame {
         Frame {
             chunks: Vec::new(),
             close_connection: true,
+            errors: Default::default(),
         }
     }
 
@@ -73,6 +76,7 @@ impl From<Bytes> for Frame {
         Frame {
             chunks: vec![FrameChunk::Bytes(bytes)],
             close_connection: false,
+            errors: Default::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ pub fn splice(encoded: Bytes, placeholders: Placeholders, compact: bool) -> Opti
     Some(Frame {
         chunks,
         close_connection: false,
+        errors: Default::default(),
     })
 }
 

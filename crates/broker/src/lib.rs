@@ -17,6 +17,7 @@
 //! server awaits those futures in order, so many requests of one connection
 //! wait for durability together.
 
+pub mod admin_view;
 pub mod cleaner;
 pub mod cluster;
 pub mod cluster_config;
@@ -47,7 +48,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, Bytes, BytesMut};
 use weir_log::LogEnv;
 use weir_protocol::api::{self, ApiKey};
-use weir_protocol::codec::Encode;
+use weir_protocol::codec::{Encode, ErrorCodes};
 use weir_protocol::header::RequestHeader;
 
 pub use config::BrokerConfig;
@@ -367,9 +368,13 @@ fn encode_response<T: Encode>(
 /// this broker; it is logged as an error and the connection closes, because
 /// a client whose request goes unanswered would wait out its timeout and
 /// other responses pipelined behind it would be out of step.
-fn encode_frame<T: Encode>(header: &RequestHeader, body: &T) -> Option<Frame> {
+fn encode_frame<T: Encode + ErrorCodes>(header: &RequestHeader, body: &T) -> Option<Frame> {
     match encode_response(header, body) {
-        Ok(bytes) => Some(Frame::from(bytes)),
+        Ok(bytes) => {
+            let mut frame = Frame::from(bytes);
+            frame.errors = metrics::ErrorTally::of(body);
+            Some(frame)
+        }
         Err(e) => {
             log_encode_failure(header, &e);
             Some(Frame::close_connection())

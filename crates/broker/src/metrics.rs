@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use weir_protocol::api::{self, ApiKey};
+use weir_protocol::error_code::ErrorCode;
 
 use crate::Broker;
 
@@ -69,10 +70,66 @@ impl LatencyHistogram {
     }
 }
 
+/// Distinct error codes one response's tally keeps; a response with more kinds of
+/// error than this (none of Weir's do in practice) counts the rest as uncounted.
+const TALLY_CODES_MAX: usize = 4;
+
+/// Error codes Kafka defines run from -1 to 133 (see `ErrorCode`); the table
+/// keeps one column per code in that range plus one for any code outside it.
+const ERROR_CODE_MIN: i16 = -1;
+const ERROR_COLUMNS: usize = 136;
+
+fn error_column(code: i16) -> usize {
+    usize::try_from(i32::from(code) - i32::from(ERROR_CODE_MIN))
+        .ok()
+        .filter(|c| *c < ERROR_COLUMNS - 1)
+        .unwrap_or(ERROR_COLUMNS - 1)
+}
+
+/// The error codes (all but NONE) one response carries, with how often each
+/// occurs (once per partition, topic or group that has it, as Kafka's
+/// `ErrorsPerSec` counts them). Fixed size, so building one never allocates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ErrorTally {
+    codes: [(i16, u32); TALLY_CODES_MAX],
+    len: u8,
+    /// Occurrences of codes beyond the first `TALLY_CODES_MAX` distinct ones.
+    uncounted: u32,
+}
+
+impl ErrorTally {
+    pub fn of<T: weir_protocol::codec::ErrorCodes>(body: &T) -> ErrorTally {
+        let mut tally = ErrorTally::default();
+        body.for_each_error_code(&mut |code| tally.add(code));
+        tally
+    }
+
+    fn add(&mut self, code: i16) {
+        if code == 0 {
+            return;
+        }
+        let len = usize::from(self.len);
+        if let Some(entry) = self.codes.iter_mut().take(len).find(|(c, _)| *c == code) {
+            entry.1 = entry.1.saturating_add(1);
+        } else if let Some(entry) = self.codes.get_mut(len) {
+            *entry = (code, 1);
+            self.len += 1;
+        } else {
+            self.uncounted = self.uncounted.saturating_add(1);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (i16, u32)> + '_ {
+        self.codes.iter().take(usize::from(self.len)).copied()
+    }
+}
+
 /// One (api, version) pair's series.
 struct ApiSeries {
     api: &'static str,
     version: i16,
+    /// Row of this api in `RequestMetrics::errors`.
+    api_row: usize,
     requests: AtomicU64,
     latency: LatencyHistogram,
 }
@@ -89,6 +146,12 @@ pub struct RequestMetrics {
     /// Connections closed at accept because `connections_max` were open.
     pub connections_refused: AtomicU64,
     requests_in_flight: AtomicI64,
+    /// Error occurrences in responses: one row per supported api (in
+    /// `api_names` order), one column per error code (`error_column`).
+    errors: Box<[AtomicU64]>,
+    api_names: Box<[&'static str]>,
+    /// Error occurrences a response's tally had no room for.
+    errors_uncounted: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -115,10 +178,13 @@ impl RequestMetrics {
             .max()
             .unwrap_or(0);
         let mut first_slot = vec![None; usize::try_from(key_max).unwrap_or(0) + 1];
+        let mut api_names = Vec::new();
         for &(key, min, max) in api::SUPPORTED_APIS {
             let Some(name) = ApiKey::from_i16(key).map(ApiKey::name) else {
                 continue;
             };
+            let api_row = api_names.len();
+            api_names.push(name);
             if let Some(slot) = usize::try_from(key)
                 .ok()
                 .and_then(|k| first_slot.get_mut(k))
@@ -129,6 +195,7 @@ impl RequestMetrics {
                 series.push(ApiSeries {
                     api: name,
                     version,
+                    api_row,
                     requests: AtomicU64::new(0),
                     latency: LatencyHistogram::new(),
                 });
@@ -141,6 +208,11 @@ impl RequestMetrics {
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             requests_in_flight: AtomicI64::new(0),
+            errors: (0..api_names.len() * ERROR_COLUMNS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            api_names: api_names.into_boxed_slice(),
+            errors_uncounted: AtomicU64::new(0),
         }
     }
 
@@ -178,10 +250,22 @@ pub struct RequestTimer {
 }
 
 impl RequestTimer {
-    /// The response is complete (or known to be none, for acks=0).
-    pub fn finish(self) {
-        if let Some(series) = self.metrics.series.get(self.slot) {
-            series.latency.observe(self.started.elapsed());
+    /// The response is complete (or known to be none, for acks=0), carrying `errors`.
+    pub fn finish(self, errors: &ErrorTally) {
+        let Some(series) = self.metrics.series.get(self.slot) else {
+            return;
+        };
+        series.latency.observe(self.started.elapsed());
+        let row = series.api_row * ERROR_COLUMNS;
+        for (code, n) in errors.iter() {
+            if let Some(cell) = self.metrics.errors.get(row + error_column(code)) {
+                cell.fetch_add(u64::from(n), Relaxed);
+            }
+        }
+        if errors.uncounted > 0 {
+            self.metrics
+                .errors_uncounted
+                .fetch_add(u64::from(errors.uncounted), Relaxed);
         }
     }
 }
@@ -228,6 +312,20 @@ impl EncodeMetric for HistogramSnapshots {
     }
 }
 
+/// One histogram without labels, encoded from a snapshot taken at scrape time.
+#[derive(Debug)]
+struct HistogramSnapshotUnlabelled(f64, u64, Vec<(f64, u64)>);
+
+impl EncodeMetric for HistogramSnapshotUnlabelled {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.0, self.1, &self.2, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 fn gauge_family() -> Family<Labels, Gauge> {
     Family::default()
 }
@@ -256,6 +354,7 @@ fn to_i64(n: u64) -> i64 {
 pub fn render(broker: &Broker) -> String {
     let mut registry = Registry::with_prefix("weir");
     render_requests(&broker.metrics, &mut registry);
+    render_log_syncs(broker.env.sync_stats(), &mut registry);
     render_partitions(broker, &mut registry);
     render_cluster(broker, &mut registry);
     render_groups(broker, &mut registry);
@@ -294,6 +393,36 @@ fn render_requests(metrics: &RequestMetrics, registry: &mut Registry) {
         "Time from reading a request to its response being complete (durability and long-poll waits included)",
         latency,
     );
+    let errors = counter_family();
+    for (row, api) in metrics.api_names.iter().enumerate() {
+        for column in 0..ERROR_COLUMNS {
+            let n = metrics
+                .errors
+                .get(row * ERROR_COLUMNS + column)
+                .map_or(0, |c| c.load(Relaxed));
+            if n == 0 {
+                continue;
+            }
+            let name = i16::try_from(column)
+                .ok()
+                .filter(|c| usize::try_from(*c).is_ok_and(|c| c < ERROR_COLUMNS - 1))
+                .and_then(|c| ErrorCode::from_code(c + ERROR_CODE_MIN))
+                .map_or("OTHER", ErrorCode::name);
+            errors
+                .get_or_create(&vec![("api", api.to_string()), ("error", name.to_string())])
+                .inc_by(n);
+        }
+    }
+    registry.register(
+        "response_errors",
+        "Error codes in responses, by API and Kafka error name (once per partition, topic or group carrying one; NONE not counted)",
+        errors,
+    );
+    registry.register(
+        "response_errors_uncounted",
+        "Error occurrences left out of weir_response_errors (a response with more than 4 distinct codes)",
+        counter(metrics.errors_uncounted.load(Relaxed)),
+    );
     registry.register(
         "requests_in_flight",
         "Requests read and not yet answered",
@@ -313,6 +442,32 @@ fn render_requests(metrics: &RequestMetrics, registry: &mut Registry) {
         "connections_refused",
         "Kafka connections closed at accept because connections_max were open",
         counter(metrics.connections_refused.load(Relaxed)),
+    );
+}
+
+fn render_log_syncs(stats: &weir_log::SyncStats, registry: &mut Registry) {
+    let as_histogram = |h: weir_log::HistogramSnapshot| {
+        let buckets = h
+            .buckets
+            .into_iter()
+            .map(|(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
+            .collect();
+        HistogramSnapshotUnlabelled(h.sum, h.count, buckets)
+    };
+    registry.register(
+        "log_sync_duration_seconds",
+        "Time one group-commit flush spent in fdatasync (and directory fsync), all partitions",
+        as_histogram(stats.sync_seconds.snapshot()),
+    );
+    registry.register(
+        "log_sync_batch_appends",
+        "Appends acknowledged by one group-commit flush",
+        as_histogram(stats.batch_appends.snapshot()),
+    );
+    registry.register(
+        "log_sync_failures",
+        "Flushes whose fdatasync failed (each poisons its partition's log)",
+        counter(stats.sync_failures.load(Relaxed)),
     );
 }
 
@@ -591,7 +746,7 @@ mod tests {
             .unwrap();
         let timer = metrics.request_started(produce, max).unwrap();
         assert_eq!(metrics.requests_in_flight.load(Relaxed), 1);
-        timer.finish();
+        timer.finish(&ErrorTally::default());
         assert_eq!(metrics.requests_in_flight.load(Relaxed), 0);
         assert!(metrics.request_started(produce, max + 1).is_none());
         assert!(metrics.request_started(produce, min - 1).is_none());
@@ -604,6 +759,76 @@ mod tests {
             .map(|s| (s.api, s.version, s.latency.snapshot().1))
             .collect();
         assert_eq!(hit, vec![("Produce", max, 1)]);
+    }
+
+    #[test]
+    fn response_errors_are_counted_by_api_and_code() {
+        use weir_protocol::messages::produce::*;
+        let partition = |code: ErrorCode| PartitionProduceResponse {
+            error_code: code.code(),
+            ..Default::default()
+        };
+        let response = ProduceResponse {
+            responses: vec![TopicProduceResponse {
+                partition_responses: vec![
+                    partition(ErrorCode::NotLeaderOrFollower),
+                    partition(ErrorCode::None),
+                    partition(ErrorCode::NotLeaderOrFollower),
+                    partition(ErrorCode::UnknownTopicOrPartition),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let tally = ErrorTally::of(&response);
+        assert_eq!(
+            tally.iter().collect::<Vec<_>>(),
+            vec![(6, 2), (3, 1)],
+            "NONE is not an error"
+        );
+        let metrics = Arc::new(RequestMetrics::new());
+        let produce = ApiKey::Produce.as_i16();
+        let (_, _, max) = *api::SUPPORTED_APIS
+            .iter()
+            .find(|(k, _, _)| *k == produce)
+            .unwrap();
+        metrics
+            .request_started(produce, max)
+            .unwrap()
+            .finish(&tally);
+        metrics
+            .request_started(produce, max)
+            .unwrap()
+            .finish(&tally);
+        let mut registry = Registry::default();
+        render_requests(&metrics, &mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "response_errors_total{api=\"Produce\",error=\"NOT_LEADER_OR_FOLLOWER\"} 4"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "response_errors_total{api=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("error=\"NONE\""), "{text}");
+
+        // More distinct codes than a tally holds: the rest are counted as uncounted.
+        let mut tally = ErrorTally::default();
+        for code in [1, 2, 3, 4, 5, 5, -1, 0] {
+            tally.add(code);
+        }
+        assert_eq!(tally.iter().count(), TALLY_CODES_MAX);
+        assert_eq!(tally.uncounted, 3);
+        assert_eq!(error_column(-1), 0);
+        assert_eq!(error_column(133), 134);
+        assert_eq!(error_column(999), ERROR_COLUMNS - 1);
+        assert_eq!(error_column(-7), ERROR_COLUMNS - 1);
     }
 
     #[test]

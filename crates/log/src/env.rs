@@ -34,6 +34,8 @@ pub struct LogEnv {
     queue_cv: Condvar,
     threads: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: AtomicBool,
+    /// Sync latency and group-commit batch sizes, read by the broker's metrics.
+    pub(crate) stats: crate::stats::SyncStats,
 }
 
 #[derive(Default)]
@@ -60,6 +62,7 @@ impl LogEnv {
             queue_cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
+            stats: crate::stats::SyncStats::default(),
         });
         let mut threads = Vec::new();
         for i in 0..flusher_threads.max(1) {
@@ -85,6 +88,11 @@ impl LogEnv {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// What the group-commit syncs of every log in this environment did.
+    pub fn sync_stats(&self) -> &crate::stats::SyncStats {
+        &self.stats
     }
 
     /// Number of descriptors currently held by the file cache.

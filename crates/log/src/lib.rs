@@ -52,6 +52,7 @@ mod env;
 mod log;
 pub mod producer_state;
 mod segment;
+pub mod stats;
 pub mod test_support;
 mod txn_index;
 
@@ -65,6 +66,7 @@ pub use producer_state::{
     AbortedTxn, AppendOrigin, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState,
     ProducerStateError,
 };
+pub use stats::{HistogramSnapshot, SyncStats};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

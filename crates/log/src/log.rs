@@ -494,6 +494,8 @@ impl Shared {
             )
         };
         let mut result: io::Result<()> = Ok(());
+        let sync_started = Instant::now();
+        let synced_anything = !segs.is_empty() || dir_dirty;
         if self.fail_next_sync.swap(false, Ordering::SeqCst) {
             result = Err(io::Error::other("injected fsync failure"));
         }
@@ -511,7 +513,9 @@ impl Shared {
         if result.is_ok() && dir_dirty {
             result = crate::durable::sync_dir(&self.dir);
         }
+        let sync_took = sync_started.elapsed();
         if let Err(e) = result {
+            self.env.stats.sync_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; poisoning log");
             self.poison();
             return Err(LogError::Io(e));
@@ -526,6 +530,9 @@ impl Shared {
             d.waiters = pending;
             done.into_iter().map(|(_, cb)| cb).collect()
         };
+        if synced_anything {
+            self.env.stats.record_sync(sync_took, ready.len());
+        }
         for cb in ready {
             cb(Ok(()));
         }

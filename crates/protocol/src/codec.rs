@@ -67,6 +67,14 @@ pub trait Encode {
     fn encoded_len(&self, version: i16) -> usize;
 }
 
+/// Walks the error codes a response carries (top level, per topic, per
+/// partition, ...), so the broker can count errors by API and code without
+/// knowing each response's shape.
+pub trait ErrorCodes {
+    /// Calls `f` with every `error_code` field, `NONE` included.
+    fn for_each_error_code<F: FnMut(i16)>(&self, f: &mut F);
+}
+
 /// Reads a value at a given message version, advancing `buf`.
 pub trait Decode: Sized {
     fn decode(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError>;

@@ -13,3 +13,51 @@
 //! drift, review or merge.
 
 include!(concat!(env!("OUT_DIR"), "/messages.rs"));
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::ErrorCodes;
+
+    #[test]
+    fn error_codes_are_found_at_every_level() {
+        use super::produce::*;
+        let response = ProduceResponse {
+            responses: vec![TopicProduceResponse {
+                partition_responses: vec![
+                    PartitionProduceResponse {
+                        error_code: 6,
+                        ..Default::default()
+                    },
+                    PartitionProduceResponse::default(),
+                    PartitionProduceResponse {
+                        error_code: 87,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        response.for_each_error_code(&mut |c| seen.push(c));
+        assert_eq!(seen, vec![6, 0, 87]);
+
+        // A top-level code and a nested one in the same response.
+        use super::offset_fetch::*;
+        let response = OffsetFetchResponse {
+            error_code: 16,
+            topics: vec![OffsetFetchResponseTopic {
+                partitions: vec![OffsetFetchResponsePartition {
+                    error_code: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        response.for_each_error_code(&mut |c| seen.push(c));
+        seen.sort();
+        assert_eq!(seen, vec![3, 16]);
+    }
+}

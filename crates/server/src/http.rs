@@ -1,5 +1,6 @@
 //! The operations HTTP listener: `/metrics` (Prometheus, OpenMetrics text format),
-//! `/health/live` and `/health/ready`.
+//! `/health/live`, `/health/ready`, and the read-only JSON admin API under `/v1/`
+//! (described by `/v1/openapi.json`, the file `openapi.json` beside this one).
 //!
 //! Owns: the HTTP routes and their answers. It must never sit on the Kafka
 //! request path: it reads the broker's counters and state only when scraped or
@@ -9,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -37,6 +38,14 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/topics", get(topics))
+        .route("/v1/topics/{name}", get(topic))
+        .route("/v1/groups", get(groups))
+        .route("/v1/groups/{group_id}", get(group))
+        .route("/v1/config", get(config))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -80,6 +89,82 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], text).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// The admin API's description. Hand-written rather than generated: it is the
+/// contract a console builds on, reviewed as a document; the tests check every
+/// endpoint's answers against it, so it can't drift from the code unnoticed.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Builds a view off the async threads (views walk partitions and groups under
+/// their locks) and answers it as JSON; `None` is a 404 naming what was missing.
+async fn view<T, F>(state: HttpState, what: String, build: F) -> Response
+where
+    T: serde::Serialize + Send + 'static,
+    F: FnOnce(&weir_broker::Broker) -> Option<T> + Send + 'static,
+{
+    let broker = state.broker.clone();
+    match tokio::task::spawn_blocking(move || {
+        build(broker.as_ref()).map(|v| serde_json::to_string(&v))
+    })
+    .await
+    {
+        Ok(Some(Ok(body))) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, &format!("{what} not found")),
+        Ok(Some(Err(_))) | Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+    }
+}
+
+async fn cluster(State(state): State<HttpState>) -> Response {
+    view(state, "cluster".into(), |b| Some(b.cluster_view())).await
+}
+
+async fn topics(State(state): State<HttpState>) -> Response {
+    view(state, "topics".into(), |b| Some(b.topics_view())).await
+}
+
+async fn topic(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
+    let what = format!("topic {name:?}");
+    view(state, what, move |b| b.topic_view(&name)).await
+}
+
+async fn groups(State(state): State<HttpState>) -> Response {
+    view(state, "groups".into(), |b| Some(b.groups_view())).await
+}
+
+async fn group(State(state): State<HttpState>, Path(group_id): Path<String>) -> Response {
+    let what = format!("group {group_id:?}");
+    view(state, what, move |b| b.group_view(&group_id)).await
+}
+
+async fn config(State(state): State<HttpState>) -> Response {
+    view(state, "config".into(), |b| Some(b.config_view())).await
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such endpoint (see /v1/openapi.json)",
+    )
+}
+
+/// The admin API's error body: `{"error": "..."}`.
+fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": message }).to_string(),
+    )
+        .into_response()
 }
 
 fn json(status: StatusCode, state: &str, reason: Option<&str>) -> Response {

@@ -16,6 +16,7 @@
 
 pub mod controller_net;
 pub mod http;
+pub mod warn_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use tokio::io::Interest;
 use weir_broker::metrics::RequestTimer;
 use weir_broker::{Broker, FrameChunk, PendingReply};
 use weir_log::FileRange;
-use weir_protocol::header::{FrameError, RequestHeader, split_frame};
+use weir_protocol::header::{RequestHeader, split_frame};
 
 /// Bytes read from a socket per `read` call when the buffer runs dry. Also the
 /// size of request a connection may buffer without drawing on the shared
@@ -53,6 +54,11 @@ const FILE_RANGE_COPY_BYTES_MAX: usize = 16 * 1024;
 /// (which may park for up to 30 s) is dropped, and its client retries
 /// elsewhere or after restart.
 const SHUTDOWN_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// Warnings for connections refused over `connections_max`, rate-limited.
+static CONNECTION_LIMIT_WARN: warn_limit::WarnLimit = warn_limit::WarnLimit::new();
+/// Warnings for frames refused (oversized, negative length), rate-limited.
+static BAD_FRAME_WARN: warn_limit::WarnLimit = warn_limit::WarnLimit::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -100,7 +106,13 @@ pub async fn serve(
                 let metrics = broker.metrics.clone();
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
                     metrics.connections_refused.fetch_add(1, Relaxed);
-                    tracing::warn!(%peer, connections_max, "connection limit reached; refusing");
+                    if let Some(suppressed) = CONNECTION_LIMIT_WARN.check() {
+                        tracing::warn!(
+                            %peer, connections_max, suppressed,
+                            "connection limit reached; refusing (suppressed: refusals not logged \
+                             in the last 10 s)"
+                        );
+                    }
                     drop(stream);
                     continue;
                 };
@@ -153,8 +165,14 @@ async fn run_connection(
             let frame = match split_frame(&mut buf, limits.request_frame_bytes_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
-                Err(FrameError::TooLarge { .. }) | Err(_) => {
-                    tracing::debug!("bad or oversized frame; closing connection");
+                Err(e) => {
+                    if let Some(suppressed) = BAD_FRAME_WARN.check() {
+                        tracing::warn!(
+                            %peer, error = %e, suppressed,
+                            "request frame refused; closing connection (request_frame_bytes_max \
+                             bounds frames; suppressed: refusals not logged in the last 10 s)"
+                        );
+                    }
                     break 'conn Ok(());
                 }
             };
@@ -375,7 +393,8 @@ async fn write_replies(
                 }
             };
             if let Some(timer) = timer.take() {
-                timer.finish();
+                let none = weir_broker::metrics::ErrorTally::default();
+                timer.finish(frame.as_ref().map_or(&none, |f| &f.errors));
             }
             let close_connection = frame.as_ref().is_some_and(|f| f.close_connection);
             for chunk in frame.into_iter().flat_map(|f| f.chunks) {

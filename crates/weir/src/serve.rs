@@ -1,8 +1,10 @@
 //! `weir serve`: configuration loading and the broker's process lifecycle.
 //!
 //! Configuration precedence, lowest first: built-in defaults, the TOML file
-//! (`--config`), `WEIR_*` environment variables, then flags. The effective
-//! configuration is printed at start so what runs is never a guess.
+//! (`--config`), `WEIR_*` environment variables, then flags. Every key of
+//! [`BrokerConfig`] can be set all three ways; the flags and variables are made
+//! from its fields ([`SettingArgs`]). The effective configuration is printed
+//! at start, each value with its source, so what runs is never a guess.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
-use weir_broker::config::{HostPort, Voters};
+use weir_broker::config::{ConfigLayers, ConfigSource};
 use weir_broker::{Broker, BrokerConfig};
 use weir_metadata::controller::ControllerConfig;
 use weir_metadata::image::MetadataImage;
@@ -36,318 +38,107 @@ pub struct ServeArgs {
     /// example `info,weir_broker::replication=debug`); default `info,openraft=warn`.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Directory for partition logs and broker metadata.
-    #[arg(long, env = "WEIR_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Address the Kafka listener binds, HOST:PORT (a hostname, IPv4, or [IPv6]).
-    #[arg(long, env = "WEIR_LISTEN")]
-    listen: Option<HostPort>,
-    /// Address the operations HTTP listener binds, HOST:PORT: /metrics (Prometheus),
-    /// /health/live and /health/ready.
-    #[arg(long, env = "WEIR_HTTP_LISTEN")]
-    http_listen: Option<HostPort>,
-    /// Most partitions given per-partition metric series; the rest are only counted.
-    #[arg(long, env = "WEIR_METRICS_PARTITION_SERIES_MAX")]
-    metrics_partition_series_max: Option<usize>,
-    /// Address advertised to clients in Metadata, HOST:PORT (defaults to --listen).
-    #[arg(long, env = "WEIR_ADVERTISED_LISTEN")]
-    advertised_listen: Option<HostPort>,
-    /// Address the metadata quorum's (Raft) listener binds, HOST:PORT
-    /// (defaults to this node's entry in --controller-voters).
-    #[arg(long, env = "WEIR_CONTROLLER_LISTEN")]
-    controller_listen: Option<HostPort>,
-    /// The metadata quorum's voters, ID@HOST:PORT,... (KRaft's
-    /// controller.quorum.voters); the same list on every voter. Unset: this
-    /// node alone. A node not in the list joins as a non-voting learner.
-    #[arg(long, env = "WEIR_CONTROLLER_VOTERS")]
-    controller_voters: Option<Voters>,
-    /// This broker's rack (Kafka's broker.rack), for rack-aware placement.
-    #[arg(long, env = "WEIR_RACK")]
-    rack: Option<String>,
-    /// This broker's node id.
-    #[arg(long, env = "WEIR_NODE_ID")]
-    node_id: Option<i32>,
-    /// The controller fences a broker it has not heard from for this long,
-    /// in ms (Kafka's broker.session.timeout.ms).
-    #[arg(long, env = "WEIR_BROKER_SESSION_TIMEOUT_MS")]
-    broker_session_timeout_ms: Option<u64>,
-    /// How often this broker heartbeats to the controller, in ms (Kafka's
-    /// broker.heartbeat.interval.ms); below the session timeout.
-    #[arg(long, env = "WEIR_BROKER_HEARTBEAT_INTERVAL_MS")]
-    broker_heartbeat_interval_ms: Option<u64>,
-    /// A follower that has not caught up with its leader for this long leaves the ISR, in ms
-    /// (Kafka's replica.lag.time.max.ms).
-    #[arg(long, env = "WEIR_REPLICA_LAG_TIME_MAX_MS")]
-    replica_lag_time_max_ms: Option<u64>,
-    /// How many KIP-227 fetch sessions this broker caches (Kafka's
-    /// max.incremental.fetch.session.cache.slots); 0 answers every fetch in full.
-    #[arg(long, env = "WEIR_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS")]
-    max_incremental_fetch_session_cache_slots: Option<usize>,
-    /// Partitions for auto-created topics (Kafka's num.partitions).
-    #[arg(long, env = "WEIR_DEFAULT_PARTITIONS")]
-    default_partitions: Option<i32>,
-    /// Create topics on first use (Kafka's auto.create.topics.enable).
-    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS")]
-    auto_create_topics: Option<bool>,
-    /// How often retention runs, in milliseconds (Kafka's log.retention.check.interval.ms).
-    #[arg(long, env = "WEIR_RETENTION_CHECK_INTERVAL_MS")]
-    retention_check_interval_ms: Option<u64>,
-    /// Log cleaner threads compacting `compact` topics (Kafka's log.cleaner.threads).
-    #[arg(long, env = "WEIR_LOG_CLEANER_THREADS")]
-    log_cleaner_threads: Option<usize>,
-    /// Read plus write rate cap of each cleaner thread, bytes/s, 0 = none
-    /// (Kafka's log.cleaner.io.max.bytes.per.second).
-    #[arg(long, env = "WEIR_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND")]
-    log_cleaner_io_max_bytes_per_second: Option<u64>,
-    /// Key map memory of all cleaner threads together, bytes (Kafka's
-    /// log.cleaner.dedupe.buffer.size).
-    #[arg(long, env = "WEIR_LOG_CLEANER_DEDUPE_BUFFER_SIZE")]
-    log_cleaner_dedupe_buffer_size: Option<usize>,
-    /// How long an idle cleaner thread sleeps, ms (Kafka's log.cleaner.backoff.ms).
-    #[arg(long, env = "WEIR_LOG_CLEANER_BACKOFF_MS")]
-    log_cleaner_backoff_ms: Option<u64>,
-    /// How long the first JoinGroup round of an empty consumer group waits for
-    /// more members, in ms (Kafka's group.initial.rebalance.delay.ms).
-    #[arg(long, env = "WEIR_GROUP_INITIAL_REBALANCE_DELAY_MS")]
-    group_initial_rebalance_delay_ms: Option<u64>,
-    /// Heartbeat interval of consumer-protocol (KIP-848) group members, in ms
-    /// (Kafka's group.consumer.heartbeat.interval.ms).
-    #[arg(long, env = "WEIR_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS")]
-    group_consumer_heartbeat_interval_ms: Option<i32>,
-    /// Session timeout of consumer-protocol group members, in ms
-    /// (Kafka's group.consumer.session.timeout.ms).
-    #[arg(long, env = "WEIR_GROUP_CONSUMER_SESSION_TIMEOUT_MS")]
-    group_consumer_session_timeout_ms: Option<i32>,
-    /// Partitions of __consumer_offsets when it is created (Kafka's offsets.topic.num.partitions).
-    #[arg(long, env = "WEIR_OFFSETS_TOPIC_PARTITIONS")]
-    offsets_topic_partitions: Option<i32>,
-    /// segment.bytes of __consumer_offsets when it is created (Kafka's
-    /// offsets.topic.segment.bytes).
-    #[arg(long, env = "WEIR_OFFSETS_TOPIC_SEGMENT_BYTES")]
-    offsets_topic_segment_bytes: Option<i64>,
-    /// Serve transactions (true) or refuse transactional clients with a fatal error (false).
-    #[arg(long, env = "WEIR_TRANSACTIONS_ENABLED")]
-    transactions_enabled: Option<bool>,
-    /// Longest transaction.timeout.ms a producer may ask for (Kafka's transaction.max.timeout.ms).
-    #[arg(long, env = "WEIR_TRANSACTION_MAX_TIMEOUT_MS")]
-    transaction_max_timeout_ms: Option<i32>,
-    /// Partitions of __transaction_state when it is created (Kafka's transaction.state.log.num.partitions).
-    #[arg(long, env = "WEIR_TRANSACTION_STATE_PARTITIONS")]
-    transaction_state_partitions: Option<i32>,
-    /// How often transactions past their timeout are aborted, in ms (Kafka's
-    /// transaction.abort.timed.out.transaction.cleanup.interval.ms).
-    #[arg(
-        long,
-        env = "WEIR_TRANSACTION_ABORT_TIMED_OUT_TRANSACTION_CLEANUP_INTERVAL_MS"
-    )]
-    transaction_abort_timed_out_transaction_cleanup_interval_ms: Option<u64>,
     /// Default topic config, Kafka names, repeatable: --topic-config retention.ms=60000
     #[arg(long = "topic-config", value_name = "KEY=VALUE")]
     topic_config: Vec<String>,
+    /// Every broker setting, one flag each.
+    #[command(flatten)]
+    settings: SettingArgs,
 }
 
-/// Builds the effective config from file, environment and flags.
-fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
-    let mut explicit = std::collections::BTreeSet::new();
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?;
-            let config = toml::from_str::<BrokerConfig>(&text)
-                .with_context(|| format!("config file {} is not valid", path.display()))?;
-            // The typed parse succeeded, so the file is a table of known keys;
-            // read it again untyped only to learn which keys it sets.
-            let table: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("config file {} is not valid", path.display()))?;
-            for (key, value) in &table {
-                match (key.as_str(), value.as_table()) {
-                    ("topic_defaults", Some(defaults)) => explicit
-                        .extend(defaults.keys().map(|name| format!("topic_defaults.{name}"))),
-                    _ => {
-                        explicit.insert(key.clone());
-                    }
-                }
-            }
-            config
+/// One `--<key>` flag, with its `WEIR_<KEY>` variable, for every key of
+/// [`BrokerConfig`] (`_` in the key becomes `-` in the flag). Generated from
+/// the config's own fields at start, so there is no second list of settings to
+/// keep in step: a field added to `BrokerConfig` is a flag and a variable too.
+#[derive(Debug, Default)]
+struct SettingArgs {
+    /// (key, value as text, flag or env), in key order.
+    given: Vec<(String, String, ConfigSource)>,
+}
+
+fn flag_of(key: &str) -> String {
+    key.replace('_', "-")
+}
+
+fn env_of(key: &str) -> String {
+    format!("WEIR_{}", key.to_ascii_uppercase())
+}
+
+impl clap::FromArgMatches for SettingArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = Vec::new();
+        for key in BrokerConfig::scalar_keys() {
+            let Ok(Some(value)) = matches.try_get_one::<String>(&key) else {
+                continue;
+            };
+            let source = match matches.value_source(&key) {
+                Some(clap::parser::ValueSource::EnvVariable) => ConfigSource::Env,
+                _ => ConfigSource::Flag,
+            };
+            given.push((key, value.clone(), source));
         }
-        None => BrokerConfig::default(),
-    };
-    // Flags and their WEIR_* variables: a given one counts as set explicitly.
-    let given = [
-        ("data_dir", args.data_dir.is_some()),
-        ("listen", args.listen.is_some()),
-        ("advertised_listen", args.advertised_listen.is_some()),
-        ("http_listen", args.http_listen.is_some()),
-        (
-            "metrics_partition_series_max",
-            args.metrics_partition_series_max.is_some(),
-        ),
-        ("controller_listen", args.controller_listen.is_some()),
-        ("controller_voters", args.controller_voters.is_some()),
-        ("rack", args.rack.is_some()),
-        ("node_id", args.node_id.is_some()),
-        (
-            "broker_session_timeout_ms",
-            args.broker_session_timeout_ms.is_some(),
-        ),
-        (
-            "broker_heartbeat_interval_ms",
-            args.broker_heartbeat_interval_ms.is_some(),
-        ),
-        (
-            "replica_lag_time_max_ms",
-            args.replica_lag_time_max_ms.is_some(),
-        ),
-        (
-            "max_incremental_fetch_session_cache_slots",
-            args.max_incremental_fetch_session_cache_slots.is_some(),
-        ),
-        ("default_partitions", args.default_partitions.is_some()),
-        ("auto_create_topics", args.auto_create_topics.is_some()),
-        (
-            "retention_check_interval_ms",
-            args.retention_check_interval_ms.is_some(),
-        ),
-        ("log_cleaner_threads", args.log_cleaner_threads.is_some()),
-        (
-            "log_cleaner_io_max_bytes_per_second",
-            args.log_cleaner_io_max_bytes_per_second.is_some(),
-        ),
-        (
-            "log_cleaner_dedupe_buffer_size",
-            args.log_cleaner_dedupe_buffer_size.is_some(),
-        ),
-        (
-            "log_cleaner_backoff_ms",
-            args.log_cleaner_backoff_ms.is_some(),
-        ),
-        (
-            "group_initial_rebalance_delay_ms",
-            args.group_initial_rebalance_delay_ms.is_some(),
-        ),
-        (
-            "group_consumer_heartbeat_interval_ms",
-            args.group_consumer_heartbeat_interval_ms.is_some(),
-        ),
-        (
-            "group_consumer_session_timeout_ms",
-            args.group_consumer_session_timeout_ms.is_some(),
-        ),
-        (
-            "offsets_topic_partitions",
-            args.offsets_topic_partitions.is_some(),
-        ),
-        (
-            "offsets_topic_segment_bytes",
-            args.offsets_topic_segment_bytes.is_some(),
-        ),
-        ("transactions_enabled", args.transactions_enabled.is_some()),
-        (
-            "transaction_max_timeout_ms",
-            args.transaction_max_timeout_ms.is_some(),
-        ),
-        (
-            "transaction_state_partitions",
-            args.transaction_state_partitions.is_some(),
-        ),
-        (
-            "transaction_abort_timed_out_transaction_cleanup_interval_ms",
-            args.transaction_abort_timed_out_transaction_cleanup_interval_ms
-                .is_some(),
-        ),
-    ];
-    explicit.extend(
-        given
-            .iter()
-            .filter(|(_, set)| *set)
-            .map(|(key, _)| (*key).to_string()),
-    );
-    if let Some(dir) = &args.data_dir {
-        config.data_dir = dir.clone();
+        Ok(SettingArgs { given })
     }
-    if let Some(listen) = &args.listen {
-        config.listen = listen.clone();
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
-    if let Some(addr) = &args.http_listen {
-        config.http_listen = addr.clone();
+}
+
+impl clap::Args for SettingArgs {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        let defaults = serde_json::to_value(BrokerConfig::default()).unwrap_or_default();
+        for key in BrokerConfig::scalar_keys() {
+            let default = match defaults.get(&key) {
+                Some(serde_json::Value::Null) | None => "unset".to_string(),
+                Some(serde_json::Value::String(s)) => format!("{s:?}"),
+                Some(v) => v.to_string(),
+            };
+            cmd = cmd.arg(
+                clap::Arg::new(key.clone())
+                    .long(flag_of(&key))
+                    .env(env_of(&key))
+                    .value_name("VALUE")
+                    .help(format!(
+                        "Config key `{key}` (default {default}; meaning in the README, Operating Weir)"
+                    ))
+                    .help_heading("Settings (flag > WEIR_* variable > --config file > default)"),
+            );
+        }
+        cmd
     }
-    if let Some(n) = args.metrics_partition_series_max {
-        config.metrics_partition_series_max = n;
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
-    if let Some(addr) = &args.advertised_listen {
-        config.advertised_listen = Some(addr.clone());
+}
+
+/// Builds the effective config from defaults, file, environment and flags.
+fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut layers = ConfigLayers::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        layers
+            .add_file(&text)
+            .map_err(|e| anyhow::anyhow!("config file {} is not valid: {e}", path.display()))?;
     }
-    if let Some(addr) = &args.controller_listen {
-        config.controller_listen = Some(addr.clone());
-    }
-    if let Some(voters) = &args.controller_voters {
-        config.controller_voters = Some(voters.clone());
-    }
-    if let Some(rack) = &args.rack {
-        config.rack = Some(rack.clone());
-    }
-    if let Some(id) = args.node_id {
-        config.node_id = id;
-    }
-    if let Some(ms) = args.broker_session_timeout_ms {
-        config.broker_session_timeout_ms = ms;
-    }
-    if let Some(ms) = args.broker_heartbeat_interval_ms {
-        config.broker_heartbeat_interval_ms = ms;
-    }
-    if let Some(ms) = args.replica_lag_time_max_ms {
-        config.replica_lag_time_max_ms = ms;
-    }
-    if let Some(slots) = args.max_incremental_fetch_session_cache_slots {
-        config.max_incremental_fetch_session_cache_slots = slots;
-    }
-    if let Some(n) = args.default_partitions {
-        config.default_partitions = n;
-    }
-    if let Some(enabled) = args.auto_create_topics {
-        config.auto_create_topics = enabled;
-    }
-    if let Some(ms) = args.retention_check_interval_ms {
-        config.retention_check_interval_ms = ms;
-    }
-    if let Some(n) = args.offsets_topic_segment_bytes {
-        config.offsets_topic_segment_bytes = n;
-    }
-    if let Some(n) = args.log_cleaner_threads {
-        config.log_cleaner_threads = n;
-    }
-    if let Some(n) = args.log_cleaner_io_max_bytes_per_second {
-        config.log_cleaner_io_max_bytes_per_second = n;
-    }
-    if let Some(n) = args.log_cleaner_dedupe_buffer_size {
-        config.log_cleaner_dedupe_buffer_size = n;
-    }
-    if let Some(ms) = args.log_cleaner_backoff_ms {
-        config.log_cleaner_backoff_ms = ms;
-    }
-    if let Some(ms) = args.group_initial_rebalance_delay_ms {
-        config.group_initial_rebalance_delay_ms = ms;
-    }
-    if let Some(ms) = args.group_consumer_heartbeat_interval_ms {
-        config.group_consumer_heartbeat_interval_ms = ms;
-    }
-    if let Some(ms) = args.group_consumer_session_timeout_ms {
-        config.group_consumer_session_timeout_ms = ms;
-    }
-    if let Some(n) = args.offsets_topic_partitions {
-        config.offsets_topic_partitions = n;
-    }
-    if let Some(enabled) = args.transactions_enabled {
-        config.transactions_enabled = enabled;
-    }
-    if let Some(ms) = args.transaction_max_timeout_ms {
-        config.transaction_max_timeout_ms = ms;
-    }
-    if let Some(n) = args.transaction_state_partitions {
-        config.transaction_state_partitions = n;
-    }
-    if let Some(ms) = args.transaction_abort_timed_out_transaction_cleanup_interval_ms {
-        config.transaction_abort_timed_out_transaction_cleanup_interval_ms = ms;
+    // Variables first, then flags: a flag beats the variable of another key's
+    // layer only through precedence, never through order of appearance.
+    for wanted in [ConfigSource::Env, ConfigSource::Flag] {
+        for (key, value, source) in &args.settings.given {
+            if *source != wanted {
+                continue;
+            }
+            let origin = match source {
+                ConfigSource::Env => format!("{}={value}", env_of(key)),
+                _ => format!("--{} {value}", flag_of(key)),
+            };
+            layers
+                .set_text(key, value, *source)
+                .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        }
     }
     for pair in &args.topic_config {
         let Some((key, value)) = pair.split_once('=') else {
@@ -355,17 +146,73 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
                 "--topic-config expects KEY=VALUE (for example retention.ms=60000), got '{pair}'"
             );
         };
-        config
-            .topic_defaults
-            .set(key.trim(), value.trim())
-            .with_context(|| format!("--topic-config {pair}"))?;
-        explicit.insert(format!("topic_defaults.{}", key.trim()));
+        layers
+            .set_topic_default(key.trim(), value.trim(), ConfigSource::Flag)
+            .map_err(|e| anyhow::anyhow!("--topic-config {pair}: {e}"))?;
     }
-    config.explicit = explicit;
+    let config = layers
+        .build()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     if let Err(reason) = config.validate() {
         bail!("invalid configuration: {reason}");
     }
     Ok(config)
+}
+
+/// The effective config as TOML, each value followed by where it came from
+/// (`# default`, `# file`, `# env`, `# flag`); unset optional keys as comments.
+fn render_config(config: &BrokerConfig) -> anyhow::Result<String> {
+    let toml = toml::to_string(config).context("rendering effective config")?;
+    let mut out = String::new();
+    let mut table: Option<String> = None;
+    for line in toml.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = Some(name.to_string());
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let key = line
+            .split(" = ")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
+        if key.is_empty() || !line.contains(" = ") {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let full = match &table {
+            Some(t) => format!("{t}.{key}"),
+            None => key.to_string(),
+        };
+        if full == "cluster_id" && config.cluster_id.is_empty() {
+            // Not configured: the id is the data directory's (or the cluster's, once joined),
+            // logged when the broker opens; an empty string here would read as the id in use.
+            out.push_str(
+                "# cluster_id: not set; the data directory's or the cluster's (logged below)  # default\n",
+            );
+            continue;
+        }
+        out.push_str(&format!("{line}  # {}\n", config.source_of(&full).name()));
+    }
+    // TOML has no null: optional keys that are unset would otherwise be missing.
+    let values = serde_json::to_value(config)?;
+    let unset: Vec<String> = BrokerConfig::scalar_keys()
+        .into_iter()
+        .filter(|k| values.get(k).is_some_and(|v| v.is_null()))
+        .collect();
+    if !unset.is_empty() {
+        let lines: Vec<String> = unset
+            .iter()
+            .map(|k| format!("# {k}: not set  # default"))
+            .collect();
+        // Before any [table], so they read as top-level keys.
+        let at = out.find("\n[").map_or(out.len(), |i| i + 1);
+        out.insert_str(at, &format!("{}\n", lines.join("\n")));
+    }
+    Ok(out)
 }
 
 /// The log filter when `WEIR_LOG` is unset.
@@ -408,16 +255,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         "weir starting"
     );
     let config = load_config(&args)?;
-    let mut rendered = toml::to_string(&config).context("rendering effective config")?;
-    if config.cluster_id.is_empty() {
-        // Not configured: the id is the data directory's (or the cluster's, once joined),
-        // logged when the broker opens; an empty string here would read as the id in use.
-        rendered = rendered.replacen(
-            "cluster_id = \"\"\n",
-            "# cluster_id: not set; the data directory's or the cluster's (logged below)\n",
-            1,
-        );
-    }
+    let rendered = render_config(&config)?;
     match args.log_format {
         LogFormat::Text => eprintln!("weir: effective configuration\n{rendered}"),
         // One event, so that every line of a JSON log stays a JSON object.

@@ -152,6 +152,10 @@ fn run_all_workloads(driver: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "rdkafka-driver"),
+    ignore = "the rdkafka driver needs --features weir/rdkafka-driver (the CI test command sets it)"
+)]
 fn bench_workloads_report_json_with_rdkafka_driver() {
     run_all_workloads("rdkafka");
 }

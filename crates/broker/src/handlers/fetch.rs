@@ -640,7 +640,10 @@ pub fn handle(
         };
         let compact = header.api_version >= ApiKey::Fetch.response_flexible_min_version();
         match splice(encoded, placeholders, compact) {
-            Some(frame) => Some(frame),
+            Some(mut frame) => {
+                frame.errors = crate::metrics::ErrorTally::of(&response);
+                Some(frame)
+            }
             None => {
                 tracing::error!(
                     "could not splice record ranges into a fetch response; closing connection"

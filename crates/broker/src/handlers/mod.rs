@@ -4,7 +4,7 @@
 //! doesn't parse leaves no way to know where the next request starts).
 
 pub mod acl;
-mod admin;
+pub(crate) mod admin;
 pub mod api_versions;
 mod config_resources;
 mod configs;

@@ -19,7 +19,12 @@
 //! Every run ends with one [`BenchReport`]: text by default, one JSON object
 //! on stdout with `--json` (what `bench/run` collects). Throughput counts
 //! key + value bytes, not protocol or batch overhead. MiB = 1,048,576 bytes.
+//!
+//! The rdkafka driver is compiled only with the `rdkafka-driver` cargo feature
+//! (the bench scripts turn it on): librdkafka is a C build of minutes that the
+//! broker itself never needs.
 
+#[cfg(feature = "rdkafka-driver")]
 mod rdkafka_driver;
 mod weir_driver;
 
@@ -60,6 +65,12 @@ pub enum Driver {
     /// Weir's own `weir-client`.
     Weir,
 }
+
+const DRIVER_DEFAULT: &str = if cfg!(feature = "rdkafka-driver") {
+    "rdkafka"
+} else {
+    "weir"
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -129,7 +140,8 @@ pub struct BenchArgs {
     /// applied last, so they override the bench's own settings).
     #[arg(long = "rdkafka", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub rdkafka_overrides: Vec<(String, String)>,
-    #[arg(long, value_enum, default_value = "rdkafka")]
+    /// Default: rdkafka when this build has it (feature `rdkafka-driver`), weir otherwise.
+    #[arg(long, value_enum, default_value = DRIVER_DEFAULT)]
     pub driver: Driver,
     /// Produce as an idempotent producer (librdkafka enable.idempotence=true;
     /// needs --acks all and at most 5 requests in flight). rdkafka driver only.
@@ -160,6 +172,8 @@ pub enum Isolation {
 }
 
 impl Isolation {
+    // Only the rdkafka driver names the level.
+    #[cfg_attr(not(feature = "rdkafka-driver"), allow(dead_code))]
     pub fn name(self) -> &'static str {
         match self {
             Isolation::ReadCommitted => "read_committed",
@@ -456,10 +470,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("--keys needs --driver rdkafka");
     }
     let measured = match args.driver {
+        #[cfg(feature = "rdkafka-driver")]
         Driver::Rdkafka => {
             // librdkafka does its I/O on its own threads; ours only block.
             drop(runtime);
             rdkafka_driver::run(&args, partitions, stop)?
+        }
+        #[cfg(not(feature = "rdkafka-driver"))]
+        Driver::Rdkafka => {
+            drop((runtime, stop));
+            bail!(
+                "this weir was built without the rdkafka driver: use --driver weir, or build with \
+                 `cargo build --release -p weir --features rdkafka-driver`"
+            )
         }
         Driver::Weir => runtime.block_on(weir_driver::run(&args, partitions, stop))?,
     };

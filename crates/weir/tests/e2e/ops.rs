@@ -245,10 +245,216 @@ fn metrics_count_a_known_workload() {
         .sum();
     assert!(produce_requests >= 1.0, "{text}");
     assert_eq!(produce_requests, produce_timed);
+    // Every acks=all produce waited for a group-commit sync: each sync was timed,
+    // and together the syncs acknowledged at least those produces.
+    let syncs = get("weir_log_sync_duration_seconds_count");
+    assert!(syncs >= 1.0, "{text}");
+    assert_eq!(syncs, get("weir_log_sync_batch_appends_count"));
+    assert!(
+        get("weir_log_sync_batch_appends_sum") >= produce_requests,
+        "{text}"
+    );
+    assert!(
+        get(r#"weir_log_sync_duration_seconds_bucket{le="+Inf"}"#) == syncs,
+        "{text}"
+    );
+    assert_eq!(get("weir_log_sync_failures_total"), 0.0);
     assert!(get("weir_connections_open") >= 2.0);
     assert!(get("weir_connections_accepted_total") >= 2.0);
     assert_eq!(get("weir_metrics_partition_series_dropped"), 0.0);
     drop(consumer);
+
+    // Errors by API and code: creating the topic again is refused twice with
+    // TOPIC_ALREADY_EXISTS, and that is all that fails meanwhile. (The workload
+    // above has its protocol's own errors, such as JoinGroup's MEMBER_ID_REQUIRED.)
+    let errors_total = |samples: &HashMap<String, f64>| -> f64 {
+        samples
+            .iter()
+            .filter(|(k, _)| k.starts_with("weir_response_errors_total{"))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let errors_before = errors_total(&samples);
+    assert_eq!(
+        samples.get(r#"weir_response_errors_total{api="JoinGroup",error="MEMBER_ID_REQUIRED"}"#),
+        Some(&1.0),
+        "librdkafka's first JoinGroup is answered MEMBER_ID_REQUIRED (KIP-394): {text}"
+    );
+    assert!(
+        !samples
+            .keys()
+            .any(|k| k.starts_with(r#"weir_response_errors_total{api="CreateTopics""#)),
+        "{text}"
+    );
+    for _ in 0..2 {
+        let outcome = create_topic_outcome(&broker, "metered");
+        assert_eq!(
+            outcome,
+            Err(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)
+        );
+    }
+    let (_, text) = http_get(&http, "/metrics").expect("metrics answer");
+    let samples = self::samples(&text);
+    assert_eq!(
+        samples
+            .get(r#"weir_response_errors_total{api="CreateTopics",error="TOPIC_ALREADY_EXISTS"}"#),
+        Some(&2.0),
+        "{text}"
+    );
+    assert_eq!(errors_total(&samples), errors_before + 2.0, "{text}");
+}
+
+/// CreateTopics for `name` (one partition) through librdkafka's admin client: its outcome.
+fn create_topic_outcome(
+    broker: &Broker,
+    name: &str,
+) -> Result<(), rdkafka::types::RDKafkaErrorCode> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> =
+        broker.client_config().create().expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let topic = NewTopic::new(name, -1, TopicReplication::Fixed(-1));
+    let mut results = runtime
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create_topics request");
+    results
+        .pop()
+        .expect("one result")
+        .map(|_| ())
+        .map_err(|(_, e)| e)
+}
+
+/// Every config key can be set from the file, a `WEIR_*` variable and a flag; a
+/// flag beats a variable, which beats the file. The startup dump says where each
+/// value came from, `/v1/config` too, and the broker behaves by the winner.
+#[test]
+fn config_keys_come_from_file_env_and_flags_in_that_precedence() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("weir.toml");
+    std::fs::write(
+        &file,
+        "default_partitions = 2\nmetrics_partition_series_max = 1\ngroup_max_size = 7\n\
+         [topic_defaults]\n\"retention.ms\" = 3600000\n",
+    )
+    .expect("config file");
+    let http = format!("127.0.0.1:{}", free_port());
+    let file_arg = file.to_str().expect("utf-8 path");
+    let broker = Broker::start_in(
+        tmp.path().join("data"),
+        tmp.path().join("broker.log"),
+        &[
+            "--config",
+            file_arg,
+            "--http-listen",
+            &http,
+            // Conflicts with the variable and the file below: the flag wins.
+            "--metrics-partition-series-max",
+            "3",
+            // Settable only in TOML before.
+            "--in-flight-requests-max",
+            "32",
+        ],
+        &[
+            ("WEIR_METRICS_PARTITION_SERIES_MAX", "2"),
+            // Beats the file's 2.
+            ("WEIR_DEFAULT_PARTITIONS", "4"),
+            ("WEIR_OFFSET_METADATA_BYTES_MAX", "100"),
+        ],
+    );
+    let log = broker.log();
+    for line in [
+        "default_partitions = 4  # env",
+        "metrics_partition_series_max = 3  # flag",
+        "in_flight_requests_max = 32  # flag",
+        "offset_metadata_bytes_max = 100  # env",
+        "group_max_size = 7  # file",
+        "connections_max = 10000  # default",
+        "\"retention.ms\" = \"3600000\"  # file",
+        "# rack: not set  # default",
+    ] {
+        assert!(log.contains(line), "dump lacks {line:?}:\n{log}");
+    }
+    // Behaviour: a topic created with the broker's default partition count has the
+    // variable's count; the flag's series cap holds.
+    assert_eq!(create_topic_outcome(&broker, "defaulted"), Ok(()));
+    let (status, body) = http_get(&http, "/v1/topics/defaulted").expect("topic answer");
+    assert_eq!(status, 200, "{body}");
+    let topic: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        topic["partitions"].as_array().map(Vec::len),
+        Some(4),
+        "{body}"
+    );
+    let (_, text) = http_get(&http, "/metrics").expect("metrics answer");
+    let shown = samples(&text)
+        .keys()
+        .filter(|k| k.starts_with("weir_partition_log_end_offset{"))
+        .count();
+    assert_eq!(shown, 3, "{text}");
+    // The admin API reports the same values and sources.
+    let (_, body) = http_get(&http, "/v1/config").expect("config answer");
+    let config: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let entry = |name: &str| {
+        config["entries"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    };
+    assert_eq!(
+        entry("default_partitions"),
+        serde_json::json!({"name": "default_partitions", "value": 4, "source": "env"})
+    );
+    assert_eq!(entry("in_flight_requests_max")["source"], "flag");
+    assert_eq!(entry("group_max_size")["source"], "file");
+    assert_eq!(entry("topic_defaults.retention.ms")["source"], "file");
+    assert_eq!(entry("connections_max")["source"], "default");
+}
+
+/// A bad value is refused at start, naming where it came from.
+#[test]
+fn a_bad_config_value_names_its_source() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log_path = tmp.path().join("broker.log");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .env("WEIR_IN_FLIGHT_REQUESTS_MAX", "many")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log file"))
+        .spawn()
+        .expect("run weir serve");
+    // A broker that ignored the variable would serve instead of exiting: bounded wait.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weir serve started despite WEIR_IN_FLIGHT_REQUESTS_MAX=many");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        stderr.contains("WEIR_IN_FLIGHT_REQUESTS_MAX=many"),
+        "{stderr}"
+    );
 }
 
 #[test]
