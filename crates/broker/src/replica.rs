@@ -387,6 +387,22 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_image_keeps_a_pending_expansion_holding_the_watermark() {
+        // Found by the simulation (crates/sim, seed 11): the shell applies every hosted
+        // partition's state whenever any metadata record applies, so an unchanged state must
+        // not drop the expansion in flight. If it did, the watermark would pass the joining
+        // follower, and once the expansion commits that follower may be elected without it.
+        let mut l = leader(&[1]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 1_500).unwrap();
+        assert_eq!(l.tick(1_500).unwrap().new_isr, vec![1, 2]);
+        assert_eq!(l.leader_durable(120), None);
+        assert_eq!(l.image_changed(10, vec![1, 2, 3], vec![1], 1_600), None);
+        assert_eq!(l.high_watermark(), 100, "2 is still joining");
+        assert_eq!(l.follower_fetched(2, 120, 120, 1_700), Ok(Some(120)));
+    }
+
+    #[test]
     fn a_member_taken_out_of_the_isr_must_fetch_again_before_it_rejoins() {
         let mut l = leader(&[1, 2, 3]);
         l.leader_durable(100);

@@ -127,7 +127,10 @@ mod tests {
         let mut log = SimLog::default();
         log.append_as_leader(1, 10);
         log.append_as_leader(1, 11);
-        log.append_as_follower(&[Rec { epoch: 3, value: 12 }]);
+        log.append_as_follower(&[Rec {
+            epoch: 3,
+            value: 12,
+        }]);
         assert_eq!(log.epochs, vec![(1, 0), (3, 2)]);
         assert_eq!(log.end_offset_for_epoch(1), Some((1, 2)));
         assert_eq!(log.end_offset_for_epoch(2), Some((1, 2)));

@@ -49,9 +49,11 @@ fn parse() -> Result<Args, String> {
                 })
             }
             "-h" | "--help" => {
-                return Err("usage: weir-sim [--seed S [--trace]] [--seeds N] [--start S0] \
+                return Err(
+                    "usage: weir-sim [--seed S [--trace]] [--seeds N] [--start S0] \
                             [--threads T] [--planted hw-without-isr|truncate-to-hw]"
-                    .into());
+                        .into(),
+                );
             }
             other => return Err(format!("unknown argument {other}")),
         }

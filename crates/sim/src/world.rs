@@ -791,8 +791,7 @@ impl World {
         self.quorum.next_tick_ms = self.now_ms + CONTROLLER_TICK_MS;
         let image = self.controller_image();
         let now = self.now_ms;
-        if !self.quorum.topic_created
-            && image.live_brokers().count() == self.opts.brokers as usize
+        if !self.quorum.topic_created && image.live_brokers().count() == self.opts.brokers as usize
         {
             let assignments = (0..self.opts.partitions)
                 .map(|p| {
@@ -814,7 +813,9 @@ impl World {
             };
             match self.quorum.controller.handle(&image, now, &request) {
                 Ok(decision) => {
-                    self.note(29, 0, 0, || format!("create topic: {:?}", decision.response));
+                    self.note(29, 0, 0, || {
+                        format!("create topic: {:?}", decision.response)
+                    });
                     if self.commit(decision.records)?.is_some() {
                         self.quorum.topic_created = true;
                     }
@@ -918,11 +919,7 @@ impl World {
                 );
             }
             (Payload::AlterPartition { req, .. }, ControllerResponse::AlterPartition(results)) => {
-                self.send(
-                    leader,
-                    from,
-                    Payload::AlterPartitionAnswer { req, results },
-                );
+                self.send(leader, from, Payload::AlterPartitionAnswer { req, results });
             }
             _ => {}
         }
@@ -1031,6 +1028,20 @@ impl World {
         // Below the old watermark the records were checked when it rose there, and a leader
         // never cuts its log.
         let old_hw = r.log.high_watermark.max(0);
+        if self.opts.trace {
+            let ends = r
+                .leader
+                .as_ref()
+                .map(|l| (l.state.isr().to_vec(), l.state.follower_log_ends()));
+            self.trace.push(format!(
+                "{:>7} ms  leader {id} raises partition {p}'s watermark {old_hw} -> {hw} \
+                 (isr, follower ends: {ends:?})",
+                self.now_ms
+            ));
+        }
+        let Some(r) = self.nodes.get_mut(&id).and_then(|n| n.replicas.get_mut(&p)) else {
+            return Ok(());
+        };
         r.log.high_watermark = hw;
         let committed = self.committed.entry(p).or_default();
         for offset in old_hw..hw {
@@ -1194,7 +1205,12 @@ impl World {
         }
     }
 
-    fn node_receive(&mut self, id: BrokerId, from: BrokerId, payload: Payload) -> Result<(), String> {
+    fn node_receive(
+        &mut self,
+        id: BrokerId,
+        from: BrokerId,
+        payload: Payload,
+    ) -> Result<(), String> {
         match payload {
             Payload::Registered {
                 incarnation,
@@ -1636,10 +1652,9 @@ impl World {
                     r.follow = None;
                     continue;
                 }
-                let same = r
-                    .follow
-                    .as_ref()
-                    .is_some_and(|f| f.leader == state.leader && f.leader_epoch == state.leader_epoch);
+                let same = r.follow.as_ref().is_some_and(|f| {
+                    f.leader == state.leader && f.leader_epoch == state.leader_epoch
+                });
                 if !same {
                     r.follow = Some(FollowRole {
                         leader: state.leader,
@@ -1733,7 +1748,14 @@ impl World {
         let value = self.next_value;
         self.next_value += 1;
         self.stats.produced += 1;
-        self.send(CLIENT, leader, Payload::Produce { partition: p, value });
+        self.send(
+            CLIENT,
+            leader,
+            Payload::Produce {
+                partition: p,
+                value,
+            },
+        );
     }
 
     fn client_receive(&mut self, payload: Payload) -> Result<(), String> {
@@ -1755,7 +1777,11 @@ impl World {
                 None => self.stats.acked += 1,
             }
             let committed = self.committed.get(&partition);
-            if committed.and_then(|c| c.get(offset as usize)).map(|r| r.value) != Some(value) {
+            if committed
+                .and_then(|c| c.get(offset as usize))
+                .map(|r| r.value)
+                != Some(value)
+            {
                 return Err(format!(
                     "partition {partition}: value {value} acknowledged at offset {offset} is not \
                      the committed record there"
@@ -1842,7 +1868,9 @@ impl World {
                 return Err(format!("partition {p} was never created"));
             };
             if state.leader == NO_LEADER {
-                return Err(format!("partition {p} has no leader after healing: {state:?}"));
+                return Err(format!(
+                    "partition {p} has no leader after healing: {state:?}"
+                ));
             }
             let Some((_, log)) = self.led(state.leader, p) else {
                 return Err(format!(
