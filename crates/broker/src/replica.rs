@@ -148,7 +148,11 @@ impl LeaderState {
         isr: Vec<BrokerId>,
         now_ms: u64,
     ) -> Option<i64> {
-        if partition_epoch < self.partition_epoch {
+        // Every change bumps the partition epoch. The shell applies each hosted partition's
+        // state whenever any metadata record applies, so the same epoch is nothing new, and
+        // must not drop a pending proposal: the high watermark would stop waiting for a member
+        // being added, which the controller may still commit (found by the simulation).
+        if partition_epoch <= self.partition_epoch {
             return None;
         }
         self.partition_epoch = partition_epoch;
