@@ -44,6 +44,12 @@ pub enum FollowerRefusal {
     NotAReplica,
 }
 
+/// Whether the controller's refusal of an ISR proposal says it was not applied. The shell
+/// calls [`LeaderState::proposal_failed`] for these refusals only.
+pub fn refusal_means_not_applied(error_code: i16) -> bool {
+    error_code != 0
+}
+
 /// One led partition's replication state.
 #[derive(Debug, Clone)]
 pub struct LeaderState {
@@ -404,6 +410,42 @@ mod tests {
         assert_eq!(l.image_changed(10, vec![1, 2, 3], vec![1], 1_600), None);
         assert_eq!(l.high_watermark(), 100, "2 is still joining");
         assert_eq!(l.follower_fetched(2, 120, 120, 1_700), Ok(Some(120)));
+    }
+
+    #[test]
+    fn an_unanswered_expansion_is_sent_again_unchanged_and_keeps_holding_the_watermark() {
+        // Found by the simulation (crates/sim, seed 8404): the controller may have committed
+        // a proposal whose answer never came, so resending must not drop the joining member,
+        // even when it has since fallen behind.
+        let mut l = leader(&[1]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 1_500).unwrap();
+        assert_eq!(l.tick(1_500).unwrap().new_isr, vec![1, 2]);
+        let later = 1_500 + LAG_MS + PROPOSAL_RETRY_MS;
+        assert_eq!(l.leader_durable(120), None);
+        let again = l.tick(later).expect("sent again");
+        assert_eq!(again.new_isr, vec![1, 2], "the same proposal");
+        assert_eq!(l.leader_durable(130), None);
+        assert_eq!(l.high_watermark(), 100, "2 may be in the ISR already");
+        // Only an answer saying it was not applied, or the image, ends the wait.
+        assert_eq!(l.proposal_failed(), Some(130));
+    }
+
+    #[test]
+    fn only_a_refusal_that_says_not_applied_drops_a_proposal() {
+        use weir_metadata::controller::codes;
+        assert!(refusal_means_not_applied(codes::OPERATION_NOT_ATTEMPTED));
+        assert!(refusal_means_not_applied(codes::INELIGIBLE_REPLICA));
+        for code in [
+            codes::INVALID_UPDATE_VERSION,
+            codes::FENCED_LEADER_EPOCH,
+            codes::NOT_CONTROLLER,
+            codes::INVALID_REQUEST,
+            codes::UNKNOWN_TOPIC_ID,
+            codes::STALE_BROKER_EPOCH,
+        ] {
+            assert!(!refusal_means_not_applied(code), "{code}");
+        }
     }
 
     #[test]

@@ -362,6 +362,8 @@ pub struct World {
     stats: Stats,
     trace: Vec<String>,
     topic_id: TopicId,
+    /// A violation found where no error can be returned; reported at the step's end.
+    deferred: Option<String>,
 }
 
 fn topic_id() -> TopicId {
@@ -435,6 +437,7 @@ impl World {
             stats: Stats::default(),
             trace: Vec::new(),
             topic_id: tid,
+            deferred: None,
             opts,
         }
     }
@@ -513,6 +516,9 @@ impl World {
         }
         if !self.healing() || self.now_ms < self.opts.fault_ms + self.opts.heal_ms / 2 {
             self.produce();
+        }
+        if let Some(what) = self.deferred.take() {
+            return Err(what);
         }
         self.check()
     }
@@ -660,6 +666,10 @@ impl World {
         self.note(25, leader as i64, 0, || {
             format!("quorum leader is now {leader}")
         });
+        // Its image moved: the broker on that node follows it, as on any applied record.
+        if let Err(what) = self.reconcile(leader) {
+            self.deferred = Some(what);
+        }
     }
 
     fn reachable(&self, a: BrokerId, b: BrokerId) -> bool {
@@ -1242,7 +1252,10 @@ impl World {
                 }
                 n.alter_in_flight = None;
                 let mut raised = Vec::new();
-                for result in results.iter().filter(|r| r.error_code != 0) {
+                for result in results
+                    .iter()
+                    .filter(|r| weir_broker::replica::refusal_means_not_applied(r.error_code))
+                {
                     if let Some(r) = n.replicas.get_mut(&result.partition)
                         && let Some(l) = r.leader.as_mut()
                         && let Some(hw) = l.state.proposal_failed()

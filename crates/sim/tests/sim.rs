@@ -116,3 +116,15 @@ fn seed_11_a_pending_isr_expansion_survives_unrelated_metadata() {
         panic!("{v}");
     }
 }
+
+/// Found by the simulation: a leader's ISR expansion committed, but the leader heard a
+/// refusal first (here the duplicate of its request, refused as stale once the first had
+/// committed; a lost answer and a timeout do the same). It dropped the pending expansion, the
+/// high watermark passed the joining follower, which the image already held in the ISR, and
+/// that follower was elected without the acknowledged records once the leader crashed.
+#[test]
+fn seed_8404_a_refused_or_unanswered_isr_proposal_stays_pending_until_metadata() {
+    if let Err(v) = weir_sim::run(Options::new(8404)) {
+        panic!("{v}");
+    }
+}
