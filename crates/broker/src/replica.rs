@@ -45,9 +45,17 @@ pub enum FollowerRefusal {
 }
 
 /// Whether the controller's refusal of an ISR proposal says it was not applied. The shell
-/// calls [`LeaderState::proposal_failed`] for these refusals only.
+/// calls [`LeaderState::proposal_failed`] for these refusals only: any other refusal (a stale
+/// partition epoch, say) may answer a duplicate of a request that did commit, and a missing
+/// answer says nothing, so the proposal stays pending, and keeps counting for the high
+/// watermark, until the image shows the outcome (as Kafka's `handleAlterPartitionError`,
+/// which resets to the committed state only on these two).
 pub fn refusal_means_not_applied(error_code: i16) -> bool {
-    error_code != 0
+    use weir_metadata::controller::codes;
+    matches!(
+        error_code,
+        codes::OPERATION_NOT_ATTEMPTED | codes::INELIGIBLE_REPLICA
+    )
 }
 
 /// One led partition's replication state.
@@ -75,8 +83,8 @@ pub struct LeaderState {
     lag_max_ms: u64,
 }
 
-/// How long an ISR proposal may go unanswered before it is sent again (the controller may have
-/// failed over and lost it).
+/// How long an ISR proposal may go unanswered before it is sent again, unchanged (the
+/// controller may have failed over and lost it).
 pub const PROPOSAL_RETRY_MS: u64 = 5_000;
 
 impl LeaderState {
@@ -189,7 +197,8 @@ impl LeaderState {
         self.recompute()
     }
 
-    /// The controller refused or lost our proposal: the next tick may propose again.
+    /// The controller refused our proposal saying it was not applied (see
+    /// [`refusal_means_not_applied`]): the next tick may propose again.
     pub fn proposal_failed(&mut self) -> Option<i64> {
         self.pending = None;
         self.recompute()
@@ -260,13 +269,20 @@ impl LeaderState {
 
     /// Periodic check: followers that have not caught up within `lag_max_ms` leave the ISR;
     /// replicas that have caught up to the high watermark (and hold this epoch's start) join
-    /// it. Returns the proposal to send, if any; one proposal is out at a time.
+    /// it. Returns the proposal to send, if any; one proposal is out at a time, and one left
+    /// unanswered is sent again unchanged (it may have committed: only the image or a refusal
+    /// saying otherwise ends it).
     pub fn tick(&mut self, now_ms: u64) -> Option<IsrProposal> {
-        if let Some((_, sent_ms)) = &self.pending {
+        if let Some((isr, sent_ms)) = &mut self.pending {
             if now_ms.saturating_sub(*sent_ms) < PROPOSAL_RETRY_MS {
                 return None;
             }
-            self.pending = None;
+            *sent_ms = now_ms;
+            return Some(IsrProposal {
+                leader_epoch: self.leader_epoch,
+                partition_epoch: self.partition_epoch,
+                new_isr: isr.clone(),
+            });
         }
         let mut new_isr: Vec<BrokerId> = self
             .isr

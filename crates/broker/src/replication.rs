@@ -716,8 +716,8 @@ mod tests {
     }
 }
 
-/// The controller did not take a partition's ISR proposal: the next check may propose again
-/// (and the high watermark may rise, no longer waiting for a member that was being added).
+/// The controller says it did not apply a partition's ISR proposal: the next check may propose
+/// again (and the high watermark may rise, no longer waiting for a member that was being added).
 fn proposal_failed(p: &Partition) {
     let raised = p.replication().as_mut().and_then(|r| r.proposal_failed());
     if let Some(hw) = raised {
@@ -779,11 +779,10 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
         let quorum = this.cluster().quorum.clone();
         drop(this);
         let answer = tokio::time::timeout(Duration::from_secs(5), quorum.submit(request)).await;
+        // No answer says nothing of whether the change committed: the proposals stay pending
+        // (still counting for the high watermark) and the next ticks send them again.
         let failed_all = |why: &str| {
-            tracing::debug!(why, "ISR change not committed; proposing again");
-            for (p, _) in &asked {
-                proposal_failed(p);
-            }
+            tracing::debug!(why, "ISR change not answered; it stays pending");
         };
         match answer {
             Ok(Ok(Submitted {
@@ -817,6 +816,10 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
                         code = r.error_code,
                         "ISR change refused by the controller"
                     );
+                    // Other refusals wait for the image (see `refusal_means_not_applied`).
+                    if !crate::replica::refusal_means_not_applied(r.error_code) {
+                        continue;
+                    }
                     if let Some((p, _)) = asked.iter().find(|(_, item)| {
                         item.topic_id == r.topic_id && item.partition == r.partition
                     }) {

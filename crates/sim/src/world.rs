@@ -1174,13 +1174,9 @@ impl World {
             if now.saturating_sub(sent) < REQUEST_TIMEOUT_MS * 5 {
                 return Ok(());
             }
-            // Timed out (the real shell waits 5 s): every proposal in it failed.
+            // Timed out (the real shell waits 5 s): the proposals stay pending, and
+            // `LeaderState::tick` sends them again.
             node.alter_in_flight = None;
-            for r in node.replicas.values_mut() {
-                if let Some(l) = r.leader.as_mut() {
-                    l.state.proposal_failed();
-                }
-            }
         }
         let mut items = Vec::new();
         for (&p, r) in node.replicas.iter_mut() {
