@@ -10,7 +10,7 @@
 use weir_sim::{Options, Planted, Stats};
 
 /// Seeds CI runs; together several thousand injected faults (see the test's output).
-const CI_SEEDS: u64 = 300;
+const CI_SEEDS: u64 = 1000;
 
 fn run_seeds(seeds: std::ops::Range<u64>, planted: Option<Planted>) -> Result<Stats, String> {
     let mut total = Stats::default();
