@@ -1727,7 +1727,20 @@ impl World {
                 }
                 _ => {}
             }
-            self.check_leader_holds_committed(id, p)?;
+            // A broker acting on stale metadata may start leading an epoch the controller has
+            // already replaced. It cannot acknowledge anything (its ISR's other members follow
+            // the newer epoch, and a single-member ISR would have left no one to elect), and
+            // whatever it would commit is checked against the committed prefix in
+            // `raise_leader_hw`; so it owes only what was committed before newer epochs.
+            let newest = self
+                .leaders_seen
+                .range((p, i32::MIN)..=(p, i32::MAX))
+                .map(|(&(_, e), _)| e)
+                .max()
+                .unwrap_or(epoch);
+            if epoch >= newest {
+                self.check_leader_holds_committed(id, p)?;
+            }
         }
         for (p, hw) in raised {
             self.raise_leader_hw(id, p, hw)?;
