@@ -26,6 +26,7 @@ pub mod data_dir;
 pub mod dynamic_config;
 pub mod error;
 pub mod fetch_session;
+pub mod follower;
 pub mod frame;
 pub mod groups;
 mod handlers;

@@ -44,6 +44,20 @@ pub enum FollowerRefusal {
     NotAReplica,
 }
 
+/// Whether the controller's refusal of an ISR proposal says it was not applied. The shell
+/// calls [`LeaderState::proposal_failed`] for these refusals only: any other refusal (a stale
+/// partition epoch, say) may answer a duplicate of a request that did commit, and a missing
+/// answer says nothing, so the proposal stays pending, and keeps counting for the high
+/// watermark, until the image shows the outcome (as Kafka's `handleAlterPartitionError`,
+/// which resets to the committed state only on these two).
+pub fn refusal_means_not_applied(error_code: i16) -> bool {
+    use weir_metadata::controller::codes;
+    matches!(
+        error_code,
+        codes::OPERATION_NOT_ATTEMPTED | codes::INELIGIBLE_REPLICA
+    )
+}
+
 /// One led partition's replication state.
 #[derive(Debug, Clone)]
 pub struct LeaderState {
@@ -69,8 +83,8 @@ pub struct LeaderState {
     lag_max_ms: u64,
 }
 
-/// How long an ISR proposal may go unanswered before it is sent again (the controller may have
-/// failed over and lost it).
+/// How long an ISR proposal may go unanswered before it is sent again, unchanged (the
+/// controller may have failed over and lost it).
 pub const PROPOSAL_RETRY_MS: u64 = 5_000;
 
 impl LeaderState {
@@ -148,7 +162,11 @@ impl LeaderState {
         isr: Vec<BrokerId>,
         now_ms: u64,
     ) -> Option<i64> {
-        if partition_epoch < self.partition_epoch {
+        // Every change bumps the partition epoch. The shell applies each hosted partition's
+        // state whenever any metadata record applies, so the same epoch is nothing new, and
+        // must not drop a pending proposal: the high watermark would stop waiting for a member
+        // being added, which the controller may still commit (found by the simulation).
+        if partition_epoch <= self.partition_epoch {
             return None;
         }
         self.partition_epoch = partition_epoch;
@@ -179,7 +197,8 @@ impl LeaderState {
         self.recompute()
     }
 
-    /// The controller refused or lost our proposal: the next tick may propose again.
+    /// The controller refused our proposal saying it was not applied (see
+    /// [`refusal_means_not_applied`]): the next tick may propose again.
     pub fn proposal_failed(&mut self) -> Option<i64> {
         self.pending = None;
         self.recompute()
@@ -251,13 +270,20 @@ impl LeaderState {
 
     /// Periodic check: followers that have not caught up within `lag_max_ms` leave the ISR;
     /// replicas that have caught up to the high watermark (and hold this epoch's start) join
-    /// it. Returns the proposal to send, if any; one proposal is out at a time.
+    /// it. Returns the proposal to send, if any; one proposal is out at a time, and one left
+    /// unanswered is sent again unchanged (it may have committed: only the image or a refusal
+    /// saying otherwise ends it).
     pub fn tick(&mut self, now_ms: u64) -> Option<IsrProposal> {
-        if let Some((_, sent_ms)) = &self.pending {
+        if let Some((isr, sent_ms)) = &mut self.pending {
             if now_ms.saturating_sub(*sent_ms) < PROPOSAL_RETRY_MS {
                 return None;
             }
-            self.pending = None;
+            *sent_ms = now_ms;
+            return Some(IsrProposal {
+                leader_epoch: self.leader_epoch,
+                partition_epoch: self.partition_epoch,
+                new_isr: isr.clone(),
+            });
         }
         let mut new_isr: Vec<BrokerId> = self
             .isr
@@ -401,6 +427,58 @@ mod tests {
         l.leader_durable(120);
         assert_eq!(l.high_watermark(), 100, "the joining member holds it back");
         assert_eq!(l.follower_fetched(2, 120, 120, 1_600), Ok(Some(120)));
+    }
+
+    #[test]
+    fn an_unchanged_image_keeps_a_pending_expansion_holding_the_watermark() {
+        // Found by the simulation (crates/sim, seed 11): the shell applies every hosted
+        // partition's state whenever any metadata record applies, so an unchanged state must
+        // not drop the expansion in flight. If it did, the watermark would pass the joining
+        // follower, and once the expansion commits that follower may be elected without it.
+        let mut l = leader(&[1]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 1_500).unwrap();
+        assert_eq!(l.tick(1_500).unwrap().new_isr, vec![1, 2]);
+        assert_eq!(l.leader_durable(120), None);
+        assert_eq!(l.image_changed(10, vec![1, 2, 3], vec![1], 1_600), None);
+        assert_eq!(l.high_watermark(), 100, "2 is still joining");
+        assert_eq!(l.follower_fetched(2, 120, 120, 1_700), Ok(Some(120)));
+    }
+
+    #[test]
+    fn an_unanswered_expansion_is_sent_again_unchanged_and_keeps_holding_the_watermark() {
+        // Found by the simulation (crates/sim, seed 8404): the controller may have committed
+        // a proposal whose answer never came, so resending must not drop the joining member,
+        // even when it has since fallen behind.
+        let mut l = leader(&[1]);
+        l.leader_durable(100);
+        l.follower_fetched(2, 100, 100, 1_500).unwrap();
+        assert_eq!(l.tick(1_500).unwrap().new_isr, vec![1, 2]);
+        let later = 1_500 + LAG_MS + PROPOSAL_RETRY_MS;
+        assert_eq!(l.leader_durable(120), None);
+        let again = l.tick(later).expect("sent again");
+        assert_eq!(again.new_isr, vec![1, 2], "the same proposal");
+        assert_eq!(l.leader_durable(130), None);
+        assert_eq!(l.high_watermark(), 100, "2 may be in the ISR already");
+        // Only an answer saying it was not applied, or the image, ends the wait.
+        assert_eq!(l.proposal_failed(), Some(130));
+    }
+
+    #[test]
+    fn only_a_refusal_that_says_not_applied_drops_a_proposal() {
+        use weir_metadata::controller::codes;
+        assert!(refusal_means_not_applied(codes::OPERATION_NOT_ATTEMPTED));
+        assert!(refusal_means_not_applied(codes::INELIGIBLE_REPLICA));
+        for code in [
+            codes::INVALID_UPDATE_VERSION,
+            codes::FENCED_LEADER_EPOCH,
+            codes::NOT_CONTROLLER,
+            codes::INVALID_REQUEST,
+            codes::UNKNOWN_TOPIC_ID,
+            codes::STALE_BROKER_EPOCH,
+        ] {
+            assert!(!refusal_means_not_applied(code), "{code}");
+        }
     }
 
     #[test]

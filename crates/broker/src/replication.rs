@@ -4,9 +4,10 @@
 //! [`crate::fetch_session::FetcherSession`]), and the leadership transitions the metadata
 //! image drives.
 //!
-//! The decisions live elsewhere: a leader's high watermark and ISR in [`crate::replica`],
-//! elections in the controller. Here: sockets, the follower's truncation (only ever after
-//! asking the leader with OffsetForLeaderEpoch, KIP-101/KIP-279) and its appends.
+//! The decisions live elsewhere: a leader's high watermark and ISR in [`crate::replica`], a
+//! follower's truncation point and reading of fetch answers in [`crate::follower`], elections
+//! in the controller. Here: sockets, the follower's truncation (only ever after asking the
+//! leader with OffsetForLeaderEpoch, KIP-101/KIP-279) and its appends.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,7 @@ use weir_protocol::messages::offset_for_leader_epoch::{
 use crate::Broker;
 use crate::cluster::Submitted;
 use crate::fetch_session::{FetchParams, FetcherSession, PartitionKey};
+use crate::follower::{self, FetchAnswer, LogView};
 use crate::partition::Partition;
 use weir_metadata::controller::{AlterPartitionItem, ControllerRequest, ControllerResponse};
 
@@ -269,12 +271,7 @@ async fn fetch_round(
             continue;
         };
         let log = &p.log;
-        // An empty log has fetched nothing, whatever epoch its cache starts with.
-        let last_fetched_epoch = if log.log_end_offset() > log.log_start_offset() {
-            log.leader_epochs().last().map_or(-1, |&(e, _)| e)
-        } else {
-            -1
-        };
+        let last_fetched_epoch = follower::last_fetched_epoch(&log_view(&p));
         wanted.push((
             PartitionKey {
                 topic: f.topic.clone(),
@@ -389,26 +386,35 @@ async fn fetch_round(
             if p.is_leader() {
                 continue; // we took over meanwhile
             }
-            match ErrorCode::from_code_or_unknown(data.error_code) {
-                ErrorCode::None => {}
-                ErrorCode::OffsetOutOfRange => {
-                    handle_out_of_range(&p, data.log_start_offset);
+            let error = ErrorCode::from_code_or_unknown(data.error_code);
+            let diverging = (data.diverging_epoch.epoch, data.diverging_epoch.end_offset);
+            match follower::classify_fetch_answer(
+                error,
+                diverging,
+                data.log_start_offset,
+                &log_view(&p),
+            ) {
+                FetchAnswer::Append => {}
+                FetchAnswer::OutOfRange { restart_at } => {
+                    if let Some(from) = restart_at {
+                        restart_log_at(&p, from);
+                    }
                     needs_truncation(fetcher, &key, epoch);
                     continue;
                 }
-                other => {
-                    tracing::debug!(topic = %name, partition = data.partition_index, error = ?other,
+                FetchAnswer::BackOff => {
+                    tracing::debug!(topic = %name, partition = data.partition_index, error = ?error,
                         "replica fetch error; backing off");
                     back_off(fetcher, &key);
                     continue;
                 }
-            }
-            if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
-                tracing::debug!(topic = %name, partition = data.partition_index,
-                    epoch = data.diverging_epoch.epoch, end_offset = data.diverging_epoch.end_offset,
-                    "the leader reports divergence; asking where to truncate");
-                needs_truncation(fetcher, &key, epoch);
-                continue;
+                FetchAnswer::Diverged => {
+                    tracing::debug!(topic = %name, partition = data.partition_index,
+                        epoch = diverging.0, end_offset = diverging.1,
+                        "the leader reports divergence; asking where to truncate");
+                    needs_truncation(fetcher, &key, epoch);
+                    continue;
+                }
             }
             let records = data.records.unwrap_or_default();
             if !records.is_empty() {
@@ -427,13 +433,13 @@ async fn fetch_round(
                 }
             }
             // The follower's watermark: the leader's, as far as this log reaches.
-            let hw = data.high_watermark.min(p.log.log_end_offset());
-            if hw > p.log.high_watermark() {
+            if let Some(hw) = follower::follower_high_watermark(data.high_watermark, &log_view(&p))
+            {
                 p.raise_high_watermark(hw);
             }
-            if data.log_start_offset > p.log.log_start_offset()
-                && data.log_start_offset <= p.log.high_watermark()
-                && let Err(e) = p.log.delete_records_before(data.log_start_offset)
+            if let Some(start) =
+                follower::log_start_to_advance(data.log_start_offset, &log_view(&p))
+                && let Err(e) = p.log.delete_records_before(start)
             {
                 tracing::warn!(topic = %name, error = %e, "follower could not advance its log start");
             }
@@ -492,15 +498,23 @@ fn whole_batches_prefix(records: &[u8]) -> usize {
     at
 }
 
-/// OFFSET_OUT_OF_RANGE: a follower behind the leader's log start starts over there; one ahead
-/// of the leader's end is cut by the truncation check that follows.
-fn handle_out_of_range(p: &Partition, leader_log_start: i64) {
-    if leader_log_start >= 0 && p.log.log_end_offset() < leader_log_start {
-        tracing::info!(topic = %p.topic, partition = p.index, from = leader_log_start,
-            "follower is behind the leader's log start; restarting its log there");
-        if let Err(e) = p.log.restart_at(leader_log_start) {
-            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not restart the log");
-        }
+/// What the follower core ([`crate::follower`]) sees of a partition's log.
+fn log_view(p: &Partition) -> LogView {
+    LogView {
+        log_start_offset: p.log.log_start_offset(),
+        log_end_offset: p.log.log_end_offset(),
+        high_watermark: p.log.high_watermark(),
+        last_epoch: p.log.leader_epochs().last().map(|&(e, _)| e),
+    }
+}
+
+/// A follower behind the leader's log start starts over there (see
+/// [`follower::out_of_range_restart`]).
+fn restart_log_at(p: &Partition, leader_log_start: i64) {
+    tracing::info!(topic = %p.topic, partition = p.index, from = leader_log_start,
+        "follower is behind the leader's log start; restarting its log there");
+    if let Err(e) = p.log.restart_at(leader_log_start) {
+        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not restart the log");
     }
 }
 
@@ -520,12 +534,11 @@ async fn truncate_round(
         let Some(p) = partition_of(broker, &f.topic, f.index) else {
             continue;
         };
-        let our_epoch = p.log.leader_epochs().last().map_or(-1, |&(e, _)| e);
-        if our_epoch < 0 || p.log.log_end_offset() <= p.log.log_start_offset() {
+        let Some(our_epoch) = follower::epoch_to_ask(&log_view(&p)) else {
             // Nothing held (under any epoch): nothing to cut.
             mark_truncated(fetcher, &(f.topic.clone(), f.index), f.leader_epoch);
             continue;
-        }
+        };
         topics
             .entry(f.topic.clone())
             .or_insert_with(|| OffsetForLeaderTopic {
@@ -560,7 +573,13 @@ async fn truncate_round(
                 back_off(fetcher, &key);
                 continue;
             }
-            let cut = truncation_point(&p, our_epoch, r.leader_epoch, r.end_offset);
+            let cut = follower::truncation_point(
+                &log_view(&p),
+                our_epoch,
+                r.leader_epoch,
+                r.end_offset,
+                |epoch| p.log.end_offset_for_epoch(epoch),
+            );
             if cut < p.log.log_end_offset() {
                 tracing::info!(topic = %topic.topic, partition = r.partition,
                     from = p.log.log_end_offset(), to = cut, leader_epoch,
@@ -577,25 +596,6 @@ async fn truncate_round(
         }
     }
     Ok(())
-}
-
-/// Where a follower cuts its log, given the leader's answer for the follower's last epoch
-/// (KIP-279): the leader's end of that epoch if the leader knows the epoch; if the leader's
-/// latest epoch at or below ours is older, the smaller of the leader's end for it and ours;
-/// if the leader knows none (-1), our high watermark.
-fn truncation_point(p: &Partition, our_epoch: i32, leader_epoch: i32, leader_end: i64) -> i64 {
-    let ours = p.log.log_end_offset();
-    if leader_epoch < 0 || leader_end < 0 {
-        return p.log.high_watermark().min(ours);
-    }
-    if leader_epoch == our_epoch {
-        return leader_end.min(ours);
-    }
-    let our_end_for_theirs = p
-        .log
-        .end_offset_for_epoch(leader_epoch)
-        .map_or(ours, |(_, end)| end);
-    leader_end.min(our_end_for_theirs).min(ours)
 }
 
 impl Broker {
@@ -716,8 +716,8 @@ mod tests {
     }
 }
 
-/// The controller did not take a partition's ISR proposal: the next check may propose again
-/// (and the high watermark may rise, no longer waiting for a member that was being added).
+/// The controller says it did not apply a partition's ISR proposal: the next check may propose
+/// again (and the high watermark may rise, no longer waiting for a member that was being added).
 fn proposal_failed(p: &Partition) {
     let raised = p.replication().as_mut().and_then(|r| r.proposal_failed());
     if let Some(hw) = raised {
@@ -779,11 +779,10 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
         let quorum = this.cluster().quorum.clone();
         drop(this);
         let answer = tokio::time::timeout(Duration::from_secs(5), quorum.submit(request)).await;
+        // No answer says nothing of whether the change committed: the proposals stay pending
+        // (still counting for the high watermark) and the next ticks send them again.
         let failed_all = |why: &str| {
-            tracing::debug!(why, "ISR change not committed; proposing again");
-            for (p, _) in &asked {
-                proposal_failed(p);
-            }
+            tracing::debug!(why, "ISR change not answered; it stays pending");
         };
         match answer {
             Ok(Ok(Submitted {
@@ -817,6 +816,10 @@ pub(crate) async fn isr_loop(broker: Weak<Broker>) {
                         code = r.error_code,
                         "ISR change refused by the controller"
                     );
+                    // Other refusals wait for the image (see `refusal_means_not_applied`).
+                    if !crate::replica::refusal_means_not_applied(r.error_code) {
+                        continue;
+                    }
                     if let Some((p, _)) = asked.iter().find(|(_, item)| {
                         item.topic_id == r.topic_id && item.partition == r.partition
                     }) {

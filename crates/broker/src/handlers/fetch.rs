@@ -37,6 +37,7 @@ use weir_protocol::api::ApiKey;
 
 use crate::error::log_error_code;
 use crate::fetch_session::{Context, FetchParams, Outcome, Owner, PartitionKey};
+use crate::follower::DivergenceCheck;
 use crate::frame::{Placeholders, splice};
 use crate::{Broker, Frame, PendingReply, encode_frame, encode_response, log_encode_failure};
 
@@ -224,27 +225,33 @@ fn read_once(
             if let Some(f) = follower {
                 // KIP-320 divergence: the follower's last epoch ends earlier here (or is
                 // unknown) than where it fetches from, so its tail is not the leader's.
-                if w.last_fetched_epoch >= 0 {
-                    match log.end_offset_for_epoch(w.last_fetched_epoch) {
-                        Some((epoch, end))
-                            if epoch == w.last_fetched_epoch && end >= fetch_offset => {}
-                        None => {
-                            // The follower's epoch predates everything this leader knows:
-                            // no end to name, so Kafka answers OFFSET_OUT_OF_RANGE and the
-                            // follower checks its log with OffsetForLeaderEpoch.
-                            data.error_code = ErrorCode::OffsetOutOfRange.code();
-                            partitions.push(data);
-                            continue;
-                        }
-                        Some((epoch, end)) => {
-                            data.diverging_epoch.epoch = epoch;
-                            data.diverging_epoch.end_offset = end;
-                            data.high_watermark = log.high_watermark();
-                            data.last_stable_offset = log.last_stable_offset();
-                            data.log_start_offset = log.log_start_offset();
-                            partitions.push(data);
-                            continue;
-                        }
+                let end_for_last_fetched = if w.last_fetched_epoch >= 0 {
+                    log.end_offset_for_epoch(w.last_fetched_epoch)
+                } else {
+                    None
+                };
+                match crate::follower::check_divergence(
+                    w.last_fetched_epoch,
+                    fetch_offset,
+                    end_for_last_fetched,
+                ) {
+                    DivergenceCheck::Serve => {}
+                    DivergenceCheck::OutOfRange => {
+                        // The follower's epoch predates everything this leader knows:
+                        // no end to name, so Kafka answers OFFSET_OUT_OF_RANGE and the
+                        // follower checks its log with OffsetForLeaderEpoch.
+                        data.error_code = ErrorCode::OffsetOutOfRange.code();
+                        partitions.push(data);
+                        continue;
+                    }
+                    DivergenceCheck::Diverging { epoch, end_offset } => {
+                        data.diverging_epoch.epoch = epoch;
+                        data.diverging_epoch.end_offset = end_offset;
+                        data.high_watermark = log.high_watermark();
+                        data.last_stable_offset = log.last_stable_offset();
+                        data.log_start_offset = log.log_start_offset();
+                        partitions.push(data);
+                        continue;
                     }
                 }
                 if let Err(error) = note_follower_fetch(broker, partition, f, fetch_offset) {
