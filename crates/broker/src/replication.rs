@@ -682,7 +682,7 @@ impl Broker {
         }
     }
 
-    fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
+    pub(crate) fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
         match topic.name.as_str() {
             crate::groups::OFFSETS_TOPIC => {
                 self.groups.unload_partition(topic.partition_count, index)
