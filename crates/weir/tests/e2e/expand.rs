@@ -356,3 +356,76 @@ fn grow_rebalance_and_decommission_under_load_lose_nothing() {
         acked.len()
     );
 }
+
+/// Produces `count` records of `size` bytes to partition 0 (acks=all).
+fn produce_bytes(bootstrap: &str, topic: &str, count: usize, size: usize) {
+    let producer: BaseProducer = client_config(bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()
+        .expect("producer");
+    let value = vec![b'x'; size];
+    for _ in 0..count {
+        while producer
+            .send(BaseRecord::<(), _>::to(topic).partition(0).payload(&value))
+            .is_err()
+        {
+            producer.poll(Duration::from_millis(10));
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("every record acked");
+}
+
+/// `weir cluster decommission NODE [args]` and how long it took.
+fn timed_decommission(bootstrap: &str, node: i32, extra: &[&str]) -> Duration {
+    let node = node.to_string();
+    let mut args = vec!["cluster", "decommission", node.as_str()];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let out = weir(bootstrap, &args);
+    let took = started.elapsed();
+    eprintln!(
+        "decommission {node} {extra:?} took {took:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+#[test]
+fn a_follower_throttle_caps_the_move_rate() {
+    const RECORDS: usize = 8 * 1024;
+    const RECORD_BYTES: usize = 1024;
+    const RATE_BYTES_PER_S: u64 = 2 << 20;
+    let cluster = Cluster::start(&[]);
+    let bootstrap = bootstrap_all(&cluster);
+    let via = cluster.node(2).bootstrap();
+    create_topic_on(&cluster, "unthrottled", &[&[1]]);
+    produce_bytes(&bootstrap, "unthrottled", RECORDS, RECORD_BYTES);
+    let fast = timed_decommission(&via, 1, &[]);
+    create_topic_on(&cluster, "throttled", &[&[1]]);
+    produce_bytes(&bootstrap, "throttled", RECORDS, RECORD_BYTES);
+    let rate = RATE_BYTES_PER_S.to_string();
+    let slow = timed_decommission(&via, 1, &["--throttle", rate.as_str()]);
+    let bytes = (RECORDS * RECORD_BYTES) as f64;
+    eprintln!(
+        "moving {:.1} MiB: {:.1} MiB/s without a throttle, {:.1} MiB/s with {} MiB/s",
+        bytes / f64::from(1 << 20),
+        bytes / f64::from(1 << 20) / fast.as_secs_f64(),
+        bytes / f64::from(1 << 20) / slow.as_secs_f64(),
+        RATE_BYTES_PER_S >> 20
+    );
+    // The pacer lets one second of bytes through at once; the rest waits.
+    let floor = Duration::from_secs_f64((bytes / RATE_BYTES_PER_S as f64 - 1.0) * 0.9);
+    assert!(
+        slow >= floor,
+        "throttled move took {slow:?}, under {floor:?}"
+    );
+    assert!(
+        slow > fast * 2,
+        "throttled {slow:?} vs unthrottled {fast:?}"
+    );
+}
