@@ -1,5 +1,5 @@
 //! weir-sink: a Kafka-protocol endpoint that acknowledges every produce
-//! request and keeps nothing.
+//! request and keeps nothing, and serves fetches from memory.
 //!
 //! bench/run points the same librdkafka load at it and at Weir, in the same
 //! run: what the load reaches here is the ceiling that the client and the
@@ -8,12 +8,19 @@
 //!
 //!   weir-sink --listen 127.0.0.1:19093
 //!
-//! It answers ApiVersions, Metadata, CreateTopics and Produce. A topic named
-//! in a Metadata request that was not created exists with one partition (as
-//! with auto.create.topics.enable), up to `TOPICS_MAX` topics. Offsets are
-//! counted per partition from the batch headers, so delivery reports carry
-//! real, dense offsets. Any other request (Fetch too, though it is listed:
-//! see `LISTED_ONLY`), or a frame it can't read, closes that connection.
+//! It answers ApiVersions, Metadata, CreateTopics, Produce, ListOffsets and
+//! Fetch. A topic named in a Metadata request that was not created exists
+//! with one partition (as with auto.create.topics.enable), up to `TOPICS_MAX`
+//! topics. Offsets are counted per partition from the batch headers, so
+//! delivery reports carry real, dense offsets.
+//!
+//! For consume, each partition keeps only the first batch produced to it (the
+//! template, at most `TEMPLATE_BYTES_MAX`) and its fetchable end is its
+//! record count rounded down to whole templates. A Fetch gets copies of the
+//! template with their base offsets rewritten (the base offset lies outside
+//! the batch CRC), as many as the request's byte limits allow: a consumer
+//! reads at what its own fetching allows, whatever the disk. Any other
+//! request, or a frame it can't read, closes that connection.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -29,6 +36,12 @@ use weir_protocol::header::{RequestHeader, encode_response_frame};
 use weir_protocol::messages::api_versions::{ApiVersion, ApiVersionsResponse};
 use weir_protocol::messages::create_topics::{
     CreatableTopicResult, CreateTopicsRequest, CreateTopicsResponse,
+};
+use weir_protocol::messages::fetch::{
+    FetchRequest, FetchResponse, FetchableTopicResponse, PartitionData,
+};
+use weir_protocol::messages::list_offsets::{
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use weir_protocol::messages::metadata::{
     MetadataRequest, MetadataResponse, MetadataResponseBroker, MetadataResponsePartition,
@@ -51,22 +64,47 @@ const PARTITIONS_MAX: i32 = 100_000;
 /// UNKNOWN_TOPIC_OR_PARTITION and CreateTopics POLICY_VIOLATION.
 const TOPICS_MAX: usize = 10_000;
 const NODE_ID: i32 = 0;
-const HANDLED: [ApiKey; 4] = [
+/// ListOffsets' timestamp for "the latest offset".
+const LATEST_TIMESTAMP: i64 = -1;
+const HANDLED: [ApiKey; 6] = [
     ApiKey::ApiVersions,
     ApiKey::Metadata,
     ApiKey::CreateTopics,
     ApiKey::Produce,
+    ApiKey::ListOffsets,
+    ApiKey::Fetch,
 ];
-/// Listed in ApiVersions but never served: librdkafka turns on the v2
-/// record format only when the broker lists Fetch v4 or later. A Fetch
-/// request closes its connection.
-const LISTED_ONLY: [ApiKey; 1] = [ApiKey::Fetch];
+/// Largest batch kept as a partition's fetch template.
+const TEMPLATE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest a Fetch with nothing to return waits before its empty answer
+/// (the request's max_wait_ms, capped: a thread per connection sleeps it).
+const FETCH_WAIT_MS_MAX: u64 = 500;
 const USAGE: &str = "usage: weir-sink --listen HOST:PORT";
 /// Connections served at once (a thread each); more are closed at accept.
 const CONNECTIONS_MAX: usize = 256;
 
-/// Topic name -> next offset of each partition.
-type Topics = Arc<Mutex<HashMap<String, Vec<i64>>>>;
+/// One partition here: records counted, and the batch Fetch serves.
+#[derive(Debug, Clone, Default)]
+struct PartitionState {
+    /// Records produced so far: the next offset.
+    next_offset: i64,
+    /// The first batch produced here and its record count.
+    template: Option<(Bytes, i64)>,
+}
+
+impl PartitionState {
+    /// The end a consumer may read to: whole templates only, so every
+    /// fetched batch lies below it.
+    fn fetchable_end(&self) -> i64 {
+        match &self.template {
+            Some((_, count)) if *count > 0 => self.next_offset / count * count,
+            _ => 0,
+        }
+    }
+}
+
+/// Topic name -> its partitions.
+type Topics = Arc<Mutex<HashMap<String, Vec<PartitionState>>>>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -193,6 +231,8 @@ fn answer(
             }
             ResponseBody::Produce(response)
         }
+        RequestBody::ListOffsets(r) => ResponseBody::ListOffsets(list_offsets(r, topics)),
+        RequestBody::Fetch(r) => ResponseBody::Fetch(fetch(r, topics)),
         _ => return Err(std::io::Error::other("unexpected request body")),
     };
     let mut buf = BytesMut::new();
@@ -211,11 +251,10 @@ fn api_versions() -> ApiVersionsResponse {
         error_code: ErrorCode::None.code(),
         api_keys: HANDLED
             .iter()
-            .chain(&LISTED_ONLY)
             .map(|k| {
                 let (min, max) = k.versions();
-                // Produce v13+ names topics by id, and the sink knows only names.
-                let max = if *k == ApiKey::Produce {
+                // Produce and Fetch v13+ name topics by id, and the sink knows only names.
+                let max = if matches!(*k, ApiKey::Produce | ApiKey::Fetch) {
                     max.min(12)
                 } else {
                     max
@@ -231,7 +270,7 @@ fn api_versions() -> ApiVersionsResponse {
     }
 }
 
-fn lock(topics: &Topics) -> std::sync::MutexGuard<'_, HashMap<String, Vec<i64>>> {
+fn lock(topics: &Topics) -> std::sync::MutexGuard<'_, HashMap<String, Vec<PartitionState>>> {
     topics.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -245,7 +284,10 @@ fn metadata(r: MetadataRequest, topics: &Topics, host: &str, port: i32) -> Metad
         .into_iter()
         .map(|name| {
             if !known.contains_key(&name) && known.len() < TOPICS_MAX {
-                known.insert(name.clone(), vec![0; PARTITIONS_DEFAULT as usize]);
+                known.insert(
+                    name.clone(),
+                    vec![PartitionState::default(); PARTITIONS_DEFAULT as usize],
+                );
             }
             let Some(count) = known.get(&name).map(Vec::len) else {
                 return MetadataResponseTopic {
@@ -305,7 +347,10 @@ fn create_topics(r: CreateTopicsRequest, topics: &Topics) -> CreateTopicsRespons
                 ErrorCode::PolicyViolation
             } else {
                 if !r.validate_only {
-                    known.insert(t.name.clone(), vec![0; partitions as usize]);
+                    known.insert(
+                        t.name.clone(),
+                        vec![PartitionState::default(); partitions as usize],
+                    );
                 }
                 ErrorCode::None
             };
@@ -341,10 +386,13 @@ fn produce(r: ProduceRequest, topics: &Topics) -> ProduceResponse {
                         .as_deref_mut()
                         .and_then(|o| o.get_mut(usize::try_from(p.index).ok()?));
                     let (error, base_offset) = match (next, p.records) {
-                        (Some(next), Some(records)) => match record_count(&records) {
+                        (Some(state), Some(records)) => match record_count(&records) {
                             Some(count) => {
-                                let base = *next;
-                                *next += count;
+                                let base = state.next_offset;
+                                state.next_offset += count;
+                                if state.template.is_none() {
+                                    state.template = first_batch(&records);
+                                }
                                 (ErrorCode::None, base)
                             }
                             None => (ErrorCode::CorruptMessage, -1),
@@ -372,6 +420,170 @@ fn produce(r: ProduceRequest, topics: &Topics) -> ProduceResponse {
         responses,
         ..Default::default()
     }
+}
+
+/// The first batch of `records` and its record count, if small enough to keep.
+fn first_batch(records: &Bytes) -> Option<(Bytes, i64)> {
+    let batch = split_batches(records).next()?.ok()?;
+    let header = BatchHeader::parse(&batch).ok()?;
+    // A copy: a slice would keep the whole request frame alive.
+    (batch.len() <= TEMPLATE_BYTES_MAX).then(|| {
+        (
+            Bytes::copy_from_slice(&batch),
+            i64::from(header.last_offset_delta) + 1,
+        )
+    })
+}
+
+/// Earliest is 0, latest the fetchable end; a timestamp finds offset 0 (the
+/// template's timestamps are all in the past).
+fn list_offsets(r: ListOffsetsRequest, topics: &Topics) -> ListOffsetsResponse {
+    let known = lock(topics);
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions_here = known.get(&t.name);
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let state = partitions_here
+                        .and_then(|ps| ps.get(usize::try_from(p.partition_index).ok()?));
+                    let (error, offset) = match state {
+                        None => (ErrorCode::UnknownTopicOrPartition, -1),
+                        Some(s) if p.timestamp == LATEST_TIMESTAMP => {
+                            (ErrorCode::None, s.fetchable_end())
+                        }
+                        Some(_) => (ErrorCode::None, 0),
+                    };
+                    ListOffsetsPartitionResponse {
+                        partition_index: p.partition_index,
+                        error_code: error.code(),
+                        old_style_offsets: vec![offset],
+                        timestamp: -1,
+                        offset,
+                        leader_epoch: 0,
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse {
+                name: t.name,
+                partitions,
+            }
+        })
+        .collect();
+    ListOffsetsResponse {
+        topics,
+        ..Default::default()
+    }
+}
+
+/// Copies of each partition's template from the fetch offset on, within the
+/// partition's and the request's byte limits (always one batch when there is
+/// one, as Kafka does, so a consumer never stalls behind a small limit).
+fn fetch(r: FetchRequest, topics: &Topics) -> FetchResponse {
+    let mut bytes_left = usize::try_from(r.max_bytes).unwrap_or(0);
+    let mut any_records = false;
+    let responses: Vec<FetchableTopicResponse> = {
+        let known = lock(topics);
+        r.topics
+            .into_iter()
+            .map(|t| {
+                let partitions_here = known.get(&t.topic);
+                let partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let state = partitions_here
+                            .and_then(|ps| ps.get(usize::try_from(p.partition).ok()?));
+                        let Some(state) = state else {
+                            return PartitionData {
+                                partition_index: p.partition,
+                                error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                                ..Default::default()
+                            };
+                        };
+                        let end = state.fetchable_end();
+                        if p.fetch_offset < 0 || p.fetch_offset > end {
+                            return PartitionData {
+                                partition_index: p.partition,
+                                error_code: ErrorCode::OffsetOutOfRange.code(),
+                                high_watermark: end,
+                                last_stable_offset: end,
+                                log_start_offset: 0,
+                                ..Default::default()
+                            };
+                        }
+                        let partition_max = usize::try_from(p.partition_max_bytes).unwrap_or(0);
+                        let records = copies(
+                            state,
+                            p.fetch_offset,
+                            end,
+                            partition_max,
+                            &mut bytes_left,
+                            !any_records,
+                        );
+                        any_records |= !records.is_empty();
+                        PartitionData {
+                            partition_index: p.partition,
+                            error_code: ErrorCode::None.code(),
+                            high_watermark: end,
+                            last_stable_offset: end,
+                            log_start_offset: 0,
+                            records: Some(records),
+                            ..Default::default()
+                        }
+                    })
+                    .collect();
+                FetchableTopicResponse {
+                    topic: t.topic,
+                    partitions,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    };
+    if !any_records {
+        let wait_ms = u64::try_from(r.max_wait_ms).unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(
+            wait_ms.min(FETCH_WAIT_MS_MAX),
+        ));
+    }
+    FetchResponse {
+        responses,
+        ..Default::default()
+    }
+}
+
+/// Template copies for `[from, end)`, each with its base offset written in.
+/// `first_in_response` lets one batch exceed the limits.
+fn copies(
+    state: &PartitionState,
+    from: i64,
+    end: i64,
+    partition_max_bytes: usize,
+    response_bytes_left: &mut usize,
+    first_in_response: bool,
+) -> Bytes {
+    let Some((template, count)) = &state.template else {
+        return Bytes::new();
+    };
+    let mut out = BytesMut::new();
+    let mut base = from;
+    while base + count <= end {
+        let fits = out.len() + template.len() <= partition_max_bytes
+            && template.len() <= *response_bytes_left;
+        if !fits && !(first_in_response && out.is_empty()) {
+            break;
+        }
+        let start = out.len();
+        out.extend_from_slice(template);
+        out[start..start + 8].copy_from_slice(&base.to_be_bytes());
+        *response_bytes_left = response_bytes_left.saturating_sub(template.len());
+        base += count;
+    }
+    out.freeze()
 }
 
 /// Records in a run of whole v2 batches (headers only; CRCs are not read).

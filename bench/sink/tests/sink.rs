@@ -1,5 +1,6 @@
 //! weir-sink against librdkafka: records are acknowledged with dense offsets
-//! per partition, and a hostile frame closes only its own connection.
+//! per partition, fetched back from the kept template with dense offsets, and
+//! a hostile frame closes only its own connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -87,12 +88,12 @@ fn create_topic(addr: &str, topic: &str, partitions: i32) {
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
 }
 
-#[test]
-fn acks_every_record_with_dense_offsets_per_partition() {
-    let sink = Sink::start();
-    create_topic(&sink.addr, "t", PARTITIONS);
+/// Sends `RECORDS` 100-byte records round robin over the partitions of `topic`
+/// and returns every acknowledged (partition, offset), sorted.
+fn produce_all(addr: &str, topic: &str) -> Vec<(i32, i64)> {
+    create_topic(addr, topic, PARTITIONS);
     let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &sink.addr)
+        .set("bootstrap.servers", addr)
         .set("acks", "all")
         .set("linger.ms", "2")
         .set("enable.idempotence", "false")
@@ -101,7 +102,7 @@ fn acks_every_record_with_dense_offsets_per_partition() {
     let value = [b'x'; 100];
     for i in 0..RECORDS {
         let partition = (i % PARTITIONS as usize) as i32;
-        let mut record = BaseRecord::<(), [u8]>::to("t")
+        let mut record = BaseRecord::<(), [u8]>::to(topic)
             .payload(&value[..])
             .partition(partition);
         loop {
@@ -118,12 +119,73 @@ fn acks_every_record_with_dense_offsets_per_partition() {
     let context = producer.context();
     assert_eq!(*context.errors.lock().unwrap(), Vec::<String>::new());
     let mut acked = context.acked.lock().unwrap().clone();
-    assert_eq!(acked.len(), RECORDS);
     acked.sort_unstable();
+    acked
+}
+
+#[test]
+fn acks_every_record_with_dense_offsets_per_partition() {
+    let sink = Sink::start();
+    let acked = produce_all(&sink.addr, "t");
+    assert_eq!(acked.len(), RECORDS);
     for p in 0..PARTITIONS {
         let offsets: Vec<i64> = acked.iter().filter(|a| a.0 == p).map(|a| a.1).collect();
         let expected: Vec<i64> = (0..offsets.len() as i64).collect();
         assert_eq!(offsets, expected, "partition {p}");
+    }
+}
+
+#[test]
+fn fetch_serves_what_was_produced_with_dense_offsets() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let sink = Sink::start();
+    let acked = produce_all(&sink.addr, "c");
+    assert_eq!(acked.len(), RECORDS);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &sink.addr)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut ends = Vec::new();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks("c", p, Duration::from_secs(10))
+            .expect("watermarks");
+        let produced = acked.iter().filter(|a| a.0 == p).count() as i64;
+        // The end is whole copies of the first batch: never past what was
+        // produced, and not empty.
+        assert_eq!(low, 0);
+        assert!(
+            high > 0 && high <= produced,
+            "partition {p}: end {high} of {produced}"
+        );
+        ends.push(high);
+        assignment
+            .add_partition_offset("c", p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut seen: Vec<Vec<i64>> = vec![Vec::new(); PARTITIONS as usize];
+    let total: i64 = ends.iter().sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.iter().map(|s| s.len() as i64).sum::<i64>() < total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumed {seen:?} of {ends:?}"
+        );
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m.expect("a fetched record");
+        assert_eq!(m.payload(), Some(&[b'x'; 100][..]));
+        seen[m.partition() as usize].push(m.offset());
+    }
+    for (p, offsets) in seen.iter().enumerate() {
+        let expected: Vec<i64> = (0..ends[p]).collect();
+        assert_eq!(offsets, &expected, "partition {p}");
     }
 }
 
@@ -140,15 +202,15 @@ fn hostile_frame_closes_only_its_connection() {
         .read_to_end(&mut rest)
         .expect("the sink closes the connection");
     assert_eq!(read, 0);
-    // A request it does not serve (ListOffsets v1) closes its connection too.
+    // A request it does not serve (DeleteTopics v1) closes its connection too.
     let mut unknown = TcpStream::connect(&sink.addr).expect("connect");
     let mut frame = Vec::new();
-    frame.extend_from_slice(&2_i16.to_be_bytes()); // api key
+    frame.extend_from_slice(&20_i16.to_be_bytes()); // api key
     frame.extend_from_slice(&1_i16.to_be_bytes()); // version
     frame.extend_from_slice(&7_i32.to_be_bytes()); // correlation id
     frame.extend_from_slice(&(-1_i16).to_be_bytes()); // null client id
-    frame.extend_from_slice(&(-1_i32).to_be_bytes()); // replica id
     frame.extend_from_slice(&0_i32.to_be_bytes()); // no topics
+    frame.extend_from_slice(&1000_i32.to_be_bytes()); // timeout
     unknown
         .write_all(&(frame.len() as i32).to_be_bytes())
         .and_then(|()| unknown.write_all(&frame))

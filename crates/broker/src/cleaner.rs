@@ -4,7 +4,7 @@
 //! `log_cleaner_dedupe_buffer_size / threads` bytes of key map and the I/O cap
 //! `log_cleaner_io_max_bytes_per_second`) and the background threads that use them. A pass on
 //! a log always holds one pooled cleaner, so however passes are started (the background
-//! threads, or `weir topic compact` through [`LogCleaners::compact_topic`]) at most
+//! threads, or `weir topic compact` through [`Broker::compaction_status`]) at most
 //! `threads` run at once and the cleaner memory stays bounded. It must never run a pass on
 //! the async runtime's threads: passes do blocking file I/O.
 //!
@@ -48,13 +48,6 @@ pub struct LogCleaners {
     threads: Mutex<Vec<JoinHandle<()>>>,
     backoff: Duration,
     background_threads: usize,
-}
-
-/// One partition's compaction state, for `weir topic describe`.
-#[derive(Debug, Clone, Copy)]
-pub struct PartitionCompaction {
-    pub partition: i32,
-    pub stats: CleanerStats,
 }
 
 impl LogCleaners {
@@ -173,30 +166,30 @@ impl LogCleaners {
 }
 
 impl Broker {
-    /// Runs a compaction pass now on every partition of `topic` this broker holds, whatever
-    /// their dirty ratio (min.compaction.lag.ms still applies), and returns their state after.
+    /// The cleaner state of each partition in `indexes` (in that order; `None` where this
+    /// broker holds no log for it), after a compaction pass on each of them first when
+    /// `compact_now` (whatever their dirty ratio; min.compaction.lag.ms still applies). A
+    /// partition named twice is compacted once. `None` for an unknown topic.
     /// Blocking: call it off the async runtime.
-    pub fn compact_topic(&self, topic: &str) -> Option<Vec<PartitionCompaction>> {
+    pub fn compaction_status(
+        &self,
+        topic: &str,
+        indexes: &[i32],
+        compact_now: bool,
+    ) -> Option<Vec<Option<CleanerStats>>> {
         let t = self.topic(topic)?;
         let config = t.config.compaction_config();
-        for p in &t.partitions {
-            self.cleaners.clean_partition(p, &config, true);
+        if compact_now {
+            let wanted: std::collections::BTreeSet<i32> = indexes.iter().copied().collect();
+            for p in wanted.iter().filter_map(|&i| t.partition(i)) {
+                self.cleaners.clean_partition(p, &config, true);
+            }
         }
-        self.compaction_status(topic)
-    }
-
-    /// Each local partition's cleaner checkpoint and dirty ratio.
-    pub fn compaction_status(&self, topic: &str) -> Option<Vec<PartitionCompaction>> {
-        let t = self.topic(topic)?;
-        let config = t.config.compaction_config();
         let now = crate::now_ms();
         Some(
-            t.partitions
+            indexes
                 .iter()
-                .map(|p| PartitionCompaction {
-                    partition: p.index,
-                    stats: p.log.cleaner_stats(&config, now),
-                })
+                .map(|&i| t.partition(i).map(|p| p.log.cleaner_stats(&config, now)))
                 .collect(),
         )
     }

@@ -725,6 +725,26 @@ impl Log {
             throttler.note(bytes.len() as u64);
             Ok(())
         };
+        // A run of dropped batches is kept as one empty batch spanning its offsets, written
+        // before the next kept batch (or at the end), so offsets stay dense for followers and
+        // the last offset of the log is never lost.
+        let flush_run = |run: &mut Option<EmptyRun>,
+                         pos: &mut u64,
+                         meta: &mut SegMeta,
+                         throttler: &mut Throttler|
+         -> Result<(), LogError> {
+            let Some(r) = run.take() else {
+                return Ok(());
+            };
+            let e = empty_batch(
+                r.first_offset,
+                r.last_offset,
+                r.leader_epoch,
+                r.max_timestamp,
+                None,
+            )?;
+            write(&e, r.first_offset, r.max_timestamp, pos, meta, throttler)
+        };
         for seg in group {
             aborted_out.extend(seg.aborted().iter().copied());
             let file = s.env_files_get(&seg.log_path)?;
@@ -761,23 +781,7 @@ impl Log {
                     Outcome::Verbatim => bytes,
                     Outcome::Rewritten(b) | Outcome::Emptied(b) => b,
                 };
-                if let Some(r) = run.take() {
-                    let e = empty_batch(
-                        r.first_offset,
-                        r.last_offset,
-                        r.leader_epoch,
-                        r.max_timestamp,
-                        None,
-                    )?;
-                    write(
-                        &e,
-                        r.first_offset,
-                        r.max_timestamp,
-                        &mut pos,
-                        &mut meta,
-                        &mut cleaner.throttler,
-                    )?;
-                }
+                flush_run(&mut run, &mut pos, &mut meta, &mut cleaner.throttler)?;
                 let max_ts = BatchHeader::parse(&kept).map_or(h.max_timestamp, |k| k.max_timestamp);
                 write(
                     &kept,
@@ -790,23 +794,7 @@ impl Log {
             }
             report.bytes_read += reader.bytes_read;
         }
-        if let Some(r) = run.take() {
-            let e = empty_batch(
-                r.first_offset,
-                r.last_offset,
-                r.leader_epoch,
-                r.max_timestamp,
-                None,
-            )?;
-            write(
-                &e,
-                r.first_offset,
-                r.max_timestamp,
-                &mut pos,
-                &mut meta,
-                &mut cleaner.throttler,
-            )?;
-        }
+        flush_run(&mut run, &mut pos, &mut meta, &mut cleaner.throttler)?;
         rustix::fs::fdatasync(&out).map_err(io::Error::from)?;
         report.bytes_written += pos;
         Ok(CleanedGroup {

@@ -1,7 +1,8 @@
 //! WeirCompaction (Weir's own API, key 32000): each requested partition's cleaner checkpoint
-//! and dirty ratio on this broker, after a compaction pass when `compact_now` is set. The pass
-//! runs on a blocking thread with a pooled cleaner (see `crate::cleaner`); a partition this
-//! broker does not host is UNKNOWN_TOPIC_OR_PARTITION, so a caller can ask every broker.
+//! and dirty ratio on this broker, after a compaction pass on those partitions when
+//! `compact_now` is set. The pass runs on a blocking thread with a pooled cleaner (see
+//! `crate::cleaner`); a partition this broker does not host is UNKNOWN_TOPIC_OR_PARTITION, so
+//! a caller can ask every broker.
 
 use std::sync::Arc;
 
@@ -20,46 +21,44 @@ pub fn handle(
 ) -> PendingReply {
     let broker = Arc::clone(broker);
     Box::pin(async move {
-        let topic = request.topic.clone();
-        let compact_now = request.compact_now;
+        let WeirCompactionRequest {
+            topic,
+            partition_indexes,
+            compact_now,
+            ..
+        } = request;
         let b = Arc::clone(&broker);
-        let status = tokio::task::spawn_blocking(move || {
-            if compact_now {
-                b.compact_topic(&topic)
-            } else {
-                b.compaction_status(&topic)
-            }
-        })
-        .await
-        .ok()
-        .flatten();
+        let indexes = partition_indexes.clone();
+        let status =
+            tokio::task::spawn_blocking(move || b.compaction_status(&topic, &indexes, compact_now))
+                .await
+                .ok()
+                .flatten();
         let response = match status {
             None => WeirCompactionResponse {
                 error_code: ErrorCode::UnknownTopicOrPartition.code(),
                 ..Default::default()
             },
             Some(status) => WeirCompactionResponse {
-                partitions: request
-                    .partition_indexes
-                    .iter()
-                    .map(
-                        |&index| match status.iter().find(|s| s.partition == index) {
-                            Some(s) => PartitionCompaction {
-                                partition_index: index,
-                                error_code: 0,
-                                last_cleaned_offset: s.stats.last_cleaned_offset,
-                                dirty_ratio: s.stats.dirty_ratio,
-                                clean_bytes: i64::try_from(s.stats.clean_bytes).unwrap_or(i64::MAX),
-                                dirty_bytes: i64::try_from(s.stats.dirty_bytes).unwrap_or(i64::MAX),
-                            },
-                            None => PartitionCompaction {
-                                partition_index: index,
-                                error_code: ErrorCode::UnknownTopicOrPartition.code(),
-                                last_cleaned_offset: -1,
-                                ..Default::default()
-                            },
+                partitions: partition_indexes
+                    .into_iter()
+                    .zip(status)
+                    .map(|(index, stats)| match stats {
+                        Some(s) => PartitionCompaction {
+                            partition_index: index,
+                            error_code: 0,
+                            last_cleaned_offset: s.last_cleaned_offset,
+                            dirty_ratio: s.dirty_ratio,
+                            clean_bytes: i64::try_from(s.clean_bytes).unwrap_or(i64::MAX),
+                            dirty_bytes: i64::try_from(s.dirty_bytes).unwrap_or(i64::MAX),
                         },
-                    )
+                        None => PartitionCompaction {
+                            partition_index: index,
+                            error_code: ErrorCode::UnknownTopicOrPartition.code(),
+                            last_cleaned_offset: -1,
+                            ..Default::default()
+                        },
+                    })
                     .collect(),
                 ..Default::default()
             },
