@@ -510,7 +510,7 @@ impl Broker {
                     for p in t.partitions.iter().filter(|p| !w.hosted.contains(&p.index)) {
                         if p.is_leader() {
                             p.set_leadership(false, p.leader_epoch());
-                            self.coordinators_unload(&t, p.index);
+                            self.coordinators_unload(t, p.index);
                         }
                     }
                 }
