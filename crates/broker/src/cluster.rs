@@ -504,6 +504,16 @@ impl Broker {
                 if !allow_deletes && gone.contains(&w.name) {
                     continue; // another topic of this name: its fate waits for catching up
                 }
+                if let Some(t) = registry.get(&w.name) {
+                    // A reassignment moved these off this broker: a leader of one
+                    // steps down (and unloads a coordinator) before its log closes.
+                    for p in t.partitions.iter().filter(|p| !w.hosted.contains(&p.index)) {
+                        if p.is_leader() {
+                            p.set_leadership(false, p.leader_epoch());
+                            self.coordinators_unload(t, p.index);
+                        }
+                    }
+                }
                 let hosted: Vec<i32> = match registry.get(&w.name) {
                     // Keep partitions no longer assigned here until caught up.
                     Some(t) if !allow_deletes => {

@@ -36,6 +36,7 @@ pub mod producer_ids;
 mod refusals;
 pub mod replica;
 pub mod replication;
+pub mod throttle;
 pub mod topic_config;
 pub mod topics;
 pub mod txn;
@@ -89,6 +90,9 @@ pub struct Broker {
     cluster: std::sync::OnceLock<cluster::ClusterLink>,
     /// The replica fetchers of the partitions this broker follows.
     pub(crate) fetchers: replication::ReplicaFetchers,
+    /// Paces every replica fetcher's copying of throttled replicas together
+    /// (`follower.replication.throttled.rate` is per broker).
+    pub(crate) follower_pacer: std::sync::Mutex<throttle::Pacer>,
     /// The log cleaner pool and threads (compaction).
     pub(crate) cleaners: Arc<cleaner::LogCleaners>,
     /// Request and connection counters (bumped by the server and handlers).
@@ -180,6 +184,7 @@ impl Broker {
             producer_ids,
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
+            follower_pacer: std::sync::Mutex::new(throttle::Pacer::default()),
             cleaners,
             metrics: Arc::new(metrics::RequestMetrics::new()),
             isr_shrinks: Default::default(),

@@ -265,6 +265,7 @@ async fn fetch_round(
     let mut wanted: Vec<(PartitionKey, FetchParams)> = Vec::new();
     let mut names: BTreeMap<[u8; 16], String> = BTreeMap::new();
     let mut fetched: BTreeMap<(String, i32), (Arc<Partition>, i32)> = BTreeMap::new();
+    let throttle_rate = follower_rate(broker);
     for s in &to_fetch {
         let f = &s.followed;
         let Some(p) = partition_of(broker, &f.topic, f.index) else {
@@ -283,7 +284,13 @@ async fn fetch_round(
                 // read here, after the last round's sync, and a change lists the partition
                 // again, so the leader's cached offset for an unlisted one is still true.
                 fetch_offset: log.log_end_offset(),
-                max_bytes: FETCH_PARTITION_BYTES_MAX,
+                max_bytes: match throttle_rate {
+                    Some(rate) if follower_throttled(broker, &f.topic, f.index) => {
+                        FETCH_PARTITION_BYTES_MAX
+                            .min(i32::try_from(rate).unwrap_or(i32::MAX).max(1))
+                    }
+                    _ => FETCH_PARTITION_BYTES_MAX,
+                },
                 current_leader_epoch: f.leader_epoch,
                 last_fetched_epoch,
                 log_start_offset: log.log_start_offset(),
@@ -369,6 +376,7 @@ async fn fetch_round(
     }
     // An incremental answer leaves out partitions with nothing new: nothing to do for them.
     let mut appended: Vec<(Arc<Partition>, i64)> = Vec::new();
+    let mut throttled_bytes = 0u64;
     for topic in response.responses {
         let name = if topic.topic.is_empty() {
             match names.get(&topic.topic_id) {
@@ -418,6 +426,9 @@ async fn fetch_round(
             }
             let records = data.records.unwrap_or_default();
             if !records.is_empty() {
+                if follower_throttled(broker, &name, data.partition_index) {
+                    throttled_bytes += records.len() as u64;
+                }
                 match append(&p, &records) {
                     Ok(()) => appended.push((p.clone(), p.log.log_end_offset())),
                     Err(LogError::NotContiguous { .. }) => {
@@ -465,7 +476,39 @@ async fn fetch_round(
             tracing::warn!(error = %e, "follower sync failed");
         }
     }
+    // Throttled replicas copy at no more than the broker's follower rate.
+    if throttled_bytes > 0
+        && let Some(rate) = follower_rate(broker)
+    {
+        let now = crate::now_ms().max(0) as u64;
+        let wait_ms = broker
+            .follower_pacer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(throttled_bytes, rate, now);
+        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+    }
     Ok(())
+}
+
+/// The broker's `follower.replication.throttled.rate`, if set.
+fn follower_rate(broker: &Broker) -> Option<u64> {
+    let dynamic = broker.dynamic_configs();
+    dynamic
+        .broker_value(crate::throttle::FOLLOWER_RATE)
+        .and_then(|(v, _)| v.trim().parse().ok())
+}
+
+/// Whether this broker's replica of `topic`-`partition` is in the topic's
+/// `follower.replication.throttled.replicas`.
+fn follower_throttled(broker: &Broker, topic: &str, partition: i32) -> bool {
+    broker.topic(topic).is_some_and(|t| {
+        crate::topic_config::TopicConfig::is_throttled(
+            &t.config.follower_replication_throttled_replicas,
+            partition,
+            broker.config.node_id,
+        )
+    })
 }
 
 fn append(p: &Partition, records: &Bytes) -> Result<(), LogError> {
@@ -682,7 +725,7 @@ impl Broker {
         }
     }
 
-    fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
+    pub(crate) fn coordinators_unload(&self, topic: &crate::topics::Topic, index: i32) {
         match topic.name.as_str() {
             crate::groups::OFFSETS_TOPIC => {
                 self.groups.unload_partition(topic.partition_count, index)

@@ -68,6 +68,13 @@ pub struct TopicConfig {
     pub segment_jitter_ms: i64,
     pub segment_ms: i64,
     pub unclean_leader_election_enable: bool,
+    /// Kafka's `leader.replication.throttled.replicas`: `*`, or
+    /// `partition:broker` pairs, whose leader-side replication the broker's
+    /// `leader.replication.throttled.rate` caps (empty: none).
+    pub leader_replication_throttled_replicas: String,
+    /// Kafka's `follower.replication.throttled.replicas`: likewise for the
+    /// follower side and `follower.replication.throttled.rate`.
+    pub follower_replication_throttled_replicas: String,
 }
 
 impl Default for TopicConfig {
@@ -96,6 +103,8 @@ impl Default for TopicConfig {
             segment_jitter_ms: 0,
             segment_ms: 604_800_000,
             unclean_leader_election_enable: false,
+            leader_replication_throttled_replicas: String::new(),
+            follower_replication_throttled_replicas: String::new(),
         }
     }
 }
@@ -125,6 +134,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "segment.jitter.ms",
     "segment.ms",
     "unclean.leader.election.enable",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
 ];
 
 /// Kafka config types, for DescribeConfigs v3+ `config_type`.
@@ -143,6 +154,42 @@ fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
         name: name.to_string(),
         value: value.to_string(),
         reason: reason.into(),
+    }
+}
+
+/// A throttled-replicas list as Kafka's `ThrottledReplicaListValidator`
+/// accepts it: `*`, or comma-separated `partition:broker` pairs of
+/// non-negative integers (or empty).
+fn parse_throttled_replicas(name: &str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    if v == "*" || v.is_empty() {
+        return Ok(v.to_string());
+    }
+    let mut pairs = Vec::new();
+    for pair in v.split(',').map(str::trim) {
+        let ok = pair.split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+        });
+        if !ok {
+            return Err(invalid(
+                name,
+                value,
+                "expected *, or partition:broker pairs separated by commas",
+            ));
+        }
+        pairs.push(pair.replace(' ', ""));
+    }
+    Ok(pairs.join(","))
+}
+
+impl TopicConfig {
+    /// Whether replica `broker` of `partition` is in a throttled-replicas
+    /// list (`*`: every replica).
+    pub fn is_throttled(list: &str, partition: i32, broker: i32) -> bool {
+        list == "*"
+            || list
+                .split(',')
+                .any(|pair| pair == format!("{partition}:{broker}"))
     }
 }
 
@@ -174,7 +221,9 @@ impl TopicConfig {
     /// The Kafka type of a config, for DescribeConfigs.
     pub fn config_type(name: &str) -> ConfigType {
         match name {
-            "cleanup.policy" => ConfigType::List,
+            "cleanup.policy"
+            | "leader.replication.throttled.replicas"
+            | "follower.replication.throttled.replicas" => ConfigType::List,
             "compression.type" | "message.timestamp.type" => ConfigType::String,
             "preallocate" | "unclean.leader.election.enable" => ConfigType::Boolean,
             "min.cleanable.dirty.ratio" => ConfigType::Double,
@@ -267,6 +316,13 @@ impl TopicConfig {
             "unclean.leader.election.enable" => {
                 self.unclean_leader_election_enable = parse_bool(name, value)?
             }
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas = parse_throttled_replicas(name, value)?
+            }
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas =
+                    parse_throttled_replicas(name, value)?
+            }
             _ => return Err(ConfigError::Unknown(name.to_string())),
         }
         Ok(())
@@ -301,6 +357,12 @@ impl TopicConfig {
             "segment.jitter.ms" => self.segment_jitter_ms.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "unclean.leader.election.enable" => self.unclean_leader_election_enable.to_string(),
+            "leader.replication.throttled.replicas" => {
+                self.leader_replication_throttled_replicas.clone()
+            }
+            "follower.replication.throttled.replicas" => {
+                self.follower_replication_throttled_replicas.clone()
+            }
             _ => return None,
         };
         Some(value)

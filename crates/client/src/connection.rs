@@ -58,6 +58,8 @@ requests! {
     list_offsets::ListOffsetsRequest => ListOffsetsResponse;
     offset_for_leader_epoch::OffsetForLeaderEpochRequest => OffsetForLeaderEpochResponse;
     elect_leaders::ElectLeadersRequest => ElectLeadersResponse;
+    alter_partition_reassignments::AlterPartitionReassignmentsRequest => AlterPartitionReassignmentsResponse;
+    list_partition_reassignments::ListPartitionReassignmentsRequest => ListPartitionReassignmentsResponse;
     create_topics::CreateTopicsRequest => CreateTopicsResponse;
     delete_topics::DeleteTopicsRequest => DeleteTopicsResponse;
     create_partitions::CreatePartitionsRequest => CreatePartitionsResponse;

@@ -37,6 +37,7 @@ use crate::election::{self, Election, changed_partitions, partition_changes};
 use crate::image::{MetadataImage, PartitionState};
 use crate::names::{collision_key, validate_topic_name};
 use crate::placement::{PlacementError, place_replicas};
+use crate::reassignment;
 use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, NO_LEADER, TopicId};
 
 /// Kafka error codes the controller answers with (`Errors.java`). Kept here,
@@ -64,7 +65,12 @@ pub mod codes {
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
 }
+
+/// Kafka's topic config (and cluster default) for the fewest in-sync
+/// replicas an acks=all write needs.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// ElectLeaders' election types (KIP-460).
 pub mod election_type {
@@ -150,6 +156,21 @@ pub enum ControllerRequest {
         election_type: i8,
         partitions: Option<Vec<TopicPartitions>>,
     },
+    /// Kafka's AlterPartitionReassignments (KIP-455): per partition a
+    /// target replica list, or `None` to cancel. See [`crate::reassignment`].
+    AlterPartitionReassignments {
+        topics: Vec<ReassignTopic>,
+        /// KIP-860: when false, a target of another size than the current
+        /// replication factor is refused.
+        allow_replication_factor_change: bool,
+    },
+}
+
+/// The partitions of one topic to reassign (or, with `None`, to cancel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignTopic {
+    pub name: String,
+    pub partitions: Vec<(i32, Option<Vec<BrokerId>>)>,
 }
 
 /// One partition of an AlterPartition request.
@@ -265,6 +286,9 @@ pub enum ControllerResponse {
         error_code: i16,
         results: Vec<TopicElectionResult>,
     },
+    /// AlterPartitionReassignments' answer per topic and partition, in
+    /// request order (same shape as an election's).
+    Reassignments(Vec<TopicElectionResult>),
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -517,6 +541,14 @@ impl Controller {
                 election_type,
                 partitions,
             } => self.elect_leaders(image, *election_type, partitions.as_deref()),
+            ControllerRequest::AlterPartitionReassignments {
+                topics,
+                allow_replication_factor_change,
+            } => Ok(self.alter_partition_reassignments(
+                image,
+                topics,
+                *allow_replication_factor_change,
+            )),
         }
     }
 
@@ -561,6 +593,11 @@ impl Controller {
         if !settled.complete {
             return records;
         }
+        // Reassignments whose new replicas are in sync now complete (their
+        // new replicas joined the ISR through AlterPartition since).
+        let skip = changed_partitions(&records);
+        let room = RECORDS_PER_REQUEST_MAX - fences - records.len();
+        records.extend(reassignment_completions(image, &live, room, &skip));
         if self.rebalance_due(now_ms) {
             // Partitions changed above are settled already; the rest get a
             // preferred-leader election. Kafka also checks
@@ -1084,6 +1121,8 @@ impl Controller {
                 leader: None,
                 isr: Some(item.new_isr.clone()),
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             });
             results.push(answer(codes::NONE, Some(&after)));
             changed.insert(key, after);
@@ -1092,6 +1131,126 @@ impl Controller {
             records,
             response: ControllerResponse::AlterPartition(results),
         })
+    }
+
+    /// Kafka's AlterPartitionReassignments (`ReplicationControlManager.
+    /// alterPartitionReassignments`), per partition in request order:
+    /// an unknown topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a
+    /// cancellation (`None`) without a running reassignment
+    /// NO_REASSIGNMENT_IN_PROGRESS, one that would need an unclean election
+    /// INVALID_REPLICA_ASSIGNMENT; a target that is empty, names a broker
+    /// twice or one that is not registered INVALID_REPLICA_ASSIGNMENT (Kafka's
+    /// `validateManualPartitionAssignment`); a target of another size when
+    /// `allow_replication_factor_change` is false (KIP-860), or (Weir's rule,
+    /// Kafka lets it through) smaller than the topic's `min.insync.replicas`,
+    /// INVALID_REPLICATION_FACTOR. A refused partition changes nothing; the
+    /// others go ahead. A reassignment of a partition already being
+    /// reassigned replaces the running one, as Kafka does.
+    fn alter_partition_reassignments(
+        &mut self,
+        image: &MetadataImage,
+        topics: &[ReassignTopic],
+        allow_replication_factor_change: bool,
+    ) -> Decision {
+        let live = self.live_set(image);
+        let mut changed: BTreeMap<(TopicId, i32), PartitionState> = BTreeMap::new();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for (partition, target) in &topic.partitions {
+                let outcome = (|| -> Result<(), (i16, String)> {
+                    let Some(topic_image) = image.topic_by_name(&topic.name) else {
+                        return fail(
+                            codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("Unable to find a topic named {}.", topic.name),
+                        );
+                    };
+                    let key = (topic_image.topic_id, *partition);
+                    let Some(state) = changed
+                        .get(&key)
+                        .or_else(|| topic_image.partitions.get(partition))
+                    else {
+                        return fail(
+                            codes::UNKNOWN_TOPIC_OR_PARTITION,
+                            format!("Unable to find partition {}:{partition}.", topic.name),
+                        );
+                    };
+                    let change = match target {
+                        None => reassignment::cancel(state, &live).map_err(|e| match e {
+                            reassignment::CancelError::NotReassigning => (
+                                codes::NO_REASSIGNMENT_IN_PROGRESS,
+                                "No partition reassignment is in progress.".to_string(),
+                            ),
+                            reassignment::CancelError::Unclean => (
+                                codes::INVALID_REPLICA_ASSIGNMENT,
+                                format!(
+                                    "Unable to revert partition assignment for {}:{partition} because it would require an unclean leader election.",
+                                    topic.name
+                                ),
+                            ),
+                        })?,
+                        Some(target) => {
+                            check_reassignment_target(image, target)?;
+                            let current_rf = state.target_replicas().len();
+                            if !allow_replication_factor_change && target.len() != current_rf {
+                                return fail(
+                                    codes::INVALID_REPLICATION_FACTOR,
+                                    format!(
+                                        "The replication factor is changed from {current_rf} to {} but allowReplicationFactorChange is false.",
+                                        target.len()
+                                    ),
+                                );
+                            }
+                            let min_isr = min_insync_replicas(image, &topic.name);
+                            if target.len() < min_isr {
+                                return fail(
+                                    codes::INVALID_REPLICATION_FACTOR,
+                                    format!(
+                                        "{} replicas are fewer than min.insync.replicas={min_isr} of topic {}: acks=all writes would fail.",
+                                        target.len(),
+                                        topic.name
+                                    ),
+                                );
+                            }
+                            reassignment::start(state, target, &live)
+                        }
+                    };
+                    if change.is_empty() {
+                        return Ok(());
+                    }
+                    if records.len() >= RECORDS_PER_REQUEST_MAX {
+                        return fail(
+                            codes::POLICY_VIOLATION,
+                            format!(
+                                "A request may change at most {RECORDS_PER_REQUEST_MAX} partitions."
+                            ),
+                        );
+                    }
+                    let after = change.applied_to(state);
+                    records.push(change.record(key.0, *partition));
+                    changed.insert(key, after);
+                    Ok(())
+                })();
+                let (error_code, message) = match outcome {
+                    Ok(()) => (codes::NONE, None),
+                    Err((code, message)) => (code, Some(message)),
+                };
+                partitions.push(PartitionElectionResult {
+                    partition: *partition,
+                    error_code,
+                    message,
+                });
+            }
+            results.push(TopicElectionResult {
+                topic: topic.name.clone(),
+                partitions,
+            });
+        }
+        Decision {
+            records,
+            response: ControllerResponse::Reassignments(results),
+        }
     }
 
     /// Kafka's ElectLeaders (`ReplicationControlManager.electLeaders`).
@@ -1233,6 +1392,48 @@ impl Controller {
     }
 }
 
+/// Records completing every reassignment that may complete (at most
+/// `records_max`; the next tick does the rest), skipping partitions `skip`
+/// already changes.
+fn reassignment_completions(
+    image: &MetadataImage,
+    live: &BTreeSet<BrokerId>,
+    records_max: usize,
+    skip: &BTreeSet<(TopicId, i32)>,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics.values() {
+        for (partition, state) in &topic.partitions {
+            if records.len() >= records_max {
+                return records;
+            }
+            if skip.contains(&(topic.topic_id, *partition)) {
+                continue;
+            }
+            if let Some(done) = reassignment::completion(state, live) {
+                records.push(done.record(topic.topic_id, *partition));
+            }
+        }
+    }
+    records
+}
+
+/// The `min.insync.replicas` the controller can see for a topic: its
+/// override, else the cluster-wide dynamic default, else Kafka's default of
+/// 1 (a broker's static setting is not in the image).
+fn min_insync_replicas(image: &MetadataImage, topic: &str) -> usize {
+    image
+        .configs_of(&ConfigResource::Topic(topic.to_string()))
+        .and_then(|c| c.get(MIN_INSYNC_REPLICAS))
+        .or_else(|| {
+            image
+                .configs_of(&ConfigResource::Broker(None))
+                .and_then(|c| c.get(MIN_INSYNC_REPLICAS))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+}
+
 /// AlterPartition's checks on one partition that exists, in Kafka's order
 /// (`validateAlterPartitionData`). `NONE` when the change may be written.
 fn check_alter_partition(
@@ -1290,7 +1491,44 @@ fn changed_state(
             state.leader_epoch
         },
         partition_epoch: state.partition_epoch.saturating_add(1),
+        adding_replicas: state.adding_replicas.clone(),
+        removing_replicas: state.removing_replicas.clone(),
     }
+}
+
+/// A reassignment's target, checked as Kafka's
+/// `validateManualPartitionAssignment`: not empty, no broker twice, every
+/// broker registered (fenced ones too: a stopped broker may be a target).
+fn check_reassignment_target(
+    image: &MetadataImage,
+    target: &[BrokerId],
+) -> Result<(), (i16, String)> {
+    if target.is_empty() {
+        return fail(
+            codes::INVALID_REPLICA_ASSIGNMENT,
+            "The manual partition assignment includes an empty replica list.",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for broker in target {
+        if !seen.insert(*broker) {
+            return fail(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "The manual partition assignment includes the broker {broker} more than once."
+                ),
+            );
+        }
+        if image.broker(*broker).is_none() {
+            return fail(
+                codes::INVALID_REPLICA_ASSIGNMENT,
+                format!(
+                    "The manual partition assignment includes broker {broker}, but no such broker is registered."
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Unfenced brokers with their racks, in id order: where new replicas may go.
@@ -2973,5 +3211,169 @@ mod tests {
         sim.tick();
         assert_eq!(led_by(&sim, 1), 0);
         assert!(sim.tick().is_empty());
+    }
+
+    fn reassign(
+        sim: &mut Sim,
+        topic: &str,
+        partitions: Vec<(i32, Option<Vec<BrokerId>>)>,
+    ) -> Vec<(i32, i16)> {
+        match sim
+            .request(ControllerRequest::AlterPartitionReassignments {
+                topics: vec![ReassignTopic {
+                    name: topic.to_string(),
+                    partitions,
+                }],
+                allow_replication_factor_change: true,
+            })
+            .unwrap()
+        {
+            ControllerResponse::Reassignments(results) => results[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition, p.error_code))
+                .collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reassignment_adds_replicas_then_completes_on_the_tick_after_they_join_the_isr() {
+        let mut sim = cluster(&[1, 2, 3, 4]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2, 3]]);
+        assert_eq!(
+            reassign(&mut sim, "t", vec![(0, Some(vec![4, 2, 3]))]),
+            vec![(0, 0)]
+        );
+        let p = state(&sim, "t", 0);
+        assert_eq!(
+            (
+                p.replicas.clone(),
+                p.adding_replicas.clone(),
+                p.removing_replicas.clone()
+            ),
+            (vec![4, 2, 3, 1], vec![4], vec![1])
+        );
+        // Not in sync yet: the tick leaves it running.
+        sim.tick();
+        assert!(state(&sim, "t", 0).is_reassigning());
+        // The leader adds 4 to the ISR once it caught up.
+        let grow = isr_item(&sim, t, 0, &[1, 2, 3, 4]);
+        alter(&mut sim, 1, vec![grow]).unwrap();
+        sim.tick();
+        let p = state(&sim, "t", 0);
+        assert!(!p.is_reassigning());
+        assert_eq!(p.replicas, vec![4, 2, 3]);
+        assert_eq!(p.isr, vec![2, 3, 4]);
+        assert_eq!(
+            p.leader, 4,
+            "the removed leader hands over to the first target replica in sync"
+        );
+        sim.image.check_consistent().unwrap();
+    }
+
+    #[test]
+    fn reassignment_bad_input_gets_kafkas_codes_and_changes_nothing() {
+        let mut sim = cluster(&[1, 2, 3]);
+        manual_topic(&mut sim, "t", &[&[1, 2]]);
+        set_config(
+            &mut sim,
+            ConfigResource::Topic("t".into()),
+            MIN_INSYNC_REPLICAS,
+            Some("2"),
+        );
+        let before = sim.image.topic_by_name("t").unwrap().clone();
+        let results = reassign(
+            &mut sim,
+            "t",
+            vec![
+                (0, Some(vec![1, 9])), // unknown broker
+                (0, Some(vec![])),     // empty
+                (0, Some(vec![1, 1])), // twice
+                (0, Some(vec![3])),    // below min.insync.replicas
+                (0, None),             // nothing to cancel
+                (5, Some(vec![1, 2])), // no such partition
+            ],
+        );
+        assert_eq!(
+            results,
+            vec![
+                (0, codes::INVALID_REPLICA_ASSIGNMENT),
+                (0, codes::INVALID_REPLICA_ASSIGNMENT),
+                (0, codes::INVALID_REPLICA_ASSIGNMENT),
+                (0, codes::INVALID_REPLICATION_FACTOR),
+                (0, codes::NO_REASSIGNMENT_IN_PROGRESS),
+                (5, codes::UNKNOWN_TOPIC_OR_PARTITION),
+            ]
+        );
+        assert_eq!(
+            reassign(&mut sim, "nope", vec![(0, Some(vec![1]))]),
+            vec![(0, codes::UNKNOWN_TOPIC_OR_PARTITION)]
+        );
+        assert_eq!(sim.image.topic_by_name("t").unwrap(), &before);
+        // KIP-860: with allow_replication_factor_change false, another size is refused.
+        let answer = sim
+            .request(ControllerRequest::AlterPartitionReassignments {
+                topics: vec![ReassignTopic {
+                    name: "t".into(),
+                    partitions: vec![(0, Some(vec![1, 2, 3]))],
+                }],
+                allow_replication_factor_change: false,
+            })
+            .unwrap();
+        match answer {
+            ControllerResponse::Reassignments(r) => {
+                assert_eq!(
+                    r[0].partitions[0].error_code,
+                    codes::INVALID_REPLICATION_FACTOR
+                )
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(sim.image.topic_by_name("t").unwrap(), &before);
+    }
+
+    #[test]
+    fn a_second_reassignment_replaces_the_running_one_and_a_cancel_restores_the_original() {
+        let mut sim = cluster(&[1, 2, 3, 4, 5]);
+        manual_topic(&mut sim, "t", &[&[1, 2, 3]]);
+        assert_eq!(
+            reassign(&mut sim, "t", vec![(0, Some(vec![1, 2, 4]))]),
+            vec![(0, 0)]
+        );
+        // Kafka replaces a running reassignment rather than refusing it.
+        assert_eq!(
+            reassign(&mut sim, "t", vec![(0, Some(vec![1, 2, 5]))]),
+            vec![(0, 0)]
+        );
+        let p = state(&sim, "t", 0);
+        assert_eq!(p.target_replicas(), vec![1, 2, 5]);
+        assert_eq!(p.adding_replicas, vec![5]);
+        assert_eq!(p.removing_replicas, vec![4, 3]);
+        assert_eq!(reassign(&mut sim, "t", vec![(0, None)]), vec![(0, 0)]);
+        let p = state(&sim, "t", 0);
+        assert!(!p.is_reassigning());
+        assert_eq!(
+            p.replicas,
+            vec![1, 2, 4, 3],
+            "the replicas from before the second one"
+        );
+        assert_eq!(p.isr, vec![1, 2, 3]);
+        sim.image.check_consistent().unwrap();
+    }
+
+    #[test]
+    fn a_reassignment_survives_a_new_controller_because_its_state_is_in_the_image() {
+        let mut sim = cluster(&[1, 2, 3, 4]);
+        let t = manual_topic(&mut sim, "t", &[&[1, 2, 3]]);
+        reassign(&mut sim, "t", vec![(0, Some(vec![2, 3, 4]))]);
+        // Failover: a fresh controller knows nothing but the image.
+        sim.controller = Controller::new(config());
+        let grow = isr_item(&sim, t, 0, &[1, 2, 3, 4]);
+        alter(&mut sim, 1, vec![grow]).unwrap();
+        sim.tick();
+        let p = state(&sim, "t", 0);
+        assert_eq!((p.replicas.clone(), p.leader), (vec![2, 3, 4], 2));
+        assert!(!p.is_reassigning());
     }
 }

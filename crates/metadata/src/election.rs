@@ -71,6 +71,8 @@ impl Elected {
             leader: self.leader,
             isr: self.isr,
             replicas: None,
+            adding_replicas: None,
+            removing_replicas: None,
         }
     }
 }
@@ -249,6 +251,7 @@ mod tests {
             leader,
             leader_epoch: 3,
             partition_epoch: 7,
+            ..PartitionState::default()
         }
     }
 

@@ -45,13 +45,48 @@ pub struct BrokerRegistration {
 }
 
 /// One partition's replica assignment and leadership.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
+    /// While a reassignment runs (KIP-455), the union of the target and the
+    /// replicas it replaces: the target first, in its order, then those going.
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub leader: BrokerId,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A running reassignment's new replicas, still catching up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<BrokerId>,
+    /// A running reassignment's replicas that go when it completes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<BrokerId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is running (KRaft's `isReassigning`).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes
+    /// (all of them when none runs), in order.
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas it had before the reassignment began (what a
+    /// cancellation returns to), in order.
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// One topic.
@@ -152,6 +187,38 @@ fn check_partition_shape(
     }
     if leader != NO_LEADER && !isr_distinct.contains(&leader) {
         return Err(format!("leader {leader} is not in the ISR {isr:?}"));
+    }
+    Ok(())
+}
+
+/// Checks a reassignment's adding and removing replicas against the replica
+/// set: each a distinct subset of it, the two disjoint, and at least one
+/// replica left once the removing ones go.
+fn check_reassignment_shape(
+    replicas: &[BrokerId],
+    adding: &[BrokerId],
+    removing: &[BrokerId],
+) -> Result<(), String> {
+    let distinct = |list: &[BrokerId]| list.iter().collect::<BTreeSet<_>>().len() == list.len();
+    if !distinct(adding) || !distinct(removing) {
+        return Err(format!(
+            "adding {adding:?} or removing {removing:?} names a broker twice"
+        ));
+    }
+    if !adding.iter().chain(removing).all(|r| replicas.contains(r)) {
+        return Err(format!(
+            "adding {adding:?} and removing {removing:?} must be replicas of {replicas:?}"
+        ));
+    }
+    if adding.iter().any(|r| removing.contains(r)) {
+        return Err(format!(
+            "adding {adding:?} and removing {removing:?} overlap"
+        ));
+    }
+    if removing.len() >= replicas.len() {
+        return Err(format!(
+            "removing {removing:?} would leave no replica of {replicas:?}"
+        ));
     }
     Ok(())
 }
@@ -314,6 +381,8 @@ impl MetadataImage {
                         leader: *leader,
                         leader_epoch: *leader_epoch,
                         partition_epoch: *partition_epoch,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                 );
                 Ok(())
@@ -324,6 +393,8 @@ impl MetadataImage {
                 leader,
                 isr,
                 replicas,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let topic = self.topics.get_mut(topic_id).ok_or_else(|| {
                     inconsistent(format!(
@@ -340,9 +411,15 @@ impl MetadataImage {
                 let new_replicas = replicas.as_ref().unwrap_or(&state.replicas);
                 let new_isr = isr.as_ref().unwrap_or(&state.isr);
                 let new_leader = leader.unwrap_or(state.leader);
-                check_partition_shape(new_replicas, new_isr, new_leader).map_err(|why| {
-                    inconsistent(format!("partition {partition} of '{name}': {why}"))
-                })?;
+                let new_adding = adding_replicas.as_ref().unwrap_or(&state.adding_replicas);
+                let new_removing = removing_replicas
+                    .as_ref()
+                    .unwrap_or(&state.removing_replicas);
+                check_partition_shape(new_replicas, new_isr, new_leader)
+                    .and_then(|()| check_reassignment_shape(new_replicas, new_adding, new_removing))
+                    .map_err(|why| {
+                        inconsistent(format!("partition {partition} of '{name}': {why}"))
+                    })?;
                 let partition_epoch = state.partition_epoch.checked_add(1).ok_or_else(|| {
                     inconsistent(format!(
                         "partition {partition} of '{name}': partition epoch overflows"
@@ -366,6 +443,8 @@ impl MetadataImage {
                     leader: new_leader,
                     leader_epoch,
                     partition_epoch,
+                    adding_replicas: new_adding.clone(),
+                    removing_replicas: new_removing.clone(),
                 };
                 Ok(())
             }
@@ -608,6 +687,13 @@ impl MetadataImage {
                     ));
                 }
                 check_partition_shape(&state.replicas, &state.isr, state.leader)
+                    .and_then(|()| {
+                        check_reassignment_shape(
+                            &state.replicas,
+                            &state.adding_replicas,
+                            &state.removing_replicas,
+                        )
+                    })
                     .map_err(|why| format!("partition {index} of '{}': {why}", topic.name))?;
             }
         }
@@ -851,6 +937,8 @@ mod tests {
                 leader,
                 isr,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             }
         };
         image.apply(10, &change(None, Some(vec![1, 2]))).unwrap();
@@ -886,6 +974,8 @@ mod tests {
                 leader: Some(3),
                 isr: None,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             },
             // ISR outside the replicas.
             MetadataRecord::PartitionChange {
@@ -894,6 +984,8 @@ mod tests {
                 leader: None,
                 isr: Some(vec![1, 4]),
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             },
             // Leader dropped from the ISR.
             MetadataRecord::PartitionChange {
@@ -902,6 +994,8 @@ mod tests {
                 leader: None,
                 isr: Some(vec![2]),
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             },
             // Duplicate replicas.
             MetadataRecord::PartitionChange {
@@ -910,6 +1004,8 @@ mod tests {
                 leader: None,
                 isr: None,
                 replicas: Some(vec![1, 2, 2]),
+                adding_replicas: None,
+                removing_replicas: None,
             },
             // Unknown partition and topic.
             MetadataRecord::PartitionChange {
@@ -918,6 +1014,8 @@ mod tests {
                 leader: None,
                 isr: None,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             },
             MetadataRecord::PartitionChange {
                 topic_id: T2,
@@ -925,6 +1023,8 @@ mod tests {
                 leader: None,
                 isr: None,
                 replicas: None,
+                adding_replicas: None,
+                removing_replicas: None,
             },
         ];
         for record in &bad {

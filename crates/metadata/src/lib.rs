@@ -6,6 +6,7 @@
 //! - [`placement`]: where new replicas go (even, striped, rack-aware).
 //! - [`controller`]: the active controller's decisions, sans I/O.
 //! - [`election`]: leader election and ISR upkeep, as pure functions of the image.
+//! - [`reassignment`]: partition reassignment (KIP-455) as pure functions of a partition's state.
 //! - [`import`]: a single-node data directory from before the quorum, as records.
 //! - [`quorum`]: the Raft quorum (openraft) that orders the records, with its on-disk log.
 
@@ -20,6 +21,7 @@ mod planted;
 #[cfg(test)]
 mod proptests;
 pub mod quorum;
+pub mod reassignment;
 pub mod records;
 #[cfg(test)]
 mod testkit;

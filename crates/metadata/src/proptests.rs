@@ -102,7 +102,12 @@ fn record() -> impl Strategy<Value = MetadataRecord> {
                     Some((replicas, isr, _)) => (Some(replicas), Some(isr)),
                     None => (None, None),
                 };
-                MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas }
+                // Some changes start a reassignment (its first replica adding, its
+                // last removing), so snapshots carry those lists too.
+                let reassigning = partition == 1 && replicas.as_ref().is_some_and(|r| r.len() > 1);
+                let adding_replicas = replicas.as_ref().filter(|_| reassigning).map(|r| vec![r[0]]);
+                let removing_replicas = replicas.as_ref().filter(|_| reassigning).map(|r| vec![r[r.len() - 1]]);
+                MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, adding_replicas, removing_replicas }
             }
         ),
         3 => (resource, prop::sample::select(vec!["x", "y", ""]), prop::option::of(prop::sample::select(vec!["1", "2"]))).prop_map(
@@ -219,6 +224,13 @@ enum Op {
         unclean: bool,
         target: Option<(String, i32)>,
     },
+    /// AlterPartitionReassignments for one partition: a target (0 to 3
+    /// brokers, unknown ones included), or a cancellation with `None`.
+    Reassign {
+        name: String,
+        partition: i32,
+        target: Option<Vec<BrokerId>>,
+    },
     Advance {
         ms: u64,
     },
@@ -246,6 +258,9 @@ fn op() -> impl Strategy<Value = Op> {
             |(name, partition, sender, isr_mask, with_leader, stale_leader_epoch, stale_partition_epoch)| Op::AlterIsr { name, partition, sender, isr_mask, with_leader, stale_leader_epoch, stale_partition_epoch }
         ),
         2 => (any::<bool>(), prop::option::weighted(0.5, (name(), 0i32..3))).prop_map(|(unclean, target)| Op::Elect { unclean, target }),
+        3 => (name(), 0i32..3, prop::option::weighted(0.8, prop::collection::vec(0i32..6, 0..4))).prop_map(
+            |(name, partition, target)| Op::Reassign { name, partition, target }
+        ),
         4 => (0u64..10_000).prop_map(|ms| Op::Advance { ms }),
         3 => Just(Op::Tick),
         1 => Just(Op::Failover),
@@ -385,6 +400,17 @@ fn request_for(sim: &Sim, op: &Op) -> Option<ControllerRequest> {
                 }]
             }),
         },
+        Op::Reassign {
+            name,
+            partition,
+            target,
+        } => ControllerRequest::AlterPartitionReassignments {
+            topics: vec![crate::controller::ReassignTopic {
+                name,
+                partitions: vec![(partition, target)],
+            }],
+            allow_replication_factor_change: true,
+        },
         Op::Advance { .. } | Op::Tick | Op::Failover | Op::RestoreSnapshot => return None,
     })
 }
@@ -490,6 +516,16 @@ fn controller_keeps_its_invariants(ops: &[Op]) -> Result<(), TestCaseError> {
                     continue;
                 };
                 if let Ok(decision) = sim.controller.handle(&sim.image, sim.now_ms, &request) {
+                    if let crate::controller::ControllerResponse::Reassignments(results) =
+                        &decision.response
+                        && results[0].partitions[0].error_code != 0
+                        && !decision.records.is_empty()
+                    {
+                        return Err(TestCaseError::fail(format!(
+                            "{op:?} was refused but wrote {:?}",
+                            decision.records
+                        )));
+                    }
                     sim.commit(&decision.records).map_err(|e| {
                         TestCaseError::fail(format!(
                             "{op:?} wrote a record that does not apply: {e}"

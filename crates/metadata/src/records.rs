@@ -86,6 +86,15 @@ pub enum MetadataRecord {
         leader: Option<BrokerId>,
         isr: Option<Vec<BrokerId>>,
         replicas: Option<Vec<BrokerId>>,
+        /// A reassignment's replicas still catching up (KIP-455, KRaft's
+        /// `addingReplicas`): a subset of `replicas`. Absent in records
+        /// written before reassignment existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding_replicas: Option<Vec<BrokerId>>,
+        /// A reassignment's replicas that go once it completes (KRaft's
+        /// `removingReplicas`): a subset of `replicas`, disjoint from adding.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing_replicas: Option<Vec<BrokerId>>,
     },
     /// Sets (`Some`) or removes (`None`) one config key of a resource.
     Config {

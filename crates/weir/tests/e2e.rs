@@ -14,6 +14,7 @@ mod e2e {
     mod coordinator_failover;
     mod crash;
     mod data_dir;
+    mod expand;
     mod fetch_sessions;
     mod groups;
     pub mod harness;

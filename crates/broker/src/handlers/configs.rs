@@ -769,7 +769,10 @@ fn alter_broker(
     let static_names: Vec<&str> = changes
         .iter()
         .map(|c| c.name.as_str())
-        .filter(|n| topic_name_for_broker_name(n).is_none())
+        .filter(|n| {
+            topic_name_for_broker_name(n).is_none()
+                && !crate::throttle::RATE_CONFIG_NAMES.contains(n)
+        })
         .collect();
     if !static_names.is_empty() {
         let (known, unknown): (Vec<&str>, Vec<&str>) = static_names
@@ -807,6 +810,13 @@ fn alter_broker(
     )?;
     // Kafka answers bad broker config values with INVALID_REQUEST.
     for (name, value) in map.iter() {
+        if crate::throttle::RATE_CONFIG_NAMES.contains(&name.as_str())
+            && value.trim().parse::<u64>().is_err()
+        {
+            return Err(BrokerError::InvalidRequest(format!(
+                "{name}: expected a non-negative number of bytes per second, got {value}"
+            )));
+        }
         if let Some(topic_name) = topic_name_for_broker_name(name) {
             TopicConfig::default()
                 .set(topic_name, value)

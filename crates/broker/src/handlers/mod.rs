@@ -240,11 +240,12 @@ pub async fn dispatch(
                 broker,
                 header.api_version,
                 decode(&header, body)?,
-            );
+            )
+            .await;
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::ListPartitionReassignments => {
-            let response = replicas::list_partition_reassignments(decode(&header, body)?);
+            let response = replicas::list_partition_reassignments(broker, decode(&header, body)?);
             Some(ready(encode_frame(&header, &response)))
         }
         ApiKey::ListConfigResources => {

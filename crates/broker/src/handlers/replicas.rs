@@ -1,11 +1,10 @@
 //! Replica placement: AlterReplicaLogDirs, ElectLeaders,
 //! AlterPartitionReassignments and ListPartitionReassignments.
 //!
-//! ElectLeaders goes to the controller, which elects. Reassignment is not
-//! built yet (issue 15): those APIs answer what Kafka's controller answers
-//! when nothing moves, and a broker has one data directory.
+//! ElectLeaders and AlterPartitionReassignments go to the controller, which
+//! decides; ListPartitionReassignments reads the image. A broker has one
+//! data directory, so AlterReplicaLogDirs moves nothing.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,10 +22,12 @@ use weir_protocol::messages::elect_leaders::{
 };
 use weir_protocol::messages::list_partition_reassignments::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    OngoingPartitionReassignment, OngoingTopicReassignment,
 };
 
 use weir_metadata::controller::{
-    ControllerRequest, ControllerResponse, TopicPartitions as ControllerTopicPartitions,
+    ControllerRequest, ControllerResponse, ReassignTopic,
+    TopicPartitions as ControllerTopicPartitions,
 };
 
 use crate::Broker;
@@ -192,118 +193,124 @@ pub async fn elect_leaders(
     }
 }
 
-/// Checks a target replica list as Kafka's controller does for a manual
-/// assignment: not empty, no broker twice, every broker registered (here:
-/// only this node is).
-fn check_target_replicas(node_id: i32, replicas: &[i32]) -> Result<(), String> {
-    if replicas.is_empty() {
-        return Err("The manual partition assignment includes an empty replica list.".into());
-    }
-    let mut seen = BTreeSet::new();
-    for &replica in replicas {
-        if !seen.insert(replica) {
-            return Err(format!(
-                "The manual partition assignment includes the broker {replica} more than once."
-            ));
-        }
-        if replica != node_id {
-            return Err(format!(
-                "The manual partition assignment includes broker {replica}, but no such broker is registered."
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// AlterPartitionReassignments for one broker. A partition can only be
-/// "reassigned" to the replica it already has, which completes at once
-/// (Kafka's no-op reassignment); cancelling finds nothing in progress.
-pub fn alter_partition_reassignments(
+/// AlterPartitionReassignments (KIP-455): decided by the controller
+/// (`weir_metadata::reassignment`), which checks each partition as Kafka's
+/// does and answers per partition. The answer comes once the decision is
+/// committed and applied here; the moves themselves go on in the background
+/// (ListPartitionReassignments shows them until they complete).
+pub async fn alter_partition_reassignments(
     broker: &Arc<Broker>,
     version: i16,
     request: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
-    let node_id = broker.config.node_id;
     // v0 has no such option and always allowed a change.
     let allow_rf_change = version < 1 || request.allow_replication_factor_change;
-    let responses = request
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = broker.topic(&t.name);
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    let index = p.partition_index;
-                    let outcome = match (&topic, p.replicas) {
-                        (None, _) => Err((
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("Unable to find a topic named {}.", t.name),
-                        )),
-                        (Some(topic), _) if topic.partition(index).is_none() => Err((
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("Unable to find partition {}:{index}.", t.name),
-                        )),
-                        (Some(_), None) => Err((
-                            ErrorCode::NoReassignmentInProgress,
-                            "No partition reassignment is in progress.".into(),
-                        )),
-                        (Some(_), Some(replicas)) => {
-                            check_target_replicas(node_id, &replicas)
-                                .map_err(|m| (ErrorCode::InvalidReplicaAssignment, m))
-                                .and_then(|()| {
-                                    // Every partition has one replica today.
-                                    if !allow_rf_change && replicas.len() != 1 {
-                                        Err((
-                                            ErrorCode::InvalidReplicationFactor,
-                                            format!(
-                                                "The replication factor would change from 1 to {} but allowReplicationFactorChange is false.",
-                                                replicas.len()
-                                            ),
-                                        ))
-                                    } else {
-                                        Ok(())
-                                    }
-                                })
-                        }
-                    };
-                    let (error, message) = match outcome {
-                        Ok(()) => (ErrorCode::None, None),
-                        Err((error, message)) => (error, Some(message)),
-                    };
-                    ReassignablePartitionResponse {
-                        partition_index: index,
-                        error_code: error.code(),
-                        error_message: message,
-                    }
-                })
-                .collect();
-            ReassignableTopicResponse {
-                name: t.name,
-                partitions,
-            }
-        })
-        .collect();
-    AlterPartitionReassignmentsResponse {
+    let asked = ControllerRequest::AlterPartitionReassignments {
+        topics: request
+            .topics
+            .iter()
+            .map(|t| ReassignTopic {
+                name: t.name.clone(),
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition_index, p.replicas.clone()))
+                    .collect(),
+            })
+            .collect(),
+        allow_replication_factor_change: allow_rf_change,
+    };
+    let refuse_all = |code: ErrorCode, message: String| AlterPartitionReassignmentsResponse {
         throttle_time_ms: 0,
         allow_replication_factor_change: allow_rf_change,
-        error_code: ErrorCode::None.code(),
-        error_message: None,
-        responses,
+        error_code: code.code(),
+        error_message: Some(message),
+        responses: Vec::new(),
+    };
+    match broker.run_on_controller(asked).await {
+        Ok(ControllerResponse::Reassignments(results)) => AlterPartitionReassignmentsResponse {
+            throttle_time_ms: 0,
+            allow_replication_factor_change: allow_rf_change,
+            error_code: ErrorCode::None.code(),
+            error_message: None,
+            responses: results
+                .into_iter()
+                .map(|t| ReassignableTopicResponse {
+                    name: t.topic,
+                    partitions: t
+                        .partitions
+                        .into_iter()
+                        .map(|p| ReassignablePartitionResponse {
+                            partition_index: p.partition,
+                            error_code: p.error_code,
+                            error_message: p.message,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        },
+        Ok(other) => {
+            tracing::error!(
+                ?other,
+                "unexpected controller answer to AlterPartitionReassignments"
+            );
+            refuse_all(
+                ErrorCode::UnknownServerError,
+                "unexpected controller answer".into(),
+            )
+        }
+        // Kafka answers a request-level failure at the top, with no partitions.
+        Err(e) => refuse_all(e.code(), e.to_string()),
     }
 }
 
-/// ListPartitionReassignments: a reassignment on one node completes the
-/// moment it is accepted, so none is ever ongoing. Kafka lists only the
-/// partitions being reassigned, so the answer is empty whatever was asked.
+/// ListPartitionReassignments, from this broker's image (Kafka's controller
+/// answers from its own): the partitions being reassigned, all of them or
+/// those asked for; topics and partitions that are unknown or not moving
+/// are left out, as Kafka does.
 pub fn list_partition_reassignments(
-    _request: ListPartitionReassignmentsRequest,
+    broker: &Arc<Broker>,
+    request: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    let image = broker.cluster().image();
+    let ongoing = |topic: &weir_metadata::image::TopicImage,
+                   indexes: &mut dyn Iterator<Item = i32>| {
+        let partitions: Vec<OngoingPartitionReassignment> = indexes
+            .filter_map(|index| {
+                let state = topic.partitions.get(&index)?;
+                state
+                    .is_reassigning()
+                    .then(|| OngoingPartitionReassignment {
+                        partition_index: index,
+                        replicas: state.replicas.clone(),
+                        adding_replicas: state.adding_replicas.clone(),
+                        removing_replicas: state.removing_replicas.clone(),
+                    })
+            })
+            .collect();
+        (!partitions.is_empty()).then(|| OngoingTopicReassignment {
+            name: topic.name.clone(),
+            partitions,
+        })
+    };
+    let topics = match request.topics {
+        None => image
+            .topics
+            .values()
+            .filter_map(|t| ongoing(t, &mut t.partitions.keys().copied()))
+            .collect(),
+        Some(asked) => asked
+            .iter()
+            .filter_map(|a| {
+                let t = image.topic_by_name(&a.name)?;
+                ongoing(t, &mut a.partition_indexes.iter().copied())
+            })
+            .collect(),
+    };
     ListPartitionReassignmentsResponse {
         throttle_time_ms: 0,
         error_code: ErrorCode::None.code(),
         error_message: None,
-        topics: Vec::new(),
+        topics,
     }
 }

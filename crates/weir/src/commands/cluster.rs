@@ -1,4 +1,5 @@
-//! `weir cluster info|health|config|logdirs|elect-leaders`: cluster id,
+//! `weir cluster info|health|config|logdirs|elect-leaders` (and the moves of
+//! `rebalance.rs`): cluster id,
 //! controller, brokers (live and fenced), the metadata quorum and topic count;
 //! partitions without a leader and under-replicated ones; broker configs; log
 //! directories and partition sizes; preferred or unclean leader elections.
@@ -36,6 +37,20 @@ pub enum ClusterCommand {
     /// elect any live replica of a partition that has no leader: that may
     /// lose acknowledged records. Kafka's kafka-leader-election.sh.
     ElectLeaders(ElectLeadersArgs),
+    /// Move one partition's replicas (AlterPartitionReassignments, KIP-455),
+    /// or cancel its running move with --cancel.
+    Reassign(super::rebalance::ReassignArgs),
+    /// List the partitions being reassigned: replicas, adding, removing.
+    Reassignments(super::rebalance::ReassignmentsArgs),
+    /// Plan moves that even out replicas and preferred leaders per broker,
+    /// rack-aware: a dry run prints the moves, bytes to copy and resulting
+    /// balance; --execute carries them out with live progress.
+    Rebalance(super::rebalance::RebalanceArgs),
+    /// Move every replica off a broker (refused if that would leave a
+    /// partition short of replicas), then say it is safe to stop.
+    Decommission(super::rebalance::DecommissionArgs),
+    /// Even replicas and leaders out onto a (running) broker again.
+    Recommission(super::rebalance::DecommissionArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +156,11 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Config(ConfigCommand::Export(args)) => config_export(args).await,
         ClusterCommand::Logdirs(args) => logdirs(args).await,
         ClusterCommand::ElectLeaders(args) => elect_leaders(args).await,
+        ClusterCommand::Reassign(args) => super::rebalance::reassign(args).await,
+        ClusterCommand::Reassignments(args) => super::rebalance::reassignments(args).await,
+        ClusterCommand::Rebalance(args) => super::rebalance::rebalance(args).await,
+        ClusterCommand::Decommission(args) => super::rebalance::decommission(args).await,
+        ClusterCommand::Recommission(args) => super::rebalance::recommission(args).await,
     }
 }
 

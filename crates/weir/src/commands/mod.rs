@@ -8,7 +8,10 @@ pub mod cluster;
 pub mod consume;
 pub mod group;
 pub mod offsets;
+pub mod plan;
 pub mod produce;
+pub mod rebalance;
+pub mod throttle;
 pub mod topic;
 pub mod txn;
 

@@ -25,6 +25,10 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Cluster {
     /// `nodes[i]` has node id `i + 1`.
     pub nodes: Vec<Broker>,
+    /// The `--controller-voters` every node was started with, and the shared
+    /// config file: what a node added later needs to join.
+    voters: String,
+    config: std::path::PathBuf,
     _tmp: tempfile::TempDir,
 }
 
@@ -87,7 +91,12 @@ impl Cluster {
                 &[],
             ));
         }
-        let mut cluster = Cluster { nodes, _tmp: tmp };
+        let mut cluster = Cluster {
+            nodes,
+            voters,
+            config,
+            _tmp: tmp,
+        };
         let started = Instant::now();
         for node in &mut cluster.nodes {
             node.wait_until_listening();
@@ -109,7 +118,36 @@ impl Cluster {
 
     /// Ids of the nodes whose process runs.
     pub fn running(&self) -> Vec<i32> {
-        (1..=3).filter(|id| self.node(*id).is_running()).collect()
+        (1..=self.nodes.len() as i32)
+            .filter(|id| self.node(*id).is_running())
+            .collect()
+    }
+
+    /// Starts one more node with the next id and the cluster's voter list,
+    /// as an operator adds a broker: it joins the quorum as a learner,
+    /// registers, and listens once unfenced. Nothing else restarts.
+    /// Returns its id once it listens.
+    pub fn add_node(&mut self, extra_args: &[&str]) -> i32 {
+        let id = self.nodes.len() as i32 + 1;
+        let dir = self._tmp.path().join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let id_arg = id.to_string();
+        let controller_listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "--node-id",
+            id_arg.as_str(),
+            "--controller-voters",
+            self.voters.as_str(),
+            "--config",
+            self.config.to_str().expect("utf-8 path"),
+            "--controller-listen",
+            controller_listen.as_str(),
+        ];
+        args.extend_from_slice(extra_args);
+        let mut node = Broker::launch_in(dir.join("data"), dir.join("broker.log"), &args, &[]);
+        node.wait_until_listening();
+        self.nodes.push(node);
+        id
     }
 }
 

@@ -60,7 +60,7 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 // ---- cluster views ------------------------------------------------------------
 
 /// Every node's listener, so a client survives any one of them being down.
-fn bootstrap_all(cluster: &Cluster) -> String {
+pub(super) fn bootstrap_all(cluster: &Cluster) -> String {
     cluster
         .nodes
         .iter()
@@ -69,7 +69,7 @@ fn bootstrap_all(cluster: &Cluster) -> String {
         .join(",")
 }
 
-fn client_config(bootstrap: &str) -> ClientConfig {
+pub(super) fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)
@@ -79,7 +79,7 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// CreateTopics with replication factor 3 through librdkafka's admin API.
-fn create_replicated_topic(
+pub(super) fn create_replicated_topic(
     cluster: &Cluster,
     name: &str,
     partitions: i32,
@@ -107,17 +107,17 @@ fn create_replicated_topic(
 
 /// One partition as a node's Metadata answer describes it.
 #[derive(Debug, Clone, PartialEq)]
-struct PartitionView {
-    error_code: i16,
-    leader: i32,
-    leader_epoch: i32,
-    replicas: Vec<i32>,
-    isr: Vec<i32>,
+pub(super) struct PartitionView {
+    pub(super) error_code: i16,
+    pub(super) leader: i32,
+    pub(super) leader_epoch: i32,
+    pub(super) replicas: Vec<i32>,
+    pub(super) isr: Vec<i32>,
 }
 
 /// Node `id`'s view of every partition of `topics` (None: all topics), by
 /// topic name and partition index; Err when it does not answer.
-fn views_at(
+pub(super) fn views_at(
     cluster: &Cluster,
     id: i32,
     topics: Option<&[&str]>,
@@ -154,7 +154,7 @@ fn views_at(
 
 /// Every running node's view of `topic`, one line per node and partition,
 /// for failure messages.
-fn describe(cluster: &Cluster, topic: &str, ids: &[i32]) -> String {
+pub(super) fn describe(cluster: &Cluster, topic: &str, ids: &[i32]) -> String {
     let mut lines = Vec::new();
     for &id in ids {
         match views_at(cluster, id, Some(&[topic])) {
@@ -171,7 +171,11 @@ fn describe(cluster: &Cluster, topic: &str, ids: &[i32]) -> String {
 
 /// Polls `probe` every 50 ms until it returns Ok, or panics with `what` and
 /// the last reason it gave after `timeout`.
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub(super) fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
         match probe() {
@@ -188,7 +192,7 @@ fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Resul
 /// Ok once every running node says that every partition of `topics` (None:
 /// every topic, internal ones too) has a leader and all its replicas in the
 /// ISR, and, for named topics, three replicas.
-fn full_isr(cluster: &Cluster, topics: Option<&[&str]>) -> Result<(), String> {
+pub(super) fn full_isr(cluster: &Cluster, topics: Option<&[&str]>) -> Result<(), String> {
     for id in cluster.running() {
         let views = views_at(cluster, id, topics)?;
         if let Some(names) = topics {
@@ -216,7 +220,7 @@ fn full_isr(cluster: &Cluster, topics: Option<&[&str]>) -> Result<(), String> {
     Ok(())
 }
 
-fn wait_full_isr(cluster: &Cluster, topics: Option<&[&str]>, why: &str) {
+pub(super) fn wait_full_isr(cluster: &Cluster, topics: Option<&[&str]>, why: &str) {
     wait_until(
         &format!("a full ISR on every partition ({why})"),
         CONVERGE_TIMEOUT,
@@ -226,7 +230,7 @@ fn wait_full_isr(cluster: &Cluster, topics: Option<&[&str]>, why: &str) {
 
 /// The leader of `topic`-`partition` once the running nodes agree on one
 /// that is running.
-fn leader_of(cluster: &Cluster, topic: &str, partition: i32) -> i32 {
+pub(super) fn leader_of(cluster: &Cluster, topic: &str, partition: i32) -> i32 {
     wait_until(
         &format!("an agreed, running leader of {topic}-{partition}"),
         CONVERGE_TIMEOUT,
@@ -279,13 +283,13 @@ impl Drop for Paused {
 // ---- the producer's ledger -------------------------------------------------------
 
 /// Record `seq` of `partition`: its number in the partition, then padding.
-fn payload(partition: i32, seq: u64) -> Vec<u8> {
+pub(super) fn payload(partition: i32, seq: u64) -> Vec<u8> {
     let mut v = format!("p{partition}-s{seq:010}-").into_bytes();
     v.resize(PAYLOAD_BYTES, b'x');
     v
 }
 
-fn parse_payload(bytes: &[u8]) -> Option<(i32, u64)> {
+pub(super) fn parse_payload(bytes: &[u8]) -> Option<(i32, u64)> {
     let text = std::str::from_utf8(bytes).ok()?;
     let (p, rest) = text.strip_prefix('p')?.split_once("-s")?;
     let (seq, _) = rest.split_once('-')?;
@@ -294,18 +298,18 @@ fn parse_payload(bytes: &[u8]) -> Option<(i32, u64)> {
 
 /// A successful delivery report.
 #[derive(Debug, Clone)]
-struct Delivery {
-    partition: i32,
-    offset: i64,
-    seq: u64,
+pub(super) struct Delivery {
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) seq: u64,
     /// When the report reached the callback: after its answer arrived.
-    at: Instant,
+    pub(super) at: Instant,
 }
 
 /// What the producer heard back.
 #[derive(Default)]
-struct Ledger {
-    acked: Mutex<Vec<Delivery>>,
+pub(super) struct Ledger {
+    pub(super) acked: Mutex<Vec<Delivery>>,
     /// (partition, seq, error) of every failed delivery.
     failed: Mutex<Vec<(i32, u64, KafkaError)>>,
 }
@@ -381,7 +385,7 @@ impl ProducerContext for LedgerContext {
 /// An idempotent acks=all producer on its own thread, sending RATE_PER_S
 /// records round-robin over the partitions, each partition's records
 /// numbered 0, 1, 2, ...
-struct SteadyProducer {
+pub(super) struct SteadyProducer {
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
     /// Returns the records sent per partition, and whether every one was
@@ -390,7 +394,7 @@ struct SteadyProducer {
 }
 
 impl SteadyProducer {
-    fn start(cluster: &Cluster, topic: &str, partitions: i32) -> SteadyProducer {
+    pub(super) fn start(cluster: &Cluster, topic: &str, partitions: i32) -> SteadyProducer {
         let ledger = Arc::new(Ledger::default());
         let producer: ThreadedProducer<LedgerContext> =
             with_debug(&mut client_config(&bootstrap_all(cluster)))
@@ -456,7 +460,13 @@ impl SteadyProducer {
 
     /// Waits until every partition got `count` acks after `since`: no
     /// partition is stuck (the total alone would hide one).
-    fn wait_acks_everywhere(&self, partitions: i32, since: Instant, count: usize, why: &str) {
+    pub(super) fn wait_acks_everywhere(
+        &self,
+        partitions: i32,
+        since: Instant,
+        count: usize,
+        why: &str,
+    ) {
         wait_until(
             &format!("{count} acks on every partition ({why})"),
             CONVERGE_TIMEOUT,
@@ -476,7 +486,7 @@ impl SteadyProducer {
     /// Stops sending, flushes, and returns the records sent per partition.
     /// Records that got no delivery report within a minute fail the test,
     /// with where each partition stands.
-    fn finish(self, cluster: &Cluster, topic: &str) -> (Vec<u64>, Arc<Ledger>) {
+    pub(super) fn finish(self, cluster: &Cluster, topic: &str) -> (Vec<u64>, Arc<Ledger>) {
         self.stop.store(true, Ordering::SeqCst);
         let (sent, flushed) = self.thread.join().expect("producer thread");
         if let Err(e) = flushed {
@@ -506,7 +516,7 @@ impl SteadyProducer {
 // ---- reading back --------------------------------------------------------------
 
 /// Each partition's high watermark, by ListOffsets through librdkafka.
-fn high_watermarks(cluster: &Cluster, topic: &str, partitions: i32) -> Vec<i64> {
+pub(super) fn high_watermarks(cluster: &Cluster, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = client_config(&bootstrap_all(cluster))
         .set("group.id", "replication-watermarks")
         .create()
@@ -651,7 +661,12 @@ fn check_acked_records(
 /// Fails the test if any delivery failed (all runs use a long message
 /// timeout, so every failure is final), then reads the topic back and
 /// checks it against the acks.
-fn assert_no_acked_record_lost(cluster: &Cluster, topic: &str, sent: &[u64], ledger: &Ledger) {
+pub(super) fn assert_no_acked_record_lost(
+    cluster: &Cluster,
+    topic: &str,
+    sent: &[u64],
+    ledger: &Ledger,
+) {
     let failed = ledger.failed.lock().unwrap();
     assert!(
         failed.is_empty(),
@@ -1062,7 +1077,7 @@ fn paused_leader_acks_nothing_and_rejoins() {
 
 /// Errors librdkafka's consumer may surface while a broker restarts, all
 /// retriable in Kafka's protocol or local connection failures it retries.
-fn retriable(e: &KafkaError) -> bool {
+pub(super) fn retriable(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
@@ -1089,15 +1104,17 @@ fn retriable(e: &KafkaError) -> bool {
 
 /// A consumer-group member on its own thread, subscribed to one topic,
 /// keeping every (partition, seq) it is handed and every error.
-struct GroupReader {
-    seen: Arc<Mutex<BTreeSet<(i32, u64)>>>,
+pub(super) struct GroupReader {
+    pub(super) seen: Arc<Mutex<BTreeSet<(i32, u64)>>>,
     errors: Arc<Mutex<Vec<KafkaError>>>,
+    /// The longest time between two records handed to the member.
+    longest_gap: Arc<Mutex<Duration>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl GroupReader {
-    fn start(cluster: &Cluster, topic: &str, group: &str) -> GroupReader {
+    pub(super) fn start(cluster: &Cluster, topic: &str, group: &str) -> GroupReader {
         let consumer: BaseConsumer = client_config(&bootstrap_all(cluster))
             .set("group.id", group)
             .set("auto.offset.reset", "earliest")
@@ -1111,12 +1128,21 @@ impl GroupReader {
         let seen = Arc::new(Mutex::new(BTreeSet::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
         let thread = {
             let (seen, errors, stop) = (Arc::clone(&seen), Arc::clone(&errors), Arc::clone(&stop));
+            let longest_gap = Arc::clone(&longest_gap);
             std::thread::spawn(move || {
+                let mut last: Option<Instant> = None;
                 while !stop.load(Ordering::SeqCst) {
                     match consumer.poll(Duration::from_millis(100)) {
                         Some(Ok(m)) => {
+                            let now = Instant::now();
+                            if let Some(last) = last {
+                                let mut longest = longest_gap.lock().unwrap();
+                                *longest = (*longest).max(now - last);
+                            }
+                            last = Some(now);
                             let record = m.payload().and_then(parse_payload);
                             match record {
                                 Some(r) => {
@@ -1139,16 +1165,22 @@ impl GroupReader {
         GroupReader {
             seen,
             errors,
+            longest_gap,
             stop,
             thread,
         }
     }
 
-    fn seen_count(&self) -> usize {
+    /// The longest wait between two records so far (from the first record on).
+    pub(super) fn longest_gap(&self) -> Duration {
+        *self.longest_gap.lock().unwrap()
+    }
+
+    pub(super) fn seen_count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    fn finish(self) -> (BTreeSet<(i32, u64)>, Vec<KafkaError>) {
+    pub(super) fn finish(self) -> (BTreeSet<(i32, u64)>, Vec<KafkaError>) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().expect("group consumer thread");
         let seen = self.seen.lock().unwrap().clone();
