@@ -93,6 +93,10 @@ pub struct Broker {
     /// Paces every replica fetcher's copying of throttled replicas together
     /// (`follower.replication.throttled.rate` is per broker).
     pub(crate) follower_pacer: std::sync::Mutex<throttle::Pacer>,
+    /// Paces what this broker serves, as a leader, to followers outside the
+    /// ISR of the replicas a topic's `leader.replication.throttled.replicas`
+    /// names (`leader.replication.throttled.rate` is per broker).
+    pub(crate) leader_pacer: std::sync::Mutex<throttle::Pacer>,
     /// The log cleaner pool and threads (compaction).
     pub(crate) cleaners: Arc<cleaner::LogCleaners>,
     /// Request and connection counters (bumped by the server and handlers).
@@ -185,6 +189,7 @@ impl Broker {
             cluster: std::sync::OnceLock::new(),
             fetchers: replication::ReplicaFetchers::default(),
             follower_pacer: std::sync::Mutex::new(throttle::Pacer::default()),
+            leader_pacer: std::sync::Mutex::new(throttle::Pacer::default()),
             cleaners,
             metrics: Arc::new(metrics::RequestMetrics::new()),
             isr_shrinks: Default::default(),

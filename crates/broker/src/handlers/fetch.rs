@@ -176,6 +176,14 @@ fn add_leader_hints(
     endpoints
 }
 
+/// The broker's `leader.replication.throttled.rate`, if set.
+fn leader_rate(broker: &Broker) -> Option<u64> {
+    broker
+        .dynamic_configs()
+        .broker_value(crate::throttle::LEADER_RATE)
+        .and_then(|(v, _)| v.trim().parse().ok())
+}
+
 /// One pass over every requested partition. Returns the response (records
 /// as placeholders for the file ranges in `placeholders`) and the record bytes in it.
 fn read_once(
@@ -188,6 +196,8 @@ fn read_once(
 ) -> (Vec<FetchableTopicResponse>, usize) {
     let mut total_bytes = 0usize;
     let mut responses = Vec::with_capacity(wanted.len());
+    // The leader-side replication throttle (see `throttle`), for follower fetches.
+    let leader_rate = follower.and_then(|_| leader_rate(broker));
     for want in wanted {
         let topic = if want.topic_name.is_empty() {
             broker.registry().by_id(&want.topic_id).cloned()
@@ -265,6 +275,34 @@ fn read_once(
             data.high_watermark = high_watermark;
             data.last_stable_offset = stable;
             data.log_start_offset = log.log_start_offset();
+            // Throttled: a listed replica of ours, read by a follower outside the ISR.
+            let leader_throttled = match (follower, leader_rate) {
+                (Some(f), Some(_)) => {
+                    topic.as_ref().is_some_and(|t| {
+                        crate::topic_config::TopicConfig::is_throttled(
+                            &t.config.leader_replication_throttled_replicas,
+                            index,
+                            broker.config.node_id,
+                        )
+                    }) && !partition
+                        .replication()
+                        .as_ref()
+                        .is_some_and(|r| r.isr().contains(&f.broker_id))
+                }
+                _ => false,
+            };
+            if leader_throttled {
+                let now_ms = crate::now_ms().max(0) as u64;
+                let ahead = broker
+                    .leader_pacer
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_ahead(now_ms);
+                if crate::throttle::leader_withholds(leader_rate, true, false, ahead) {
+                    partitions.push(data);
+                    continue;
+                }
+            }
             // Followers copy everything the leader has; consumers see only what the ISR has.
             let limit = if follower.is_some() {
                 log.log_end_offset()
@@ -293,6 +331,13 @@ fn read_once(
                 Ok(result) => {
                     if result.bytes > 0 && (first_with_data || result.bytes <= partition_budget) {
                         total_bytes += result.bytes;
+                        if let (true, Some(rate)) = (leader_throttled, leader_rate) {
+                            broker
+                                .leader_pacer
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .record(result.bytes as u64, rate, crate::now_ms().max(0) as u64);
+                        }
                         if follower.is_none() {
                             let traffic = &partition.traffic;
                             traffic
