@@ -824,7 +824,18 @@ impl Client {
             }],
             validate_only: false,
         };
-        let response = self.send_any(&request).await?;
+        // A broker's own configs are changed on that broker (Kafka's admin
+        // client routes them so too); the rest goes to any broker.
+        let node = match resource.resource_type {
+            ResourceType::Broker => resource.name.parse::<i32>().ok(),
+            _ => None,
+        };
+        let response = match node {
+            Some(id) if self.brokers().any(|b| b.node_id == id) => {
+                self.send_to_node(id, &request, 0).await?
+            }
+            _ => self.send_any(&request).await?,
+        };
         for r in response.responses {
             ClientError::check(r.error_code, r.error_message.as_deref(), || {
                 format!("alter configs of '{}'", r.resource_name)

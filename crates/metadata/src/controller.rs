@@ -66,6 +66,9 @@ pub mod codes {
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const INELIGIBLE_REPLICA: i16 = 107;
     pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const DUPLICATE_VOTER: i16 = 126;
+    pub const VOTER_NOT_FOUND: i16 = 127;
 }
 
 /// Kafka's topic config (and cluster default) for the fewest in-sync
@@ -1532,9 +1535,11 @@ fn check_reassignment_target(
 }
 
 /// Unfenced brokers with their racks, in id order: where new replicas may go.
+/// The brokers new replicas may go to: live and not decommissioned.
 fn live_placement(image: &MetadataImage) -> Vec<(BrokerId, Option<String>)> {
     image
         .live_brokers()
+        .filter(|b| !image.is_decommissioned(b.broker_id))
         .map(|b| (b.broker_id, b.rack.clone()))
         .collect()
 }

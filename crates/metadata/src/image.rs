@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::records::{BrokerId, ConfigResource, Endpoint, MetadataRecord, NO_LEADER, TopicId};
 
+/// The per-broker dynamic config that marks a broker decommissioned (Weir's
+/// own; Kafka has no such mark). A config record, so it lives in the
+/// metadata log and every node's image.
+pub const DECOMMISSIONED_CONFIG: &str = "weir.decommissioned";
+
 /// Snapshots larger than this are refused before parsing. A metadata image of
 /// a million partitions is about 150 MB of JSON; anything bigger is not ours.
 pub const SNAPSHOT_BYTES_MAX: usize = 512 * 1024 * 1024;
@@ -725,6 +730,17 @@ impl MetadataImage {
     /// Registered brokers that are not fenced: the ones that may lead.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
         self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Whether `weir cluster decommission` marked the broker (its dynamic
+    /// config [`DECOMMISSIONED_CONFIG`] is `true`): placement keeps new
+    /// replicas off it, across controller failovers and restarts, until
+    /// `weir cluster recommission` clears the mark.
+    pub fn is_decommissioned(&self, broker_id: BrokerId) -> bool {
+        self.configs
+            .get(&ConfigResource::Broker(Some(broker_id)))
+            .and_then(|c| c.get(DECOMMISSIONED_CONFIG))
+            .is_some_and(|v| v.trim() == "true")
     }
 
     pub fn is_live(&self, broker_id: BrokerId) -> bool {

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use weir_metadata::image::DECOMMISSIONED_CONFIG;
 
 use weir_protocol::header::RequestHeader;
 use weir_protocol::messages::alter_configs::{
@@ -369,6 +370,41 @@ fn broker_level(broker: &Broker, name: &str, describing: bool) -> Result<BrokerL
     Ok(BrokerLevel::ThisBroker)
 }
 
+/// A request for exactly the decommission mark of broker `id`: any broker
+/// answers it from the image (Weir's own config, so `weir cluster info` can
+/// show the mark of a broker that is stopped), where Kafka answers a
+/// broker's configs only on that broker.
+fn decommission_mark_of(name: &str, keys: Option<&Vec<String>>) -> Option<i32> {
+    match keys.map(Vec::as_slice) {
+        Some([key]) if key == DECOMMISSIONED_CONFIG => name.parse().ok(),
+        _ => None,
+    }
+}
+
+fn describe_decommission_mark(
+    broker: &Broker,
+    id: i32,
+    include_synonyms: bool,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
+    let marked = broker.cluster().image().is_decommissioned(id);
+    let value = marked.to_string();
+    let source = if marked {
+        CONFIG_SOURCE_DYNAMIC_BROKER
+    } else {
+        CONFIG_SOURCE_DEFAULT
+    };
+    vec![entry(
+        DECOMMISSIONED_CONFIG,
+        Some(value.clone()),
+        vec![synonym(DECOMMISSIONED_CONFIG, Some(value), source)],
+        false,
+        ConfigType::Boolean,
+        include_synonyms,
+        version,
+    )]
+}
+
 fn describe_broker(
     broker: &Broker,
     level: BrokerLevel,
@@ -427,6 +463,33 @@ fn describe_broker(
             synonyms,
             true,
             *config_type,
+            include_synonyms,
+            version,
+        ));
+    }
+    // Dynamic per-broker configs that are no topic default: the replication
+    // throttle rates and the decommission mark, when set.
+    for (name, value) in &dynamic.broker {
+        let extra = crate::throttle::RATE_CONFIG_NAMES.contains(&name.as_str())
+            || name == DECOMMISSIONED_CONFIG;
+        if !extra || !wanted(keys, name) {
+            continue;
+        }
+        let config_type = if name == DECOMMISSIONED_CONFIG {
+            ConfigType::Boolean
+        } else {
+            ConfigType::Long
+        };
+        out.push(entry(
+            name,
+            Some(value.clone()),
+            vec![synonym(
+                name,
+                Some(value.clone()),
+                CONFIG_SOURCE_DYNAMIC_BROKER,
+            )],
+            false,
+            config_type,
             include_synonyms,
             version,
         ));
@@ -514,8 +577,11 @@ pub fn describe(
             let synonyms = request.include_synonyms;
             let configs = match r.resource_type {
                 RESOURCE_TOPIC => describe_topic(broker, &r.resource_name, keys, synonyms, version),
-                RESOURCE_BROKER => broker_level(broker, &r.resource_name, true)
-                    .map(|level| describe_broker(broker, level, keys, synonyms, version)),
+                RESOURCE_BROKER => match decommission_mark_of(&r.resource_name, keys) {
+                    Some(id) => Ok(describe_decommission_mark(broker, id, synonyms, version)),
+                    None => broker_level(broker, &r.resource_name, true)
+                        .map(|level| describe_broker(broker, level, keys, synonyms, version)),
+                },
                 RESOURCE_GROUP => describe_group(broker, &r.resource_name, keys, synonyms, version),
                 other => Err(BrokerError::InvalidRequest(format!(
                     "Unsupported resource type: {other}"
@@ -772,6 +838,7 @@ fn alter_broker(
         .filter(|n| {
             topic_name_for_broker_name(n).is_none()
                 && !crate::throttle::RATE_CONFIG_NAMES.contains(n)
+                && *n != DECOMMISSIONED_CONFIG
         })
         .collect();
     if !static_names.is_empty() {
@@ -816,6 +883,18 @@ fn alter_broker(
             return Err(BrokerError::InvalidRequest(format!(
                 "{name}: expected a non-negative number of bytes per second, got {value}"
             )));
+        }
+        if name == DECOMMISSIONED_CONFIG {
+            if !matches!(level, BrokerLevel::ThisBroker) {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "{name} marks one broker: set it on that broker's resource, not the cluster default"
+                )));
+            }
+            if value != "true" && value != "false" {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "{name}: expected true or false, got {value}"
+                )));
+            }
         }
         if let Some(topic_name) = topic_name_for_broker_name(name) {
             TopicConfig::default()

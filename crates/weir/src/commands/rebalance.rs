@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
-use weir_client::{Client, ErrorCode};
+use weir_client::{AlterConfigOp, Client, ConfigResource, ErrorCode};
 use weir_protocol::messages::alter_partition_reassignments::{
     AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
 };
@@ -369,10 +369,57 @@ pub async fn reassignments(args: ReassignmentsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The per-broker dynamic config `weir cluster decommission` sets: placement
+/// (the controller) and the planner keep new replicas off a marked broker
+/// until `recommission` clears it. In the metadata log, so it survives
+/// controller failover and restarts.
+pub const DECOMMISSIONED: &str = "weir.decommissioned";
+
+/// Which of `ids` carry the decommission mark (any broker answers for any
+/// id, from its image).
+pub async fn decommissioned(
+    client: &mut Client,
+    ids: impl IntoIterator<Item = i32>,
+) -> anyhow::Result<BTreeSet<i32>> {
+    let mut marked = BTreeSet::new();
+    for id in ids {
+        let configs = client
+            .describe_configs(&ConfigResource::broker(id), Some(&[DECOMMISSIONED]))
+            .await
+            .with_context(|| format!("reading the decommission mark of broker {id}"))?;
+        if configs
+            .iter()
+            .any(|c| c.name == DECOMMISSIONED && c.value.as_deref() == Some("true"))
+        {
+            marked.insert(id);
+        }
+    }
+    Ok(marked)
+}
+
+async fn set_mark(client: &mut Client, node: i32, marked: bool) -> anyhow::Result<()> {
+    let op = if marked {
+        AlterConfigOp::set(DECOMMISSIONED, "true")
+    } else {
+        AlterConfigOp::delete(DECOMMISSIONED)
+    };
+    client
+        .incremental_alter_configs(&ConfigResource::broker(node), &[op])
+        .await
+        .with_context(|| {
+            format!(
+                "{} the decommission mark of broker {node}",
+                if marked { "setting" } else { "clearing" }
+            )
+        })
+}
+
 pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<()> {
     let mut client = args.connect.connect().await?;
     let cluster = snapshot(&mut client).await?;
-    let plan = plan(&cluster.brokers, &cluster.partitions, &BTreeSet::new())?;
+    // Decommissioned brokers take no replicas in a rebalance either.
+    let excluded = decommissioned(&mut client, cluster.brokers.keys().copied()).await?;
+    let plan = plan(&cluster.brokers, &cluster.partitions, &excluded)?;
     print_plan(&plan, args.format)?;
     if !args.execute {
         return Ok(());
@@ -390,16 +437,16 @@ pub async fn decommission(args: DecommissionArgs) -> anyhow::Result<()> {
             list(&cluster.brokers.keys().copied().collect::<Vec<_>>())
         );
     }
-    let plan = plan(
-        &cluster.brokers,
-        &cluster.partitions,
-        &BTreeSet::from([args.node]),
-    )
-    .with_context(|| format!("refusing to decommission broker {}", args.node))?;
+    let mut excluded = decommissioned(&mut client, cluster.brokers.keys().copied()).await?;
+    excluded.insert(args.node);
+    let plan = plan(&cluster.brokers, &cluster.partitions, &excluded)
+        .with_context(|| format!("refusing to decommission broker {}", args.node))?;
     print_plan(&plan, args.format)?;
     if args.dry_run {
         return Ok(());
     }
+    // The mark first, so no partition created meanwhile lands on the broker.
+    set_mark(&mut client, args.node, true).await?;
     execute(&mut client, &plan, args.throttle, args.timeout_s).await?;
     // Safe to stop only when no partition names it any more.
     let metadata = client.metadata(None, false).await?;
@@ -436,11 +483,14 @@ pub async fn recommission(args: DecommissionArgs) -> anyhow::Result<()> {
     if !cluster.brokers.contains_key(&args.node) {
         anyhow::bail!("broker {} is not live: start it first", args.node);
     }
-    let plan = plan(&cluster.brokers, &cluster.partitions, &BTreeSet::new())?;
+    let mut excluded = decommissioned(&mut client, cluster.brokers.keys().copied()).await?;
+    excluded.remove(&args.node);
+    let plan = plan(&cluster.brokers, &cluster.partitions, &excluded)?;
     print_plan(&plan, args.format)?;
     if args.dry_run {
         return Ok(());
     }
+    set_mark(&mut client, args.node, false).await?;
     execute(&mut client, &plan, args.throttle, args.timeout_s).await
 }
 
