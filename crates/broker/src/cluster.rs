@@ -81,6 +81,34 @@ pub trait MetadataQuorum: Send + Sync + 'static {
     fn leader_id(&self) -> Option<i32>;
     /// DescribeQuorum's view, from the leader.
     fn describe(&self) -> BoxFuture<Result<QuorumView, QuorumError>>;
+    /// KIP-853's AddRaftVoter: makes learner `node_id` a voter, at the leader.
+    fn add_voter(&self, node_id: u64) -> BoxFuture<Result<(), VoterChangeRefused>>;
+    /// KIP-853's RemoveRaftVoter: makes voter `node_id` a learner, at the leader.
+    fn remove_voter(&self, node_id: u64) -> BoxFuture<Result<(), VoterChangeRefused>>;
+}
+
+/// Why a voter change was not made: the Kafka error code and a message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message} (error code {error_code})")]
+pub struct VoterChangeRefused {
+    pub error_code: i16,
+    pub message: String,
+}
+
+fn voter_change_refused(e: weir_metadata::quorum::QuorumError) -> VoterChangeRefused {
+    use weir_metadata::controller::codes;
+    use weir_metadata::quorum::QuorumError as Q;
+    let error_code = match &e {
+        Q::VoterChange(v) => v.kafka_error_code(),
+        // No leader, or it could not be reached: retriable, as KRaft's
+        // answer when the change cannot be started in time.
+        Q::NoLeader { .. } | Q::Transport(_) | Q::Shutdown => codes::REQUEST_TIMED_OUT,
+        _ => codes::UNKNOWN_SERVER_ERROR,
+    };
+    VoterChangeRefused {
+        error_code,
+        message: e.to_string(),
+    }
 }
 
 /// The real quorum: openraft through `weir_metadata::quorum`.
@@ -149,6 +177,20 @@ impl MetadataQuorum for weir_metadata::quorum::node::QuorumNode<MetadataImage> {
                 voters: d.voters.iter().map(replica).collect(),
                 learners: d.learners.iter().map(replica).collect(),
             })
+        })
+    }
+
+    fn add_voter(&self, node_id: u64) -> BoxFuture<Result<(), VoterChangeRefused>> {
+        let node = self.clone();
+        Box::pin(async move { node.add_voter(node_id).await.map_err(voter_change_refused) })
+    }
+
+    fn remove_voter(&self, node_id: u64) -> BoxFuture<Result<(), VoterChangeRefused>> {
+        let node = self.clone();
+        Box::pin(async move {
+            node.remove_voter(node_id)
+                .await
+                .map_err(voter_change_refused)
         })
     }
 }

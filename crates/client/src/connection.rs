@@ -69,6 +69,8 @@ requests! {
     incremental_alter_configs::IncrementalAlterConfigsRequest => IncrementalAlterConfigsResponse;
     describe_cluster::DescribeClusterRequest => DescribeClusterResponse;
     describe_quorum::DescribeQuorumRequest => DescribeQuorumResponse;
+    add_raft_voter::AddRaftVoterRequest => AddRaftVoterResponse;
+    remove_raft_voter::RemoveRaftVoterRequest => RemoveRaftVoterResponse;
     describe_log_dirs::DescribeLogDirsRequest => DescribeLogDirsResponse;
     find_coordinator::FindCoordinatorRequest => FindCoordinatorResponse;
     list_groups::ListGroupsRequest => ListGroupsResponse;

@@ -1,7 +1,9 @@
 //! The metadata quorum from the operator's side: DescribeQuorum (KIP-595,
-//! KIP-836, KIP-853), as `weir cluster info` and `weir cluster health` use it.
+//! KIP-836, KIP-853), as `weir cluster info` and `weir cluster health` use it,
+//! and the voter changes AddRaftVoter / RemoveRaftVoter (KIP-853), as
+//! `weir cluster add-voter` / `remove-voter` use them.
 
-use weir_protocol::messages::describe_quorum;
+use weir_protocol::messages::{add_raft_voter, describe_quorum, remove_raft_voter};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -116,6 +118,43 @@ impl Client {
                 })
                 .collect(),
         })
+    }
+}
+
+impl Client {
+    /// Makes node `voter_id`, a learner of the metadata quorum, a voter
+    /// (AddRaftVoter through any broker, which asks the quorum's leader).
+    /// Not retried: a change whose answer was lost may have been made.
+    pub async fn add_raft_voter(&mut self, voter_id: i32) -> Result<(), ClientError> {
+        let request = add_raft_voter::AddRaftVoterRequest {
+            cluster_id: None,
+            timeout_ms: 30_000,
+            voter_id,
+            voter_directory_id: [0; 16],
+            listeners: Vec::new(),
+            ack_when_committed: true,
+        };
+        let response = self.send_any(&request).await?;
+        ClientError::check(
+            response.error_code,
+            response.error_message.as_deref(),
+            || format!("add voter {voter_id}"),
+        )
+    }
+
+    /// Makes voter `voter_id` a learner of the metadata quorum (RemoveRaftVoter).
+    pub async fn remove_raft_voter(&mut self, voter_id: i32) -> Result<(), ClientError> {
+        let request = remove_raft_voter::RemoveRaftVoterRequest {
+            cluster_id: None,
+            voter_id,
+            voter_directory_id: [0; 16],
+        };
+        let response = self.send_any(&request).await?;
+        ClientError::check(
+            response.error_code,
+            response.error_message.as_deref(),
+            || format!("remove voter {voter_id}"),
+        )
     }
 }
 

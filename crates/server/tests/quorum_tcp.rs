@@ -494,3 +494,131 @@ async fn measure_controller_failover() {
         node.shutdown().await;
     }
 }
+
+/// Waits until learner `id` is known to the leader as caught up.
+async fn wait_learner_caught_up(leader: &Node, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let q = leader.describe_quorum().await.unwrap();
+        if q.learners
+            .iter()
+            .any(|l| l.node_id == id && l.lag == Some(0))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "learner {id} not caught up: {q:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn voter_changes_go_one_at_a_time_and_a_stale_voter_list_restarts() {
+    use weir_metadata::quorum::rpc::VoterChangeError;
+    let mut cluster = Cluster::start(1).await;
+    cluster.leader().await;
+    let learner_addrs = free_addrs(2);
+    let mut learners = BTreeMap::new();
+    for (i, id) in [7u64, 8].into_iter().enumerate() {
+        let node = start(config(
+            id,
+            &cluster.data_dir(),
+            learner_addrs[i],
+            &cluster.voters,
+        ))
+        .await
+        .unwrap();
+        learners.insert(id, node);
+    }
+    let leader = cluster.nodes[&1].clone();
+    for id in [7, 8] {
+        wait_learner_caught_up(&leader, id).await;
+    }
+    // The first change holds the leader's one slot while it commits twice
+    // (joint, then uniform); the second is refused, not queued.
+    let (first, second) = tokio::join!(leader.add_voter(7), leader.add_voter(8));
+    first.unwrap();
+    let err = second.expect_err("a second change while one runs");
+    assert!(
+        matches!(
+            err,
+            QuorumError::VoterChange(VoterChangeError::InProgress(_))
+        ),
+        "{err}"
+    );
+    if let QuorumError::VoterChange(e) = &err {
+        assert_eq!(e.kafka_error_code(), 7, "REQUEST_TIMED_OUT, as KRaft");
+    }
+    learners[&8].add_voter(8).await.unwrap();
+    let q = leader.describe_quorum().await.unwrap();
+    assert_eq!(
+        q.voters.iter().map(|v| v.node_id).collect::<Vec<_>>(),
+        vec![1, 7, 8]
+    );
+    learners[&7]
+        .submit(create_topic("after-growth"))
+        .await
+        .unwrap();
+
+    // Node 7 restarts with its stale configured list (voter 1 only): the
+    // committed membership wins and it votes again.
+    let node7 = learners.remove(&7).unwrap();
+    node7.shutdown().await;
+    drop(node7);
+    let node7 = start(config(
+        7,
+        &cluster.data_dir(),
+        learner_addrs[0],
+        &cluster.voters,
+    ))
+    .await
+    .unwrap();
+    // Node 8 restarts with the list updated to the committed voters, which
+    // differs from the set its data directory was bootstrapped with: accepted.
+    let node8 = learners.remove(&8).unwrap();
+    node8.shutdown().await;
+    drop(node8);
+    let mut updated = cluster.voters.clone();
+    updated.insert(7, learner_addrs[0].to_string());
+    updated.insert(8, learner_addrs[1].to_string());
+    let node8 = start(config(8, &cluster.data_dir(), learner_addrs[1], &updated))
+        .await
+        .unwrap();
+    learners.insert(8, node8);
+    // The leader removes itself: it stays a learner, and a voter leads.
+    leader.remove_voter(1).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let q = loop {
+        match node7.describe_quorum().await {
+            Ok(q) if q.leader_id != 1 => break q,
+            other if Instant::now() < deadline => {
+                eprintln!("waiting for a new leader: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("no leader took over from the removed one: {other:?}"),
+        }
+    };
+    assert_eq!(
+        q.voters.iter().map(|v| v.node_id).collect::<Vec<_>>(),
+        vec![7, 8]
+    );
+    assert_eq!(
+        q.learners.iter().map(|v| v.node_id).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(!leader.is_leader());
+    // Without node 1 the two others are the whole quorum.
+    cluster.stop_node(1).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match node7.submit(create_topic("without-node-1")).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => eprintln!("submit: {e}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    node7.shutdown().await;
+    learners[&8].shutdown().await;
+}

@@ -24,6 +24,7 @@ mod e2e {
     mod long_poll;
     mod ops;
     mod protocol_levels;
+    mod quorum_membership;
     mod rdkafka_roundtrip;
     mod replica_fetch;
     mod replication;

@@ -17,6 +17,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod raft_voters;
 mod replicas;
 mod txn;
 mod weir_compaction;
@@ -68,6 +69,8 @@ pub const HANDLED_APIS: &[ApiKey] = &[
     ApiKey::ListConfigResources,
     ApiKey::DescribeTopicPartitions,
     ApiKey::DescribeQuorum,
+    ApiKey::AddRaftVoter,
+    ApiKey::RemoveRaftVoter,
     ApiKey::InitProducerId,
     ApiKey::DescribeProducers,
     ApiKey::AddPartitionsToTxn,
@@ -301,6 +304,14 @@ pub async fn dispatch(
         }
         ApiKey::DescribeQuorum => {
             let response = describe_quorum::handle(broker, &header, decode(&header, body)?).await;
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::AddRaftVoter => {
+            let response = raft_voters::add(broker, decode(&header, body)?).await;
+            Some(ready(encode_frame(&header, &response)))
+        }
+        ApiKey::RemoveRaftVoter => {
+            let response = raft_voters::remove(broker, decode(&header, body)?).await;
             Some(ready(encode_frame(&header, &response)))
         }
         _ => {

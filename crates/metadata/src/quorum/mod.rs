@@ -4,7 +4,8 @@
 //! - [`log_store`]: the Raft log, vote and committed index on local disk (fsynced).
 //! - [`state_machine`]: applies entries to the image; snapshots on disk.
 //! - [`rpc`]: the messages nodes exchange (Raft RPCs, forwarded controller
-//!   requests, AddLearner), each stamped with the sender's voter set.
+//!   requests, AddLearner, voter changes); a voter still to bootstrap stamps
+//!   its configured voter set on each.
 //! - [`network`]: openraft's network traits over a [`Transport`].
 //! - [`node`]: [`QuorumNode`], the tokio shell: bootstrap, the serialised
 //!   controller loop, forwarding, DescribeQuorum.
@@ -231,17 +232,19 @@ pub enum QuorumError {
     #[error("invalid quorum configuration: {0}")]
     Config(String),
     #[error(
-        "the controller voters changed: this data directory was bootstrapped with {stored}, the configuration now says {configured}; all voters must keep the same --controller-voters"
+        "the controller voters changed: this data directory was bootstrapped with {stored}, the configuration now says {configured}, and the quorum's committed voters are still the bootstrap set; all voters must keep the same --controller-voters until the voters are changed with `weir cluster add-voter` / `remove-voter`"
     )]
     VoterSetChanged { stored: String, configured: String },
     #[error(
-        "node {node_id} has voters {theirs}, we have {ours}: all voters must list the same --controller-voters"
+        "node {node_id} has voters {theirs}, we have {ours}: all voters must list the same --controller-voters (a running quorum's voters change with `weir cluster add-voter` / `remove-voter`)"
     )]
     VoterMismatch {
         node_id: NodeId,
         theirs: String,
         ours: String,
     },
+    #[error(transparent)]
+    VoterChange(#[from] rpc::VoterChangeError),
     #[error("the metadata quorum has no leader (waited {waited_ms} ms)")]
     NoLeader { waited_ms: u64 },
     #[error(transparent)]

@@ -21,7 +21,13 @@ use super::{NodeId, QuorumError, Transport, TypeConfig, format_voters};
 #[derive(Clone)]
 pub struct Peers {
     pub self_id: NodeId,
+    /// The configured `--controller-voters`: the bootstrap set, and where to
+    /// look for the quorum.
     pub voters: BTreeMap<NodeId, String>,
+    /// The configured set while this node is a voter still to bootstrap (no
+    /// membership in its log yet), stamped on every request so peers can
+    /// refuse a conflicting bootstrap; cleared once a membership is known.
+    pub bootstrap: Arc<std::sync::Mutex<Option<BTreeMap<NodeId, String>>>>,
     pub transport: Arc<dyn Transport>,
     pub contacts: Contacts,
 }
@@ -56,7 +62,7 @@ impl Peers {
     ) -> Result<Reply, QuorumError> {
         let envelope = Envelope {
             from: self.self_id,
-            voters: self.voters.clone(),
+            bootstrap_voters: self.bootstrap.lock().expect("bootstrap lock").clone(),
             body,
         };
         let bytes = serde_json::to_vec(&envelope)

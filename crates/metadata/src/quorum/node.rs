@@ -4,12 +4,18 @@
 //!   set (every voter may; openraft accepts the same set from several). A node
 //!   not among the voters is a learner: it asks the voters until the leader
 //!   adds it with `add_learner`, then follows the log.
-//! - The voter set is stored at first start (`voters.json`); a restart with a
-//!   different set is refused with both sets named. Every RPC carries the
-//!   sender's set; a receiver with a different one refuses it, and a node
-//!   that finds a peer disagreeing at start fails to start. A node whose peers
-//!   are not up yet cannot check at start: it starts, and every RPC it sends
-//!   or receives is then refused with the same message, logged as an error.
+//! - Membership: `--controller-voters` is the bootstrap set and the way to
+//!   find the quorum; once the log holds a membership, the committed
+//!   membership is the voter set (KIP-853's rule). `add_voter` turns a
+//!   caught-up learner into a voter and `remove_voter` turns a voter back into
+//!   a learner, one change at a time, each through openraft's joint consensus.
+//! - The bootstrap set is stored at first start (`voters.json`). A restart with
+//!   a different configured set is refused with both sets named while the
+//!   committed voters are still that bootstrap set (a typo, most likely);
+//!   after a membership change the configured list may be stale and is
+//!   accepted. A voter still to bootstrap stamps its configured set on every
+//!   RPC; a peer whose committed voters (or own bootstrap set) differ refuses
+//!   it, and a node that finds a peer disagreeing at start fails to start.
 //! - The controller loop: one task owns the [`ControllerLogic`] and handles
 //!   requests one at a time from a bounded queue, so every decision sees the
 //!   image its predecessors produced. On the leader it decides, commits the
@@ -26,15 +32,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
+use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Membership, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::log_store::{LogStore, read_state, write_state};
 use super::network::{Contacts, NetworkFactory, Peers, ReplicaContact, wall_clock_ms};
-use super::rpc::{Envelope, ForwardError, Reply, Request};
+use super::rpc::{Envelope, ForwardError, Reply, Request, VoterChangeError};
 use super::state_machine::StateMachineStore;
 use super::{
     BoxFuture, ControllerFactory, ControllerLogic, ImageState, Listening, NodeId, QuorumError,
@@ -154,6 +160,9 @@ struct Inner<I: ImageState> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The controller's clock: monotonic, from this node's start.
     started: Instant,
+    /// Held by the voter change in flight on this (leader) node: KRaft takes
+    /// one change at a time, and so does openraft's joint consensus.
+    voter_change: tokio::sync::Mutex<()>,
 }
 
 /// A running quorum node. Cheap to clone.
@@ -212,16 +221,13 @@ impl<I: ImageState> QuorumNode<I> {
         validate(&config)?;
         let dir = config.data_dir.join("metadata");
         std::fs::create_dir_all(&dir)?;
-        match read_state::<BTreeMap<NodeId, String>>(&dir, VOTERS_FILE)? {
-            Some(stored) if stored != config.voters => {
-                return Err(QuorumError::VoterSetChanged {
-                    stored: format_voters(&stored),
-                    configured: format_voters(&config.voters),
-                });
+        let bootstrap_set = match read_state::<BTreeMap<NodeId, String>>(&dir, VOTERS_FILE)? {
+            Some(stored) => stored,
+            None => {
+                write_state(&dir, VOTERS_FILE, &config.voters)?;
+                config.voters.clone()
             }
-            Some(_) => {}
-            None => write_state(&dir, VOTERS_FILE, &config.voters)?,
-        }
+        };
         let (log, recovery) = LogStore::open(&dir)?;
         tracing::info!(
             node_id = config.node_id,
@@ -252,6 +258,7 @@ impl<I: ImageState> QuorumNode<I> {
         let peers = Peers {
             self_id: config.node_id,
             voters: config.voters.clone(),
+            bootstrap: Arc::default(),
             transport: transport.clone(),
             contacts: Contacts::default(),
         };
@@ -267,6 +274,34 @@ impl<I: ImageState> QuorumNode<I> {
         .await
         .map_err(|e| QuorumError::Raft(e.to_string()))?;
 
+        // The membership in the log (empty before bootstrap or joining)
+        // decides whether the configured list must match the stored one.
+        let membership = raft
+            .with_raft_state(|st| st.membership_state.effective().membership().clone())
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let logged_voters = voter_map(&membership);
+        if bootstrap_set != config.voters
+            && (logged_voters.is_empty() || logged_voters == bootstrap_set)
+        {
+            let _ = raft.shutdown().await;
+            return Err(QuorumError::VoterSetChanged {
+                stored: format_voters(&bootstrap_set),
+                configured: format_voters(&config.voters),
+            });
+        }
+        if !logged_voters.is_empty() && logged_voters != config.voters {
+            tracing::info!(
+                configured = %format_voters(&config.voters),
+                committed = %format_voters(&logged_voters),
+                "the quorum's voters changed since bootstrap: the membership in the log wins; --controller-voters is only used to find the quorum"
+            );
+        }
+        if config.is_voter() && logged_voters.is_empty() {
+            *peers.bootstrap.lock().expect("bootstrap lock") = Some(config.voters.clone());
+        }
+        let in_membership = membership.get_node(&config.node_id).is_some();
+
         let (submit_tx, submit_rx) = mpsc::channel(config.submit_queue_len);
         let (shutdown_tx, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -280,11 +315,15 @@ impl<I: ImageState> QuorumNode<I> {
             shutdown_tx,
             tasks: Mutex::new(Vec::new()),
             started: Instant::now(),
+            voter_change: tokio::sync::Mutex::new(()),
         });
         let node = QuorumNode {
             inner: inner.clone(),
         };
-        if let Err(e) = node.start_inner(submit_rx, make_controller).await {
+        if let Err(e) = node
+            .start_inner(submit_rx, make_controller, in_membership)
+            .await
+        {
             node.shutdown().await;
             return Err(e);
         }
@@ -295,6 +334,7 @@ impl<I: ImageState> QuorumNode<I> {
         &self,
         submit_rx: mpsc::Receiver<(ControllerRequest, SubmitReply)>,
         make_controller: ControllerFactory<I>,
+        in_membership: bool,
     ) -> Result<(), QuorumError> {
         let inner = &self.inner;
         let config = &inner.config;
@@ -308,10 +348,17 @@ impl<I: ImageState> QuorumNode<I> {
             *inner.listening.lock().expect("lock") = Some(listening);
         }
 
-        // Refuse to start next to a voter that disagrees about the voters.
+        // A voter about to bootstrap refuses to start next to a voter that
+        // disagrees about the voters.
+        let bootstrapping = inner
+            .peers
+            .bootstrap
+            .lock()
+            .expect("bootstrap lock")
+            .is_some();
         let hello_timeout = Duration::from_millis(config.rpc_timeout_ms);
         for (&id, addr) in &config.voters {
-            if id == config.node_id {
+            if id == config.node_id || !bootstrapping {
                 continue;
             }
             match inner.peers.call(addr, Request::Hello, hello_timeout).await {
@@ -323,7 +370,10 @@ impl<I: ImageState> QuorumNode<I> {
             }
         }
 
-        if config.is_voter() {
+        if in_membership {
+            // A member already (a voter, or a learner that was added):
+            // the leader replicates to it; nothing to ask for.
+        } else if config.is_voter() {
             let initialized = inner
                 .raft
                 .is_initialized()
@@ -480,6 +530,43 @@ impl<I: ImageState> QuorumNode<I> {
         }
     }
 
+    /// Makes learner `node_id` a voter (KIP-853's AddRaftVoter), at the leader.
+    pub async fn add_voter(&self, node_id: NodeId) -> Result<(), QuorumError> {
+        self.change_voters(VoterChange::Add(node_id)).await
+    }
+
+    /// Makes voter `node_id` a learner (KIP-853's RemoveRaftVoter), at the leader.
+    pub async fn remove_voter(&self, node_id: NodeId) -> Result<(), QuorumError> {
+        self.change_voters(VoterChange::Remove(node_id)).await
+    }
+
+    async fn change_voters(&self, change: VoterChange) -> Result<(), QuorumError> {
+        let inner = &self.inner;
+        let outcome = if is_leader(inner) {
+            change_voters_here(inner, change).await
+        } else {
+            let leader = self
+                .leader_id()
+                .ok_or(QuorumError::NoLeader { waited_ms: 0 })?;
+            let addr = leader_addr(inner, leader).ok_or(QuorumError::NoLeader { waited_ms: 0 })?;
+            let request = match change {
+                VoterChange::Add(node_id) => Request::AddVoter { node_id },
+                VoterChange::Remove(node_id) => Request::RemoveVoter { node_id },
+            };
+            let timeout = Duration::from_millis(inner.config.forward_timeout_ms);
+            match inner.peers.call(&addr, request, timeout).await? {
+                Reply::ChangeVoters(result) => result,
+                other => return Err(QuorumError::Raft(format!("unexpected reply {other:?}"))),
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(ForwardError::VoterChange(e)) => Err(QuorumError::VoterChange(e)),
+            Err(ForwardError::NotLeader { .. }) => Err(QuorumError::NoLeader { waited_ms: 0 }),
+            Err(e) => Err(QuorumError::Raft(e.to_string())),
+        }
+    }
+
     /// Stops the controller loop, the listener and Raft.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
@@ -496,10 +583,45 @@ impl<I: ImageState> QuorumNode<I> {
     }
 }
 
+/// Whether this node leads and may act as the controller. openraft lets a
+/// leader that removed itself from the voters (kept as a learner) go on
+/// leading; it is no controller then (see [`step_down`]).
 fn is_leader<I: ImageState>(inner: &Inner<I>) -> bool {
     let m = inner.raft.metrics();
     let m = m.borrow();
-    m.current_leader == Some(inner.config.node_id) && m.state == ServerState::Leader
+    let me = inner.config.node_id;
+    m.current_leader == Some(me)
+        && m.state == ServerState::Leader
+        && m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == me)
+}
+
+/// A leader that removed itself stays leader in openraft 0.9 (a leader need
+/// not be a voter there) and its heartbeats keep the voters from electing
+/// another. KRaft's leader resigns once the removal commits; here the leader
+/// stops heartbeating until a voter's election replaces it (bounded).
+async fn step_down<I: ImageState>(inner: &Inner<I>) {
+    let me = inner.config.node_id;
+    let runtime = inner.raft.runtime_config();
+    runtime.heartbeat(false);
+    let wait = Duration::from_millis(inner.config.election_timeout_max_ms * 10);
+    let mut metrics = inner.raft.metrics();
+    let replaced = tokio::time::timeout(
+        wait,
+        metrics.wait_for(|m| m.current_leader != Some(me) || m.state != ServerState::Leader),
+    )
+    .await;
+    runtime.heartbeat(true);
+    match replaced {
+        Ok(_) => tracing::info!(node_id = me, "removed from the voters; another voter leads"),
+        Err(_) => tracing::warn!(
+            node_id = me,
+            waited_ms = wait.as_millis() as u64,
+            "removed from the voters but still leading: no voter took over yet"
+        ),
+    }
 }
 
 fn leader_addr<I: ImageState>(inner: &Inner<I>, leader: NodeId) -> Option<String> {
@@ -674,6 +796,17 @@ async fn track_caught_up<I: ImageState>(inner: Arc<Inner<I>>) {
     loop {
         {
             let m = metrics.borrow_and_update();
+            if m.membership_config
+                .membership()
+                .voter_ids()
+                .next()
+                .is_some()
+            {
+                let mut bootstrap = inner.peers.bootstrap.lock().expect("bootstrap lock");
+                if bootstrap.is_some() {
+                    *bootstrap = None;
+                }
+            }
             if let (Some(replication), Some(last)) = (&m.replication, m.last_log_index) {
                 let now_ms = wall_clock_ms();
                 let mut contacts = inner.peers.contacts.lock().expect("contacts lock");
@@ -727,31 +860,66 @@ async fn join_as_learner<I: ImageState>(inner: Arc<Inner<I>>, addr: String) {
     }
 }
 
+/// A joining node knows only the addresses in its `--controller-voters`,
+/// which may no longer hold the leader (after a failover, or once voters were
+/// replaced): a member that is not the leader passes its request on to the
+/// leader it knows, once (a passed-on request is not passed on again).
+async fn add_learner_or_forward<I: ImageState>(
+    inner: &Inner<I>,
+    node_id: NodeId,
+    addr: String,
+    from_itself: bool,
+) -> Result<(), ForwardError> {
+    let leader = inner.raft.metrics().borrow().current_leader;
+    let elsewhere = leader.filter(|&l| l != inner.config.node_id);
+    let Some(leader) = elsewhere.filter(|_| from_itself) else {
+        return add_learner_here(inner, node_id, addr).await;
+    };
+    let Some(leader_addr) = leader_addr(inner, leader) else {
+        return Err(ForwardError::NotLeader {
+            leader: Some(leader),
+        });
+    };
+    let timeout = Duration::from_millis(inner.config.forward_timeout_ms);
+    match inner
+        .peers
+        .call(&leader_addr, Request::AddLearner { node_id, addr }, timeout)
+        .await
+    {
+        Ok(Reply::AddLearner(result)) => result,
+        Ok(other) => Err(ForwardError::Other(format!("unexpected reply {other:?}"))),
+        Err(e) => Err(ForwardError::Other(e.to_string())),
+    }
+}
+
 async fn add_learner_here<I: ImageState>(
     inner: &Inner<I>,
     node_id: NodeId,
     addr: String,
 ) -> Result<(), ForwardError> {
-    if inner.config.voters.contains_key(&node_id) {
-        return Err(ForwardError::Other(format!(
-            "node id {node_id} is a voter, not a learner"
-        )));
-    }
     if !is_leader(inner) {
         return Err(ForwardError::NotLeader {
             leader: inner.raft.metrics().borrow().current_leader,
         });
     }
-    let known = inner
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&node_id)
-        .map(|n| n.addr.clone());
+    let (known, is_voter) = {
+        let m = inner.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        (
+            membership.get_node(&node_id).map(|n| n.addr.clone()),
+            membership.voter_ids().any(|id| id == node_id),
+        )
+    };
     if known.as_deref() == Some(addr.as_str()) {
         return Ok(());
+    }
+    if is_voter {
+        // Re-adding would change a voter's address under the quorum's feet.
+        return Err(ForwardError::Other(format!(
+            "node id {node_id} is a voter at {}, not a learner at {addr}",
+            known.unwrap_or_default()
+        )));
     }
     inner
         .raft
@@ -759,6 +927,154 @@ async fn add_learner_here<I: ImageState>(
         .await
         .map(|_| ())
         .map_err(write_error)
+}
+
+/// A membership's voters with their addresses.
+fn voter_map(membership: &Membership<NodeId, BasicNode>) -> BTreeMap<NodeId, String> {
+    membership
+        .voter_ids()
+        .map(|id| {
+            let addr = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            (id, addr)
+        })
+        .collect()
+}
+
+/// The voter set a bootstrapping peer's must equal: our committed
+/// membership's, or, while we too are still to bootstrap, our configured one.
+/// `None` (no check) for a learner that has not joined yet.
+fn voters_to_compare<I: ImageState>(inner: &Inner<I>) -> Option<BTreeMap<NodeId, String>> {
+    let logged = voter_map(inner.raft.metrics().borrow().membership_config.membership());
+    if !logged.is_empty() {
+        return Some(logged);
+    }
+    inner
+        .peers
+        .bootstrap
+        .lock()
+        .expect("bootstrap lock")
+        .clone()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum VoterChange {
+    Add(NodeId),
+    Remove(NodeId),
+}
+
+/// How far behind the leader's log a learner may be and still be made a
+/// voter: it must ack the joint configuration before anything commits.
+const VOTER_CATCH_UP_ENTRIES_MAX: u64 = 100;
+
+/// Carries out one voter change on the leader, refusing what KRaft refuses
+/// (see [`VoterChangeError`]). Bounded by half the forward timeout, so the
+/// answer reaches a forwarding node before its own wait ends.
+async fn change_voters_here<I: ImageState>(
+    inner: &Inner<I>,
+    change: VoterChange,
+) -> Result<(), ForwardError> {
+    if !is_leader(inner) {
+        return Err(ForwardError::NotLeader {
+            leader: inner.raft.metrics().borrow().current_leader,
+        });
+    }
+    let refuse = |e: VoterChangeError| Err(ForwardError::VoterChange(e));
+    let Ok(_guard) = inner.voter_change.try_lock() else {
+        return refuse(VoterChangeError::InProgress(
+            "another voter change is being carried out by this controller".into(),
+        ));
+    };
+    let m = inner.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    if membership.get_joint_config().len() > 1 {
+        return refuse(VoterChangeError::InProgress(format!(
+            "the quorum is in a joint configuration {:?}",
+            membership.get_joint_config()
+        )));
+    }
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let learners: Vec<NodeId> = membership.learner_ids().collect();
+    let changes = match change {
+        VoterChange::Add(node_id) => {
+            if voters.contains(&node_id) {
+                return refuse(VoterChangeError::DuplicateVoter { node_id, voters });
+            }
+            if !learners.contains(&node_id) {
+                return refuse(VoterChangeError::NotALearner { node_id, learners });
+            }
+            let last = m.last_log_index.unwrap_or(0);
+            let matched = m
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&node_id).cloned().flatten())
+                .map(|l| l.index);
+            let heard_ms = inner
+                .peers
+                .contacts
+                .lock()
+                .expect("contacts lock")
+                .get(&node_id)
+                .and_then(|c| c.last_fetch_ms);
+            let recent_ms = (inner.config.election_timeout_max_ms * 2) as i64;
+            match (matched, heard_ms) {
+                (Some(matched), Some(heard))
+                    if matched + VOTER_CATCH_UP_ENTRIES_MAX >= last
+                        && wall_clock_ms() - heard <= recent_ms => {}
+                (matched, heard) => {
+                    return refuse(VoterChangeError::NotCaughtUp {
+                        node_id,
+                        reason: format!(
+                            "it holds the log up to {matched:?} of {last}, last heard {} ms ago",
+                            heard
+                                .map_or("never".to_string(), |h| (wall_clock_ms() - h).to_string())
+                        ),
+                    });
+                }
+            }
+            ChangeMembers::AddVoterIds([node_id].into())
+        }
+        VoterChange::Remove(node_id) => {
+            if !voters.contains(&node_id) {
+                return refuse(VoterChangeError::VoterNotFound {
+                    node_id,
+                    voters,
+                    reason: "it is not a voter".into(),
+                });
+            }
+            if voters.len() == 1 {
+                return refuse(VoterChangeError::VoterNotFound {
+                    node_id,
+                    voters,
+                    reason: "it is the only voter; add another first".into(),
+                });
+            }
+            ChangeMembers::RemoveVoters([node_id].into())
+        }
+    };
+    let timeout_ms = (inner.config.forward_timeout_ms / 2).max(1);
+    tracing::info!(?change, "changing the metadata quorum's voters");
+    // `retain`: a removed voter stays a learner and keeps following the log.
+    match tokio::time::timeout(
+        Duration::from_millis(timeout_ms),
+        inner.raft.change_membership(changes, true),
+    )
+    .await
+    {
+        Err(_) => refuse(VoterChangeError::Timeout { timeout_ms }),
+        Ok(Ok(_)) => {
+            if matches!(change, VoterChange::Remove(id) if id == inner.config.node_id) {
+                step_down(inner).await;
+            }
+            Ok(())
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(p),
+        )))) => refuse(VoterChangeError::InProgress(p.to_string())),
+        Ok(Err(e)) => Err(write_error(e)),
+    }
 }
 
 fn describe_here<I: ImageState>(inner: &Inner<I>) -> Option<QuorumDescription> {
@@ -845,16 +1161,19 @@ async fn handle_request<I: ImageState>(inner: &Inner<I>, request: &[u8]) -> Repl
         Ok(e) => e,
         Err(e) => return Reply::Malformed(e.to_string()),
     };
-    if envelope.voters != inner.config.voters {
+    if let Some(theirs) = &envelope.bootstrap_voters
+        && let Some(ours) = voters_to_compare(inner)
+        && theirs != &ours
+    {
         tracing::error!(
-            "node {} has voters {}, we have {}: all voters must list the same --controller-voters",
+            "node {} would bootstrap with voters {}, we have {}: all voters must list the same --controller-voters",
             envelope.from,
-            format_voters(&envelope.voters),
-            format_voters(&inner.config.voters)
+            format_voters(theirs),
+            format_voters(&ours)
         );
         return Reply::VoterMismatch {
             node_id: inner.config.node_id,
-            voters: inner.config.voters.clone(),
+            voters: ours,
         };
     }
     match envelope.body {
@@ -865,7 +1184,14 @@ async fn handle_request<I: ImageState>(inner: &Inner<I>, request: &[u8]) -> Repl
         }
         Request::Forward(request) => Reply::Forward(submit_here(inner, request).await),
         Request::AddLearner { node_id, addr } => {
-            Reply::AddLearner(add_learner_here(inner, node_id, addr).await)
+            let from_itself = envelope.from == node_id;
+            Reply::AddLearner(add_learner_or_forward(inner, node_id, addr, from_itself).await)
+        }
+        Request::AddVoter { node_id } => {
+            Reply::ChangeVoters(change_voters_here(inner, VoterChange::Add(node_id)).await)
+        }
+        Request::RemoveVoter { node_id } => {
+            Reply::ChangeVoters(change_voters_here(inner, VoterChange::Remove(node_id)).await)
         }
         Request::DescribeQuorum => {
             Reply::DescribeQuorum(describe_here(inner).ok_or(ForwardError::NotLeader {

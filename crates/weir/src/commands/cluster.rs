@@ -46,11 +46,30 @@ pub enum ClusterCommand {
     /// rack-aware: a dry run prints the moves, bytes to copy and resulting
     /// balance; --execute carries them out with live progress.
     Rebalance(super::rebalance::RebalanceArgs),
-    /// Move every replica off a broker (refused if that would leave a
-    /// partition short of replicas), then say it is safe to stop.
+    /// Mark a broker decommissioned (new replicas stay off it, across
+    /// controller failover and restarts) and move every replica off it
+    /// (refused if that would leave a partition short of replicas), then
+    /// say it is safe to stop.
     Decommission(super::rebalance::DecommissionArgs),
-    /// Even replicas and leaders out onto a (running) broker again.
+    /// Clear a broker's decommission mark and even replicas and leaders
+    /// out onto it again (it must be running).
     Recommission(super::rebalance::DecommissionArgs),
+    /// Make a node that follows the metadata quorum as a learner (an observer
+    /// in `cluster info`) a voter (AddRaftVoter, KIP-853; Kafka's
+    /// kafka-metadata-quorum add-controller). One voter change at a time.
+    AddVoter(VoterArgs),
+    /// Make a voter of the metadata quorum a learner again (RemoveRaftVoter;
+    /// kafka-metadata-quorum remove-controller). The last voter cannot be removed.
+    RemoveVoter(VoterArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VoterArgs {
+    /// The node id (`--node-id` of its `weir serve`).
+    #[arg(long, value_name = "N")]
+    pub node_id: i32,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -161,7 +180,45 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
         ClusterCommand::Rebalance(args) => super::rebalance::rebalance(args).await,
         ClusterCommand::Decommission(args) => super::rebalance::decommission(args).await,
         ClusterCommand::Recommission(args) => super::rebalance::recommission(args).await,
+        ClusterCommand::AddVoter(args) => change_voter(args, true).await,
+        ClusterCommand::RemoveVoter(args) => change_voter(args, false).await,
     }
+}
+
+async fn change_voter(args: VoterArgs, add: bool) -> anyhow::Result<()> {
+    let mut client = args.connect.connect().await?;
+    if add {
+        client.add_raft_voter(args.node_id).await?;
+    } else {
+        client.remove_raft_voter(args.node_id).await?;
+    }
+    let what = if add { "added voter" } else { "removed voter" };
+    // A leader that removed itself steps down: the view may take an election.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let quorum = loop {
+        match client.describe_quorum().await {
+            Ok(q) => break Ok(q),
+            Err(e) if std::time::Instant::now() >= deadline => break Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    match quorum {
+        Ok(q) => {
+            let ids = |rs: &[QuorumReplica]| rs.iter().map(|r| r.node_id).collect::<Vec<_>>();
+            println!(
+                "{what} node {}: voters {:?}, observers {:?}, leader {}",
+                args.node_id,
+                ids(&q.voters),
+                ids(&q.observers),
+                q.leader_id
+            );
+        }
+        Err(e) => println!(
+            "{what} node {} (the quorum's view is not available yet: {e})",
+            args.node_id
+        ),
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -268,12 +325,21 @@ struct ClusterInfo {
     /// Voters and observers of the metadata quorum with no broker
     /// registration at all.
     unregistered_nodes: Vec<i32>,
+    /// Brokers `weir cluster decommission` marked (until `recommission`).
+    decommissioned: Vec<DecommissionedJson>,
     /// `None` when the quorum could not be described (see `quorum_error`).
     quorum: Option<QuorumJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     quorum_error: Option<String>,
     topics: usize,
     internal_topics: usize,
+}
+
+#[derive(Serialize)]
+struct DecommissionedJson {
+    id: i32,
+    /// Partitions that still name it as a replica; 0 means safe to stop.
+    replicas_left: usize,
 }
 
 #[derive(Serialize)]
@@ -377,6 +443,25 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
     let quorum = client.describe_quorum().await;
     let internal = metadata.topics.iter().filter(|t| t.is_internal).count();
     let unregistered = unregistered_nodes(&cluster, quorum.as_ref().ok());
+    // Decommissioned brokers, each with the replicas it still holds (0: safe to stop).
+    let registered = cluster
+        .brokers
+        .iter()
+        .chain(&cluster.fenced_brokers)
+        .map(|b| b.node_id);
+    let marked = super::rebalance::decommissioned(&mut client, registered).await?;
+    let decommissioned: Vec<DecommissionedJson> = marked
+        .iter()
+        .map(|&id| DecommissionedJson {
+            id,
+            replicas_left: metadata
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.replicas.contains(&id))
+                .count(),
+        })
+        .collect();
     if args.format == OutputFormat::Json {
         return print_json(&ClusterInfo {
             cluster_id: cluster.cluster_id.clone(),
@@ -388,6 +473,7 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
                 .map(BrokerJson::from)
                 .collect(),
             unregistered_nodes: unregistered,
+            decommissioned,
             quorum: quorum.as_ref().ok().map(QuorumJson::new),
             quorum_error: quorum.as_ref().err().map(ToString::to_string),
             topics: metadata.topics.len(),
@@ -408,6 +494,12 @@ async fn info(args: InfoArgs) -> anyhow::Result<()> {
     }
     if !unregistered.is_empty() {
         println!("quorum members not registered as brokers: {unregistered:?}");
+    }
+    for d in &decommissioned {
+        match d.replicas_left {
+            0 => println!("decommissioned: {} (no replicas: safe to stop)", d.id),
+            n => println!("decommissioned: {} ({n} replica(s) still to move)", d.id),
+        }
     }
     match &quorum {
         Ok(q) => {
