@@ -429,3 +429,146 @@ fn a_follower_throttle_caps_the_move_rate() {
         "throttled {slow:?} vs unthrottled {fast:?}"
     );
 }
+
+/// The leader-side throttle alone (no follower rate): broker 1, the only
+/// replica of the moved partition, serves the new replica no faster than its
+/// `leader.replication.throttled.rate`.
+#[test]
+fn a_leader_throttle_alone_caps_the_move_rate() {
+    const RECORDS: usize = 8 * 1024;
+    const RECORD_BYTES: usize = 1024;
+    const RATE_BYTES_PER_S: u64 = 2 << 20;
+    let cluster = Cluster::start(&[]);
+    let bootstrap = bootstrap_all(&cluster);
+    let via = cluster.node(2).bootstrap();
+    create_topic_on(&cluster, "unthrottled", &[&[1]]);
+    produce_bytes(&bootstrap, "unthrottled", RECORDS, RECORD_BYTES);
+    let fast = timed_decommission(&via, 1, &[]);
+    create_topic_on(&cluster, "leader-throttled", &[&[1]]);
+    produce_bytes(&bootstrap, "leader-throttled", RECORDS, RECORD_BYTES);
+    let rate = format!("leader.replication.throttled.rate={RATE_BYTES_PER_S}");
+    weir(
+        &via,
+        &["cluster", "config", "set", rate.as_str(), "--broker", "1"],
+    );
+    weir(
+        &via,
+        &[
+            "topic",
+            "alter",
+            "leader-throttled",
+            "--config",
+            "leader.replication.throttled.replicas=*",
+        ],
+    );
+    let slow = timed_decommission(&via, 1, &[]);
+    let bytes = (RECORDS * RECORD_BYTES) as f64;
+    eprintln!(
+        "moving {:.1} MiB: {:.1} MiB/s without a throttle, {:.1} MiB/s with a {} MiB/s leader throttle",
+        bytes / f64::from(1 << 20),
+        bytes / f64::from(1 << 20) / fast.as_secs_f64(),
+        bytes / f64::from(1 << 20) / slow.as_secs_f64(),
+        RATE_BYTES_PER_S >> 20
+    );
+    // One second of bytes passes at once (the burst), then the rate holds.
+    let floor = Duration::from_secs_f64((bytes / RATE_BYTES_PER_S as f64 - 1.0) * 0.9);
+    assert!(
+        slow >= floor,
+        "leader-throttled move took {slow:?}, under {floor:?}"
+    );
+    assert!(
+        slow > fast * 2,
+        "leader-throttled {slow:?} vs unthrottled {fast:?}"
+    );
+}
+
+/// Brokers holding a replica of `topic`, as node `via` reports them.
+fn brokers_of(cluster: &Cluster, via: i32, topic: &str) -> BTreeSet<i32> {
+    let views = wait_until("the topic's partitions", CONVERGE_TIMEOUT, || {
+        views_at(cluster, via, Some(&[topic]))
+    });
+    views.values().flat_map(|v| v.replicas.clone()).collect()
+}
+
+fn create_spread_topic(bootstrap: &str, name: &str) {
+    weir(
+        bootstrap,
+        &[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "2",
+        ],
+    );
+}
+
+#[test]
+fn a_decommission_mark_keeps_new_replicas_off_across_failover_and_restarts() {
+    let mut cluster = Cluster::start(&[]);
+    let via = cluster.node(1).bootstrap();
+    let out = weir(&via, &["cluster", "decommission", "3"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("safe to stop"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let info = String::from_utf8_lossy(&weir(&via, &["cluster", "info"]).stdout).into_owned();
+    assert!(
+        info.contains("decommissioned: 3 (no replicas: safe to stop)"),
+        "{info}"
+    );
+    create_spread_topic(&via, "after-mark");
+    assert_eq!(
+        brokers_of(&cluster, 1, "after-mark"),
+        BTreeSet::from([1, 2])
+    );
+
+    // The controller changes (kill -9): the mark is in the metadata log.
+    let controller = controller_id(&cluster, 1);
+    cluster.node_mut(controller).kill9();
+    let other = if controller == 1 { 2 } else { 1 };
+    let via_other = cluster.node(other).bootstrap();
+    wait_until("a new controller", CONVERGE_TIMEOUT, || {
+        let m = metadata(cluster.node(other).addr, Some(&[])).map_err(|e| e.to_string())?;
+        (m.controller_id > 0 && m.controller_id != controller)
+            .then_some(())
+            .ok_or(format!("controller {}", m.controller_id))
+    });
+    cluster.node_mut(controller).restart();
+    create_spread_topic(&via_other, "after-failover");
+    assert_eq!(
+        brokers_of(&cluster, other, "after-failover"),
+        BTreeSet::from([1, 2])
+    );
+
+    // Everything restarts.
+    for id in 1..=3 {
+        cluster.node_mut(id).kill9();
+    }
+    for id in 1..=3 {
+        cluster.node_mut(id).restart_without_waiting();
+    }
+    for id in 1..=3 {
+        cluster.node_mut(id).wait_until_listening();
+    }
+    create_spread_topic(&via, "after-restart");
+    assert_eq!(
+        brokers_of(&cluster, 2, "after-restart"),
+        BTreeSet::from([1, 2])
+    );
+    let info = String::from_utf8_lossy(&weir(&via, &["cluster", "info"]).stdout).into_owned();
+    assert!(info.contains("decommissioned: 3"), "{info}");
+
+    // Recommission clears the mark: new partitions may use broker 3 again.
+    weir(&via, &["cluster", "recommission", "3"]);
+    let info = String::from_utf8_lossy(&weir(&via, &["cluster", "info"]).stdout).into_owned();
+    assert!(!info.contains("decommissioned"), "{info}");
+    create_spread_topic(&via, "after-recommission");
+    assert!(
+        brokers_of(&cluster, 1, "after-recommission").contains(&3),
+        "broker 3 takes new replicas again"
+    );
+}
