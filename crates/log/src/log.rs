@@ -5,6 +5,7 @@
 //! only to clone a `Vec` of `Arc`s) and read committed bytes, whose extent is published through
 //! atomics after each write. Durability bookkeeping lives in `durable`, shared with the flusher.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
@@ -251,6 +252,11 @@ pub(crate) struct Shared {
     /// once it passes, a pass is due even with nothing dirty, to drop what it covers. Kept in
     /// memory only (as in Kafka): `i64::MAX`, none known, until a pass runs after open.
     pub(crate) cleaner_horizon_ms: AtomicI64,
+    /// The open transactions each producer snapshot records, by snapshot offset, as the cleaner
+    /// last decoded them: snapshot files are replaced whole, never edited, so an entry stands
+    /// while the file's length and modification time are unchanged. Holds at most one entry per
+    /// snapshot file present at the last pass.
+    snapshot_txns: Mutex<HashMap<i64, SnapshotTxns>>,
     /// Bumped by truncation: a recovery point captured before it may describe data that is gone,
     /// and is not stored.
     pub(crate) truncations: AtomicU64,
@@ -309,6 +315,42 @@ pub struct RecoveryStats {
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     pub(crate) shared: Arc<Shared>,
+}
+
+/// Producer id -> first offset of its open transaction, as a producer snapshot records them.
+pub(crate) type OpenTxns = HashMap<i64, i64>;
+
+/// One snapshot's open transactions as decoded, with the file's (length, modification time) when
+/// it was read.
+struct SnapshotTxns {
+    stamp: (u64, Option<std::time::SystemTime>),
+    open: Option<OpenTxns>,
+}
+
+/// Largest producer snapshot file read: about 1.7 million producers with 5 batches each. A
+/// larger file is taken as unreadable (open falls back to an older snapshot and the log; the
+/// cleaner holds every transaction open) rather than read whole into memory.
+const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// A producer snapshot file's offset and entries; `None` when it is missing, too large, or
+/// does not decode.
+fn read_producer_snapshot(path: &Path) -> Option<(i64, Vec<ProducerEntry>)> {
+    use std::io::Read as _;
+    let file = File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len > PRODUCER_SNAPSHOT_BYTES_MAX {
+        tracing::warn!(
+            path = %path.display(),
+            len,
+            "producer snapshot over {PRODUCER_SNAPSHOT_BYTES_MAX} bytes not read"
+        );
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).ok()?);
+    file.take(PRODUCER_SNAPSHOT_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    checkpoint::decode_producer_snapshot(&bytes)
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -421,26 +463,45 @@ impl Shared {
 
     /// For each producer snapshot at or below `up_to`: its offset and the producers it records
     /// inside a transaction, with that transaction's first offset; `None` for a snapshot that
-    /// cannot be read (the cleaner then takes it to hold every transaction open).
+    /// cannot be read (the cleaner then takes it to hold every transaction open). Decoded sets
+    /// are kept between passes, so a pass reads only snapshots that are new or replaced.
     pub(crate) fn open_txns_in_snapshots(
         &self,
         up_to: i64,
-    ) -> io::Result<Vec<(i64, Option<std::collections::HashMap<i64, i64>>)>> {
+    ) -> io::Result<Vec<(i64, Option<OpenTxns>)>> {
+        let files = self.producer_snapshot_files()?;
+        let mut cache = lock(&self.snapshot_txns);
+        cache.retain(|o, _| files.iter().any(|(f, _)| f == o));
         let mut out = Vec::new();
-        for (o, path) in self.producer_snapshot_files()? {
+        for (o, path) in files {
             if o > up_to {
                 continue;
             }
-            let open = std::fs::read(&path)
+            let stamp = std::fs::metadata(&path)
                 .ok()
-                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
-                .map(|(_, entries)| {
-                    entries
-                        .iter()
-                        .filter(|e| e.current_txn_first_offset >= 0)
-                        .map(|e| (e.producer_id, e.current_txn_first_offset))
-                        .collect()
-                });
+                .map(|m| (m.len(), m.modified().ok()));
+            if let (Some(stamp), Some(known)) = (stamp, cache.get(&o))
+                && known.stamp == stamp
+            {
+                out.push((o, known.open.clone()));
+                continue;
+            }
+            let open = read_producer_snapshot(&path).map(|(_, entries)| {
+                entries
+                    .iter()
+                    .filter(|e| e.current_txn_first_offset >= 0)
+                    .map(|e| (e.producer_id, e.current_txn_first_offset))
+                    .collect::<OpenTxns>()
+            });
+            if let Some(stamp) = stamp {
+                cache.insert(
+                    o,
+                    SnapshotTxns {
+                        stamp,
+                        open: open.clone(),
+                    },
+                );
+            }
             out.push((o, open));
         }
         Ok(out)
@@ -775,9 +836,7 @@ impl Shared {
             if o > end {
                 continue;
             }
-            if let Some(snap) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| checkpoint::decode_producer_snapshot(&b))
+            if let Some(snap) = read_producer_snapshot(&path)
                 && snap.0 == o
             {
                 return Ok(Some(snap));
@@ -1311,6 +1370,7 @@ impl Log {
             recovery_point_lock: Mutex::new(()),
             cleaning: Mutex::new(()),
             cleaner_horizon_ms: AtomicI64::new(i64::MAX),
+            snapshot_txns: Mutex::new(HashMap::new()),
             truncations: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             flush_queued: AtomicBool::new(false),
