@@ -94,8 +94,7 @@ impl ClientContext for Recorder {
     /// can be told apart from one the broker caused. Needs `debug=eos`.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
         let bump = log_message.contains("bump") || log_message.contains("Bump");
-        if bump && (fac == "DRAIN" || fac == "IDEMPSTATE" || fac == "IDEMPBUMP" || fac == "EOS")
-        {
+        if bump && (fac == "DRAIN" || fac == "IDEMPSTATE" || fac == "IDEMPBUMP" || fac == "EOS") {
             self.history.record(Event::ClientError {
                 t_ms: self.history.now_ms(),
                 error: format!("{}: librdkafka {fac}: {log_message}", self.producer),

@@ -199,13 +199,21 @@ impl SoakOutcome {
         let _ = writeln!(
             s,
             "checker: {}",
-            if self.report.is_valid() { "no violations" } else { "violations found" }
+            if self.report.is_valid() {
+                "no violations"
+            } else {
+                "violations found"
+            }
         );
         let _ = writeln!(
             s,
             "VERDICT: {}{}",
             if self.is_valid() { "VALID" } else { "INVALID" },
-            if self.harness_errors.is_empty() { "" } else { " (the run did not finish)" }
+            if self.harness_errors.is_empty() {
+                ""
+            } else {
+                " (the run did not finish)"
+            }
         );
         s
     }
@@ -306,7 +314,14 @@ pub fn run(config: &SoakConfig) -> Result<SoakOutcome, Error> {
     // Everything healed: wait for every partition to have its full ISR again, so the final
     // read sees what the cluster holds once whole, then stop the clients.
     match cluster.heal_all() {
-        Ok(crashed) => exits.note(&cluster, &history, config.verbose, 0, FaultKind::Kill, crashed),
+        Ok(crashed) => exits.note(
+            &cluster,
+            &history,
+            config.verbose,
+            0,
+            FaultKind::Kill,
+            crashed,
+        ),
         Err(e) => harness_errors.push(format!("final heal: {e}")),
     }
     wait_for_full_isr(&bootstrap, &topics, config.brokers, Duration::from_secs(60));

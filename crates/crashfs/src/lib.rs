@@ -91,10 +91,13 @@ impl CrashFs {
         })?;
         let model = Arc::new(Mutex::new(model::Model::new(store)));
         let fsync_delay_ms = Arc::new(AtomicU64::new(0));
-        let session = fuse::mount(model.clone(), fsync_delay_ms.clone(), mountpoint).map_err(|source| Error::Mount {
-            path: mountpoint.to_path_buf(),
-            source,
-        })?;
+        let session =
+            fuse::mount(model.clone(), fsync_delay_ms.clone(), mountpoint).map_err(|source| {
+                Error::Mount {
+                    path: mountpoint.to_path_buf(),
+                    source,
+                }
+            })?;
         Ok(CrashFs {
             model,
             fsync_delay_ms,

@@ -68,7 +68,10 @@ impl SimLog {
         }
         let i = self.epochs.partition_point(|&(ep, _)| ep <= epoch);
         let Some(&(found, _)) = i.checked_sub(1).and_then(|j| self.epochs.get(j)) else {
-            return self.epochs.first().map(|&(_, first_start)| (epoch, first_start));
+            return self
+                .epochs
+                .first()
+                .map(|&(_, first_start)| (epoch, first_start));
         };
         let end = self.epochs.get(i).map_or(self.end(), |&(_, so)| so);
         Some((found, end))

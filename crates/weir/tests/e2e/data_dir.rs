@@ -274,5 +274,11 @@ fn broker_halts_when_its_metadata_log_cannot_be_written_and_serves_after_restart
     std::fs::rename(broker.data_dir.join("metadata-moved-away"), &metadata_dir).unwrap();
     broker.restart();
     create_topic(&broker, "after-restart", 1, &[]);
-    assert!(produce_all(&broker, "after-restart", "none", 10).failed.lock().unwrap().is_empty());
+    assert!(
+        produce_all(&broker, "after-restart", "none", 10)
+            .failed
+            .lock()
+            .unwrap()
+            .is_empty()
+    );
 }
