@@ -28,6 +28,8 @@ const HEARTBEAT_INTERVAL_MS: u64 = 300;
 /// A follower that has not caught up for this long leaves the ISR: short, so acks=all
 /// resumes a few seconds after a follower dies instead of Kafka's 30 s.
 pub const REPLICA_LAG_TIME_MAX_MS: u64 = 5_000;
+/// How many times a heal starts the brokers that are down and waits for all to listen.
+const HEAL_ROUNDS: usize = 3;
 /// The largest filler file written to fill the small disk.
 const FILL_BYTES_MAX: u64 = 4 << 30;
 
@@ -272,6 +274,13 @@ impl Cluster {
         self.wait_listening(id)
     }
 
+    /// Starts a killed broker again without waiting: a broker listens only once it has
+    /// joined the metadata quorum, which may need a broker that is itself still down (the
+    /// heal starts them all, then waits).
+    pub fn start_again(&mut self, id: usize) -> Result<(), Error> {
+        self.spawn(id)
+    }
+
     pub fn pause(&mut self, id: usize) -> Result<(), Error> {
         self.signal(id, libc::SIGSTOP)?;
         self.nodes[id - 1].paused = true;
@@ -330,7 +339,17 @@ impl Cluster {
             .expect("crashfs mounted with its broker");
         fs.cut(Tear::Seeded(seed))
             .map_err(|e| Error::Setup(format!("power cut: {e}")))?;
-        self.restart(id)
+        self.start_again(id)
+    }
+
+    /// Makes every fsync on the crashfs broker's disk wait `delay` (zero: fast again).
+    pub fn set_fsync_delay(&self, delay: Duration) -> Result<(), Error> {
+        let fs = self
+            .crashfs
+            .as_ref()
+            .ok_or_else(|| Error::Setup("no crashfs broker".into()))?;
+        fs.set_fsync_delay(delay);
+        Ok(())
     }
 
     /// Brokers that died on their own since the last look (and are marked stopped).
@@ -345,19 +364,44 @@ impl Cluster {
         crashed
     }
 
-    /// Ends every fault that leaves a process stopped or a rule in place.
-    pub fn heal_all(&mut self) -> Result<(), Error> {
+    /// Ends every fault that leaves a process stopped, a rule in place or the disk full,
+    /// starts every broker that is down (killed, or halted on its own), and waits until all
+    /// listen. A broker listens only once a quorum of voters runs, so all are started before
+    /// any is waited for; one that exits while the others start is started again, up to
+    /// `HEAL_ROUNDS` times. Returns the brokers that exited on their own meanwhile.
+    pub fn heal_all(&mut self) -> Result<Vec<(usize, String)>, Error> {
         self.net.heal()?;
         self.free_disk()?;
-        for i in 1..=self.nodes.len() {
-            if self.nodes[i - 1].paused {
-                self.resume(i)?;
+        if let Some(fs) = &self.crashfs {
+            fs.set_fsync_delay(Duration::ZERO);
+        }
+        let mut exited = Vec::new();
+        let mut last_error = None;
+        for _ in 0..HEAL_ROUNDS {
+            exited.extend(self.reap_crashed());
+            for i in 1..=self.nodes.len() {
+                if self.nodes[i - 1].paused {
+                    self.resume(i)?;
+                }
+                if !self.nodes[i - 1].is_running() {
+                    self.spawn(i)?;
+                }
             }
-            if !self.nodes[i - 1].is_running() {
-                self.restart(i)?;
+            last_error = None;
+            for i in 1..=self.nodes.len() {
+                if let Err(e) = self.wait_listening(i) {
+                    if !self.nodes[i - 1].is_running() {
+                        exited.push((i, "exited while the heal waited for it".into()));
+                    }
+                    last_error = Some(e);
+                    break;
+                }
+            }
+            if last_error.is_none() {
+                return Ok(exited);
             }
         }
-        Ok(())
+        Err(last_error.expect("a failed round leaves its error"))
     }
 }
 

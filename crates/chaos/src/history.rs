@@ -159,9 +159,12 @@ impl History {
     pub fn record(&self, event: Event) {
         let mut inner = self.inner.lock().expect("history lock poisoned");
         if let Some(file) = inner.file.as_mut() {
+            // Flushed line by line: a run that ends in a harness error, a panic or a kill
+            // still leaves a file whose every line parses, so `weir-chaos check` reads it.
             let written = serde_json::to_writer(&mut *file, &event)
                 .map_err(std::io::Error::from)
-                .and_then(|()| file.write_all(b"\n"));
+                .and_then(|()| file.write_all(b"\n"))
+                .and_then(|()| file.flush());
             if let Err(e) = written {
                 inner.file_error.get_or_insert(e.to_string());
             }
@@ -208,4 +211,29 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<Event>> {
         events.push(event);
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that dies (a harness error, a panic, kill -9 of the harness) must leave a file
+    /// that `weir-chaos check` reads: every recorded event is on disk as a whole line at
+    /// once, without waiting for a snapshot or a drop.
+    #[test]
+    fn every_recorded_event_is_on_disk_as_a_whole_line_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.jsonl");
+        let history = History::new(Some(&path)).unwrap();
+        for i in 0..3 {
+            history.record(Event::ClientError {
+                t_ms: i,
+                error: "x".repeat(5_000),
+            });
+        }
+        let on_disk = read_file(&path).unwrap();
+        assert_eq!(on_disk.len(), 3);
+        assert_eq!(history.file_error(), None);
+        drop(history);
+    }
 }

@@ -86,7 +86,27 @@ struct Recorder {
     producer: String,
 }
 
-impl ClientContext for Recorder {}
+impl ClientContext for Recorder {
+    /// librdkafka's idempotent producer may bump its epoch (KIP-360 drain-and-bump, e.g. after
+    /// an OUT_OF_ORDER_SEQUENCE_NUMBER on a later in-flight request or a message timeout) and
+    /// then re-send what it had in flight, which the broker can no longer recognise as a
+    /// retry (confluentinc/librdkafka#4953). Those bumps go into the history, so a duplicate
+    /// can be told apart from one the broker caused. Needs `debug=eos`.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let bump = log_message.contains("bump") || log_message.contains("Bump");
+        if bump && (fac == "DRAIN" || fac == "IDEMPSTATE" || fac == "IDEMPBUMP" || fac == "EOS") {
+            self.history.record(Event::ClientError {
+                t_ms: self.history.now_ms(),
+                error: format!("{}: librdkafka {fac}: {log_message}", self.producer),
+            });
+        } else if (level as i32) <= (rdkafka::config::RDKafkaLogLevel::Warning as i32) {
+            self.history.record(Event::ClientError {
+                t_ms: self.history.now_ms(),
+                error: format!("{}: librdkafka {fac}: {log_message}", self.producer),
+            });
+        }
+    }
+}
 
 impl ProducerContext for Recorder {
     type DeliveryOpaque = ();
@@ -138,7 +158,9 @@ fn producer_config(bootstrap: &str) -> ClientConfig {
         .set("linger.ms", "5")
         .set("request.timeout.ms", "10000")
         .set("message.timeout.ms", "60000")
-        .set("queue.buffering.max.messages", QUEUE_MESSAGES_MAX);
+        .set("queue.buffering.max.messages", QUEUE_MESSAGES_MAX)
+        // The idempotence state machine's log: epoch bumps are recorded (see `Recorder::log`).
+        .set("debug", "eos");
     c
 }
 

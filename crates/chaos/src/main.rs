@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         history: Option<PathBuf>,
         /// Comma-separated fault kinds (default: all): kill, pause, partition-leader,
-        /// partition-minority, partition-bridge, partition-clients, disk-full, power-loss.
+        /// partition-minority, partition-bridge, partition-clients, disk-full, power-loss,
+        /// slow-fsync.
         #[arg(long)]
         kinds: Option<String>,
         /// Directory for data directories and logs (default: a temporary one, removed).

@@ -35,10 +35,12 @@ pub enum FaultKind {
     DiskFull,
     /// The crashfs broker killed and everything it had not fsynced forgotten.
     PowerLoss,
+    /// The crashfs broker's disk slow to fsync (every fsync waits 100-1,000 ms).
+    SlowFsync,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::PartitionLeader,
@@ -47,6 +49,7 @@ impl FaultKind {
         FaultKind::PartitionClients,
         FaultKind::DiskFull,
         FaultKind::PowerLoss,
+        FaultKind::SlowFsync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl FaultKind {
             FaultKind::PartitionClients => "partition-clients",
             FaultKind::DiskFull => "disk-full",
             FaultKind::PowerLoss => "power-loss",
+            FaultKind::SlowFsync => "slow-fsync",
         }
     }
 
@@ -125,12 +129,17 @@ pub struct SoakOutcome {
     pub faults_injected: usize,
     pub duration: Duration,
     pub history_file_error: Option<String>,
+    /// Halts of the small-disk broker on a full disk (expected, see `Exits`).
+    pub metadata_log_halts: usize,
+    /// Why the harness stopped early or could not finish a final step; the checker still
+    /// ran on everything recorded.
+    pub harness_errors: Vec<String>,
 }
 
 impl SoakOutcome {
-    /// Valid when the checker found nothing and nothing was left unread.
+    /// Valid when the checker found nothing, nothing was left unread and the run finished.
     pub fn is_valid(&self) -> bool {
-        self.report.is_valid() && self.unfinished_reads.is_empty()
+        self.report.is_valid() && self.unfinished_reads.is_empty() && self.harness_errors.is_empty()
     }
 
     /// The summary printed at the end of a soak.
@@ -147,7 +156,15 @@ impl SoakOutcome {
             let worst = r.unavailable_ms_max_by_kind.get(kind).copied().unwrap_or(0);
             let _ = writeln!(s, "  {kind:<20} {n:>6}   longest unavailability {worst} ms");
         }
-        let _ = writeln!(s, "unplanned broker exits: {}", self.unplanned_exits.len());
+        let _ = writeln!(
+            s,
+            "unplanned broker exits: {}; halts on a full metadata disk: {}",
+            self.unplanned_exits.len(),
+            self.metadata_log_halts
+        );
+        for e in &self.harness_errors {
+            let _ = writeln!(s, "harness error: {e}");
+        }
         for (fault, broker, status, tail) in self.unplanned_exits.iter().take(5) {
             let _ = writeln!(
                 s,
@@ -181,8 +198,22 @@ impl SoakOutcome {
         }
         let _ = writeln!(
             s,
-            "VERDICT: {}",
-            if self.is_valid() { "VALID" } else { "INVALID" }
+            "checker: {}",
+            if self.report.is_valid() {
+                "no violations"
+            } else {
+                "violations found"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "VERDICT: {}{}",
+            if self.is_valid() { "VALID" } else { "INVALID" },
+            if self.harness_errors.is_empty() {
+                ""
+            } else {
+                " (the run did not finish)"
+            }
         );
         s
     }
@@ -205,7 +236,9 @@ pub fn run(config: &SoakConfig) -> Result<SoakOutcome, Error> {
         env: config.broker_env.clone(),
         small_disk_broker: kinds.contains(&FaultKind::DiskFull).then_some(2),
         small_disk_mib: 512,
-        crashfs_broker: kinds.contains(&FaultKind::PowerLoss).then_some(3),
+        crashfs_broker: (kinds.contains(&FaultKind::PowerLoss)
+            || kinds.contains(&FaultKind::SlowFsync))
+        .then_some(3),
     })?;
     let bootstrap = cluster.bootstrap();
     let mut topics = vec![TOPIC];
@@ -230,41 +263,67 @@ pub fn run(config: &SoakConfig) -> Result<SoakOutcome, Error> {
     std::thread::sleep(Duration::from_secs(3));
 
     let mut rng = fastrand::Rng::with_seed(config.seed);
-    let mut unplanned_exits = Vec::new();
+    let mut exits = Exits::default();
     let mut injected = 0;
+    let mut harness_errors = Vec::new();
+    // The first faults go through every kind once, in a seeded order, so that any run of at
+    // least that many faults exercises every mechanism; the rest are drawn at random.
+    let mut first_round = kinds.clone();
+    rng.shuffle(&mut first_round);
     for n in 1..=config.faults {
-        let kind = kinds[rng.usize(0..kinds.len())];
+        let kind = match first_round.get(n - 1) {
+            Some(kind) => *kind,
+            None => kinds[rng.usize(0..kinds.len())],
+        };
         let hold = Duration::from_millis(rng.u64(config.hold_ms.0..=config.hold_ms.1));
-        let target = inject(&mut cluster, &mut rng, kind, &bootstrap, &history, hold)?;
+        let injected_fault = inject(&mut cluster, &mut rng, kind, &bootstrap, &history, hold);
         injected += 1;
         if config.verbose {
             eprintln!(
-                "[{:>7.1}s] fault {n}/{}: {} {target} for {} ms",
+                "[{:>7.1}s] fault {n}/{}: {} {} for {} ms",
                 started.elapsed().as_secs_f64(),
                 config.faults,
                 kind.name(),
+                injected_fault.as_deref().unwrap_or("(failed)"),
                 hold.as_millis()
             );
         }
-        for (broker, status) in cluster.reap_crashed() {
-            let tail = cluster.log_tail(broker);
-            history.record(Event::Fault {
-                t_ms: history.now_ms(),
-                kind: "unplanned-exit".into(),
-                target: format!("broker {broker}: {status}"),
-            });
-            if config.verbose {
-                eprintln!("broker {broker} exited on its own ({status}); log tail:\n{tail}");
+        let crashed = cluster.reap_crashed();
+        exits.note(&cluster, &history, config.verbose, n, kind, crashed);
+        let healed = cluster.heal_all();
+        let step = injected_fault.and_then(|_| healed);
+        match step {
+            Ok(crashed) => exits.note(&cluster, &history, config.verbose, n, kind, crashed),
+            Err(e) => {
+                // The run stops injecting, but still heals, reads and checks what it has:
+                // a harness failure must never cost the verdict on what the clients saw.
+                let error = format!("fault {n} ({}): {e}", kind.name());
+                eprintln!("harness error, stopping the faults: {error}");
+                history.record(Event::Fault {
+                    t_ms: history.now_ms(),
+                    kind: "harness-error".into(),
+                    target: error.clone(),
+                });
+                harness_errors.push(error);
+                break;
             }
-            unplanned_exits.push((n, broker, status, tail));
         }
-        cluster.heal_all()?;
         std::thread::sleep(Duration::from_millis(config.settle_ms));
     }
 
     // Everything healed: wait for every partition to have its full ISR again, so the final
     // read sees what the cluster holds once whole, then stop the clients.
-    cluster.heal_all()?;
+    match cluster.heal_all() {
+        Ok(crashed) => exits.note(
+            &cluster,
+            &history,
+            config.verbose,
+            0,
+            FaultKind::Kill,
+            crashed,
+        ),
+        Err(e) => harness_errors.push(format!("final heal: {e}")),
+    }
     wait_for_full_isr(&bootstrap, &topics, config.brokers, Duration::from_secs(60));
     load.stop();
     // A transaction left open by a client that gave up ends by its timeout (10 s) on the
@@ -274,31 +333,83 @@ pub fn run(config: &SoakConfig) -> Result<SoakOutcome, Error> {
     }
     let mut unfinished = Vec::new();
     for isolation in [Isolation::ReadUncommitted, Isolation::ReadCommitted] {
-        let open = load::final_read(
+        match load::final_read(
             &bootstrap,
             &topics,
             config.partitions,
             isolation,
             &history,
             Duration::from_secs(120),
-        )?;
-        unfinished.extend(
-            open.into_iter()
-                .map(|(t, p)| format!("{t}/{p} ({isolation:?})")),
-        );
+        ) {
+            Ok(open) => unfinished.extend(
+                open.into_iter()
+                    .map(|(t, p)| format!("{t}/{p} ({isolation:?})")),
+            ),
+            Err(e) => harness_errors.push(format!("final read ({isolation:?}): {e}")),
+        }
     }
-    load::fetch_committed(&bootstrap, &topics, config.partitions, &history)?;
+    if let Err(e) = load::fetch_committed(&bootstrap, &topics, config.partitions, &history) {
+        harness_errors.push(format!("fetching committed offsets: {e}"));
+    }
     let events = history.snapshot();
     let report = checker::check(&events);
     drop(cluster);
     Ok(SoakOutcome {
         report,
-        unplanned_exits,
+        unplanned_exits: exits.unplanned,
+        metadata_log_halts: exits.halts,
         unfinished_reads: unfinished,
         faults_injected: injected,
         duration: started.elapsed(),
         history_file_error: history.file_error(),
+        harness_errors,
     })
+}
+
+/// Brokers that exited without being killed.
+#[derive(Default)]
+struct Exits {
+    /// (fault number, broker, status, log tail): crashes, each a finding.
+    unplanned: Vec<(usize, usize, String, String)>,
+    /// Halts of the small-disk broker during a disk-full fault because its metadata log
+    /// could not be written: what Weir is meant to do (Kafka halts too), counted apart.
+    halts: usize,
+}
+
+impl Exits {
+    fn note(
+        &mut self,
+        cluster: &Cluster,
+        history: &History,
+        verbose: bool,
+        fault: usize,
+        kind: FaultKind,
+        crashed: Vec<(usize, String)>,
+    ) {
+        for (broker, status) in crashed {
+            let tail = cluster.log_tail(broker);
+            let halted = kind == FaultKind::DiskFull
+                && cluster.small_disk_broker() == Some(broker)
+                && tail.contains("the metadata log cannot be written");
+            history.record(Event::Fault {
+                t_ms: history.now_ms(),
+                kind: if halted {
+                    "halt-metadata-log-failed".into()
+                } else {
+                    "unplanned-exit".into()
+                },
+                target: format!("broker {broker}: {status}"),
+            });
+            if halted {
+                self.halts += 1;
+                continue;
+            }
+            if verbose {
+                eprintln!("broker {broker} exited on its own ({status}); log tail:\n{tail}");
+            }
+            self.unplanned.push((fault, broker, status, tail));
+        }
+    }
 }
 
 fn wait_for_full_isr(bootstrap: &str, topics: &[&str], brokers: usize, timeout: Duration) {
@@ -357,6 +468,11 @@ fn inject(
             "broker {}",
             cluster.crashfs_broker().expect("power-loss needs crashfs")
         ),
+        FaultKind::SlowFsync => format!(
+            "broker {} fsync +{} ms",
+            cluster.crashfs_broker().expect("slow-fsync needs crashfs"),
+            rng.u64(100..=1_000)
+        ),
     };
     history.record(Event::Fault {
         t_ms: history.now_ms(),
@@ -373,7 +489,8 @@ fn inject(
         FaultKind::Kill => {
             cluster.kill9(random)?;
             std::thread::sleep(hold);
-            cluster.restart(random)?;
+            // Not waited for here: the heal that follows starts whatever else is down first.
+            cluster.start_again(random)?;
         }
         FaultKind::Pause => {
             cluster.pause(random)?;
@@ -426,6 +543,16 @@ fn inject(
         }
         FaultKind::PowerLoss => {
             cluster.power_cut(rng.u64(..))?;
+        }
+        FaultKind::SlowFsync => {
+            let delay_ms = target
+                .rsplit('+')
+                .next()
+                .and_then(|s| s.trim_end_matches(" ms").parse().ok())
+                .unwrap_or(500);
+            cluster.set_fsync_delay(Duration::from_millis(delay_ms))?;
+            std::thread::sleep(hold);
+            cluster.set_fsync_delay(Duration::ZERO)?;
         }
     }
     history.record(Event::Healed {

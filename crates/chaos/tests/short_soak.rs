@@ -52,7 +52,7 @@ fn a_short_soak_through_every_fault_kind_loses_nothing() {
     for kind in soak::FaultKind::ALL {
         assert!(
             outcome.report.faults_by_kind.contains_key(kind.name()),
-            "seed {} never injected {}: pick another seed\n{summary}",
+            "seed {} never injected {}: the first round must cover every kind\n{summary}",
             config.seed,
             kind.name()
         );

@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -89,19 +90,34 @@ type Shared = Arc<Mutex<Model<DirStore>>>;
 
 struct Fs {
     model: Shared,
+    /// Milliseconds every fsync waits before it is done (0: none): a slow disk. The wait
+    /// holds the FUSE session's one thread, so reads and writes queue behind it as behind a
+    /// device busy flushing its cache.
+    fsync_delay_ms: Arc<AtomicU64>,
 }
 
 /// Nothing may be cached by the kernel across a cut.
 const TTL: Duration = Duration::ZERO;
 
-pub fn mount(model: Shared, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
+pub fn mount(
+    model: Shared,
+    fsync_delay_ms: Arc<AtomicU64>,
+    mountpoint: &Path,
+) -> io::Result<fuser::BackgroundSession> {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName("weir-crashfs".into()),
         MountOption::Subtype("crashfs".into()),
         MountOption::DefaultPermissions,
     ];
-    fuser::spawn_mount(Fs { model }, mountpoint, &config)
+    fuser::spawn_mount(
+        Fs {
+            model,
+            fsync_delay_ms,
+        },
+        mountpoint,
+        &config,
+    )
 }
 
 fn errno(e: FsError) -> Errno {
@@ -146,6 +162,15 @@ fn file_type(kind: Kind) -> FileType {
 impl Fs {
     fn lock(&self) -> MutexGuard<'_, Model<DirStore>> {
         self.model.lock().expect("crashfs model poisoned")
+    }
+
+    /// The slow-disk wait of an fsync, taken before the model's lock so a cut is never
+    /// held up by it.
+    fn fsync_delay(&self) {
+        let ms = self.fsync_delay_ms.load(Ordering::Relaxed);
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
     }
 
     fn entry(&self, reply: ReplyEntry, made: Result<u64, FsError>) {
@@ -364,6 +389,7 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.fsync_delay();
         Self::empty(reply, self.lock().fsync(ino.0));
     }
 
@@ -429,6 +455,7 @@ impl Filesystem for Fs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.fsync_delay();
         Self::empty(reply, self.lock().fsync(ino.0));
     }
 

@@ -25,6 +25,7 @@ pub mod model;
 mod fuse;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,8 @@ pub fn available() -> Result<(), Error> {
 /// A mounted crash-simulating filesystem; unmounted on drop.
 pub struct CrashFs {
     model: Arc<Mutex<model::Model<fuse::DirStore>>>,
+    /// See [`CrashFs::set_fsync_delay`].
+    fsync_delay_ms: Arc<AtomicU64>,
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
 }
@@ -87,15 +90,28 @@ impl CrashFs {
             source,
         })?;
         let model = Arc::new(Mutex::new(model::Model::new(store)));
-        let session = fuse::mount(model.clone(), mountpoint).map_err(|source| Error::Mount {
-            path: mountpoint.to_path_buf(),
-            source,
-        })?;
+        let fsync_delay_ms = Arc::new(AtomicU64::new(0));
+        let session =
+            fuse::mount(model.clone(), fsync_delay_ms.clone(), mountpoint).map_err(|source| {
+                Error::Mount {
+                    path: mountpoint.to_path_buf(),
+                    source,
+                }
+            })?;
         Ok(CrashFs {
             model,
+            fsync_delay_ms,
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
         })
+    }
+
+    /// A slow disk: from now on every fsync (of a file or a directory) takes at least
+    /// `delay` before it returns; `Duration::ZERO` makes fsync fast again. Only fsync
+    /// waits, so what is slow is exactly what a durable write waits for.
+    pub fn set_fsync_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.fsync_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn mountpoint(&self) -> &Path {

@@ -101,3 +101,30 @@ fn rename_and_unlink_come_back_without_a_dir_sync() {
     names.sort();
     assert_eq!(names, ["gone", "old"]);
 }
+
+#[test]
+fn a_slow_disk_delays_every_fsync_until_it_is_fast_again() {
+    let Some((_tmp, crashfs)) = mounted() else {
+        return;
+    };
+    let path = crashfs.mountpoint().join("slow.log");
+    let mut file = File::create(&path).unwrap();
+    file.write_all(b"record").unwrap();
+    crashfs.set_fsync_delay(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    file.sync_all().unwrap();
+    sync_dir(crashfs.mountpoint());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(600),
+        "two fsyncs at 300 ms each took {:?}",
+        started.elapsed()
+    );
+    crashfs.set_fsync_delay(std::time::Duration::ZERO);
+    let started = std::time::Instant::now();
+    file.sync_all().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(300),
+        "fast again: {:?}",
+        started.elapsed()
+    );
+}

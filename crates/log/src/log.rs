@@ -2658,11 +2658,19 @@ impl Log {
     }
 
     /// OffsetForLeaderEpoch: the largest known epoch `<= epoch` and the offset where it ended
-    /// (the next epoch's start, or the log end for the latest). `None` if `epoch` predates the cache.
+    /// (the next epoch's start, or the log end for the latest). An epoch older than every
+    /// cached one ended where the first cached epoch starts, and is answered as itself, as
+    /// Kafka's `LeaderEpochFileCache.endOffsetFor`: this log holds nothing of it. `None` for
+    /// an undefined (negative) epoch or an empty cache.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
         let e = lock(&self.shared.epochs);
         let i = e.partition_point(|&(ep, _)| ep <= epoch);
-        let &(found, _) = e.get(i.checked_sub(1)?)?;
+        let Some(&(found, _)) = i.checked_sub(1).and_then(|j| e.get(j)) else {
+            return e.first().map(|&(_, first_start)| (epoch, first_start));
+        };
         let end = e
             .get(i)
             .map_or_else(|| self.log_end_offset(), |&(_, so)| so);

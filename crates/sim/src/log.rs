@@ -60,10 +60,19 @@ impl SimLog {
         self.epochs.push((epoch, start_offset));
     }
 
-    /// `Log::end_offset_for_epoch`: the largest known epoch `<= epoch` and where it ended.
+    /// `Log::end_offset_for_epoch`: the largest known epoch `<= epoch` and where it ended; an
+    /// epoch older than the cache ended where the cache begins.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
         let i = self.epochs.partition_point(|&(ep, _)| ep <= epoch);
-        let &(found, _) = self.epochs.get(i.checked_sub(1)?)?;
+        let Some(&(found, _)) = i.checked_sub(1).and_then(|j| self.epochs.get(j)) else {
+            return self
+                .epochs
+                .first()
+                .map(|&(_, first_start)| (epoch, first_start));
+        };
         let end = self.epochs.get(i).map_or(self.end(), |&(_, so)| so);
         Some((found, end))
     }
@@ -135,7 +144,8 @@ mod tests {
         assert_eq!(log.end_offset_for_epoch(1), Some((1, 2)));
         assert_eq!(log.end_offset_for_epoch(2), Some((1, 2)));
         assert_eq!(log.end_offset_for_epoch(3), Some((3, 3)));
-        assert_eq!(log.end_offset_for_epoch(0), None);
+        assert_eq!(log.end_offset_for_epoch(0), Some((0, 0)));
+        assert_eq!(log.end_offset_for_epoch(-1), None);
         log.truncate_to(2);
         assert_eq!(log.epochs, vec![(1, 0)]);
     }

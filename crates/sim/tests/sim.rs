@@ -128,3 +128,16 @@ fn seed_8404_a_refused_or_unanswered_isr_proposal_stays_pending_until_metadata()
         panic!("{v}");
     }
 }
+
+/// Found by the simulation: a replica whose epoch cache started at epoch 1 (its records of
+/// epoch 1 were written by a leader that never committed them) asked a new leader where
+/// epoch 1 ended; the leader knew epochs 0 and 2 and answered (0, 2). The replica, knowing
+/// nothing of epoch 0, took "unknown" for its own end of epoch 0 and kept its records below
+/// 2, which differed from the committed ones; later elected, it would have served them. Kafka
+/// answers an epoch older than every cached one with the first cached epoch's start offset.
+#[test]
+fn seed_15730_an_epoch_older_than_the_cache_ends_where_the_cache_begins() {
+    if let Err(v) = weir_sim::run(Options::new(15730)) {
+        panic!("{v}");
+    }
+}

@@ -296,6 +296,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         // then membership: registered, unfenced and following the image
         // before any client is served.
         let (quorum, fresh_metadata) = start_quorum(&config).await?;
+        halt_on_metadata_log_failure(quorum.clone());
         broker
             .join_cluster(Arc::new(quorum.clone()), fresh_metadata)
             .await
@@ -403,6 +404,29 @@ async fn start_quorum(config: &BrokerConfig) -> anyhow::Result<(QuorumNode<Metad
         "metadata quorum started"
     );
     Ok((quorum, fresh))
+}
+
+/// The exit status of a node whose metadata log could not be written (sysexits' EX_IOERR).
+pub const METADATA_LOG_FAILED_EXIT_CODE: i32 = 74;
+
+/// Stops the process once Raft on this node has failed for good (a metadata log write
+/// that failed: a full or broken disk). Kafka does the same when its metadata log
+/// directory fails: the node halts instead of staying up as a member that can neither
+/// vote nor follow the image, and a supervisor restarts it once the disk works. Without
+/// this, a node whose disk filled once kept refusing votes after the space came back,
+/// and a quorum that needed it never formed again (weir-chaos soak, disk-full then kill).
+fn halt_on_metadata_log_failure(quorum: QuorumNode<MetadataImage>) {
+    tokio::spawn(async move {
+        let reason = quorum.fatal().await;
+        tracing::error!(
+            %reason,
+            exit_code = METADATA_LOG_FAILED_EXIT_CODE,
+            "the metadata log cannot be written; halting so that the node restarts on a working disk"
+        );
+        // No clean shutdown: it would try to write the very log that failed. What the
+        // partitions acknowledged is already durable by their own rules.
+        std::process::exit(METADATA_LOG_FAILED_EXIT_CODE);
+    });
 }
 
 fn spawn_retention(

@@ -441,6 +441,28 @@ impl<I: ImageState> QuorumNode<I> {
         self.inner.raft.metrics().borrow().current_leader
     }
 
+    /// Resolves, with the reason, once Raft on this node has stopped for good
+    /// without being asked to: a write to the metadata log that failed (the
+    /// store then refuses every later write, see `log_store`), or a panic in
+    /// openraft's core. From then on the node neither votes nor applies, but
+    /// its process would still look alive; the caller is expected to stop the
+    /// process, as Kafka halts a node whose metadata log directory failed, so
+    /// that a supervisor restarts it on a working disk. A clean
+    /// [`QuorumNode::shutdown`] never resolves this.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            match &metrics.borrow_and_update().running_state {
+                Ok(()) | Err(openraft::error::Fatal::Stopped) => {}
+                Err(fatal) => return fatal.to_string(),
+            }
+            if metrics.changed().await.is_err() {
+                // Raft dropped: only a shutdown does that, and it is not a fault.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         is_leader(&self.inner)
     }

@@ -234,3 +234,51 @@ fn damaged_middle_segment_stops_the_partition_there_and_keeps_later_segments() {
         );
     }
 }
+
+/// A node whose metadata log can no longer be written (here its directory is gone; in
+/// the soak, a full disk) halts with EX_IOERR, as Kafka halts a node whose metadata log
+/// directory failed, instead of staying up as a quorum member that refuses every vote
+/// until someone restarts it. Restarted on a working directory, it serves again.
+#[test]
+fn broker_halts_when_its_metadata_log_cannot_be_written_and_serves_after_restart() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let mut broker = Broker::start(&[]);
+    create_topic(&broker, "before", 1, &[]);
+    let metadata_dir = broker.data_dir.join("metadata");
+    std::fs::rename(&metadata_dir, broker.data_dir.join("metadata-moved-away")).unwrap();
+
+    // A decision the controller must write: committing it fails on this node.
+    let admin: AdminClient<DefaultClientContext> =
+        broker.client_config().create().expect("admin client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let topic = NewTopic::new("after", 1, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+    let _ = runtime.block_on(admin.create_topics([&topic], &options));
+
+    let status = broker
+        .wait_for_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running; log:\n{}", broker.log()));
+    assert_eq!(status.code(), Some(74), "log:\n{}", broker.log());
+    assert!(
+        broker.log().contains("the metadata log cannot be written"),
+        "says why: {}",
+        broker.log()
+    );
+
+    // The disk works again: the node restarts with what it had and serves.
+    std::fs::rename(broker.data_dir.join("metadata-moved-away"), &metadata_dir).unwrap();
+    broker.restart();
+    create_topic(&broker, "after-restart", 1, &[]);
+    assert!(
+        produce_all(&broker, "after-restart", "none", 10)
+            .failed
+            .lock()
+            .unwrap()
+            .is_empty()
+    );
+}

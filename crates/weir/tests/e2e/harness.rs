@@ -164,6 +164,24 @@ impl Broker {
         self.child.is_some()
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its status, or `None`
+    /// if it still runs (or was never started).
+    #[allow(dead_code)]
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
