@@ -24,6 +24,7 @@ use crate::producer_state::{
     ProducerState,
 };
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
+use crate::stats::LogEvent;
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
 /// Attempts of a read that raced with cleaner swaps before it gives up.
@@ -245,6 +246,8 @@ pub(crate) struct Shared {
     /// the next sync don't wait behind that I/O; truncation, close and detach take it after
     /// `flush_lock`.
     recovery_point_lock: Mutex<()>,
+    /// How long this log's latest sync took, in µs: a slow ack's breakdown names it.
+    last_sync_micros: AtomicU64,
     /// One cleaning pass at a time per log (two would write the same `.cleaned` file).
     pub(crate) cleaning: Mutex<()>,
     /// The earliest KIP-534 delete horizon (ms) among the batches the last cleaning pass kept:
@@ -309,6 +312,19 @@ pub struct RecoveryStats {
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     pub(crate) shared: Arc<Shared>,
+}
+
+/// Records a [`LogEvent`] from its creation to its drop, so every return path counts.
+struct EventMark<'a> {
+    stats: &'a crate::stats::SyncStats,
+    event: LogEvent,
+    started: Instant,
+}
+
+impl Drop for EventMark<'_> {
+    fn drop(&mut self) {
+        self.stats.record_event(self.event, self.started);
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -462,7 +478,9 @@ impl Shared {
         let mut next = *cp;
         update(&mut next);
         if next != *cp {
+            let started = Instant::now();
             next.store(&self.dir)?;
+            self.env.stats.record_event(LogEvent::Checkpoint, started);
             *cp = next;
         }
         Ok(())
@@ -532,6 +550,10 @@ impl Shared {
         };
         if synced_anything {
             self.env.stats.record_sync(sync_took, ready.len());
+            self.last_sync_micros.store(
+                u64::try_from(sync_took.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         for cb in ready {
             cb(Ok(()));
@@ -561,6 +583,12 @@ impl Shared {
             {
                 return Ok(());
             }
+            let started = Instant::now();
+            let _mark = EventMark {
+                stats: &self.env.stats,
+                event: LogEvent::RecoveryPoint,
+                started,
+            };
             // A sealed segment is trusted on open only through its index files, so they must be
             // durable before a recovery point past them is: otherwise a power cut loses them and
             // recovery rescans every segment sealed since (the rescan would grow with the data).
@@ -892,6 +920,11 @@ impl Shared {
         if segs.is_empty() {
             return Ok(());
         }
+        let _mark = EventMark {
+            stats: &self.env.stats,
+            event: LogEvent::RetentionDelete,
+            started: Instant::now(),
+        };
         let new_first = {
             let mut list = rw_write(&self.segments);
             list.retain(|s| !segs.iter().any(|d| Arc::ptr_eq(s, d)));
@@ -1309,6 +1342,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             recovery_point_lock: Mutex::new(()),
+            last_sync_micros: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             cleaner_horizon_ms: AtomicI64::new(i64::MAX),
             truncations: AtomicU64::new(0),
@@ -1929,13 +1963,22 @@ impl Log {
         if st.active.base_offset == base {
             return Ok(()); // already empty at the end
         }
+        let _mark = EventMark {
+            stats: &s.env.stats,
+            event: LogEvent::Roll,
+            started: Instant::now(),
+        };
         // As Kafka does at every roll: a snapshot at the new segment's base bounds what a
         // rebuild after a crash reads to the active segment's headers. Written even when empty,
         // so a log without idempotent producers never needs a walk through older segments.
         s.write_producer_snapshot(base, &st.producers)?;
         let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
         let file = s.env.files.create(&seg.log_path)?;
+        let index_started = Instant::now();
         segment::write_index_files(&st.active)?;
+        s.env
+            .stats
+            .record_event(LogEvent::IndexWrite, index_started);
         rw_write(&s.segments).push(Arc::clone(&seg));
         st.active = seg;
         st.active_file = Arc::downgrade(&file);
@@ -1986,6 +2029,11 @@ impl Log {
         d.waiters.push((offset_exclusive, done));
         drop(d);
         s.env.schedule_flush_now(&self.shared);
+    }
+
+    /// How long this log's latest group-commit sync took (zero before the first).
+    pub fn last_sync_duration(&self) -> Duration {
+        Duration::from_micros(self.shared.last_sync_micros.load(Ordering::Relaxed))
     }
 
     /// Syncs now, in the calling thread.
