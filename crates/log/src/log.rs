@@ -945,7 +945,7 @@ impl Shared {
         for s in segs {
             self.env.files.forget(&s.log_path);
             for p in s.file_paths() {
-                match std::fs::remove_file(&p) {
+                match self.env.remove_file_stepwise(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -2614,7 +2614,9 @@ impl Log {
         let s = &self.shared;
         lock(&s.append).closed = true;
         self.detach();
-        crate::durable::remove_dir_all(&s.dir)?;
+        // Large files through the reaper: a topic's GiBs freed at once would stall every sync
+        // on the filesystem behind their discards.
+        s.env.remove_dir_stepwise(&s.dir)?;
         Ok(())
     }
 
