@@ -592,10 +592,23 @@ impl Shared {
             // A sealed segment is trusted on open only through its index files, so they must be
             // durable before a recovery point past them is: otherwise a power cut loses them and
             // recovery rescans every segment sealed since (the rescan would grow with the data).
+            // So must the producer snapshot each roll wrote, unsynced, at the end of a sealed
+            // segment (the directory entry was synced with the new segment's, in the sync above).
             let sealed_indexes = segs
                 .iter()
                 .filter(|s| s.base_offset < active_base)
-                .try_for_each(|s| segment::sync_index_files(s));
+                .try_for_each(|s| {
+                    segment::sync_index_files(s)?;
+                    let snapshot = self
+                        .dir
+                        .join(checkpoint::producer_snapshot_name(s.next_offset()));
+                    match File::open(&snapshot) {
+                        Ok(f) => rustix::fs::fdatasync(&f).map_err(io::Error::from),
+                        // Removed meanwhile (retention, or none written at this offset).
+                        Err(e) if is_not_found(&e) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                });
             if let Err(e) = sealed_indexes {
                 if !is_not_found(&e) {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync segment index files");
@@ -1971,7 +1984,15 @@ impl Log {
         // As Kafka does at every roll: a snapshot at the new segment's base bounds what a
         // rebuild after a crash reads to the active segment's headers. Written even when empty,
         // so a log without idempotent producers never needs a walk through older segments.
-        s.write_producer_snapshot(base, &st.producers)?;
+        // Not synced here, under the append lock (two fsyncs and a directory sync stalled every
+        // append behind the roll), but by the flush the roll schedules, before a recovery point
+        // past it is stored (Kafka's roll defers the same fsync to its flush task). A crash
+        // before that leaves at worst a torn file, which fails its CRC and is skipped.
+        checkpoint::write_unsynced(
+            &s.dir,
+            &checkpoint::producer_snapshot_name(base),
+            &checkpoint::encode_producer_snapshot(base, &st.producers.entries()),
+        )?;
         let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
         let file = s.env.files.create(&seg.log_path)?;
         let index_started = Instant::now();
