@@ -583,10 +583,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let report = BenchReport::new(&args, partitions, measured);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    // Written, not printed: `weir bench | head` must not panic when the reader is gone. bench
+    // keeps SIGPIPE ignored (librdkafka's sockets), so the closed pipe comes back as EPIPE,
+    // which `main` treats as a quiet end.
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
     } else {
-        print!("{}", report.text());
+        report.text()
+    };
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
     }
     if report.records == 0 {
         bail!(
