@@ -259,6 +259,8 @@ mod tests {
         let stats = SyncStats::default();
         let before = Instant::now();
         assert!(stats.recent_events(stats.epoch).is_empty());
+        // Ends are kept to the microsecond (rounded down): events must end clearly after `before`.
+        std::thread::sleep(Duration::from_millis(1));
         stats.record_event(LogEvent::Roll, Instant::now() - Duration::from_millis(3));
         stats.record_event(LogEvent::RetentionDelete, Instant::now());
         assert_eq!(stats.event_seconds(LogEvent::Roll).count, 1);
