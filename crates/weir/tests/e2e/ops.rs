@@ -522,7 +522,8 @@ fn log_events_are_timed_on_metrics() {
         producer
             .send(BaseRecord::<(), _>::to("rolling").payload(&value))
             .expect("enqueue");
-        producer.poll(Duration::ZERO);
+        // One record per request: librdkafka would batch them past a segment's size at once.
+        producer.flush(Duration::from_secs(30)).expect("flush");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     let (status, text) = http_get(&http, "/metrics").expect("metrics answer");
