@@ -14,6 +14,10 @@
 //!   times a second to a new file, another runs fdatasync back to back
 //!   whenever there is something new; a record's latency runs from its due
 //!   time to the end of the first sync that started after it was written.
+//!   With `--series FILE` it also writes, per 100 ms of due time, the wall
+//!   clock (Unix ms), the worst latency and the record count as CSV, so a
+//!   stall can be set beside an e2e run made at the same moment
+//!   (`bench/latency-probe`).
 //!
 //! Each prints one JSON object: {"limit":..,"mib":..,"seconds":..,"mib_per_s":..}
 //! (group-commit: {"limit":..,"records":..,"p50_ms":..,"p99_ms":..,"p999_ms":..,"max_ms":..}).
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
         Some("group-commit") => group_commit(&args[1..]),
         _ => Err(
             "usage: weir-limits disk --dir DIR [--mib N] [--sync-every-kib K] [--direct] | tcp [--mib N] \
-             | group-commit --dir DIR [--rate R] [--record-bytes B] [--seconds S]"
+             | group-commit --dir DIR [--rate R] [--record-bytes B] [--seconds S] [--series FILE]"
                 .to_owned(),
         ),
     };
@@ -230,6 +234,7 @@ fn group_commit(args: &[String]) -> Result<(), String> {
         ));
     }
     let records = usize::try_from(rate * seconds).map_err(|e| e.to_string())?;
+    let series_path = flag(args, "--series");
     let path = std::path::Path::new(dir).join(format!("weir-limits-gc-{}.tmp", std::process::id()));
     let mut file = File::create(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
     let sync_file = file.try_clone().map_err(|e| e.to_string())?;
@@ -282,11 +287,20 @@ fn group_commit(args: &[String]) -> Result<(), String> {
     let record = vec![0x5a_u8; record_bytes];
     let interval = Duration::from_secs(1) / u32::try_from(rate).unwrap_or(u32::MAX);
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let mut write_error = None;
     for i in 0..records {
         // Paced by due time, so a stalled write delays the records behind it
         // (no coordinated omission).
         let due = started + interval * u32::try_from(i).unwrap_or(u32::MAX);
+        // Sleep through most of a long gap (a low --rate used as a probe beside
+        // a benchmark must not take a core), then spin for precision.
+        let ahead = due.saturating_duration_since(Instant::now());
+        if ahead > Duration::from_micros(300) {
+            std::thread::sleep(ahead - Duration::from_micros(200));
+        }
         while Instant::now() < due {
             std::hint::spin_loop();
         }
@@ -314,6 +328,24 @@ fn group_commit(args: &[String]) -> Result<(), String> {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(e) = s.error.take() {
         return Err(format!("fdatasync {}: {e}", path.display()));
+    }
+    if let Some(path) = series_path {
+        // latency_ms[i] belongs to due[i]: syncs complete records in order.
+        let mut rows: std::collections::BTreeMap<u128, (f64, u64)> = Default::default();
+        for (due, ms) in s.due.iter().zip(&s.latency_ms) {
+            let bucket = due.duration_since(started).as_millis() / 100;
+            let row = rows.entry(bucket).or_insert((0.0, 0));
+            row.0 = row.0.max(*ms);
+            row.1 += 1;
+        }
+        let mut csv = String::from("unix_ms,max_ms,records\n");
+        for (bucket, (max_ms, n)) in rows {
+            csv.push_str(&format!(
+                "{},{max_ms:.3},{n}\n",
+                started_unix_ms + bucket * 100
+            ));
+        }
+        std::fs::write(path, csv).map_err(|e| format!("writing {path}: {e}"))?;
     }
     let latency = &mut s.latency_ms;
     latency.sort_by(f64::total_cmp);

@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     /// topic name, then index); the rest are counted in
     /// `weir_metrics_partition_series_dropped`. Bounds the size of a scrape.
     pub metrics_partition_series_max: usize,
+    /// A produce whose response took longer than this (first byte read to response written)
+    /// is logged at WARN with its step breakdown, at most once a second; 0 turns it off.
+    pub slow_produce_warn_ms: u64,
     /// What Metadata tells clients to connect to; defaults to `listen` (but a
     /// wildcard bind address is replaced by 127.0.0.1, since clients can't dial 0.0.0.0).
     pub advertised_listen: Option<HostPort>,
@@ -344,6 +347,7 @@ impl Default for BrokerConfig {
             rack: None,
             http_listen: HostPort::new("127.0.0.1", 9644),
             metrics_partition_series_max: 1_000,
+            slow_produce_warn_ms: 50,
             // Kafka's defaults are 9 s and 2 s. The session bounds how long a dead leader's
             // partitions wait for a new one, so Weir keeps it short; heartbeats are small RPCs
             // to the controller that write nothing unless a broker's state changes.

@@ -25,6 +25,9 @@ pub struct Frame {
     pub close_connection: bool,
     /// The error codes the response carries, for the errors-by-code metric.
     pub errors: crate::metrics::ErrorTally,
+    /// A produce response's step timings, which the server completes with the read and the
+    /// socket write (`produce_trace`).
+    pub produce_trace: Option<crate::produce_trace::ProduceTrace>,
 }
 
 impl Frame {
@@ -34,6 +37,7 @@ impl Frame {
             chunks: Vec::new(),
             close_connection: true,
             errors: Default::default(),
+            produce_trace: None,
         }
     }
 
@@ -77,6 +81,7 @@ impl From<Bytes> for Frame {
             chunks: vec![FrameChunk::Bytes(bytes)],
             close_connection: false,
             errors: Default::default(),
+            produce_trace: None,
         }
     }
 }
@@ -188,6 +193,7 @@ pub fn splice(encoded: Bytes, placeholders: Placeholders, compact: bool) -> Opti
         chunks,
         close_connection: false,
         errors: Default::default(),
+        produce_trace: None,
     })
 }
 

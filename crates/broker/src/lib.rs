@@ -32,6 +32,7 @@ pub mod groups;
 mod handlers;
 pub mod metrics;
 pub mod partition;
+pub mod produce_trace;
 pub mod producer_ids;
 mod refusals;
 pub mod replica;
@@ -242,6 +243,11 @@ impl Broker {
         Err(weir_protocol::error_code::ErrorCode::CoordinatorNotAvailable)
     }
 
+    /// The log environment (flushers, open files, sync and log-event statistics).
+    pub fn log_env(&self) -> &Arc<LogEnv> {
+        &self.env
+    }
+
     /// Runs retention on every partition. Called periodically by the binary.
     pub fn apply_retention(&self) {
         let now_ms = now_ms();
@@ -413,6 +419,44 @@ pub(crate) fn watch_durability(
     end_offset: i64,
 ) -> tokio::sync::oneshot::Receiver<Result<(), weir_log::LogError>> {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    when_durable(partition, end_offset, move |result| {
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+/// What a produce's durability wait reports: the flush outcome, when the callback fired (on
+/// the flusher thread, before the task that awaits it is scheduled), and how long the sync took.
+pub(crate) struct DurableAck {
+    pub result: Result<(), weir_log::LogError>,
+    pub at: std::time::Instant,
+    pub sync: std::time::Duration,
+}
+
+/// [`watch_durability`], timed for the produce step metrics.
+pub(crate) fn watch_durability_timed(
+    partition: &Arc<partition::Partition>,
+    end_offset: i64,
+) -> tokio::sync::oneshot::Receiver<DurableAck> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let weak = Arc::downgrade(partition);
+    when_durable(partition, end_offset, move |result| {
+        let at = std::time::Instant::now();
+        let sync = weak
+            .upgrade()
+            .map_or(std::time::Duration::ZERO, |p| p.log.last_sync_duration());
+        let _ = tx.send(DurableAck { result, at, sync });
+    });
+    rx
+}
+
+/// Calls `done` with the flush outcome once everything below `end_offset` is durable, after
+/// feeding the leader's replication state (which may raise the high watermark).
+fn when_durable(
+    partition: &Arc<partition::Partition>,
+    end_offset: i64,
+    done: impl FnOnce(Result<(), weir_log::LogError>) + Send + 'static,
+) {
     let weak = Arc::downgrade(partition);
     partition.log.on_durable(
         end_offset,
@@ -433,10 +477,9 @@ pub(crate) fn watch_durability(
                     None => p.watermark_raised.notify_waiters(),
                 }
             }
-            let _ = tx.send(result);
+            done(result);
         }),
     );
-    rx
 }
 
 /// How long the broker's own writes wait for the in-sync replicas.

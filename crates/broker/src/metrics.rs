@@ -145,6 +145,8 @@ pub struct RequestMetrics {
     pub connections_accepted: AtomicU64,
     /// Connections closed at accept because `connections_max` were open.
     pub connections_refused: AtomicU64,
+    /// Where produce requests' time goes, step by step (`produce_trace`).
+    pub produce_steps: crate::produce_trace::ProduceStepStats,
     requests_in_flight: AtomicI64,
     /// Error occurrences in responses: one row per supported api (in
     /// `api_names` order), one column per error code (`error_column`).
@@ -207,6 +209,7 @@ impl RequestMetrics {
             connections_open: AtomicI64::new(0),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            produce_steps: Default::default(),
             requests_in_flight: AtomicI64::new(0),
             errors: (0..api_names.len() * ERROR_COLUMNS)
                 .map(|_| AtomicU64::new(0))
@@ -355,6 +358,7 @@ pub fn render(broker: &Broker) -> String {
     let mut registry = Registry::with_prefix("weir");
     render_requests(&broker.metrics, &mut registry);
     render_log_syncs(broker.env.sync_stats(), &mut registry);
+    render_produce_steps(&broker.metrics.produce_steps, &mut registry);
     render_partitions(broker, &mut registry);
     render_cluster(broker, &mut registry);
     render_groups(broker, &mut registry);
@@ -445,15 +449,57 @@ fn render_requests(metrics: &RequestMetrics, registry: &mut Registry) {
     );
 }
 
+/// A log-crate histogram snapshot as (sum, count, buckets), +Inf spelled as `f64::MAX`.
+fn histogram_parts(h: weir_log::HistogramSnapshot) -> (f64, u64, Vec<(f64, u64)>) {
+    let buckets = h
+        .buckets
+        .into_iter()
+        .map(|(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
+        .collect();
+    (h.sum, h.count, buckets)
+}
+
+fn render_produce_steps(stats: &crate::produce_trace::ProduceStepStats, registry: &mut Registry) {
+    use crate::produce_trace::ProduceStep;
+    let mut steps = HistogramSnapshots::default();
+    for step in ProduceStep::ALL {
+        let (sum, count, buckets) = histogram_parts(stats.snapshot(step));
+        steps
+            .0
+            .push((vec![("step", step.name().to_string())], sum, count, buckets));
+    }
+    registry.register(
+        "produce_step_duration_seconds",
+        "Where answered produce requests' time went, by step: read, decode, handle (validate and append included), validate, append, sync_wait (appended to durable, the sync included), sync (the fdatasync itself), replicate, respond (acknowledged to written), total = read + decode + handle + sync_wait + replicate + respond",
+        steps,
+    );
+    registry.register(
+        "produce_slow",
+        "Produce requests whose total exceeded slow_produce_warn_ms",
+        counter(stats.slow.load(Relaxed)),
+    );
+}
+
 fn render_log_syncs(stats: &weir_log::SyncStats, registry: &mut Registry) {
     let as_histogram = |h: weir_log::HistogramSnapshot| {
-        let buckets = h
-            .buckets
-            .into_iter()
-            .map(|(bound, n)| (if bound.is_finite() { bound } else { f64::MAX }, n))
-            .collect();
-        HistogramSnapshotUnlabelled(h.sum, h.count, buckets)
+        let (sum, count, buckets) = histogram_parts(h);
+        HistogramSnapshotUnlabelled(sum, count, buckets)
     };
+    let mut events = HistogramSnapshots::default();
+    for event in weir_log::LogEvent::ALL {
+        let (sum, count, buckets) = histogram_parts(stats.event_seconds(event));
+        events.0.push((
+            vec![("event", event.name().to_string())],
+            sum,
+            count,
+            buckets,
+        ));
+    }
+    registry.register(
+        "log_event_duration_seconds",
+        "Disk work besides appends and syncs, by event: roll (under the append lock), index_write, checkpoint, recovery_point, retention_delete",
+        events,
+    );
     registry.register(
         "log_sync_duration_seconds",
         "Time one group-commit flush spent in fdatasync (and directory fsync), all partitions",

@@ -403,7 +403,7 @@ impl TopicRegistry {
         for partition in &topic.partitions {
             partition.log.close().ok();
             let dir = self.partition_dir(name, partition.index);
-            if let Err(e) = durable::remove_dir_all(&dir) {
+            if let Err(e) = self.env.remove_dir_stepwise(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
             }
         }
@@ -459,7 +459,7 @@ impl TopicRegistry {
                 if !hosted.contains(&p.index) {
                     p.log.close().ok();
                     let dir = self.partition_dir(name, p.index);
-                    if let Err(e) = durable::remove_dir_all(&dir) {
+                    if let Err(e) = self.env.remove_dir_stepwise(&dir) {
                         tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
                     }
                     changed = true;

@@ -18,6 +18,11 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Resul
     crate::durable::write_file_atomically(&dir.join(name), contents)
 }
 
+/// [`write_atomic`] without its syncs (`durable::write_file_unsynced`): the caller syncs later.
+pub(crate) fn write_unsynced(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    crate::durable::write_file_unsynced(&dir.join(name), contents)
+}
+
 /// What survives across restarts about the log as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogCheckpoint {

@@ -105,6 +105,28 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     sync_dir(&parent_or_cwd(path))
 }
 
+/// As [`write_file_atomically`] without the syncs: a crash may leave the old content, the
+/// new, or an empty or torn file under `path`. For files that are checked when read (a CRC)
+/// and synced later off the hot path, as a roll's producer snapshot is by the flusher.
+pub fn write_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path has no file name",
+        ));
+    };
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".{}.u{n}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
 fn parent_or_cwd(path: &Path) -> std::path::PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -66,7 +66,7 @@ pub use producer_state::{
     AbortedTxn, AppendOrigin, CompletedTxn, ProducerBatch, ProducerEntry, ProducerState,
     ProducerStateError,
 };
-pub use stats::{HistogramSnapshot, SyncStats};
+pub use stats::{HistogramSnapshot, LogEvent, RecentEvent, SyncStats};
 
 /// Lock that survives poisoning: a panic elsewhere must not make every later call panic too.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

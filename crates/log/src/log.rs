@@ -25,6 +25,7 @@ use crate::producer_state::{
     ProducerState,
 };
 use crate::segment::{self, ScanStart, SegMeta, Segment, batch_len, read_header};
+use crate::stats::LogEvent;
 use crate::{FlushPolicy, LogConfig, LogError, lock};
 
 /// Attempts of a read that raced with cleaner swaps before it gives up.
@@ -246,6 +247,8 @@ pub(crate) struct Shared {
     /// the next sync don't wait behind that I/O; truncation, close and detach take it after
     /// `flush_lock`.
     recovery_point_lock: Mutex<()>,
+    /// How long this log's latest sync took, in µs: a slow ack's breakdown names it.
+    last_sync_micros: AtomicU64,
     /// One cleaning pass at a time per log (two would write the same `.cleaned` file).
     pub(crate) cleaning: Mutex<()>,
     /// The earliest KIP-534 delete horizon (ms) among the batches the last cleaning pass kept:
@@ -351,6 +354,19 @@ fn read_producer_snapshot(path: &Path) -> Option<(i64, Vec<ProducerEntry>)> {
         .read_to_end(&mut bytes)
         .ok()?;
     checkpoint::decode_producer_snapshot(&bytes)
+}
+
+/// Records a [`LogEvent`] from its creation to its drop, so every return path counts.
+struct EventMark<'a> {
+    stats: &'a crate::stats::SyncStats,
+    event: LogEvent,
+    started: Instant,
+}
+
+impl Drop for EventMark<'_> {
+    fn drop(&mut self) {
+        self.stats.record_event(self.event, self.started);
+    }
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -523,7 +539,9 @@ impl Shared {
         let mut next = *cp;
         update(&mut next);
         if next != *cp {
+            let started = Instant::now();
             next.store(&self.dir)?;
+            self.env.stats.record_event(LogEvent::Checkpoint, started);
             *cp = next;
         }
         Ok(())
@@ -593,6 +611,10 @@ impl Shared {
         };
         if synced_anything {
             self.env.stats.record_sync(sync_took, ready.len());
+            self.last_sync_micros.store(
+                u64::try_from(sync_took.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
         for cb in ready {
             cb(Ok(()));
@@ -622,13 +644,32 @@ impl Shared {
             {
                 return Ok(());
             }
+            let started = Instant::now();
+            let _mark = EventMark {
+                stats: &self.env.stats,
+                event: LogEvent::RecoveryPoint,
+                started,
+            };
             // A sealed segment is trusted on open only through its index files, so they must be
             // durable before a recovery point past them is: otherwise a power cut loses them and
             // recovery rescans every segment sealed since (the rescan would grow with the data).
+            // So must the producer snapshot each roll wrote, unsynced, at the end of a sealed
+            // segment (the directory entry was synced with the new segment's, in the sync above).
             let sealed_indexes = segs
                 .iter()
                 .filter(|s| s.base_offset < active_base)
-                .try_for_each(|s| segment::sync_index_files(s));
+                .try_for_each(|s| {
+                    segment::sync_index_files(s)?;
+                    let snapshot = self
+                        .dir
+                        .join(checkpoint::producer_snapshot_name(s.next_offset()));
+                    match File::open(&snapshot) {
+                        Ok(f) => rustix::fs::fdatasync(&f).map_err(io::Error::from),
+                        // Removed meanwhile (retention, or none written at this offset).
+                        Err(e) if is_not_found(&e) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                });
             if let Err(e) = sealed_indexes {
                 if !is_not_found(&e) {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync segment index files");
@@ -951,6 +992,11 @@ impl Shared {
         if segs.is_empty() {
             return Ok(());
         }
+        let _mark = EventMark {
+            stats: &self.env.stats,
+            event: LogEvent::RetentionDelete,
+            started: Instant::now(),
+        };
         let new_first = {
             let mut list = rw_write(&self.segments);
             list.retain(|s| !segs.iter().any(|d| Arc::ptr_eq(s, d)));
@@ -971,7 +1017,7 @@ impl Shared {
         for s in segs {
             self.env.files.forget(&s.log_path);
             for p in s.file_paths() {
-                match std::fs::remove_file(&p) {
+                match self.env.remove_file_stepwise(&p) {
                     Ok(()) => {}
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(e.into()),
@@ -1368,6 +1414,7 @@ impl Log {
             }),
             flush_lock: Mutex::new(()),
             recovery_point_lock: Mutex::new(()),
+            last_sync_micros: AtomicU64::new(0),
             cleaning: Mutex::new(()),
             cleaner_horizon_ms: AtomicI64::new(i64::MAX),
             snapshot_txns: Mutex::new(HashMap::new()),
@@ -1989,13 +2036,30 @@ impl Log {
         if st.active.base_offset == base {
             return Ok(()); // already empty at the end
         }
+        let _mark = EventMark {
+            stats: &s.env.stats,
+            event: LogEvent::Roll,
+            started: Instant::now(),
+        };
         // As Kafka does at every roll: a snapshot at the new segment's base bounds what a
         // rebuild after a crash reads to the active segment's headers. Written even when empty,
         // so a log without idempotent producers never needs a walk through older segments.
-        s.write_producer_snapshot(base, &st.producers)?;
+        // Not synced here, under the append lock (two fsyncs and a directory sync stalled every
+        // append behind the roll), but by the flush the roll schedules, before a recovery point
+        // past it is stored (Kafka's roll defers the same fsync to its flush task). A crash
+        // before that leaves at worst a torn file, which fails its CRC and is skipped.
+        checkpoint::write_unsynced(
+            &s.dir,
+            &checkpoint::producer_snapshot_name(base),
+            &checkpoint::encode_producer_snapshot(base, &st.producers.entries()),
+        )?;
         let seg = Arc::new(Segment::new(&s.dir, base, now_ms()));
         let file = s.env.files.create(&seg.log_path)?;
+        let index_started = Instant::now();
         segment::write_index_files(&st.active)?;
+        s.env
+            .stats
+            .record_event(LogEvent::IndexWrite, index_started);
         rw_write(&s.segments).push(Arc::clone(&seg));
         st.active = seg;
         st.active_file = Arc::downgrade(&file);
@@ -2046,6 +2110,11 @@ impl Log {
         d.waiters.push((offset_exclusive, done));
         drop(d);
         s.env.schedule_flush_now(&self.shared);
+    }
+
+    /// How long this log's latest group-commit sync took (zero before the first).
+    pub fn last_sync_duration(&self) -> Duration {
+        Duration::from_micros(self.shared.last_sync_micros.load(Ordering::Relaxed))
     }
 
     /// Syncs now, in the calling thread.
@@ -2626,7 +2695,9 @@ impl Log {
         let s = &self.shared;
         lock(&s.append).closed = true;
         self.detach();
-        crate::durable::remove_dir_all(&s.dir)?;
+        // Large files through the reaper: a topic's GiBs freed at once would stall every sync
+        // on the filesystem behind their discards.
+        s.env.remove_dir_stepwise(&s.dir)?;
         Ok(())
     }
 

@@ -1,12 +1,15 @@
 //! Durability statistics of one [`crate::LogEnv`]: how long each group-commit
-//! sync took and how many appends it acknowledged at once.
+//! sync took and how many appends it acknowledged at once, and how long each
+//! piece of background disk work took (segment rolls, index writes, checkpoints,
+//! recovery-point stores, retention deletes), with the end of the latest one of
+//! each kind, so a slow produce can be set beside what the log did meanwhile.
 //!
 //! Owns plain atomic counters only. The log must not know about any metrics
 //! exposition format (the broker renders these as Prometheus histograms); and
 //! recording must stay a few relaxed adds, since it runs on every sync.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds of the fsync latency buckets, in seconds: from 50 µs (a
 /// battery-backed cache or tmpfs) to 10 s (a device in trouble).
@@ -70,6 +73,76 @@ impl<const N: usize> AtomicHistogram<N> {
     }
 }
 
+/// Disk work the log does besides appending and syncing. Each can delay appends (those done
+/// under the append lock) or the next sync (those that make the journal commit more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogEvent {
+    /// A segment roll under the append lock: producer snapshot, sealed index files, new file.
+    Roll,
+    /// Writing a sealed segment's `.index`/`.timeindex` (part of a roll).
+    IndexWrite,
+    /// Replacing the log checkpoint file (write, fsync, rename, directory fsync).
+    Checkpoint,
+    /// A recovery-point store after a sync (`.rpindex` append, index syncs, checkpoint).
+    RecoveryPoint,
+    /// Retention or delete-records removing whole segments (checkpoint and unlinks).
+    RetentionDelete,
+}
+
+impl LogEvent {
+    pub const ALL: [LogEvent; 5] = [
+        LogEvent::Roll,
+        LogEvent::IndexWrite,
+        LogEvent::Checkpoint,
+        LogEvent::RecoveryPoint,
+        LogEvent::RetentionDelete,
+    ];
+
+    /// The label value in metrics and log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogEvent::Roll => "roll",
+            LogEvent::IndexWrite => "index_write",
+            LogEvent::Checkpoint => "checkpoint",
+            LogEvent::RecoveryPoint => "recovery_point",
+            LogEvent::RetentionDelete => "retention_delete",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One kind of [`LogEvent`]: a duration histogram and the latest occurrence.
+#[derive(Debug)]
+pub struct EventStats {
+    pub seconds: AtomicHistogram<{ SYNC_SECONDS_BUCKETS.len() }>,
+    /// When the latest one ended, in µs since the environment was made (0: never).
+    last_end_micros: AtomicU64,
+    /// How long the latest one took, in µs.
+    last_took_micros: AtomicU64,
+}
+
+impl EventStats {
+    fn new() -> EventStats {
+        EventStats {
+            seconds: AtomicHistogram::new(&SYNC_SECONDS_BUCKETS),
+            last_end_micros: AtomicU64::new(0),
+            last_took_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The latest event of one kind, as [`SyncStats::recent_events`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecentEvent {
+    pub event: LogEvent,
+    pub took: Duration,
+    /// When it ended.
+    pub ended_at: Instant,
+}
+
 /// What the group-commit flushers of one environment did.
 #[derive(Debug)]
 pub struct SyncStats {
@@ -79,6 +152,10 @@ pub struct SyncStats {
     pub batch_appends: AtomicHistogram<{ BATCH_APPENDS_BUCKETS.len() }>,
     /// Syncs that failed (each poisons its log).
     pub sync_failures: AtomicU64,
+    /// Per [`LogEvent`] kind, indexed by `LogEvent::slot`.
+    events: [EventStats; LogEvent::ALL.len()],
+    /// The zero of the `last_end_micros` clocks.
+    epoch: Instant,
 }
 
 impl Default for SyncStats {
@@ -87,6 +164,8 @@ impl Default for SyncStats {
             sync_seconds: AtomicHistogram::new(&SYNC_SECONDS_BUCKETS),
             batch_appends: AtomicHistogram::new(&BATCH_APPENDS_BUCKETS),
             sync_failures: AtomicU64::new(0),
+            events: std::array::from_fn(|_| EventStats::new()),
+            epoch: Instant::now(),
         }
     }
 }
@@ -95,6 +174,56 @@ impl SyncStats {
     pub(crate) fn record_sync(&self, took: Duration, appends_acknowledged: usize) {
         self.sync_seconds.observe(took.as_secs_f64());
         self.batch_appends.observe(appends_acknowledged as f64);
+    }
+
+    /// Records one event that started at `started` and ended now; a few relaxed stores. Events
+    /// over 10 ms are also logged at debug level: those are the ones that show in an ack tail.
+    pub(crate) fn record_event(&self, event: LogEvent, started: Instant) {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(started);
+        let e = &self.events[event.slot()];
+        e.seconds.observe(took.as_secs_f64());
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        e.last_took_micros.store(micros(took), Relaxed);
+        // +1 so that an event ending in the first microsecond is not taken for "never".
+        e.last_end_micros.store(
+            micros(now.saturating_duration_since(self.epoch)) + 1,
+            Relaxed,
+        );
+        if took >= Duration::from_millis(10) {
+            tracing::debug!(
+                event = event.name(),
+                took_ms = took.as_secs_f64() * 1e3,
+                "slow log event"
+            );
+        }
+    }
+
+    /// The duration histogram of one event kind.
+    pub fn event_seconds(&self, event: LogEvent) -> HistogramSnapshot {
+        self.events[event.slot()].seconds.snapshot()
+    }
+
+    /// The latest event of each kind that ended at or after `since` (any partition of this
+    /// environment). The two stores of an event are not atomic together: a racing event may
+    /// pair one's end with the other's duration, which is good enough for a diagnosis.
+    pub fn recent_events(&self, since: Instant) -> Vec<RecentEvent> {
+        LogEvent::ALL
+            .into_iter()
+            .filter_map(|event| {
+                let e = &self.events[event.slot()];
+                let end = e.last_end_micros.load(Relaxed);
+                if end == 0 {
+                    return None;
+                }
+                let ended_at = self.epoch + Duration::from_micros(end - 1);
+                (ended_at >= since).then(|| RecentEvent {
+                    event,
+                    took: Duration::from_micros(e.last_took_micros.load(Relaxed)),
+                    ended_at,
+                })
+            })
+            .collect()
     }
 }
 
@@ -123,5 +252,27 @@ mod tests {
         assert_eq!(b.buckets.first(), Some(&(1.0, 1)));
         assert_eq!(b.buckets.iter().find(|(u, _)| *u == 8.0), Some(&(8.0, 1)));
         assert_eq!(b.buckets.last(), Some(&(f64::INFINITY, 1)));
+    }
+
+    #[test]
+    fn events_are_counted_per_kind_and_the_latest_is_reported() {
+        let stats = SyncStats::default();
+        let before = Instant::now();
+        assert!(stats.recent_events(stats.epoch).is_empty());
+        // Ends are kept to the microsecond (rounded down): events must end clearly after `before`.
+        std::thread::sleep(Duration::from_millis(1));
+        stats.record_event(LogEvent::Roll, Instant::now() - Duration::from_millis(3));
+        stats.record_event(LogEvent::RetentionDelete, Instant::now());
+        assert_eq!(stats.event_seconds(LogEvent::Roll).count, 1);
+        assert_eq!(stats.event_seconds(LogEvent::Checkpoint).count, 0);
+        let recent = stats.recent_events(before);
+        let kinds: Vec<_> = recent.iter().map(|r| r.event).collect();
+        assert_eq!(kinds, vec![LogEvent::Roll, LogEvent::RetentionDelete]);
+        assert!(recent[0].took >= Duration::from_millis(3), "{recent:?}");
+        assert!(
+            stats
+                .recent_events(Instant::now() + Duration::from_secs(1))
+                .is_empty()
+        );
     }
 }

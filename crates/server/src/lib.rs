@@ -21,7 +21,7 @@ pub mod warn_limit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use std::os::fd::AsFd;
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::Interest;
 use weir_broker::metrics::RequestTimer;
+use weir_broker::produce_trace::{FrameTiming, ProduceTrace};
 use weir_broker::{Broker, FrameChunk, PendingReply};
 use weir_log::FileRange;
 use weir_protocol::header::{RequestHeader, split_frame};
@@ -151,7 +152,15 @@ async fn run_connection(
 ) -> Result<(), ServerError> {
     let (mut reader, writer) = stream.into_split();
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(limits.in_flight_requests_max);
-    let write_task = tokio::spawn(write_replies(writer, pending_rx));
+    let steps = StepRecorder {
+        metrics: Arc::clone(&broker.metrics),
+        env: Arc::clone(broker.log_env()),
+        slow_after: match broker.config.slow_produce_warn_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
+    };
+    let write_task = tokio::spawn(write_replies(writer, pending_rx, Some(steps)));
 
     let idle = Duration::from_millis(limits.idle_ms_max);
     let mut shutting_down = false;
@@ -159,6 +168,10 @@ async fn run_connection(
     // The share of the request-memory budget held for the large frame being
     // received; released once that frame has been handed to the broker.
     let mut reservation: Option<OwnedSemaphorePermit> = None;
+    // For the produce step timings: when the frame at the head of `buf` began to arrive, and
+    // when the latest read returned (a frame is whole at the read that completed it).
+    let mut last_read_at = Instant::now();
+    let mut first_byte_at = last_read_at;
     let result: Result<(), ServerError> = 'conn: loop {
         // Answer every complete frame already buffered before reading more.
         loop {
@@ -176,6 +189,12 @@ async fn run_connection(
                     break 'conn Ok(());
                 }
             };
+            let timing = FrameTiming {
+                first_byte_at,
+                complete_at: last_read_at,
+            };
+            // What follows in the buffer arrived by the latest read at the earliest.
+            first_byte_at = last_read_at;
             let (outcome, timer) = dispatch(&broker, peer, frame).await;
             // A reservation is only ever taken for the frame at the head of the
             // buffer, which is the one just dispatched.
@@ -191,7 +210,7 @@ async fn run_connection(
             }
             match outcome {
                 Some(pending) => {
-                    if pending_tx.send((pending, timer)).await.is_err() {
+                    if pending_tx.send((pending, timer, timing)).await.is_err() {
                         break 'conn Ok(());
                     }
                 }
@@ -225,6 +244,7 @@ async fn run_connection(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES && reservation.is_none() {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        let was_empty = buf.is_empty();
         let read = tokio::select! {
             read = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => read,
             // The writer stopped (a response that closes the connection, or
@@ -238,7 +258,12 @@ async fn run_connection(
         match read {
             Err(_) => break 'conn Ok(()), // idle too long
             Ok(Ok(0)) => break 'conn Ok(()),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                last_read_at = Instant::now();
+                if was_empty {
+                    first_byte_at = last_read_at;
+                }
+            }
             Ok(Err(e)) => break 'conn Err(e.into()),
         }
     };
@@ -320,7 +345,19 @@ async fn send_file(stream: &TcpStream, range: &FileRange) -> std::io::Result<()>
 
 /// A request's answer-to-be, with its latency timer (none for a request Weir
 /// does not serve).
-type Pending = (PendingReply, Option<RequestTimer>);
+type Pending = (PendingReply, Option<RequestTimer>, FrameTiming);
+
+/// Where a connection's writer records produce step timings.
+struct StepRecorder {
+    metrics: Arc<weir_broker::metrics::RequestMetrics>,
+    env: Arc<weir_log::LogEnv>,
+    /// `slow_produce_warn_ms`; `None` when off.
+    slow_after: Option<Duration>,
+}
+
+/// Most produce responses of one socket write whose timings wait for that write to finish;
+/// any beyond are recorded as the write is gathered. Bounds the per-connection buffer.
+const TRACED_PER_WRITE_MAX: usize = 64;
 
 /// Decodes one frame's header and hands the request to the broker. `None`
 /// means the connection must close (undecodable header, unknown API).
@@ -373,9 +410,26 @@ fn api_versions_prefix(frame: &[u8]) -> Option<RequestHeader> {
 async fn write_replies(
     mut writer: OwnedWriteHalf,
     mut pending_rx: mpsc::Receiver<Pending>,
+    steps: Option<StepRecorder>,
 ) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(64 * 1024);
-    while let Some((mut pending, mut timer)) = pending_rx.recv().await {
+    // Produce responses in `out`, recorded once it has been written.
+    let mut traced: Vec<(ProduceTrace, FrameTiming)> = Vec::with_capacity(TRACED_PER_WRITE_MAX);
+    let record = |traced: &mut Vec<(ProduceTrace, FrameTiming)>| {
+        let written_at = Instant::now();
+        for (trace, timing) in traced.drain(..) {
+            if let Some(s) = &steps {
+                s.metrics.produce_steps.record(
+                    &trace,
+                    &timing,
+                    written_at,
+                    s.slow_after,
+                    s.env.sync_stats(),
+                );
+            }
+        }
+    };
+    while let Some((mut pending, mut timer, mut timing)) = pending_rx.recv().await {
         loop {
             // Responses that are already complete are gathered into one
             // write; before waiting on one that isn't (fsync, long-poll),
@@ -388,10 +442,18 @@ async fn write_replies(
                     if !out.is_empty() {
                         writer.write_all(&out).await?;
                         out.clear();
+                        record(&mut traced);
                     }
                     pending.await
                 }
             };
+            if let Some(trace) = frame.as_ref().and_then(|f| f.produce_trace) {
+                if traced.len() < TRACED_PER_WRITE_MAX {
+                    traced.push((trace, timing));
+                } else {
+                    record(&mut vec![(trace, timing)]);
+                }
+            }
             if let Some(timer) = timer.take() {
                 let none = weir_broker::metrics::ErrorTally::default();
                 timer.finish(frame.as_ref().map_or(&none, |f| &f.errors));
@@ -407,6 +469,7 @@ async fn write_replies(
                         if !out.is_empty() {
                             writer.write_all(&out).await?;
                             out.clear();
+                            record(&mut traced);
                         }
                         send_file(writer.as_ref(), &range).await?;
                     }
@@ -421,9 +484,10 @@ async fn write_replies(
             if out.len() >= WRITE_BATCH_BYTES_MAX {
                 writer.write_all(&out).await?;
                 out.clear();
+                record(&mut traced);
             }
             match pending_rx.try_recv() {
-                Ok(next) => (pending, timer) = next,
+                Ok(next) => (pending, timer, timing) = next,
                 Err(_) => break,
             }
         }
@@ -431,6 +495,7 @@ async fn write_replies(
             writer.write_all(&out).await?;
             out.clear();
         }
+        record(&mut traced);
     }
     writer.shutdown().await.ok();
     Ok(())
@@ -442,7 +507,12 @@ mod tests {
     use weir_broker::Frame;
 
     fn ready(frame: Option<Frame>) -> Pending {
-        (Box::pin(std::future::ready(frame)), None)
+        let now = Instant::now();
+        let timing = FrameTiming {
+            first_byte_at: now,
+            complete_at: now,
+        };
+        (Box::pin(std::future::ready(frame)), None, timing)
     }
 
     #[tokio::test]
@@ -454,7 +524,7 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let (_reader, writer) = server.into_split();
         let (tx, rx) = mpsc::channel(8);
-        let writer_task = tokio::spawn(write_replies(writer, rx));
+        let writer_task = tokio::spawn(write_replies(writer, rx, None));
 
         tx.send(ready(Some(Frame::from(Bytes::from_static(b"first")))))
             .await

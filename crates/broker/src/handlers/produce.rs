@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -23,6 +23,7 @@ use weir_protocol::record::{self, BatchHeader, TimestampType as BatchTimestampTy
 
 use crate::error::log_error_code;
 use crate::partition::Partition;
+use crate::produce_trace::ProduceTrace;
 use crate::topic_config::{TimestampType, TopicConfig};
 use crate::{Broker, PendingReply, encode_frame, now_ms};
 
@@ -46,7 +47,7 @@ struct PartitionOutcome {
     /// Per-record errors (Kafka's `record_errors`): batch index is the
     /// record's index within the partition's records.
     record_errors: Vec<BatchIndexAndErrorMessage>,
-    durable: Option<oneshot::Receiver<Result<(), LogError>>>,
+    durable: Option<oneshot::Receiver<crate::DurableAck>>,
     /// acks=all: after durability here, wait for the high watermark to pass this end offset
     /// (every in-sync replica has the records) under this leader epoch.
     replicated: Option<ReplicatedWait>,
@@ -391,6 +392,7 @@ fn append_partition(
     records: Option<Bytes>,
     acks: i16,
     transactional_id: Option<&str>,
+    trace: &mut ProduceTrace,
 ) -> PartitionOutcome {
     let wants_ack = acks != 0;
     let index = partition.index;
@@ -410,6 +412,7 @@ fn append_partition(
         );
     }
     let mut records = records.unwrap_or_default();
+    let validate_started = Instant::now();
     let now = now_ms();
     if let Err((code, message)) =
         verify_transactional(broker, transactional_id, partition, &records)
@@ -443,7 +446,11 @@ fn append_partition(
         leader_epoch: partition.leader_epoch(),
         log_append_time_ms,
     };
-    let info = match partition.log.append(&records, &options) {
+    let append_started = Instant::now();
+    trace.validate += append_started.saturating_duration_since(validate_started);
+    let appended = partition.log.append(&records, &options);
+    trace.append += append_started.elapsed();
+    let info = match appended {
         Ok(info) => info,
         // A producer's sequence or epoch refusal is the client's business, not the broker's.
         Err(e @ LogError::Producer(_)) => {
@@ -467,7 +474,7 @@ fn append_partition(
             .fetch_add(records.len() as u64, Ordering::Relaxed);
     }
     // acks=1 waits for this broker's sync alone; acks=all then also for the ISR (below).
-    let rx = crate::watch_durability(partition, info.last_offset + 1);
+    let rx = crate::watch_durability_timed(partition, info.last_offset + 1);
     let replicated = (acks == -1).then(|| ReplicatedWait {
         partition: Arc::clone(partition),
         end_offset: info.last_offset + 1,
@@ -493,6 +500,10 @@ pub fn handle(
     header: RequestHeader,
     request: ProduceRequest,
 ) -> Option<PendingReply> {
+    let mut trace = ProduceTrace {
+        handler_started: Some(Instant::now()),
+        ..Default::default()
+    };
     let wants_ack = request.acks != 0;
     if !matches!(request.acks, -1..=1) {
         // Kafka rejects any other acks value for the whole request.
@@ -557,6 +568,7 @@ pub fn handle(
                     data.records,
                     request.acks,
                     request.transactional_id.as_deref(),
+                    &mut trace,
                 ),
                 Err(error) => {
                     let mut failed = PartitionOutcome::failed(data.index, error, None);
@@ -583,6 +595,7 @@ pub fn handle(
         }
         outcomes.push((topic_data.name, topic_data.topic_id, partitions));
     }
+    trace.appended_at = Some(Instant::now());
     if !wants_ack {
         return Some(crate::ready(None));
     }
@@ -598,7 +611,12 @@ pub fn handle(
             let mut partition_responses = Vec::with_capacity(partitions.len());
             for mut outcome in partitions {
                 if let Some(durable) = outcome.durable.take() {
-                    match tokio::time::timeout_at(deadline, durable).await {
+                    let acked = tokio::time::timeout_at(deadline, durable).await;
+                    if let Ok(Ok(ack)) = &acked {
+                        trace.durable_at = trace.durable_at.max(Some(ack.at));
+                        trace.sync = trace.sync.max(ack.sync);
+                    }
+                    match acked.map(|r| r.map(|ack| ack.result)) {
                         Ok(Ok(Ok(()))) => {}
                         Ok(Ok(Err(e))) => {
                             outcome.error = log_error_code(&e);
@@ -646,12 +664,18 @@ pub fn handle(
                 partition_responses,
             });
         }
+        trace.replicated_at = Some(Instant::now());
         let response = ProduceResponse {
             responses,
             throttle_time_ms: 0,
             node_endpoints,
         };
-        encode_frame(&header, &response)
+        let mut frame = encode_frame(&header, &response);
+        trace.encoded_at = Some(Instant::now());
+        if let Some(f) = frame.as_mut() {
+            f.produce_trace = Some(trace);
+        }
+        frame
     }))
 }
 

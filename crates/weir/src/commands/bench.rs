@@ -25,6 +25,8 @@
 //! broker itself never needs.
 
 #[cfg(feature = "rdkafka-driver")]
+mod plot;
+#[cfg(feature = "rdkafka-driver")]
 mod rdkafka_driver;
 mod weir_driver;
 
@@ -159,6 +161,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// e2e: write an SVG of the end-to-end latency over the run (p50, p99 and max per 100 ms
+    /// of send time) above a histogram of all samples, and the same per-100 ms figures as CSV
+    /// beside it (FILE with the extension .csv; wall-clock Unix ms, to line up with other probes).
+    #[cfg(feature = "rdkafka-driver")]
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Which records a consumer may read (Kafka's isolation.level).
@@ -248,24 +256,73 @@ impl Pacer {
     }
 }
 
-/// A latency histogram in microseconds.
-pub struct Latencies(Histogram<u64>);
+/// Most (send time, latency) samples kept for a plot: 16 bytes each, so 160 MB at most
+/// (over four hours at 10,000 records/s). Later samples still count in the histogram.
+const SERIES_SAMPLES_MAX: usize = 10_000_000;
+
+/// One sample of a latency series: when the record was sent (µs since the run started) and
+/// how long it took (µs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "rdkafka-driver"), allow(dead_code))]
+pub struct Sample {
+    pub sent_us: u64,
+    pub latency_us: u64,
+}
+
+/// A latency histogram in microseconds, and optionally every sample in send order (for a plot).
+pub struct Latencies {
+    histogram: Histogram<u64>,
+    series: Option<Vec<Sample>>,
+}
 
 impl Latencies {
     pub fn new() -> Latencies {
-        // Bounds and precision are constants that hdrhistogram accepts.
-        Latencies(Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds"))
+        Latencies {
+            // Bounds and precision are constants that hdrhistogram accepts.
+            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
+                .expect("valid histogram bounds"),
+            series: None,
+        }
+    }
+
+    /// Also keeps each sample (up to `SERIES_SAMPLES_MAX`) when `keep` is set.
+    pub fn keeping_series(keep: bool) -> Latencies {
+        let mut l = Latencies::new();
+        if keep {
+            l.series = Some(Vec::new());
+        }
+        l
     }
 
     pub fn record(&mut self, latency: Duration) {
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        self.0.saturating_record(us);
+        self.histogram.saturating_record(us);
+    }
+
+    /// Records a latency with the send time it belongs to (kept if a series is kept).
+    pub fn record_sent(&mut self, sent: Duration, latency: Duration) {
+        self.record(latency);
+        if let Some(series) = self.series.as_mut()
+            && series.len() < SERIES_SAMPLES_MAX
+        {
+            let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+            series.push(Sample {
+                sent_us: us(sent),
+                latency_us: us(latency),
+            });
+        }
+    }
+
+    /// The kept samples (empty unless made with `keeping_series(true)`).
+    #[cfg_attr(not(feature = "rdkafka-driver"), allow(dead_code))]
+    pub fn take_series(&mut self) -> Vec<Sample> {
+        self.series.take().unwrap_or_default()
     }
 
     pub fn summary(&self) -> Option<LatencySummary> {
-        let h = &self.0;
+        let h = &self.histogram;
         if h.is_empty() {
             return None;
         }
@@ -308,6 +365,19 @@ pub struct Measured {
     /// Records that failed (delivery errors).
     pub errors: u64,
     pub first_error: Option<String>,
+    /// e2e with a plot asked for: (send time, end-to-end latency) of each record after warm-up.
+    #[cfg_attr(not(feature = "rdkafka-driver"), allow(dead_code))]
+    pub series: Vec<Sample>,
+    /// Wall clock (Unix ms) at the series' zero, to line it up with other probes.
+    #[cfg_attr(not(feature = "rdkafka-driver"), allow(dead_code))]
+    pub started_unix_ms: u64,
+}
+
+/// Wall clock now, in Unix ms (0 before 1970).
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The result of one run; the JSON form is what `bench/run` collects.
@@ -451,6 +521,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "--transaction-records needs a positive count, --driver rdkafka, --acks all and the produce workload"
         );
     }
+    #[cfg(feature = "rdkafka-driver")]
+    if args.plot.is_some() && args.workload != Workload::E2e {
+        bail!("--plot applies to the e2e workload");
+    }
     if args.isolation.is_some() && args.driver != Driver::Rdkafka {
         bail!("--isolation needs --driver rdkafka");
     }
@@ -486,11 +560,42 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Driver::Weir => runtime.block_on(weir_driver::run(&args, partitions, stop))?,
     };
+    #[cfg(feature = "rdkafka-driver")]
+    let mut measured = measured;
+    #[cfg(feature = "rdkafka-driver")]
+    if let Some(path) = &args.plot {
+        let series = std::mem::take(&mut measured.series);
+        if series.is_empty() {
+            eprintln!("bench: no e2e samples to plot (--plot applies to e2e after the warm-up)");
+        } else {
+            let title = format!(
+                "{} e2e, {} B, acks={}, {} rec/s target",
+                args.connect.bootstrap(),
+                args.record_size,
+                acks_name(args.acks),
+                args.target_rate
+            );
+            plot::write_svg(path, &title, &series)
+                .with_context(|| format!("writing the plot {}", path.display()))?;
+            let csv = path.with_extension("csv");
+            std::fs::write(&csv, plot::series_csv(measured.started_unix_ms, &series))
+                .with_context(|| format!("writing {}", csv.display()))?;
+        }
+    }
     let report = BenchReport::new(&args, partitions, measured);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+    // Written, not printed: `weir bench | head` must not panic when the reader is gone. bench
+    // keeps SIGPIPE ignored (librdkafka's sockets), so the closed pipe comes back as EPIPE,
+    // which `main` treats as a quiet end.
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string(&report)?)
     } else {
-        print!("{}", report.text());
+        report.text()
+    };
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
     }
     if report.records == 0 {
         bail!(

@@ -259,6 +259,30 @@ fn metrics_count_a_known_workload() {
         "{text}"
     );
     assert_eq!(get("weir_log_sync_failures_total"), 0.0);
+    // Every answered produce was also timed step by step.
+    let traced = get(r#"weir_produce_step_duration_seconds_count{step="total"}"#);
+    assert_eq!(traced, produce_requests, "{text}");
+    for step in [
+        "read",
+        "decode",
+        "handle",
+        "validate",
+        "append",
+        "sync_wait",
+        "sync",
+        "replicate",
+        "respond",
+    ] {
+        let series = format!(r#"weir_produce_step_duration_seconds_count{{step="{step}"}}"#);
+        assert_eq!(get(&series), traced, "{series}");
+    }
+    // acks=all with fsync: each produce waited for a sync that took time.
+    assert!(get(r#"weir_produce_step_duration_seconds_sum{step="sync"}"#) > 0.0);
+    assert!(
+        get(r#"weir_produce_step_duration_seconds_sum{step="total"}"#)
+            >= get(r#"weir_produce_step_duration_seconds_sum{step="sync_wait"}"#),
+        "{text}"
+    );
     assert!(get("weir_connections_open") >= 2.0);
     assert!(get("weir_connections_accepted_total") >= 2.0);
     assert_eq!(get("weir_metrics_partition_series_dropped"), 0.0);
@@ -478,5 +502,50 @@ fn per_partition_series_stop_at_the_cap() {
     assert!(
         samples["weir_metrics_partition_series_dropped"] >= 2.0,
         "{text}"
+    );
+}
+
+#[test]
+fn log_events_are_timed_on_metrics() {
+    const RECORDS: usize = 200;
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start(&["--http-listen", &http]);
+    // 1 KiB records in 16 KiB segments: a roll every dozen or so records.
+    create_topic(&broker, "rolling", 1, &[("segment.bytes", "16384")]);
+    let producer: BaseProducer = broker
+        .client_config()
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let value = vec![b'r'; 1024];
+    for _ in 0..RECORDS {
+        producer
+            .send(BaseRecord::<(), _>::to("rolling").payload(&value))
+            .expect("enqueue");
+        // One record per request: librdkafka would batch them past a segment's size at once.
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let (status, text) = http_get(&http, "/metrics").expect("metrics answer");
+    assert_eq!(status, 200, "{text}");
+    let samples = samples(&text);
+    let get = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let rolls = get(r#"weir_log_event_duration_seconds_count{event="roll"}"#);
+    assert!(rolls >= 5.0, "{text}");
+    // Each roll seals its segment's index files.
+    assert_eq!(
+        get(r#"weir_log_event_duration_seconds_count{event="index_write"}"#),
+        rolls
+    );
+    // A sealed segment synced is a recovery point due.
+    assert!(get(r#"weir_log_event_duration_seconds_count{event="recovery_point"}"#) >= 1.0);
+    assert!(get(r#"weir_log_event_duration_seconds_count{event="checkpoint"}"#) >= 1.0);
+    assert_eq!(
+        get(r#"weir_log_event_duration_seconds_count{event="retention_delete"}"#),
+        0.0
     );
 }

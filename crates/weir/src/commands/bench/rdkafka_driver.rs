@@ -166,6 +166,7 @@ impl Acked {
             ack_latency: None,
             errors: self.errors,
             first_error: self.first_error,
+            ..Measured::default()
         }
     }
 }
@@ -638,6 +639,7 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
     // one this consumer will see.
     let (consumer, _) = assigned_consumer(args, partitions, |_, high| Offset::Offset(high))?;
     let sent_total = Arc::new(AtomicU64::new(u64::MAX));
+    let started_unix_ms = super::unix_ms_now();
     let start = Instant::now();
     let producer = {
         let args = args.clone();
@@ -646,7 +648,7 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
             produce_with(&args, partitions, stop, start, true, Some(&sent_total))
         })
     };
-    let mut latencies = Latencies::new();
+    let mut latencies = Latencies::keeping_series(args.plot.is_some());
     let mut measured = Measured::default();
     let mut drain_deadline: Option<Instant> = None;
     loop {
@@ -678,7 +680,7 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
                 measured.bytes += (message.payload_len() + message.key_len()) as u64;
                 measured.elapsed = now;
                 if after_warmup(args, sent) {
-                    latencies.record(now.saturating_sub(sent));
+                    latencies.record_sent(sent, now.saturating_sub(sent));
                 }
             }
             Some(Err(e)) if is_coordinator_noise(&e) => {}
@@ -690,6 +692,8 @@ fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Meas
         .join()
         .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
     measured.latency = latencies.summary();
+    measured.series = latencies.take_series();
+    measured.started_unix_ms = started_unix_ms;
     measured.ack_latency = acked.latencies.and_then(|l| l.summary());
     measured.errors = acked.errors;
     measured.first_error = acked.first_error;

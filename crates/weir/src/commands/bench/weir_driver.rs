@@ -62,6 +62,7 @@ impl Acked {
             ack_latency: None,
             errors: self.errors,
             first_error: self.first_error,
+            ..Measured::default()
         }
     }
 }
@@ -242,12 +243,24 @@ fn record_bytes(key: &Option<Bytes>, value: &Option<Bytes>) -> u64 {
     (key.as_ref().map_or(0, Bytes::len) + value.as_ref().map_or(0, Bytes::len)) as u64
 }
 
+/// Whether the run keeps every e2e sample, for `--plot`.
+fn keep_series(args: &BenchArgs) -> bool {
+    #[cfg(feature = "rdkafka-driver")]
+    return args.plot.is_some();
+    #[cfg(not(feature = "rdkafka-driver"))]
+    {
+        let _ = args;
+        false
+    }
+}
+
 async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Result<Measured> {
     let mut client = Client::connect(client_config(args)).await?;
     // Start at the current ends before producing, so every record sent is
     // one this consumer will see.
     let (mut positions, _) = positions(&mut client, args, partitions, OffsetSpec::Latest).await?;
     let sent_total = Arc::new(AtomicU64::new(u64::MAX));
+    let started_unix_ms = super::unix_ms_now();
     let start = Instant::now();
     let producer = tokio::spawn(produce(
         args.clone(),
@@ -256,7 +269,7 @@ async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Resul
         true,
         Some(Arc::clone(&sent_total)),
     ));
-    let mut latencies = Latencies::new();
+    let mut latencies = Latencies::keeping_series(keep_series(args));
     let mut measured = Measured::default();
     let mut drain_deadline: Option<Instant> = None;
     loop {
@@ -292,7 +305,7 @@ async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Resul
                 measured.bytes += record_bytes(&record.key, &record.value);
                 measured.elapsed = now;
                 if after_warmup(args, sent) {
-                    latencies.record(now.saturating_sub(sent));
+                    latencies.record_sent(sent, now.saturating_sub(sent));
                 }
             }
             pos.offset = fetched.next_offset;
@@ -300,6 +313,8 @@ async fn e2e(args: &BenchArgs, partitions: usize, stop: StopAt) -> anyhow::Resul
     }
     let acked = producer.await.context("producer task")??;
     measured.latency = latencies.summary();
+    measured.series = latencies.take_series();
+    measured.started_unix_ms = started_unix_ms;
     measured.ack_latency = acked.latencies.and_then(|l| l.summary());
     measured.errors = acked.errors;
     measured.first_error = acked.first_error;
