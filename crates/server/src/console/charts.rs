@@ -13,6 +13,8 @@ pub const WIDTH: f64 = 720.0;
 pub const HEIGHT: f64 = 220.0;
 /// Room for the y-axis labels on the left and the time labels below.
 const LEFT: f64 = 64.0;
+/// Room on the right so the newest point's marker is not cut by the edge.
+const RIGHT: f64 = 8.0;
 const BOTTOM: f64 = 24.0;
 const TOP: f64 = 8.0;
 /// Series drawn at most (each gets a class s0..s7 for its colour).
@@ -40,17 +42,18 @@ pub fn line_chart(label: &str, series: &[Series<'_>], format: fn(f64) -> String)
          aria-label=\"{}\" preserveAspectRatio=\"none\">",
         escape(label)
     );
-    let plot_w = WIDTH - LEFT;
+    let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     // Axes and the top gridline with the scale's maximum.
     let _ = write!(
         out,
         "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{y0}\"/>\
-         <line class=\"axis\" x1=\"{LEFT}\" y1=\"{y0}\" x2=\"{WIDTH}\" y2=\"{y0}\"/>\
-         <line class=\"grid\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{WIDTH}\" y2=\"{TOP}\"/>\
+         <line class=\"axis\" x1=\"{LEFT}\" y1=\"{y0}\" x2=\"{x_end}\" y2=\"{y0}\"/>\
+         <line class=\"grid\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{x_end}\" y2=\"{TOP}\"/>\
          <text class=\"tick\" x=\"{lx}\" y=\"{ty}\" text-anchor=\"end\">{vmax}</text>\
          <text class=\"tick\" x=\"{lx}\" y=\"{y0}\" text-anchor=\"end\">0</text>",
         y0 = TOP + plot_h,
+        x_end = LEFT + plot_w,
         lx = LEFT - 6.0,
         ty = TOP + 10.0,
         vmax = escape(&format(v_max)),
@@ -141,8 +144,9 @@ mod tests {
             plain,
         );
         let expected = format!(
-            "points=\"{LEFT:.1},{:.1} {WIDTH:.1},{TOP:.1}\"",
-            HEIGHT - BOTTOM
+            "points=\"{LEFT:.1},{:.1} {:.1},{TOP:.1}\"",
+            HEIGHT - BOTTOM,
+            WIDTH - RIGHT
         );
         assert!(svg.contains(&expected), "{svg}");
         assert!(svg.contains(">10</text>"));

@@ -6,7 +6,7 @@
 (function () {
   var SVG = "http://www.w3.org/2000/svg";
   // Geometry shared with crates/server/src/console/charts.rs.
-  var WIDTH = 720, HEIGHT = 220, LEFT = 64, BOTTOM = 24, TOP = 8;
+  var WIDTH = 720, HEIGHT = 220, LEFT = 64, RIGHT = 8, BOTTOM = 24, TOP = 8;
 
   function rate(bytesPerS) {
     var units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -42,10 +42,10 @@
       });
     });
     while (svg.firstChild) { svg.removeChild(svg.firstChild); }
-    var plotW = WIDTH - LEFT, plotH = HEIGHT - TOP - BOTTOM, y0 = TOP + plotH;
+    var plotW = WIDTH - LEFT - RIGHT, plotH = HEIGHT - TOP - BOTTOM, y0 = TOP + plotH;
     svg.appendChild(el("line", { "class": "axis", x1: LEFT, y1: TOP, x2: LEFT, y2: y0 }));
-    svg.appendChild(el("line", { "class": "axis", x1: LEFT, y1: y0, x2: WIDTH, y2: y0 }));
-    svg.appendChild(el("line", { "class": "grid", x1: LEFT, y1: TOP, x2: WIDTH, y2: TOP }));
+    svg.appendChild(el("line", { "class": "axis", x1: LEFT, y1: y0, x2: LEFT + plotW, y2: y0 }));
+    svg.appendChild(el("line", { "class": "grid", x1: LEFT, y1: TOP, x2: LEFT + plotW, y2: TOP }));
     svg.appendChild(el("text", { "class": "tick", x: LEFT - 6, y: TOP + 10, "text-anchor": "end" }, rate(vMax)));
     svg.appendChild(el("text", { "class": "tick", x: LEFT - 6, y: y0, "text-anchor": "end" }, "0"));
     if (tMin > tMax) {
@@ -60,7 +60,12 @@
           var y = TOP + plotH - p[1] / spanV * plotH;
           return x.toFixed(1) + "," + y.toFixed(1);
         });
-        svg.appendChild(el("polyline", { "class": "line s" + i, points: coords.join(" ") }));
+        if (coords.length === 1) {
+          var xy = coords[0].split(",");
+          svg.appendChild(el("circle", { "class": "s" + i, cx: xy[0], cy: xy[1], r: 3 }));
+        } else {
+          svg.appendChild(el("polyline", { "class": "line s" + i, points: coords.join(" ") }));
+        }
       });
     }
     while (legend.firstChild) { legend.removeChild(legend.firstChild); }
