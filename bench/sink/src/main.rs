@@ -76,6 +76,10 @@ const HANDLED: [ApiKey; 6] = [
 ];
 /// Largest batch kept as a partition's fetch template.
 const TEMPLATE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most record bytes one Fetch response carries, whatever the client asks
+/// (librdkafka's default `fetch.max.bytes` is 50 MiB). One template batch may
+/// still go past it when it is a response's first, as a broker's would.
+const FETCH_RESPONSE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Longest a Fetch with nothing to return waits before its empty answer
 /// (the request's max_wait_ms, capped: a thread per connection sleeps it).
 const FETCH_WAIT_MS_MAX: u64 = 500;
@@ -483,7 +487,11 @@ fn list_offsets(r: ListOffsetsRequest, topics: &Topics) -> ListOffsetsResponse {
 /// partition's and the request's byte limits (always one batch when there is
 /// one, as Kafka does, so a consumer never stalls behind a small limit).
 fn fetch(r: FetchRequest, topics: &Topics) -> FetchResponse {
-    let mut bytes_left = usize::try_from(r.max_bytes).unwrap_or(0);
+    // The client's own limit, but never more than the sink's cap: a Fetch
+    // asking for 2 GiB must not make the sink build a 2 GiB response.
+    let mut bytes_left = usize::try_from(r.max_bytes)
+        .unwrap_or(0)
+        .min(FETCH_RESPONSE_BYTES_MAX);
     let mut any_records = false;
     let responses: Vec<FetchableTopicResponse> = {
         let known = lock(topics);
@@ -595,4 +603,45 @@ fn record_count(records: &Bytes) -> Option<i64> {
         count += i64::from(header.last_offset_delta) + 1;
     }
     Some(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_protocol::messages::fetch::{FetchPartition, FetchTopic};
+
+    /// A client asking for 2 GiB gets at most the sink's cap (plus the one
+    /// batch a response may always carry), not a response of its own size.
+    #[test]
+    fn a_fetch_response_is_capped_whatever_the_client_asks() {
+        let template = Bytes::from(vec![0_u8; 1024 * 1024]);
+        let topics: Topics = Arc::default();
+        lock(&topics).insert(
+            "t".to_owned(),
+            vec![PartitionState {
+                next_offset: 1_000,
+                template: Some((template.clone(), 1)),
+            }],
+        );
+        let request = FetchRequest {
+            max_bytes: i32::MAX,
+            topics: vec![FetchTopic {
+                topic: "t".to_owned(),
+                partitions: vec![FetchPartition {
+                    partition: 0,
+                    fetch_offset: 0,
+                    partition_max_bytes: i32::MAX,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let response = fetch(request, &topics);
+        let records = response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .map_or(0, Bytes::len);
+        assert_eq!(records, FETCH_RESPONSE_BYTES_MAX);
+    }
 }

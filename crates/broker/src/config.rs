@@ -7,13 +7,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use documented::DocumentedFields;
 use serde::{Deserialize, Serialize};
 
 pub use crate::cluster_config::{HostPort, Voters};
 use crate::topic_config::TopicConfig;
 
 /// Everything a single broker needs at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Each field's doc comment is also its `weir serve --help` text
+/// ([`BrokerConfig::key_help`]), so it is written for operators.
+#[derive(Debug, Clone, Serialize, Deserialize, DocumentedFields)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// This broker's id in Metadata responses.
@@ -412,6 +416,13 @@ impl BrokerConfig {
     /// Every setting that takes one value (all fields but `topic_defaults`, a
     /// table of Kafka topic configs): the keys of the TOML file, and of the
     /// `WEIR_<KEY>` variables and `--<key>` flags with `_` as `-`.
+    /// What the setting `key` means, as one line: its field's doc comment.
+    /// None for a name that is not a field.
+    pub fn key_help(key: &str) -> Option<String> {
+        let docs = <BrokerConfig as DocumentedFields>::get_field_docs(key).ok()?;
+        Some(docs.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
     pub fn scalar_keys() -> Vec<String> {
         match serde_json::to_value(BrokerConfig::default()) {
             Ok(serde_json::Value::Object(map)) => map

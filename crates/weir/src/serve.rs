@@ -101,7 +101,8 @@ impl clap::Args for SettingArgs {
                     .env(env_of(&key))
                     .value_name("VALUE")
                     .help(format!(
-                        "Config key `{key}` (default {default}; meaning in the README, Operating Weir)"
+                        "{} [default: {default}]",
+                        BrokerConfig::key_help(&key).unwrap_or_default()
                     ))
                     .help_heading("Settings (flag > WEIR_* variable > --config file > default)"),
             );

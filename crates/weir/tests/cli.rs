@@ -435,6 +435,32 @@ fn unreachable_broker_error_says_to_start_weir_serve() {
     assert!(stderr.contains("weir serve"), "{stderr}");
 }
 
+/// Every setting's flag in `weir serve --help` says what the setting means (its
+/// doc comment on `BrokerConfig`), not only its name and default.
+#[test]
+fn serve_help_describes_each_setting() {
+    let out = Command::new(WEIR)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run weir");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, meaning) in [
+        ("--broker-session-timeout-ms", "fences a broker"),
+        ("--http-listen", "operations HTTP listener"),
+        ("--controller-voters", "quorum's voters"),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .take(4)
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(line.contains(meaning), "{flag}: {line:?}\n{help}");
+        assert!(line.contains("[default: "), "{flag}: {line:?}");
+    }
+}
+
 #[test]
 fn consuming_a_missing_topic_fails_with_a_hint() {
     let broker = Broker::start();
