@@ -133,6 +133,15 @@ pub struct MemberView {
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
+    /// The partitions assigned to the member (empty before it synced, or when
+    /// its assignment is not in the consumer protocol's encoding).
+    pub assignments: Vec<MemberAssignment>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemberAssignment {
+    pub topic: String,
+    pub partitions: Vec<i32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -412,6 +421,9 @@ impl Broker {
             })
             .collect();
         offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        // Only the consumer protocol's assignments have a known encoding (Connect's,
+        // say, do not): others are shown as none rather than guessed at.
+        let consumer_protocol = described.protocol_type == "consumer";
         Some(GroupView {
             group_id: group_id.to_string(),
             state: described.state_name,
@@ -426,10 +438,496 @@ impl Broker {
                     group_instance_id: m.instance_id,
                     client_id: m.client_id,
                     client_host: m.client_host,
+                    assignments: member_assignments(consumer_protocol, &m.assignment),
                 })
                 .collect(),
             offsets,
         })
+    }
+}
+
+/// A member's assignment decoded from the consumer protocol's encoding;
+/// empty for other protocols or bytes that do not decode.
+fn member_assignments(consumer_protocol: bool, assignment: &bytes::Bytes) -> Vec<MemberAssignment> {
+    if !consumer_protocol {
+        return Vec::new();
+    }
+    crate::groups::records::decode_consumer_assignment(assignment)
+        .map(|a| {
+            a.into_iter()
+                .map(|(topic, partitions)| MemberAssignment {
+                    topic,
+                    partitions: partitions.into_iter().collect(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// What the web console reads beyond the JSON API (crates/server/src/console).
+// Rust values rather than JSON shapes: they are not a public contract.
+// ---------------------------------------------------------------------------
+
+/// Produce and consume counters since the broker started (never reset), summed
+/// over the partitions this broker holds. A reader turns two readings into a rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub bytes_out: u64,
+}
+
+/// What this broker holds of one topic: its logs' sizes and offsets, and traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicLocalStats {
+    pub size_bytes: u64,
+    /// Offsets between log start and high watermark, summed over partitions: the
+    /// records a consumer could read (compaction gaps and transaction markers
+    /// included, as in Kafka tools' "messages" counts).
+    pub records: i64,
+    pub traffic: TrafficCounters,
+}
+
+/// One configuration of a topic with its effective value and its source's Kafka name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfigView {
+    pub name: String,
+    /// `None` for a config without a value (a null in DescribeConfigs).
+    pub value: Option<String>,
+    /// `DYNAMIC_TOPIC_CONFIG`, `STATIC_BROKER_CONFIG`, `DEFAULT_CONFIG`, ...
+    pub source: &'static str,
+}
+
+/// One partition's reassignment in progress (KIP-455 state in the metadata image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentView {
+    pub topic: String,
+    pub partition: i32,
+    /// Current replicas: the target first, then those that will go.
+    pub replicas: Vec<i32>,
+    pub target_replicas: Vec<i32>,
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    /// Per adding replica: how far it has copied the leader's log, when this
+    /// broker leads the partition and so knows (`None` otherwise).
+    pub adding_progress: Vec<AddingReplicaProgress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddingReplicaProgress {
+    pub broker: i32,
+    /// Whether it joined the ISR (the reassignment waits for every adding replica to).
+    pub in_isr: bool,
+    /// The offset it fetched up to, and the leader's log end, when known here.
+    pub log_end_offset: Option<i64>,
+    pub leader_log_end_offset: Option<i64>,
+}
+
+/// Where the message browser starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowseStart {
+    Offset(i64),
+    /// The first record whose batch has a timestamp at or after this (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// Bounds on one page of the message browser: what it may read from disk,
+/// hold in memory and send to a browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrowseLimits {
+    pub records_max: usize,
+    /// Keys, values and header values longer than this are cut (the full length is kept).
+    pub value_bytes_max: usize,
+    /// Bytes of batches read from the log per page (a single larger batch is
+    /// still read, up to [`BROWSE_BATCH_BYTES_MAX`]).
+    pub read_bytes_max: usize,
+}
+
+/// A batch larger than this is not read for the browser at all: it reports
+/// [`BrowseError::BatchTooLarge`] rather than loading it into memory.
+pub const BROWSE_BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Decompressed bytes of one batch the browser will inflate.
+const BROWSE_DECOMPRESSED_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Log reads for one page at most.
+const BROWSE_READS_MAX: usize = 16;
+/// Headers of one record shown; the rest are counted.
+pub const BROWSE_HEADERS_MAX: usize = 32;
+
+/// A possibly cut copy of a key, value or header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsedBytes {
+    /// At most `value_bytes_max` bytes (copied, so the batch they came from is freed).
+    pub bytes: Vec<u8>,
+    /// The whole length in the record.
+    pub full_bytes: usize,
+}
+
+impl BrowsedBytes {
+    pub fn is_truncated(&self) -> bool {
+        self.bytes.len() < self.full_bytes
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsedRecord {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// `CreateTime` or `LogAppendTime`.
+    pub timestamp_type: &'static str,
+    /// `None`: a null key / value (a tombstone, for values).
+    pub key: Option<BrowsedBytes>,
+    pub value: Option<BrowsedBytes>,
+    pub headers: Vec<(String, Option<BrowsedBytes>)>,
+    /// Headers not shown past [`BROWSE_HEADERS_MAX`].
+    pub headers_omitted: usize,
+    pub transactional: bool,
+}
+
+/// One page of records of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordPage {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    /// Where reading began (a timestamp start resolved to its offset).
+    pub start_offset: i64,
+    pub records: Vec<BrowsedRecord>,
+    /// The offset to continue from; `None` once the high watermark is reached.
+    pub next_offset: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BrowseError {
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("partition {partition} of {topic:?} does not exist")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("this broker holds no replica of partition {partition} of {topic:?}")]
+    NotHeldHere { topic: String, partition: i32 },
+    #[error("offset {offset} is outside the readable range {log_start_offset}..{high_watermark}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error("a batch of {batch_bytes} bytes is larger than the browser reads (16 MiB)")]
+    BatchTooLarge { batch_bytes: usize },
+    #[error("reading the log: {0}")]
+    Log(String),
+}
+
+fn browsed(bytes: &[u8], value_bytes_max: usize) -> BrowsedBytes {
+    BrowsedBytes {
+        bytes: bytes
+            .get(..value_bytes_max.min(bytes.len()))
+            .unwrap_or_default()
+            .to_vec(),
+        full_bytes: bytes.len(),
+    }
+}
+
+impl Broker {
+    /// Produce and consume counters of every partition this broker holds.
+    pub fn traffic_counters(&self) -> TrafficCounters {
+        let mut total = TrafficCounters::default();
+        for stats in self.topic_local_stats().values() {
+            total.bytes_in += stats.traffic.bytes_in;
+            total.records_in += stats.traffic.records_in;
+            total.bytes_out += stats.traffic.bytes_out;
+        }
+        total
+    }
+
+    /// Per topic this broker holds: sizes, readable offsets and traffic.
+    pub fn topic_local_stats(&self) -> std::collections::BTreeMap<String, TopicLocalStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let topics: Vec<Arc<crate::topics::Topic>> = self.registry().iter().cloned().collect();
+        topics
+            .iter()
+            .map(|t| {
+                let mut stats = TopicLocalStats::default();
+                for p in &t.partitions {
+                    stats.size_bytes += p.log.size_bytes();
+                    stats.records += (p.log.high_watermark() - p.log.log_start_offset()).max(0);
+                    stats.traffic.bytes_in += p.traffic.bytes_in.load(Relaxed);
+                    stats.traffic.records_in += p.traffic.records_in.load(Relaxed);
+                    stats.traffic.bytes_out += p.traffic.bytes_out.load(Relaxed);
+                }
+                (t.name.clone(), stats)
+            })
+            .collect()
+    }
+
+    /// A topic's configs with their sources, as DescribeConfigs gives them;
+    /// `None` for a topic this broker does not hold.
+    pub fn topic_configs_view(&self, name: &str) -> Option<Vec<TopicConfigView>> {
+        crate::handlers::configs::topic_configs_with_sources(self, name).map(|entries| {
+            entries
+                .into_iter()
+                .map(|(name, value, source)| TopicConfigView {
+                    name,
+                    value,
+                    source,
+                })
+                .collect()
+        })
+    }
+
+    /// Total lag of each group this broker coordinates (partitions whose high
+    /// watermark is not known here count nothing), in group id order.
+    pub fn group_lags(&self) -> Vec<(String, i64)> {
+        let mut lags: Vec<(String, i64)> = self
+            .groups
+            .metrics_snapshot()
+            .into_iter()
+            .map(|g| {
+                let lag = g
+                    .offsets
+                    .iter()
+                    .filter_map(|(topic, partition, committed)| {
+                        let hw = self
+                            .topic(topic)?
+                            .partition(*partition)?
+                            .log
+                            .high_watermark();
+                        Some((hw - committed).max(0))
+                    })
+                    .sum();
+                (g.group_id, lag)
+            })
+            .collect();
+        lags.sort();
+        lags
+    }
+
+    /// The metadata quorum as its leader describes it (voters, observers and
+    /// their progress); `None` before this broker joined, an error text when
+    /// no leader answered within `wait`.
+    pub async fn quorum_view(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<Result<crate::cluster::QuorumView, String>> {
+        let link = self.cluster.get()?;
+        Some(
+            match tokio::time::timeout(wait, link.quorum.describe()).await {
+                Ok(Ok(view)) => Ok(view),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no quorum leader answered within {} ms",
+                    wait.as_millis()
+                )),
+            },
+        )
+    }
+
+    /// Partitions with a reassignment in progress, from the metadata image.
+    pub fn reassignments_view(&self) -> Vec<ReassignmentView> {
+        let Some(link) = self.cluster.get() else {
+            return Vec::new();
+        };
+        // Copied out first: the image's lock is not held while partitions' are taken.
+        let moving: Vec<(String, i32, weir_metadata::image::PartitionState)> = link
+            .image()
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|(_, state)| state.is_reassigning())
+                    .map(|(index, state)| (t.name.clone(), *index, state.clone()))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (topic, index, state) in moving {
+            // Followers' progress is known only to the leader, in its replication state.
+            let local = self.topic(&topic);
+            let partition = local.as_ref().and_then(|l| l.partition(index));
+            let (follower_ends, leader_end) = match partition {
+                Some(p) if p.is_leader() => {
+                    let ends = p
+                        .replication()
+                        .as_ref()
+                        .map(|r| r.follower_log_ends())
+                        .unwrap_or_default();
+                    (ends, Some(p.log.log_end_offset()))
+                }
+                _ => (Vec::new(), None),
+            };
+            let adding_progress = state
+                .adding_replicas
+                .iter()
+                .map(|b| AddingReplicaProgress {
+                    broker: *b,
+                    in_isr: state.isr.contains(b),
+                    log_end_offset: follower_ends
+                        .iter()
+                        .find(|(id, end)| id == b && *end >= 0)
+                        .map(|(_, end)| *end),
+                    leader_log_end_offset: leader_end,
+                })
+                .collect();
+            out.push(ReassignmentView {
+                topic,
+                partition: index,
+                replicas: state.replicas.clone(),
+                target_replicas: state.target_replicas(),
+                adding_replicas: state.adding_replicas.clone(),
+                removing_replicas: state.removing_replicas.clone(),
+                isr: state.isr.clone(),
+                leader: state.leader,
+                adding_progress,
+            });
+        }
+        out.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        out
+    }
+
+    /// One page of a partition's records, for the console's message browser:
+    /// read from this broker's replica up to its high watermark (what a
+    /// read_uncommitted consumer could see), control batches left out. Every
+    /// size is bounded by `limits` and the constants above, whatever the log holds.
+    pub fn browse_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: BrowseStart,
+        limits: BrowseLimits,
+    ) -> Result<RecordPage, BrowseError> {
+        use weir_protocol::record::{BatchHeader, TimestampType, decode_records, split_batches};
+        let t = self
+            .topic(topic)
+            .ok_or_else(|| BrowseError::UnknownTopic(topic.to_string()))?;
+        if partition < 0 || partition >= t.partition_count {
+            return Err(BrowseError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        let p = t
+            .partition(partition)
+            .ok_or_else(|| BrowseError::NotHeldHere {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        let log = &p.log;
+        let high_watermark = log.high_watermark();
+        let log_start_offset = log.log_start_offset();
+        let start_offset = match start {
+            BrowseStart::Offset(offset) => offset,
+            BrowseStart::Timestamp(ts_ms) => log
+                .offset_for_timestamp(ts_ms)
+                .map_err(|e| BrowseError::Log(e.to_string()))?
+                .map_or(high_watermark, |(offset, _)| offset),
+        };
+        if start_offset < log_start_offset || start_offset > high_watermark {
+            return Err(BrowseError::OffsetOutOfRange {
+                offset: start_offset,
+                log_start_offset,
+                high_watermark,
+            });
+        }
+        let mut page = RecordPage {
+            log_start_offset,
+            high_watermark,
+            start_offset,
+            records: Vec::new(),
+            next_offset: None,
+        };
+        let mut offset = start_offset;
+        let mut read_bytes = 0usize;
+        // Each pass reads at least one batch or stops; the bound on passes keeps a
+        // page of only control batches from reading on and on.
+        for _ in 0..BROWSE_READS_MAX {
+            if offset >= high_watermark
+                || page.records.len() >= limits.records_max
+                || read_bytes >= limits.read_bytes_max
+            {
+                break;
+            }
+            let chunk_bytes = limits.read_bytes_max - read_bytes;
+            let result = log
+                .read(offset, chunk_bytes, high_watermark)
+                .map_err(|e| BrowseError::Log(e.to_string()))?;
+            if result.bytes == 0 {
+                break;
+            }
+            if result.bytes > chunk_bytes.max(BROWSE_BATCH_BYTES_MAX) {
+                return Err(BrowseError::BatchTooLarge {
+                    batch_bytes: result.bytes,
+                });
+            }
+            read_bytes += result.bytes;
+            let mut raw = Vec::new();
+            result
+                .read_into(&mut raw)
+                .map_err(|e| BrowseError::Log(e.to_string()))?;
+            let raw = bytes::Bytes::from(raw);
+            for batch in split_batches(&raw) {
+                let batch = batch.map_err(|e| BrowseError::Log(e.to_string()))?;
+                let header =
+                    BatchHeader::parse(&batch).map_err(|e| BrowseError::Log(e.to_string()))?;
+                let batch_end = header.last_offset() + 1;
+                if header.is_control() {
+                    offset = offset.max(batch_end);
+                    continue;
+                }
+                let records = decode_records(&batch, BROWSE_DECOMPRESSED_BYTES_MAX)
+                    .map_err(|e| BrowseError::Log(e.to_string()))?;
+                let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+                for r in records {
+                    let record_offset = header.base_offset + i64::from(r.offset_delta);
+                    if record_offset < offset {
+                        continue;
+                    }
+                    if page.records.len() >= limits.records_max {
+                        break;
+                    }
+                    let headers_omitted = r.headers.len().saturating_sub(BROWSE_HEADERS_MAX);
+                    page.records.push(BrowsedRecord {
+                        offset: record_offset,
+                        timestamp_ms: if log_append_time {
+                            header.max_timestamp
+                        } else {
+                            header.base_timestamp + r.timestamp_delta
+                        },
+                        timestamp_type: if log_append_time {
+                            "LogAppendTime"
+                        } else {
+                            "CreateTime"
+                        },
+                        key: r.key.as_deref().map(|k| browsed(k, limits.value_bytes_max)),
+                        value: r
+                            .value
+                            .as_deref()
+                            .map(|v| browsed(v, limits.value_bytes_max)),
+                        headers: r
+                            .headers
+                            .iter()
+                            .take(BROWSE_HEADERS_MAX)
+                            .map(|h| {
+                                (
+                                    h.key.clone(),
+                                    h.value
+                                        .as_deref()
+                                        .map(|v| browsed(v, limits.value_bytes_max)),
+                                )
+                            })
+                            .collect(),
+                        headers_omitted,
+                        transactional: header.is_transactional(),
+                    });
+                    offset = record_offset + 1;
+                }
+                if page.records.len() >= limits.records_max {
+                    break;
+                }
+                offset = offset.max(batch_end);
+            }
+        }
+        page.next_offset = (offset < high_watermark).then_some(offset);
+        Ok(page)
     }
 }
 

@@ -26,6 +26,8 @@ pub struct HttpState {
     /// True once shutdown began: ready answers 503 from then on, even before the
     /// broker has told the controller it is leaving.
     pub shutting_down: watch::Receiver<bool>,
+    /// The console's charts' history, fed by its sampler while the listener runs.
+    pub console: crate::console::Console,
 }
 
 /// prometheus-client writes the OpenMetrics text format (counters' `# TYPE` without
@@ -45,6 +47,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{group_id}", get(group))
         .route("/v1/config", get(config))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .with_state(state)
 }
@@ -55,11 +58,18 @@ pub async fn serve_http(
     state: HttpState,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let sampler = tokio::spawn(crate::console::run_sampler(
+        state.broker.clone(),
+        state.console.clone(),
+        stop.clone(),
+    ));
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stop| *stop).await;
         })
-        .await
+        .await;
+    sampler.abort();
+    served
 }
 
 /// 200 while the process answers at all (a liveness probe restarts it otherwise).

@@ -12,8 +12,10 @@
 //!
 //! [`controller_net`] is the controller listener: the metadata quorum's
 //! transport over TCP, apart from the Kafka listener. [`http`] is the
-//! operations listener (metrics and health), apart from both.
+//! operations listener (metrics and health), apart from both; [`console`] is
+//! the web console it also serves.
 
+pub mod console;
 pub mod controller_net;
 pub mod http;
 pub mod warn_limit;

@@ -287,11 +287,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             weir_server::http::HttpState {
                 broker: broker.clone(),
                 shutting_down: draining_rx,
+                console: Default::default(),
             },
             http_stop_rx,
         ));
         // The bound address, since port 0 (tests) picks one.
-        tracing::info!(http_listen = %http_addr, "HTTP listener open (/metrics, /health/live, /health/ready)");
+        tracing::info!(http_listen = %http_addr, "HTTP listener open (console at /, /metrics, /health/live, /health/ready, /v1/)");
         // The metadata quorum (a quorum of one without --controller-voters),
         // then membership: registered, unfenced and following the image
         // before any client is served.

@@ -11,6 +11,7 @@ mod e2e {
     #[allow(dead_code)]
     mod compaction_support;
     mod configs;
+    mod console;
     mod coordinator_failover;
     mod crash;
     mod data_dir;

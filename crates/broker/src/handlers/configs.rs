@@ -342,6 +342,37 @@ fn describe_topic(
         .collect())
 }
 
+/// A topic's every config with its effective value and the Kafka name of the
+/// layer it comes from (`DYNAMIC_TOPIC_CONFIG`, `STATIC_BROKER_CONFIG`,
+/// `DEFAULT_CONFIG`, ...), as DescribeConfigs v1+ reports it: the console's
+/// topic page shows this, so it can't disagree with what a Kafka tool shows.
+/// `None` for a topic this broker does not hold.
+pub fn topic_configs_with_sources(
+    broker: &Broker,
+    name: &str,
+) -> Option<Vec<(String, Option<String>, &'static str)>> {
+    let entries = describe_topic(broker, name, None, false, 1).ok()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|e| (e.name, e.value, config_source_name(e.config_source)))
+            .collect(),
+    )
+}
+
+/// Kafka's `ConfigEntry.ConfigSource` names for the wire codes.
+fn config_source_name(code: i8) -> &'static str {
+    match code {
+        CONFIG_SOURCE_TOPIC => "DYNAMIC_TOPIC_CONFIG",
+        CONFIG_SOURCE_DYNAMIC_BROKER => "DYNAMIC_BROKER_CONFIG",
+        CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        CONFIG_SOURCE_STATIC_BROKER => "STATIC_BROKER_CONFIG",
+        CONFIG_SOURCE_DEFAULT => "DEFAULT_CONFIG",
+        CONFIG_SOURCE_GROUP => "GROUP_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
 /// Which layer of broker configs a BROKER resource name addresses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BrokerLevel {

@@ -7,7 +7,7 @@ pub mod acl;
 pub(crate) mod admin;
 pub mod api_versions;
 mod config_resources;
-mod configs;
+pub(crate) mod configs;
 mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
