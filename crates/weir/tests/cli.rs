@@ -450,10 +450,13 @@ fn serve_help_describes_each_setting() {
         ("--http-listen", "operations HTTP listener"),
         ("--controller-voters", "quorum's voters"),
     ] {
-        let line = help
+        // The flag's whole entry: its line and the wrapped text up to the next flag.
+        let mut entry = help
             .lines()
-            .skip_while(|l| !l.trim_start().starts_with(flag))
-            .take(4)
+            .skip_while(|l| !l.trim_start().starts_with(flag));
+        let first = entry.next().unwrap_or_default();
+        let line = std::iter::once(first)
+            .chain(entry.take_while(|l| !l.trim_start().starts_with('-')))
             .collect::<Vec<_>>()
             .join(" ");
         assert!(line.contains(meaning), "{flag}: {line:?}\n{help}");
