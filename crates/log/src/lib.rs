@@ -162,4 +162,11 @@ pub enum LogError {
     Corrupt(String),
     #[error("log i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// A client batch behind one of the same producer that failed to be written: answered with
+    /// the same retriable storage error, so that the producer retries the failed one first.
+    #[error(
+        "batch {sequence} of producer {producer_id} could not be written; it must be retried \
+         before the batches after it"
+    )]
+    BehindFailedWrite { producer_id: i64, sequence: i32 },
 }
