@@ -30,9 +30,14 @@
 //! the topic is replayed (before the port opens, so clients never see
 //! COORDINATOR_LOAD_IN_PROGRESS) and every transaction found in a Prepare
 //! state has its markers written again (a marker written twice is harmless,
-//! as in Kafka) and is completed. Like the group coordinator, memory changes
-//! when the record is appended; if its fsync fails the client gets
-//! COORDINATOR_NOT_AVAILABLE and retries.
+//! as in Kafka) and is completed; so is every one found when this broker
+//! takes a `__transaction_state` partition over from another. Like the group
+//! coordinator, memory changes when the record is appended; if it does not
+//! become durable in time the client gets COORDINATOR_NOT_AVAILABLE and
+//! retries. A Prepare record in that case stays in memory, so its markers
+//! follow once it is committed (or the next coordinator decides from its
+//! log); a Complete record that cannot be written is tried again. Until then
+//! every request of the id gets CONCURRENT_TRANSACTIONS.
 
 pub mod records;
 pub mod state;
@@ -86,9 +91,17 @@ pub struct TxnDescription {
 /// What InitProducerId answers, after the state is durable.
 pub type InitReply = Result<(i64, i16), ErrorCode>;
 
+/// Where a state record was appended: what to watch to learn that it is committed.
+struct Appended {
+    durable: Durable,
+    partition: Arc<crate::partition::Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+}
+
 /// A reply that is ready once a record is durable.
 pub struct Pending<T> {
-    durable: Option<Durable>,
+    durable: Option<Appended>,
     /// Runs after the record is durable (markers of a prepared transaction);
     /// returns the task writing them.
     then: Option<Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>>,
@@ -114,10 +127,29 @@ impl<T> Pending<T> {
     /// Waits for durability; a write that did not become durable is
     /// COORDINATOR_NOT_AVAILABLE (retriable: the client asks again).
     pub async fn wait(self) -> Result<T, ErrorCode> {
-        if let Some(durable) = self.durable
-            && !matches!(durable.await, Ok(Ok(())))
-        {
-            return Err(ErrorCode::CoordinatorNotAvailable);
+        if let Some(appended) = self.durable {
+            let Appended {
+                durable,
+                partition,
+                end_offset,
+                leader_epoch,
+            } = appended;
+            if !matches!(durable.await, Ok(Ok(()))) {
+                if let Some(then) = self.then {
+                    // A Prepare record that missed its deadline (the in-sync replicas were cut
+                    // off) is in memory already, and every later request of its id gets
+                    // CONCURRENT_TRANSACTIONS until the markers are written. They may be once
+                    // the record is committed; if leadership moves first, the new coordinator
+                    // decides from its own log.
+                    tokio::spawn(markers_once_committed(
+                        partition,
+                        end_offset,
+                        leader_epoch,
+                        then,
+                    ));
+                }
+                return Err(ErrorCode::CoordinatorNotAvailable);
+            }
         }
         if let Some(then) = self.then {
             let markers = then();
@@ -142,6 +174,9 @@ pub struct TxnCoordinator {
     /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     abort_scan_interval_ms: u64,
     txns: Mutex<HashMap<String, TxnMetadata>>,
+    /// `__transaction_state` partitions (index, partition count) loaded since the timer last
+    /// ran: their Prepare transactions are completed by it.
+    loaded: Mutex<Vec<(i32, i32)>>,
     wake: Arc<Notify>,
     started: AtomicBool,
     stopped: AtomicBool,
@@ -158,6 +193,7 @@ impl TxnCoordinator {
             abort_scan_interval_ms: config
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms,
             txns: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -171,11 +207,16 @@ impl TxnCoordinator {
     }
 
     /// This broker became the leader of `__transaction_state` partition `index`: the
-    /// transactional ids stored there are rebuilt from its log. Transactions left in a
-    /// prepare state are completed by the periodic scan, as after a restart.
+    /// transactional ids stored there are rebuilt from its log. The timer task, woken now,
+    /// completes the transactions left in a Prepare state, as after a restart (Kafka's new
+    /// coordinator sends their markers again on load).
     pub fn load_partition(&self, topic: &Topic, index: i32) -> Result<(), BrokerError> {
         self.unload_partition(topic.partition_count, index);
         self.replay(topic, Some(index))?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((index, topic.partition_count));
         self.wake.notify_one();
         Ok(())
     }
@@ -275,7 +316,7 @@ impl TxnCoordinator {
     }
 
     /// Appends one id's state to its partition; resolves when durable.
-    fn append(&self, broker: &Arc<Broker>, meta: &TxnMetadata) -> Result<Durable, ErrorCode> {
+    fn append(&self, broker: &Arc<Broker>, meta: &TxnMetadata) -> Result<Appended, ErrorCode> {
         let topic = self.ensure_topic(broker)?;
         let count = topic.partition_count;
         let Some(partition) = topic.partition(partition_for(&meta.transactional_id, count)) else {
@@ -314,7 +355,13 @@ impl TxnCoordinator {
                 "appending to {TRANSACTION_STATE_TOPIC} failed");
             ErrorCode::CoordinatorNotAvailable
         })?;
-        Ok(broker.raise_watermark_when_durable(partition, info.last_offset + 1))
+        let end_offset = info.last_offset + 1;
+        Ok(Appended {
+            durable: broker.raise_watermark_when_durable(partition, end_offset),
+            partition: Arc::clone(partition),
+            end_offset,
+            leader_epoch: options.leader_epoch,
+        })
     }
 
     /// Runs a transition on one id: `f` changes a copy; when it asks for it
@@ -376,7 +423,7 @@ impl TxnCoordinator {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.recover(broker);
+        self.recover(broker, None);
         let weak: Weak<Broker> = Arc::downgrade(broker);
         let wake = self.wake.clone();
         let interval_ms = self.abort_scan_interval_ms.max(1);
@@ -387,6 +434,12 @@ impl TxnCoordinator {
                 let Some(broker) = weak.upgrade() else { return };
                 if broker.txn.stopped.load(Ordering::Acquire) {
                     return;
+                }
+                let loaded = std::mem::take(
+                    &mut *broker.txn.loaded.lock().unwrap_or_else(|e| e.into_inner()),
+                );
+                if !loaded.is_empty() {
+                    broker.txn.recover(&broker, Some(&loaded));
                 }
                 broker.txn.abort_timed_out(&broker, now_ms());
             }
@@ -400,11 +453,19 @@ impl TxnCoordinator {
         self.start_timer(broker);
     }
 
-    /// Completes every transaction left in a Prepare state (after a crash).
-    fn recover(&self, broker: &Arc<Broker>) {
+    /// Completes every transaction left in a Prepare state (after a crash), or only those of
+    /// the given `__transaction_state` partitions (index, partition count).
+    fn recover(&self, broker: &Arc<Broker>, only: Option<&[(i32, i32)]>) {
         let prepared: Vec<(TxnMetadata, ControlType)> = self
             .lock()
             .values()
+            .filter(|m| {
+                only.is_none_or(|parts| {
+                    parts
+                        .iter()
+                        .any(|&(index, count)| partition_for(&m.transactional_id, count) == index)
+                })
+            })
             .filter_map(|m| m.state.pending_marker().map(|c| (m.clone(), c)))
             .collect();
         for (meta, marker) in prepared {
@@ -639,6 +700,31 @@ impl TxnCoordinator {
     }
 }
 
+/// Runs `then` (the markers of a prepared transaction) once the Prepare record below
+/// `end_offset` is committed, for as long as this broker leads its partition in `leader_epoch`.
+async fn markers_once_committed(
+    partition: Arc<crate::partition::Partition>,
+    end_offset: i64,
+    leader_epoch: i32,
+    then: Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>,
+) {
+    loop {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        match crate::wait_replicated(&partition, end_offset, leader_epoch, deadline).await {
+            Ok(true) => {
+                drop(then());
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::info!(error = %e, end_offset,
+                    "a prepared transaction's record was not committed here; its next coordinator completes it");
+                return;
+            }
+        }
+    }
+}
+
 /// Sends one leader the markers of its partitions (Kafka's WriteTxnMarkers from the
 /// coordinator to partition leaders). Returns the partitions that did not take them.
 async fn send_markers(
@@ -798,26 +884,35 @@ async fn write_markers_and_complete(
         left = failed;
         tokio::time::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
     }
-    let now = now_ms();
-    let pending = {
-        let mut txns = broker.txn.lock();
-        let Some(current) = txns.get(&transactional_id) else {
-            return;
-        };
-        let mut next = current.clone();
-        if !next.complete(producer_id, producer_epoch, now) {
-            return;
-        }
-        match broker.txn.append(&broker, &next) {
-            Ok(durable) => {
-                txns.insert(transactional_id.clone(), next);
-                durable
-            }
-            Err(code) => {
-                tracing::warn!(%transactional_id, ?code, "could not store the completed transaction");
+    // The Complete record: tried again while this broker still coordinates the id (a full
+    // disk, a write that failed), since until it is stored every request of the id gets
+    // CONCURRENT_TRANSACTIONS.
+    let pending = loop {
+        let now = now_ms();
+        {
+            let mut txns = broker.txn.lock();
+            let Some(current) = txns.get(&transactional_id) else {
+                return;
+            };
+            let mut next = current.clone();
+            if !next.complete(producer_id, producer_epoch, now) {
                 return;
             }
+            match broker.txn.append(&broker, &next) {
+                Ok(appended) => {
+                    txns.insert(transactional_id.clone(), next);
+                    break appended.durable;
+                }
+                Err(ErrorCode::NotCoordinator) => return,
+                Err(code) => {
+                    tracing::warn!(%transactional_id, ?code, "could not store the completed transaction; will retry");
+                }
+            }
         }
+        if broker.txn.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
     };
     let _ = pending.await;
 }

@@ -44,6 +44,12 @@ impl Cluster {
     /// nodes 2 and 3 can both be down while the quorum still commits, which
     /// a test of two lost replicas needs (three voters would lose it).
     pub fn start_with_voters(voter_count: i32, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with_env(voter_count, extra_args, &[])
+    }
+
+    /// As [`Cluster::start_with_voters`], with extra environment for every node (test-only
+    /// switches).
+    pub fn start_with_env(voter_count: i32, extra_args: &[&str], env: &[(&str, &str)]) -> Cluster {
         assert!((1..=3).contains(&voter_count), "1 to 3 voters");
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = tmp.path().join("weir.toml");
@@ -88,7 +94,7 @@ impl Cluster {
                 dir.join("data"),
                 dir.join("broker.log"),
                 &args,
-                &[],
+                env,
             ));
         }
         let mut cluster = Cluster {
