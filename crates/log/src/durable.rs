@@ -81,6 +81,20 @@ pub fn remove_dir_all(dir: &Path) -> io::Result<()> {
 /// write a temporary file, fdatasync it, rename it over `path`, fsync the
 /// directory.
 pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace_file(path, contents, true)?;
+    sync_dir(&parent_or_cwd(path))
+}
+
+/// As [`write_file_atomically`] without the syncs: a crash may leave the old content, the
+/// new, or an empty or torn file under `path`. For files that are checked when read (a CRC)
+/// and synced later off the hot path, as a roll's producer snapshot is by the flusher.
+pub fn write_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace_file(path, contents, false)
+}
+
+/// Writes `contents` to a temp file beside `path` (synced if `sync`) and renames it over
+/// `path`.
+fn replace_file(path: &Path, contents: &[u8], sync: bool) -> io::Result<()> {
     let Some(name) = path.file_name() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -99,30 +113,9 @@ pub fn write_file_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     {
         let mut f = File::create(&tmp)?;
         f.write_all(contents)?;
-        rustix::fs::fdatasync(&f)?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(&parent_or_cwd(path))
-}
-
-/// As [`write_file_atomically`] without the syncs: a crash may leave the old content, the
-/// new, or an empty or torn file under `path`. For files that are checked when read (a CRC)
-/// and synced later off the hot path, as a roll's producer snapshot is by the flusher.
-pub fn write_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let Some(name) = path.file_name() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "path has no file name",
-        ));
-    };
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".{}.u{n}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents)?;
+        if sync {
+            rustix::fs::fdatasync(&f)?;
+        }
     }
     std::fs::rename(&tmp, path)
 }
