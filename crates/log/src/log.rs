@@ -143,6 +143,7 @@ const FAILED_WRITES_MAX: usize = 4096;
 /// gives the client what Kafka gives it: it retries the failed batch first, then the rest.
 fn behind_failed_write(
     failed_writes: &HashMap<i64, (i16, i32)>,
+    producers: &ProducerState,
     pending: &[PendingBatch],
 ) -> Option<LogError> {
     if failed_writes.is_empty() {
@@ -151,12 +152,21 @@ fn behind_failed_write(
     pending.iter().find_map(|p| {
         let h = &p.header;
         let &(epoch, sequence) = failed_writes.get(&h.producer_id)?;
-        (!h.is_control() && h.producer_epoch == epoch && h.base_sequence != sequence).then(|| {
-            LogError::BehindFailedWrite {
+        // Only while the failed batch is still the producer's next one here: written meanwhile
+        // through another leader and replicated to this log, it holds nothing up any more.
+        let still_missing = producers.get(h.producer_id).is_none_or(|e| {
+            e.epoch == epoch
+                && e.last_batch()
+                    .is_none_or(|b| crate::producer_state::in_sequence(b.last_sequence, sequence))
+        });
+        (still_missing
+            && !h.is_control()
+            && h.producer_epoch == epoch
+            && h.base_sequence != sequence)
+            .then(|| LogError::BehindFailedWrite {
                 producer_id: h.producer_id,
                 sequence,
-            }
-        })
+            })
     })
 }
 
@@ -1897,13 +1907,15 @@ impl Log {
                     });
                 }
                 Err(e @ ProducerStateError::OutOfOrderSequence(_)) => {
-                    return Err(behind_failed_write(&st.failed_writes, &pending)
-                        .unwrap_or(LogError::Producer(e)));
+                    return Err(
+                        behind_failed_write(&st.failed_writes, &st.producers, &pending)
+                            .unwrap_or(LogError::Producer(e)),
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
             // An unknown producer passes the sequence check with any sequence.
-            if let Some(e) = behind_failed_write(&st.failed_writes, &pending) {
+            if let Some(e) = behind_failed_write(&st.failed_writes, &st.producers, &pending) {
                 return Err(e);
             }
         }

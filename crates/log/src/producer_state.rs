@@ -226,7 +226,7 @@ pub struct ProducerState {
     ongoing: BTreeMap<i64, i64>,
 }
 
-fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
+pub(crate) fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
     i64::from(next_seq) == i64::from(last_seq) + 1 || (next_seq == 0 && last_seq == i32::MAX)
 }
 

@@ -123,6 +123,22 @@ fn batches_behind_a_failed_write_get_the_storage_error_until_it_is_retried() {
     limit_file_size(u64::MAX);
     try_append(&log, &idem(5, 1, 0)).expect("the new epoch starts at sequence 0");
 
+    // A failed batch that reaches this log another way (written through another leader and
+    // replicated here) holds nothing up: the producer's next batch is taken.
+    limit_file_size(segment_bytes(dir.path()) + 16);
+    assert!(matches!(
+        try_append(&log, &idem(8, 0, 0)),
+        Err(LogError::Io(_))
+    ));
+    limit_file_size(u64::MAX);
+    let replicated = Bytes::from(weir_log::test_support::with_offset_and_epoch(
+        &idem(8, 0, 0),
+        log.log_end_offset(),
+        0,
+    ));
+    log.append_as_follower(&replicated).expect("replicated");
+    try_append(&log, &idem(8, 0, 1)).expect("the batch after the replicated one");
+
     let values: Vec<Vec<u8>> = read_all(&log, 0, log.log_end_offset())
         .into_iter()
         .map(|(_, _, crc_ok, bytes)| {
@@ -130,5 +146,9 @@ fn batches_behind_a_failed_write_get_the_storage_error_until_it_is_retried() {
             bytes
         })
         .collect();
-    assert_eq!(values.len(), 2 + 1 + 5 + 1, "every batch once, none twice");
+    assert_eq!(
+        values.len(),
+        2 + 1 + 5 + 1 + 2,
+        "every batch once, none twice"
+    );
 }

@@ -709,6 +709,11 @@ async fn markers_once_committed(
     then: Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send>,
 ) {
     loop {
+        if partition.log.is_poisoned() {
+            // Its fsync failed: the record is not durable here, and this log takes no more
+            // writes. The next coordinator decides from its own log.
+            return;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         match crate::wait_replicated(&partition, end_offset, leader_epoch, deadline).await {
             Ok(true) => {
