@@ -25,11 +25,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// The group's coordinator as `node` answers FindCoordinator (v1: one key).
-fn coordinator(cluster: &Cluster, node: i32) -> Option<i32> {
+/// The coordinator of `key` (key type 0: a group, 1: a transactional id) as `node` answers
+/// FindCoordinator (v1: one key).
+fn coordinator_of(cluster: &Cluster, node: i32, key: &str, key_type: i8) -> Option<i32> {
     let request = FindCoordinatorRequest {
-        key: GROUP.into(),
-        key_type: 0,
+        key: key.into(),
+        key_type,
         ..Default::default()
     };
     let answer: FindCoordinatorResponse = call(
@@ -40,6 +41,11 @@ fn coordinator(cluster: &Cluster, node: i32) -> Option<i32> {
     )
     .ok()?;
     (answer.error_code == 0).then_some(answer.node_id)
+}
+
+/// The group's coordinator as `node` answers it.
+fn coordinator(cluster: &Cluster, node: i32) -> Option<i32> {
+    coordinator_of(cluster, node, GROUP, 0)
 }
 
 fn consumer(bootstrap: &str) -> BaseConsumer {
@@ -145,23 +151,6 @@ fn committed_offsets_survive_kill_9_of_the_groups_coordinator() {
     );
 }
 
-/// The transaction coordinator of `transactional_id` as `node` answers FindCoordinator.
-fn txn_coordinator(cluster: &Cluster, node: i32, transactional_id: &str) -> Option<i32> {
-    let request = FindCoordinatorRequest {
-        key: transactional_id.into(),
-        key_type: 1,
-        ..Default::default()
-    };
-    let answer: FindCoordinatorResponse = call(
-        cluster.node(node).addr,
-        ApiKey::FindCoordinator,
-        1,
-        &request,
-    )
-    .ok()?;
-    (answer.error_code == 0).then_some(answer.node_id)
-}
-
 /// A transaction whose coordinator dies right after its PrepareCommit record is replicated
 /// is completed by the broker that takes `__transaction_state` over: the markers are written,
 /// read_committed consumers get the records, and the transactional id works again.
@@ -212,7 +201,7 @@ fn a_transaction_prepared_when_its_coordinator_dies_is_completed_by_the_next_one
     let victim = wait_for(
         "the transaction coordinator",
         Duration::from_secs(20),
-        || txn_coordinator(&cluster, 1, TXN_ID),
+        || coordinator_of(&cluster, 1, TXN_ID, 1),
     );
     producer.begin_transaction().expect("begin");
     for n in 0..3 {
