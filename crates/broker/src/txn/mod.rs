@@ -42,7 +42,7 @@
 pub mod records;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -177,6 +177,10 @@ pub struct TxnCoordinator {
     /// `__transaction_state` partitions (index, partition count) loaded since the timer last
     /// ran: their Prepare transactions are completed by it.
     loaded: Mutex<Vec<(i32, i32)>>,
+    /// Transactional ids whose markers a task is writing now: a second task for the same id
+    /// (a restart's recovery and the load of its partition both find it prepared) would write
+    /// every marker twice.
+    completing: Mutex<HashSet<String>>,
     wake: Arc<Notify>,
     started: AtomicBool,
     stopped: AtomicBool,
@@ -194,6 +198,7 @@ impl TxnCoordinator {
                 .transaction_abort_timed_out_transaction_cleanup_interval_ms,
             txns: Mutex::new(HashMap::new()),
             loaded: Mutex::new(Vec::new()),
+            completing: Mutex::new(HashSet::new()),
             wake: Arc::new(Notify::new()),
             started: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -413,9 +418,45 @@ impl TxnCoordinator {
                 tracing::error!(transactional_id = %id, "{CRASH_AFTER_PREPARE_ENV}=1: aborting the process after the prepare record");
                 std::process::abort();
             }
-            tokio::spawn(write_markers_and_complete(
-                broker, id, pid, epoch, partitions, marker,
-            ))
+            TxnCoordinator::spawn_completion(broker, id, pid, epoch, partitions, marker)
+        })
+    }
+
+    /// Starts the task that writes a prepared transaction's markers and completes it, unless
+    /// one runs for the id already (then the returned task ends at once).
+    fn spawn_completion(
+        broker: Arc<Broker>,
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<TopicPartition>,
+        marker: ControlType,
+    ) -> tokio::task::JoinHandle<()> {
+        let started = broker
+            .txn
+            .completing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(transactional_id.clone());
+        if !started {
+            return tokio::spawn(async {});
+        }
+        tokio::spawn(async move {
+            write_markers_and_complete(
+                broker.clone(),
+                transactional_id.clone(),
+                producer_id,
+                producer_epoch,
+                partitions,
+                marker,
+            )
+            .await;
+            broker
+                .txn
+                .completing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&transactional_id);
         })
     }
 
@@ -471,7 +512,7 @@ impl TxnCoordinator {
         for (meta, marker) in prepared {
             tracing::info!(transactional_id = %meta.transactional_id, state = meta.state.name(),
                 partitions = meta.partitions.len(), "completing a transaction prepared before restart");
-            tokio::spawn(write_markers_and_complete(
+            drop(TxnCoordinator::spawn_completion(
                 broker.clone(),
                 meta.transactional_id.clone(),
                 meta.producer_id,
