@@ -302,6 +302,14 @@ pub fn set_max_timestamp(batch: &mut [u8], ts_ms: i64) -> Result<(), RecordError
     rewrite_crc(batch)
 }
 
+/// Rewrites baseSequence and recomputes the CRC: a load generator that resends one encoded
+/// batch as an idempotent producer's next batch. Needs the whole batch.
+pub fn set_base_sequence(batch: &mut [u8], base_sequence: i32) -> Result<(), RecordError> {
+    whole_batch(batch)?;
+    write_bytes(batch, BASE_SEQUENCE_OFFSET, &base_sequence.to_be_bytes())?;
+    rewrite_crc(batch)
+}
+
 /// Applies `log.message.timestamp.type=LogAppendTime`: sets the timestamp-type
 /// bit and maxTimestamp to the broker's clock, then recomputes the CRC. Record
 /// timestamps are left alone; consumers read `max_timestamp` for every record

@@ -5,8 +5,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use weir_protocol::record::{
     BATCH_HEADER_BYTES, BatchHeader, Compression, Record, RecordBatchBuilder, RecordError,
-    RecordHeader, TimestampType, compute_crc, decode_records, set_base_offset, set_log_append_time,
-    set_max_timestamp, set_partition_leader_epoch, split_batches, summarize_records, verify_crc,
+    RecordHeader, TimestampType, compute_crc, decode_records, set_base_offset, set_base_sequence,
+    set_log_append_time, set_max_timestamp, set_partition_leader_epoch, split_batches,
+    summarize_records, verify_crc,
 };
 
 const DECOMPRESSED_BYTES_MAX: usize = 16 * 1024 * 1024;
@@ -193,6 +194,10 @@ fn timestamp_rewrites_recompute_crc() {
         1_800_000_000_000
     );
 
+    set_base_sequence(&mut batch, 1_000_000).unwrap();
+    verify_crc(&batch).unwrap();
+    assert_eq!(BatchHeader::parse(&batch).unwrap().base_sequence, 1_000_000);
+
     set_log_append_time(&mut batch, 1_900_000_000_000).unwrap();
     verify_crc(&batch).unwrap();
     let header = BatchHeader::parse(&batch).unwrap();
@@ -221,12 +226,14 @@ fn rewrites_on_short_or_truncated_input_fail_without_writing() {
         assert!(set_partition_leader_epoch(&mut short, 1).is_err());
         assert!(set_max_timestamp(&mut short, 1).is_err());
         assert!(set_log_append_time(&mut short, 1).is_err());
+        assert!(set_base_sequence(&mut short, 1).is_err());
         assert_eq!(short, &batch[..len]);
     }
     // A whole header but a truncated body: CRC-covered rewrites must refuse.
     let mut truncated = batch[..batch.len() - 1].to_vec();
     assert!(set_max_timestamp(&mut truncated, 1).is_err());
     assert!(set_log_append_time(&mut truncated, 1).is_err());
+    assert!(set_base_sequence(&mut truncated, 1).is_err());
     assert_eq!(truncated, &batch[..batch.len() - 1]);
 }
 

@@ -185,3 +185,64 @@ fn bench_rejects_e2e_records_too_small_for_the_timestamp() {
         "{out:?}"
     );
 }
+
+/// The pipelined driver, plain and idempotent: every record it counts as acked is stored once
+/// (a sequence number that did not advance would be answered as a duplicate and stored once
+/// for many), and the idempotent run's batches carry one producer whose last sequence is the
+/// last record's.
+#[test]
+fn pipelined_driver_stores_each_acked_record_once() {
+    let broker = Broker::start(&[]);
+    let records = RECORDS.to_string();
+    let size = RECORD_SIZE.to_string();
+    // 100 records per batch (the driver sizes batches at value + 16 bytes a record), so the
+    // count is reached exactly, in 20 requests of which up to 5 are in flight.
+    let batch_bytes = ((RECORD_SIZE + 16) * 100).to_string();
+    for (topic, idempotent) in [("smoke-pipelined", false), ("smoke-pipelined-idem", true)] {
+        let mut args = vec![
+            "produce",
+            "--driver",
+            "pipelined",
+            "--topic",
+            topic,
+            "--partitions",
+            "2",
+            "--records",
+            &records,
+            "--record-size",
+            &size,
+            "--batch-size",
+            &batch_bytes,
+            "--acks",
+            "all",
+        ];
+        if idempotent {
+            args.push("--idempotent");
+        }
+        let produced = bench(&broker, &args);
+        check_common(&produced, "produce", "pipelined", RECORDS, RECORD_SIZE);
+        check_latency(&produced, "latency", RECORDS / 100);
+
+        let consumed = bench(&broker, &["consume", "--driver", "weir", "--topic", topic]);
+        check_common(&consumed, "consume", "weir", RECORDS, RECORD_SIZE);
+
+        let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["topic", "describe", topic, "--format", "json"])
+            .args(["--bootstrap", &broker.bootstrap()])
+            .output()
+            .expect("spawn weir topic describe");
+        assert!(out.status.success(), "{out:?}");
+        let described: Value = serde_json::from_slice(&out.stdout).expect("describe JSON");
+        let producers = described["producers"].as_array().expect("producers");
+        if idempotent {
+            // Both partitions, one producer, each ending at its 1,000th record (sequence 999).
+            assert_eq!(producers.len(), 2, "{described}");
+            assert_eq!(producers[0]["producer_id"], producers[1]["producer_id"]);
+            for p in producers {
+                assert_eq!(p["last_sequence"], RECORDS / 2 - 1, "{described}");
+            }
+        } else {
+            assert!(producers.is_empty(), "{described}");
+        }
+    }
+}

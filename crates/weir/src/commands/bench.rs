@@ -24,6 +24,7 @@
 //! (the bench scripts turn it on): librdkafka is a C build of minutes that the
 //! broker itself never needs.
 
+mod pipelined_driver;
 #[cfg(feature = "rdkafka-driver")]
 mod plot;
 #[cfg(feature = "rdkafka-driver")]
@@ -66,6 +67,11 @@ pub enum Driver {
     Rdkafka,
     /// Weir's own `weir-client`.
     Weir,
+    /// Weir's wire codec with no client library: pre-encoded batches, up to `--max-in-flight`
+    /// (default 5) Produce requests outstanding per leader whether or not `--idempotent`, as
+    /// Kafka's Java producer does (librdkafka's idempotent producer sends one at a time).
+    /// produce only.
+    Pipelined,
 }
 
 const DRIVER_DEFAULT: &str = if cfg!(feature = "rdkafka-driver") {
@@ -126,7 +132,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub queue_records_max: usize,
     /// Produce requests librdkafka may have outstanding per connection
-    /// (max.in.flight.requests.per.connection). Default: librdkafka's own.
+    /// (max.in.flight.requests.per.connection). Default: librdkafka's own; the pipelined
+    /// driver's is 5, per leader connection.
     #[arg(long)]
     pub max_in_flight: Option<u32>,
     /// Records sent during the first N seconds count for throughput but not
@@ -146,7 +153,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = DRIVER_DEFAULT)]
     pub driver: Driver,
     /// Produce as an idempotent producer (librdkafka enable.idempotence=true;
-    /// needs --acks all and at most 5 requests in flight). rdkafka driver only.
+    /// needs --acks all and at most 5 requests in flight). rdkafka and pipelined drivers.
     #[arg(long)]
     pub idempotent: bool,
     /// Produce in transactions of this many records each (librdkafka
@@ -292,6 +299,12 @@ impl Latencies {
             l.series = Some(Vec::new());
         }
         l
+    }
+
+    /// Adds every sample of `other` (not its series).
+    pub fn add(&mut self, other: &Latencies) {
+        // Both have the same bounds, so this cannot fail; a sample out of range would saturate.
+        let _ = self.histogram.add(&other.histogram);
     }
 
     pub fn record(&mut self, latency: Duration) {
@@ -450,6 +463,7 @@ impl BenchReport {
         let driver = match self.driver {
             Driver::Rdkafka => "rdkafka",
             Driver::Weir => "weir",
+            Driver::Pipelined => "pipelined",
         };
         let mut out = format!(
             "{workload} ({driver}) {} topic={} partitions={} record_size={} acks={}{} compression={}\n  \
@@ -508,8 +522,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.partitions < 1 {
         bail!("--partitions must be at least 1");
     }
-    if args.idempotent && (args.driver != Driver::Rdkafka || args.acks != Acks::All) {
-        bail!("--idempotent needs --driver rdkafka and --acks all");
+    if args.idempotent && (args.driver == Driver::Weir || args.acks != Acks::All) {
+        bail!("--idempotent needs --driver rdkafka or pipelined, and --acks all");
+    }
+    if args.driver == Driver::Pipelined
+        && (args.workload != Workload::Produce || args.transaction_records.is_some())
+    {
+        bail!("--driver pipelined runs the produce workload only, without transactions");
     }
     if let Some(n) = args.transaction_records
         && (n == 0
@@ -540,7 +559,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let partitions = runtime.block_on(ensure_topic(&args))?;
     let stop = StopAt::from_args(&args);
-    if args.keys > 0 && args.driver == Driver::Weir {
+    if args.keys > 0 && args.driver != Driver::Rdkafka {
         anyhow::bail!("--keys needs --driver rdkafka");
     }
     let measured = match args.driver {
@@ -559,6 +578,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             )
         }
         Driver::Weir => runtime.block_on(weir_driver::run(&args, partitions, stop))?,
+        Driver::Pipelined => runtime.block_on(pipelined_driver::run(&args, stop))?,
     };
     #[cfg(feature = "rdkafka-driver")]
     let mut measured = measured;
