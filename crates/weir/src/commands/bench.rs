@@ -12,9 +12,11 @@
 //!   time (nanoseconds since the run started) in its first 8 bytes, so the
 //!   clock is one process's monotonic clock.
 //!
-//! Two drivers do the Kafka I/O: `rdkafka` (librdkafka, the reference for
-//! "what a real client gets") and `weir` (our own `weir-client`). The topic
-//! is created through `weir-client` either way (admin is not on the hot path).
+//! Three drivers do the Kafka I/O: `rdkafka` (librdkafka, the reference for
+//! "what a real client gets"), `weir` (our own `weir-client`) and `pipelined`
+//! (produce only: pre-encoded batches with several requests in flight, also
+//! when idempotent, which librdkafka does not do). The topic is created
+//! through `weir-client` either way (admin is not on the hot path).
 //!
 //! Every run ends with one [`BenchReport`]: text by default, one JSON object
 //! on stdout with `--json` (what `bench/run` collects). Throughput counts
