@@ -67,8 +67,16 @@ pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
 /// Read size while replaying a partition at start.
 const REPLAY_READ_BYTES: usize = 1 << 20;
 const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
-/// Pause before writing markers again after a partition refused one.
+/// Pause before writing markers (or the Complete record) again after a failure; it doubles
+/// with each failure in a row up to `MARKER_RETRY_MAX_MS`, so that transactions stuck behind
+/// a disk that stays full retry at a bounded rate while one that failed once is not held up.
 const MARKER_RETRY_MS: u64 = 1_000;
+const MARKER_RETRY_MAX_MS: u64 = 5_000;
+
+/// The pause after `pause_ms` (see `MARKER_RETRY_MS`).
+fn next_marker_retry_ms(pause_ms: u64) -> u64 {
+    pause_ms.saturating_mul(2).min(MARKER_RETRY_MAX_MS)
+}
 /// How long an EndTxn reply waits for its markers and Complete state.
 const MARKERS_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Test-only: `kill -9` stand-in right after a PrepareCommit/PrepareAbort is
@@ -185,6 +193,24 @@ pub struct TxnCoordinator {
     started: AtomicBool,
     stopped: AtomicBool,
     crash_after_prepare: bool,
+}
+
+/// A transactional id in [`TxnCoordinator::completing`] for as long as its completion task
+/// holds this.
+struct Completing {
+    broker: Arc<Broker>,
+    transactional_id: String,
+}
+
+impl Drop for Completing {
+    fn drop(&mut self) {
+        self.broker
+            .txn
+            .completing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.transactional_id);
+    }
 }
 
 impl TxnCoordinator {
@@ -441,22 +467,23 @@ impl TxnCoordinator {
         if !started {
             return tokio::spawn(async {});
         }
+        // The guard frees the id however the task ends: done, panicked or cancelled at
+        // shutdown. Left in the set, the id would never be completed on this broker again.
+        let guard = Completing {
+            broker: broker.clone(),
+            transactional_id: transactional_id.clone(),
+        };
         tokio::spawn(async move {
+            let _guard = guard;
             write_markers_and_complete(
-                broker.clone(),
-                transactional_id.clone(),
+                broker,
+                transactional_id,
                 producer_id,
                 producer_epoch,
                 partitions,
                 marker,
             )
             .await;
-            broker
-                .txn
-                .completing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&transactional_id);
         })
     }
 
@@ -844,8 +871,8 @@ async fn send_markers(
 
 /// Writes `marker` to every partition of a prepared transaction, waits for
 /// the markers to be durable, then stores the Complete state. A partition
-/// that refuses is tried again every second until it takes the marker
-/// (Kafka's coordinator also retries markers without end).
+/// that refuses is tried again, after 1 s and then at most every 5 s, until it
+/// takes the marker (Kafka's coordinator also retries markers without end).
 async fn write_markers_and_complete(
     broker: Arc<Broker>,
     transactional_id: String,
@@ -855,6 +882,7 @@ async fn write_markers_and_complete(
     marker: ControlType,
 ) {
     let mut left = partitions;
+    let mut pause_ms = MARKER_RETRY_MS;
     loop {
         let mut waits = Vec::new();
         let mut failed = Vec::new();
@@ -928,8 +956,10 @@ async fn write_markers_and_complete(
             return;
         }
         left = failed;
-        tokio::time::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        pause_ms = next_marker_retry_ms(pause_ms);
     }
+    let mut pause_ms = MARKER_RETRY_MS;
     // The Complete record: tried again while this broker still coordinates the id (a full
     // disk, a write that failed), since until it is stored every request of the id gets
     // CONCURRENT_TRANSACTIONS.
@@ -958,7 +988,25 @@ async fn write_markers_and_complete(
         if broker.txn.stopped.load(Ordering::Acquire) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        pause_ms = next_marker_retry_ms(pause_ms);
     };
     let _ = pending.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MARKER_RETRY_MAX_MS, MARKER_RETRY_MS, next_marker_retry_ms};
+
+    #[test]
+    fn marker_retries_double_up_to_the_cap() {
+        let mut pause_ms = MARKER_RETRY_MS;
+        let mut seen = vec![pause_ms];
+        for _ in 0..5 {
+            pause_ms = next_marker_retry_ms(pause_ms);
+            seen.push(pause_ms);
+        }
+        assert_eq!(seen, [1_000, 2_000, 4_000, 5_000, 5_000, 5_000]);
+        assert_eq!(next_marker_retry_ms(u64::MAX), MARKER_RETRY_MAX_MS);
+    }
 }
