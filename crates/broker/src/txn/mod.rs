@@ -195,6 +195,27 @@ pub struct TxnCoordinator {
     crash_after_prepare: bool,
 }
 
+/// A transaction in PrepareCommit or PrepareAbort: what its completion needs.
+struct Prepared {
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<TopicPartition>,
+    marker: ControlType,
+}
+
+impl Prepared {
+    fn of(meta: &TxnMetadata, marker: ControlType) -> Prepared {
+        Prepared {
+            transactional_id: meta.transactional_id.clone(),
+            producer_id: meta.producer_id,
+            producer_epoch: meta.producer_epoch,
+            partitions: meta.partitions.iter().cloned().collect(),
+            marker,
+        }
+    }
+}
+
 /// A transactional id in [`TxnCoordinator::completing`] for as long as its completion task
 /// holds this.
 struct Completing {
@@ -435,35 +456,26 @@ impl TxnCoordinator {
         marker: ControlType,
     ) -> Box<dyn FnOnce() -> tokio::task::JoinHandle<()> + Send> {
         let broker = broker.clone();
-        let id = meta.transactional_id.clone();
-        let (pid, epoch) = (meta.producer_id, meta.producer_epoch);
-        let partitions: Vec<TopicPartition> = meta.partitions.iter().cloned().collect();
+        let prepared = Prepared::of(meta, marker);
         let crash = self.crash_after_prepare;
         Box::new(move || {
             if crash {
-                tracing::error!(transactional_id = %id, "{CRASH_AFTER_PREPARE_ENV}=1: aborting the process after the prepare record");
+                tracing::error!(transactional_id = %prepared.transactional_id, "{CRASH_AFTER_PREPARE_ENV}=1: aborting the process after the prepare record");
                 std::process::abort();
             }
-            TxnCoordinator::spawn_completion(broker, id, pid, epoch, partitions, marker)
+            TxnCoordinator::spawn_completion(broker, prepared)
         })
     }
 
     /// Starts the task that writes a prepared transaction's markers and completes it, unless
     /// one runs for the id already (then the returned task ends at once).
-    fn spawn_completion(
-        broker: Arc<Broker>,
-        transactional_id: String,
-        producer_id: i64,
-        producer_epoch: i16,
-        partitions: Vec<TopicPartition>,
-        marker: ControlType,
-    ) -> tokio::task::JoinHandle<()> {
+    fn spawn_completion(broker: Arc<Broker>, prepared: Prepared) -> tokio::task::JoinHandle<()> {
         let started = broker
             .txn
             .completing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(transactional_id.clone());
+            .insert(prepared.transactional_id.clone());
         if !started {
             return tokio::spawn(async {});
         }
@@ -471,19 +483,11 @@ impl TxnCoordinator {
         // shutdown. Left in the set, the id would never be completed on this broker again.
         let guard = Completing {
             broker: broker.clone(),
-            transactional_id: transactional_id.clone(),
+            transactional_id: prepared.transactional_id.clone(),
         };
         tokio::spawn(async move {
             let _guard = guard;
-            write_markers_and_complete(
-                broker,
-                transactional_id,
-                producer_id,
-                producer_epoch,
-                partitions,
-                marker,
-            )
-            .await;
+            write_markers_and_complete(broker, prepared).await;
         })
     }
 
@@ -541,11 +545,7 @@ impl TxnCoordinator {
                 partitions = meta.partitions.len(), "completing a transaction prepared before restart");
             drop(TxnCoordinator::spawn_completion(
                 broker.clone(),
-                meta.transactional_id.clone(),
-                meta.producer_id,
-                meta.producer_epoch,
-                meta.partitions.iter().cloned().collect(),
-                marker,
+                Prepared::of(&meta, marker),
             ));
         }
     }
@@ -873,14 +873,14 @@ async fn send_markers(
 /// the markers to be durable, then stores the Complete state. A partition
 /// that refuses is tried again, after 1 s and then at most every 5 s, until it
 /// takes the marker (Kafka's coordinator also retries markers without end).
-async fn write_markers_and_complete(
-    broker: Arc<Broker>,
-    transactional_id: String,
-    producer_id: i64,
-    producer_epoch: i16,
-    partitions: Vec<TopicPartition>,
-    marker: ControlType,
-) {
+async fn write_markers_and_complete(broker: Arc<Broker>, prepared: Prepared) {
+    let Prepared {
+        transactional_id,
+        producer_id,
+        producer_epoch,
+        partitions,
+        marker,
+    } = prepared;
     let mut left = partitions;
     let mut pause_ms = MARKER_RETRY_MS;
     loop {
