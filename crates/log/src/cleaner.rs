@@ -262,6 +262,9 @@ struct Plan {
     max_lag_due: bool,
     /// A delete horizon among the cleaned batches has passed: tombstones or markers can go.
     horizon_due: bool,
+    /// Sealed segments from the one the stored recovery point names onward were left out: a
+    /// newer recovery point would let them be cleaned.
+    held_by_recovery_point: bool,
 }
 
 /// A record-level decision for one batch.
@@ -596,12 +599,17 @@ impl Log {
         let written_segment = s.written_point_base();
         let lag_cutoff = now_ms.saturating_sub(config.min_compaction_lag_ms.max(0));
         let mut cleanable = Vec::new();
+        let mut held_by_recovery_point = false;
         for (i, seg) in segs.iter().enumerate() {
             // Never the active (last) segment.
             if i + 1 == segs.len() || seg.next_offset() > limit {
                 break;
             }
-            if Some(seg.base_offset) == position_segment || seg.base_offset == written_segment {
+            if seg.base_offset == written_segment {
+                break;
+            }
+            if Some(seg.base_offset) == position_segment {
+                held_by_recovery_point = true;
                 break;
             }
             let (max_ts, _) = seg.max_ts();
@@ -647,6 +655,7 @@ impl Log {
             stats,
             max_lag_due,
             horizon_due,
+            held_by_recovery_point,
         }
     }
 
@@ -670,6 +679,16 @@ impl Log {
                 || plan.max_lag_due
                 || plan.stats.dirty_ratio >= config.min_cleanable_dirty_ratio);
         if !dirty_due && !plan.horizon_due {
+            if plan.held_by_recovery_point {
+                // A recovery point is stored at a roll only when the sync after it covers the
+                // sealed segment, or once its interval (10 s, 16 MiB) passes after new writes:
+                // a log written one synced batch at a time, then idle, could keep one naming an
+                // old segment for good, and everything from there on would stay uncleaned.
+                // Stored now, it names the segment being written, and the next pass goes on.
+                // A failed sync poisons the log and is reported by its writers; the next pass
+                // asks again.
+                let _ = s.flush_and_store_recovery_point();
+            }
             return Ok(None);
         }
         let mut truncations_expected = s.truncations.load(Ordering::Acquire);

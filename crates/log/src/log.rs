@@ -626,6 +626,17 @@ impl Shared {
 
     /// Syncs everything written so far, then completes the waiters it covers.
     pub(crate) fn flush_now(&self) -> Result<(), LogError> {
+        self.flush(false)
+    }
+
+    /// As [`Shared::flush_now`], then stores the recovery point if anything was written since
+    /// the last one, whatever the interval: for the cleaner, which cannot clean the segment a
+    /// stored recovery point names (see `cleaner.rs`, `plan`).
+    pub(crate) fn flush_and_store_recovery_point(&self) -> Result<(), LogError> {
+        self.flush(true)
+    }
+
+    fn flush(&self, recovery_point_wanted: bool) -> Result<(), LogError> {
         let flushing = lock(&self.flush_lock);
         let truncations = self.truncations.load(Ordering::Acquire);
         if self.detached.load(Ordering::SeqCst) {
@@ -707,7 +718,8 @@ impl Shared {
         let due = || {
             let clock = lock(&self.recovery_point_clock);
             written_bytes_total > clock.written_bytes_total
-                && (sealed_synced
+                && (recovery_point_wanted
+                    || sealed_synced
                     || written_bytes_total - clock.written_bytes_total
                         >= config.recovery_point_interval_bytes
                     || clock.at.elapsed()

@@ -657,3 +657,54 @@ fn a_marker_stays_while_a_producer_snapshot_lies_inside_its_transaction() {
     log.set_high_watermark(log.log_end_offset());
     assert_eq!(log.last_stable_offset(), log.log_end_offset());
 }
+
+/// With the broker's recovery-point intervals (16 MiB, 10 s), a log written one synced batch at
+/// a time stores no recovery point at its rolls. One stored earlier (here at a clean close)
+/// names a segment the cleaner must not rewrite, so everything from there on stayed uncleaned
+/// for as long as the log was idle (seen as `__consumer_offsets` never shrinking in CI). The
+/// cleaner now has a recovery point stored when that is all that holds it back.
+#[test]
+fn a_stale_recovery_point_does_not_hold_the_cleaner_back_for_good() {
+    let cfg = LogConfig {
+        segment_bytes: 1024,
+        index_interval_bytes: 128,
+        retention_ms: -1,
+        flush: FlushPolicy::EveryAppend,
+        ..LogConfig::default()
+    };
+    let env = LogEnv::new(64);
+    let dir = tempfile::tempdir().unwrap();
+    let write_rounds = |log: &Log, rounds: std::ops::Range<u16>| {
+        for round in rounds {
+            for key in 0..10u8 {
+                let b = encode_batch(&[(key, Some(round))], Compression::None, T0_MS);
+                log.append(&b, &Default::default()).unwrap();
+                flush_and_publish(log);
+            }
+        }
+    };
+    let log = Log::open(&env, dir.path(), cfg).unwrap();
+    write_rounds(&log, 0..20);
+    // The clean close stores a recovery point in the segment then active.
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(&env, dir.path(), cfg).unwrap();
+    write_rounds(&log, 20..40);
+    let before = log.size_bytes();
+    for _ in 0..5 {
+        log.clean(&mut Cleaner::new(1 << 20, 0), &compaction(), T0_MS, false)
+            .unwrap();
+    }
+    // Ten keys' latest values in the cleaned part, and the active segment's batches.
+    let after = log.size_bytes();
+    assert!(
+        after <= 2 * 1024 + 10 * 100,
+        "{after} bytes left of {before}: the cleaner stopped at the recovery point's segment"
+    );
+    let latest: BTreeMap<u8, Vec<u8>> = records(&log)
+        .into_iter()
+        .filter_map(|(_, _, r)| Some((r.key?.get(1).copied()?, r.value?.to_vec())))
+        .collect();
+    assert_eq!(latest.len(), 10);
+    assert!(latest.values().all(|v| v[..] == 39u16.to_be_bytes()[..]));
+}
