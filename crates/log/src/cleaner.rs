@@ -670,7 +670,20 @@ impl Log {
         let s = &self.shared;
         s.refuse_if_damaged_pub()?;
         let _one_pass = lock(&s.cleaning);
-        let plan = self.plan(config, now_ms);
+        let mut plan = self.plan(config, now_ms);
+        if plan.held_by_recovery_point {
+            // A recovery point is stored at a roll only when the sync after it covers the
+            // sealed segment, or once its interval (10 s, 16 MiB) passes after new writes: a
+            // log written one synced batch at a time, then idle, could keep one naming an old
+            // segment for good, and everything from there on would stay uncleaned. Stored now,
+            // it names the segment being written, and this pass goes on past the old one. (A
+            // pass that stopped there would leave a forced `weir topic compact` with nothing
+            // cleaned.) A failed sync poisons the log and is reported by its writers; the
+            // pass then cleans what the old point allows.
+            if s.flush_and_store_recovery_point().is_ok() {
+                plan = self.plan(config, now_ms);
+            }
+        }
         // With nothing dirty, a pass only re-walks the cleaned part to drop what a passed delete
         // horizon covers. (Horizons are known from the passes since open: after a restart the
         // next pass over dirty data finds them again.)
@@ -679,16 +692,6 @@ impl Log {
                 || plan.max_lag_due
                 || plan.stats.dirty_ratio >= config.min_cleanable_dirty_ratio);
         if !dirty_due && !plan.horizon_due {
-            if plan.held_by_recovery_point {
-                // A recovery point is stored at a roll only when the sync after it covers the
-                // sealed segment, or once its interval (10 s, 16 MiB) passes after new writes:
-                // a log written one synced batch at a time, then idle, could keep one naming an
-                // old segment for good, and everything from there on would stay uncleaned.
-                // Stored now, it names the segment being written, and the next pass goes on.
-                // A failed sync poisons the log and is reported by its writers; the next pass
-                // asks again.
-                let _ = s.flush_and_store_recovery_point();
-            }
             return Ok(None);
         }
         let mut truncations_expected = s.truncations.load(Ordering::Acquire);
